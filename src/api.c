@@ -1,0 +1,639 @@
+/* Avala API calls: URL building, cursor pagination, both field dialects, and
+ * defensive parsing (a wrong type is a missing field, never a crash). */
+#include "api.h"
+#include "log.h"
+
+#include <cjson/cJSON.h>
+#include <curl/curl.h>
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_PAGES 1000000 /* a loop guard against a server that never ends */
+
+struct api {
+	struct http *http;
+	char *base; /* without a trailing slash */
+	int page_size;
+	char *ordering;
+	int auth_logged; /* last 401/403 logged, so each cause logs once */
+};
+
+struct api *api_new(struct http *http, const struct api_config *cfg)
+{
+	struct api *api = calloc(1, sizeof(*api));
+	size_t len;
+
+	if (!api)
+		return NULL;
+	api->http = http;
+	api->base = strdup(cfg->base_url);
+	api->ordering = cfg->ordering ? strdup(cfg->ordering) : NULL;
+	if (!api->base || (cfg->ordering && !api->ordering)) {
+		api_free(api);
+		return NULL;
+	}
+	len = strlen(api->base);
+	while (len > 0 && api->base[len - 1] == '/')
+		api->base[--len] = '\0';
+	api->page_size = cfg->page_size;
+	return api;
+}
+
+void api_free(struct api *api)
+{
+	if (!api)
+		return;
+	free(api->base);
+	free(api->ordering);
+	free(api);
+}
+
+void item_list_clear(struct item_list *list)
+{
+	size_t i;
+
+	for (i = 0; i < list->n; i++)
+		item_unref(list->v[i]);
+	free(list->v);
+	list->v = NULL;
+	list->n = list->cap = 0;
+}
+
+static int list_push(struct item_list *list, struct item *it)
+{
+	if (list->n == list->cap) {
+		size_t cap = list->cap ? list->cap * 2 : 128;
+		struct item **v = realloc(list->v, cap * sizeof(*v));
+
+		if (!v)
+			return -ENOMEM;
+		list->v = v;
+		list->cap = cap;
+	}
+	list->v[list->n++] = it;
+	return 0;
+}
+
+int api_errno(long status)
+{
+	switch (status) {
+	case 401:
+	case 403:
+		return -EACCES;
+	case 404:
+	case 410:
+		return -ENOENT;
+	default:
+		return -EIO;
+	}
+}
+
+/* A new formatted string, NULL on ENOMEM. */
+static char *strprintf(const char *fmt, ...)
+	__attribute__((format(printf, 1, 2)));
+static char *strprintf(const char *fmt, ...)
+{
+	va_list ap;
+	char *s;
+
+	va_start(ap, fmt);
+	if (vasprintf(&s, fmt, ap) < 0)
+		s = NULL;
+	va_end(ap);
+	return s;
+}
+
+/* A string field, or NULL when absent or of another type. */
+static const char *str_field(const cJSON *obj, const char *name)
+{
+	const cJSON *f = cJSON_GetObjectItemCaseSensitive(obj, name);
+
+	return cJSON_IsString(f) ? f->valuestring : NULL;
+}
+
+static int dup_field(char **dst, const char *src)
+{
+	*dst = NULL;
+	if (!src)
+		return 0;
+	*dst = strdup(src);
+	return *dst ? 0 : -ENOMEM;
+}
+
+/* Pretty-print @obj into a new string ending in \n. */
+static char *pretty(const cJSON *obj, size_t *len)
+{
+	char *text = cJSON_Print(obj), *out;
+	size_t n;
+
+	if (!text)
+		return NULL;
+	n = strlen(text);
+	out = realloc(text, n + 2);
+	if (!out) {
+		free(text);
+		return NULL;
+	}
+	out[n] = '\n';
+	out[n + 1] = '\0';
+	*len = n + 1;
+	return out;
+}
+
+static const char *thumbnail_url(const cJSON *obj)
+{
+	const cJSON *thumbs = cJSON_GetObjectItemCaseSensitive(obj, "thumbnails");
+	const char *url = str_field(obj, "thumbnail_url");
+
+	if (url)
+		return url;
+	if (cJSON_IsArray(thumbs) && cJSON_IsString(cJSON_GetArrayItem(thumbs, 0)))
+		return cJSON_GetArrayItem(thumbs, 0)->valuestring;
+	return str_field(obj, "video_thumbnail");
+}
+
+/* The extension of a file: from the key for data, the URL first for
+ * thumbnails (a video's thumbnail is a picture), then metadata.format. */
+static void pick_ext(char ext[NAMES_EXT_MAX], const struct item *it,
+		     const char *url, const char *format, bool url_first)
+{
+	if (url_first && url && names_url_ext(url, ext))
+		return;
+	if (it->key && names_ext(it->key, it->key_len, ext))
+		return;
+	if (!url_first && url && names_url_ext(url, ext))
+		return;
+	names_format_ext(format, ext);
+}
+
+/* Views become views/<key>.json, named by the rules of section 3 with the
+ * view's index standing in for a uid. */
+static int parse_views(struct item *it, const cJSON *views)
+{
+	size_t i, n = cJSON_GetArraySize(views);
+	struct names_input *in;
+	char **files, **tags, **out;
+	int err = -ENOMEM;
+
+	if (n == 0)
+		return 0;
+	in = calloc(n, sizeof(*in));
+	files = calloc(n, sizeof(*files));
+	tags = calloc(n, sizeof(*tags));
+	out = calloc(n, sizeof(*out));
+	it->views = calloc(n, sizeof(*it->views));
+	if (!in || !files || !tags || !out || !it->views)
+		goto out;
+	for (i = 0; i < n; i++) {
+		const cJSON *v = cJSON_GetArrayItem(views, i);
+		const char *key = cJSON_IsObject(v) ? str_field(v, "key") : NULL;
+
+		tags[i] = strprintf("view%zu", i);
+		files[i] = tags[i] ? strprintf("%s.json",
+					       key && *key ? key : tags[i])
+				   : NULL;
+		if (!files[i])
+			goto out;
+		in[i].uid = tags[i];
+		in[i].key = files[i];
+		in[i].key_len = strlen(files[i]);
+	}
+	if (names_assign(in, n, out))
+		goto out;
+	for (i = 0; i < n; i++) {
+		struct view *view = &it->views[i];
+
+		view->name = out[i];
+		out[i] = NULL;
+		view->json = pretty(cJSON_GetArrayItem(views, i),
+				    &view->json_len);
+		it->n_views = i + 1;
+		if (!view->json)
+			goto out;
+	}
+	err = 0;
+out:
+	for (i = 0; i < n; i++) {
+		free(tags ? tags[i] : NULL);
+		free(files ? files[i] : NULL);
+		free(out ? out[i] : NULL);
+	}
+	free(tags);
+	free(files);
+	free(out);
+	free(in);
+	return err;
+}
+
+/* Build an item from one JSON object; NULL when it has no string uid. */
+static struct item *item_from_json(const cJSON *obj, enum item_kind kind)
+{
+	const cJSON *meta, *size, *key, *views;
+	const char *data_url, *thumb_url, *format = NULL;
+	struct item *it;
+
+	if (!cJSON_IsObject(obj) || !str_field(obj, "uid") ||
+	    !*str_field(obj, "uid"))
+		return NULL;
+	it = item_new(kind);
+	if (!it)
+		return NULL;
+	key = cJSON_GetObjectItemCaseSensitive(obj, "key");
+	meta = cJSON_GetObjectItemCaseSensitive(obj, "metadata");
+	if (cJSON_IsObject(meta)) {
+		format = str_field(meta, "format");
+		size = cJSON_GetObjectItemCaseSensitive(meta, "size");
+		if (cJSON_IsNumber(size) && size->valuedouble >= 0 &&
+		    size->valuedouble < 9e15 &&
+		    floor(size->valuedouble) == size->valuedouble)
+			it->size = (int64_t)size->valuedouble;
+	}
+	if (kind == ITEM_KIND_ITEM) {
+		data_url = str_field(obj, "data_url");
+		if (!data_url)
+			data_url = str_field(obj, "url");
+		thumb_url = thumbnail_url(obj);
+	} else {
+		data_url = str_field(obj, "featured_image");
+		thumb_url = NULL;
+		it->size = -1; /* metadata.size, if any, is not the image's */
+	}
+	if (dup_field(&it->uid, str_field(obj, "uid")) ||
+	    dup_field(&it->status, str_field(obj, "status")) ||
+	    dup_field(&it->data_url, data_url) ||
+	    dup_field(&it->thumb_url, thumb_url) ||
+	    dup_field(&it->version, str_field(obj, "updated_at")))
+		goto fail;
+	if (cJSON_IsString(key)) {
+		it->key_len = strlen(key->valuestring);
+		it->key = strdup(key->valuestring);
+		if (!it->key)
+			goto fail;
+	}
+	pick_ext(it->data_ext, it, data_url, format, kind != ITEM_KIND_ITEM);
+	pick_ext(it->thumb_ext, it, thumb_url, format, true);
+	views = cJSON_GetObjectItemCaseSensitive(obj, "views");
+	if (kind == ITEM_KIND_SEQUENCE && cJSON_IsArray(views) &&
+	    parse_views(it, views))
+		goto fail;
+	it->json = pretty(obj, &it->json_len);
+	if (!it->json)
+		goto fail;
+	return it;
+fail:
+	item_unref(it);
+	return NULL;
+}
+
+struct item *api_parse_object(const char *body, size_t len,
+			      enum item_kind kind)
+{
+	cJSON *root = cJSON_ParseWithLength(body, len);
+	struct item *it = item_from_json(root, kind);
+
+	cJSON_Delete(root);
+	return it;
+}
+
+/* The raw value of the "cursor" query parameter of @url, or NULL. */
+static char *cursor_of(const char *url)
+{
+	const char *q = strchr(url, '?');
+
+	while (q) {
+		q++;
+		if (strncmp(q, "cursor=", 7) == 0) {
+			size_t n = strcspn(q + 7, "&#");
+
+			return strndup(q + 7, n);
+		}
+		q = strchr(q, '&');
+	}
+	return NULL;
+}
+
+int api_parse_page(const char *body, size_t len, enum item_kind kind,
+		   struct item_list *list, char **next_cursor, size_t *n_bad)
+{
+	cJSON *root = cJSON_ParseWithLength(body, len);
+	const cJSON *results, *next, *obj;
+	int err = 0;
+
+	*next_cursor = NULL;
+	results = cJSON_GetObjectItemCaseSensitive(root, "results");
+	next = cJSON_GetObjectItemCaseSensitive(root, "next");
+	if (!cJSON_IsObject(root) || !cJSON_IsArray(results) ||
+	    (next && !cJSON_IsNull(next) && !cJSON_IsString(next))) {
+		cJSON_Delete(root);
+		return -EIO;
+	}
+	if (cJSON_IsString(next)) {
+		*next_cursor = cursor_of(next->valuestring);
+		if (!*next_cursor) {
+			cJSON_Delete(root);
+			return -EIO;
+		}
+	}
+	cJSON_ArrayForEach(obj, results) {
+		struct item *it = item_from_json(obj, kind);
+
+		if (!it) {
+			(*n_bad)++;
+			continue;
+		}
+		err = list_push(list, it);
+		if (err) {
+			item_unref(it);
+			break;
+		}
+	}
+	cJSON_Delete(root);
+	if (err) {
+		free(*next_cursor);
+		*next_cursor = NULL;
+	}
+	return err;
+}
+
+/* URL-escape one path segment; a new string or NULL. */
+static char *escape(const char *s)
+{
+	char *e = curl_easy_escape(NULL, s, 0), *out;
+
+	if (!e)
+		return NULL;
+	out = strdup(e);
+	curl_free(e);
+	return out;
+}
+
+/* base/datasets/OWNER/SLUG/<tail>: a new string or NULL. */
+static char *dataset_url(struct api *api, const char *owner, const char *slug,
+			 const char *tail)
+{
+	char *o = escape(owner), *s = escape(slug), *url = NULL;
+
+	if (o && s)
+		url = strprintf("%s/datasets/%s/%s/%s", api->base, o, s, tail);
+	free(o);
+	free(s);
+	return url;
+}
+
+static void log_status(struct api *api, const char *what, long status,
+		       const char *body)
+{
+	if (status == 401 || status == 403) {
+		if (__atomic_exchange_n(&api->auth_logged, (int)status,
+					__ATOMIC_RELAXED) == status)
+			return;
+	}
+	log_err("%s: HTTP %ld%s%.200s", what, status, body && *body ? ": " : "",
+		body ? body : "");
+}
+
+/* GET @url and hand back a 200 body in @resp. Returns 0 or -errno. */
+static int get_json(struct api *api, const char *url, const char *what,
+		    struct http_resp *resp)
+{
+	int err = http_api_get(api->http, url, API_MAX_BODY, resp);
+
+	if (err)
+		return err == -ECANCELED || err == -EPERM ? -EIO : err;
+	if (resp->status == 200) {
+		__atomic_store_n(&api->auth_logged, 0, __ATOMIC_RELAXED);
+		return 0;
+	}
+	if (resp->status != 404)
+		log_status(api, what, resp->status, resp->body);
+	err = api_errno(resp->status);
+	http_resp_clear(resp);
+	return err;
+}
+
+static const char *kind_path(enum item_kind kind)
+{
+	return kind == ITEM_KIND_ITEM ? "items" : "sequences";
+}
+
+int api_list(struct api *api, const char *owner, const char *slug,
+	     enum item_kind kind, struct item_list *list)
+{
+	char *cursor = NULL, *url = NULL, *what, *ord = NULL;
+	size_t pages, n_bad = 0;
+	int err = 0;
+
+	what = strprintf("%s/%s %s", owner, slug, kind_path(kind));
+	if (api->ordering)
+		ord = escape(api->ordering);
+	if (!what || (api->ordering && !ord)) {
+		err = -ENOMEM;
+		goto out;
+	}
+	for (pages = 0; pages < MAX_PAGES; pages++) {
+		struct http_resp resp;
+		char *tail, *next = NULL;
+
+		tail = strprintf("%s/?limit=%d%s%s%s%s", kind_path(kind),
+				 api->page_size, ord ? "&ordering=" : "",
+				 ord ? ord : "", cursor ? "&cursor=" : "",
+				 cursor ? cursor : "");
+		url = tail ? dataset_url(api, owner, slug, tail) : NULL;
+		free(tail);
+		if (!url) {
+			err = -ENOMEM;
+			break;
+		}
+		err = get_json(api, url, what, &resp);
+		if (err)
+			break;
+		err = api_parse_page(resp.body, resp.len, kind, list, &next,
+				     &n_bad);
+		http_resp_clear(&resp);
+		if (err) {
+			log_err("%s: malformed page from %s", what, url);
+			break;
+		}
+		if (next && cursor && strcmp(next, cursor) == 0) {
+			log_err("%s: the server repeats its cursor", what);
+			free(next);
+			err = -EIO;
+			break;
+		}
+		free(url);
+		url = NULL;
+		free(cursor);
+		cursor = next;
+		if (!cursor)
+			break;
+	}
+	if (n_bad)
+		log_err("%s: %zu entries without a uid skipped", what, n_bad);
+out:
+	if (err)
+		item_list_clear(list);
+	free(url);
+	free(cursor);
+	free(ord);
+	free(what);
+	return err;
+}
+
+int api_get(struct api *api, const char *owner, const char *slug,
+	    enum item_kind kind, const char *uid, struct item **out)
+{
+	char *tail = NULL, *url = NULL, *u = escape(uid);
+	struct http_resp resp;
+	int err = -ENOMEM;
+
+	*out = NULL;
+	if (u)
+		tail = strprintf("%s/%s/", kind_path(kind), u);
+	if (tail)
+		url = dataset_url(api, owner, slug, tail);
+	if (url) {
+		err = get_json(api, url, url, &resp);
+		if (!err) {
+			*out = api_parse_object(resp.body, resp.len, kind);
+			if (!*out) {
+				log_err("malformed object from %s", url);
+				err = -EIO;
+			}
+			http_resp_clear(&resp);
+		}
+	}
+	free(url);
+	free(tail);
+	free(u);
+	return err;
+}
+
+int api_check_dataset(struct api *api, const char *owner, const char *slug,
+		      long *status)
+{
+	char *url = dataset_url(api, owner, slug, "items/?limit=1");
+	struct http_resp resp;
+	int err;
+
+	*status = 0;
+	if (!url)
+		return -ENOMEM;
+	err = http_api_get(api->http, url, API_MAX_BODY, &resp);
+	free(url);
+	if (err)
+		return err;
+	*status = resp.status;
+	http_resp_clear(&resp);
+	return resp.status == 200 ? 0 : api_errno(resp.status);
+}
+
+void api_free_datasets(struct dataset_ref *v, size_t n)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++) {
+		free(v[i].owner);
+		free(v[i].slug);
+	}
+	free(v);
+}
+
+/* The owner of a dataset object: "owner_name", or "owner" as a string or an
+ * object with "username"/"name"/"slug". */
+static const char *dataset_owner(const cJSON *obj)
+{
+	const cJSON *owner = cJSON_GetObjectItemCaseSensitive(obj, "owner");
+	const char *name = str_field(obj, "owner_name");
+
+	if (name)
+		return name;
+	if (cJSON_IsString(owner))
+		return owner->valuestring;
+	if (cJSON_IsObject(owner)) {
+		if ((name = str_field(owner, "username")) ||
+		    (name = str_field(owner, "slug")) ||
+		    (name = str_field(owner, "name")))
+			return name;
+	}
+	return NULL;
+}
+
+int api_list_datasets(struct api *api, struct dataset_ref **out, size_t *n)
+{
+	struct dataset_ref *v = NULL;
+	size_t cap = 0, pages;
+	char *cursor = NULL;
+	int err = 0;
+
+	*out = NULL;
+	*n = 0;
+	for (pages = 0; pages < MAX_PAGES && !err; pages++) {
+		struct http_resp resp;
+		const cJSON *results, *next, *obj;
+		cJSON *root;
+		char *url;
+
+		url = strprintf("%s/datasets/?limit=%d%s%s", api->base,
+				api->page_size, cursor ? "&cursor=" : "",
+				cursor ? cursor : "");
+		if (!url) {
+			err = -ENOMEM;
+			break;
+		}
+		err = get_json(api, url, "dataset list", &resp);
+		free(url);
+		if (err)
+			break;
+		root = cJSON_ParseWithLength(resp.body, resp.len);
+		http_resp_clear(&resp);
+		results = cJSON_GetObjectItemCaseSensitive(root, "results");
+		next = cJSON_GetObjectItemCaseSensitive(root, "next");
+		if (!cJSON_IsArray(results)) {
+			log_err("dataset list: malformed page");
+			err = -EIO;
+			results = NULL;
+		}
+		cJSON_ArrayForEach(obj, results) {
+			const char *owner = dataset_owner(obj);
+			const char *slug = str_field(obj, "slug");
+
+			if (!owner || !slug || !*owner || !*slug)
+				continue;
+			if (*n == cap) {
+				struct dataset_ref *nv;
+
+				cap = cap ? cap * 2 : 16;
+				nv = realloc(v, cap * sizeof(*v));
+				if (!nv) {
+					err = -ENOMEM;
+					break;
+				}
+				v = nv;
+			}
+			v[*n].owner = strdup(owner);
+			v[*n].slug = strdup(slug);
+			(*n)++;
+			if (!v[*n - 1].owner || !v[*n - 1].slug)
+				err = -ENOMEM;
+		}
+		free(cursor);
+		cursor = cJSON_IsString(next) ? cursor_of(next->valuestring)
+					      : NULL;
+		cJSON_Delete(root);
+		if (!cursor)
+			break;
+	}
+	free(cursor);
+	if (err) {
+		api_free_datasets(v, *n);
+		v = NULL;
+		*n = 0;
+	}
+	*out = v;
+	return err;
+}

@@ -1,0 +1,77 @@
+/* The Avala API calls of DESIGN section 1 and their JSON, turned into
+ * struct item. cJSON is used only inside api.c. */
+#ifndef AVALAFS_API_H
+#define AVALAFS_API_H
+
+#include <stddef.h>
+
+#include "http.h"
+#include "item.h"
+
+#define API_MAX_BODY (64u << 20) /* largest page accepted */
+
+struct api_config {
+	const char *base_url;
+	int page_size;
+	const char *ordering; /* or NULL */
+};
+
+/* A list of items, as one listing returns them. */
+struct item_list {
+	struct item **v;
+	size_t n, cap;
+};
+
+/* A dataset named by the discovery call. */
+struct dataset_ref {
+	char *owner;
+	char *slug;
+};
+
+struct api;
+
+/* A client over @http (borrowed); NULL on ENOMEM. */
+struct api *api_new(struct http *http, const struct api_config *cfg);
+
+/* Accepts NULL. */
+void api_free(struct api *api);
+
+/* Free every item of @list and its array. */
+void item_list_clear(struct item_list *list);
+
+/* Parse one page: append its valid objects to @list (entries that are not
+ * objects or lack a string uid are skipped and counted in @n_bad) and set
+ * @next_cursor to the raw cursor of "next" (a new string) or NULL at the
+ * end. Returns 0, or -EIO for a body that is not a page. */
+int api_parse_page(const char *body, size_t len, enum item_kind kind,
+		   struct item_list *list, char **next_cursor, size_t *n_bad);
+
+/* Parse one object (the answer of a get call); NULL when it is not one. */
+struct item *api_parse_object(const char *body, size_t len,
+			      enum item_kind kind);
+
+/* Fetch every page of the items or sequences of OWNER/SLUG into @list (which
+ * must be empty). Returns 0 or a negative errno (see api_errno()). */
+int api_list(struct api *api, const char *owner, const char *slug,
+	     enum item_kind kind, struct item_list *list);
+
+/* Get one item or sequence by uid into @out (a new reference). */
+int api_get(struct api *api, const char *owner, const char *slug,
+	    enum item_kind kind, const char *uid, struct item **out);
+
+/* Ask for one item of OWNER/SLUG: the start-up check. Returns 0 or a
+ * negative errno; @status gets the HTTP status (0 when none came). */
+int api_check_dataset(struct api *api, const char *owner, const char *slug,
+		      long *status);
+
+/* The datasets the key can see: a new array in @out of @n. Returns 0,
+ * -ENOENT when the server has no such call, or another negative errno. */
+int api_list_datasets(struct api *api, struct dataset_ref **out, size_t *n);
+
+/* Free an array from api_list_datasets(). */
+void api_free_datasets(struct dataset_ref *v, size_t n);
+
+/* The errno for an HTTP status: 401/403 EACCES, 404 ENOENT, else EIO. */
+int api_errno(long status);
+
+#endif

@@ -1,0 +1,722 @@
+/* libcurl behind one engine: a pool of easy handles sharing connections,
+ * DNS and TLS sessions, a retry loop with a deadline, and key scoping.
+ * Lock order: h->lock, then the share locks (taken by libcurl itself). */
+#include "http.h"
+#include "log.h"
+#include "config.h"
+
+#include <curl/curl.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#define HDR_KEY "X-Avala-Api-Key"
+#define ERR_BODY_MAX 1024 /* bytes of an error body kept for the log */
+#define BACKOFF_BASE_MS 100
+#define BACKOFF_MAX_MS 5000
+
+struct http {
+	pthread_mutex_t lock;
+	pthread_cond_t wake; /* signalled on cancel */
+	CURL **idle; /* protected by lock */
+	size_t n_idle, cap_idle; /* protected by lock */
+	char *key; /* protected by lock */
+	bool cancelled; /* protected by lock */
+	CURLSH *share;
+	pthread_mutex_t share_locks[CURL_LOCK_DATA_LAST];
+	char *api_url;
+	char *api_scheme, *api_host, *api_port;
+	int timeout_s;
+	int retry_after_max_s;
+};
+
+/* State of one transfer attempt, filled by the callbacks. */
+struct xfer {
+	struct http *h;
+	CURL *curl;
+	/* API body: grows up to max_body */
+	char *body;
+	size_t len, cap, max_body;
+	/* data: bytes [start, start + want) go to buf */
+	char *buf;
+	int64_t start;
+	size_t want;
+	int64_t pos; /* object offset of the next body byte */
+	bool is_data;
+	bool overflow; /* more bytes than the answer may carry */
+	bool enough; /* a 200 gave all we want; the rest is not needed */
+	/* from the headers of the final answer */
+	long status;
+	int64_t cr_start, cr_end, cr_total; /* Content-Range, -1 when none */
+	int64_t content_length;
+	long retry_after;
+	char etag[128];
+	char err_body[ERR_BODY_MAX + 1];
+	size_t err_len;
+};
+
+static void share_lock(CURL *c, curl_lock_data data, curl_lock_access a,
+		       void *p)
+{
+	struct http *h = p;
+
+	pthread_mutex_lock(&h->share_locks[data]);
+}
+
+static void share_unlock(CURL *c, curl_lock_data data, void *p)
+{
+	struct http *h = p;
+
+	pthread_mutex_unlock(&h->share_locks[data]);
+}
+
+/* Split @url into scheme, host and port (the port defaulted by scheme). */
+static int url_origin(const char *url, char **scheme, char **host, char **port)
+{
+	CURLU *u = curl_url();
+	int err = -EINVAL;
+
+	*scheme = *host = *port = NULL;
+	if (!u)
+		return -ENOMEM;
+	if (curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK &&
+	    curl_url_get(u, CURLUPART_SCHEME, scheme, 0) == CURLUE_OK &&
+	    curl_url_get(u, CURLUPART_HOST, host, 0) == CURLUE_OK &&
+	    curl_url_get(u, CURLUPART_PORT, port, CURLU_DEFAULT_PORT) ==
+		    CURLUE_OK)
+		err = 0;
+	curl_url_cleanup(u);
+	if (err) {
+		curl_free(*scheme);
+		curl_free(*host);
+		curl_free(*port);
+		*scheme = *host = *port = NULL;
+	}
+	return err;
+}
+
+static bool is_loopback(const char *host)
+{
+	return strcmp(host, "localhost") == 0 || strncmp(host, "127.", 4) == 0 ||
+	       strcmp(host, "[::1]") == 0 || strcmp(host, "::1") == 0;
+}
+
+struct http *http_new(const struct http_config *cfg)
+{
+	struct http *h = calloc(1, sizeof(*h));
+	int i;
+
+	if (!h)
+		return NULL;
+	pthread_mutex_init(&h->lock, NULL);
+	pthread_cond_init(&h->wake, NULL);
+	for (i = 0; i < CURL_LOCK_DATA_LAST; i++)
+		pthread_mutex_init(&h->share_locks[i], NULL);
+	h->timeout_s = cfg->timeout_s > 0 ? cfg->timeout_s : 30;
+	h->retry_after_max_s = cfg->retry_after_max_s;
+	h->api_url = strdup(cfg->api_url);
+	if (!h->api_url ||
+	    url_origin(cfg->api_url, &h->api_scheme, &h->api_host,
+		       &h->api_port)) {
+		log_err("invalid API URL: %s", cfg->api_url);
+		goto fail;
+	}
+	if (strcmp(h->api_scheme, "https") != 0 &&
+	    !(strcmp(h->api_scheme, "http") == 0 && is_loopback(h->api_host))) {
+		log_err("API URL must be https (plain http only for loopback): %s",
+			cfg->api_url);
+		goto fail;
+	}
+	h->share = curl_share_init();
+	if (!h->share)
+		goto fail;
+	curl_share_setopt(h->share, CURLSHOPT_LOCKFUNC, share_lock);
+	curl_share_setopt(h->share, CURLSHOPT_UNLOCKFUNC, share_unlock);
+	curl_share_setopt(h->share, CURLSHOPT_USERDATA, h);
+	curl_share_setopt(h->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_CONNECT);
+	curl_share_setopt(h->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
+	curl_share_setopt(h->share, CURLSHOPT_SHARE,
+			  CURL_LOCK_DATA_SSL_SESSION);
+	return h;
+fail:
+	http_free(h);
+	return NULL;
+}
+
+void http_cancel_all(struct http *h)
+{
+	pthread_mutex_lock(&h->lock);
+	h->cancelled = true;
+	pthread_cond_broadcast(&h->wake);
+	pthread_mutex_unlock(&h->lock);
+}
+
+void http_free(struct http *h)
+{
+	size_t i;
+
+	if (!h)
+		return;
+	for (i = 0; i < h->n_idle; i++)
+		curl_easy_cleanup(h->idle[i]);
+	free(h->idle);
+	if (h->share)
+		curl_share_cleanup(h->share);
+	for (i = 0; i < CURL_LOCK_DATA_LAST; i++)
+		pthread_mutex_destroy(&h->share_locks[i]);
+	pthread_cond_destroy(&h->wake);
+	pthread_mutex_destroy(&h->lock);
+	free(h->key);
+	free(h->api_url);
+	curl_free(h->api_scheme);
+	curl_free(h->api_host);
+	curl_free(h->api_port);
+	free(h);
+}
+
+void http_set_key(struct http *h, const char *key)
+{
+	char *copy = key ? strdup(key) : NULL;
+
+	pthread_mutex_lock(&h->lock);
+	free(h->key);
+	h->key = copy;
+	pthread_mutex_unlock(&h->lock);
+}
+
+bool http_is_api_url(struct http *h, const char *url)
+{
+	char *scheme, *host, *port;
+	bool same;
+
+	if (url_origin(url, &scheme, &host, &port))
+		return false;
+	same = strcasecmp(scheme, h->api_scheme) == 0 &&
+	       strcasecmp(host, h->api_host) == 0 &&
+	       strcmp(port, h->api_port) == 0;
+	curl_free(scheme);
+	curl_free(host);
+	curl_free(port);
+	return same;
+}
+
+static bool is_http_url(const char *url)
+{
+	char *scheme, *host, *port;
+	bool ok;
+
+	if (url_origin(url, &scheme, &host, &port))
+		return false;
+	ok = strcasecmp(scheme, "http") == 0 || strcasecmp(scheme, "https") == 0;
+	curl_free(scheme);
+	curl_free(host);
+	curl_free(port);
+	return ok;
+}
+
+static CURL *handle_get(struct http *h)
+{
+	CURL *c = NULL;
+
+	pthread_mutex_lock(&h->lock);
+	if (h->n_idle)
+		c = h->idle[--h->n_idle];
+	pthread_mutex_unlock(&h->lock);
+	if (c)
+		curl_easy_reset(c);
+	else
+		c = curl_easy_init();
+	return c;
+}
+
+static void handle_put(struct http *h, CURL *c)
+{
+	pthread_mutex_lock(&h->lock);
+	if (h->n_idle == h->cap_idle) {
+		size_t cap = h->cap_idle ? h->cap_idle * 2 : 16;
+		CURL **idle = realloc(h->idle, cap * sizeof(*idle));
+
+		if (idle) {
+			h->idle = idle;
+			h->cap_idle = cap;
+		}
+	}
+	if (h->n_idle < h->cap_idle) {
+		h->idle[h->n_idle++] = c;
+		c = NULL;
+	}
+	pthread_mutex_unlock(&h->lock);
+	if (c)
+		curl_easy_cleanup(c);
+}
+
+static bool is_cancelled(struct http *h)
+{
+	bool c;
+
+	pthread_mutex_lock(&h->lock);
+	c = h->cancelled;
+	pthread_mutex_unlock(&h->lock);
+	return c;
+}
+
+static int64_t parse_i64(const char *s, const char **end)
+{
+	char *e;
+	long long v;
+
+	errno = 0;
+	v = strtoll(s, &e, 10);
+	if (e == s || errno || v < 0)
+		v = -1;
+	if (end)
+		*end = e;
+	return v;
+}
+
+/* Parse "bytes a-b/total" or "bytes STAR/total" into @x. */
+static void parse_content_range(struct xfer *x, const char *v)
+{
+	const char *p;
+
+	if (strncasecmp(v, "bytes", 5) != 0)
+		return;
+	v += 5;
+	while (*v == ' ')
+		v++;
+	if (*v == '*') {
+		p = v + 1;
+	} else {
+		x->cr_start = parse_i64(v, &p);
+		if (*p != '-')
+			return;
+		x->cr_end = parse_i64(p + 1, &p);
+	}
+	if (*p == '/' && p[1] != '*')
+		x->cr_total = parse_i64(p + 1, NULL);
+}
+
+static size_t on_header(char *data, size_t size, size_t n, void *p)
+{
+	struct xfer *x = p;
+	size_t len = size * n;
+	char line[512], *v;
+
+	if (len >= 5 && strncmp(data, "HTTP/", 5) == 0) {
+		/* a new answer (after a redirect or 100): forget the last */
+		x->cr_start = x->cr_end = x->cr_total = -1;
+		x->content_length = -1;
+		x->retry_after = -1;
+		x->etag[0] = '\0';
+		return len;
+	}
+	if (len >= sizeof(line))
+		return len;
+	memcpy(line, data, len);
+	line[len] = '\0';
+	line[strcspn(line, "\r\n")] = '\0';
+	v = strchr(line, ':');
+	if (!v)
+		return len;
+	*v++ = '\0';
+	while (*v == ' ' || *v == '\t')
+		v++;
+	if (strcasecmp(line, "Content-Range") == 0)
+		parse_content_range(x, v);
+	else if (strcasecmp(line, "Content-Length") == 0)
+		x->content_length = parse_i64(v, NULL);
+	else if (strcasecmp(line, "Retry-After") == 0)
+		x->retry_after = parse_i64(v, NULL);
+	else if (strcasecmp(line, "ETag") == 0)
+		snprintf(x->etag, sizeof(x->etag), "%s", v);
+	return len;
+}
+
+static bool is_success(long status)
+{
+	return status == 200 || status == 206;
+}
+
+/* Data bodies land in the caller's buffer only for 200/206. */
+static size_t on_data_body(struct xfer *x, const char *data, size_t len)
+{
+	int64_t end = x->start + (int64_t)x->want;
+	size_t i = 0;
+
+	if (x->pos == 0 && x->status == 206 && x->cr_start >= 0)
+		x->pos = x->cr_start;
+	while (i < len) {
+		if (x->pos < x->start) {
+			/* a 200 to a Range request: skip to where we want */
+			size_t skip = x->start - x->pos;
+
+			if (skip > len - i)
+				skip = len - i;
+			i += skip;
+			x->pos += skip;
+		} else if (x->pos < end) {
+			size_t take = end - x->pos;
+
+			if (take > len - i)
+				take = len - i;
+			memcpy(x->buf + (x->pos - x->start), data + i, take);
+			i += take;
+			x->pos += take;
+		} else if (x->status == 200) {
+			x->enough = true;
+			return 0; /* abort: we hold all we asked for */
+		} else {
+			x->overflow = true;
+			return 0;
+		}
+	}
+	return len;
+}
+
+static size_t on_body(char *data, size_t size, size_t n, void *p)
+{
+	struct xfer *x = p;
+	size_t len = size * n;
+
+	if (x->status == 0)
+		curl_easy_getinfo(x->curl, CURLINFO_RESPONSE_CODE, &x->status);
+	if (!is_success(x->status)) {
+		size_t keep = ERR_BODY_MAX - x->err_len;
+
+		if (keep > len)
+			keep = len;
+		memcpy(x->err_body + x->err_len, data, keep);
+		x->err_len += keep;
+		x->err_body[x->err_len] = '\0';
+		return len;
+	}
+	if (x->is_data)
+		return on_data_body(x, data, len);
+	if (x->len + len > x->max_body) {
+		x->overflow = true;
+		return 0;
+	}
+	if (x->len + len + 1 > x->cap) {
+		size_t cap = x->cap ? x->cap : 16384;
+		char *b;
+
+		while (cap < x->len + len + 1)
+			cap *= 2;
+		b = realloc(x->body, cap);
+		if (!b)
+			return 0;
+		x->body = b;
+		x->cap = cap;
+	}
+	memcpy(x->body + x->len, data, len);
+	x->len += len;
+	x->body[x->len] = '\0';
+	return len;
+}
+
+static int on_progress(void *p, curl_off_t dt, curl_off_t dn, curl_off_t ut,
+		       curl_off_t un)
+{
+	struct xfer *x = p;
+
+	return is_cancelled(x->h) ? 1 : 0;
+}
+
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Sleep @ms unless cancelled first; returns -ECANCELED then. */
+static int wait_ms(struct http *h, int64_t ms)
+{
+	struct timespec until;
+	int err = 0;
+
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += ms / 1000;
+	until.tv_nsec += (ms % 1000) * 1000000;
+	if (until.tv_nsec >= 1000000000) {
+		until.tv_sec++;
+		until.tv_nsec -= 1000000000;
+	}
+	pthread_mutex_lock(&h->lock);
+	while (!h->cancelled &&
+	       pthread_cond_timedwait(&h->wake, &h->lock, &until) == 0)
+		;
+	if (h->cancelled)
+		err = -ECANCELED;
+	pthread_mutex_unlock(&h->lock);
+	return err;
+}
+
+/* The URL without its query, for log lines: presigned signatures stay out. */
+static void url_for_log(const char *url, char *out, size_t cap)
+{
+	snprintf(out, cap, "%.*s", (int)strcspn(url, "?#"), url);
+}
+
+/* Check a data answer against what it announced; a short or long body, or a
+ * range we did not ask for, is not passed on. */
+static bool data_answer_ok(const struct xfer *x, const char **why)
+{
+	if (x->overflow) {
+		*why = "body longer than announced";
+		return false;
+	}
+	if (x->status == 206) {
+		if (x->cr_start != x->start || x->cr_end < x->cr_start) {
+			*why = "Content-Range does not match the request";
+			return false;
+		}
+		if (x->pos != x->cr_end + 1) {
+			*why = "body shorter than its Content-Range";
+			return false;
+		}
+		if (x->cr_end + 1 > x->start + (int64_t)x->want) {
+			*why = "Content-Range longer than asked for";
+			return false;
+		}
+		if (x->cr_total >= 0 && x->cr_end + 1 < x->start +
+		    (int64_t)x->want && x->cr_end + 1 != x->cr_total) {
+			*why = "Content-Range ends before the object does";
+			return false;
+		}
+	} else if (x->status == 200 && !x->enough) {
+		if (x->content_length >= 0 && x->pos != x->content_length) {
+			*why = "body shorter than its Content-Length";
+			return false;
+		}
+	}
+	return true;
+}
+
+/* One request with retries. @x is set up by the caller except for the
+ * per-attempt state. */
+static int perform(struct http *h, struct xfer *x, const char *url,
+		   struct curl_slist *headers, const char *range)
+{
+	int64_t deadline = now_ms() + (int64_t)h->timeout_s * 1000;
+	char logurl[512];
+	int attempt;
+
+	url_for_log(url, logurl, sizeof(logurl));
+	for (attempt = 0;; attempt++) {
+		int64_t wait = 0, left;
+		const char *why = NULL;
+		CURLcode rc;
+
+		if (is_cancelled(h))
+			return -ECANCELED;
+		left = deadline - now_ms();
+		if (left < 1000)
+			left = 1000;
+		x->curl = handle_get(h);
+		if (!x->curl)
+			return -ENOMEM;
+		x->len = 0;
+		x->pos = 0;
+		x->overflow = x->enough = false;
+		x->status = 0;
+		x->err_len = 0;
+		x->err_body[0] = '\0';
+		x->cr_start = x->cr_end = x->cr_total = -1;
+		x->content_length = -1;
+		x->retry_after = -1;
+		x->etag[0] = '\0';
+
+		curl_easy_setopt(x->curl, CURLOPT_URL, url);
+		curl_easy_setopt(x->curl, CURLOPT_SHARE, h->share);
+		curl_easy_setopt(x->curl, CURLOPT_NOSIGNAL, 1L);
+		curl_easy_setopt(x->curl, CURLOPT_PROTOCOLS_STR, "http,https");
+		curl_easy_setopt(x->curl, CURLOPT_REDIR_PROTOCOLS_STR,
+				 "http,https");
+		curl_easy_setopt(x->curl, CURLOPT_FOLLOWLOCATION,
+				 x->is_data ? 1L : 0L);
+		curl_easy_setopt(x->curl, CURLOPT_MAXREDIRS, 5L);
+		curl_easy_setopt(x->curl, CURLOPT_HTTPHEADER, headers);
+		curl_easy_setopt(x->curl, CURLOPT_HEADERFUNCTION, on_header);
+		curl_easy_setopt(x->curl, CURLOPT_HEADERDATA, x);
+		curl_easy_setopt(x->curl, CURLOPT_WRITEFUNCTION, on_body);
+		curl_easy_setopt(x->curl, CURLOPT_WRITEDATA, x);
+		curl_easy_setopt(x->curl, CURLOPT_XFERINFOFUNCTION, on_progress);
+		curl_easy_setopt(x->curl, CURLOPT_XFERINFODATA, x);
+		curl_easy_setopt(x->curl, CURLOPT_NOPROGRESS, 0L);
+		curl_easy_setopt(x->curl, CURLOPT_CONNECTTIMEOUT_MS,
+				 left < 10000 ? (long)left : 10000L);
+		curl_easy_setopt(x->curl, CURLOPT_TIMEOUT_MS, (long)left);
+		curl_easy_setopt(x->curl, CURLOPT_LOW_SPEED_LIMIT, 1L);
+		curl_easy_setopt(x->curl, CURLOPT_LOW_SPEED_TIME,
+				 h->timeout_s < 10 ? (long)h->timeout_s : 10L);
+		curl_easy_setopt(x->curl, CURLOPT_TCP_KEEPALIVE, 1L);
+		curl_easy_setopt(x->curl, CURLOPT_USERAGENT,
+				 "avalafs/" PACKAGE_VERSION);
+		if (!x->is_data)
+			curl_easy_setopt(x->curl, CURLOPT_ACCEPT_ENCODING, "");
+		if (range)
+			curl_easy_setopt(x->curl, CURLOPT_RANGE, range);
+
+		rc = curl_easy_perform(x->curl);
+		if (x->status == 0)
+			curl_easy_getinfo(x->curl, CURLINFO_RESPONSE_CODE,
+					  &x->status);
+		handle_put(h, x->curl);
+		x->curl = NULL;
+
+		if (rc == CURLE_WRITE_ERROR && x->enough)
+			rc = CURLE_OK;
+		if (rc == CURLE_ABORTED_BY_CALLBACK && is_cancelled(h))
+			return -ECANCELED;
+		if (rc == CURLE_WRITE_ERROR && x->overflow && !x->is_data) {
+			log_err("%s: answer larger than %zu bytes, refused",
+				logurl, x->max_body);
+			return -EIO;
+		}
+		if (rc == CURLE_UNSUPPORTED_PROTOCOL ||
+		    rc == CURLE_URL_MALFORMAT ||
+		    rc == CURLE_TOO_MANY_REDIRECTS) {
+			log_err("%s: %s", logurl, curl_easy_strerror(rc));
+			return -EPERM;
+		}
+		if (rc != CURLE_OK) {
+			why = curl_easy_strerror(rc);
+		} else if (x->status == 429) {
+			why = "429 Too Many Requests";
+			if (x->retry_after >= 0) {
+				wait = x->retry_after * 1000;
+				if (wait > (int64_t)h->retry_after_max_s * 1000)
+					wait = (int64_t)h->retry_after_max_s *
+					       1000;
+			}
+		} else if (x->status >= 500) {
+			why = "server error";
+		} else if (x->is_data && is_success(x->status) &&
+			   !data_answer_ok(x, &why)) {
+			/* why is set */
+		} else {
+			return 0;
+		}
+		if (wait == 0) {
+			int64_t cap = BACKOFF_BASE_MS << (attempt < 6 ? attempt
+								       : 6);
+
+			if (cap > BACKOFF_MAX_MS)
+				cap = BACKOFF_MAX_MS;
+			wait = cap / 2 + random() % (cap / 2 + 1);
+		}
+		if (now_ms() + wait >= deadline) {
+			log_err("%s: %s (status %ld), giving up after %d tries",
+				logurl, why, x->status, attempt + 1);
+			return -EIO;
+		}
+		log_debug("%s: %s (status %ld), retry in %" PRId64 " ms",
+			  logurl, why, x->status, wait);
+		if (wait_ms(h, wait))
+			return -ECANCELED;
+	}
+}
+
+static void fill_resp(const struct xfer *x, struct http_resp *resp)
+{
+	resp->status = x->status;
+	resp->total = x->cr_total;
+	if (resp->total < 0 && x->status == 200)
+		resp->total = x->content_length;
+	snprintf(resp->etag, sizeof(resp->etag), "%s", x->etag);
+}
+
+int http_api_get(struct http *h, const char *url, size_t max_body,
+		 struct http_resp *resp)
+{
+	struct curl_slist *headers = NULL, *more;
+	struct xfer x = { .h = h, .max_body = max_body };
+	char *hdr = NULL;
+	int err;
+
+	memset(resp, 0, sizeof(*resp));
+	resp->total = -1;
+	if (!http_is_api_url(h, url)) {
+		log_err("refusing to send the API key off the API's origin");
+		return -EPERM;
+	}
+	pthread_mutex_lock(&h->lock);
+	if (h->key && asprintf(&hdr, HDR_KEY ": %s", h->key) < 0)
+		hdr = NULL;
+	pthread_mutex_unlock(&h->lock);
+	headers = curl_slist_append(NULL, "Accept: application/json");
+	if (headers && hdr) {
+		more = curl_slist_append(headers, hdr);
+		headers = more ? more : headers;
+	}
+	err = headers ? perform(h, &x, url, headers, NULL) : -ENOMEM;
+	curl_slist_free_all(headers);
+	if (hdr) {
+		memset(hdr, 0, strlen(hdr));
+		free(hdr);
+	}
+	if (err) {
+		free(x.body);
+		return err;
+	}
+	fill_resp(&x, resp);
+	if (is_success(x.status)) {
+		resp->body = x.body ? x.body : strdup("");
+		resp->len = x.len;
+	} else {
+		free(x.body);
+		resp->body = strdup(x.err_body);
+		resp->len = x.err_len;
+	}
+	return 0;
+}
+
+int http_data_get(struct http *h, const char *url, int64_t start, size_t len,
+		  char *buf, struct http_resp *resp)
+{
+	struct xfer x = {
+		.h = h, .is_data = true, .buf = buf, .start = start, .want = len
+	};
+	struct curl_slist *headers;
+	char range[64];
+	int err;
+
+	memset(resp, 0, sizeof(*resp));
+	resp->total = -1;
+	if (len == 0)
+		return -EINVAL;
+	if (!is_http_url(url)) {
+		log_err("refusing a data URL that is not http or https");
+		return -EPERM;
+	}
+	snprintf(range, sizeof(range), "%" PRId64 "-%" PRId64, start,
+		 start + (int64_t)len - 1);
+	/* an empty Expect and no key header: data URLs never see the key */
+	headers = curl_slist_append(NULL, "Accept: */*");
+	if (!headers)
+		return -ENOMEM;
+	err = perform(h, &x, url, headers, range);
+	curl_slist_free_all(headers);
+	if (err)
+		return err;
+	fill_resp(&x, resp);
+	if (is_success(x.status))
+		resp->len = x.pos > start ? (size_t)(x.pos - start) : 0;
+	if (x.status == 200 && resp->total < 0 && !x.enough)
+		resp->total = x.pos;
+	return 0;
+}
+
+void http_resp_clear(struct http_resp *resp)
+{
+	free(resp->body);
+	resp->body = NULL;
+	resp->len = 0;
+}

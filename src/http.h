@@ -1,0 +1,65 @@
+/* The HTTP engine: every request avalafs makes goes through here. It owns
+ * connection reuse, retries with backoff, the deadline, and the rule that the
+ * API key goes only to the API's own origin. */
+#ifndef AVALAFS_HTTP_H
+#define AVALAFS_HTTP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct http_config {
+	const char *api_url; /* base URL; its scheme, host and port get the key */
+	int timeout_s; /* deadline for one request, retries included */
+	int retry_after_max_s; /* longest Retry-After honoured */
+};
+
+/* What came back from one request (after retries). */
+struct http_resp {
+	long status; /* HTTP status of the last answer, 0 when none came */
+	char *body; /* API calls: the body (NUL-terminated), data calls: NULL */
+	size_t len; /* bytes of body, or bytes stored by a data call */
+	int64_t total; /* whole object size from Content-Range/-Length, or -1 */
+	char etag[128]; /* ETag of the answer, "" when none */
+};
+
+struct http;
+
+/* A new engine, or NULL on a bad config (logged). Call after
+ * curl_global_init(). */
+struct http *http_new(const struct http_config *cfg);
+
+/* Stop the engine's requests (in flight and retry waits) and free it.
+ * Accepts NULL. */
+void http_free(struct http *h);
+
+/* Make requests in flight and waiting retries give up with -ECANCELED. */
+void http_cancel_all(struct http *h);
+
+/* Use @key for API calls from now on (copied). */
+void http_set_key(struct http *h, const char *key);
+
+/* Whether @url has the API's scheme, host and port. */
+bool http_is_api_url(struct http *h, const char *url);
+
+/* GET an API URL with the key; redirects are not followed and bodies over
+ * @max_body are refused. Retries 429, 5xx and transport errors until the
+ * deadline. Returns 0 when an answer came (see @resp->status; free it with
+ * http_resp_clear()), -EIO when none did, -EPERM for a URL off the API's
+ * origin, -ECANCELED on shutdown. */
+int http_api_get(struct http *h, const char *url, size_t max_body,
+		 struct http_resp *resp);
+
+/* GET bytes [@start, @start + @len) of a data URL (http or https only, never
+ * with the key) into @buf. On 200/206, @resp->len bytes were stored: @len, or
+ * fewer at the end of the object; a body shorter or longer than announced is
+ * retried, never passed on. A Range past the end answers 416 with
+ * @resp->total set. Returns 0 when an answer came, -EIO when none did,
+ * -EPERM for a refused URL, -ECANCELED on shutdown. */
+int http_data_get(struct http *h, const char *url, int64_t start, size_t len,
+		  char *buf, struct http_resp *resp);
+
+/* Free what @resp holds; accepts a zeroed struct. */
+void http_resp_clear(struct http_resp *resp);
+
+#endif

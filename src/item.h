@@ -1,0 +1,53 @@
+/* struct item: one dataset object (an item or a sequence) as parsed from the
+ * API, immutable once built and shared by reference count. */
+#ifndef AVALAFS_ITEM_H
+#define AVALAFS_ITEM_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uthash.h>
+
+#include "names.h"
+
+enum item_kind { ITEM_KIND_ITEM, ITEM_KIND_SEQUENCE };
+
+/* One entry of a sequence's "views": shown as views/<name>. */
+struct view {
+	char *name; /* file name, with .json */
+	char *json; /* pretty JSON text ending in \n */
+	size_t json_len;
+};
+
+struct item {
+	int refs; /* atomic */
+	int gone; /* atomic: the API answered 404 for it since the listing */
+	enum item_kind kind;
+	char *uid;
+	char *key; /* raw key bytes, NULL when missing or not a string */
+	size_t key_len;
+	char *name; /* directory name, set by the catalog; NULL before */
+	char *status; /* NULL when the API gives none */
+	char *data_url; /* item: data file, sequence: featured image; or NULL */
+	char *thumb_url; /* item: thumbnail; or NULL */
+	char data_ext[NAMES_EXT_MAX];
+	char thumb_ext[NAMES_EXT_MAX];
+	int64_t size; /* metadata.size of the data file, -1 when not given */
+	char *version; /* updated_at, or NULL */
+	char *json; /* the object, pretty-printed, ending in \n */
+	size_t json_len;
+	struct view *views;
+	size_t n_views;
+	UT_hash_handle hh_uid; /* owned by the catalog's listing */
+	UT_hash_handle hh_name; /* owned by the catalog's listing */
+};
+
+/* A zeroed item holding one reference; NULL on ENOMEM. */
+struct item *item_new(enum item_kind kind);
+
+/* Take one more reference; returns @it. */
+struct item *item_ref(struct item *it);
+
+/* Drop a reference, freeing the item with the last. Accepts NULL. */
+void item_unref(struct item *it);
+
+#endif

@@ -1,0 +1,79 @@
+/* Logging: one line per call, to stderr or syslog, never containing the
+ * API key. */
+#include "log.h"
+
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <syslog.h>
+
+static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
+static char *log_secret; /* protected by log_lock */
+static bool log_debug_on;
+static bool log_syslog_on;
+
+void log_set_secret(const char *secret)
+{
+	pthread_mutex_lock(&log_lock);
+	free(log_secret);
+	log_secret = secret && *secret ? strdup(secret) : NULL;
+	pthread_mutex_unlock(&log_lock);
+}
+
+void log_set_debug(bool on)
+{
+	log_debug_on = on;
+}
+
+void log_use_syslog(bool on)
+{
+	if (on && !log_syslog_on)
+		openlog("avalafs", LOG_PID, LOG_DAEMON);
+	log_syslog_on = on;
+}
+
+/* Copy @in to @out (of @cap bytes), the secret replaced by a mark. */
+static void redact(const char *in, char *out, size_t cap)
+{
+	static const char mark[] = "[REDACTED]";
+	size_t slen = log_secret ? strlen(log_secret) : 0;
+	size_t o = 0;
+
+	while (*in && o + 1 < cap) {
+		if (slen && strncmp(in, log_secret, slen) == 0) {
+			size_t n = sizeof(mark) - 1;
+
+			if (n > cap - 1 - o)
+				n = cap - 1 - o;
+			memcpy(out + o, mark, n);
+			o += n;
+			in += slen;
+		} else {
+			out[o++] = *in++;
+		}
+	}
+	out[o] = '\0';
+}
+
+void log_msg(enum log_level level, const char *fmt, ...)
+{
+	static const int prio[] = { LOG_ERR, LOG_WARNING, LOG_INFO, LOG_DEBUG };
+	char line[2048], clean[2048];
+	va_list ap;
+
+	if (level == LOG_DEBUG_ && !log_debug_on)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+
+	pthread_mutex_lock(&log_lock);
+	redact(line, clean, sizeof(clean));
+	if (log_syslog_on)
+		syslog(prio[level], "%s", clean);
+	else
+		fprintf(stderr, "avalafs: %s\n", clean);
+	pthread_mutex_unlock(&log_lock);
+}

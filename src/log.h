@@ -1,0 +1,28 @@
+/* Logging to stderr (or syslog once daemonized), with the API key redacted
+ * from every line. */
+#ifndef AVALAFS_LOG_H
+#define AVALAFS_LOG_H
+
+#include <stdbool.h>
+
+enum log_level { LOG_ERR_, LOG_WARN_, LOG_INFO_, LOG_DEBUG_ };
+
+/* Replace every later occurrence of @secret in log lines by "[REDACTED]".
+ * The string is copied; NULL or "" clears it. */
+void log_set_secret(const char *secret);
+
+/* Show debug lines too. */
+void log_set_debug(bool on);
+
+/* Send lines to syslog instead of stderr (after the process detached). */
+void log_use_syslog(bool on);
+
+void log_msg(enum log_level level, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+#define log_err(...) log_msg(LOG_ERR_, __VA_ARGS__)
+#define log_warn(...) log_msg(LOG_WARN_, __VA_ARGS__)
+#define log_info(...) log_msg(LOG_INFO_, __VA_ARGS__)
+#define log_debug(...) log_msg(LOG_DEBUG_, __VA_ARGS__)
+
+#endif

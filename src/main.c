@@ -1,0 +1,492 @@
+/* avalafs: command line, start-up checks, and the FUSE session loop. The
+ * checks run before the process detaches, so their message and exit code
+ * reach the shell that started it. */
+#include "api.h"
+#include "catalog.h"
+#include "config.h"
+#include "fs.h"
+#include "http.h"
+#include "log.h"
+#include "stream.h"
+#include "tree.h"
+
+#include <ctype.h>
+#include <curl/curl.h>
+#include <errno.h>
+#include <limits.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define DEFAULT_API_URL "https://api.avala.ai/api/v1"
+
+struct options {
+	char *api_url;
+	char *api_key_file;
+	char **datasets; /* OWNER/SLUG strings */
+	size_t n_datasets;
+	int page_size;
+	char *ordering;
+	int ttl;
+	char *cache_size;
+	unsigned uid, gid;
+	int uid_set, gid_set;
+	int timeout;
+	int retry_after_max;
+	char *mountpoint; /* the last non-option argument */
+	int show_help, show_version;
+};
+
+enum { KEY_DATASET, KEY_HELP, KEY_VERSION };
+
+#define OPT(t, p, v) { t, offsetof(struct options, p), v }
+static const struct fuse_opt opt_spec[] = {
+	OPT("api_url=%s", api_url, 0),
+	OPT("api_key_file=%s", api_key_file, 0),
+	OPT("page_size=%d", page_size, 0),
+	OPT("ordering=%s", ordering, 0),
+	OPT("ttl=%d", ttl, 0),
+	OPT("cache_size=%s", cache_size, 0),
+	OPT("uid=%u", uid, 0),
+	OPT("uid=", uid_set, 1),
+	OPT("gid=%u", gid, 0),
+	OPT("gid=", gid_set, 1),
+	OPT("timeout=%d", timeout, 0),
+	OPT("retry_after_max=%d", retry_after_max, 0),
+	FUSE_OPT_KEY("dataset=", KEY_DATASET),
+	FUSE_OPT_KEY("-h", KEY_HELP),
+	FUSE_OPT_KEY("--help", KEY_HELP),
+	FUSE_OPT_KEY("-V", KEY_VERSION),
+	FUSE_OPT_KEY("--version", KEY_VERSION),
+	/* fstab words that mean nothing to a FUSE mount */
+	FUSE_OPT_KEY("_netdev", FUSE_OPT_KEY_DISCARD),
+	FUSE_OPT_KEY("nofail", FUSE_OPT_KEY_DISCARD),
+	FUSE_OPT_KEY("auto", FUSE_OPT_KEY_DISCARD),
+	FUSE_OPT_KEY("noauto", FUSE_OPT_KEY_DISCARD),
+	FUSE_OPT_KEY("user", FUSE_OPT_KEY_DISCARD),
+	FUSE_OPT_KEY("users", FUSE_OPT_KEY_DISCARD),
+	FUSE_OPT_KEY("defaults", FUSE_OPT_KEY_DISCARD),
+	FUSE_OPT_END
+};
+
+static void usage(const char *prog)
+{
+	printf("Usage: %s [OPTIONS] MOUNTPOINT\n"
+	       "Mount Avala datasets as a read-only directory tree.\n"
+	       "\n"
+	       "The API key comes from AVALA_API_KEY or -o api_key_file.\n"
+	       "\n"
+	       "Options:\n"
+	       "  -h, --help              show this help and exit\n"
+	       "  -V, --version           show the version and exit\n"
+	       "  -f                      stay in the foreground\n"
+	       "  -d                      debug output (implies -f)\n"
+	       "  -s                      serve requests on one thread\n"
+	       "  -o api_url=URL          API base (env AVALA_BASE_URL, else\n"
+	       "                          " DEFAULT_API_URL ")\n"
+	       "  -o api_key_file=PATH    file whose first line is the key\n"
+	       "  -o dataset=OWNER/SLUG   a dataset to show (may repeat)\n"
+	       "  -o page_size=N          list page size (default 100, max 1000)\n"
+	       "  -o ordering=FIELD       ordering of list calls\n"
+	       "  -o ttl=SECONDS          how long listings are trusted (60)\n"
+	       "  -o cache_size=BYTES     data cache budget, K/M/G (256M)\n"
+	       "  -o timeout=SECONDS      deadline of one request with retries (30)\n"
+	       "  -o retry_after_max=S    longest Retry-After honoured (60)\n"
+	       "  -o uid=N,gid=N          owner of every file (the mounting user)\n"
+	       "  -o allow_other          let other users in (FUSE option)\n"
+	       "\n"
+	       "Report bugs to the avalafs issue tracker.\n",
+	       prog);
+}
+
+static int opt_proc(void *data, const char *arg, int key,
+		    struct fuse_args *outargs)
+{
+	struct options *o = data;
+	char **v;
+
+	switch (key) {
+	case KEY_DATASET:
+		v = realloc(o->datasets, (o->n_datasets + 1) * sizeof(*v));
+		if (!v)
+			return -1;
+		o->datasets = v;
+		o->datasets[o->n_datasets] = strdup(arg + strlen("dataset="));
+		if (!o->datasets[o->n_datasets])
+			return -1;
+		o->n_datasets++;
+		return 0;
+	case KEY_HELP:
+		o->show_help = 1;
+		return 0;
+	case KEY_VERSION:
+		o->show_version = 1;
+		return 0;
+	case FUSE_OPT_KEY_NONOPT:
+		/* mount.fuse3 passes the fstab source first: keep the last */
+		free(o->mountpoint);
+		o->mountpoint = strdup(arg);
+		return o->mountpoint ? 0 : -1;
+	default:
+		return 1;
+	}
+}
+
+/* "256M" and the like; -1 when malformed. */
+static long long parse_size(const char *s)
+{
+	unsigned long long v;
+	char *end;
+	int shift = 0;
+
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (errno || end == s)
+		return -1;
+	switch (toupper((unsigned char)*end)) {
+	case 'K':
+		shift = 10;
+		break;
+	case 'M':
+		shift = 20;
+		break;
+	case 'G':
+		shift = 30;
+		break;
+	case '\0':
+		break;
+	default:
+		return -1;
+	}
+	if (*end && end[1] && !(toupper((unsigned char)end[1]) == 'B' &&
+				!end[2]) &&
+	    !(toupper((unsigned char)end[1]) == 'I' &&
+	      toupper((unsigned char)end[2]) == 'B' && !end[3]))
+		return -1;
+	if (v > (1ULL << 40) >> shift)
+		return -1;
+	return (long long)(v << shift);
+}
+
+/* The API key: the first line of api_key_file, else AVALA_API_KEY. A new
+ * string, or NULL with the reason logged. */
+static char *load_key(const struct options *o)
+{
+	char *line = NULL;
+	size_t cap = 0;
+	ssize_t len;
+	struct stat st;
+	FILE *f;
+
+	if (!o->api_key_file) {
+		const char *env = getenv("AVALA_API_KEY");
+
+		return env && *env ? strdup(env) : NULL;
+	}
+	f = fopen(o->api_key_file, "r");
+	if (!f) {
+		log_err("cannot read api_key_file %s: %s", o->api_key_file,
+			strerror(errno));
+		return NULL;
+	}
+	if (fstat(fileno(f), &st) == 0 && (st.st_mode & 077))
+		log_warn("api_key_file %s is readable by group or others",
+			 o->api_key_file);
+	len = getline(&line, &cap, f);
+	fclose(f);
+	if (len < 0) {
+		free(line);
+		return NULL;
+	}
+	while (len > 0 && isspace((unsigned char)line[len - 1]))
+		line[--len] = '\0';
+	if (len == 0) {
+		free(line);
+		return NULL;
+	}
+	return line;
+}
+
+/* Split OWNER/SLUG; 0 or -EINVAL. */
+static int split_dataset(const char *spec, char **owner, char **slug)
+{
+	const char *slash = strchr(spec, '/');
+
+	if (!slash || slash == spec || !slash[1] || strchr(slash + 1, '/'))
+		return -EINVAL;
+	*owner = strndup(spec, slash - spec);
+	*slug = strdup(slash + 1);
+	return *owner && *slug ? 0 : -ENOMEM;
+}
+
+/* The start-up checks of DESIGN section 4: one small request per dataset.
+ * Prints one line naming the cause and returns -1 when the mount must not
+ * happen. */
+static int check_datasets(struct api *api, struct catalog *cat,
+			  const struct options *o, const char *api_url)
+{
+	size_t i;
+
+	for (i = 0; i < o->n_datasets; i++) {
+		char *owner = NULL, *slug = NULL;
+		long status = 0;
+		int err;
+
+		if (split_dataset(o->datasets[i], &owner, &slug)) {
+			fprintf(stderr,
+				"avalafs: dataset=%s: expected OWNER/SLUG\n",
+				o->datasets[i]);
+			free(owner);
+			free(slug);
+			return -1;
+		}
+		err = api_check_dataset(api, owner, slug, &status);
+		if (!err)
+			err = catalog_add(cat, owner, slug);
+		free(owner);
+		free(slug);
+		if (!err)
+			continue;
+		if (status == 401)
+			fprintf(stderr, "avalafs: the API key was rejected "
+					"(HTTP 401 from %s)\n", api_url);
+		else if (status == 403)
+			fprintf(stderr, "avalafs: dataset %s: permission denied "
+					"(HTTP 403)\n", o->datasets[i]);
+		else if (status == 404)
+			fprintf(stderr, "avalafs: dataset %s: not found "
+					"(HTTP 404)\n", o->datasets[i]);
+		else if (status)
+			fprintf(stderr, "avalafs: dataset %s: HTTP %ld from "
+					"%s\n", o->datasets[i], status, api_url);
+		else
+			fprintf(stderr, "avalafs: cannot reach the API at %s: "
+					"%s\n", api_url, strerror(-err));
+		return -1;
+	}
+	return 0;
+}
+
+/* With no dataset= given, the dataset list must answer: it checks the key
+ * and says what to show. */
+static int check_discovery(struct api *api, struct catalog *cat,
+			   const char *api_url)
+{
+	struct dataset_ref *refs;
+	size_t n, i;
+	int err = api_list_datasets(api, &refs, &n);
+
+	if (err == -EACCES) {
+		fprintf(stderr, "avalafs: the API key was rejected by %s\n",
+			api_url);
+		return -1;
+	}
+	if (err == -ENOENT) {
+		fprintf(stderr, "avalafs: %s has no dataset list: give "
+				"-o dataset=OWNER/SLUG\n", api_url);
+		return -1;
+	}
+	if (err) {
+		fprintf(stderr, "avalafs: cannot reach the API at %s: %s\n",
+			api_url, strerror(-err));
+		return -1;
+	}
+	for (i = 0; i < n; i++)
+		catalog_add(cat, refs[i].owner, refs[i].slug);
+	api_free_datasets(refs, n);
+	return 0;
+}
+
+static void options_free(struct options *o)
+{
+	size_t i;
+
+	for (i = 0; i < o->n_datasets; i++)
+		free(o->datasets[i]);
+	free(o->datasets);
+	free(o->api_url);
+	free(o->api_key_file);
+	free(o->ordering);
+	free(o->cache_size);
+	free(o->mountpoint);
+}
+
+int main(int argc, char *argv[])
+{
+	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
+	struct options o = {
+		.page_size = 100, .ttl = 60, .timeout = 30,
+		.retry_after_max = 60,
+	};
+	struct fuse_cmdline_opts cmd = { 0 };
+	struct fuse_session *se = NULL;
+	struct http *http = NULL;
+	struct api *api = NULL;
+	struct catalog *cat = NULL;
+	struct stream *stream = NULL;
+	struct fs fs = { 0 };
+	const char *api_url;
+	long long cache_size;
+	char *key = NULL;
+	int ret = 1;
+
+	if (fuse_opt_parse(&args, &o, opt_spec, opt_proc) == -1)
+		goto out_opts;
+	if (o.show_help) {
+		usage(argv[0]);
+		ret = 0;
+		goto out_opts;
+	}
+	if (o.show_version) {
+		printf("avalafs %s\nFUSE library %s\n", PACKAGE_VERSION,
+		       fuse_pkgversion());
+		ret = 0;
+		goto out_opts;
+	}
+	if (!o.mountpoint) {
+		fprintf(stderr, "avalafs: no mount point given (try --help)\n");
+		goto out_opts;
+	}
+	if (fuse_opt_add_arg(&args, o.mountpoint) ||
+	    fuse_opt_add_arg(&args, "-oro,default_permissions,fsname=avalafs,"
+				    "subtype=avalafs") ||
+	    fuse_parse_cmdline(&args, &cmd) != 0)
+		goto out_opts;
+	if (o.page_size < 1 || o.page_size > 1000) {
+		fprintf(stderr, "avalafs: page_size must be 1 to 1000\n");
+		goto out_cmd;
+	}
+	if (o.ttl < 0 || o.timeout < 1 || o.retry_after_max < 0) {
+		fprintf(stderr, "avalafs: ttl, timeout and retry_after_max "
+				"must be positive\n");
+		goto out_cmd;
+	}
+	cache_size = parse_size(o.cache_size ? o.cache_size : "256M");
+	if (cache_size < (1 << 20)) {
+		fprintf(stderr, "avalafs: cache_size=%s: expected a size of "
+				"at least 1M, like 512M or 2G\n", o.cache_size);
+		goto out_cmd;
+	}
+	log_set_debug(cmd.debug);
+	key = load_key(&o);
+	if (!key) {
+		fprintf(stderr, "avalafs: no API key: set AVALA_API_KEY or "
+				"-o api_key_file=PATH\n");
+		goto out_cmd;
+	}
+	log_set_secret(key);
+	api_url = o.api_url ? o.api_url : getenv("AVALA_BASE_URL");
+	if (!api_url || !*api_url)
+		api_url = DEFAULT_API_URL;
+
+	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+		fprintf(stderr, "avalafs: libcurl failed to start\n");
+		goto out_key;
+	}
+	http = http_new(&(struct http_config){
+		.api_url = api_url,
+		.timeout_s = o.timeout,
+		.retry_after_max_s = o.retry_after_max,
+	});
+	if (!http)
+		goto out_curl;
+	http_set_key(http, key);
+	api = api_new(http, &(struct api_config){
+		.base_url = api_url,
+		.page_size = o.page_size,
+		.ordering = o.ordering,
+	});
+	cat = api ? catalog_new(api, &(struct catalog_config){
+			    .ttl_s = o.ttl, .discover = true })
+		  : NULL;
+	stream = stream_new(http, cat, &(struct stream_config){
+		.cache_size = cache_size,
+		.small_file = 8 << 20,
+	});
+	if (!api || !cat || !stream) {
+		fprintf(stderr, "avalafs: out of memory\n");
+		goto out_objs;
+	}
+	if (o.n_datasets ? check_datasets(api, cat, &o, api_url)
+			 : check_discovery(api, cat, api_url))
+		goto out_objs;
+	if (o.n_datasets)
+		catalog_discover(cat, true);
+
+	fs.tree = tree_new();
+	if (!fs.tree)
+		goto out_objs;
+	fs.cat = cat;
+	fs.stream = stream;
+	fs.ttl = o.ttl;
+	fs.uid = o.uid_set ? o.uid : getuid();
+	fs.gid = o.gid_set ? o.gid : getgid();
+	clock_gettime(CLOCK_REALTIME, &fs.mounted);
+
+	se = fuse_session_new(&args, &fs_ops, sizeof(fs_ops), &fs);
+	if (!se)
+		goto out_tree;
+	if (fuse_set_signal_handlers(se) != 0)
+		goto out_session;
+	if (fuse_session_mount(se, cmd.mountpoint) != 0)
+		goto out_signals;
+	if (fuse_daemonize(cmd.foreground) != 0)
+		goto out_unmount;
+	if (!cmd.foreground)
+		log_use_syslog(true);
+	log_info("mounted %s on %s", api_url, cmd.mountpoint);
+
+	if (cmd.singlethread) {
+		ret = fuse_session_loop(se);
+	} else {
+#if FUSE_USE_VERSION >= 312
+		struct fuse_loop_config *lc = fuse_loop_cfg_create();
+
+		fuse_loop_cfg_set_clone_fd(lc, cmd.clone_fd);
+		if (cmd.max_idle_threads != UINT_MAX)
+			fuse_loop_cfg_set_idle_threads(lc,
+						       cmd.max_idle_threads);
+		fuse_loop_cfg_set_max_threads(lc, 64);
+		ret = fuse_session_loop_mt(se, lc);
+		fuse_loop_cfg_destroy(lc);
+#else
+		struct fuse_loop_config lc = {
+			.clone_fd = cmd.clone_fd,
+			.max_idle_threads = cmd.max_idle_threads,
+		};
+
+		ret = fuse_session_loop_mt(se, &lc);
+#endif
+	}
+	ret = ret < 0 ? 1 : 0;
+	http_cancel_all(http);
+out_unmount:
+	fuse_session_unmount(se);
+out_signals:
+	fuse_remove_signal_handlers(se);
+out_session:
+	fuse_session_destroy(se);
+out_tree:
+	tree_free(fs.tree);
+out_objs:
+	stream_free(stream);
+	catalog_free(cat);
+	api_free(api);
+	http_free(http);
+out_curl:
+	curl_global_cleanup();
+out_key:
+	if (key)
+		memset(key, 0, strlen(key));
+	free(key);
+out_cmd:
+	free(cmd.mountpoint);
+out_opts:
+	options_free(&o);
+	fuse_opt_free_args(&args);
+	return ret;
+}

@@ -1,0 +1,306 @@
+/* Key to file name rules (DESIGN section 3) and extension rules. Every name
+ * produced here is at most NAMES_MAX bytes, free of '/' and NUL. */
+#include "names.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uthash.h>
+
+static bool must_escape(unsigned char c)
+{
+	return c == '/' || c == '%' || c < 0x20 || c == 0x7f;
+}
+
+char *names_escape(const char *key, size_t len)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	size_t i, o = 0, need = 1;
+	char *out;
+
+	if (len == 1 && key[0] == '.')
+		return strdup("%2E");
+	if (len == 2 && key[0] == '.' && key[1] == '.')
+		return strdup("%2E%2E");
+	for (i = 0; i < len; i++)
+		need += must_escape(key[i]) ? 3 : 1;
+	out = malloc(need);
+	if (!out)
+		return NULL;
+	for (i = 0; i < len; i++) {
+		unsigned char c = key[i];
+
+		if (must_escape(c)) {
+			out[o++] = '%';
+			out[o++] = hex[c >> 4];
+			out[o++] = hex[c & 15];
+		} else {
+			out[o++] = c;
+		}
+	}
+	out[o] = '\0';
+	return out;
+}
+
+size_t names_ext(const char *s, size_t len, char ext[NAMES_EXT_MAX])
+{
+	size_t start = 0, dot = len, i;
+
+	ext[0] = '\0';
+	for (i = 0; i < len; i++) {
+		if (s[i] == '/')
+			start = i + 1;
+	}
+	for (i = len; i > start; i--) {
+		if (s[i - 1] == '.') {
+			dot = i - 1;
+			break;
+		}
+	}
+	/* a leading dot names a hidden file, not an extension */
+	if (dot >= len || dot == start || len - dot - 1 < 1 ||
+	    len - dot - 1 > NAMES_EXT_MAX - 2)
+		return 0;
+	for (i = dot + 1; i < len; i++) {
+		if (!isalnum((unsigned char)s[i]))
+			return 0;
+	}
+	memcpy(ext, s + dot, len - dot);
+	ext[len - dot] = '\0';
+	return len - dot;
+}
+
+size_t names_url_ext(const char *url, char ext[NAMES_EXT_MAX])
+{
+	const char *path = strstr(url, "://");
+	size_t len;
+
+	path = path ? strchr(path + 3, '/') : url;
+	if (!path) {
+		ext[0] = '\0';
+		return 0;
+	}
+	len = strcspn(path, "?#");
+	return names_ext(path, len, ext);
+}
+
+size_t names_format_ext(const char *format, char ext[NAMES_EXT_MAX])
+{
+	static const struct {
+		const char *format, *ext;
+	} known[] = {
+		{ "jpeg", ".jpg" }, { "jpg", ".jpg" },	 { "png", ".png" },
+		{ "tiff", ".tif" }, { "image/jpeg", ".jpg" },
+		{ "image/png", ".png" }, { "video/mp4", ".mp4" },
+	};
+	size_t i, len;
+
+	ext[0] = '\0';
+	if (!format)
+		return 0;
+	for (i = 0; i < sizeof(known) / sizeof(known[0]); i++) {
+		if (strcasecmp(format, known[i].format) == 0) {
+			strcpy(ext, known[i].ext);
+			return strlen(ext);
+		}
+	}
+	len = strlen(format);
+	if (len < 1 || len > NAMES_EXT_MAX - 2)
+		return 0;
+	for (i = 0; i < len; i++) {
+		if (!isalnum((unsigned char)format[i]))
+			return 0;
+	}
+	ext[0] = '.';
+	for (i = 0; i < len; i++)
+		ext[i + 1] = tolower((unsigned char)format[i]);
+	ext[len + 1] = '\0';
+	return len + 1;
+}
+
+/* Largest cut <= @cut that splits neither a UTF-8 sequence nor a %XX. */
+static size_t safe_cut(const char *s, size_t cut)
+{
+	while (cut > 0 && ((unsigned char)s[cut] & 0xc0) == 0x80)
+		cut--;
+	if (cut >= 1 && s[cut - 1] == '%')
+		cut -= 1;
+	else if (cut >= 2 && s[cut - 2] == '%')
+		cut -= 2;
+	return cut;
+}
+
+char *names_decorate(const char *name, const char *uid, bool full_uid)
+{
+	char ext[NAMES_EXT_MAX], *tag, *out;
+	size_t len = strlen(name), elen, stem, tlen;
+
+	tag = names_escape(uid, full_uid ? strlen(uid) : strnlen(uid, 8));
+	if (!tag)
+		return NULL;
+	tlen = strlen(tag) + 1;
+	if (tlen > 96)
+		tlen = 96; /* a hostile uid must not eat the whole name */
+	elen = names_ext(name, len, ext);
+	stem = len - elen;
+	if (stem + tlen + elen > NAMES_MAX)
+		stem = safe_cut(name, NAMES_MAX - tlen - elen);
+	out = malloc(stem + tlen + elen + 1);
+	if (out) {
+		memcpy(out, name, stem);
+		out[stem] = '~';
+		memcpy(out + stem + 1, tag, tlen - 1);
+		memcpy(out + stem + tlen, ext, elen + 1);
+	}
+	free(tag);
+	return out;
+}
+
+/* The name of one object before collisions: escaped key, or uid. */
+static char *base_name(const struct names_input *in)
+{
+	char *name;
+
+	if (!in->key || in->key_len == 0)
+		name = names_escape(in->uid, strlen(in->uid));
+	else
+		name = names_escape(in->key, in->key_len);
+	if (name && strlen(name) > NAMES_MAX) {
+		char *cut = names_decorate(name, in->uid, false);
+
+		free(name);
+		name = cut;
+	}
+	return name;
+}
+
+struct name_count {
+	const char *name;
+	unsigned count;
+	UT_hash_handle hh;
+};
+
+static void counts_free(struct name_count **tab)
+{
+	struct name_count *c, *tmp;
+
+	HASH_ITER(hh, *tab, c, tmp) {
+		HASH_DEL(*tab, c);
+		free(c);
+	}
+}
+
+/* Count every name in @out into a fresh table; NULL on ENOMEM. */
+static int count_names(char **out, size_t n, struct name_count **tab)
+{
+	size_t i;
+
+	*tab = NULL;
+	for (i = 0; i < n; i++) {
+		struct name_count *c;
+
+		HASH_FIND_STR(*tab, out[i], c);
+		if (!c) {
+			c = calloc(1, sizeof(*c));
+			if (!c) {
+				counts_free(tab);
+				return -ENOMEM;
+			}
+			c->name = out[i];
+			HASH_ADD_KEYPTR(hh, *tab, c->name, strlen(c->name), c);
+		}
+		c->count++;
+	}
+	return 0;
+}
+
+static unsigned count_of(struct name_count *tab, const char *name)
+{
+	struct name_count *c;
+
+	HASH_FIND_STR(tab, name, c);
+	return c ? c->count : 0;
+}
+
+/* Rename, from @base, every object not @kept whose name in @out is shared.
+ * @round 0 adds ~uid8, round 1 the whole uid, round 2 the uid and a counter
+ * until the name is free. Returns 0 or -ENOMEM. */
+static int resolve_round(char **out, char **base, const bool *kept,
+			 const struct names_input *in, size_t n, int round)
+{
+	struct name_count *tab;
+	char **fresh;
+	size_t i;
+	int err = 0;
+
+	fresh = calloc(n, sizeof(*fresh));
+	if (!fresh || count_names(out, n, &tab)) {
+		free(fresh);
+		return -ENOMEM;
+	}
+	for (i = 0; i < n && !err; i++) {
+		if (kept[i] || count_of(tab, out[i]) < 2)
+			continue;
+		if (round < 2) {
+			fresh[i] = names_decorate(base[i], in[i].uid, round == 1);
+		} else {
+			char tag[80];
+			unsigned k;
+
+			for (k = 1; k < 1000000; k++) {
+				snprintf(tag, sizeof(tag), "%.40s~%u", in[i].uid, k);
+				free(fresh[i]);
+				fresh[i] = names_decorate(base[i], tag, true);
+				if (!fresh[i] || !count_of(tab, fresh[i]))
+					break;
+			}
+		}
+		if (!fresh[i])
+			err = -ENOMEM;
+	}
+	counts_free(&tab);
+	for (i = 0; i < n; i++) {
+		if (fresh[i] && !err) {
+			free(out[i]);
+			out[i] = fresh[i];
+		} else {
+			free(fresh[i]);
+		}
+	}
+	free(fresh);
+	return err;
+}
+
+int names_assign(const struct names_input *in, size_t n, char **out)
+{
+	char **base = calloc(n ? n : 1, sizeof(*base));
+	bool *kept = calloc(n ? n : 1, sizeof(*kept));
+	int err = 0, round;
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		out[i] = NULL;
+	if (!base || !kept)
+		err = -ENOMEM;
+	for (i = 0; i < n && !err; i++) {
+		base[i] = base_name(&in[i]);
+		kept[i] = in[i].prev != NULL;
+		out[i] = strdup(kept[i] ? in[i].prev : base[i] ? base[i] : "");
+		if (!base[i] || !out[i])
+			err = -ENOMEM;
+	}
+	for (round = 0; round < 3 && !err; round++)
+		err = resolve_round(out, base, kept, in, n, round);
+	for (i = 0; i < n && base; i++) {
+		free(base[i]);
+		if (err) {
+			free(out[i]);
+			out[i] = NULL;
+		}
+	}
+	free(base);
+	free(kept);
+	return err;
+}
