@@ -1,0 +1,203 @@
+# Fixtures that start the fake Avala API and really mount avalafs on it.
+# Every mount is torn down with fusermount3 -u -z, then the process is killed.
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FAKE = os.path.join(ROOT, "tests", "fake_avala.py")
+BINARY = os.environ.get("AVALAFS_BIN", os.path.join(ROOT, "build", "avalafs"))
+KEY = "test-key"
+
+
+def escape_key(raw: bytes) -> bytes:
+    """The name rules 1-2 of DESIGN section 3, for expected names."""
+    if raw == b".":
+        return b"%2E"
+    if raw == b"..":
+        return b"%2E%2E"
+    out = bytearray()
+    for c in raw:
+        if c in b"/%" or c < 0x20 or c == 0x7F:
+            out += b"%%%02X" % c
+        else:
+            out.append(c)
+    return bytes(out)
+
+
+class Fake:
+    """A running fake_avala.py and its control path."""
+
+    def __init__(self, args, tmp):
+        self.tmp = tmp
+        port_file = os.path.join(tmp, "port")
+        self.log = open(os.path.join(tmp, "fake.log"), "wb")
+        self.args = args
+        self.proc = subprocess.Popen(
+            [sys.executable, FAKE, "--port-file", port_file, "--quiet"] + args,
+            stdout=subprocess.DEVNULL, stderr=self.log)
+        deadline = time.time() + 20
+        while not os.path.exists(port_file):
+            if self.proc.poll() is not None or time.time() > deadline:
+                raise RuntimeError("fake_avala.py did not start")
+            time.sleep(0.05)
+        self.port = int(open(port_file).read())
+        self.base = "http://127.0.0.1:%d" % self.port
+        self.api_url = self.base + "/api/v1"
+
+    def call(self, path, body=None, method=None):
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(self.base + path, data=data,
+                                     method=method or ("POST" if data else "GET"))
+        if data:
+            req.add_header("Content-Type", "application/json")
+        with urllib.request.urlopen(req, timeout=30) as r:
+            raw = r.read()
+        if raw[:1] in (b"{", b"["):
+            return json.loads(raw.decode("utf-8", "surrogateescape"))
+        return raw
+
+    def stats(self):
+        return self.call("/_fake/stats")
+
+    def counts(self):
+        return self.stats()["counts"]
+
+    def reset(self):
+        self.call("/_fake/reset", {})
+
+    def fault(self, **spec):
+        self.call("/_fake/fault", spec)
+
+    def truth(self, dataset):
+        return self.call("/_fake/truth/" + dataset)
+
+    def set_key(self, key):
+        self.call("/_fake/key", {"key": key})
+
+    def delete(self, dataset, uid):
+        self.call("/_fake/delete", {"dataset": dataset, "uid": uid})
+
+    def expire(self):
+        self.call("/_fake/expire", {})
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+
+def unmount(path):
+    subprocess.run(["fusermount3", "-u", "-z", path],
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+class Mount:
+    """avalafs running in the foreground on a fresh directory."""
+
+    def __init__(self, fake, tmp, options, env=None, key=KEY, wait=True):
+        self.path = tempfile.mkdtemp(prefix="mnt-", dir=tmp)
+        self.stderr_path = os.path.join(tmp, "avalafs-%d.log" % id(self))
+        self.stderr = open(self.stderr_path, "wb")
+        opts = ["api_url=" + fake.api_url] + list(options)
+        full_env = dict(os.environ)
+        full_env.pop("AVALA_API_KEY", None)
+        full_env.pop("AVALA_BASE_URL", None)
+        if key is not None:
+            full_env["AVALA_API_KEY"] = key
+        full_env.update(env or {})
+        self.cmd = [BINARY, "-f", "-o", ",".join(opts), self.path]
+        self.proc = subprocess.Popen(self.cmd, env=full_env,
+                                     stdout=subprocess.DEVNULL,
+                                     stderr=self.stderr)
+        if wait:
+            self.wait_mounted()
+
+    def wait_mounted(self, timeout=20):
+        deadline = time.time() + timeout
+        while not os.path.ismount(self.path):
+            if self.proc.poll() is not None:
+                raise RuntimeError("avalafs exited %d: %s" % (
+                    self.proc.returncode, self.log()))
+            if time.time() > deadline:
+                raise RuntimeError("avalafs did not mount: " + self.log())
+            time.sleep(0.05)
+
+    def log(self):
+        self.stderr.flush()
+        with open(self.stderr_path, "rb") as f:
+            return f.read().decode(errors="replace")
+
+    def alive(self):
+        return self.proc.poll() is None and os.path.ismount(self.path)
+
+    def p(self, *parts):
+        return os.path.join(self.path, *parts)
+
+    def stop(self):
+        unmount(self.path)
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.stderr.close()
+
+
+@pytest.fixture
+def tmpdir_short():
+    d = tempfile.mkdtemp(prefix="avalafs-test-")
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
+def fake_factory(tmpdir_short):
+    fakes = []
+
+    def start(*args):
+        f = Fake(list(args), tmpdir_short)
+        fakes.append(f)
+        return f
+
+    yield start
+    for f in fakes:
+        f.stop()
+
+
+@pytest.fixture
+def mount_factory(tmpdir_short):
+    mounts = []
+
+    def start(fake, *options, **kw):
+        m = Mount(fake, tmpdir_short, options, **kw)
+        mounts.append(m)
+        return m
+
+    yield start
+    for m in mounts:
+        m.stop()
+
+
+def sha256_file(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

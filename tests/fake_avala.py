@@ -1,0 +1,1360 @@
+# A local, deterministic stand-in for the Avala REST API used by the avalafs tests and benchmark:
+# datasets of items and sequences in both field dialects, presigned expiring files, faults, counters.
+"""Fake Avala API server (Python standard library only).
+
+One threaded HTTP/1.1 server (keep-alive, Content-Length on every answer)
+serves three trees:
+
+  /api/v1/...   the Avala REST API, guarded by the X-Avala-Api-Key header
+  /files/...    presigned, expiring file URLs with Range support (no key)
+  /_fake/...    control for tests: counters, faults, key change, deletion,
+                URL expiry, ground truth (no key)
+
+On start it prints "PORT <n>" on stdout (and writes "<n>\\n" to --port-file,
+atomically). Request logging goes to stderr unless --quiet.
+
+DATASET SPEC (--dataset, repeatable)
+  OWNER/SLUG[:opt=val[,opt=val...]] with options
+    items=N         normal items (default 20)
+    sequences=N     sequences (default 0)
+    dialect=D       "documented" (data_url, thumbnail_url, status,
+                    annotations_count) or "sdk" (url, thumbnails, annotations,
+                    no status; every 7th item has "thumbnails": [] and a
+                    "video_thumbnail" URL instead). Default documented.
+    seed=N          seed of everything generated (default 1)
+    hostile=1       add items with the keys "a/b.jpg", ".", "..", "%41",
+                    "dup.jpg" (twice, two items), "x"*296 + ".jpg" (300 bytes),
+                    "ñandú.png", "line\\nbreak.jpg", the invalid UTF-8 bytes
+                    b"bad\\xff\\xfe.jpg" (raw on the wire), "" and null
+    size_known=F    fraction of items whose metadata.size is given (0.5)
+    min_size=B, max_size=B
+                    range of data file sizes in bytes (1000..200000)
+    data_base=URL   data URLs become URL/<uid><ext> instead of the fake's own
+                    signed /files URLs (thumbnails stay on the fake)
+    files_dir=PATH  with data_base: write each data file to PATH/<uid><ext>
+                    at start-up
+  Without --dataset the server holds demo/cars:items=12,sequences=2.
+  Everything is drawn from random.Random(f"{seed}:{owner}/{slug}"); file bytes
+  are random.Random(f"{seed}:{uid}:{kind}").randbytes(size) with kind data,
+  thumbnail or featured. One item of a documented dataset has the unknown
+  status "archived_v2"; the first sequence has a view keyed "cam/rear".
+
+API (every path ends in "/")
+  GET /api/v1/datasets/?limit=&cursor=                    datasets_list
+  GET /api/v1/datasets/{owner}/{slug}/                    dataset_get
+  GET /api/v1/datasets/{owner}/{slug}/items/?limit=&cursor=&ordering=
+                                                          items_list
+  GET /api/v1/datasets/{owner}/{slug}/items/{uid}/        item_get
+  GET /api/v1/datasets/{owner}/{slug}/sequences/?limit=&cursor=&ordering=
+                                                          sequences_list
+  GET /api/v1/datasets/{owner}/{slug}/sequences/{uid}/    sequence_get
+                                                          (adds "frames")
+  Missing key: 401 "Authentication credentials were not provided."; wrong
+  key: 401 "Invalid API key."; unknown dataset or object: 404 "Not found.";
+  forbidden dataset: 403 on every call, and absent from the dataset list;
+  other methods than GET and HEAD: 405. Errors are {"detail": "..."}.
+  Pages are {"next", "previous", "results"} (no count). limit defaults to
+  100, is capped at 1000, and anything not a positive integer is a 400.
+  ordering is key, -key, created_at or -created_at (null keys sort as "",
+  ties by uid); the default is created_at then uid. next/previous are
+  absolute URLs on the request's Host header, carrying the request's other
+  query parameters. The cursor is opaque (urlsafe base64 of JSON holding
+  the ordering and a position); a bad one, or one made for another
+  ordering, is a 400 "Invalid cursor". Positions refer to the full,
+  never-changing order, so deleting objects never shifts a later page.
+
+FILES
+  /files/{owner}/{slug}/{uid}/{kind}/{kind}{ext}?expires=<unix>&sig=<hex>
+  on the address the server bound. sig = HMAC-SHA256(per-process secret,
+  path + expires). URLs belong to an epoch that lasts --url-ttl seconds (or
+  until POST /_fake/expire), so objects are byte-for-byte stable within it.
+  Bad sig: 403 "Signature does not match"; past or superseded expires: 403
+  "Request has expired"; deleted object: 404. Range bytes=a-b, a- and -n give
+  206 with Content-Range; unsatisfiable: 416 with "bytes */total"; a
+  malformed or multi-part Range is ignored (200). Always ETag (first 16 hex
+  digits of the sha256 of the bytes), Accept-Ranges and Content-Type. HEAD
+  works. A file request carrying X-Avala-Api-Key is served and counted as
+  file_with_key.
+
+CONTROL (JSON in and out)
+  GET    /_fake/stats    {"counts": {...}, "requests": [last 1000 as {"route",
+                         "path", "status", "has_key", "range"}]}. Counters:
+                         the route names above plus file, file_with_key,
+                         unauthorized (401s sent), connections (TCP
+                         connections accepted) and unknown (other paths).
+                         Control calls are neither counted nor logged.
+  POST   /_fake/reset    zero the counters, clear the faults and the log
+  POST   /_fake/fault    queue a fault (fields below)
+  DELETE /_fake/fault    clear all faults (this also releases stalled answers)
+  POST   /_fake/key      {"key": "new"}: change the valid API key
+  POST   /_fake/delete   {"dataset": "owner/slug", "uid": "..."}: the item or
+                         sequence vanishes from lists, gets and files (404)
+  POST   /_fake/expire   start a new URL epoch: every URL handed out so far
+                         answers 403 "Request has expired"
+  GET    /_fake/truth/{owner}/{slug}
+                         {"items": [{"uid", "key", "key_hex", "object",
+                         "files": {"data": {...}, "thumbnail": {...}}}],
+                         "sequences": [{..., "views", "files": {"featured":
+                         {...}}}]}, each file {"sha256", "size", "url",
+                         "etag"}, "object" exactly as listed now, in default
+                         order, deleted objects left out; key_hex is the hex
+                         of the raw key bytes (null for a null key)
+  GET    /_fake/file/{owner}/{slug}/{uid}/{kind}
+                         the raw current bytes, no signature needed
+
+FAULTS (POST /_fake/fault body)
+  route        a route name above, or "*" for every API and file route
+  count        how many matching requests get it (default 1, -1 = forever)
+  probability  instead of counting: each matching request gets it with this
+               chance, until cleared
+  latency      sleep this many seconds first, then go on
+  status       answer this status with {"detail": "fault"}
+  retry_after  with status: add Retry-After: <seconds>
+  malformed    answer 200 with a broken JSON body
+  truncate     send the full Content-Length but half the body, then close
+  stall        send the headers, then nothing for an hour (or until the
+               faults are cleared), then close
+  etag_change  files: serve a different version of the bytes (same size,
+               other ETag), as if re-uploaded
+  Faults are tried in the order queued; the first that matches applies.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import dataclasses
+import hashlib
+import hmac
+import ipaddress
+import json
+import os
+import random
+import re
+import socket
+import sys
+import threading
+import time
+import uuid
+from collections import OrderedDict, deque
+from datetime import datetime, timedelta, timezone
+from http.client import HTTPMessage
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Callable, Iterator
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
+
+DEFAULT_KEY = "test-key"
+DEFAULT_DATASET = "demo/cars:items=12,sequences=2"
+PAGE_SIZE = 100
+PAGE_SIZE_MAX = 1000
+LOG_LENGTH = 1000
+BLOB_BUDGET = 256 * 1024 * 1024
+STALL_SECONDS = 3600
+MALFORMED_BODY = b'{"results": [ {"uid": '
+
+ITEM_STATUSES = (
+    "unattempted", "pending", "ready_for_annotation", "in_progress",
+    "completed", "rework_required", "customer_approved",
+)
+SEQUENCE_STATUSES = ITEM_STATUSES + (
+    "labeling_4d", "review_4d", "ready_for_2d", "labeling_2d", "review_2d",
+    "final_review",
+)
+UNKNOWN_STATUS = "archived_v2"
+ORDERINGS = ("key", "-key", "created_at", "-created_at")
+DIALECTS = ("documented", "sdk")
+HOSTILE_KEYS = (
+    "a/b.jpg", ".", "..", "%41", "dup.jpg", "dup.jpg", "x" * 296 + ".jpg",
+    "ñandú.png", "line\nbreak.jpg",
+    b"bad\xff\xfe.jpg".decode("utf-8", "surrogateescape"), "", None,
+)
+VIEW_KEYS = ("camera_front", "camera_left", "camera_right", "lidar_top")
+HOSTILE_VIEW_KEY = "cam/rear"
+RESOLUTIONS = ((1920, 1080), (1280, 720), (640, 480), (2048, 1536))
+FORMAT_EXTENSIONS = {"jpeg": ".jpg", "png": ".png"}
+CONTENT_TYPES = {".jpg": "image/jpeg", ".png": "image/png"}
+TIME_ORIGIN = datetime(2024, 3, 1, 8, 0, tzinfo=timezone.utc)
+
+API_ROUTES = (
+    "datasets_list", "dataset_get", "items_list", "item_get",
+    "sequences_list", "sequence_get", "file",
+)
+COUNTERS = API_ROUTES + ("file_with_key", "unauthorized", "connections", "unknown")
+JSON_HEADERS = (("Content-Type", "application/json"),)
+
+
+# ---------------------------------------------------------------- spec
+
+
+@dataclasses.dataclass
+class DatasetSpec:
+    """What one --dataset argument asks for."""
+
+    owner: str
+    slug: str
+    items: int = 20
+    sequences: int = 0
+    dialect: str = "documented"
+    seed: int = 1
+    hostile: bool = False
+    size_known: float = 0.5
+    min_size: int = 1000
+    max_size: int = 200000
+    data_base: str | None = None
+    files_dir: str | None = None
+
+
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError("must be >= 0")
+    return value
+
+
+def _byte_size(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError("must be >= 1")
+    return value
+
+
+def _dialect(text: str) -> str:
+    if text not in DIALECTS:
+        raise ValueError(f"must be one of {', '.join(DIALECTS)}")
+    return text
+
+
+def _flag(text: str) -> bool:
+    if text not in ("0", "1"):
+        raise ValueError("must be 0 or 1")
+    return text == "1"
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise ValueError("must be between 0 and 1")
+    return value
+
+
+SPEC_OPTIONS: dict[str, Callable[[str], object]] = {
+    "items": _count,
+    "sequences": _count,
+    "dialect": _dialect,
+    "seed": int,
+    "hostile": _flag,
+    "size_known": _fraction,
+    "min_size": _byte_size,
+    "max_size": _byte_size,
+    "data_base": lambda text: text.rstrip("/"),
+    "files_dir": str,
+}
+
+
+def parse_dataset_name(text: str) -> tuple[str, str]:
+    """Split "OWNER/SLUG" into its two parts."""
+    match = re.fullmatch(r"([^/\s:]+)/([^/\s:]+)", text)
+    if not match:
+        raise argparse.ArgumentTypeError(f"{text!r} is not OWNER/SLUG")
+    return match.group(1), match.group(2)
+
+
+def parse_dataset_spec(text: str) -> DatasetSpec:
+    """Parse "OWNER/SLUG[:opt=val,...]" into a DatasetSpec."""
+    name, _, options = text.partition(":")
+    spec = DatasetSpec(*parse_dataset_name(name))
+    for option in filter(None, options.split(",")):
+        field_name, has_value, value = option.partition("=")
+        if not has_value or field_name not in SPEC_OPTIONS:
+            raise argparse.ArgumentTypeError(f"unknown option {option!r} in {text!r}")
+        try:
+            setattr(spec, field_name, SPEC_OPTIONS[field_name](value))
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(f"{field_name} in {text!r}: {error}") from None
+    if spec.min_size > spec.max_size:
+        raise argparse.ArgumentTypeError(f"min_size > max_size in {text!r}")
+    if spec.files_dir and not spec.data_base:
+        raise argparse.ArgumentTypeError(f"files_dir needs data_base in {text!r}")
+    return spec
+
+
+# ---------------------------------------------------------------- model
+
+
+@dataclasses.dataclass(frozen=True)
+class FileSpec:
+    """One downloadable file: its bytes are a function of seed_text and size."""
+
+    kind: str
+    seed_text: str
+    size: int
+    ext: str
+
+    @property
+    def content_type(self) -> str:
+        return CONTENT_TYPES[self.ext]
+
+    @property
+    def changed_seed_text(self) -> str:
+        """Seed of the 're-uploaded' version served by the etag_change fault."""
+        return self.seed_text + ":changed"
+
+
+@dataclasses.dataclass
+class Entry:
+    uid: str
+    key: str | None
+    created_at: str
+    files: dict[str, FileSpec]
+
+    @property
+    def key_hex(self) -> str | None:
+        return None if self.key is None else self.key.encode("utf-8", "surrogateescape").hex()
+
+
+@dataclasses.dataclass
+class Item(Entry):
+    status: str
+    metadata: dict
+    annotations: int
+    video_thumbnail: bool
+
+
+@dataclasses.dataclass
+class Sequence(Entry):
+    status: str
+    number_of_frames: int
+    views: list[dict]
+    first_timestamp: float
+
+    def frames(self) -> list[dict]:
+        return [
+            {"index": index, "key": f"frame_{index:04d}",
+             "timestamp": round(self.first_timestamp + index * 0.1, 3)}
+            for index in range(self.number_of_frames)
+        ]
+
+
+def fake_uuid(rng: random.Random) -> str:
+    return str(uuid.UUID(int=rng.getrandbits(128), version=4))
+
+
+def timestamps(rng: random.Random) -> Iterator[str]:
+    """Strictly increasing ISO 8601 UTC creation times."""
+    moment = TIME_ORIGIN
+    while True:
+        moment += timedelta(seconds=rng.randint(1, 90), microseconds=rng.randrange(1_000_000))
+        yield moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def item_plan(spec: DatasetSpec, rng: random.Random) -> list[tuple[str | None, str]]:
+    """(key, format) of every item in creation order, hostile keys scattered in."""
+    plan: list[tuple[str | None, str]] = []
+    for index in range(spec.items):
+        fmt = "png" if rng.random() < 0.15 else "jpeg"
+        plan.append((f"frame_{index:06d}{FORMAT_EXTENSIONS[fmt]}", fmt))
+    if spec.hostile:
+        for key in HOSTILE_KEYS:
+            fmt = "png" if key and key.endswith(".png") else "jpeg"
+            plan.insert(rng.randint(0, len(plan)), (key, fmt))
+    return plan
+
+
+def build_items(spec: DatasetSpec, rng: random.Random) -> list[Item]:
+    plan = item_plan(spec, rng)
+    size_known = set(rng.sample(range(len(plan)), round(len(plan) * spec.size_known)))
+    odd_status = rng.randrange(len(plan)) if plan else -1
+    clock = timestamps(rng)
+    items = []
+    for index, (key, fmt) in enumerate(plan):
+        uid = fake_uuid(rng)
+        ext = FORMAT_EXTENSIONS[fmt]
+        data = FileSpec("data", f"{spec.seed}:{uid}:data", rng.randint(spec.min_size, spec.max_size), ext)
+        thumbnail = FileSpec("thumbnail", f"{spec.seed}:{uid}:thumbnail", rng.randint(500, 5000), ext)
+        width, height = rng.choice(RESOLUTIONS)
+        metadata = {"width": width, "height": height, "format": fmt}
+        if index in size_known:
+            metadata["size"] = data.size
+        items.append(Item(
+            uid=uid, key=key, created_at=next(clock),
+            files={"data": data, "thumbnail": thumbnail},
+            status=UNKNOWN_STATUS if index == odd_status else rng.choice(ITEM_STATUSES),
+            metadata=metadata,
+            annotations=rng.randint(0, 30),
+            video_thumbnail=index % 7 == 6,
+        ))
+    return items
+
+
+def build_view(key: str, frames: int, rng: random.Random) -> dict:
+    lidar = key.startswith("lidar")
+    return {
+        "key": key,
+        "load": {"type": "pointcloud" if lidar else "image",
+                 "format": "pcd" if lidar else "jpeg", "frames": frames},
+        "metrics": {"annotated_frames": rng.randint(0, frames), "objects": rng.randint(0, 200)},
+    }
+
+
+def build_sequences(spec: DatasetSpec, rng: random.Random) -> list[Sequence]:
+    clock = timestamps(rng)
+    sequences = []
+    for index in range(spec.sequences):
+        uid = fake_uuid(rng)
+        frames = rng.randint(3, 40)
+        view_keys = rng.sample(VIEW_KEYS, rng.randint(2, 3))
+        if index == 0:
+            view_keys[-1] = HOSTILE_VIEW_KEY
+        featured = FileSpec("featured", f"{spec.seed}:{uid}:featured", rng.randint(2000, 20000), ".jpg")
+        sequences.append(Sequence(
+            uid=uid, key=f"scene_{index + 1:04d}", created_at=next(clock),
+            files={"featured": featured},
+            status=rng.choice(SEQUENCE_STATUSES),
+            number_of_frames=frames,
+            views=[build_view(key, frames, rng) for key in view_keys],
+            first_timestamp=1_700_000_000 + rng.randint(0, 10_000_000) / 10,
+        ))
+    return sequences
+
+
+def sort_key(entry: Entry) -> str:
+    """An entry's key for ordering: a null key sorts as the empty string."""
+    return entry.key or ""
+
+
+def sort_created(entry: Entry) -> str:
+    return entry.created_at
+
+
+def build_orders(entries: list) -> dict[str, list]:
+    """Every allowed ordering ("" is the default) as a fixed list; ties by uid."""
+    by_uid = sorted(entries, key=lambda entry: entry.uid)
+
+    def ordered(value: Callable[[Entry], str], descending: bool) -> list:
+        return sorted(by_uid, key=value, reverse=descending)
+
+    created = ordered(sort_created, False)
+    return {
+        "": created,
+        "created_at": created,
+        "-created_at": ordered(sort_created, True),
+        "key": ordered(sort_key, False),
+        "-key": ordered(sort_key, True),
+    }
+
+
+class Dataset:
+    """One dataset: its fixed content, its deletions and its rendered objects."""
+
+    def __init__(self, spec: DatasetSpec, forbidden: bool):
+        self.spec = spec
+        self.forbidden = forbidden
+        rng = random.Random(f"{spec.seed}:{spec.owner}/{spec.slug}")
+        self.uid = fake_uuid(rng)
+        self.created_at = (TIME_ORIGIN - timedelta(days=rng.randint(1, 365))).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        self.items = build_items(spec, rng)
+        self.sequences = build_sequences(spec, rng)
+        self.entries: dict[str, Entry] = {entry.uid: entry for entry in self.items + self.sequences}
+        self.item_orders = build_orders(self.items)
+        self.sequence_orders = build_orders(self.sequences)
+        self.deleted: set[str] = set()
+        self._objects: tuple[int | None, dict[str, dict]] = (None, {})
+
+    @property
+    def documented(self) -> bool:
+        return self.spec.dialect == "documented"
+
+    def is_live(self, entry: Entry) -> bool:
+        return entry.uid not in self.deleted
+
+    def live_entry(self, uid: str, kind: type) -> Entry | None:
+        entry = self.entries.get(uid)
+        if isinstance(entry, kind) and self.is_live(entry):
+            return entry
+        return None
+
+    def summary(self) -> dict:
+        return {
+            "uid": self.uid,
+            "name": self.spec.slug.replace("-", " ").replace("_", " ").title(),
+            "slug": self.spec.slug,
+            "owner_name": self.spec.owner,
+            "item_count": sum(1 for item in self.items if self.is_live(item)),
+            "sequence_count": sum(1 for sequence in self.sequences if self.is_live(sequence)),
+            "created_at": self.created_at,
+        }
+
+    def cached_object(self, entry: Entry, expires: int, render: Callable[[Entry], dict]) -> dict:
+        """The entry's object for the URL epoch ending at expires, rendered once."""
+        cached_expires, objects = self._objects
+        if cached_expires != expires:
+            objects = {}
+            self._objects = (expires, objects)
+        obj = objects.get(entry.uid)
+        if obj is None:
+            obj = objects[entry.uid] = render(entry)
+        return obj
+
+    def render_item(self, item: Item, link: Callable[[FileSpec], str]) -> dict:
+        obj: dict = {"uid": item.uid, "key": item.key}
+        data_url = link(item.files["data"])
+        thumbnail_url = link(item.files["thumbnail"])
+        if self.documented:
+            obj.update(status=item.status, data_url=data_url, thumbnail_url=thumbnail_url,
+                       annotations_count=item.annotations)
+        else:
+            obj["url"] = data_url
+            if item.video_thumbnail:
+                obj.update(thumbnails=[], video_thumbnail=thumbnail_url)
+            else:
+                obj["thumbnails"] = [thumbnail_url]
+            obj["annotations"] = {"boxes": item.annotations}
+        obj.update(metadata=item.metadata, created_at=item.created_at)
+        return obj
+
+    def render_sequence(self, sequence: Sequence, link: Callable[[FileSpec], str]) -> dict:
+        obj: dict = {"uid": sequence.uid, "key": sequence.key}
+        if self.documented:
+            obj["status"] = sequence.status
+        obj.update(
+            featured_image=link(sequence.files["featured"]),
+            number_of_frames=sequence.number_of_frames,
+            created_at=sequence.created_at,
+            views=sequence.views,
+        )
+        return obj
+
+
+def write_data_files(dataset: Dataset) -> None:
+    """Write every item's data file to files_dir/<uid><ext>."""
+    directory = dataset.spec.files_dir
+    os.makedirs(directory, exist_ok=True)
+    for item in dataset.items:
+        data = item.files["data"]
+        with open(os.path.join(directory, f"{item.uid}{data.ext}"), "wb") as out:
+            out.write(random.Random(data.seed_text).randbytes(data.size))
+
+
+# ---------------------------------------------------------------- HTTP pieces
+
+
+@dataclasses.dataclass
+class Response:
+    status: int
+    body: bytes = b""
+    headers: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+
+
+def encode_json(obj: object) -> bytes:
+    """JSON as UTF-8, with surrogate-escaped (invalid UTF-8) keys as raw bytes."""
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "surrogateescape")
+
+
+def json_response(status: int, obj: object, headers: tuple[tuple[str, str], ...] = ()) -> Response:
+    return Response(status, encode_json(obj), [*JSON_HEADERS, *headers])
+
+
+class ApiError(Exception):
+    """An error answer: {"detail": ...} with the given status."""
+
+    def __init__(self, status: int, detail: str, headers: tuple[tuple[str, str], ...] = ()):
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+        self.headers = headers
+
+    def response(self) -> Response:
+        return json_response(self.status, {"detail": self.detail}, self.headers)
+
+
+def not_found() -> ApiError:
+    return ApiError(404, "Not found.")
+
+
+def method_not_allowed(method: str, allowed: list[str]) -> Response:
+    return ApiError(405, f'Method "{method}" not allowed.', (("Allow", ", ".join(allowed)),)).response()
+
+
+@dataclasses.dataclass
+class Request:
+    method: str
+    target: str
+    path: str
+    query: dict[str, str]
+    headers: HTTPMessage
+    body: bytes
+    params: tuple[str, ...] = ()
+    etag_change: bool = False
+
+    def json_body(self) -> dict:
+        if not self.body.strip():
+            return {}
+        try:
+            obj = json.loads(self.body)
+        except ValueError:
+            raise ApiError(400, "Body is not JSON.") from None
+        if not isinstance(obj, dict):
+            raise ApiError(400, "Body must be a JSON object.")
+        return obj
+
+
+class RangeNotSatisfiable(Exception):
+    pass
+
+
+RANGE_PATTERN = re.compile(r"bytes=(\d*)-(\d*)")
+
+
+def parse_range(header: str | None, total: int) -> tuple[int, int] | None:
+    """Inclusive (first, last) of a single byte range, or None to serve everything."""
+    match = RANGE_PATTERN.fullmatch(header.strip()) if header else None
+    if not match or match.groups() == ("", ""):
+        return None
+    first, last = match.groups()
+    if not first:
+        suffix = int(last)
+        if suffix == 0:
+            raise RangeNotSatisfiable
+        return max(total - suffix, 0), total - 1
+    start = int(first)
+    if last and int(last) < start:
+        return None
+    if start >= total:
+        raise RangeNotSatisfiable
+    return start, total - 1 if not last else min(int(last), total - 1)
+
+
+# ---------------------------------------------------------------- pagination
+
+
+@dataclasses.dataclass
+class Page:
+    results: list
+    next_cursor: str | None
+    previous_cursor: str | None
+
+
+def encode_cursor(ordering: str, position: int, backwards: bool) -> str:
+    token = json.dumps({"o": ordering, "p": position, "b": int(backwards)}, separators=(",", ":"))
+    return base64.urlsafe_b64encode(token.encode()).rstrip(b"=").decode()
+
+
+def decode_cursor(text: str, ordering: str, length: int) -> tuple[int, bool]:
+    """(position, backwards) of a cursor made for this ordering, else ApiError 400."""
+    try:
+        token = json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
+        position, backwards = token["p"], token["b"]
+        valid = (token["o"] == ordering and type(position) is int and 0 <= position <= length
+                 and backwards in (0, 1) and type(backwards) is int)
+    except (ValueError, TypeError, KeyError):
+        valid = False
+    if not valid:
+        raise ApiError(400, "Invalid cursor")
+    return position, bool(backwards)
+
+
+def parse_limit(query: dict[str, str]) -> int:
+    text = query.get("limit")
+    if text is None:
+        return PAGE_SIZE
+    if not re.fullmatch(r"\d+", text) or int(text) < 1:
+        raise ApiError(400, "Invalid limit: must be a positive integer.")
+    return min(int(text), PAGE_SIZE_MAX)
+
+
+def parse_ordering(query: dict[str, str]) -> str:
+    ordering = query.get("ordering", "")
+    if ordering and ordering not in ORDERINGS:
+        raise ApiError(400, f"Invalid ordering: {ordering!r}. Use one of {', '.join(ORDERINGS)}.")
+    return ordering
+
+
+def paginate(entries: list, live: Callable, ordering: str, cursor: str | None, limit: int) -> Page:
+    """One page of the live entries of a fixed ordered list.
+
+    A cursor holds a position in the full list (dead entries included), so
+    removing entries never shifts the pages that follow.
+    """
+    position, backwards = (0, False) if cursor is None else decode_cursor(cursor, ordering, len(entries))
+    picked = []
+    start = end = position
+    if backwards:
+        while start > 0 and len(picked) < limit:
+            start -= 1
+            if live(entries[start]):
+                picked.append(entries[start])
+        picked.reverse()
+    else:
+        while end < len(entries) and len(picked) < limit:
+            if live(entries[end]):
+                picked.append(entries[end])
+            end += 1
+    has_next = any(live(entries[index]) for index in range(end, len(entries)))
+    has_previous = any(live(entries[index]) for index in range(start - 1, -1, -1))
+    return Page(
+        results=picked,
+        next_cursor=encode_cursor(ordering, end, False) if has_next else None,
+        previous_cursor=encode_cursor(ordering, start, True) if has_previous else None,
+    )
+
+
+# ---------------------------------------------------------------- files
+
+
+@dataclasses.dataclass(frozen=True)
+class Blob:
+    data: bytes
+    sha256: str
+
+    @property
+    def etag(self) -> str:
+        return f'"{self.sha256[:16]}"'
+
+
+class BlobStore:
+    """Generated file bytes behind a bounded LRU, and every digest ever computed."""
+
+    def __init__(self, budget: int):
+        self._budget = budget
+        self._used = 0
+        self._blobs: OrderedDict[str, Blob] = OrderedDict()
+        self._digests: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    def blob(self, seed_text: str, size: int) -> Blob:
+        with self._lock:
+            blob = self._blobs.get(seed_text)
+            if blob is not None:
+                self._blobs.move_to_end(seed_text)
+                return blob
+        data = random.Random(seed_text).randbytes(size)
+        blob = Blob(data, hashlib.sha256(data).hexdigest())
+        with self._lock:
+            self._digests[seed_text] = blob.sha256
+            if seed_text not in self._blobs:
+                self._blobs[seed_text] = blob
+                self._used += size
+            while self._used > self._budget and len(self._blobs) > 1:
+                _, evicted = self._blobs.popitem(last=False)
+                self._used -= len(evicted.data)
+        return blob
+
+    def sha256(self, seed_text: str, size: int) -> str:
+        with self._lock:
+            digest = self._digests.get(seed_text)
+        return digest if digest is not None else self.blob(seed_text, size).sha256
+
+
+class UrlSigner:
+    """Presigned URL epochs: one expiry time and HMAC signatures per epoch."""
+
+    def __init__(self, ttl: int):
+        self.ttl = ttl
+        self._secret = os.urandom(32)
+        self._start = int(time.time())
+        self._lock = threading.Lock()
+
+    def expires(self) -> int:
+        """Expiry of the current epoch; a new epoch begins once it has passed."""
+        with self._lock:
+            now = time.time()
+            if now >= self._start + self.ttl:
+                self._start = int(now)
+            return self._start + self.ttl
+
+    def new_epoch(self) -> int:
+        with self._lock:
+            self._start = max(int(time.time()), self._start + 1)
+            return self._start + self.ttl
+
+    def sign(self, path: str, expires: int) -> str:
+        return hmac.new(self._secret, f"{path}{expires}".encode(), hashlib.sha256).hexdigest()
+
+    def problem(self, path: str, expires_text: str, signature: str) -> str | None:
+        """Why a signed URL is refused, or None when it is good."""
+        if not expires_text.isdigit() or not hmac.compare_digest(
+                self.sign(path, int(expires_text)).encode(), signature.encode("utf-8", "replace")):
+            return "Signature does not match"
+        expires = int(expires_text)
+        if expires < self.expires() or time.time() > expires:
+            return "Request has expired"
+        return None
+
+
+def file_response(blob: Blob, content_type: str, range_header: str | None) -> Response:
+    headers = [("Content-Type", content_type), ("Accept-Ranges", "bytes"), ("ETag", blob.etag)]
+    total = len(blob.data)
+    try:
+        span = parse_range(range_header, total)
+    except RangeNotSatisfiable:
+        return Response(416, b"", headers + [("Content-Range", f"bytes */{total}")])
+    if span is None:
+        return Response(200, blob.data, headers)
+    first, last = span
+    return Response(206, blob.data[first:last + 1], headers + [("Content-Range", f"bytes {first}-{last}/{total}")])
+
+
+# ---------------------------------------------------------------- state
+
+
+@dataclasses.dataclass
+class Fault:
+    route: str
+    count: int = 1
+    status: int | None = None
+    retry_after: int | None = None
+    latency: float = 0.0
+    malformed: bool = False
+    truncate: bool = False
+    stall: bool = False
+    probability: float | None = None
+    etag_change: bool = False
+
+
+def _is_int(value: object) -> bool:
+    return type(value) is int
+
+
+def _is_number(value: object) -> bool:
+    return type(value) in (int, float)
+
+
+def _is_bool(value: object) -> bool:
+    return type(value) is bool
+
+
+FAULT_FIELD_CHECKS: dict[str, tuple[Callable[[object], bool], str]] = {
+    "count": (lambda value: _is_int(value) and (value >= 1 or value == -1), "a positive integer or -1"),
+    "status": (lambda value: _is_int(value) and 100 <= value <= 599, "an HTTP status"),
+    "retry_after": (lambda value: _is_int(value) and value >= 0, "whole seconds"),
+    "latency": (lambda value: _is_number(value) and value >= 0, "seconds"),
+    "probability": (lambda value: _is_number(value) and 0 <= value <= 1, "between 0 and 1"),
+    "malformed": (_is_bool, "true or false"),
+    "truncate": (_is_bool, "true or false"),
+    "stall": (_is_bool, "true or false"),
+    "etag_change": (_is_bool, "true or false"),
+}
+
+
+def parse_fault(body: dict) -> Fault:
+    """A Fault from a POST /_fake/fault body, or ApiError 400."""
+    unknown = sorted(set(body) - set(FAULT_FIELD_CHECKS) - {"route"})
+    if unknown:
+        raise ApiError(400, f"Unknown fault fields: {', '.join(unknown)}")
+    route = body.get("route")
+    if route != "*" and route not in API_ROUTES:
+        raise ApiError(400, f"route must be \"*\" or one of {', '.join(API_ROUTES)}")
+    for name, (valid, expected) in FAULT_FIELD_CHECKS.items():
+        if body.get(name) is not None and not valid(body[name]):
+            raise ApiError(400, f"{name} must be {expected}")
+    return Fault(**{name: value for name, value in body.items() if value is not None})
+
+
+class State:
+    """Counters, request log, faults and the valid key, shared by all threads."""
+
+    def __init__(self, key: str):
+        self.key = key
+        self._lock = threading.Lock()
+        self._counts = dict.fromkeys(COUNTERS, 0)
+        self._log: deque[dict] = deque(maxlen=LOG_LENGTH)
+        self._faults: list[Fault] = []
+        self._stall_release = threading.Event()
+        self._chance = random.Random()
+
+    def count(self, counter: str) -> None:
+        with self._lock:
+            self._counts[counter] += 1
+
+    def record(self, route: str, request: Request, status: int) -> None:
+        entry = {
+            "route": route,
+            "path": request.target,
+            "status": status,
+            "has_key": "X-Avala-Api-Key" in request.headers,
+            "range": request.headers.get("Range"),
+        }
+        with self._lock:
+            self._log.append(entry)
+            if status == 401:
+                self._counts["unauthorized"] += 1
+
+    def snapshot(self) -> dict:
+        with self._lock:
+            return {"counts": dict(self._counts), "requests": list(self._log)}
+
+    def add_fault(self, fault: Fault) -> None:
+        with self._lock:
+            self._faults.append(fault)
+
+    def take_fault(self, route: str) -> Fault | None:
+        """The first queued fault that applies to this request, used up by one."""
+        with self._lock:
+            for fault in self._faults:
+                if fault.route not in ("*", route):
+                    continue
+                if fault.probability is not None:
+                    if self._chance.random() < fault.probability:
+                        return fault
+                    continue
+                if fault.count > 0:
+                    fault.count -= 1
+                    if fault.count == 0:
+                        self._faults.remove(fault)
+                return fault
+        return None
+
+    def stall_release(self) -> threading.Event:
+        """The event that ends the stalls started now; set when faults are cleared."""
+        with self._lock:
+            return self._stall_release
+
+    def clear_faults(self) -> None:
+        with self._lock:
+            self._faults.clear()
+            self._stall_release.set()
+            self._stall_release = threading.Event()
+
+    def reset(self) -> None:
+        self.clear_faults()
+        with self._lock:
+            self._counts = dict.fromkeys(COUNTERS, 0)
+            self._log.clear()
+
+
+# ---------------------------------------------------------------- application
+
+
+class FakeAvala:
+    """Answers every request; the HTTP handler only moves bytes."""
+
+    def __init__(self, datasets: list[Dataset], key: str, url_ttl: int, discovery: bool):
+        self.datasets = {(ds.spec.owner, ds.spec.slug): ds for ds in datasets}
+        self.discovery = discovery
+        self.state = State(key)
+        self.signer = UrlSigner(url_ttl)
+        self.blobs = BlobStore(BLOB_BUDGET)
+        self.address = ""
+        segment = r"([^/]+)"
+        dataset = rf"/api/v1/datasets/{segment}/{segment}/"
+        self.api_routes = [
+            ("datasets_list", re.compile(r"/api/v1/datasets/"), self.datasets_list),
+            ("dataset_get", re.compile(dataset), self.dataset_get),
+            ("items_list", re.compile(dataset + "items/"), self.items_list),
+            ("item_get", re.compile(dataset + rf"items/{segment}/"), self.item_get),
+            ("sequences_list", re.compile(dataset + "sequences/"), self.sequences_list),
+            ("sequence_get", re.compile(dataset + rf"sequences/{segment}/"), self.sequence_get),
+            ("file", re.compile(rf"/files/{segment}/{segment}/{segment}/{segment}/{segment}"), self.file),
+        ]
+        self.control_routes = [
+            ("GET", re.compile(r"/_fake/stats/?"), self.control_stats),
+            ("POST", re.compile(r"/_fake/reset/?"), self.control_reset),
+            ("POST", re.compile(r"/_fake/fault/?"), self.control_add_fault),
+            ("DELETE", re.compile(r"/_fake/fault/?"), self.control_clear_faults),
+            ("POST", re.compile(r"/_fake/key/?"), self.control_key),
+            ("POST", re.compile(r"/_fake/delete/?"), self.control_delete),
+            ("POST", re.compile(r"/_fake/expire/?"), self.control_expire),
+            ("GET", re.compile(rf"/_fake/truth/{segment}/{segment}/?"), self.control_truth),
+            ("GET", re.compile(rf"/_fake/file/{segment}/{segment}/{segment}/{segment}/?"), self.control_file),
+        ]
+
+    # -- dispatch
+
+    def public(self, request: Request) -> tuple[Response, Fault | None]:
+        """Answer an API or file request; returns the answer and the fault to deliver it with."""
+        route, handler = "unknown", None
+        for name, pattern, candidate in self.api_routes:
+            match = pattern.fullmatch(request.path)
+            if match:
+                route, handler = name, candidate
+                request.params = tuple(unquote(group) for group in match.groups())
+                break
+        self.state.count(route)
+        if route == "file" and "X-Avala-Api-Key" in request.headers:
+            self.state.count("file_with_key")
+        fault = None
+        if handler is None:
+            response = not_found().response()
+        elif request.method not in ("GET", "HEAD"):
+            response = method_not_allowed(request.method, ["GET", "HEAD"])
+        else:
+            fault = self.state.take_fault(route)
+            response = self.answer(handler, request, fault)
+        self.state.record(route, request, response.status)
+        return response, fault
+
+    def answer(self, handler: Callable[[Request], Response], request: Request, fault: Fault | None) -> Response:
+        if fault is not None:
+            if fault.latency:
+                time.sleep(fault.latency)
+            if fault.status is not None:
+                retry = (("Retry-After", str(fault.retry_after)),) if fault.retry_after is not None else ()
+                return json_response(fault.status, {"detail": "fault"}, retry)
+            if fault.malformed:
+                return Response(200, MALFORMED_BODY, list(JSON_HEADERS))
+            request.etag_change = fault.etag_change
+        try:
+            return handler(request)
+        except ApiError as error:
+            return error.response()
+
+    def control(self, request: Request) -> Response:
+        """Answer a /_fake/ request."""
+        allowed = []
+        for method, pattern, handler in self.control_routes:
+            match = pattern.fullmatch(request.path)
+            if not match:
+                continue
+            if method != request.method:
+                allowed.append(method)
+                continue
+            request.params = tuple(unquote(group) for group in match.groups())
+            try:
+                return handler(request)
+            except ApiError as error:
+                return error.response()
+        if allowed:
+            return method_not_allowed(request.method, allowed)
+        return not_found().response()
+
+    # -- helpers
+
+    def authorize(self, request: Request) -> None:
+        key = request.headers.get("X-Avala-Api-Key")
+        if key is None:
+            raise ApiError(401, "Authentication credentials were not provided.")
+        if key != self.state.key:
+            raise ApiError(401, "Invalid API key.")
+
+    def readable_dataset(self, request: Request) -> Dataset:
+        """The dataset named by the first two path parameters, for the API."""
+        self.authorize(request)
+        dataset = self.datasets.get(request.params[:2])
+        if dataset is None:
+            raise not_found()
+        if dataset.forbidden:
+            raise ApiError(403, "You do not have permission to perform this action.")
+        return dataset
+
+    def link(self, dataset: Dataset, entry: Entry, file: FileSpec, expires: int) -> str:
+        """The URL handed out for a file in the epoch ending at expires."""
+        if file.kind == "data" and dataset.spec.data_base:
+            return f"{dataset.spec.data_base}/{entry.uid}{file.ext}"
+        path = "/".join(("", "files", quote(dataset.spec.owner, safe=""), quote(dataset.spec.slug, safe=""),
+                         entry.uid, file.kind, f"{file.kind}{file.ext}"))
+        return f"http://{self.address}{path}?expires={expires}&sig={self.signer.sign(path, expires)}"
+
+    def object_of(self, dataset: Dataset, entry: Entry, expires: int) -> dict:
+        """The entry as the API lists it in the current URL epoch."""
+        def render(entry: Entry) -> dict:
+            def link(file: FileSpec) -> str:
+                return self.link(dataset, entry, file, expires)
+
+            if isinstance(entry, Item):
+                return dataset.render_item(entry, link)
+            return dataset.render_sequence(entry, link)
+        return dataset.cached_object(entry, expires, render)
+
+    def page_response(self, request: Request, page: Page, results: list) -> Response:
+        return json_response(200, {
+            "next": self.page_link(request, page.next_cursor),
+            "previous": self.page_link(request, page.previous_cursor),
+            "results": results,
+        })
+
+    def page_link(self, request: Request, cursor: str | None) -> str | None:
+        if cursor is None:
+            return None
+        query = dict(request.query, cursor=cursor)
+        host = request.headers.get("Host") or self.address
+        return f"http://{host}{request.path}?{urlencode(sorted(query.items()))}"
+
+    def list_entries(self, request: Request, orders_of: Callable[[Dataset], dict[str, list]]) -> Response:
+        dataset = self.readable_dataset(request)
+        ordering = parse_ordering(request.query)
+        limit = parse_limit(request.query)
+        page = paginate(orders_of(dataset)[ordering], dataset.is_live, ordering, request.query.get("cursor"), limit)
+        expires = self.signer.expires()
+        return self.page_response(request, page, [self.object_of(dataset, entry, expires) for entry in page.results])
+
+    # -- API routes
+
+    def datasets_list(self, request: Request) -> Response:
+        if not self.discovery:
+            raise not_found()
+        self.authorize(request)
+        visible = [dataset for dataset in self.datasets.values() if not dataset.forbidden]
+        page = paginate(visible, lambda dataset: True, "", request.query.get("cursor"), parse_limit(request.query))
+        return self.page_response(request, page, [dataset.summary() for dataset in page.results])
+
+    def dataset_get(self, request: Request) -> Response:
+        return json_response(200, self.readable_dataset(request).summary())
+
+    def items_list(self, request: Request) -> Response:
+        return self.list_entries(request, lambda dataset: dataset.item_orders)
+
+    def sequences_list(self, request: Request) -> Response:
+        return self.list_entries(request, lambda dataset: dataset.sequence_orders)
+
+    def item_get(self, request: Request) -> Response:
+        dataset = self.readable_dataset(request)
+        item = dataset.live_entry(request.params[2], Item)
+        if item is None:
+            raise not_found()
+        return json_response(200, self.object_of(dataset, item, self.signer.expires()))
+
+    def sequence_get(self, request: Request) -> Response:
+        dataset = self.readable_dataset(request)
+        sequence = dataset.live_entry(request.params[2], Sequence)
+        if sequence is None:
+            raise not_found()
+        obj = self.object_of(dataset, sequence, self.signer.expires())
+        return json_response(200, dict(obj, frames=sequence.frames()))
+
+    def file(self, request: Request) -> Response:
+        owner, slug, uid, kind, _ = request.params
+        file = self.live_file(owner, slug, uid, kind)
+        problem = self.signer.problem(request.path, request.query.get("expires", ""), request.query.get("sig", ""))
+        if problem:
+            raise ApiError(403, problem)
+        seed_text = file.changed_seed_text if request.etag_change else file.seed_text
+        return file_response(self.blobs.blob(seed_text, file.size), file.content_type, request.headers.get("Range"))
+
+    def live_file(self, owner: str, slug: str, uid: str, kind: str) -> FileSpec:
+        dataset = self.datasets.get((owner, slug))
+        entry = dataset.entries.get(uid) if dataset else None
+        if entry is None or not dataset.is_live(entry) or kind not in entry.files:
+            raise not_found()
+        return entry.files[kind]
+
+    # -- control routes
+
+    def control_dataset(self, name: str) -> Dataset:
+        try:
+            dataset = self.datasets.get(parse_dataset_name(name))
+        except argparse.ArgumentTypeError:
+            dataset = None
+        if dataset is None:
+            raise not_found()
+        return dataset
+
+    def control_stats(self, request: Request) -> Response:
+        return json_response(200, self.state.snapshot())
+
+    def control_reset(self, request: Request) -> Response:
+        self.state.reset()
+        return json_response(200, {"ok": True})
+
+    def control_add_fault(self, request: Request) -> Response:
+        fault = parse_fault(request.json_body())
+        self.state.add_fault(fault)
+        return json_response(200, {"fault": dataclasses.asdict(fault)})
+
+    def control_clear_faults(self, request: Request) -> Response:
+        self.state.clear_faults()
+        return json_response(200, {"ok": True})
+
+    def control_key(self, request: Request) -> Response:
+        key = request.json_body().get("key")
+        if not isinstance(key, str) or not key:
+            raise ApiError(400, "key must be a non-empty string")
+        self.state.key = key
+        return json_response(200, {"ok": True})
+
+    def control_delete(self, request: Request) -> Response:
+        body = request.json_body()
+        dataset = self.control_dataset(str(body.get("dataset")))
+        uid = body.get("uid")
+        if uid not in dataset.entries:
+            raise not_found()
+        dataset.deleted.add(uid)
+        return json_response(200, {"deleted": uid})
+
+    def control_expire(self, request: Request) -> Response:
+        return json_response(200, {"expires": self.signer.new_epoch()})
+
+    def control_truth(self, request: Request) -> Response:
+        dataset = self.control_dataset("/".join(request.params))
+        expires = self.signer.expires()
+
+        def truth(entry: Entry) -> dict:
+            record = {"uid": entry.uid, "key": entry.key, "key_hex": entry.key_hex,
+                      "object": self.object_of(dataset, entry, expires)}
+            if isinstance(entry, Sequence):
+                record["views"] = entry.views
+            record["files"] = {kind: file_truth(entry, file) for kind, file in entry.files.items()}
+            return record
+
+        def file_truth(entry: Entry, file: FileSpec) -> dict:
+            digest = self.blobs.sha256(file.seed_text, file.size)
+            return {"sha256": digest, "size": file.size, "etag": f'"{digest[:16]}"',
+                    "url": self.link(dataset, entry, file, expires)}
+
+        return json_response(200, {
+            "items": [truth(item) for item in dataset.item_orders[""] if dataset.is_live(item)],
+            "sequences": [truth(sequence) for sequence in dataset.sequence_orders[""] if dataset.is_live(sequence)],
+        })
+
+    def control_file(self, request: Request) -> Response:
+        file = self.live_file(*request.params)
+        blob = self.blobs.blob(file.seed_text, file.size)
+        return Response(200, blob.data, [("Content-Type", file.content_type), ("ETag", blob.etag)])
+
+
+# ---------------------------------------------------------------- server
+
+
+class Handler(BaseHTTPRequestHandler):
+    """Moves requests into FakeAvala and answers back, keep-alive."""
+
+    protocol_version = "HTTP/1.1"
+    server_version = "fake-avala"
+    disable_nagle_algorithm = True
+    server: "FakeServer"
+
+    def setup(self) -> None:
+        super().setup()
+        self.server.app.state.count("connections")
+
+    def do_GET(self) -> None:
+        target = urlsplit(self.path)
+        body = self.read_body()
+        if body is None:
+            return
+        request = Request(
+            method=self.command, target=self.path, path=target.path,
+            query=dict(parse_qsl(target.query, keep_blank_values=True)),
+            headers=self.headers, body=body,
+        )
+        app = self.server.app
+        if target.path.startswith("/_fake/"):
+            self.deliver(app.control(request), None)
+        else:
+            self.deliver(*app.public(request))
+
+    do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = do_GET
+
+    def read_body(self) -> bytes | None:
+        """The request body, or None after answering 400 to a bad Content-Length."""
+        try:
+            length = int(self.headers.get("Content-Length", "0"))
+        except ValueError:
+            length = -1
+        if length < 0:
+            self.send_error(400, "Bad Content-Length")
+            return None
+        return self.rfile.read(length) if length else b""
+
+    def deliver(self, response: Response, fault: Fault | None) -> None:
+        self.send_response(response.status)
+        for name, value in response.headers:
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(response.body)))
+        self.end_headers()
+        body = b"" if self.command == "HEAD" else response.body
+        if fault is not None and fault.stall:
+            self.server.app.state.stall_release().wait(STALL_SECONDS)
+            self.close_connection = True
+        elif fault is not None and fault.truncate:
+            self.wfile.write(body[:len(body) // 2])
+            self.close_connection = True
+        else:
+            self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        if not self.server.quiet:
+            super().log_message(format, *args)
+
+
+class FakeServer(ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False
+    request_queue_size = 256
+
+    def __init__(self, address: tuple[str, int], app: FakeAvala, quiet: bool):
+        self.app = app
+        self.quiet = quiet
+        if ":" in address[0]:
+            self.address_family = socket.AF_INET6
+        super().__init__(address, Handler)
+        host, port = self.server_address[:2]
+        app.address = f"{url_host(host)}:{port}"
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            super().handle_error(request, client_address)
+
+
+def url_host(host: str) -> str:
+    """How to write the bound address in a URL (wildcards become loopback)."""
+    ip = ipaddress.ip_address(host)
+    if ip.is_unspecified:
+        ip = ipaddress.ip_address("::1" if ip.version == 6 else "127.0.0.1")
+    return f"[{ip}]" if ip.version == 6 else str(ip)
+
+
+def announce(port: int, port_file: str | None) -> None:
+    print(f"PORT {port}", flush=True)
+    if port_file:
+        temporary = f"{port_file}.{os.getpid()}.tmp"
+        with open(temporary, "w") as out:
+            out.write(f"{port}\n")
+        os.replace(temporary, port_file)
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be >= 1")
+    return value
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="fake_avala.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=0, help="port to bind; 0 picks a free one (default)")
+    parser.add_argument("--port-file", metavar="PATH", help="also write the port to PATH, atomically")
+    parser.add_argument("--key", default=DEFAULT_KEY, help=f"the valid API key (default {DEFAULT_KEY})")
+    parser.add_argument("--dataset", metavar="SPEC", action="append", type=parse_dataset_spec, default=[],
+                        help=f"a dataset to serve, see DATASET SPEC (may repeat; default {DEFAULT_DATASET})")
+    parser.add_argument("--forbid", metavar="OWNER/SLUG", action="append", type=parse_dataset_name, default=[],
+                        help="a dataset that exists but answers 403 to every API call (created with "
+                             "default options when not given by --dataset; may repeat)")
+    parser.add_argument("--url-ttl", metavar="SECONDS", type=positive_int, default=3600,
+                        help="lifetime of presigned URLs (default 3600)")
+    parser.add_argument("--no-discovery", action="store_true", help="GET /api/v1/datasets/ answers 404")
+    parser.add_argument("--quiet", action="store_true", help="log nothing")
+    args = parser.parse_args(argv)
+    names = [(spec.owner, spec.slug) for spec in args.dataset]
+    if len(set(names)) != len(names):
+        parser.error("a dataset is given twice")
+    return args
+
+
+def build_datasets(specs: list[DatasetSpec], forbidden: list[tuple[str, str]]) -> list[Dataset]:
+    specs = list(specs) or [parse_dataset_spec(DEFAULT_DATASET)]
+    named = {(spec.owner, spec.slug) for spec in specs}
+    specs += [DatasetSpec(owner, slug) for owner, slug in dict.fromkeys(forbidden) if (owner, slug) not in named]
+    return [Dataset(spec, (spec.owner, spec.slug) in forbidden) for spec in specs]
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    datasets = build_datasets(args.dataset, args.forbid)
+    for dataset in datasets:
+        if dataset.spec.files_dir:
+            write_data_files(dataset)
+    app = FakeAvala(datasets, key=args.key, url_ttl=args.url_ttl, discovery=not args.no_discovery)
+    server = FakeServer((args.host, args.port), app, quiet=args.quiet)
+    announce(server.server_address[1], args.port_file)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
+if __name__ == "__main__":
+    main()
