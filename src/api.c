@@ -125,23 +125,38 @@ static int dup_field(char **dst, const char *src)
 	return *dst ? 0 : -ENOMEM;
 }
 
-/* Pretty-print @obj into a new string ending in \n. */
+/* Pretty-print @obj into a new string ending in \n, indented by two spaces
+ * with "key": value, as jq and json.dumps show it. cJSON escapes tabs inside
+ * strings, so every raw tab in its output is layout. */
 static char *pretty(const cJSON *obj, size_t *len)
 {
-	char *text = cJSON_Print(obj), *out;
-	size_t n;
+	char *text = cJSON_Print(obj), *out, *o;
+	const char *p;
+	size_t tabs = 0;
 
 	if (!text)
 		return NULL;
-	n = strlen(text);
-	out = realloc(text, n + 2);
+	for (p = text; *p; p++)
+		tabs += *p == '\t';
+	out = malloc(p - text + tabs + 2);
 	if (!out) {
 		free(text);
 		return NULL;
 	}
-	out[n] = '\n';
-	out[n + 1] = '\0';
-	*len = n + 1;
+	for (p = text, o = out; *p; p++) {
+		if (*p != '\t')
+			*o++ = *p;
+		else if (p > text && p[-1] == ':')
+			*o++ = ' ';
+		else {
+			*o++ = ' ';
+			*o++ = ' ';
+		}
+	}
+	*o++ = '\n';
+	*o = '\0';
+	*len = o - out;
+	free(text);
 	return out;
 }
 
