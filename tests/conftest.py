@@ -149,8 +149,11 @@ class Mount:
         return os.path.join(self.path, *parts)
 
     def stop(self):
+        """Unmount; returns the exit code (0 for a clean unmount)."""
         unmount(self.path)
-        if self.proc.poll() is None:
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
             self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(10)
@@ -158,6 +161,7 @@ class Mount:
                 self.proc.kill()
                 self.proc.wait()
         self.stderr.close()
+        return self.proc.returncode
 
 
 @pytest.fixture
@@ -191,8 +195,13 @@ def mount_factory(tmpdir_short):
         return m
 
     yield start
+    bad = []
     for m in mounts:
-        m.stop()
+        if m.stop() != 0:
+            bad.append("avalafs exited %s after unmount:\n%s" % (
+                m.proc.returncode, m.log()[-4000:]))
+    if bad:
+        pytest.fail("\n".join(bad))
 
 
 def sha256_file(path):
