@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Install what is missing, build, start the fake Avala API with a sample
+# dataset, and mount it on ./mnt. "scripts/demo.sh stop" takes it all down.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/deps.sh
+state=build/demo
+mnt=$PWD/mnt
+
+stop() {
+	if mountpoint -q "$mnt"; then fusermount3 -u "$mnt"; fi
+	if [ -f "$state/fake.pid" ]; then
+		kill "$(cat "$state/fake.pid")" 2>/dev/null || true
+		rm -f "$state/fake.pid"
+	fi
+}
+
+if [ "${1:-}" = stop ]; then
+	stop
+	echo "Unmounted $mnt and stopped the fake API."
+	exit 0
+fi
+
+install_deps
+build_avalafs
+stop
+mkdir -p "$state" "$mnt"
+rm -f "$state/port"
+setsid nohup /usr/bin/python3 tests/fake_avala.py --quiet \
+	--port-file "$state/port" \
+	--dataset demo/cars:items=12,sequences=2 \
+	--dataset demo/scans:items=5,dialect=sdk \
+	>/dev/null 2>"$state/fake.log" &
+echo $! >"$state/fake.pid"
+for _ in $(seq 100); do [ -s "$state/port" ] && break; sleep 0.1; done
+[ -s "$state/port" ] || { echo "the fake API did not start" >&2; exit 1; }
+api="http://127.0.0.1:$(cat "$state/port")/api/v1"
+
+AVALA_API_KEY=test-key ./build/avalafs -o "api_url=$api,dataset=demo/cars" "$mnt"
+
+echo "\$ ls mnt mnt/demo mnt/demo/cars/items"
+ls "$mnt" "$mnt/demo"
+ls "$mnt/demo/cars/items"
+first=$(ls "$mnt/demo/cars/items" | head -n 1)
+echo
+echo "\$ ls -l mnt/demo/cars/items/$first"
+ls -l "$mnt/demo/cars/items/$first"
+echo
+echo "\$ cat mnt/demo/cars/items/$first/metadata.json"
+cat "$mnt/demo/cars/items/$first/metadata.json"
+echo
+echo "The sample datasets are mounted on ./mnt (the fake API is at $api)."
+echo "Unmount with: fusermount3 -u ./mnt   (or: scripts/demo.sh stop, which"
+echo "also stops the fake API)"

@@ -1,0 +1,25 @@
+# Debian packages avalafs builds, tests and demonstrates with; sourced by the
+# other scripts. install_deps installs the missing ones (root or sudo).
+AVALAFS_DEPS="gcc libc6-dev pkg-config meson ninja-build libfuse3-dev fuse3
+libcurl4-openssl-dev libcjson-dev uthash-dev python3 python3-pytest curl"
+
+install_deps() {
+	local missing=() p
+	for p in $AVALAFS_DEPS; do
+		dpkg-query -W -f='${Status}' "$p" 2>/dev/null |
+			grep -q "ok installed" || missing+=("$p")
+	done
+	[ ${#missing[@]} -eq 0 ] && return 0
+	echo "Installing: ${missing[*]}"
+	local sudo=
+	[ "$(id -u)" -eq 0 ] || sudo=sudo
+	$sudo apt-get update -qq &&
+		DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq \
+			"${missing[@]}" >/dev/null
+}
+
+# Configure (once) and build into build/.
+build_avalafs() {
+	[ -f build/build.ninja ] || meson setup build >/dev/null
+	meson compile -C build >/dev/null
+}
