@@ -1,5 +1,7 @@
-/* libcurl behind one engine: a pool of easy handles sharing connections,
- * DNS and TLS sessions, a retry loop with a deadline, and key scoping.
+/* libcurl behind one engine: one multi handle driven by its own thread owns
+ * every connection (reused across requests, at most max_conns per host);
+ * callers submit an easy handle and sleep until it finishes. Around that: a
+ * retry loop with a deadline, and key scoping.
  * Lock order: h->lock, then the share locks (taken by libcurl itself). */
 #include "http.h"
 #include "log.h"
@@ -20,9 +22,24 @@
 #define BACKOFF_BASE_MS 100
 #define BACKOFF_MAX_MS 5000
 
+/* One transfer handed to the engine thread. */
+struct job {
+	CURL *easy;
+	CURLcode rc;
+	bool done; /* protected by h->lock */
+	pthread_cond_t finished;
+	struct job *next; /* protected by h->lock: the submit queue */
+};
+
 struct http {
 	pthread_mutex_t lock;
 	pthread_cond_t wake; /* signalled on cancel */
+	CURLM *multi; /* used by the engine thread only (and wakeup) */
+	pthread_t engine;
+	bool engine_running; /* protected by lock */
+	bool engine_stop; /* protected by lock */
+	struct job *queue; /* protected by lock: jobs not yet in multi */
+	unsigned active; /* protected by lock: jobs submitted, not done */
 	CURL **idle; /* protected by lock */
 	size_t n_idle, cap_idle; /* protected by lock */
 	char *key; /* protected by lock */
@@ -118,6 +135,13 @@ struct http *http_new(const struct http_config *cfg)
 	for (i = 0; i < CURL_LOCK_DATA_LAST; i++)
 		pthread_mutex_init(&h->share_locks[i], NULL);
 	h->timeout_s = cfg->timeout_s > 0 ? cfg->timeout_s : 30;
+	h->multi = curl_multi_init();
+	if (!h->multi)
+		goto fail;
+	curl_multi_setopt(h->multi, CURLMOPT_MAX_HOST_CONNECTIONS,
+			  (long)(cfg->max_conns > 0 ? cfg->max_conns : 16));
+	curl_multi_setopt(h->multi, CURLMOPT_MAXCONNECTS,
+			  (long)(cfg->max_conns > 0 ? cfg->max_conns : 16) * 4);
 	h->retry_after_max_s = cfg->retry_after_max_s;
 	h->api_url = strdup(cfg->api_url);
 	if (!h->api_url ||
@@ -138,8 +162,7 @@ struct http *http_new(const struct http_config *cfg)
 	curl_share_setopt(h->share, CURLSHOPT_LOCKFUNC, share_lock);
 	curl_share_setopt(h->share, CURLSHOPT_UNLOCKFUNC, share_unlock);
 	curl_share_setopt(h->share, CURLSHOPT_USERDATA, h);
-	curl_share_setopt(h->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_CONNECT);
-	curl_share_setopt(h->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
+	/* connections and DNS live in the multi handle; TLS sessions too */
 	curl_share_setopt(h->share, CURLSHOPT_SHARE,
 			  CURL_LOCK_DATA_SSL_SESSION);
 	return h;
@@ -162,9 +185,12 @@ void http_free(struct http *h)
 
 	if (!h)
 		return;
+	http_quiesce(h);
 	for (i = 0; i < h->n_idle; i++)
 		curl_easy_cleanup(h->idle[i]);
 	free(h->idle);
+	if (h->multi)
+		curl_multi_cleanup(h->multi);
 	if (h->share)
 		curl_share_cleanup(h->share);
 	for (i = 0; i < CURL_LOCK_DATA_LAST; i++)
@@ -253,6 +279,114 @@ static void handle_put(struct http *h, CURL *c)
 	pthread_mutex_unlock(&h->lock);
 	if (c)
 		curl_easy_cleanup(c);
+}
+
+/* The engine thread: add submitted jobs, drive transfers, and wake each
+ * job's caller when it finishes. Exits when asked and idle. */
+static void *engine_main(void *p)
+{
+	struct http *h = p;
+
+	for (;;) {
+		struct job *queue;
+		CURLMsg *msg;
+		int running, left;
+
+		pthread_mutex_lock(&h->lock);
+		/* the queue is pushed at its head: take it oldest first */
+		for (queue = NULL; h->queue;) {
+			struct job *j = h->queue;
+
+			h->queue = j->next;
+			j->next = queue;
+			queue = j;
+		}
+		if (h->engine_stop && !queue && h->active == 0) {
+			pthread_mutex_unlock(&h->lock);
+			break;
+		}
+		pthread_mutex_unlock(&h->lock);
+		for (; queue; queue = queue->next) {
+			curl_easy_setopt(queue->easy, CURLOPT_PRIVATE, queue);
+			if (curl_multi_add_handle(h->multi, queue->easy) !=
+			    CURLM_OK) {
+				pthread_mutex_lock(&h->lock);
+				queue->rc = CURLE_OUT_OF_MEMORY;
+				queue->done = true;
+				h->active--;
+				pthread_cond_signal(&queue->finished);
+				pthread_mutex_unlock(&h->lock);
+			}
+		}
+		curl_multi_perform(h->multi, &running);
+		while ((msg = curl_multi_info_read(h->multi, &left))) {
+			struct job *job;
+
+			if (msg->msg != CURLMSG_DONE)
+				continue;
+			curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE,
+					  (char **)&job);
+			curl_multi_remove_handle(h->multi, msg->easy_handle);
+			pthread_mutex_lock(&h->lock);
+			job->rc = msg->data.result;
+			job->done = true;
+			h->active--;
+			pthread_cond_signal(&job->finished);
+			pthread_mutex_unlock(&h->lock);
+		}
+		curl_multi_poll(h->multi, NULL, 0, 1000, NULL);
+	}
+	return NULL;
+}
+
+void http_quiesce(struct http *h)
+{
+	bool running;
+
+	pthread_mutex_lock(&h->lock);
+	running = h->engine_running;
+	h->engine_stop = true;
+	pthread_mutex_unlock(&h->lock);
+	if (!running)
+		return;
+	curl_multi_wakeup(h->multi);
+	pthread_join(h->engine, NULL);
+	pthread_mutex_lock(&h->lock);
+	h->engine_running = false;
+	h->engine_stop = false;
+	pthread_mutex_unlock(&h->lock);
+}
+
+/* Run @easy on the engine and wait for it; starts the engine thread on
+ * first use. */
+static CURLcode engine_run(struct http *h, CURL *easy)
+{
+	struct job job = { .easy = easy };
+	CURLcode rc;
+
+	pthread_cond_init(&job.finished, NULL);
+	pthread_mutex_lock(&h->lock);
+	if (!h->engine_running) {
+		if (pthread_create(&h->engine, NULL, engine_main, h) != 0) {
+			pthread_mutex_unlock(&h->lock);
+			pthread_cond_destroy(&job.finished);
+			return CURLE_FAILED_INIT;
+		}
+		h->engine_running = true;
+	}
+	job.next = h->queue;
+	h->queue = &job;
+	h->active++;
+	pthread_mutex_unlock(&h->lock);
+	curl_multi_wakeup(h->multi);
+
+	pthread_mutex_lock(&h->lock);
+	while (!job.done)
+		pthread_cond_wait(&job.finished, &h->lock);
+	rc = job.rc;
+	pthread_mutex_unlock(&h->lock);
+	pthread_cond_destroy(&job.finished);
+	return rc;
 }
 
 static bool is_cancelled(struct http *h)
@@ -564,7 +698,7 @@ static int perform(struct http *h, struct xfer *x, const char *url,
 		if (range)
 			curl_easy_setopt(x->curl, CURLOPT_RANGE, range);
 
-		rc = curl_easy_perform(x->curl);
+		rc = engine_run(h, x->curl);
 		if (x->status == 0)
 			curl_easy_getinfo(x->curl, CURLINFO_RESPONSE_CODE,
 					  &x->status);

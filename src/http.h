@@ -12,6 +12,7 @@ struct http_config {
 	const char *api_url; /* base URL; its scheme, host and port get the key */
 	int timeout_s; /* deadline for one request, retries included */
 	int retry_after_max_s; /* longest Retry-After honoured */
+	int max_conns; /* connections per host */
 };
 
 /* What came back from one request (after retries). */
@@ -32,6 +33,10 @@ struct http *http_new(const struct http_config *cfg);
 /* Stop the engine's requests (in flight and retry waits) and free it.
  * Accepts NULL. */
 void http_free(struct http *h);
+
+/* Wait for requests in flight and stop the engine thread (before fork());
+ * the next request starts it again. */
+void http_quiesce(struct http *h);
 
 /* Make requests in flight and waiting retries give up with -ECANCELED. */
 void http_cancel_all(struct http *h);

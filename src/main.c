@@ -37,6 +37,7 @@ struct options {
 	int uid_set, gid_set;
 	int timeout;
 	int retry_after_max;
+	int max_conns;
 	char *mountpoint; /* the last non-option argument */
 	int show_help, show_version;
 };
@@ -57,6 +58,7 @@ static const struct fuse_opt opt_spec[] = {
 	OPT("gid=", gid_set, 1),
 	OPT("timeout=%d", timeout, 0),
 	OPT("retry_after_max=%d", retry_after_max, 0),
+	OPT("max_conns=%d", max_conns, 0),
 	FUSE_OPT_KEY("dataset=", KEY_DATASET),
 	FUSE_OPT_KEY("-h", KEY_HELP),
 	FUSE_OPT_KEY("--help", KEY_HELP),
@@ -96,6 +98,7 @@ static void usage(const char *prog)
 	       "  -o cache_size=BYTES     data cache budget, K/M/G (256M)\n"
 	       "  -o timeout=SECONDS      deadline of one request with retries (30)\n"
 	       "  -o retry_after_max=S    longest Retry-After honoured (60)\n"
+	       "  -o max_conns=N          connections per host (16)\n"
 	       "  -o uid=N,gid=N          owner of every file (the mounting user)\n"
 	       "  -o allow_other          let other users in (FUSE option)\n"
 	       "\n"
@@ -320,7 +323,7 @@ int main(int argc, char *argv[])
 	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
 	struct options o = {
 		.page_size = 100, .ttl = 60, .timeout = 30,
-		.retry_after_max = 60,
+		.retry_after_max = 60, .max_conns = 16,
 	};
 	struct fuse_cmdline_opts cmd = { 0 };
 	struct fuse_session *se = NULL;
@@ -360,9 +363,10 @@ int main(int argc, char *argv[])
 		fprintf(stderr, "avalafs: page_size must be 1 to 1000\n");
 		goto out_cmd;
 	}
-	if (o.ttl < 0 || o.timeout < 1 || o.retry_after_max < 0) {
-		fprintf(stderr, "avalafs: ttl, timeout and retry_after_max "
-				"must be positive\n");
+	if (o.ttl < 0 || o.timeout < 1 || o.retry_after_max < 0 ||
+	    o.max_conns < 1) {
+		fprintf(stderr, "avalafs: ttl, timeout, retry_after_max and "
+				"max_conns must be positive\n");
 		goto out_cmd;
 	}
 	cache_size = parse_size(o.cache_size ? o.cache_size : "256M");
@@ -391,6 +395,7 @@ int main(int argc, char *argv[])
 		.api_url = api_url,
 		.timeout_s = o.timeout,
 		.retry_after_max_s = o.retry_after_max,
+		.max_conns = o.max_conns,
 	});
 	if (!http)
 		goto out_curl;
@@ -434,6 +439,7 @@ int main(int argc, char *argv[])
 		goto out_session;
 	if (fuse_session_mount(se, cmd.mountpoint) != 0)
 		goto out_signals;
+	http_quiesce(http); /* no thread may cross the fork */
 	if (fuse_daemonize(cmd.foreground) != 0)
 		goto out_unmount;
 	if (!cmd.foreground)
