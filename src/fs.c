@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -550,7 +551,15 @@ struct open_file {
 	struct snapshot *snap;
 	struct item *it;
 	struct node *node;
+	struct stream_reader *reader; /* data files: readahead state */
 };
+
+static void open_file_free(struct open_file *of)
+{
+	snapshot_put(of->snap);
+	stream_reader_free(of->reader);
+	free(of);
+}
 
 static void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
@@ -581,9 +590,13 @@ static void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	err = node_item(fs, n, &of->snap, &of->it);
 	if (!err && !file_name(of->it, n->type, n->ident, buf, sizeof(buf)))
 		err = -ENOENT;
+	if (!err && (n->type == NODE_DATA || n->type == NODE_THUMB)) {
+		of->reader = stream_reader_new();
+		if (!of->reader)
+			err = -ENOMEM;
+	}
 	if (err) {
-		snapshot_put(of->snap);
-		free(of);
+		open_file_free(of);
 		fuse_reply_err(req, -err);
 		return;
 	}
@@ -592,10 +605,8 @@ static void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		fi->keep_cache = stream_keep_cache(
 			fs->stream, n->ds, of->it,
 			n->type == NODE_DATA ? STREAM_DATA : STREAM_THUMB);
-	if (fuse_reply_open(req, fi) == -ENOENT) {
-		snapshot_put(of->snap);
-		free(of);
-	}
+	if (fuse_reply_open(req, fi) == -ENOENT)
+		open_file_free(of);
 }
 
 static void fs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
@@ -612,7 +623,7 @@ static void fs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		return;
 	}
 	if (n->type == NODE_DATA || n->type == NODE_THUMB)
-		got = stream_read(fs->stream, n->ds, of->it,
+		got = stream_read(fs->stream, of->reader, n->ds, of->it,
 				  n->type == NODE_DATA ? STREAM_DATA
 						       : STREAM_THUMB,
 				  buf, size, off);
@@ -629,10 +640,7 @@ static void fs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 static void fs_release(fuse_req_t req, fuse_ino_t ino,
 		       struct fuse_file_info *fi)
 {
-	struct open_file *of = (struct open_file *)(uintptr_t)fi->fh;
-
-	snapshot_put(of->snap);
-	free(of);
+	open_file_free((struct open_file *)(uintptr_t)fi->fh);
 	fuse_reply_err(req, 0);
 }
 
@@ -719,7 +727,53 @@ static void fs_fallocate(fuse_req_t req, fuse_ino_t ino, int mode,
 	fuse_reply_err(req, EROFS);
 }
 
+#define STATS_XATTR "user.avalafs.stats"
+
+/* The root carries the cache's counters as an extended attribute, for the
+ * benchmark and the tests: getfattr -n user.avalafs.stats MOUNT. */
+static void fs_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
+			size_t size)
+{
+	struct fs *fs = fs_of(req);
+	struct stream_stats st;
+	char buf[512];
+	int len;
+
+	if (ino != FUSE_ROOT_ID || strcmp(name, STATS_XATTR) != 0) {
+		fuse_reply_err(req, ENODATA);
+		return;
+	}
+	stream_get_stats(fs->stream, &st);
+	len = snprintf(buf, sizeof(buf),
+		       "{\"cache_used\": %zu, \"cache_peak\": %zu, "
+		       "\"cache_budget\": %zu, \"fetches\": %" PRIu64 ", "
+		       "\"fetched_bytes\": %" PRIu64 ", \"block_hits\": %" PRIu64
+		       ", \"block_misses\": %" PRIu64 "}\n",
+		       st.used, st.peak, st.budget, st.fetches, st.fetched,
+		       st.hits, st.misses);
+	if (size == 0)
+		fuse_reply_xattr(req, len);
+	else if (size < (size_t)len)
+		fuse_reply_err(req, ERANGE);
+	else
+		fuse_reply_buf(req, buf, len);
+}
+
+static void fs_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
+{
+	size_t len = ino == FUSE_ROOT_ID ? sizeof(STATS_XATTR) : 0;
+
+	if (size == 0)
+		fuse_reply_xattr(req, len);
+	else if (size < len)
+		fuse_reply_err(req, ERANGE);
+	else
+		fuse_reply_buf(req, STATS_XATTR, len);
+}
+
 const struct fuse_lowlevel_ops fs_ops = {
+	.getxattr = fs_getxattr,
+	.listxattr = fs_listxattr,
 	.lookup = fs_lookup,
 	.forget = fs_forget,
 	.forget_multi = fs_forget_multi,

@@ -59,11 +59,13 @@ struct xfer {
 	/* API body: grows up to max_body */
 	char *body;
 	size_t len, cap, max_body;
-	/* data: bytes [start, start + want) go to buf */
-	char *buf;
-	int64_t start;
-	size_t want;
-	int64_t pos; /* object offset of the next body byte */
+	/* data: bytes [next, end) go to the sink, in order */
+	const struct http_sink *sink;
+	int64_t next; /* first object offset not yet delivered */
+	int64_t end;
+	int64_t pos; /* object offset of the next body byte of this answer */
+	bool checked; /* this answer passed the sink's check */
+	int sink_err; /* the sink's refusal, ends the request */
 	bool is_data;
 	bool overflow; /* more bytes than the answer may carry */
 	bool enough; /* a 200 gave all we want; the rest is not needed */
@@ -476,31 +478,54 @@ static bool is_success(long status)
 	return status == 200 || status == 206;
 }
 
-/* Data bodies land in the caller's buffer only for 200/206. */
+static void fill_resp(const struct xfer *x, struct http_resp *resp)
+{
+	resp->status = x->status;
+	resp->total = x->cr_total;
+	if (resp->total < 0 && x->status == 200)
+		resp->total = x->content_length;
+	snprintf(resp->etag, sizeof(resp->etag), "%s", x->etag);
+}
+
+/* Data bodies reach the sink only for 200/206 answers that start where we
+ * asked; bytes past what we asked for are never passed on. */
 static size_t on_data_body(struct xfer *x, const char *data, size_t len)
 {
-	int64_t end = x->start + (int64_t)x->want;
 	size_t i = 0;
 
-	if (x->pos == 0 && x->status == 206 && x->cr_start >= 0)
-		x->pos = x->cr_start;
+	if (!x->checked) {
+		struct http_resp r = { 0 };
+
+		if (x->status == 206 && x->cr_start != x->next) {
+			x->overflow = true; /* not the range we asked for */
+			return 0;
+		}
+		x->pos = x->status == 206 ? x->cr_start : 0;
+		fill_resp(x, &r);
+		if (x->sink->check) {
+			x->sink_err = x->sink->check(x->sink->ctx, &r);
+			if (x->sink_err)
+				return 0;
+		}
+		x->checked = true;
+	}
 	while (i < len) {
-		if (x->pos < x->start) {
+		size_t n;
+
+		if (x->pos < x->next) {
 			/* a 200 to a Range request: skip to where we want */
-			size_t skip = x->start - x->pos;
-
-			if (skip > len - i)
-				skip = len - i;
-			i += skip;
-			x->pos += skip;
-		} else if (x->pos < end) {
-			size_t take = end - x->pos;
-
-			if (take > len - i)
-				take = len - i;
-			memcpy(x->buf + (x->pos - x->start), data + i, take);
-			i += take;
-			x->pos += take;
+			n = x->next - x->pos;
+			if (n > len - i)
+				n = len - i;
+		} else if (x->pos < x->end) {
+			n = x->end - x->pos;
+			if (n > len - i)
+				n = len - i;
+			x->sink_err = x->sink->write(x->sink->ctx, x->pos,
+						     data + i, n);
+			if (x->sink_err)
+				return 0;
+			x->next += n;
 		} else if (x->status == 200) {
 			x->enough = true;
 			return 0; /* abort: we hold all we asked for */
@@ -508,6 +533,8 @@ static size_t on_data_body(struct xfer *x, const char *data, size_t len)
 			x->overflow = true;
 			return 0;
 		}
+		i += n;
+		x->pos += n;
 	}
 	return len;
 }
@@ -598,37 +625,29 @@ static void url_for_log(const char *url, char *out, size_t cap)
 	snprintf(out, cap, "%.*s", (int)strcspn(url, "?#"), url);
 }
 
-/* Check a data answer against what it announced; a short or long body, or a
- * range we did not ask for, is not passed on. */
+/* Whether a data answer delivered all it had to: everything we asked for,
+ * or everything up to the end of a shorter object. */
 static bool data_answer_ok(const struct xfer *x, const char **why)
 {
+	int64_t total = x->status == 206 ? x->cr_total : x->content_length;
+
 	if (x->overflow) {
-		*why = "body longer than announced";
+		*why = "answer longer than announced or not what was asked";
 		return false;
 	}
-	if (x->status == 206) {
-		if (x->cr_start != x->start || x->cr_end < x->cr_start) {
-			*why = "Content-Range does not match the request";
-			return false;
-		}
-		if (x->pos != x->cr_end + 1) {
-			*why = "body shorter than its Content-Range";
-			return false;
-		}
-		if (x->cr_end + 1 > x->start + (int64_t)x->want) {
-			*why = "Content-Range longer than asked for";
-			return false;
-		}
-		if (x->cr_total >= 0 && x->cr_end + 1 < x->start +
-		    (int64_t)x->want && x->cr_end + 1 != x->cr_total) {
-			*why = "Content-Range ends before the object does";
-			return false;
-		}
-	} else if (x->status == 200 && !x->enough) {
-		if (x->content_length >= 0 && x->pos != x->content_length) {
-			*why = "body shorter than its Content-Length";
-			return false;
-		}
+	if (x->status == 206 && x->pos != x->cr_end + 1) {
+		*why = "body shorter than its Content-Range";
+		return false;
+	}
+	if (x->status == 200 && !x->enough && x->content_length >= 0 &&
+	    x->pos != x->content_length) {
+		*why = "body shorter than its Content-Length";
+		return false;
+	}
+	if (x->next < x->end && !(total >= 0 && x->next == total) &&
+	    !(x->status == 200 && total < 0)) {
+		*why = "answer ends before the range asked for";
+		return false;
 	}
 	return true;
 }
@@ -636,10 +655,10 @@ static bool data_answer_ok(const struct xfer *x, const char **why)
 /* One request with retries. @x is set up by the caller except for the
  * per-attempt state. */
 static int perform(struct http *h, struct xfer *x, const char *url,
-		   struct curl_slist *headers, const char *range)
+		   struct curl_slist *headers)
 {
 	int64_t deadline = now_ms() + (int64_t)h->timeout_s * 1000;
-	char logurl[512];
+	char logurl[512], range[64];
 	int attempt;
 
 	url_for_log(url, logurl, sizeof(logurl));
@@ -658,7 +677,7 @@ static int perform(struct http *h, struct xfer *x, const char *url,
 			return -ENOMEM;
 		x->len = 0;
 		x->pos = 0;
-		x->overflow = x->enough = false;
+		x->overflow = x->enough = x->checked = false;
 		x->status = 0;
 		x->err_len = 0;
 		x->err_body[0] = '\0';
@@ -695,8 +714,12 @@ static int perform(struct http *h, struct xfer *x, const char *url,
 				 "avalafs/" PACKAGE_VERSION);
 		if (!x->is_data)
 			curl_easy_setopt(x->curl, CURLOPT_ACCEPT_ENCODING, "");
-		if (range)
+		if (x->is_data) {
+			/* ask only for what earlier answers did not deliver */
+			snprintf(range, sizeof(range), "%" PRId64 "-%" PRId64,
+				 x->next, x->end - 1);
 			curl_easy_setopt(x->curl, CURLOPT_RANGE, range);
+		}
 
 		rc = engine_run(h, x->curl);
 		if (x->status == 0)
@@ -707,6 +730,8 @@ static int perform(struct http *h, struct xfer *x, const char *url,
 
 		if (rc == CURLE_WRITE_ERROR && x->enough)
 			rc = CURLE_OK;
+		if (x->sink_err)
+			return x->sink_err;
 		if (rc == CURLE_ABORTED_BY_CALLBACK && is_cancelled(h))
 			return -ECANCELED;
 		if (rc == CURLE_WRITE_ERROR && x->overflow && !x->is_data) {
@@ -758,15 +783,6 @@ static int perform(struct http *h, struct xfer *x, const char *url,
 	}
 }
 
-static void fill_resp(const struct xfer *x, struct http_resp *resp)
-{
-	resp->status = x->status;
-	resp->total = x->cr_total;
-	if (resp->total < 0 && x->status == 200)
-		resp->total = x->content_length;
-	snprintf(resp->etag, sizeof(resp->etag), "%s", x->etag);
-}
-
 int http_api_get(struct http *h, const char *url, size_t max_body,
 		 struct http_resp *resp)
 {
@@ -790,7 +806,7 @@ int http_api_get(struct http *h, const char *url, size_t max_body,
 		more = curl_slist_append(headers, hdr);
 		headers = more ? more : headers;
 	}
-	err = headers ? perform(h, &x, url, headers, NULL) : -ENOMEM;
+	err = headers ? perform(h, &x, url, headers) : -ENOMEM;
 	curl_slist_free_all(headers);
 	if (hdr) {
 		memset(hdr, 0, strlen(hdr));
@@ -812,40 +828,62 @@ int http_api_get(struct http *h, const char *url, size_t max_body,
 	return 0;
 }
 
-int http_data_get(struct http *h, const char *url, int64_t start, size_t len,
-		  char *buf, struct http_resp *resp)
+int http_data_stream(struct http *h, const char *url, int64_t start,
+		     size_t len, const struct http_sink *sink,
+		     struct http_resp *resp)
 {
 	struct xfer x = {
-		.h = h, .is_data = true, .buf = buf, .start = start, .want = len
+		.h = h, .is_data = true, .sink = sink, .next = start,
+		.end = start + (int64_t)len,
 	};
 	struct curl_slist *headers;
-	char range[64];
 	int err;
 
 	memset(resp, 0, sizeof(*resp));
 	resp->total = -1;
-	if (len == 0)
+	if (len == 0 || start < 0)
 		return -EINVAL;
 	if (!is_http_url(url)) {
 		log_err("refusing a data URL that is not http or https");
 		return -EPERM;
 	}
-	snprintf(range, sizeof(range), "%" PRId64 "-%" PRId64, start,
-		 start + (int64_t)len - 1);
-	/* an empty Expect and no key header: data URLs never see the key */
+	/* no key header: data URLs never see the key */
 	headers = curl_slist_append(NULL, "Accept: */*");
 	if (!headers)
 		return -ENOMEM;
-	err = perform(h, &x, url, headers, range);
+	err = perform(h, &x, url, headers);
 	curl_slist_free_all(headers);
 	if (err)
 		return err;
 	fill_resp(&x, resp);
-	if (is_success(x.status))
-		resp->len = x.pos > start ? (size_t)(x.pos - start) : 0;
-	if (x.status == 200 && resp->total < 0 && !x.enough)
-		resp->total = x.pos;
+	if (is_success(x.status)) {
+		resp->len = x.next - start;
+		if (x.status == 200 && resp->total < 0 && !x.enough)
+			resp->total = x.pos;
+	}
 	return 0;
+}
+
+struct buf_sink {
+	char *buf;
+	int64_t start;
+};
+
+static int buf_write(void *ctx, int64_t off, const char *data, size_t len)
+{
+	struct buf_sink *b = ctx;
+
+	memcpy(b->buf + (off - b->start), data, len);
+	return 0;
+}
+
+int http_data_get(struct http *h, const char *url, int64_t start, size_t len,
+		  char *buf, struct http_resp *resp)
+{
+	struct buf_sink b = { buf, start };
+	struct http_sink sink = { .write = buf_write, .ctx = &b };
+
+	return http_data_stream(h, url, start, len, &sink, resp);
 }
 
 void http_resp_clear(struct http_resp *resp)

@@ -64,6 +64,26 @@ int http_api_get(struct http *h, const char *url, size_t max_body,
 int http_data_get(struct http *h, const char *url, int64_t start, size_t len,
 		  char *buf, struct http_resp *resp);
 
+/* Where http_data_stream() delivers a body. */
+struct http_sink {
+	/* Called once per answer before its first byte, with its status and
+	 * headers; a negative errno refuses it and ends the request. May be
+	 * NULL. */
+	int (*check)(void *ctx, const struct http_resp *resp);
+	/* Bytes at object offset @off, in order and never twice; a negative
+	 * errno ends the request with it. */
+	int (*write)(void *ctx, int64_t off, const char *data, size_t len);
+	void *ctx;
+};
+
+/* Like http_data_get(), but bytes go to @sink as they arrive; a retry after
+ * a cut-off answer asks only for the bytes not yet delivered. Returns 0 when
+ * an answer came (@resp->len: bytes delivered), the sink's errno, -EIO,
+ * -EPERM or -ECANCELED. */
+int http_data_stream(struct http *h, const char *url, int64_t start,
+		     size_t len, const struct http_sink *sink,
+		     struct http_resp *resp);
+
 /* Free what @resp holds; accepts a zeroed struct. */
 void http_resp_clear(struct http_resp *resp);
 

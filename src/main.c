@@ -33,6 +33,7 @@ struct options {
 	char *ordering;
 	int ttl;
 	char *cache_size;
+	char *readahead;
 	unsigned uid, gid;
 	int uid_set, gid_set;
 	int timeout;
@@ -52,6 +53,7 @@ static const struct fuse_opt opt_spec[] = {
 	OPT("ordering=%s", ordering, 0),
 	OPT("ttl=%d", ttl, 0),
 	OPT("cache_size=%s", cache_size, 0),
+	OPT("readahead=%s", readahead, 0),
 	OPT("uid=%u", uid, 0),
 	OPT("uid=", uid_set, 1),
 	OPT("gid=%u", gid, 0),
@@ -96,6 +98,7 @@ static void usage(const char *prog)
 	       "  -o ordering=FIELD       ordering of list calls\n"
 	       "  -o ttl=SECONDS          how long listings are trusted (60)\n"
 	       "  -o cache_size=BYTES     data cache budget, K/M/G (256M)\n"
+	       "  -o readahead=BYTES      largest readahead of one open file (64M)\n"
 	       "  -o timeout=SECONDS      deadline of one request with retries (30)\n"
 	       "  -o retry_after_max=S    longest Retry-After honoured (60)\n"
 	       "  -o max_conns=N          connections per host (16)\n"
@@ -315,6 +318,7 @@ static void options_free(struct options *o)
 	free(o->api_key_file);
 	free(o->ordering);
 	free(o->cache_size);
+	free(o->readahead);
 	free(o->mountpoint);
 }
 
@@ -333,7 +337,7 @@ int main(int argc, char *argv[])
 	struct stream *stream = NULL;
 	struct fs fs = { 0 };
 	const char *api_url;
-	long long cache_size;
+	long long cache_size, readahead;
 	char *key = NULL;
 	int ret = 1;
 
@@ -375,6 +379,12 @@ int main(int argc, char *argv[])
 				"at least 1M, like 512M or 2G\n", o.cache_size);
 		goto out_cmd;
 	}
+	readahead = parse_size(o.readahead ? o.readahead : "64M");
+	if (readahead < 0) {
+		fprintf(stderr, "avalafs: readahead=%s: expected a size like "
+				"64M\n", o.readahead);
+		goto out_cmd;
+	}
 	log_set_debug(cmd.debug);
 	key = load_key(&o);
 	if (!key) {
@@ -411,6 +421,8 @@ int main(int argc, char *argv[])
 	stream = stream_new(http, cat, &(struct stream_config){
 		.cache_size = cache_size,
 		.small_file = 8 << 20,
+		.readahead_max = readahead,
+		.workers = 8,
 	});
 	if (!api || !cat || !stream) {
 		fprintf(stderr, "avalafs: out of memory\n");

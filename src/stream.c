@@ -1,8 +1,10 @@
 /* Block cache and data reads. Blocks are BLOCK_SIZE bytes of one file,
- * keyed by file and index, kept in LRU order under one byte budget; a block
- * being fetched is visible to other readers, who wait for it instead of
- * fetching it again. Lock order: s->lock is a leaf, never held across a
- * request. */
+ * keyed by file and index, kept in LRU order under one byte budget shared by
+ * cached data and readahead alike. A block being fetched is visible to every
+ * reader, who waits for it instead of fetching it again; bytes become
+ * readable block by block as they arrive. Readers pin the blocks they copy
+ * from, so eviction never takes bytes from under them.
+ * Lock order: s->lock is a leaf, never held across a request. */
 #include "stream.h"
 #include "log.h"
 
@@ -13,11 +15,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define BLOCK_SHIFT 17
+#define BLOCK_SHIFT STREAM_BLOCK_SHIFT
 #define BLOCK_SIZE ((int64_t)1 << BLOCK_SHIFT)
+#define RA_MIN (2 * BLOCK_SIZE) /* first readahead window */
+#define SEQ_SLACK (4 << 20) /* reads this close to the last count as sequential */
 #define MAX_TRIES 3
 
-/* What is known of one remote file. */
+/* What is known of one remote file. All fields protected by s->lock. */
 struct sfile {
 	char *key;
 	int64_t size; /* -1 until known */
@@ -26,6 +30,7 @@ struct sfile {
 	char *url_of; /* the listing's URL that @url replaces */
 	unsigned gen; /* bumped when the object changed */
 	unsigned open_gen; /* gen at the last open */
+	int err; /* the last fetch's failure, for readers that waited on it */
 	UT_hash_handle hh;
 };
 
@@ -34,26 +39,53 @@ struct block_key {
 	int64_t index;
 };
 
+/* All fields but data's bytes protected by s->lock; a fetch writes the bytes
+ * of its own blocks before it marks them ready. */
 struct block {
 	struct block_key key;
 	char *data;
-	size_t len; /* valid bytes (short for the last block) */
+	size_t cap; /* bytes allocated (counted in the budget) */
+	size_t len; /* valid bytes */
 	bool ready; /* false while being fetched */
-	bool cached; /* in the hash and LRU list */
-	int pins; /* readers copying out of it */
+	bool cached; /* in the hash and LRU list; false once dropped */
+	int pins; /* readers waiting on or copying out of it */
 	struct block *lru_prev, *lru_next;
 	UT_hash_handle hh;
 };
 
+/* One GET for blocks [a, b] of a file, created not ready by its caller. */
+struct job {
+	struct stream *s;
+	struct dataset *ds;
+	struct item *it; /* a reference */
+	enum stream_file which;
+	struct sfile *f;
+	int64_t a, b;
+	unsigned gen; /* the file's generation when the job was planned */
+	struct block **blocks; /* b - a + 1 */
+	struct job *next;
+};
+
+struct stream_reader {
+	int64_t next_off; /* protected by s->lock: end of the last read */
+	int64_t window; /* protected by s->lock: readahead bytes, 0 = none */
+};
+
 struct stream {
 	pthread_mutex_t lock;
-	pthread_cond_t changed; /* a block became ready or went away */
+	pthread_cond_t changed; /* a block became ready, went away or unpinned */
+	pthread_cond_t work; /* a job was queued, or stop */
 	struct sfile *files; /* protected by lock */
 	struct block *blocks; /* protected by lock */
-	struct block *lru_head, *lru_tail; /* protected by lock; head = newest */
-	size_t used; /* protected by lock: bytes of all blocks */
-	size_t budget;
+	struct block *lru_head, *lru_tail; /* protected by lock; head newest */
+	struct job *queue, *queue_tail; /* protected by lock */
+	pthread_t *threads; /* protected by lock */
+	int n_threads; /* protected by lock */
+	bool stopping; /* protected by lock */
+	struct stream_stats stats; /* protected by lock */
 	size_t small_file;
+	int64_t readahead_max;
+	int workers;
 	struct http *http;
 	struct catalog *cat;
 };
@@ -67,10 +99,13 @@ struct stream *stream_new(struct http *http, struct catalog *cat,
 		return NULL;
 	pthread_mutex_init(&s->lock, NULL);
 	pthread_cond_init(&s->changed, NULL);
+	pthread_cond_init(&s->work, NULL);
 	s->http = http;
 	s->cat = cat;
-	s->budget = cfg->cache_size;
+	s->stats.budget = cfg->cache_size;
 	s->small_file = cfg->small_file;
+	s->readahead_max = cfg->readahead_max;
+	s->workers = cfg->workers > 0 ? cfg->workers : 4;
 	return s;
 }
 
@@ -80,13 +115,37 @@ static void block_free(struct block *b)
 	free(b);
 }
 
+static void job_free(struct job *j)
+{
+	item_unref(j->it);
+	free(j->blocks);
+	free(j);
+}
+
+/* Take @b out of the cache; it is freed now, or by its last unpin. Called
+ * with s->lock held. */
+static void block_drop(struct stream *s, struct block *b);
+
 void stream_free(struct stream *s)
 {
 	struct block *b, *bt;
 	struct sfile *f, *ft;
+	struct job *j;
+	int i;
 
 	if (!s)
 		return;
+	pthread_mutex_lock(&s->lock);
+	s->stopping = true;
+	pthread_cond_broadcast(&s->work);
+	pthread_mutex_unlock(&s->lock);
+	for (i = 0; i < s->n_threads; i++)
+		pthread_join(s->threads[i], NULL);
+	free(s->threads);
+	while ((j = s->queue)) {
+		s->queue = j->next;
+		job_free(j);
+	}
 	HASH_ITER(hh, s->blocks, b, bt) {
 		HASH_DEL(s->blocks, b);
 		block_free(b);
@@ -98,9 +157,30 @@ void stream_free(struct stream *s)
 		free(f->url_of);
 		free(f);
 	}
+	pthread_cond_destroy(&s->work);
 	pthread_cond_destroy(&s->changed);
 	pthread_mutex_destroy(&s->lock);
 	free(s);
+}
+
+struct stream_reader *stream_reader_new(void)
+{
+	return calloc(1, sizeof(struct stream_reader));
+}
+
+void stream_reader_free(struct stream_reader *r)
+{
+	free(r);
+}
+
+int64_t stream_reader_window(struct stream *s, struct stream_reader *r)
+{
+	int64_t w;
+
+	pthread_mutex_lock(&s->lock);
+	w = r->window;
+	pthread_mutex_unlock(&s->lock);
+	return w;
 }
 
 const char *stream_url(const struct item *it, enum stream_file which)
@@ -108,14 +188,11 @@ const char *stream_url(const struct item *it, enum stream_file which)
 	return which == STREAM_DATA ? it->data_url : it->thumb_url;
 }
 
-size_t stream_cached_bytes(struct stream *s)
+void stream_get_stats(struct stream *s, struct stream_stats *st)
 {
-	size_t used;
-
 	pthread_mutex_lock(&s->lock);
-	used = s->used;
+	*st = s->stats;
 	pthread_mutex_unlock(&s->lock);
-	return used;
 }
 
 /* The state of one file, created on first use. Called with s->lock held. */
@@ -168,8 +245,6 @@ static void lru_push(struct stream *s, struct block *b)
 		s->lru_tail = b;
 }
 
-/* Take @b out of the cache; it is freed now, or by its last unpin. Called
- * with s->lock held. */
 static void block_drop(struct stream *s, struct block *b)
 {
 	if (b->cached) {
@@ -178,23 +253,32 @@ static void block_drop(struct stream *s, struct block *b)
 		b->cached = false;
 	}
 	if (b->pins == 0) {
-		s->used -= BLOCK_SIZE;
+		s->stats.used -= b->cap;
 		block_free(b);
 	}
 }
 
-/* Make room for @need more bytes by dropping the least recently used
- * blocks nobody reads. Called with s->lock held. */
-static void evict(struct stream *s, size_t need)
+static void block_unpin(struct stream *s, struct block *b)
+{
+	if (--b->pins == 0 && !b->cached) {
+		s->stats.used -= b->cap;
+		block_free(b);
+	}
+}
+
+/* Drop least recently used blocks nobody reads until @need more bytes fit.
+ * Returns whether they fit. Called with s->lock held. */
+static bool evict(struct stream *s, size_t need)
 {
 	struct block *b = s->lru_tail, *prev;
 
-	while (b && s->used + need > s->budget) {
+	while (b && s->stats.used + need > s->stats.budget) {
 		prev = b->lru_prev;
 		if (b->ready && b->pins == 0)
 			block_drop(s, b);
 		b = prev;
 	}
+	return s->stats.used + need <= s->stats.budget;
 }
 
 /* Forget every cached block of @f: the object changed. Called with s->lock
@@ -245,252 +329,451 @@ static int file_check_version(struct stream *s, struct sfile *f,
 	return 0;
 }
 
-/* GET bytes [@start, @start + @len) of @f into @buf, re-resolving an
- * expired URL once. Returns bytes stored or a negative errno. */
-static ssize_t fetch(struct stream *s, struct dataset *ds, struct item *it,
-		     enum stream_file which, struct sfile *f, char *buf,
-		     int64_t start, size_t len)
+static void job_what(const struct job *j, char *buf, size_t cap)
 {
-	const char *listed = stream_url(it, which);
-	char what[128];
-	int tries, err = 0;
+	snprintf(buf, cap, "%s/%s/%s %s", dataset_owner(j->ds),
+		 dataset_slug(j->ds), j->it->uid,
+		 j->which == STREAM_DATA ? "data" : "thumbnail");
+}
 
-	snprintf(what, sizeof(what), "%s/%s/%s %s", dataset_owner(ds),
-		 dataset_slug(ds), it->uid,
-		 which == STREAM_DATA ? "data" : "thumbnail");
+static int job_check(void *ctx, const struct http_resp *r)
+{
+	struct job *j = ctx;
+	char what[160];
+	int err;
+
+	job_what(j, what, sizeof(what));
+	pthread_mutex_lock(&j->s->lock);
+	err = file_check_version(j->s, j->f, r, what);
+	pthread_mutex_unlock(&j->s->lock);
+	return err;
+}
+
+/* Copy arriving bytes into the job's blocks; each block becomes readable as
+ * soon as it is whole. */
+static int job_write(void *ctx, int64_t off, const char *data, size_t len)
+{
+	struct job *j = ctx;
+	struct stream *s = j->s;
+
+	while (len > 0) {
+		int64_t i = off >> BLOCK_SHIFT;
+		struct block *b;
+		size_t at = off & (BLOCK_SIZE - 1), n;
+
+		if (i < j->a || i > j->b)
+			return -EIO; /* more than the object had when planned */
+		b = j->blocks[i - j->a];
+		n = b->cap - at < len ? b->cap - at : len;
+		if (at != b->len || n == 0)
+			return -EIO;
+		memcpy(b->data + at, data, n);
+		b->len += n;
+		if (b->len == b->cap) {
+			bool stale;
+
+			pthread_mutex_lock(&s->lock);
+			stale = j->f->gen != j->gen;
+			if (!stale) {
+				b->ready = true;
+				s->stats.fetched += b->len;
+				pthread_cond_broadcast(&s->changed);
+			}
+			pthread_mutex_unlock(&s->lock);
+			if (stale)
+				return -EIO; /* the object changed meanwhile */
+		}
+		off += n;
+		data += n;
+		len -= n;
+	}
+	return 0;
+}
+
+/* GET the job's range, re-resolving an expired URL once. Returns 0 or a
+ * negative errno; @r describes the last answer. */
+static int job_fetch(struct job *j, struct http_resp *r)
+{
+	struct stream *s = j->s;
+	const char *listed = stream_url(j->it, j->which);
+	struct http_sink sink = { job_check, job_write, j };
+	int64_t start = j->a << BLOCK_SHIFT, end = (j->b + 1) << BLOCK_SHIFT;
+	char what[160];
+	int tries, err;
+
+	job_what(j, what, sizeof(what));
+	pthread_mutex_lock(&s->lock);
+	if (j->f->size >= 0 && end > j->f->size)
+		end = j->f->size;
+	pthread_mutex_unlock(&s->lock);
+	if (end <= start)
+		return 0;
 	for (tries = 0; tries < 2; tries++) {
-		struct http_resp r;
 		struct item *fresh;
 		const char *fresh_url;
 		char *url;
 
 		pthread_mutex_lock(&s->lock);
-		url = file_url(f, listed);
+		url = file_url(j->f, listed);
+		s->stats.fetches++;
 		pthread_mutex_unlock(&s->lock);
 		if (!url)
 			return -ENOMEM;
-		err = http_data_get(s->http, url, start, len, buf, &r);
+		err = http_data_stream(s->http, url, start, end - start, &sink,
+				       r);
 		free(url);
 		if (err)
 			return err == -ECANCELED || err == -EPERM ? -EIO : err;
-		if (r.status == 200 || r.status == 206 || r.status == 416) {
+		if (r->status == 200 || r->status == 206 || r->status == 416) {
+			/* an empty object or one that shrank: learn its size */
 			pthread_mutex_lock(&s->lock);
-			err = file_check_version(s, f, &r, what);
+			err = file_check_version(s, j->f, r, what);
 			pthread_mutex_unlock(&s->lock);
-			if (err)
-				return err;
-			return r.status == 416 ? 0 : (ssize_t)r.len;
+			return err;
 		}
-		if (r.status == 404 || r.status == 410) {
-			log_err("%s: gone (HTTP %ld)", what, r.status);
-			catalog_forget_item(s->cat, ds, it);
+		if (r->status == 404 || r->status == 410) {
+			log_err("%s: gone (HTTP %ld)", what, r->status);
+			catalog_forget_item(s->cat, j->ds, j->it);
 			return -ENOENT;
 		}
-		if (r.status != 403 || tries > 0)
+		if (r->status != 403 || tries > 0)
 			break;
 		/* an expired presigned URL: ask the API for a fresh one */
-		err = catalog_reresolve(s->cat, ds, it, &fresh);
+		err = catalog_reresolve(s->cat, j->ds, j->it, &fresh);
 		if (err)
 			return err;
-		fresh_url = stream_url(fresh, which);
+		fresh_url = stream_url(fresh, j->which);
 		if (!fresh_url) {
 			item_unref(fresh);
 			return -ENOENT;
 		}
 		pthread_mutex_lock(&s->lock);
-		free(f->url);
-		free(f->url_of);
-		f->url = strdup(fresh_url);
-		f->url_of = strdup(listed);
+		free(j->f->url);
+		free(j->f->url_of);
+		j->f->url = strdup(fresh_url);
+		j->f->url_of = strdup(listed);
 		pthread_mutex_unlock(&s->lock);
 		item_unref(fresh);
 		log_debug("%s: URL re-resolved", what);
-		err = -EACCES;
 	}
-	log_err("%s: refused by the server", what);
-	return -EACCES;
+	log_err("%s: refused by the server (HTTP %ld)", what, r->status);
+	return r->status == 401 || r->status == 403 ? -EACCES : -EIO;
 }
 
-/* Fetch blocks [@a, @b] of @f, which the caller created as not ready, and
- * make them ready or drop them. Returns 0 or a negative errno. */
-static int fetch_blocks(struct stream *s, struct dataset *ds, struct item *it,
-			enum stream_file which, struct sfile *f,
-			struct block **run, int64_t a, int64_t b, int64_t size)
+/* Run a job: fetch, then settle every block — a block the answer filled up
+ * to the end of the object is ready, anything else is dropped. */
+static void job_run(struct job *j)
 {
-	int64_t start = a << BLOCK_SHIFT, end = (b + 1) << BLOCK_SHIFT;
-	size_t len;
-	ssize_t got;
-	char *buf;
+	struct stream *s = j->s;
+	struct http_resp r;
 	int64_t i;
-
-	if (size >= 0 && end > size)
-		end = size;
-	len = end > start ? end - start : 0;
-	buf = len ? malloc(len) : NULL;
-	got = !len ? 0 : buf ? fetch(s, ds, it, which, f, buf, start, len)
-			     : -ENOMEM;
+	int err = job_fetch(j, &r);
 
 	pthread_mutex_lock(&s->lock);
-	for (i = a; i <= b; i++) {
-		struct block *blk = run[i - a];
-		int64_t off = (i - a) << BLOCK_SHIFT;
+	for (i = j->a; i <= j->b; i++) {
+		struct block *b = j->blocks[i - j->a];
+		int64_t end = (i << BLOCK_SHIFT) + (int64_t)b->len;
 
-		if (got >= 0 && off < got) {
-			blk->len = got - off < BLOCK_SIZE ? got - off
-							  : BLOCK_SIZE;
-			memcpy(blk->data, buf + off, blk->len);
-			blk->ready = true;
+		if (b->ready)
+			continue;
+		if (!err && b->len > 0 && j->f->size >= 0 &&
+		    end == j->f->size && j->f->gen == j->gen) {
+			b->ready = true; /* the object's last, short block */
+			s->stats.fetched += b->len;
 		} else {
-			block_drop(s, blk);
+			block_drop(s, b);
 		}
 	}
+	j->f->err = err;
 	pthread_cond_broadcast(&s->changed);
 	pthread_mutex_unlock(&s->lock);
-	free(buf);
-	return got < 0 ? (int)got : 0;
 }
 
-/* Make blocks [@a, @b] of @f present: start fetches for the missing ones
- * and wait for those others fetch. Returns 0 or a negative errno. */
-static int load_blocks(struct stream *s, struct dataset *ds, struct item *it,
-		       enum stream_file which, struct sfile *f, int64_t a,
-		       int64_t b, int64_t size)
+static void *worker_main(void *p)
 {
-	struct block **run = calloc(b - a + 1, sizeof(*run));
-	int64_t i, first = -1;
-	int err = 0;
+	struct stream *s = p;
 
-	if (!run)
-		return -ENOMEM;
 	pthread_mutex_lock(&s->lock);
-	evict(s, (b - a + 1) * BLOCK_SIZE);
-	for (i = a; i <= b; i++) {
-		struct block_key key = { f, i };
-		struct block *blk;
+	for (;;) {
+		struct job *j;
 
-		HASH_FIND(hh, s->blocks, &key, sizeof(key), blk);
+		while (!s->queue && !s->stopping)
+			pthread_cond_wait(&s->work, &s->lock);
+		if (s->stopping)
+			break;
+		j = s->queue;
+		s->queue = j->next;
+		if (!s->queue)
+			s->queue_tail = NULL;
+		pthread_mutex_unlock(&s->lock);
+		job_run(j);
+		job_free(j);
+		pthread_mutex_lock(&s->lock);
+	}
+	pthread_mutex_unlock(&s->lock);
+	return NULL;
+}
+
+/* Queue @j for the readahead threads, starting them on first use (after
+ * the daemon forked). Called with s->lock held; false when no thread could
+ * run it. */
+static bool job_queue(struct stream *s, struct job *j)
+{
+	if (!s->threads) {
+		s->threads = calloc(s->workers, sizeof(*s->threads));
+		while (s->threads && s->n_threads < s->workers &&
+		       pthread_create(&s->threads[s->n_threads], NULL,
+				      worker_main, s) == 0)
+			s->n_threads++;
+	}
+	if (s->n_threads == 0 || s->stopping)
+		return false;
+	j->next = NULL;
+	if (s->queue_tail)
+		s->queue_tail->next = j;
+	else
+		s->queue = j;
+	s->queue_tail = j;
+	pthread_cond_signal(&s->work);
+	return true;
+}
+
+/* A new not-ready block @i of @f, in the cache; NULL on ENOMEM. Called with
+ * s->lock held, after room was made. */
+static struct block *block_new(struct stream *s, struct sfile *f, int64_t i)
+{
+	struct block *b = calloc(1, sizeof(*b));
+	int64_t start = i << BLOCK_SHIFT;
+
+	if (!b)
+		return NULL;
+	b->cap = BLOCK_SIZE;
+	if (f->size >= 0 && f->size - start < BLOCK_SIZE)
+		b->cap = f->size - start;
+	b->data = malloc(b->cap ? b->cap : 1);
+	if (!b->data) {
+		free(b);
+		return NULL;
+	}
+	b->key.f = f;
+	b->key.index = i;
+	b->cached = true;
+	HASH_ADD(hh, s->blocks, key, sizeof(b->key), b);
+	lru_push(s, b);
+	s->stats.used += b->cap;
+	if (s->stats.used > s->stats.peak)
+		s->stats.peak = s->stats.used;
+	return b;
+}
+
+static struct block *block_find(struct stream *s, struct sfile *f, int64_t i)
+{
+	struct block_key key = { f, i };
+	struct block *b;
+
+	HASH_FIND(hh, s->blocks, &key, sizeof(key), b);
+	return b;
+}
+
+static struct job *job_new(struct stream *s, struct dataset *ds,
+			   struct item *it, enum stream_file which,
+			   struct sfile *f, int64_t a, int64_t b)
+{
+	struct job *j = calloc(1, sizeof(*j));
+
+	if (!j)
+		return NULL;
+	j->blocks = calloc(b - a + 1, sizeof(*j->blocks));
+	if (!j->blocks) {
+		free(j);
+		return NULL;
+	}
+	j->s = s;
+	j->ds = ds;
+	j->it = item_ref(it);
+	j->which = which;
+	j->f = f;
+	j->gen = f->gen;
+	j->a = a;
+	j->b = b;
+	return j;
+}
+
+static size_t count_missing(struct stream *s, struct sfile *f, int64_t a,
+			    int64_t b)
+{
+	size_t n = 0;
+	int64_t i;
+
+	for (i = a; i <= b; i++)
+		n += !block_find(s, f, i);
+	return n;
+}
+
+/* Create not-ready blocks for the missing ones in [a, b] and gather each run
+ * of them into a job on @jobs. With @wait, first wait until they fit in the
+ * budget (a reader needs them); without, create only those that fit
+ * (readahead). Called with s->lock held. Returns 0 or -ENOMEM. */
+static int plan(struct stream *s, struct dataset *ds, struct item *it,
+		enum stream_file which, struct sfile *f, int64_t a, int64_t b,
+		bool wait, struct job **jobs)
+{
+	struct job *run = NULL;
+	size_t missing;
+	int64_t i;
+
+	/* wait holding nothing: blocks in flight and pinned ones are all
+	 * released without needing room themselves */
+	while ((missing = count_missing(s, f, a, b)) > 0 &&
+	       !evict(s, missing * BLOCK_SIZE) && wait && s->stats.used > 0 &&
+	       missing * BLOCK_SIZE <= s->stats.budget)
+		pthread_cond_wait(&s->changed, &s->lock);
+	for (i = a; i <= b; i++) {
+		struct block *blk = block_find(s, f, i);
+
 		if (blk) {
 			if (blk->ready) {
 				lru_unlink(s, blk);
 				lru_push(s, blk);
+				s->stats.hits++;
 			}
+			run = NULL;
 			continue;
 		}
-		blk = calloc(1, sizeof(*blk));
-		if (blk)
-			blk->data = malloc(BLOCK_SIZE);
-		if (!blk || !blk->data) {
-			free(blk);
-			err = -ENOMEM;
+		if (!wait && !evict(s, BLOCK_SIZE))
 			break;
-		}
-		blk->key = key;
-		blk->cached = true;
-		HASH_ADD(hh, s->blocks, key, sizeof(key), blk);
-		lru_push(s, blk);
-		s->used += BLOCK_SIZE;
-		run[i - a] = blk;
-	}
-	pthread_mutex_unlock(&s->lock);
-
-	/* fetch each run of blocks this call created, one request a run */
-	for (i = a; i <= b + 1; i++) {
-		bool mine = i <= b && run[i - a];
-
-		if (mine && first < 0)
-			first = i;
-		if (!mine && first >= 0) {
-			int e = err ? -ECANCELED
-				    : fetch_blocks(s, ds, it, which, f,
-						   run + (first - a), first,
-						   i - 1, size);
-
-			if (e == -ECANCELED) {
-				int64_t j;
-
-				pthread_mutex_lock(&s->lock);
-				for (j = first; j < i; j++)
-					block_drop(s, run[j - a]);
-				pthread_cond_broadcast(&s->changed);
-				pthread_mutex_unlock(&s->lock);
-			} else if (e && !err) {
-				err = e;
+		blk = block_new(s, f, i);
+		if (!blk)
+			return -ENOMEM;
+		s->stats.misses++;
+		if (!run) {
+			run = job_new(s, ds, it, which, f, i, b);
+			if (!run) {
+				block_drop(s, blk);
+				return -ENOMEM;
 			}
-			first = -1;
+			run->next = *jobs;
+			*jobs = run;
 		}
-	}
-	free(run);
-	return err;
-}
-
-int stream_size(struct stream *s, struct dataset *ds, struct item *it,
-		enum stream_file which, int64_t *size)
-{
-	struct sfile *f;
-	int err;
-
-	if (!stream_url(it, which))
-		return -ENOENT;
-	pthread_mutex_lock(&s->lock);
-	f = file_get(s, ds, it, which);
-	*size = f ? f->size : -1;
-	pthread_mutex_unlock(&s->lock);
-	if (!f)
-		return -ENOMEM;
-	if (*size >= 0)
-		return 0;
-	err = load_blocks(s, ds, it, which, f, 0, 0, -1);
-	if (err)
-		return err;
-	pthread_mutex_lock(&s->lock);
-	*size = f->size;
-	pthread_mutex_unlock(&s->lock);
-	if (*size < 0) {
-		log_err("%s/%s/%s: the server gives no size for %s",
-			dataset_owner(ds), dataset_slug(ds), it->uid,
-			which == STREAM_DATA ? "data" : "thumbnail");
-		return -EIO;
+		run->blocks[i - run->a] = blk;
+		run->b = i;
 	}
 	return 0;
 }
 
-/* Copy what blocks [@a, @b] hold of [@off, @off + @len) into @buf; returns
- * the bytes copied, or -EAGAIN when a block is missing (evicted or failed).
- * Waits for blocks other readers are fetching. */
-static ssize_t copy_out(struct stream *s, struct sfile *f, char *buf,
-			int64_t off, size_t len)
+/* Start @jobs: the first on this thread when @inline_first (a reader waits
+ * for it anyway), the rest on the readahead threads. */
+static void start_jobs(struct stream *s, struct job *jobs, bool inline_first)
+{
+	while (jobs) {
+		struct job *j = jobs;
+		bool queued;
+
+		jobs = j->next;
+		if (!inline_first) {
+			pthread_mutex_lock(&s->lock);
+			queued = job_queue(s, j);
+			pthread_mutex_unlock(&s->lock);
+			if (queued)
+				continue;
+		}
+		inline_first = false;
+		job_run(j);
+		job_free(j);
+	}
+}
+
+/* Update @r for a read of [@off, @off + @size) and return the blocks to
+ * read ahead after block @b as [*ra_a, *ra_b] (empty when *ra_a > *ra_b).
+ * Called with s->lock held. */
+static void readahead_plan(struct stream *s, struct stream_reader *r,
+			   struct sfile *f, int64_t off, size_t size, int64_t b,
+			   int64_t fsize, int64_t *ra_a, int64_t *ra_b)
+{
+	int64_t last = (fsize - 1) >> BLOCK_SHIFT, wblocks, i;
+	bool sequential = r->next_off > 0 && off >= r->next_off - SEQ_SLACK &&
+			  off <= r->next_off + SEQ_SLACK;
+
+	*ra_a = 1;
+	*ra_b = 0;
+	if (sequential)
+		r->window = r->window ? r->window * 2 : RA_MIN;
+	else
+		r->window = off == 0 ? RA_MIN : 0; /* a new reader or a seek */
+	if (r->window > s->readahead_max)
+		r->window = s->readahead_max;
+	if (off + (int64_t)size > r->next_off || !sequential)
+		r->next_off = off + size;
+	wblocks = r->window >> BLOCK_SHIFT;
+	if (wblocks == 0 || b >= last)
+		return;
+	/* refill only when less than half the window is still ahead, so
+	 * readahead goes out in large requests */
+	for (i = b + 1; i <= b + wblocks && i <= last; i++) {
+		if (!block_find(s, f, i))
+			break;
+	}
+	if (i > b + wblocks || i > last || i - b - 1 > wblocks / 2)
+		return;
+	*ra_a = i;
+	*ra_b = b + wblocks < last ? b + wblocks : last;
+}
+
+/* Load blocks [a, b] of @f for a reader (fetching [fa, fb] when missing, and
+ * the readahead range), wait for them, and copy [off, off + len) out.
+ * Returns bytes copied, -EAGAIN when a block failed without a cause, or a
+ * negative errno. */
+static ssize_t read_once(struct stream *s, struct stream_reader *r,
+			 struct dataset *ds, struct item *it,
+			 enum stream_file which, struct sfile *f, int64_t fsize,
+			 char *buf, int64_t off, size_t len, int64_t fa,
+			 int64_t fb)
 {
 	int64_t a = off >> BLOCK_SHIFT, b = (off + len - 1) >> BLOCK_SHIFT, i;
+	int64_t ra_a = 1, ra_b = 0;
 	struct block **pinned = calloc(b - a + 1, sizeof(*pinned));
+	struct job *demand = NULL, *ahead = NULL;
+	unsigned gen;
 	ssize_t done = 0;
-	bool missing = false;
+	int err = 0;
 
 	if (!pinned)
 		return -ENOMEM;
 	pthread_mutex_lock(&s->lock);
-	for (i = a; i <= b && !missing; i++) {
-		struct block_key key = { f, i };
-		struct block *blk;
-
-		for (;;) {
-			HASH_FIND(hh, s->blocks, &key, sizeof(key), blk);
-			if (!blk || blk->ready)
-				break;
-			pthread_cond_wait(&s->changed, &s->lock);
-		}
-		if (blk) {
-			blk->pins++;
-			pinned[i - a] = blk;
-		} else {
-			missing = true;
-		}
+	gen = f->gen;
+	err = plan(s, ds, it, which, f, fa, fb, true, &demand);
+	for (i = a; !err && i <= b; i++) {
+		pinned[i - a] = block_find(s, f, i);
+		if (pinned[i - a])
+			pinned[i - a]->pins++;
+	}
+	if (!err && r) {
+		readahead_plan(s, r, f, off, len, fb, fsize, &ra_a, &ra_b);
+		/* readahead is best effort: no room, no readahead */
+		if (ra_a <= ra_b)
+			plan(s, ds, it, which, f, ra_a, ra_b, false, &ahead);
 	}
 	pthread_mutex_unlock(&s->lock);
 
-	for (i = a; i <= b && !missing; i++) {
+	start_jobs(s, ahead, false);
+	start_jobs(s, demand, true);
+
+	pthread_mutex_lock(&s->lock);
+	for (i = a; i <= b; i++) {
 		struct block *blk = pinned[i - a];
-		int64_t bstart = i << BLOCK_SHIFT;
-		int64_t from = off + done - bstart;
+
+		while (blk && !blk->ready && blk->cached)
+			pthread_cond_wait(&s->changed, &s->lock);
+		if (!blk || !blk->ready)
+			err = err ? err : f->err ? f->err : -EAGAIN;
+	}
+	if (!err && f->gen != gen)
+		err = -EIO; /* the object changed: never mix versions */
+	pthread_mutex_unlock(&s->lock);
+
+	for (i = a; !err && i <= b; i++) {
+		struct block *blk = pinned[i - a];
+		int64_t from = off + done - (i << BLOCK_SHIFT);
 		size_t n;
 
 		if (from >= (int64_t)blk->len)
@@ -504,26 +787,71 @@ static ssize_t copy_out(struct stream *s, struct sfile *f, char *buf,
 
 	pthread_mutex_lock(&s->lock);
 	for (i = a; i <= b; i++) {
-		struct block *blk = pinned[i - a];
-
-		if (blk && --blk->pins == 0 && !blk->cached) {
-			s->used -= BLOCK_SIZE;
-			block_free(blk);
-		}
+		if (pinned[i - a])
+			block_unpin(s, pinned[i - a]);
 	}
+	pthread_cond_broadcast(&s->changed);
 	pthread_mutex_unlock(&s->lock);
 	free(pinned);
-	return missing ? -EAGAIN : done;
+	return err ? err : done;
 }
 
-ssize_t stream_read(struct stream *s, struct dataset *ds, struct item *it,
-		    enum stream_file which, char *buf, size_t size, off_t off)
+int stream_size(struct stream *s, struct dataset *ds, struct item *it,
+		enum stream_file which, int64_t *size)
 {
-	int64_t fsize, a, b;
+	struct job *probe = NULL;
 	struct sfile *f;
-	unsigned gen;
-	int tries, err;
+	int err = 0;
+
+	if (!stream_url(it, which))
+		return -ENOENT;
+	pthread_mutex_lock(&s->lock);
+	f = file_get(s, ds, it, which);
+	*size = f ? f->size : -1;
+	if (f && *size < 0) {
+		/* block 0, fetched to learn the size, serves the first read */
+		struct block *b0 = block_find(s, f, 0);
+
+		if (!b0)
+			err = plan(s, ds, it, which, f, 0, 0, true, &probe);
+	}
+	pthread_mutex_unlock(&s->lock);
+	if (!f)
+		return -ENOMEM;
+	if (*size >= 0)
+		return 0;
+	start_jobs(s, probe, true);
+	pthread_mutex_lock(&s->lock);
+	for (;;) {
+		struct block *b0 = block_find(s, f, 0);
+
+		if (f->size >= 0 || !b0 || b0->ready)
+			break;
+		pthread_cond_wait(&s->changed, &s->lock);
+	}
+	*size = f->size;
+	if (*size < 0 && !err)
+		err = f->err;
+	pthread_mutex_unlock(&s->lock);
+	if (*size >= 0)
+		return 0;
+	if (!err) {
+		log_err("%s/%s/%s: the server gives no size for its %s",
+			dataset_owner(ds), dataset_slug(ds), it->uid,
+			which == STREAM_DATA ? "data" : "thumbnail");
+		err = -EIO;
+	}
+	return err;
+}
+
+ssize_t stream_read(struct stream *s, struct stream_reader *r,
+		    struct dataset *ds, struct item *it, enum stream_file which,
+		    char *buf, size_t size, off_t off)
+{
+	int64_t fsize, fa, fb;
+	struct sfile *f;
 	ssize_t n = -EIO;
+	int tries, err;
 
 	err = stream_size(s, ds, it, which, &fsize);
 	if (err)
@@ -534,29 +862,20 @@ ssize_t stream_read(struct stream *s, struct dataset *ds, struct item *it,
 		size = fsize - off;
 	pthread_mutex_lock(&s->lock);
 	f = file_get(s, ds, it, which);
-	gen = f ? f->gen : 0;
 	pthread_mutex_unlock(&s->lock);
 	if (!f)
 		return -ENOMEM;
-
-	a = off >> BLOCK_SHIFT;
-	b = (off + (int64_t)size - 1) >> BLOCK_SHIFT;
+	fa = off >> BLOCK_SHIFT;
+	fb = (off + (int64_t)size - 1) >> BLOCK_SHIFT;
 	if ((size_t)fsize <= s->small_file) {
 		/* small files come whole in one request */
-		a = 0;
-		b = (fsize - 1) >> BLOCK_SHIFT;
+		fa = 0;
+		fb = (fsize - 1) >> BLOCK_SHIFT;
+		r = NULL;
 	}
 	for (tries = 0; tries < MAX_TRIES; tries++) {
-		err = load_blocks(s, ds, it, which, f, a, b, fsize);
-		if (err)
-			return err;
-		pthread_mutex_lock(&s->lock);
-		if (f->gen != gen)
-			err = -EIO; /* the object changed: never mix versions */
-		pthread_mutex_unlock(&s->lock);
-		if (err)
-			return err;
-		n = copy_out(s, f, buf, off, size);
+		n = read_once(s, r, ds, it, which, f, fsize, buf, off, size, fa,
+			      fb);
 		if (n != -EAGAIN)
 			return n;
 	}

@@ -1,5 +1,6 @@
 /* Data reads: data, thumbnail and featured-image files fetched lazily with
- * Range GETs into a block cache that has one byte budget for all files. */
+ * Range GETs into a block cache that has one byte budget for all files, with
+ * readahead for sequential readers. */
 #ifndef AVALAFS_STREAM_H
 #define AVALAFS_STREAM_H
 
@@ -11,21 +12,45 @@
 #include "catalog.h"
 #include "http.h"
 
+#define STREAM_BLOCK_SHIFT 17 /* cache blocks of 128 KiB */
+
 enum stream_file { STREAM_DATA, STREAM_THUMB };
 
 struct stream_config {
 	size_t cache_size; /* byte budget of the block cache */
 	size_t small_file; /* files up to this size are fetched whole */
+	size_t readahead_max; /* largest readahead window of one reader */
+	int workers; /* threads fetching readahead */
+};
+
+/* Counters of the block cache (bytes unless named otherwise). */
+struct stream_stats {
+	size_t used; /* held by blocks now */
+	size_t peak; /* most ever held */
+	size_t budget;
+	uint64_t fetches; /* GET requests for data */
+	uint64_t fetched; /* bytes received */
+	uint64_t hits, misses; /* blocks found / fetched for a read */
 };
 
 struct stream;
+struct stream_reader;
 
 /* A reader over @http and @cat (both borrowed); NULL on ENOMEM. */
 struct stream *stream_new(struct http *http, struct catalog *cat,
 			  const struct stream_config *cfg);
 
-/* Accepts NULL. */
+/* Stop the readahead threads and free everything. Accepts NULL. */
 void stream_free(struct stream *s);
+
+/* The readahead state of one open file; NULL on ENOMEM. */
+struct stream_reader *stream_reader_new(void);
+
+/* Accepts NULL. */
+void stream_reader_free(struct stream_reader *r);
+
+/* The readahead window @r would use now, in bytes (for tests). */
+int64_t stream_reader_window(struct stream *s, struct stream_reader *r);
 
 /* The URL of file @which of @it, or NULL when it has none. */
 const char *stream_url(const struct item *it, enum stream_file which);
@@ -36,17 +61,19 @@ const char *stream_url(const struct item *it, enum stream_file which);
 int stream_size(struct stream *s, struct dataset *ds, struct item *it,
 		enum stream_file which, int64_t *size);
 
-/* Read up to @size bytes at @off into @buf. Returns the byte count (short
- * only at the end of the file) or a negative errno. */
-ssize_t stream_read(struct stream *s, struct dataset *ds, struct item *it,
-		    enum stream_file which, char *buf, size_t size, off_t off);
+/* Read up to @size bytes at @off into @buf for reader @r (NULL: no
+ * readahead). Returns the byte count (short only at the end of the file)
+ * or a negative errno. */
+ssize_t stream_read(struct stream *s, struct stream_reader *r,
+		    struct dataset *ds, struct item *it, enum stream_file which,
+		    char *buf, size_t size, off_t off);
 
 /* Whether an open of the file may keep the kernel's page cache: true
  * unless the object changed since the last open. */
 bool stream_keep_cache(struct stream *s, struct dataset *ds,
 		       struct item *it, enum stream_file which);
 
-/* Bytes held in the cache now (for tests and the benchmark). */
-size_t stream_cached_bytes(struct stream *s);
+/* A snapshot of the counters. */
+void stream_get_stats(struct stream *s, struct stream_stats *st);
 
 #endif
