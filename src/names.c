@@ -192,26 +192,34 @@ static void counts_free(struct name_count **tab)
 	}
 }
 
-/* Count every name in @out into a fresh table; NULL on ENOMEM. */
+/* Count one more use of @name (borrowed) in @tab. 0 or -ENOMEM. */
+static int add_name(struct name_count **tab, const char *name)
+{
+	struct name_count *c;
+
+	HASH_FIND_STR(*tab, name, c);
+	if (!c) {
+		c = calloc(1, sizeof(*c));
+		if (!c)
+			return -ENOMEM;
+		c->name = name;
+		HASH_ADD_KEYPTR(hh, *tab, c->name, strlen(c->name), c);
+	}
+	c->count++;
+	return 0;
+}
+
+/* Count every name in @out into a fresh table. 0 or -ENOMEM. */
 static int count_names(char **out, size_t n, struct name_count **tab)
 {
 	size_t i;
 
 	*tab = NULL;
 	for (i = 0; i < n; i++) {
-		struct name_count *c;
-
-		HASH_FIND_STR(*tab, out[i], c);
-		if (!c) {
-			c = calloc(1, sizeof(*c));
-			if (!c) {
-				counts_free(tab);
-				return -ENOMEM;
-			}
-			c->name = out[i];
-			HASH_ADD_KEYPTR(hh, *tab, c->name, strlen(c->name), c);
+		if (add_name(tab, out[i])) {
+			counts_free(tab);
+			return -ENOMEM;
 		}
-		c->count++;
 	}
 	return 0;
 }
@@ -256,6 +264,10 @@ static int resolve_round(char **out, char **base, const bool *kept,
 				if (!fresh[i] || !count_of(tab, fresh[i]))
 					break;
 			}
+			/* taken now: later objects of this round must not
+			 * pick it too */
+			if (fresh[i] && add_name(&tab, fresh[i]))
+				err = -ENOMEM;
 		}
 		if (!fresh[i])
 			err = -ENOMEM;

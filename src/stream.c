@@ -18,7 +18,7 @@
 #define BLOCK_SHIFT STREAM_BLOCK_SHIFT
 #define BLOCK_SIZE ((int64_t)1 << BLOCK_SHIFT)
 #define RA_MIN (2 * BLOCK_SIZE) /* first readahead window */
-#define SEQ_SLACK (4 << 20) /* reads this close to the last count as sequential */
+#define SEQ_SLACK (1 << 20) /* reads this close to the last count as sequential */
 #define MAX_TRIES 3
 
 /* What is known of one remote file. All fields protected by s->lock. */
@@ -53,7 +53,8 @@ struct block {
 	UT_hash_handle hh;
 };
 
-/* One GET for blocks [a, b] of a file, created not ready by its caller. */
+/* One GET for blocks [a, b] of a file, created not ready by its caller;
+ * the job holds a pin on each until it has settled them. */
 struct job {
 	struct stream *s;
 	struct dataset *ds;
@@ -125,6 +126,7 @@ static void job_free(struct job *j)
 /* Take @b out of the cache; it is freed now, or by its last unpin. Called
  * with s->lock held. */
 static void block_drop(struct stream *s, struct block *b);
+static void block_unpin(struct stream *s, struct block *b);
 
 void stream_free(struct stream *s)
 {
@@ -143,7 +145,13 @@ void stream_free(struct stream *s)
 		pthread_join(s->threads[i], NULL);
 	free(s->threads);
 	while ((j = s->queue)) {
+		int64_t i;
+
 		s->queue = j->next;
+		for (i = j->a; i <= j->b; i++) {
+			block_drop(s, j->blocks[i - j->a]);
+			block_unpin(s, j->blocks[i - j->a]);
+		}
 		job_free(j);
 	}
 	HASH_ITER(hh, s->blocks, b, bt) {
@@ -474,15 +482,16 @@ static void job_run(struct job *j)
 		struct block *b = j->blocks[i - j->a];
 		int64_t end = (i << BLOCK_SHIFT) + (int64_t)b->len;
 
-		if (b->ready)
-			continue;
-		if (!err && b->len > 0 && j->f->size >= 0 &&
-		    end == j->f->size && j->f->gen == j->gen) {
+		if (b->ready) {
+			/* done */
+		} else if (!err && b->len > 0 && j->f->size >= 0 &&
+			   end == j->f->size && j->f->gen == j->gen) {
 			b->ready = true; /* the object's last, short block */
 			s->stats.fetched += b->len;
 		} else {
 			block_drop(s, b);
 		}
+		block_unpin(s, b); /* the job's own pin */
 	}
 	j->f->err = err;
 	pthread_cond_broadcast(&s->changed);
@@ -623,11 +632,22 @@ static int plan(struct stream *s, struct dataset *ds, struct item *it,
 	int64_t i;
 
 	/* wait holding nothing: blocks in flight and pinned ones are all
-	 * released without needing room themselves */
-	while ((missing = count_missing(s, f, a, b)) > 0 &&
-	       !evict(s, missing * BLOCK_SIZE) && wait && s->stats.used > 0 &&
-	       missing * BLOCK_SIZE <= s->stats.budget)
+	 * released without needing room themselves. Eviction may take blocks
+	 * of [a, b] too, so count again until the room made is enough. */
+	for (;;) {
+		missing = count_missing(s, f, a, b);
+		if (missing == 0)
+			break;
+		if (evict(s, missing * BLOCK_SIZE)) {
+			if (count_missing(s, f, a, b) == missing)
+				break;
+			continue;
+		}
+		if (!wait || s->stats.used == 0 ||
+		    missing * BLOCK_SIZE > s->stats.budget)
+			break;
 		pthread_cond_wait(&s->changed, &s->lock);
+	}
 	for (i = a; i <= b; i++) {
 		struct block *blk = block_find(s, f, i);
 
@@ -655,6 +675,7 @@ static int plan(struct stream *s, struct dataset *ds, struct item *it,
 			run->next = *jobs;
 			*jobs = run;
 		}
+		blk->pins++; /* held by the job until it settles the block */
 		run->blocks[i - run->a] = blk;
 		run->b = i;
 	}

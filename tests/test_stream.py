@@ -1,0 +1,158 @@
+# Data reads (issue 3): one fetch for concurrent readers, a cache budget that
+# holds, readahead that grows and resets, and connections reused.
+import json
+import os
+import random
+import threading
+
+from conftest import sha256_file
+
+MIB = 1 << 20
+BLOCK = 128 * 1024
+
+
+def stats(m):
+    return json.loads(os.getxattr(m.path, "user.avalafs.stats"))
+
+
+def file_requests(fake, uid):
+    """Ranges asked of the fake for item @uid's data, oldest first."""
+    out = []
+    for r in fake.stats()["requests"]:
+        if r["route"] == "file" and "/%s/data/" % uid in r["path"]:
+            a, b = r["range"].split("=")[1].split("-")
+            out.append((int(a), int(b)))
+    return out
+
+
+def data_path(m, ds, t):
+    return m.p(*ds.split("/"), "items", t["key"],
+               "data" + os.path.splitext(t["key"])[1])
+
+
+def big_dataset(fake_factory, items=2, size=24 * MIB):
+    return fake_factory("--dataset", "acme/big:items=%d,min_size=%d,"
+                        "max_size=%d,size_known=1" % (items, size, size))
+
+
+def test_two_readers_of_one_block_fetch_it_once(fake_factory, mount_factory):
+    fake = big_dataset(fake_factory)
+    m = mount_factory(fake, "dataset=acme/big")
+    t = fake.truth("acme/big")["items"][0]
+    path = data_path(m, "acme/big", t)
+    expect = fake.call("/_fake/file/acme/big/%s/data" % t["uid"])
+    off = 10 * MIB + 5000
+    fake.reset()
+    fake.fault(route="file", latency=0.5, count=1)
+    got = [None] * 4
+    barrier = threading.Barrier(4)
+
+    def reader(i):
+        with open(path, "rb", buffering=0) as f:
+            barrier.wait()
+            got[i] = os.pread(f.fileno(), 4096, off)
+
+    threads = [threading.Thread(target=reader, args=(i,)) for i in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert all(g == expect[off:off + 4096] for g in got)
+    covering = [r for r in file_requests(fake, t["uid"])
+                if r[0] <= off <= r[1]]
+    assert len(covering) == 1, file_requests(fake, t["uid"])
+
+
+def test_cache_budget_holds_under_parallel_random_reads(fake_factory,
+                                                         mount_factory):
+    fake = big_dataset(fake_factory, items=4, size=12 * MIB)
+    m = mount_factory(fake, "dataset=acme/big", "cache_size=4M")
+    truth = fake.truth("acme/big")["items"]
+    blobs = {t["uid"]: fake.call("/_fake/file/acme/big/%s/data" % t["uid"])
+             for t in truth}
+    errors = []
+
+    def reader(seed):
+        rng = random.Random(seed)
+        try:
+            for _ in range(40):
+                t = rng.choice(truth)
+                size = rng.choice([4096, 65536, 300000, MIB])
+                off = rng.randrange(0, 12 * MIB)
+                with open(data_path(m, "acme/big", t), "rb",
+                          buffering=0) as f:
+                    data = os.pread(f.fileno(), size, off)
+                if data != blobs[t["uid"]][off:off + size]:
+                    errors.append((t["uid"], off, size))
+        except OSError as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=reader, args=(i,)) for i in range(16)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert errors == []
+    st = stats(m)
+    assert st["cache_budget"] == 4 * MIB
+    assert 0 < st["cache_peak"] <= st["cache_budget"], st
+    assert st["cache_used"] <= st["cache_budget"]
+
+
+def test_readahead_grows_then_resets_on_seek(fake_factory, mount_factory):
+    fake = big_dataset(fake_factory, items=1, size=40 * MIB)
+    m = mount_factory(fake, "dataset=acme/big", "readahead=8M")
+    t = fake.truth("acme/big")["items"][0]
+    path = data_path(m, "acme/big", t)
+    fake.reset()
+    with open(path, "rb", buffering=0) as f:
+        for off in range(0, 24 * MIB, BLOCK):
+            assert len(os.pread(f.fileno(), BLOCK, off)) == BLOCK
+    seq = file_requests(fake, t["uid"])
+    sizes = [b - a + 1 for a, b in seq]
+    # windows start small, grow, and stop at readahead=8M
+    assert sizes[0] <= 2 * BLOCK
+    assert max(sizes) > 8 * sizes[0]
+    assert max(sizes) <= 8 * MIB
+    grow = sizes[:sizes.index(max(sizes)) + 1]
+    assert sum(1 for x, y in zip(grow, grow[1:]) if y < x) <= 2, sizes
+    # every byte asked once
+    covered = sorted(seq)
+    for (a1, b1), (a2, b2) in zip(covered, covered[1:]):
+        assert a2 > b1, covered
+    # random reads of a fresh open: exact ranges, no readahead
+    fake.reset()
+    with open(path, "rb", buffering=0) as f:
+        # jumps of 2 MiB and more, back and forth: never sequential
+        for off in (30, 26, 34, 28, 38, 32, 36):
+            os.pread(f.fileno(), 4096, off * MIB + 4096)
+    for a, b in file_requests(fake, t["uid"]):
+        assert b - a + 1 <= 2 * BLOCK, (a, b)
+    assert sha256_file(path) == t["files"]["data"]["sha256"]
+
+
+def test_connections_are_reused(fake_factory, mount_factory):
+    fake = fake_factory("--dataset", "acme/many:items=200,size_known=1")
+    m = mount_factory(fake, "dataset=acme/many", "max_conns=4")
+    truth = fake.truth("acme/many")["items"]
+    fake.reset()
+    for t in truth:
+        assert sha256_file(data_path(m, "acme/many", t)) == \
+            t["files"]["data"]["sha256"]
+    counts = fake.counts()
+    assert counts["file"] >= 200
+    assert counts["connections"] <= 4, counts
+
+
+def test_small_file_is_fetched_whole_once(fake_factory, mount_factory):
+    fake = fake_factory("--dataset", "acme/mid:items=2,min_size=3000000,"
+                        "max_size=3000000,size_known=1")
+    m = mount_factory(fake, "dataset=acme/mid")
+    t = fake.truth("acme/mid")["items"][0]
+    fake.reset()
+    path = data_path(m, "acme/mid", t)
+    with open(path, "rb", buffering=0) as f:
+        os.pread(f.fileno(), 4096, 1000000)
+    assert file_requests(fake, t["uid"]) == [(0, 2999999)]
+    assert sha256_file(path) == t["files"]["data"]["sha256"]
+    assert len(file_requests(fake, t["uid"])) == 1
