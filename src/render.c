@@ -66,7 +66,8 @@ static size_t copy_part(const char *src, size_t len, size_t start, char *buf,
 {
 	size_t from, to, woff;
 
-	if ((size_t)off >= start + len || (size_t)off + size <= start)
+	if (len == 0 || (size_t)off >= start + len ||
+	    (size_t)off + size <= start)
 		return 0;
 	from = (size_t)off > start ? (size_t)off - start : 0;
 	to = (size_t)off + size - start < len ? (size_t)off + size - start
