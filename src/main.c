@@ -217,6 +217,38 @@ static char *load_key(const struct options *o)
 	return line;
 }
 
+/* Let the kernel read ahead @kb KiB on the mount at @mountpoint, instead of
+ * FUSE's 128 KiB, so sequential readers send large reads. Needs root; best
+ * effort. */
+static void raise_kernel_readahead(const char *mountpoint, unsigned kb)
+{
+	char line[4096], dev[64], mnt[PATH_MAX], path[128];
+	char *real = realpath(mountpoint, NULL);
+	FILE *f = fopen("/proc/self/mountinfo", "r");
+	bool found = false;
+
+	while (f && real && !found && fgets(line, sizeof(line), f)) {
+		/* ID PARENT MAJ:MIN ROOT MOUNTPOINT ... */
+		if (sscanf(line, "%*d %*d %63s %*s %4095s", dev, mnt) == 2 &&
+		    strcmp(mnt, real) == 0)
+			found = true;
+	}
+	if (f)
+		fclose(f);
+	free(real);
+	if (!found)
+		return;
+	snprintf(path, sizeof(path), "/sys/class/bdi/%s/read_ahead_kb", dev);
+	f = fopen(path, "w");
+	if (!f) {
+		log_debug("cannot raise the kernel's readahead: %s",
+			  strerror(errno));
+		return;
+	}
+	fprintf(f, "%u\n", kb);
+	fclose(f);
+}
+
 /* Split OWNER/SLUG; 0 or -EINVAL. */
 static int split_dataset(const char *spec, char **owner, char **slug)
 {
@@ -451,6 +483,7 @@ int main(int argc, char *argv[])
 		goto out_session;
 	if (fuse_session_mount(se, cmd.mountpoint) != 0)
 		goto out_signals;
+	raise_kernel_readahead(cmd.mountpoint, 1024);
 	http_quiesce(http); /* no thread may cross the fork */
 	if (fuse_daemonize(cmd.foreground) != 0)
 		goto out_unmount;
