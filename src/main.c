@@ -14,6 +14,7 @@
 #include <curl/curl.h>
 #include <errno.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -249,6 +250,25 @@ static void raise_kernel_readahead(const char *mountpoint, unsigned kb)
 	fclose(f);
 }
 
+/* Cancels the engine's requests once the session ends (a signal or an
+ * unmount), so no FUSE thread sits out a retry before the loop can end. */
+struct exit_watch {
+	struct fuse_session *se;
+	struct http *http;
+	int done; /* atomic: the loop returned */
+};
+
+static void *watch_exit(void *p)
+{
+	struct exit_watch *w = p;
+
+	while (!fuse_session_exited(w->se) &&
+	       !__atomic_load_n(&w->done, __ATOMIC_ACQUIRE))
+		usleep(100 * 1000);
+	http_cancel_all(w->http);
+	return NULL;
+}
+
 /* Split OWNER/SLUG; 0 or -EINVAL. */
 static int split_dataset(const char *spec, char **owner, char **slug)
 {
@@ -368,6 +388,9 @@ int main(int argc, char *argv[])
 	struct catalog *cat = NULL;
 	struct stream *stream = NULL;
 	struct fs fs = { 0 };
+	struct exit_watch watch;
+	pthread_t watcher;
+	bool watching;
 	const char *api_url;
 	long long cache_size, readahead;
 	char *key = NULL;
@@ -491,6 +514,8 @@ int main(int argc, char *argv[])
 		log_use_syslog(true);
 	log_info("mounted %s on %s", api_url, cmd.mountpoint);
 
+	watch = (struct exit_watch){ .se = se, .http = http };
+	watching = pthread_create(&watcher, NULL, watch_exit, &watch) == 0;
 	if (cmd.singlethread) {
 		ret = fuse_session_loop(se);
 	} else {
@@ -514,7 +539,9 @@ int main(int argc, char *argv[])
 #endif
 	}
 	ret = ret < 0 ? 1 : 0;
-	http_cancel_all(http);
+	__atomic_store_n(&watch.done, 1, __ATOMIC_RELEASE);
+	if (watching)
+		pthread_join(watcher, NULL);
 out_unmount:
 	fuse_session_unmount(se);
 out_signals:
