@@ -4,6 +4,7 @@
  * retry loop with a deadline, and key scoping.
  * Lock order: h->lock, then the share locks (taken by libcurl itself). */
 #include "http.h"
+#include "key.h"
 #include "log.h"
 #include "config.h"
 
@@ -42,7 +43,7 @@ struct http {
 	unsigned active; /* protected by lock: jobs submitted, not done */
 	CURL **idle; /* protected by lock */
 	size_t n_idle, cap_idle; /* protected by lock */
-	char *key; /* protected by lock */
+	struct key_source *keys; /* protected by lock */
 	bool cancelled; /* protected by lock */
 	CURLSH *share;
 	pthread_mutex_t share_locks[CURL_LOCK_DATA_LAST];
@@ -199,7 +200,6 @@ void http_free(struct http *h)
 		pthread_mutex_destroy(&h->share_locks[i]);
 	pthread_cond_destroy(&h->wake);
 	pthread_mutex_destroy(&h->lock);
-	free(h->key);
 	free(h->api_url);
 	curl_free(h->api_scheme);
 	curl_free(h->api_host);
@@ -207,13 +207,10 @@ void http_free(struct http *h)
 	free(h);
 }
 
-void http_set_key(struct http *h, const char *key)
+void http_set_key_source(struct http *h, struct key_source *ks)
 {
-	char *copy = key ? strdup(key) : NULL;
-
 	pthread_mutex_lock(&h->lock);
-	free(h->key);
-	h->key = copy;
+	h->keys = ks;
 	pthread_mutex_unlock(&h->lock);
 }
 
@@ -788,7 +785,8 @@ int http_api_get(struct http *h, const char *url, size_t max_body,
 {
 	struct curl_slist *headers = NULL, *more;
 	struct xfer x = { .h = h, .max_body = max_body };
-	char *hdr = NULL;
+	struct key_source *keys;
+	char *hdr = NULL, *key;
 	int err;
 
 	memset(resp, 0, sizeof(*resp));
@@ -798,9 +796,15 @@ int http_api_get(struct http *h, const char *url, size_t max_body,
 		return -EPERM;
 	}
 	pthread_mutex_lock(&h->lock);
-	if (h->key && asprintf(&hdr, HDR_KEY ": %s", h->key) < 0)
-		hdr = NULL;
+	keys = h->keys;
 	pthread_mutex_unlock(&h->lock);
+	key = keys ? key_source_get(keys) : NULL;
+	if (key && asprintf(&hdr, HDR_KEY ": %s", key) < 0)
+		hdr = NULL;
+	if (key) {
+		memset(key, 0, strlen(key));
+		free(key);
+	}
 	headers = curl_slist_append(NULL, "Accept: application/json");
 	if (headers && hdr) {
 		more = curl_slist_append(headers, hdr);

@@ -41,8 +41,10 @@ void http_quiesce(struct http *h);
 /* Make requests in flight and waiting retries give up with -ECANCELED. */
 void http_cancel_all(struct http *h);
 
-/* Use @key for API calls from now on (copied). */
-void http_set_key(struct http *h, const char *key);
+struct key_source;
+
+/* Take API keys from @ks (borrowed) from now on. */
+void http_set_key_source(struct http *h, struct key_source *ks);
 
 /* Whether @url has the API's scheme, host and port. */
 bool http_is_api_url(struct http *h, const char *url);

@@ -10,15 +10,28 @@
 #include <syslog.h>
 
 static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
-static char *log_secret; /* protected by log_lock */
+static char *log_secrets[LOG_SECRETS]; /* protected by log_lock */
 static bool log_debug_on;
 static bool log_syslog_on;
 
-void log_set_secret(const char *secret)
+void log_add_secret(const char *secret)
 {
+	char *copy;
+	int i;
+
+	if (!secret || !*secret)
+		return;
 	pthread_mutex_lock(&log_lock);
-	free(log_secret);
-	log_secret = secret && *secret ? strdup(secret) : NULL;
+	for (i = 0; i < LOG_SECRETS; i++) {
+		if (log_secrets[i] && strcmp(log_secrets[i], secret) == 0)
+			break;
+	}
+	if (i == LOG_SECRETS && (copy = strdup(secret))) {
+		free(log_secrets[LOG_SECRETS - 1]);
+		memmove(log_secrets + 1, log_secrets,
+			(LOG_SECRETS - 1) * sizeof(*log_secrets));
+		log_secrets[0] = copy;
+	}
 	pthread_mutex_unlock(&log_lock);
 }
 
@@ -34,15 +47,29 @@ void log_use_syslog(bool on)
 	log_syslog_on = on;
 }
 
-/* Copy @in to @out (of @cap bytes), the secret replaced by a mark. */
+/* The length of the secret @in starts with, or 0. */
+static size_t secret_at(const char *in)
+{
+	size_t len;
+	int i;
+
+	for (i = 0; i < LOG_SECRETS && log_secrets[i]; i++) {
+		len = strlen(log_secrets[i]);
+		if (strncmp(in, log_secrets[i], len) == 0)
+			return len;
+	}
+	return 0;
+}
+
+/* Copy @in to @out (of @cap bytes), every secret replaced by a mark. */
 static void redact(const char *in, char *out, size_t cap)
 {
 	static const char mark[] = "[REDACTED]";
-	size_t slen = log_secret ? strlen(log_secret) : 0;
-	size_t o = 0;
+	size_t o = 0, slen;
 
 	while (*in && o + 1 < cap) {
-		if (slen && strncmp(in, log_secret, slen) == 0) {
+		slen = secret_at(in);
+		if (slen) {
 			size_t n = sizeof(mark) - 1;
 
 			if (n > cap - 1 - o)

@@ -8,8 +8,10 @@
 enum log_level { LOG_ERR_, LOG_WARN_, LOG_INFO_, LOG_DEBUG_ };
 
 /* Replace every later occurrence of @secret in log lines by "[REDACTED]".
- * The string is copied; NULL or "" clears it. */
-void log_set_secret(const char *secret);
+ * The string is copied; the last LOG_SECRETS secrets are kept. */
+void log_add_secret(const char *secret);
+
+#define LOG_SECRETS 8
 
 /* Show debug lines too. */
 void log_set_debug(bool on);

@@ -6,6 +6,7 @@
 #include "config.h"
 #include "fs.h"
 #include "http.h"
+#include "key.h"
 #include "log.h"
 #include "stream.h"
 #include "tree.h"
@@ -177,45 +178,6 @@ static long long parse_size(const char *s)
 	if (v > (1ULL << 40) >> shift)
 		return -1;
 	return (long long)(v << shift);
-}
-
-/* The API key: the first line of api_key_file, else AVALA_API_KEY. A new
- * string, or NULL with the reason logged. */
-static char *load_key(const struct options *o)
-{
-	char *line = NULL;
-	size_t cap = 0;
-	ssize_t len;
-	struct stat st;
-	FILE *f;
-
-	if (!o->api_key_file) {
-		const char *env = getenv("AVALA_API_KEY");
-
-		return env && *env ? strdup(env) : NULL;
-	}
-	f = fopen(o->api_key_file, "r");
-	if (!f) {
-		log_err("cannot read api_key_file %s: %s", o->api_key_file,
-			strerror(errno));
-		return NULL;
-	}
-	if (fstat(fileno(f), &st) == 0 && (st.st_mode & 077))
-		log_warn("api_key_file %s is readable by group or others",
-			 o->api_key_file);
-	len = getline(&line, &cap, f);
-	fclose(f);
-	if (len < 0) {
-		free(line);
-		return NULL;
-	}
-	while (len > 0 && isspace((unsigned char)line[len - 1]))
-		line[--len] = '\0';
-	if (len == 0) {
-		free(line);
-		return NULL;
-	}
-	return line;
 }
 
 /* Let the kernel read ahead @kb KiB on the mount at @mountpoint, instead of
@@ -393,6 +355,7 @@ int main(int argc, char *argv[])
 	bool watching;
 	const char *api_url;
 	long long cache_size, readahead;
+	struct key_source *keys = NULL;
 	char *key = NULL;
 	int ret = 1;
 
@@ -441,13 +404,17 @@ int main(int argc, char *argv[])
 		goto out_cmd;
 	}
 	log_set_debug(cmd.debug);
-	key = load_key(&o);
-	if (!key) {
-		fprintf(stderr, "avalafs: no API key: set AVALA_API_KEY or "
-				"-o api_key_file=PATH\n");
+	keys = key_source_new(o.api_key_file, getenv("AVALA_API_KEY"));
+	if (!keys)
 		goto out_cmd;
+	key = key_source_get(keys);
+	if (!key) {
+		/* an unreadable key file has said so already */
+		if (!o.api_key_file)
+			fprintf(stderr, "avalafs: no API key: set AVALA_API_KEY "
+					"or -o api_key_file=PATH\n");
+		goto out_key;
 	}
-	log_set_secret(key);
 	api_url = o.api_url ? o.api_url : getenv("AVALA_BASE_URL");
 	if (!api_url || !*api_url)
 		api_url = DEFAULT_API_URL;
@@ -464,7 +431,7 @@ int main(int argc, char *argv[])
 	});
 	if (!http)
 		goto out_curl;
-	http_set_key(http, key);
+	http_set_key_source(http, keys);
 	api = api_new(http, &(struct api_config){
 		.base_url = api_url,
 		.page_size = o.page_size,
@@ -561,6 +528,7 @@ out_key:
 	if (key)
 		memset(key, 0, strlen(key));
 	free(key);
+	key_source_free(keys);
 out_cmd:
 	free(cmd.mountpoint);
 out_opts:
