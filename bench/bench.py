@@ -1,0 +1,744 @@
+#!/usr/bin/python3
+# Measures avalafs against curl on one local nginx and the fake Avala API:
+# big and small file reads, cached rereads, listing and memory; one markdown table.
+import argparse
+import http.client
+import json
+import math
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.parse
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FAKE = os.path.join(ROOT, "tests", "fake_avala.py")
+KEY = "test-key"
+MiB = 1 << 20
+RUNS = 3
+READERS = 8
+BIG_SIZE = 512 * MiB
+SMALL_COUNT = 2000
+SMALL_MIN, SMALL_MAX = 60000, 160000
+LIST_SMALL, LIST_SMALL_PAGE = 10000, 100
+LIST_LARGE, LIST_LARGE_PAGE = 100000, 1000
+SMALL_CACHE = "64M"
+BIG = "bench/big"
+SMALL = "bench/small"
+TEN_K = "bench/list-10k"
+HUNDRED_K = "bench/list-100k"
+START_TIMEOUT = 120
+STEP_TIMEOUT = 180
+
+NOTES = (f"MB = 10^6 bytes. Each run of (1), (2), (4), (5) uses a fresh mount. Readers in (2) and (3): "
+         f"`xargs -0 -P{READERS} -n {SMALL_COUNT // READERS} cat`; curls: {READERS} processes of "
+         f"{SMALL_COUNT // READERS} URLs, one connection each. HTTP request counts are the largest of the "
+         f"3 runs; (3) counts nginx access-log lines plus fake API requests. Metadata in (5b) is the RSS "
+         f"after listing the {SMALL_COUNT:,} items.")
+
+started = time.monotonic()
+
+
+class BenchError(Exception):
+    """A measurement that could not be taken; its row says why."""
+
+
+def log(message):
+    print(f"[{time.monotonic() - started:6.1f}s] {message}", file=sys.stderr, flush=True)
+
+
+def on_sigterm(signum, frame):
+    raise SystemExit(128 + signum)
+
+
+def wait_for(condition, timeout, what, process=None):
+    """Poll condition() every 50 ms until it holds; BenchError after timeout."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if process is not None and process.poll() is not None:
+            raise BenchError(f"{what}: the process exited with {process.returncode}")
+        if time.monotonic() > deadline:
+            raise BenchError(f"{what}: not ready after {timeout} s")
+        time.sleep(0.05)
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Children:
+    """Every long-running process started here, each with a pid file in the workdir."""
+
+    def __init__(self, workdir):
+        self.workdir = workdir
+        self.running = {}
+
+    def start(self, name, argv, env=None):
+        """Start argv with its stderr in workdir/<name>.log."""
+        errors = open(os.path.join(self.workdir, f"{name}.log"), "wb")
+        process = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                   stderr=errors)
+        errors.close()
+        with open(os.path.join(self.workdir, f"{name}.pid"), "w") as out:
+            out.write(f"{process.pid}\n")
+        self.running[name] = process
+        return process
+
+    def stop(self, name, grace=0, timeout=10):
+        """Stop one child: let it exit by itself for grace seconds, then SIGTERM, then
+        SIGKILL. Returns its exit status."""
+        process = self.running.pop(name)
+        try:
+            process.wait(grace)
+        except subprocess.TimeoutExpired:
+            process.terminate()
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        os.unlink(os.path.join(self.workdir, f"{name}.pid"))
+        return process.returncode
+
+    def stop_all(self):
+        for name in list(self.running):
+            self.stop(name)
+
+    def log_tail(self, name, lines=20):
+        with open(os.path.join(self.workdir, f"{name}.log"), "rb") as log_file:
+            return b"\n".join(log_file.read().splitlines()[-lines:]).decode(errors="replace")
+
+
+class Nginx:
+    """nginx on a free loopback port with its own config, logs and pid in the workdir."""
+
+    def __init__(self, children, workdir, root):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.access_log = os.path.join(workdir, "nginx-access.log")
+        config = os.path.join(workdir, "nginx.conf")
+        with open(config, "w") as out:
+            out.write(self.config(workdir, root))
+        self.process = children.start("nginx", ["nginx", "-p", workdir, "-c", config,
+                                                "-e", os.path.join(workdir, "nginx-error.log")])
+        wait_for(self.answers, 10, "nginx", self.process)
+
+    def config(self, workdir, root):
+        user = "user root;\n" if os.geteuid() == 0 else ""
+        temp = "".join(f"    {kind}_temp_path {workdir}/{kind}_temp;\n"
+                       for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+        return (f"{user}daemon off;\nworker_processes auto;\npid {workdir}/nginx-master.pid;\n"
+                f"error_log {workdir}/nginx-error.log;\n"
+                "events { worker_connections 1024; }\n"
+                "http {\n"
+                f"    access_log {self.access_log};\n"
+                "    sendfile on;\n    tcp_nopush on;\n"
+                "    keepalive_requests 100000;\n    keepalive_timeout 60s;\n"
+                "    default_type application/octet-stream;\n"
+                f"{temp}"
+                f"    server {{\n        listen 127.0.0.1:{self.port};\n"
+                f"        root {root};\n        autoindex on;\n    }}\n"
+                "}\n")
+
+    def answers(self):
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                return True
+        except OSError:
+            return False
+
+    def requests(self):
+        """Lines in the access log so far: one per request served."""
+        if not os.path.exists(self.access_log):
+            return 0
+        with open(self.access_log, "rb") as log_file:
+            return log_file.read().count(b"\n")
+
+
+class Fake:
+    """A tests/fake_avala.py process and its control calls."""
+
+    def __init__(self, children, workdir, name, specs):
+        port_file = os.path.join(workdir, f"{name}.port")
+        argv = [sys.executable, FAKE, "--quiet", "--key", KEY, "--port-file", port_file]
+        for spec in specs:
+            argv += ["--dataset", spec]
+        self.name = name
+        self.process = children.start(name, argv)
+        self.port_file = port_file
+
+    def wait(self):
+        wait_for(lambda: os.path.exists(self.port_file), START_TIMEOUT, f"fake API {self.name}",
+                 self.process)
+        with open(self.port_file) as port:
+            self.port = int(port.read())
+        self.api_url = f"http://127.0.0.1:{self.port}/api/v1"
+
+    def counts(self):
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        try:
+            connection.request("GET", "/_fake/stats")
+            return json.loads(connection.getresponse().read())["counts"]
+        finally:
+            connection.close()
+
+    def items(self, dataset, limit):
+        """Every item of a dataset, as the list pages give them."""
+        items = []
+        for page in list_pages(self.port, dataset, limit):
+            items += json.loads(page)["results"]
+        return items
+
+
+def count_delta(before, after):
+    """Per-route counts added between two snapshots of the fake's counters."""
+    return {route: after[route] - before.get(route, 0)
+            for route in after if after[route] != before.get(route, 0)}
+
+
+def api_requests(delta):
+    return sum(count for route, count in delta.items() if route != "connections")
+
+
+def list_pages(port, dataset, limit):
+    """The raw bodies of every list page of a dataset, following next cursors over
+    one keep-alive connection with http.client."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    headers = {"X-Avala-Api-Key": KEY, "Accept": "application/json"}
+    target = f"/api/v1/datasets/{dataset}/items/?limit={limit}"
+    pages = []
+    try:
+        while target:
+            connection.request("GET", target, headers=headers)
+            response = connection.getresponse()
+            body = response.read()
+            if response.status != 200:
+                raise BenchError(f"GET {target}: HTTP {response.status}")
+            pages.append(body)
+            following = json.loads(body)["next"]
+            if following:
+                parts = urllib.parse.urlsplit(following)
+                target = f"{parts.path}?{parts.query}"
+            else:
+                target = None
+    finally:
+        connection.close()
+    return pages
+
+
+def proc_status(pid):
+    """VmRSS and VmHWM of a process, in bytes."""
+    values = {}
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            field, _, rest = line.partition(":")
+            if field in ("VmRSS", "VmHWM"):
+                values[field] = int(rest.split()[0]) * 1024
+    return values
+
+
+class Mount:
+    """One FUSE mount (avalafs or rclone) on workdir/mnt, up until stop()."""
+
+    def __init__(self, children, workdir, name, argv, env=None):
+        self.children = children
+        self.name = name
+        self.path = os.path.join(workdir, "mnt")
+        os.makedirs(self.path, exist_ok=True)
+        self.process = children.start(name, argv + [self.path], env=env)
+        try:
+            wait_for(lambda: os.path.ismount(self.path), 30, f"mount {name}", self.process)
+        except BenchError as error:
+            children.stop(name)
+            raise BenchError(f"{error}; stderr: {children.log_tail(name)}")
+        self.pid = self.process.pid
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    def alive(self):
+        if self.process.poll() is not None:
+            raise BenchError(f"{self.name} exited with {self.process.returncode}; "
+                             f"stderr: {self.children.log_tail(self.name)}")
+
+    def memory(self):
+        self.alive()
+        return proc_status(self.pid)
+
+    def avalafs_stats(self):
+        return json.loads(os.getxattr(self.path, "user.avalafs.stats"))
+
+    def stop(self):
+        if self.name not in self.children.running:
+            return
+        if os.path.ismount(self.path):
+            unmount = subprocess.run(["fusermount3", "-u", self.path], capture_output=True, timeout=30)
+            if unmount.returncode != 0:
+                subprocess.run(["fusermount3", "-u", "-z", self.path], capture_output=True, timeout=30)
+        status = self.children.stop(self.name, grace=10)
+        if status != 0:
+            raise BenchError(f"{self.name} exited with {status} after unmount; "
+                             f"stderr: {self.children.log_tail(self.name)}")
+
+
+class Bench:
+    """The datasets, servers and mounts of one benchmark run."""
+
+    def __init__(self, binary, workdir):
+        self.binary = binary
+        self.workdir = workdir
+        self.children = Children(workdir)
+        self.files_dir = os.path.join(workdir, "files")
+        os.makedirs(self.files_dir)
+        self.mounts = 0
+
+    def start_servers(self):
+        self.nginx = Nginx(self.children, self.workdir, self.files_dir)
+        log(f"nginx on {self.nginx.url}, root {self.files_dir}")
+        served = f"data_base={self.nginx.url},size_known=1"
+        self.data_fake = Fake(self.children, self.workdir, "fake-data", [
+            f"{BIG}:items=1,min_size={BIG_SIZE},max_size={BIG_SIZE},{served}",
+            f"{SMALL}:items={SMALL_COUNT},min_size={SMALL_MIN},max_size={SMALL_MAX},{served},"
+            f"files_dir={self.files_dir}",
+        ])
+        self.list_fake = Fake(self.children, self.workdir, "fake-list", [
+            f"{TEN_K}:items={LIST_SMALL}", f"{HUNDRED_K}:items={LIST_LARGE}",
+        ])
+        log("fake APIs starting (writing the data files)")
+        self.data_fake.wait()
+        self.list_fake.wait()
+        log(f"fake APIs up on ports {self.data_fake.port} and {self.list_fake.port}")
+        self.big = self.data_fake.items(BIG, 1000)[0]
+        write_random_file(os.path.join(self.files_dir, served_name(self.big)), BIG_SIZE)
+        os.sync()
+        log("512 MiB file written")
+        self.small = self.data_fake.items(SMALL, 1000)
+        self.small_bytes = sum(item["metadata"]["size"] for item in self.small)
+        curl_read(self.big["data_url"])
+        curl_parallel([item["data_url"] for item in self.small])
+        log("nginx warmed up: every file read once")
+
+    def avalafs(self, fake, dataset, options=""):
+        self.mounts += 1
+        opts = f"api_url={fake.api_url},dataset={dataset}" + (f",{options}" if options else "")
+        env = dict(os.environ, AVALA_API_KEY=KEY)
+        return Mount(self.children, self.workdir, f"avalafs-{self.mounts}",
+                     [self.binary, "-f", "-o", opts], env=env)
+
+    def rclone(self):
+        self.mounts += 1
+        return Mount(self.children, self.workdir, f"rclone-{self.mounts}",
+                     ["rclone", "mount", ":http:", "--http-url", self.nginx.url, "--read-only",
+                      "--vfs-cache-mode", "off", "--dir-cache-time", "1h"])
+
+    def stop(self):
+        self.children.stop_all()
+
+
+def write_random_file(path, size):
+    """The fake cannot generate files of 256 MiB and more, so the big one is written here."""
+    with open(path, "wb") as out:
+        for _ in range(size // (8 * MiB)):
+            out.write(os.urandom(8 * MiB))
+        out.write(os.urandom(size % (8 * MiB)))
+
+
+def served_name(item):
+    """The file name of an item's data under the nginx root."""
+    return os.path.basename(urllib.parse.urlsplit(item["data_url"]).path)
+
+
+class DatasetLayout:
+    """Where an avalafs mount shows the items of one dataset."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def directory(self, mount):
+        return os.path.join(mount.path, self.dataset, "items")
+
+    def path(self, mount, item):
+        """The item's data file: its key as folder, data plus the key's extension."""
+        extension = os.path.splitext(item["key"])[1]
+        return os.path.join(self.directory(mount), item["key"], f"data{extension}")
+
+
+class ServedLayout:
+    """Where a mount of the nginx root (rclone) shows the items."""
+
+    def directory(self, mount):
+        return mount.path
+
+    def path(self, mount, item):
+        return os.path.join(mount.path, served_name(item))
+
+
+def timed(argv, timeout=STEP_TIMEOUT):
+    """Run a command; (seconds, stdout, stderr). BenchError when it fails."""
+    start = time.perf_counter()
+    try:
+        done = subprocess.run(argv, capture_output=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise BenchError(f"{argv[0]} did not finish in {timeout} s")
+    seconds = time.perf_counter() - start
+    if done.returncode != 0:
+        errors = done.stderr.decode(errors="replace")[-300:]
+        raise BenchError(f"{argv[0]} exited with {done.returncode}: {errors}")
+    return seconds, done.stdout, done.stderr
+
+
+def dd_read(path):
+    """Seconds for dd bs=1M of a whole file to /dev/null, and the bytes dd copied."""
+    seconds, _, errors = timed(["dd", f"if={path}", "of=/dev/null", "bs=1M"])
+    copied = int(errors.decode().strip().splitlines()[-1].split()[0])
+    return seconds, copied
+
+
+def curl_read(url):
+    seconds, out, _ = timed(["curl", "-s", "--fail", "-o", "/dev/null", "-w", "%{size_download}", url])
+    return seconds, int(out)
+
+
+def curl_parallel(urls):
+    """Seconds for READERS curl processes, each fetching its share of the URLs over
+    one reused connection; and the bytes downloaded."""
+    share = math.ceil(len(urls) / READERS)
+    chunks = [urls[at:at + share] for at in range(0, len(urls), share)]
+    start = time.perf_counter()
+    processes = [subprocess.Popen(["curl", "-s", "--fail", "-w", "%{size_download}\n"]
+                                  + [arg for url in chunk for arg in ("-o", "/dev/null", url)],
+                                  stdout=subprocess.PIPE)
+                 for chunk in chunks]
+    total = 0
+    try:
+        for process in processes:
+            out, _ = process.communicate(timeout=STEP_TIMEOUT)
+            if process.returncode != 0:
+                raise BenchError(f"curl exited with {process.returncode}")
+            total += sum(int(size) for size in out.split())
+    except subprocess.TimeoutExpired:
+        raise BenchError(f"curl did not finish in {STEP_TIMEOUT} s")
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    return time.perf_counter() - start, total
+
+
+def parallel_cat(paths):
+    """Seconds for READERS cat processes (xargs -P), each reading its share of the
+    files whole to /dev/null. BenchError when a read fails."""
+    share = math.ceil(len(paths) / READERS)
+    names = b"".join(os.fsencode(path) + b"\0" for path in paths)
+    start = time.perf_counter()
+    try:
+        done = subprocess.run(["xargs", "-0", "-P", str(READERS), "-n", str(share), "cat"], input=names,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=STEP_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        raise BenchError(f"{READERS} readers did not finish in {STEP_TIMEOUT} s")
+    seconds = time.perf_counter() - start
+    if done.returncode != 0:
+        raise BenchError(f"cat failed: {done.stderr.decode(errors='replace')[-300:]}")
+    return seconds
+
+
+def verify_files(pairs):
+    """BenchError unless every (mount path, nginx root path) pair holds the same bytes."""
+    for mounted, original in pairs:
+        with open(mounted, "rb") as a, open(original, "rb") as b:
+            while True:
+                left, right = a.read(MiB), b.read(MiB)
+                if left != right:
+                    raise BenchError(f"wrong bytes in {mounted}")
+                if not left:
+                    break
+
+
+def expect_bytes(what, got, want):
+    if got != want:
+        raise BenchError(f"{what}: {got} bytes read, {want} expected")
+
+
+def median(values):
+    return statistics.median(values)
+
+
+def original_path(bench, item):
+    return os.path.join(bench.files_dir, served_name(item))
+
+
+def big_read(bench, mount, layout, label, run):
+    """MB/s of dd of the 512 MiB file through a fresh mount; the first run's bytes
+    are then compared with the file nginx serves."""
+    with mount() as mounted:
+        path = layout.path(mounted, bench.big)
+        seconds, copied = dd_read(path)
+        expect_bytes("dd", copied, BIG_SIZE)
+        log(f"(1) {label} run {run + 1}: {BIG_SIZE / seconds / 1e6:.0f} MB/s")
+        if run == 0:
+            verify_files([(path, original_path(bench, bench.big))])
+    return BIG_SIZE / seconds / 1e6
+
+
+def big_curl(bench, run):
+    seconds, size = curl_read(bench.big["data_url"])
+    expect_bytes("curl", size, BIG_SIZE)
+    log(f"(1) curl run {run + 1}: {BIG_SIZE / seconds / 1e6:.0f} MB/s")
+    return BIG_SIZE / seconds / 1e6
+
+
+def small_reads(bench, mount, layout, label, run):
+    """Cold then warm files/s of READERS cat processes reading the small files through
+    one fresh mount, and the HTTP requests the warm pass made; the first run's bytes
+    are then compared with the files nginx serves."""
+    with mount() as mounted:
+        os.listdir(layout.directory(mounted))
+        paths = [layout.path(mounted, item) for item in bench.small]
+        cold = len(paths) / parallel_cat(paths)
+        before_api, before_nginx = bench.data_fake.counts(), bench.nginx.requests()
+        warm = len(paths) / parallel_cat(paths)
+        delta = count_delta(before_api, bench.data_fake.counts())
+        requests = api_requests(delta) + bench.nginx.requests() - before_nginx
+        log(f"(2,3) {label} run {run + 1}: cold {cold:.0f} files/s, warm {warm:.0f} files/s, "
+            f"warm HTTP requests {requests} (API {delta})")
+        if run == 0:
+            verify_files([(path, original_path(bench, item)) for path, item in zip(paths, bench.small)])
+    return cold, warm, requests
+
+
+def small_curl(bench, run):
+    urls = [item["data_url"] for item in bench.small]
+    seconds, size = curl_parallel(urls)
+    expect_bytes("curl", size, bench.small_bytes)
+    log(f"(2) {READERS} curls run {run + 1}: {len(urls) / seconds:.0f} files/s")
+    return len(urls) / seconds
+
+
+def summarize_small(runs):
+    """Median cold and warm files/s over runs, and the most requests of a warm pass."""
+    cold, warm, requests = zip(*runs)
+    return median(cold), median(warm), max(requests)
+
+
+def small_memory(bench):
+    """Median VmHWM while reading the small files cold with cache_size=64M, and the
+    median RSS after listing (process plus metadata)."""
+    peaks, listed = [], []
+    for run in range(RUNS):
+        with bench.avalafs(bench.data_fake, SMALL, f"cache_size={SMALL_CACHE}") as mount:
+            layout = DatasetLayout(SMALL)
+            os.listdir(layout.directory(mount))
+            paths = [layout.path(mount, item) for item in bench.small]
+            listed.append(mount.memory()["VmRSS"])
+            parallel_cat(paths)
+            peaks.append(mount.memory()["VmHWM"])
+            log(f"(5b) run {run + 1}: RSS after listing {listed[-1] / MiB:.1f} MiB, "
+                f"VmHWM {peaks[-1] / MiB:.1f} MiB, cache {mount.avalafs_stats()}")
+    return median(peaks), median(listed)
+
+
+def listing(bench):
+    """Median seconds of a cold ls -l plus stat of every item directory of the 10,000
+    item dataset, and the most item-list requests one such run made."""
+    times, requests = [], []
+    for run in range(RUNS):
+        with bench.avalafs(bench.list_fake, TEN_K, f"page_size={LIST_SMALL_PAGE}") as mount:
+            items = DatasetLayout(TEN_K).directory(mount)
+            before = bench.list_fake.counts()
+            start = time.perf_counter()
+            timed(["ls", "-l", items])
+            names = os.listdir(items)
+            for name in names:
+                os.stat(os.path.join(items, name))
+            times.append(time.perf_counter() - start)
+            delta = count_delta(before, bench.list_fake.counts())
+            requests.append(delta.get("items_list", 0))
+            if len(names) != LIST_SMALL:
+                raise BenchError(f"{len(names)} item directories listed, {LIST_SMALL} expected")
+            log(f"(4) avalafs run {run + 1}: {times[-1]:.2f} s, API requests {delta}")
+    return median(times), max(requests)
+
+
+def listing_reference(bench):
+    times = []
+    for run in range(RUNS):
+        start = time.perf_counter()
+        pages = list_pages(bench.list_fake.port, TEN_K, LIST_SMALL_PAGE)
+        times.append(time.perf_counter() - start)
+        log(f"(4) http.client run {run + 1}: {times[-1]:.2f} s, {len(pages)} pages")
+    return median(times)
+
+
+def item_json_bytes(bench):
+    """Mean size of one item of the 100,000 item dataset as compact JSON."""
+    items = bench.list_fake.items(HUNDRED_K, LIST_LARGE_PAGE)
+    total = sum(len(json.dumps(item, separators=(",", ":"), ensure_ascii=False).encode()) for item in items)
+    return total / len(items)
+
+
+def large_listing_memory(bench):
+    """Median VmHWM after ls of the 100,000 item dataset, and the median RSS it added."""
+    peaks, added = [], []
+    for run in range(RUNS):
+        with bench.avalafs(bench.list_fake, HUNDRED_K, f"page_size={LIST_LARGE_PAGE}") as mount:
+            before = mount.memory()["VmRSS"]
+            _, listed, _ = timed(["ls", DatasetLayout(HUNDRED_K).directory(mount)])
+            if len(listed.splitlines()) != LIST_LARGE:
+                raise BenchError(f"ls listed {len(listed.splitlines())} items, {LIST_LARGE} expected")
+            after = mount.memory()
+            peaks.append(after["VmHWM"])
+            added.append(after["VmRSS"] - before)
+            log(f"(5a) run {run + 1}: RSS {before / MiB:.1f} -> {after['VmRSS'] / MiB:.1f} MiB, "
+                f"VmHWM {after['VmHWM'] / MiB:.1f} MiB")
+    return median(peaks), median(added)
+
+
+def verdict(ok):
+    return "PASS" if ok else "FAIL"
+
+
+def measure(rows, label, step):
+    """Run one step; on BenchError its row says what went wrong."""
+    try:
+        rows.extend(step())
+    except (BenchError, OSError) as error:
+        log(f"{label}: {error}")
+        rows.append((label, f"error: {error}", "", "", "", "FAIL"))
+
+
+def rows_big(bench):
+    avalafs, curl, rclone = [], [], []
+    for run in range(RUNS):
+        avalafs.append(big_read(bench, lambda: bench.avalafs(bench.data_fake, BIG), DatasetLayout(BIG),
+                                "avalafs", run))
+        curl.append(big_curl(bench, run))
+        if shutil.which("rclone"):
+            rclone.append(big_read(bench, bench.rclone, ServedLayout(), "rclone", run))
+    avalafs, curl = median(avalafs), median(curl)
+    rows = [("1. 512 MiB file, `dd bs=1M`, cold", f"{avalafs:.0f} MB/s", f"curl {curl:.0f} MB/s",
+             f"{avalafs / curl:.2f}", "≥ 0.9", verdict(avalafs / curl >= 0.9))]
+    if rclone:
+        rclone = median(rclone)
+        rows.append(("1r. same, `rclone mount` (http)", f"{rclone:.0f} MB/s", f"curl {curl:.0f} MB/s",
+                     f"{rclone / curl:.2f}", "—", ""))
+    return rows
+
+
+def rows_small(bench):
+    avalafs, curl, rclone = [], [], []
+    for run in range(RUNS):
+        avalafs.append(small_reads(bench, lambda: bench.avalafs(bench.data_fake, SMALL),
+                                   DatasetLayout(SMALL), "avalafs", run))
+        curl.append(small_curl(bench, run))
+        if shutil.which("rclone"):
+            rclone.append(small_reads(bench, bench.rclone, ServedLayout(), "rclone", run))
+    cold, warm, requests = summarize_small(avalafs)
+    curl = median(curl)
+    rows = [
+        (f"2. {SMALL_COUNT:,} files of 60–160 KB, `xargs -P{READERS} cat`, cold", f"{cold:.0f} files/s",
+         f"{READERS} curls {curl:.0f} files/s", f"{cold / curl:.2f}", "≥ 0.8", verdict(cold / curl >= 0.8)),
+        ("3. same files again, same mount", f"{warm:.0f} files/s, {requests} HTTP requests",
+         f"cold {cold:.0f} files/s", f"{warm / cold:.1f}", "0 requests, ≥ 5",
+         verdict(requests == 0 and warm / cold >= 5)),
+    ]
+    if rclone:
+        rc_cold, rc_warm, rc_requests = summarize_small(rclone)
+        rows += [
+            ("2r. cold, `rclone mount` (http)", f"{rc_cold:.0f} files/s", f"{READERS} curls {curl:.0f} files/s",
+             f"{rc_cold / curl:.2f}", "—", ""),
+            ("3r. again, `rclone mount` (http)", f"{rc_warm:.0f} files/s, {rc_requests} HTTP requests",
+             f"cold {rc_cold:.0f} files/s", f"{rc_warm / rc_cold:.1f}", "—", ""),
+        ]
+    return rows
+
+
+def rows_listing(bench):
+    seconds, requests = listing(bench)
+    reference = listing_reference(bench)
+    pages = math.ceil(LIST_SMALL / LIST_SMALL_PAGE)
+    ratio = seconds / reference
+    return [(f"4. `ls -l` + stat of {LIST_SMALL:,} item dirs, page_size={LIST_SMALL_PAGE}, cold",
+             f"{seconds:.2f} s, {requests} list requests",
+             f"http.client, one keep-alive connection, {pages} pages: {reference:.2f} s",
+             f"{ratio:.2f}", f"{pages} requests, ≤ 1.5", verdict(requests == pages and ratio <= 1.5))]
+
+
+def rows_memory(bench):
+    json_bytes = item_json_bytes(bench)
+    peak, added = large_listing_memory(bench)
+    per_item = added / LIST_LARGE - json_bytes
+    rows = [(f"5a. `ls` of {LIST_LARGE:,} items, page_size={LIST_LARGE_PAGE}",
+             f"VmHWM {peak / MiB:.0f} MiB; {added / LIST_LARGE:.0f} B/item",
+             f"JSON {json_bytes:.0f} B/item", f"{per_item:.0f} B/item beyond JSON", "≤ 1536 B",
+             verdict(per_item <= 1536))]
+    small_peak, listed = small_memory(bench)
+    bound = 64 * MiB + listed + 64 * MiB
+    rows.append((f"5b. VmHWM during (2), cache_size={SMALL_CACHE}", f"{small_peak / MiB:.0f} MiB",
+                 f"bound 64 MiB cache + {listed / MiB:.0f} MiB metadata + 64 MiB = {bound / MiB:.0f} MiB",
+                 f"{small_peak / bound:.2f}", "< bound", verdict(small_peak < bound)))
+    return rows
+
+
+def machine():
+    with open("/proc/cpuinfo") as cpuinfo:
+        model = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")),
+                     "unknown CPU")
+    with open("/proc/meminfo") as meminfo:
+        total = next(int(line.split()[1]) for line in meminfo if line.startswith("MemTotal"))
+    nginx = subprocess.run(["nginx", "-v"], capture_output=True, text=True).stderr.strip().split("/")[-1]
+    curl = subprocess.run(["curl", "--version"], capture_output=True, text=True).stdout.split()[1]
+    rclone = "rclone mount rows included" if shutil.which("rclone") else "rclone not installed, its rows skipped"
+    return [f"Machine: {len(os.sched_getaffinity(0))} CPUs ({model}), {total / 1024 / 1024:.1f} GiB memory, "
+            f"Linux {os.uname().release}",
+            f"Servers: nginx {nginx} and curl {curl} on 127.0.0.1; {rclone}"]
+
+
+def table(rows):
+    lines = ["| measurement (median of 3 runs) | avalafs | reference | ratio | target | result |",
+             "|---|---|---|---|---|---|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return lines
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description="Benchmark avalafs against curl on a local nginx.")
+    parser.add_argument("--binary", default=os.path.join(ROOT, "build", "avalafs"), help="the avalafs binary")
+    parser.add_argument("--workdir", required=True,
+                        help="an empty scratch directory (data files, logs, mountpoint)")
+    parser.add_argument("--results", default=os.path.join(ROOT, "bench", "results.md"),
+                        help="where the report is also written")
+    return parser.parse_args()
+
+
+def main():
+    args = parse_args()
+    signal.signal(signal.SIGTERM, on_sigterm)
+    bench = Bench(args.binary, args.workdir)
+    rows = []
+    try:
+        bench.start_servers()
+        measure(rows, "1.", lambda: rows_big(bench))
+        measure(rows, "2./3.", lambda: rows_small(bench))
+        measure(rows, "4.", lambda: rows_listing(bench))
+        measure(rows, "5.", lambda: rows_memory(bench))
+    finally:
+        bench.stop()
+    report = "\n".join(machine() + [""] + table(rows) + ["", NOTES]) + "\n"
+    sys.stdout.write(report)
+    with open(args.results, "w") as out:
+        out.write(report)
+    log(f"total {time.monotonic() - started:.0f} s; report also in {args.results}")
+
+
+if __name__ == "__main__":
+    main()
