@@ -275,7 +275,16 @@ class Mount:
         return proc_status(self.pid)
 
     def avalafs_stats(self):
-        return json.loads(os.getxattr(self.path, "user.avalafs.stats"))
+        """The cache counters avalafs logs on SIGUSR1."""
+        def lines():
+            return [line for line in self.children.log_tail(self.name, 1000).splitlines()
+                    if "stats: " in line]
+        before = len(lines())
+        os.kill(self.pid, signal.SIGUSR1)
+        deadline = time.monotonic() + 10
+        while len(lines()) == before and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return json.loads(lines()[-1].split("stats: ", 1)[1]) if lines() else {}
 
     def stop(self):
         if self.name not in self.children.running:

@@ -6,7 +6,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -727,53 +726,9 @@ static void fs_fallocate(fuse_req_t req, fuse_ino_t ino, int mode,
 	fuse_reply_err(req, EROFS);
 }
 
-#define STATS_XATTR "user.avalafs.stats"
-
-/* The root carries the cache's counters as an extended attribute, for the
- * benchmark and the tests: getfattr -n user.avalafs.stats MOUNT. */
-static void fs_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
-			size_t size)
-{
-	struct fs *fs = fs_of(req);
-	struct stream_stats st;
-	char buf[512];
-	int len;
-
-	if (ino != FUSE_ROOT_ID || strcmp(name, STATS_XATTR) != 0) {
-		fuse_reply_err(req, ENODATA);
-		return;
-	}
-	stream_get_stats(fs->stream, &st);
-	len = snprintf(buf, sizeof(buf),
-		       "{\"cache_used\": %zu, \"cache_peak\": %zu, "
-		       "\"cache_budget\": %zu, \"fetches\": %" PRIu64 ", "
-		       "\"fetched_bytes\": %" PRIu64 ", \"block_hits\": %" PRIu64
-		       ", \"block_misses\": %" PRIu64 "}\n",
-		       st.used, st.peak, st.budget, st.fetches, st.fetched,
-		       st.hits, st.misses);
-	if (size == 0)
-		fuse_reply_xattr(req, len);
-	else if (size < (size_t)len)
-		fuse_reply_err(req, ERANGE);
-	else
-		fuse_reply_buf(req, buf, len);
-}
-
-static void fs_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
-{
-	size_t len = ino == FUSE_ROOT_ID ? sizeof(STATS_XATTR) : 0;
-
-	if (size == 0)
-		fuse_reply_xattr(req, len);
-	else if (size < len)
-		fuse_reply_err(req, ERANGE);
-	else
-		fuse_reply_buf(req, STATS_XATTR, len);
-}
-
+/* No getxattr or listxattr: libfuse answers ENOSYS, and the kernel stops
+ * asking, where ENODATA would cost `ls -l` three requests per file. */
 const struct fuse_lowlevel_ops fs_ops = {
-	.getxattr = fs_getxattr,
-	.listxattr = fs_listxattr,
 	.lookup = fs_lookup,
 	.forget = fs_forget,
 	.forget_multi = fs_forget_multi,

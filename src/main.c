@@ -16,6 +16,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -212,21 +213,36 @@ static void raise_kernel_readahead(const char *mountpoint, unsigned kb)
 	fclose(f);
 }
 
-/* Cancels the engine's requests once the session ends (a signal or an
- * unmount), so no FUSE thread sits out a retry before the loop can end. */
-struct exit_watch {
+static volatile sig_atomic_t stats_wanted;
+
+static void on_sigusr1(int sig)
+{
+	stats_wanted = 1;
+}
+
+/* Watches the session from its own thread: logs the cache's counters on
+ * SIGUSR1, and cancels the engine's requests once the session ends (a
+ * signal or an unmount), so no FUSE thread sits out a retry before the loop
+ * can end. */
+struct session_watch {
 	struct fuse_session *se;
 	struct http *http;
+	struct stream *stream;
 	int done; /* atomic: the loop returned */
 };
 
-static void *watch_exit(void *p)
+static void *watch_session(void *p)
 {
-	struct exit_watch *w = p;
+	struct session_watch *w = p;
 
 	while (!fuse_session_exited(w->se) &&
-	       !__atomic_load_n(&w->done, __ATOMIC_ACQUIRE))
-		usleep(100 * 1000);
+	       !__atomic_load_n(&w->done, __ATOMIC_ACQUIRE)) {
+		if (stats_wanted) {
+			stats_wanted = 0;
+			stream_log_stats(w->stream);
+		}
+		usleep(50 * 1000);
+	}
 	http_cancel_all(w->http);
 	return NULL;
 }
@@ -350,7 +366,7 @@ int main(int argc, char *argv[])
 	struct catalog *cat = NULL;
 	struct stream *stream = NULL;
 	struct fs fs = { 0 };
-	struct exit_watch watch;
+	struct session_watch watch;
 	pthread_t watcher;
 	bool watching;
 	const char *api_url;
@@ -471,6 +487,7 @@ int main(int argc, char *argv[])
 		goto out_tree;
 	if (fuse_set_signal_handlers(se) != 0)
 		goto out_session;
+	signal(SIGUSR1, on_sigusr1);
 	if (fuse_session_mount(se, cmd.mountpoint) != 0)
 		goto out_signals;
 	raise_kernel_readahead(cmd.mountpoint, 1024);
@@ -481,8 +498,10 @@ int main(int argc, char *argv[])
 		log_use_syslog(true);
 	log_info("mounted %s on %s", api_url, cmd.mountpoint);
 
-	watch = (struct exit_watch){ .se = se, .http = http };
-	watching = pthread_create(&watcher, NULL, watch_exit, &watch) == 0;
+	watch = (struct session_watch){
+		.se = se, .http = http, .stream = stream,
+	};
+	watching = pthread_create(&watcher, NULL, watch_session, &watch) == 0;
 	if (cmd.singlethread) {
 		ret = fuse_session_loop(se);
 	} else {

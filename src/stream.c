@@ -203,6 +203,19 @@ void stream_get_stats(struct stream *s, struct stream_stats *st)
 	pthread_mutex_unlock(&s->lock);
 }
 
+void stream_log_stats(struct stream *s)
+{
+	struct stream_stats st;
+
+	stream_get_stats(s, &st);
+	log_info("stats: {\"cache_used\": %zu, \"cache_peak\": %zu, "
+		 "\"cache_budget\": %zu, \"fetches\": %" PRIu64 ", "
+		 "\"fetched_bytes\": %" PRIu64 ", \"block_hits\": %" PRIu64
+		 ", \"block_misses\": %" PRIu64 "}",
+		 st.used, st.peak, st.budget, st.fetches, st.fetched, st.hits,
+		 st.misses);
+}
+
 /* The state of one file, created on first use. Called with s->lock held. */
 static struct sfile *file_get(struct stream *s, struct dataset *ds,
 			      const struct item *it, enum stream_file which)

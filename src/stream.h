@@ -76,4 +76,7 @@ bool stream_keep_cache(struct stream *s, struct dataset *ds,
 /* A snapshot of the counters. */
 void stream_get_stats(struct stream *s, struct stream_stats *st);
 
+/* Log the counters as one line: "stats: {JSON}". */
+void stream_log_stats(struct stream *s);
+
 #endif

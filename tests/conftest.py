@@ -143,6 +143,17 @@ class Mount:
         with open(self.stderr_path, "rb") as f:
             return f.read().decode(errors="replace")
 
+    def cache_stats(self):
+        """The cache counters avalafs logs on SIGUSR1."""
+        before = self.log().count("stats: ")
+        self.proc.send_signal(signal.SIGUSR1)
+        deadline = time.time() + 10
+        while self.log().count("stats: ") == before:
+            assert time.time() < deadline, "no stats line: " + self.log()
+            time.sleep(0.02)
+        line = [l for l in self.log().splitlines() if "stats: " in l][-1]
+        return json.loads(line.split("stats: ", 1)[1])
+
     def alive(self):
         return self.proc.poll() is None and os.path.ismount(self.path)
 

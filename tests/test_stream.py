@@ -1,6 +1,5 @@
 # Data reads (issue 3): one fetch for concurrent readers, a cache budget that
 # holds, readahead that grows and resets, and connections reused.
-import json
 import os
 import random
 import threading
@@ -9,10 +8,6 @@ from conftest import sha256_file
 
 MIB = 1 << 20
 BLOCK = 128 * 1024
-
-
-def stats(m):
-    return json.loads(os.getxattr(m.path, "user.avalafs.stats"))
 
 
 def file_requests(fake, uid):
@@ -93,7 +88,7 @@ def test_cache_budget_holds_under_parallel_random_reads(fake_factory,
     for th in threads:
         th.join()
     assert errors == []
-    st = stats(m)
+    st = m.cache_stats()
     assert st["cache_budget"] == 4 * MIB
     assert 0 < st["cache_peak"] <= st["cache_budget"], st
     assert st["cache_used"] <= st["cache_budget"]
