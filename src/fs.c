@@ -608,27 +608,64 @@ static void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		open_file_free(of);
 }
 
+/* Reply with the bytes of a data file straight from the cache's blocks. */
+static void read_data(fuse_req_t req, struct fs *fs, struct open_file *of,
+		      size_t size, off_t off)
+{
+	struct node *n = of->node;
+	struct stream_view v;
+	struct fuse_bufvec *bv;
+	int err, i;
+
+	err = stream_read_view(fs->stream, of->reader, n->ds, of->it,
+			       n->type == NODE_DATA ? STREAM_DATA
+						    : STREAM_THUMB,
+			       size, off, &v);
+	if (err) {
+		fuse_reply_err(req, -err);
+		return;
+	}
+	if (v.len == 0) {
+		fuse_reply_buf(req, NULL, 0); /* the end of the file */
+		stream_view_release(fs->stream, &v);
+		return;
+	}
+	bv = calloc(1, sizeof(*bv) + v.n * sizeof(bv->buf[0]));
+	if (!bv) {
+		stream_view_release(fs->stream, &v);
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	for (i = 0; i < v.n && v.iov[i].iov_len; i++) {
+		bv->buf[i].mem = v.iov[i].iov_base;
+		bv->buf[i].size = v.iov[i].iov_len;
+	}
+	bv->count = i;
+	fuse_reply_data(req, bv, FUSE_BUF_NO_SPLICE);
+	stream_view_release(fs->stream, &v);
+	free(bv);
+}
+
 static void fs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		    struct fuse_file_info *fi)
 {
 	struct fs *fs = fs_of(req);
 	struct open_file *of = (struct open_file *)(uintptr_t)fi->fh;
 	struct node *n = of->node;
-	char *buf = malloc(size ? size : 1);
+	char *buf;
 	ssize_t got;
 
+	if (n->type == NODE_DATA || n->type == NODE_THUMB) {
+		read_data(req, fs, of, size, off);
+		return;
+	}
+	buf = malloc(size ? size : 1);
 	if (!buf) {
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
-	if (n->type == NODE_DATA || n->type == NODE_THUMB)
-		got = stream_read(fs->stream, of->reader, n->ds, of->it,
-				  n->type == NODE_DATA ? STREAM_DATA
-						       : STREAM_THUMB,
-				  buf, size, off);
-	else
-		got = render_read(of->it, render_of(n->type), n->ident, buf,
-				  size, off);
+	got = render_read(of->it, render_of(n->type), n->ident, buf, size,
+			  off);
 	if (got < 0)
 		fuse_reply_err(req, (int)-got);
 	else

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/uio.h>
 
 #define BLOCK_SHIFT STREAM_BLOCK_SHIFT
 #define BLOCK_SIZE ((int64_t)1 << BLOCK_SHIFT)
@@ -754,32 +755,38 @@ static void readahead_plan(struct stream *s, struct stream_reader *r,
 }
 
 /* Load blocks [a, b] of @f for a reader (fetching [fa, fb] when missing, and
- * the readahead range), wait for them, and copy [off, off + len) out.
- * Returns bytes copied, -EAGAIN when a block failed without a cause, or a
- * negative errno. */
-static ssize_t read_once(struct stream *s, struct stream_reader *r,
-			 struct dataset *ds, struct item *it,
-			 enum stream_file which, struct sfile *f, int64_t fsize,
-			 char *buf, int64_t off, size_t len, int64_t fa,
-			 int64_t fb)
+ * the readahead range), wait for them, and describe [off, off + len) in @v
+ * with the blocks pinned. Returns 0, -EAGAIN when a block failed without a
+ * cause, or a negative errno (@v then holds nothing). */
+static int view_once(struct stream *s, struct stream_reader *r,
+		     struct dataset *ds, struct item *it, enum stream_file which,
+		     struct sfile *f, int64_t fsize, int64_t off, size_t len,
+		     int64_t fa, int64_t fb, struct stream_view *v)
 {
 	int64_t a = off >> BLOCK_SHIFT, b = (off + len - 1) >> BLOCK_SHIFT, i;
 	int64_t ra_a = 1, ra_b = 0;
-	struct block **pinned = calloc(b - a + 1, sizeof(*pinned));
 	struct job *demand = NULL, *ahead = NULL;
 	unsigned gen;
-	ssize_t done = 0;
 	int err = 0;
 
-	if (!pinned)
+	v->n = 0;
+	v->len = 0;
+	v->blocks = calloc(b - a + 1, sizeof(*v->blocks));
+	v->iov = calloc(b - a + 1, sizeof(*v->iov));
+	if (!v->blocks || !v->iov) {
+		stream_view_release(s, v);
 		return -ENOMEM;
+	}
 	pthread_mutex_lock(&s->lock);
 	gen = f->gen;
 	err = plan(s, ds, it, which, f, fa, fb, true, &demand);
 	for (i = a; !err && i <= b; i++) {
-		pinned[i - a] = block_find(s, f, i);
-		if (pinned[i - a])
-			pinned[i - a]->pins++;
+		struct block *blk = block_find(s, f, i);
+
+		if (blk) {
+			blk->pins++;
+			v->blocks[v->n++] = blk;
+		}
 	}
 	if (!err && r) {
 		readahead_plan(s, r, f, off, len, fb, fsize, &ra_a, &ra_b);
@@ -793,41 +800,53 @@ static ssize_t read_once(struct stream *s, struct stream_reader *r,
 	start_jobs(s, demand, true);
 
 	pthread_mutex_lock(&s->lock);
-	for (i = a; i <= b; i++) {
-		struct block *blk = pinned[i - a];
+	if (!err && v->n != b - a + 1)
+		err = -EAGAIN;
+	for (i = 0; i < v->n; i++) {
+		struct block *blk = v->blocks[i];
 
-		while (blk && !blk->ready && blk->cached)
+		while (!blk->ready && blk->cached)
 			pthread_cond_wait(&s->changed, &s->lock);
-		if (!blk || !blk->ready)
-			err = err ? err : f->err ? f->err : -EAGAIN;
+		if (!blk->ready && !err)
+			err = f->err ? f->err : -EAGAIN;
 	}
 	if (!err && f->gen != gen)
 		err = -EIO; /* the object changed: never mix versions */
 	pthread_mutex_unlock(&s->lock);
 
-	for (i = a; !err && i <= b; i++) {
-		struct block *blk = pinned[i - a];
-		int64_t from = off + done - (i << BLOCK_SHIFT);
+	for (i = 0; !err && i < v->n; i++) {
+		struct block *blk = v->blocks[i];
+		int64_t from = off + (int64_t)v->len - ((a + i) << BLOCK_SHIFT);
 		size_t n;
 
 		if (from >= (int64_t)blk->len)
 			break; /* the object ends here */
 		n = blk->len - from;
-		if (n > len - done)
-			n = len - done;
-		memcpy(buf + done, blk->data + from, n);
-		done += n;
+		if (n > len - v->len)
+			n = len - v->len;
+		v->iov[i].iov_base = blk->data + from;
+		v->iov[i].iov_len = n;
+		v->len += n;
 	}
+	if (err)
+		stream_view_release(s, v);
+	return err;
+}
 
-	pthread_mutex_lock(&s->lock);
-	for (i = a; i <= b; i++) {
-		if (pinned[i - a])
-			block_unpin(s, pinned[i - a]);
+void stream_view_release(struct stream *s, struct stream_view *v)
+{
+	int i;
+
+	if (v->n) {
+		pthread_mutex_lock(&s->lock);
+		for (i = 0; i < v->n; i++)
+			block_unpin(s, v->blocks[i]);
+		pthread_cond_broadcast(&s->changed);
+		pthread_mutex_unlock(&s->lock);
 	}
-	pthread_cond_broadcast(&s->changed);
-	pthread_mutex_unlock(&s->lock);
-	free(pinned);
-	return err ? err : done;
+	free(v->blocks);
+	free(v->iov);
+	memset(v, 0, sizeof(*v));
 }
 
 int stream_size(struct stream *s, struct dataset *ds, struct item *it,
@@ -878,15 +897,15 @@ int stream_size(struct stream *s, struct dataset *ds, struct item *it,
 	return err;
 }
 
-ssize_t stream_read(struct stream *s, struct stream_reader *r,
-		    struct dataset *ds, struct item *it, enum stream_file which,
-		    char *buf, size_t size, off_t off)
+int stream_read_view(struct stream *s, struct stream_reader *r,
+		     struct dataset *ds, struct item *it, enum stream_file which,
+		     size_t size, off_t off, struct stream_view *v)
 {
 	int64_t fsize, fa, fb;
 	struct sfile *f;
-	ssize_t n = -EIO;
 	int tries, err;
 
+	memset(v, 0, sizeof(*v));
 	err = stream_size(s, ds, it, which, &fsize);
 	if (err)
 		return err;
@@ -908,10 +927,10 @@ ssize_t stream_read(struct stream *s, struct stream_reader *r,
 		r = NULL;
 	}
 	for (tries = 0; tries < MAX_TRIES; tries++) {
-		n = read_once(s, r, ds, it, which, f, fsize, buf, off, size, fa,
-			      fb);
-		if (n != -EAGAIN)
-			return n;
+		err = view_once(s, r, ds, it, which, f, fsize, off, size, fa, fb,
+				v);
+		if (err != -EAGAIN)
+			return err;
 	}
 	return -EIO;
 }

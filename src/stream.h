@@ -8,6 +8,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
+#include <sys/uio.h>
 
 #include "catalog.h"
 #include "http.h"
@@ -61,12 +62,24 @@ const char *stream_url(const struct item *it, enum stream_file which);
 int stream_size(struct stream *s, struct dataset *ds, struct item *it,
 		enum stream_file which, int64_t *size);
 
-/* Read up to @size bytes at @off into @buf for reader @r (NULL: no
- * readahead). Returns the byte count (short only at the end of the file)
- * or a negative errno. */
-ssize_t stream_read(struct stream *s, struct stream_reader *r,
-		    struct dataset *ds, struct item *it, enum stream_file which,
-		    char *buf, size_t size, off_t off);
+/* Bytes of a file, in place in the cache: @n pieces of @len bytes in all,
+ * pinned until stream_view_release(). */
+struct stream_view {
+	struct iovec *iov;
+	int n;
+	size_t len;
+	struct block **blocks; /* the pinned blocks */
+};
+
+/* Describe up to @size bytes at @off of the file in @v, for reader @r
+ * (NULL: no readahead). @v->len is short only at the end of the file.
+ * Returns 0 (release @v after use) or a negative errno. */
+int stream_read_view(struct stream *s, struct stream_reader *r,
+		     struct dataset *ds, struct item *it, enum stream_file which,
+		     size_t size, off_t off, struct stream_view *v);
+
+/* Unpin what @v holds; accepts an empty view. */
+void stream_view_release(struct stream *s, struct stream_view *v);
 
 /* Whether an open of the file may keep the kernel's page cache: true
  * unless the object changed since the last open. */

@@ -35,7 +35,8 @@ DATASET SPEC (--dataset, repeatable)
                     at start-up
   Without --dataset the server holds demo/cars:items=12,sequences=2.
   Everything is drawn from random.Random(f"{seed}:{owner}/{slug}"); file bytes
-  are random.Random(f"{seed}:{uid}:{kind}").randbytes(size) with kind data,
+  are random.Random(f"{seed}:{uid}:{kind}").randbytes(size) (drawn 64 MiB at
+  a time past 64 MiB) with kind data,
   thumbnail or featured. One item of a documented dataset has the unknown
   status "archived_v2"; the first sequence has a view keyed "cam/rear".
 
@@ -525,6 +526,19 @@ class Dataset:
         return obj
 
 
+CHUNK = 64 << 20
+
+
+def file_bytes(seed_text: str, size: int) -> bytes:
+    """The deterministic bytes of one file: randbytes of a seeded generator,
+    drawn 64 MiB at a time (randbytes cannot draw 256 MiB or more at once)."""
+    rng = random.Random(seed_text)
+    if size <= CHUNK:
+        return rng.randbytes(size)
+    return b"".join(rng.randbytes(min(CHUNK, size - at))
+                    for at in range(0, size, CHUNK))
+
+
 def write_data_files(dataset: Dataset) -> None:
     """Write every item's data file to files_dir/<uid><ext>."""
     directory = dataset.spec.files_dir
@@ -532,7 +546,7 @@ def write_data_files(dataset: Dataset) -> None:
     for item in dataset.items:
         data = item.files["data"]
         with open(os.path.join(directory, f"{item.uid}{data.ext}"), "wb") as out:
-            out.write(random.Random(data.seed_text).randbytes(data.size))
+            out.write(file_bytes(data.seed_text, data.size))
 
 
 # ---------------------------------------------------------------- HTTP pieces
@@ -727,7 +741,7 @@ class BlobStore:
             if blob is not None:
                 self._blobs.move_to_end(seed_text)
                 return blob
-        data = random.Random(seed_text).randbytes(size)
+        data = file_bytes(seed_text, size)
         blob = Blob(data, hashlib.sha256(data).hexdigest())
         with self._lock:
             self._digests[seed_text] = blob.sha256
