@@ -608,14 +608,14 @@ static void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		open_file_free(of);
 }
 
-/* Reply with the bytes of a data file straight from the cache's blocks. */
+/* Reply with the bytes of a data file straight from the cache's blocks:
+ * one writev to the kernel, no copy on our side. */
 static void read_data(fuse_req_t req, struct fs *fs, struct open_file *of,
 		      size_t size, off_t off)
 {
 	struct node *n = of->node;
 	struct stream_view v;
-	struct fuse_bufvec *bv;
-	int err, i;
+	int err, count;
 
 	err = stream_read_view(fs->stream, of->reader, n->ds, of->it,
 			       n->type == NODE_DATA ? STREAM_DATA
@@ -625,25 +625,10 @@ static void read_data(fuse_req_t req, struct fs *fs, struct open_file *of,
 		fuse_reply_err(req, -err);
 		return;
 	}
-	if (v.len == 0) {
-		fuse_reply_buf(req, NULL, 0); /* the end of the file */
-		stream_view_release(fs->stream, &v);
-		return;
-	}
-	bv = calloc(1, sizeof(*bv) + v.n * sizeof(bv->buf[0]));
-	if (!bv) {
-		stream_view_release(fs->stream, &v);
-		fuse_reply_err(req, ENOMEM);
-		return;
-	}
-	for (i = 0; i < v.n && v.iov[i].iov_len; i++) {
-		bv->buf[i].mem = v.iov[i].iov_base;
-		bv->buf[i].size = v.iov[i].iov_len;
-	}
-	bv->count = i;
-	fuse_reply_data(req, bv, FUSE_BUF_NO_SPLICE);
+	for (count = 0; count < v.n && v.iov[count].iov_len; count++)
+		;
+	fuse_reply_iov(req, v.iov, count);
 	stream_view_release(fs->stream, &v);
-	free(bv);
 }
 
 static void fs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,

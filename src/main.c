@@ -15,6 +15,7 @@
 #include <curl/curl.h>
 #include <errno.h>
 #include <limits.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stddef.h>
@@ -228,15 +229,21 @@ struct session_watch {
 	struct fuse_session *se;
 	struct http *http;
 	struct stream *stream;
+	const char *mountpoint;
 	int done; /* atomic: the loop returned */
 };
 
 static void *watch_session(void *p)
 {
 	struct session_watch *w = p;
+	int ticks = 0;
 
 	while (!fuse_session_exited(w->se) &&
 	       !__atomic_load_n(&w->done, __ATOMIC_ACQUIRE)) {
+		/* the kernel sets its readahead when it reads our answer to
+		 * INIT, which the loop sends first: raise it after that */
+		if (++ticks == 4)
+			raise_kernel_readahead(w->mountpoint, 1024);
 		if (stats_wanted) {
 			stats_wanted = 0;
 			stream_log_stats(w->stream);
@@ -375,6 +382,9 @@ int main(int argc, char *argv[])
 	char *key = NULL;
 	int ret = 1;
 
+	/* cache blocks are 128 KiB: keep them on the heap, where freed ones are
+	 * reused, instead of an mmap and its page faults for each */
+	mallopt(M_MMAP_THRESHOLD, 8 << 20);
 	if (fuse_opt_parse(&args, &o, opt_spec, opt_proc) == -1)
 		goto out_opts;
 	if (o.show_help) {
@@ -490,7 +500,6 @@ int main(int argc, char *argv[])
 	signal(SIGUSR1, on_sigusr1);
 	if (fuse_session_mount(se, cmd.mountpoint) != 0)
 		goto out_signals;
-	raise_kernel_readahead(cmd.mountpoint, 1024);
 	http_quiesce(http); /* no thread may cross the fork */
 	if (fuse_daemonize(cmd.foreground) != 0)
 		goto out_unmount;
@@ -500,6 +509,7 @@ int main(int argc, char *argv[])
 
 	watch = (struct session_watch){
 		.se = se, .http = http, .stream = stream,
+		.mountpoint = cmd.mountpoint,
 	};
 	watching = pthread_create(&watcher, NULL, watch_session, &watch) == 0;
 	if (cmd.singlethread) {

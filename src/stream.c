@@ -55,7 +55,8 @@ struct block {
 };
 
 /* One GET for blocks [a, b] of a file, created not ready by its caller;
- * the job holds a pin on each until it has settled them. */
+ * the job holds a pin on each until it is whole or settled (then its entry
+ * in @blocks is NULL). */
 struct job {
 	struct stream *s;
 	struct dataset *ds;
@@ -85,6 +86,8 @@ struct stream {
 	int n_threads; /* protected by lock */
 	bool stopping; /* protected by lock */
 	struct stream_stats stats; /* protected by lock */
+	void *spare; /* protected by lock: free block buffers, linked */
+	size_t spare_bytes; /* protected by lock */
 	size_t small_file;
 	int64_t readahead_max;
 	int workers;
@@ -115,6 +118,39 @@ static void block_free(struct block *b)
 {
 	free(b->data);
 	free(b);
+}
+
+/* Free @b, keeping a whole block's buffer for the next block: freshly
+ * allocated memory costs a page fault per page, a reused buffer none. The
+ * spare buffers and the blocks together stay within the budget. Called with
+ * s->lock held. */
+static void block_release(struct stream *s, struct block *b)
+{
+	s->stats.used -= b->cap;
+	if (b->cap == BLOCK_SIZE &&
+	    s->stats.used + s->spare_bytes + BLOCK_SIZE <= s->stats.budget) {
+		*(void **)b->data = s->spare;
+		s->spare = b->data;
+		s->spare_bytes += BLOCK_SIZE;
+		free(b);
+		return;
+	}
+	block_free(b);
+}
+
+/* A buffer for a block of @cap bytes: a spare one when it fits. Called with
+ * s->lock held. */
+static char *buffer_get(struct stream *s, size_t cap)
+{
+	char *buf;
+
+	if (cap == BLOCK_SIZE && s->spare) {
+		buf = s->spare;
+		s->spare = *(void **)buf;
+		s->spare_bytes -= BLOCK_SIZE;
+		return buf;
+	}
+	return malloc(cap ? cap : 1);
 }
 
 static void job_free(struct job *j)
@@ -158,6 +194,12 @@ void stream_free(struct stream *s)
 	HASH_ITER(hh, s->blocks, b, bt) {
 		HASH_DEL(s->blocks, b);
 		block_free(b);
+	}
+	while (s->spare) {
+		void *next = *(void **)s->spare;
+
+		free(s->spare);
+		s->spare = next;
 	}
 	HASH_ITER(hh, s->files, f, ft) {
 		HASH_DEL(s->files, f);
@@ -274,18 +316,14 @@ static void block_drop(struct stream *s, struct block *b)
 		lru_unlink(s, b);
 		b->cached = false;
 	}
-	if (b->pins == 0) {
-		s->stats.used -= b->cap;
-		block_free(b);
-	}
+	if (b->pins == 0)
+		block_release(s, b);
 }
 
 static void block_unpin(struct stream *s, struct block *b)
 {
-	if (--b->pins == 0 && !b->cached) {
-		s->stats.used -= b->cap;
-		block_free(b);
-	}
+	if (--b->pins == 0 && !b->cached)
+		block_release(s, b);
 }
 
 /* Drop least recently used blocks nobody reads until @need more bytes fit.
@@ -386,6 +424,8 @@ static int job_write(void *ctx, int64_t off, const char *data, size_t len)
 		if (i < j->a || i > j->b)
 			return -EIO; /* more than the object had when planned */
 		b = j->blocks[i - j->a];
+		if (!b)
+			return -EIO; /* never: a finished block gets no more */
 		n = b->cap - at < len ? b->cap - at : len;
 		if (at != b->len || n == 0)
 			return -EIO;
@@ -399,6 +439,10 @@ static int job_write(void *ctx, int64_t off, const char *data, size_t len)
 			if (!stale) {
 				b->ready = true;
 				s->stats.fetched += b->len;
+				/* whole: readers may have it, and once read,
+				 * eviction may take it */
+				block_unpin(s, b);
+				j->blocks[i - j->a] = NULL;
 				pthread_cond_broadcast(&s->changed);
 			}
 			pthread_mutex_unlock(&s->lock);
@@ -494,8 +538,11 @@ static void job_run(struct job *j)
 	pthread_mutex_lock(&s->lock);
 	for (i = j->a; i <= j->b; i++) {
 		struct block *b = j->blocks[i - j->a];
-		int64_t end = (i << BLOCK_SHIFT) + (int64_t)b->len;
+		int64_t end;
 
+		if (!b)
+			continue; /* finished and released while it came */
+		end = (i << BLOCK_SHIFT) + (int64_t)b->len;
 		if (b->ready) {
 			/* done */
 		} else if (!err && b->len > 0 && j->f->size >= 0 &&
@@ -573,7 +620,7 @@ static struct block *block_new(struct stream *s, struct sfile *f, int64_t i)
 	b->cap = BLOCK_SIZE;
 	if (f->size >= 0 && f->size - start < BLOCK_SIZE)
 		b->cap = f->size - start;
-	b->data = malloc(b->cap ? b->cap : 1);
+	b->data = buffer_get(s, b->cap);
 	if (!b->data) {
 		free(b);
 		return NULL;
@@ -771,6 +818,7 @@ static int view_once(struct stream *s, struct stream_reader *r,
 
 	v->n = 0;
 	v->len = 0;
+	v->drop_behind = false;
 	v->blocks = calloc(b - a + 1, sizeof(*v->blocks));
 	v->iov = calloc(b - a + 1, sizeof(*v->iov));
 	if (!v->blocks || !v->iov) {
@@ -790,6 +838,10 @@ static int view_once(struct stream *s, struct stream_reader *r,
 	}
 	if (!err && r) {
 		readahead_plan(s, r, f, off, len, fb, fsize, &ra_a, &ra_b);
+		/* a file streamed end to end that would crowd the cache: the
+		 * kernel's page cache keeps what was read, so drop behind */
+		v->drop_behind = r->window > 0 &&
+				 fsize > (int64_t)s->stats.budget / 4;
 		/* readahead is best effort: no room, no readahead */
 		if (ra_a <= ra_b)
 			plan(s, ds, it, which, f, ra_a, ra_b, false, &ahead);
@@ -839,8 +891,17 @@ void stream_view_release(struct stream *s, struct stream_view *v)
 
 	if (v->n) {
 		pthread_mutex_lock(&s->lock);
-		for (i = 0; i < v->n; i++)
-			block_unpin(s, v->blocks[i]);
+		for (i = 0; i < v->n; i++) {
+			struct block *b = v->blocks[i];
+			bool read_to_end = v->iov &&
+				(char *)v->iov[i].iov_base + v->iov[i].iov_len ==
+					b->data + b->len;
+
+			if (v->drop_behind && read_to_end && b->ready &&
+			    b->pins == 1 && b->cached)
+				block_drop(s, b);
+			block_unpin(s, b);
+		}
 		pthread_cond_broadcast(&s->changed);
 		pthread_mutex_unlock(&s->lock);
 	}
