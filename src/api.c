@@ -12,8 +12,42 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <uthash.h>
 
-#define MAX_PAGES 1000000 /* a loop guard against a server that never ends */
+#define MAX_ITEMS 10000000 /* a listing longer than this is refused */
+
+/* A cursor already followed in one listing. */
+struct seen_cursor {
+	UT_hash_handle hh;
+	char text[];
+};
+
+/* Remember @cursor; false when it was seen before (the server loops). */
+static bool cursor_first_time(struct seen_cursor **seen, const char *cursor)
+{
+	size_t len = strlen(cursor);
+	struct seen_cursor *c;
+
+	HASH_FIND(hh, *seen, cursor, len, c);
+	if (c)
+		return false;
+	c = malloc(sizeof(*c) + len + 1);
+	if (c) {
+		memcpy(c->text, cursor, len + 1);
+		HASH_ADD_KEYPTR(hh, *seen, c->text, len, c);
+	}
+	return true;
+}
+
+static void seen_free(struct seen_cursor **seen)
+{
+	struct seen_cursor *c, *tmp;
+
+	HASH_ITER(hh, *seen, c, tmp) {
+		HASH_DEL(*seen, c);
+		free(c);
+	}
+}
 
 struct api {
 	struct http *http;
@@ -375,11 +409,17 @@ int api_parse_page(const char *body, size_t len, enum item_kind kind,
 	return err;
 }
 
-/* URL-escape one path segment; a new string or NULL. */
+/* URL-escape one path segment; a new string or NULL. "." and ".." are
+ * escaped too, or they would be taken as dot segments. */
 static char *escape(const char *s)
 {
-	char *e = curl_easy_escape(NULL, s, 0), *out;
+	char *e, *out;
 
+	if (strcmp(s, ".") == 0)
+		return strdup("%2E");
+	if (strcmp(s, "..") == 0)
+		return strdup("%2E%2E");
+	e = curl_easy_escape(NULL, s, 0);
 	if (!e)
 		return NULL;
 	out = strdup(e);
@@ -408,8 +448,11 @@ static void log_status(struct api *api, const char *what, long status,
 					__ATOMIC_RELAXED) == status)
 			return;
 	}
-	log_err("%s: HTTP %ld%s%.200s", what, status, body && *body ? ": " : "",
-		body ? body : "");
+	char clean[256];
+
+	/* redact before cutting, or a cut key would slip through */
+	log_redact(body ? body : "", clean, sizeof(clean));
+	log_err("%s: HTTP %ld%s%s", what, status, *clean ? ": " : "", clean);
 }
 
 /* GET @url and hand back a 200 body in @resp. Returns 0 or -errno. */
@@ -440,7 +483,8 @@ int api_list(struct api *api, const char *owner, const char *slug,
 	     enum item_kind kind, struct item_list *list)
 {
 	char *cursor = NULL, *url = NULL, *what, *ord = NULL;
-	size_t pages, n_bad = 0;
+	struct seen_cursor *seen = NULL;
+	size_t n_bad = 0;
 	int err = 0;
 
 	what = strprintf("%s/%s %s", owner, slug, kind_path(kind));
@@ -450,7 +494,7 @@ int api_list(struct api *api, const char *owner, const char *slug,
 		err = -ENOMEM;
 		goto out;
 	}
-	for (pages = 0; pages < MAX_PAGES; pages++) {
+	for (;;) {
 		struct http_resp resp;
 		char *tail, *next = NULL;
 
@@ -474,8 +518,15 @@ int api_list(struct api *api, const char *owner, const char *slug,
 			log_err("%s: malformed page from %s", what, url);
 			break;
 		}
-		if (next && cursor && strcmp(next, cursor) == 0) {
-			log_err("%s: the server repeats its cursor", what);
+		if (next && !cursor_first_time(&seen, next)) {
+			log_err("%s: the server repeats a cursor", what);
+			free(next);
+			err = -EIO;
+			break;
+		}
+		if (list->n > MAX_ITEMS) {
+			log_err("%s: more than %d entries, refused", what,
+				MAX_ITEMS);
 			free(next);
 			err = -EIO;
 			break;
@@ -492,6 +543,7 @@ int api_list(struct api *api, const char *owner, const char *slug,
 out:
 	if (err)
 		item_list_clear(list);
+	seen_free(&seen);
 	free(url);
 	free(cursor);
 	free(ord);
@@ -581,13 +633,14 @@ static const char *dataset_owner(const cJSON *obj)
 int api_list_datasets(struct api *api, struct dataset_ref **out, size_t *n)
 {
 	struct dataset_ref *v = NULL;
-	size_t cap = 0, pages;
+	struct seen_cursor *seen = NULL;
 	char *cursor = NULL;
+	size_t cap = 0;
 	int err = 0;
 
 	*out = NULL;
 	*n = 0;
-	for (pages = 0; pages < MAX_PAGES && !err; pages++) {
+	while (!err) {
 		struct http_resp resp;
 		const cJSON *results, *next, *obj;
 		cJSON *root;
@@ -642,7 +695,12 @@ int api_list_datasets(struct api *api, struct dataset_ref **out, size_t *n)
 		cJSON_Delete(root);
 		if (!cursor)
 			break;
+		if (!cursor_first_time(&seen, cursor) || *n > MAX_ITEMS) {
+			log_err("dataset list: the server repeats a cursor");
+			err = -EIO;
+		}
 	}
+	seen_free(&seen);
 	free(cursor);
 	if (err) {
 		api_free_datasets(v, *n);

@@ -323,11 +323,13 @@ static void *engine_main(void *p)
 
 			if (msg->msg != CURLMSG_DONE)
 				continue;
+			CURLcode rc = msg->data.result; /* msg dies with removal */
+
 			curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE,
 					  (char **)&job);
 			curl_multi_remove_handle(h->multi, msg->easy_handle);
 			pthread_mutex_lock(&h->lock);
-			job->rc = msg->data.result;
+			job->rc = rc;
 			job->done = true;
 			h->active--;
 			pthread_cond_signal(&job->finished);
@@ -767,6 +769,12 @@ static int perform(struct http *h, struct xfer *x, const char *url,
 			if (cap > BACKOFF_MAX_MS)
 				cap = BACKOFF_MAX_MS;
 			wait = cap / 2 + random() % (cap / 2 + 1);
+		}
+		if (x->status == 429 && now_ms() + wait >= deadline &&
+		    deadline - now_ms() > 1000) {
+			/* a Retry-After past the deadline: one last try at
+			 * the deadline beats giving up now */
+			wait = deadline - now_ms() - 1000;
 		}
 		if (now_ms() + wait >= deadline) {
 			log_err("%s: %s (status %ld), giving up after %d tries",

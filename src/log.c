@@ -35,6 +35,26 @@ void log_add_secret(const char *secret)
 	pthread_mutex_unlock(&log_lock);
 }
 
+/* When a line was cut, the start of a secret may end it: mask that too.
+ * Called with log_lock held. */
+static void redact_cut_end(char *line)
+{
+	size_t len = strlen(line), k;
+	int i;
+
+	for (i = 0; i < LOG_SECRETS && log_secrets[i]; i++) {
+		size_t slen = strlen(log_secrets[i]);
+
+		for (k = slen - 1; k >= 4 && k > 0; k--) {
+			if (k <= len &&
+			    strncmp(line + len - k, log_secrets[i], k) == 0) {
+				memset(line + len - k, '*', k);
+				return;
+			}
+		}
+	}
+}
+
 void log_set_debug(bool on)
 {
 	log_debug_on = on;
@@ -61,7 +81,8 @@ static size_t secret_at(const char *in)
 	return 0;
 }
 
-/* Copy @in to @out (of @cap bytes), every secret replaced by a mark. */
+/* Copy @in to @out (of @cap bytes), every secret replaced by a mark.
+ * Called with log_lock held. */
 static void redact(const char *in, char *out, size_t cap)
 {
 	static const char mark[] = "[REDACTED]";
@@ -84,19 +105,29 @@ static void redact(const char *in, char *out, size_t cap)
 	out[o] = '\0';
 }
 
+void log_redact(const char *in, char *out, size_t cap)
+{
+	pthread_mutex_lock(&log_lock);
+	redact(in, out, cap);
+	pthread_mutex_unlock(&log_lock);
+}
+
 void log_msg(enum log_level level, const char *fmt, ...)
 {
 	static const int prio[] = { LOG_ERR, LOG_WARNING, LOG_INFO, LOG_DEBUG };
 	char line[2048], clean[2048];
 	va_list ap;
+	bool cut;
 
 	if (level == LOG_DEBUG_ && !log_debug_on)
 		return;
 	va_start(ap, fmt);
-	vsnprintf(line, sizeof(line), fmt, ap);
+	cut = vsnprintf(line, sizeof(line), fmt, ap) >= (int)sizeof(line);
 	va_end(ap);
 
 	pthread_mutex_lock(&log_lock);
+	if (cut)
+		redact_cut_end(line);
 	redact(line, clean, sizeof(clean));
 	if (log_syslog_on)
 		syslog(prio[level], "%s", clean);

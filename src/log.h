@@ -4,6 +4,7 @@
 #define AVALAFS_LOG_H
 
 #include <stdbool.h>
+#include <stddef.h>
 
 enum log_level { LOG_ERR_, LOG_WARN_, LOG_INFO_, LOG_DEBUG_ };
 
@@ -12,6 +13,10 @@ enum log_level { LOG_ERR_, LOG_WARN_, LOG_INFO_, LOG_DEBUG_ };
 void log_add_secret(const char *secret);
 
 #define LOG_SECRETS 8
+
+/* Copy @in into @out (of @cap bytes) with every secret replaced by a
+ * mark, for text that is cut before it is logged. */
+void log_redact(const char *in, char *out, size_t cap);
 
 /* Show debug lines too. */
 void log_set_debug(bool on);

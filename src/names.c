@@ -132,27 +132,38 @@ static size_t safe_cut(const char *s, size_t cut)
 	return cut;
 }
 
-char *names_decorate(const char *name, const char *uid, bool full_uid)
+char *names_decorate(const char *name, const char *uid, bool full_uid,
+		     unsigned counter)
 {
-	char ext[NAMES_EXT_MAX], *tag, *out;
-	size_t len = strlen(name), elen, stem, tlen;
+	char ext[NAMES_EXT_MAX], num[16] = "", *tag, *out;
+	size_t len = strlen(name), elen, stem, tlen, nlen;
 
 	tag = names_escape(uid, full_uid ? strlen(uid) : strnlen(uid, 8));
 	if (!tag)
 		return NULL;
-	tlen = strlen(tag) + 1;
-	if (tlen > 96)
-		tlen = 96; /* a hostile uid must not eat the whole name */
+	tlen = strlen(tag);
+	if (tlen > NAMES_TAG_MAX)
+		tlen = safe_cut(tag, NAMES_TAG_MAX); /* a hostile uid must not
+							eat the whole name */
+	if (counter)
+		snprintf(num, sizeof(num), "~%u", counter);
+	nlen = strlen(num);
 	elen = names_ext(name, len, ext);
 	stem = len - elen;
-	if (stem + tlen + elen > NAMES_MAX)
-		stem = safe_cut(name, NAMES_MAX - tlen - elen);
-	out = malloc(stem + tlen + elen + 1);
+	if (stem + 1 + tlen + nlen + elen > NAMES_MAX)
+		stem = safe_cut(name, NAMES_MAX - 1 - tlen - nlen - elen);
+	out = malloc(stem + 1 + tlen + nlen + elen + 1);
 	if (out) {
-		memcpy(out, name, stem);
-		out[stem] = '~';
-		memcpy(out + stem + 1, tag, tlen - 1);
-		memcpy(out + stem + tlen, ext, elen + 1);
+		char *o = out;
+
+		memcpy(o, name, stem);
+		o += stem;
+		*o++ = '~';
+		memcpy(o, tag, tlen);
+		o += tlen;
+		memcpy(o, num, nlen);
+		o += nlen;
+		memcpy(o, ext, elen + 1);
 	}
 	free(tag);
 	return out;
@@ -168,7 +179,7 @@ static char *base_name(const struct names_input *in)
 	else
 		name = names_escape(in->key, in->key_len);
 	if (name && strlen(name) > NAMES_MAX) {
-		char *cut = names_decorate(name, in->uid, false);
+		char *cut = names_decorate(name, in->uid, false, 0);
 
 		free(name);
 		name = cut;
@@ -233,8 +244,8 @@ static unsigned count_of(struct name_count *tab, const char *name)
 }
 
 /* Rename, from @base, every object not @kept whose name in @out is shared.
- * @round 0 adds ~uid8, round 1 the whole uid, round 2 the uid and a counter
- * until the name is free. Returns 0 or -ENOMEM. */
+ * @round 0 adds ~uid8, round 1 the whole uid, round 2 the uid and the
+ * first free counter. Returns 0 or -ENOMEM. */
 static int resolve_round(char **out, char **base, const bool *kept,
 			 const struct names_input *in, size_t n, int round)
 {
@@ -252,15 +263,16 @@ static int resolve_round(char **out, char **base, const bool *kept,
 		if (kept[i] || count_of(tab, out[i]) < 2)
 			continue;
 		if (round < 2) {
-			fresh[i] = names_decorate(base[i], in[i].uid, round == 1);
+			fresh[i] = names_decorate(base[i], in[i].uid, round == 1,
+						  0);
 		} else {
-			char tag[80];
 			unsigned k;
 
-			for (k = 1; k < 1000000; k++) {
-				snprintf(tag, sizeof(tag), "%.40s~%u", in[i].uid, k);
+			/* n + 1 counters always hold a free one */
+			for (k = 1; k <= n + 1; k++) {
 				free(fresh[i]);
-				fresh[i] = names_decorate(base[i], tag, true);
+				fresh[i] = names_decorate(base[i], in[i].uid,
+							  true, k);
 				if (!fresh[i] || !count_of(tab, fresh[i]))
 					break;
 			}

@@ -24,11 +24,15 @@ size_t names_url_ext(const char *url, char ext[NAMES_EXT_MAX]);
 /* The extension for a metadata.format value: jpeg -> .jpg, png -> .png. */
 size_t names_format_ext(const char *format, char ext[NAMES_EXT_MAX]);
 
+#define NAMES_TAG_MAX 64 /* most bytes of an escaped uid in a name */
+
 /* Put "~" and the first 8 bytes of @uid (escaped) before the extension of
  * @name, cutting the stem on a UTF-8 boundary when the result would be
- * longer than NAMES_MAX. @full_uid uses the whole uid. Returns a new string,
- * NULL on ENOMEM. */
-char *names_decorate(const char *name, const char *uid, bool full_uid);
+ * longer than NAMES_MAX. @full_uid uses the whole uid (at most NAMES_TAG_MAX
+ * escaped bytes of it); a non-zero @counter follows as "~N". Returns a new
+ * string, NULL on ENOMEM. */
+char *names_decorate(const char *name, const char *uid, bool full_uid,
+		     unsigned counter);
 
 /* One object to name in names_assign(). */
 struct names_input {

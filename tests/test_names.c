@@ -245,23 +245,23 @@ static void test_decorate_short(void)
 {
 	char *s;
 
-	s = names_decorate("cat.png", "0123456789abcdef", false);
+	s = names_decorate("cat.png", "0123456789abcdef", false, 0);
 	CHECK_STR(s, "cat~01234567.png");
 	free(s);
-	s = names_decorate("cat.png", "0123456789abcdef", true);
+	s = names_decorate("cat.png", "0123456789abcdef", true, 0);
 	CHECK_STR(s, "cat~0123456789abcdef.png");
 	free(s);
-	s = names_decorate("README", "0123456789abcdef", false);
+	s = names_decorate("README", "0123456789abcdef", false, 0);
 	CHECK_STR(s, "README~01234567");
 	free(s);
-	s = names_decorate(".bashrc", "0123456789abcdef", false);
+	s = names_decorate(".bashrc", "0123456789abcdef", false, 0);
 	CHECK_STR(s, ".bashrc~01234567");
 	free(s);
-	s = names_decorate("a.tar.gz", "abc", false);
+	s = names_decorate("a.tar.gz", "abc", false, 0);
 	CHECK_STR(s, "a.tar~abc.gz");
 	free(s);
 	/* the uid is escaped like a key */
-	s = names_decorate("x.png", "a/b%c/d/e", false);
+	s = names_decorate("x.png", "a/b%c/d/e", false, 0);
 	CHECK_STR(s, "x~a%2Fb%25c%2Fd%2F.png");
 	free(s);
 }
@@ -297,7 +297,7 @@ static void test_decorate_long_utf8(void)
 	for (lead = 0; lead < 4; lead++) {
 		char *key = e_acute_key(lead, 296, ".png");
 		char *name = names_escape(key, strlen(key));
-		char *s = name ? names_decorate(name, uid, false) : NULL;
+		char *s = name ? names_decorate(name, uid, false, 0) : NULL;
 		size_t n = s ? strlen(s) : 0, stem;
 
 		CHECK(strlen(key) == 300);
@@ -339,7 +339,7 @@ static void test_decorate_long_escapes(void)
 		memcpy(key + n, ".jpg", 4);
 		n += 4;
 		name = names_escape(key, n);
-		s = name ? names_decorate(name, "0123456789", false) : NULL;
+		s = name ? names_decorate(name, "0123456789", false, 0) : NULL;
 		CHECK(s != NULL);
 		if (s) {
 			bad_len += strlen(s) > NAMES_MAX;
@@ -361,12 +361,12 @@ static void test_decorate_long_other(void)
 
 	memset(name, 'x', 300);
 	name[300] = '\0';
-	s = names_decorate(name, "0123456789", false);
+	s = names_decorate(name, "0123456789", false, 0);
 	CHECK(s && strlen(s) == NAMES_MAX);
 	CHECK(s && ends_with(s, "x~01234567"));
 	free(s);
 	memcpy(name + 289, ".abcdefghij", 11);
-	s = names_decorate(name, "0123456789", true);
+	s = names_decorate(name, "0123456789", true, 0);
 	CHECK(s && strlen(s) == NAMES_MAX);
 	CHECK(s && ends_with(s, "x~0123456789.abcdefghij"));
 	free(s);
@@ -546,6 +546,27 @@ static void test_assign_decorated_clash(void)
 }
 
 /* Long uids that share a long prefix must still end with distinct names. */
+/* uids that escape to more than a name may hold: the counter still tells
+ * them apart, quickly */
+static void test_assign_escaped_uids(void)
+{
+	char uid1[64], uid2[64];
+	const struct names_input in[] = {
+		{ uid1, "k.jpg", 5, NULL },
+		{ uid2, "k.jpg", 5, NULL },
+	};
+	char *out[2];
+
+	memset(uid1, '/', 40);
+	memset(uid2, '/', 40);
+	strcpy(uid1 + 40, "one");
+	strcpy(uid2 + 40, "two");
+	assign(in, 2, out);
+	CHECK(all_distinct(out, 2));
+	CHECK(strlen(out[0]) <= NAMES_MAX && !strchr(out[0], '/'));
+	free_names(out, 2);
+}
+
 static void test_assign_long_uids(void)
 {
 	char uid1[128], uid2[128];
@@ -794,6 +815,7 @@ int main(void)
 	test_assign_no_key();
 	test_assign_decorated_clash();
 	test_assign_long_uids();
+	test_assign_escaped_uids();
 	test_assign_long_key();
 	test_assign_random();
 	printf("%d passed, %d failed\n", n_pass, n_fail);
