@@ -590,9 +590,15 @@ static void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	if (!err && !file_name(of->it, n->type, n->ident, buf, sizeof(buf)))
 		err = -ENOENT;
 	if (!err && (n->type == NODE_DATA || n->type == NODE_THUMB)) {
-		of->reader = stream_reader_new();
+		bool keep;
+
+		of->reader = stream_open(fs->stream, n->ds, of->it,
+					 n->type == NODE_DATA ? STREAM_DATA
+							      : STREAM_THUMB,
+					 n->ino, &keep);
 		if (!of->reader)
 			err = -ENOMEM;
+		fi->keep_cache = keep;
 	}
 	if (err) {
 		open_file_free(of);
@@ -600,10 +606,6 @@ static void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		return;
 	}
 	fi->fh = (uintptr_t)of;
-	if (n->type == NODE_DATA || n->type == NODE_THUMB)
-		fi->keep_cache = stream_keep_cache(
-			fs->stream, n->ds, of->it,
-			n->type == NODE_DATA ? STREAM_DATA : STREAM_THUMB);
 	if (fuse_reply_open(req, fi) == -ENOENT)
 		open_file_free(of);
 }

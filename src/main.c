@@ -244,10 +244,18 @@ static void *watch_session(void *p)
 		 * INIT, which the loop sends first: raise it after that */
 		if (++ticks == 4)
 			raise_kernel_readahead(w->mountpoint, 1024);
+		uint64_t inos[64];
+		size_t i, n;
+
 		if (stats_wanted) {
 			stats_wanted = 0;
 			stream_log_stats(w->stream);
 		}
+		/* pages of objects that changed: drop them from here, never
+		 * from a request on the same inode */
+		n = stream_take_invalidations(w->stream, inos, 64);
+		for (i = 0; i < n; i++)
+			fuse_lowlevel_notify_inval_inode(w->se, inos[i], 0, 0);
 		usleep(50 * 1000);
 	}
 	http_cancel_all(w->http);

@@ -31,6 +31,8 @@ struct sfile {
 	char *url_of; /* the listing's URL that @url replaces */
 	unsigned gen; /* bumped when the object changed */
 	unsigned open_gen; /* gen at the last open */
+	char *version; /* the listing's updated_at at the last open, or NULL */
+	uint64_t ino; /* the file's inode, 0 before its first open */
 	int err; /* the last fetch's failure, for readers that waited on it */
 	UT_hash_handle hh;
 };
@@ -72,6 +74,7 @@ struct job {
 struct stream_reader {
 	int64_t next_off; /* protected by s->lock: end of the last read */
 	int64_t window; /* protected by s->lock: readahead bytes, 0 = none */
+	unsigned gen; /* the file's generation at open */
 };
 
 struct stream {
@@ -86,6 +89,8 @@ struct stream {
 	int n_threads; /* protected by lock */
 	bool stopping; /* protected by lock */
 	struct stream_stats stats; /* protected by lock */
+	uint64_t *inval; /* protected by lock: inodes whose pages went stale */
+	size_t n_inval, cap_inval; /* protected by lock */
 	void *spare; /* protected by lock: free block buffers, linked */
 	size_t spare_bytes; /* protected by lock */
 	size_t small_file;
@@ -206,32 +211,19 @@ void stream_free(struct stream *s)
 		free(f->key);
 		free(f->url);
 		free(f->url_of);
+		free(f->version);
 		free(f);
 	}
+	free(s->inval);
 	pthread_cond_destroy(&s->work);
 	pthread_cond_destroy(&s->changed);
 	pthread_mutex_destroy(&s->lock);
 	free(s);
 }
 
-struct stream_reader *stream_reader_new(void)
-{
-	return calloc(1, sizeof(struct stream_reader));
-}
-
 void stream_reader_free(struct stream_reader *r)
 {
 	free(r);
-}
-
-int64_t stream_reader_window(struct stream *s, struct stream_reader *r)
-{
-	int64_t w;
-
-	pthread_mutex_lock(&s->lock);
-	w = r->window;
-	pthread_mutex_unlock(&s->lock);
-	return w;
 }
 
 const char *stream_url(const struct item *it, enum stream_file which)
@@ -341,7 +333,8 @@ static bool evict(struct stream *s, size_t need)
 	return s->stats.used + need <= s->stats.budget;
 }
 
-/* Forget every cached block of @f: the object changed. Called with s->lock
+/* Forget every cached block of @f: the object changed. Its inode goes on
+ * the list of those whose kernel pages must go too. Called with s->lock
  * held. */
 static void file_invalidate(struct stream *s, struct sfile *f)
 {
@@ -352,6 +345,31 @@ static void file_invalidate(struct stream *s, struct sfile *f)
 			block_drop(s, b);
 	}
 	f->gen++;
+	if (!f->ino)
+		return;
+	if (s->n_inval == s->cap_inval) {
+		size_t cap = s->cap_inval ? s->cap_inval * 2 : 16;
+		uint64_t *v = realloc(s->inval, cap * sizeof(*v));
+
+		if (!v)
+			return; /* the next open drops the pages anyway */
+		s->inval = v;
+		s->cap_inval = cap;
+	}
+	s->inval[s->n_inval++] = f->ino;
+}
+
+size_t stream_take_invalidations(struct stream *s, uint64_t *inos, size_t max)
+{
+	size_t n;
+
+	pthread_mutex_lock(&s->lock);
+	n = s->n_inval < max ? s->n_inval : max;
+	memcpy(inos, s->inval, n * sizeof(*inos));
+	memmove(s->inval, s->inval + n, (s->n_inval - n) * sizeof(*inos));
+	s->n_inval -= n;
+	pthread_mutex_unlock(&s->lock);
+	return n;
 }
 
 /* The URL to fetch @f from: the re-resolved one while the listing still
@@ -862,7 +880,7 @@ static int view_once(struct stream *s, struct stream_reader *r,
 		if (!blk->ready && !err)
 			err = f->err ? f->err : -EAGAIN;
 	}
-	if (!err && f->gen != gen)
+	if (!err && (f->gen != gen || (r && r->gen != gen)))
 		err = -EIO; /* the object changed: never mix versions */
 	pthread_mutex_unlock(&s->lock);
 
@@ -996,18 +1014,36 @@ int stream_read_view(struct stream *s, struct stream_reader *r,
 	return -EIO;
 }
 
-bool stream_keep_cache(struct stream *s, struct dataset *ds, struct item *it,
-		       enum stream_file which)
+struct stream_reader *stream_open(struct stream *s, struct dataset *ds,
+				  struct item *it, enum stream_file which,
+				  uint64_t ino, bool *keep_cache)
 {
+	struct stream_reader *r = calloc(1, sizeof(*r));
 	struct sfile *f;
-	bool keep = false;
 
+	if (!r)
+		return NULL;
 	pthread_mutex_lock(&s->lock);
 	f = file_get(s, ds, it, which);
-	if (f) {
-		keep = f->gen == f->open_gen;
-		f->open_gen = f->gen;
+	if (!f) {
+		pthread_mutex_unlock(&s->lock);
+		free(r);
+		return NULL;
 	}
+	f->ino = ino;
+	/* the listing says the object changed since the last open */
+	if (it->version && f->version && strcmp(it->version, f->version)) {
+		file_invalidate(s, f);
+		f->etag[0] = '\0';
+		f->size = which == STREAM_DATA ? it->size : -1;
+	}
+	if (it->version && (!f->version || strcmp(it->version, f->version))) {
+		free(f->version);
+		f->version = strdup(it->version);
+	}
+	*keep_cache = f->gen == f->open_gen;
+	f->open_gen = f->gen;
+	r->gen = f->gen;
 	pthread_mutex_unlock(&s->lock);
-	return keep;
+	return r;
 }

@@ -44,14 +44,17 @@ struct stream *stream_new(struct http *http, struct catalog *cat,
 /* Stop the readahead threads and free everything. Accepts NULL. */
 void stream_free(struct stream *s);
 
-/* The readahead state of one open file; NULL on ENOMEM. */
-struct stream_reader *stream_reader_new(void);
+/* Open file @which of @it (inode @ino) for reading: its readahead state,
+ * or NULL on ENOMEM. @keep_cache says whether the kernel may keep its pages:
+ * yes unless the object changed since the last open (a new ETag or size
+ * seen, or a new updated_at in the listing). A reader sees one version:
+ * once the object changes, its reads fail with EIO. */
+struct stream_reader *stream_open(struct stream *s, struct dataset *ds,
+				  struct item *it, enum stream_file which,
+				  uint64_t ino, bool *keep_cache);
 
 /* Accepts NULL. */
 void stream_reader_free(struct stream_reader *r);
-
-/* The readahead window @r would use now, in bytes (for tests). */
-int64_t stream_reader_window(struct stream *s, struct stream_reader *r);
 
 /* The URL of file @which of @it, or NULL when it has none. */
 const char *stream_url(const struct item *it, enum stream_file which);
@@ -82,10 +85,10 @@ int stream_read_view(struct stream *s, struct stream_reader *r,
 /* Unpin what @v holds; accepts an empty view. */
 void stream_view_release(struct stream *s, struct stream_view *v);
 
-/* Whether an open of the file may keep the kernel's page cache: true
- * unless the object changed since the last open. */
-bool stream_keep_cache(struct stream *s, struct dataset *ds,
-		       struct item *it, enum stream_file which);
+/* Take up to @max inodes whose kernel pages and attributes went stale
+ * (their object changed) into @inos; returns how many. */
+size_t stream_take_invalidations(struct stream *s, uint64_t *inos,
+				 size_t max);
 
 /* A snapshot of the counters. */
 void stream_get_stats(struct stream *s, struct stream_stats *st);
