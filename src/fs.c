@@ -595,7 +595,7 @@ static void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		of->reader = stream_open(fs->stream, n->ds, of->it,
 					 n->type == NODE_DATA ? STREAM_DATA
 							      : STREAM_THUMB,
-					 n->ino, &keep);
+					 n->ino, fi->flags & O_DIRECT, &keep);
 		if (!of->reader)
 			err = -ENOMEM;
 		fi->keep_cache = keep;

@@ -34,6 +34,7 @@ struct sfile {
 	char *version; /* the listing's updated_at at the last open, or NULL */
 	uint64_t ino; /* the file's inode, 0 before its first open */
 	int err; /* the last fetch's failure, for readers that waited on it */
+	bool fetched_whole; /* a small file's one whole fetch was made */
 	UT_hash_handle hh;
 };
 
@@ -47,7 +48,8 @@ struct block_key {
 struct block {
 	struct block_key key;
 	char *data;
-	size_t cap; /* bytes allocated (counted in the budget) */
+	size_t cap; /* bytes it will hold: BLOCK_SIZE but at the object's end
+		     * (its buffer, counted in the budget, is BLOCK_SIZE) */
 	size_t len; /* valid bytes */
 	bool ready; /* false while being fetched */
 	bool cached; /* in the hash and LRU list; false once dropped */
@@ -75,6 +77,7 @@ struct stream_reader {
 	int64_t next_off; /* protected by s->lock: end of the last read */
 	int64_t window; /* protected by s->lock: readahead bytes, 0 = none */
 	unsigned gen; /* the file's generation at open */
+	bool page_cached; /* the kernel keeps what it reads (no O_DIRECT) */
 };
 
 struct stream {
@@ -125,15 +128,14 @@ static void block_free(struct block *b)
 	free(b);
 }
 
-/* Free @b, keeping a whole block's buffer for the next block: freshly
- * allocated memory costs a page fault per page, a reused buffer none. The
- * spare buffers and the blocks together stay within the budget. Called with
+/* Free @b, keeping its buffer for the next block: freshly allocated
+ * memory costs a page fault per page, a reused buffer none. The spare
+ * buffers and the blocks together stay within the budget. Called with
  * s->lock held. */
 static void block_release(struct stream *s, struct block *b)
 {
-	s->stats.used -= b->cap;
-	if (b->cap == BLOCK_SIZE &&
-	    s->stats.used + s->spare_bytes + BLOCK_SIZE <= s->stats.budget) {
+	s->stats.used -= BLOCK_SIZE;
+	if (s->stats.used + s->spare_bytes + BLOCK_SIZE <= s->stats.budget) {
 		*(void **)b->data = s->spare;
 		s->spare = b->data;
 		s->spare_bytes += BLOCK_SIZE;
@@ -143,19 +145,19 @@ static void block_release(struct stream *s, struct block *b)
 	block_free(b);
 }
 
-/* A buffer for a block of @cap bytes: a spare one when it fits. Called with
- * s->lock held. */
-static char *buffer_get(struct stream *s, size_t cap)
+/* A block buffer: a spare one when there is one. Called with s->lock
+ * held. */
+static char *buffer_get(struct stream *s)
 {
 	char *buf;
 
-	if (cap == BLOCK_SIZE && s->spare) {
+	if (s->spare) {
 		buf = s->spare;
 		s->spare = *(void **)buf;
 		s->spare_bytes -= BLOCK_SIZE;
 		return buf;
 	}
-	return malloc(cap ? cap : 1);
+	return malloc(BLOCK_SIZE);
 }
 
 static void job_free(struct job *j)
@@ -345,6 +347,7 @@ static void file_invalidate(struct stream *s, struct sfile *f)
 			block_drop(s, b);
 	}
 	f->gen++;
+	f->fetched_whole = false;
 	if (!f->ino)
 		return;
 	if (s->n_inval == s->cap_inval) {
@@ -638,7 +641,7 @@ static struct block *block_new(struct stream *s, struct sfile *f, int64_t i)
 	b->cap = BLOCK_SIZE;
 	if (f->size >= 0 && f->size - start < BLOCK_SIZE)
 		b->cap = f->size - start;
-	b->data = buffer_get(s, b->cap);
+	b->data = buffer_get(s);
 	if (!b->data) {
 		free(b);
 		return NULL;
@@ -648,7 +651,7 @@ static struct block *block_new(struct stream *s, struct sfile *f, int64_t i)
 	b->cached = true;
 	HASH_ADD(hh, s->blocks, key, sizeof(b->key), b);
 	lru_push(s, b);
-	s->stats.used += b->cap;
+	s->stats.used += BLOCK_SIZE;
 	if (s->stats.used > s->stats.peak)
 		s->stats.peak = s->stats.used;
 	return b;
@@ -823,14 +826,14 @@ static void readahead_plan(struct stream *s, struct stream_reader *r,
  * the readahead range), wait for them, and describe [off, off + len) in @v
  * with the blocks pinned. Returns 0, -EAGAIN when a block failed without a
  * cause, or a negative errno (@v then holds nothing). */
-static int view_once(struct stream *s, struct stream_reader *r,
+static int view_once(struct stream *s, struct stream_reader *r, bool ahead,
 		     struct dataset *ds, struct item *it, enum stream_file which,
 		     struct sfile *f, int64_t fsize, int64_t off, size_t len,
 		     int64_t fa, int64_t fb, struct stream_view *v)
 {
 	int64_t a = off >> BLOCK_SHIFT, b = (off + len - 1) >> BLOCK_SHIFT, i;
 	int64_t ra_a = 1, ra_b = 0;
-	struct job *demand = NULL, *ahead = NULL;
+	struct job *demand = NULL, *jobs_ahead = NULL;
 	unsigned gen;
 	int err = 0;
 
@@ -854,19 +857,18 @@ static int view_once(struct stream *s, struct stream_reader *r,
 			v->blocks[v->n++] = blk;
 		}
 	}
-	if (!err && r) {
+	/* the kernel's page cache keeps what a reader read: holding it here
+	 * too would only crowd the cache, so blocks read to their end go */
+	v->drop_behind = r && r->page_cached;
+	if (!err && r && ahead) {
 		readahead_plan(s, r, f, off, len, fb, fsize, &ra_a, &ra_b);
-		/* a file streamed end to end that would crowd the cache: the
-		 * kernel's page cache keeps what was read, so drop behind */
-		v->drop_behind = r->window > 0 &&
-				 fsize > (int64_t)s->stats.budget / 4;
 		/* readahead is best effort: no room, no readahead */
 		if (ra_a <= ra_b)
-			plan(s, ds, it, which, f, ra_a, ra_b, false, &ahead);
+			plan(s, ds, it, which, f, ra_a, ra_b, false, &jobs_ahead);
 	}
 	pthread_mutex_unlock(&s->lock);
 
-	start_jobs(s, ahead, false);
+	start_jobs(s, jobs_ahead, false);
 	start_jobs(s, demand, true);
 
 	pthread_mutex_lock(&s->lock);
@@ -982,6 +984,7 @@ int stream_read_view(struct stream *s, struct stream_reader *r,
 {
 	int64_t fsize, fa, fb;
 	struct sfile *f;
+	bool ahead = true;
 	int tries, err;
 
 	memset(v, 0, sizeof(*v));
@@ -1000,14 +1003,20 @@ int stream_read_view(struct stream *s, struct stream_reader *r,
 	fa = off >> BLOCK_SHIFT;
 	fb = (off + (int64_t)size - 1) >> BLOCK_SHIFT;
 	if ((size_t)fsize <= s->small_file) {
-		/* small files come whole in one request */
-		fa = 0;
-		fb = (fsize - 1) >> BLOCK_SHIFT;
-		r = NULL;
+		/* small files come whole in one request, once: blocks that
+		 * readers then dropped are in the kernel's page cache */
+		ahead = false;
+		pthread_mutex_lock(&s->lock);
+		if (!f->fetched_whole) {
+			f->fetched_whole = true;
+			fa = 0;
+			fb = (fsize - 1) >> BLOCK_SHIFT;
+		}
+		pthread_mutex_unlock(&s->lock);
 	}
 	for (tries = 0; tries < MAX_TRIES; tries++) {
-		err = view_once(s, r, ds, it, which, f, fsize, off, size, fa, fb,
-				v);
+		err = view_once(s, r, ahead, ds, it, which, f, fsize, off, size,
+				fa, fb, v);
 		if (err != -EAGAIN)
 			return err;
 	}
@@ -1016,13 +1025,14 @@ int stream_read_view(struct stream *s, struct stream_reader *r,
 
 struct stream_reader *stream_open(struct stream *s, struct dataset *ds,
 				  struct item *it, enum stream_file which,
-				  uint64_t ino, bool *keep_cache)
+				  uint64_t ino, bool direct, bool *keep_cache)
 {
 	struct stream_reader *r = calloc(1, sizeof(*r));
 	struct sfile *f;
 
 	if (!r)
 		return NULL;
+	r->page_cached = !direct;
 	pthread_mutex_lock(&s->lock);
 	f = file_get(s, ds, it, which);
 	if (!f) {

@@ -45,13 +45,15 @@ struct stream *stream_new(struct http *http, struct catalog *cat,
 void stream_free(struct stream *s);
 
 /* Open file @which of @it (inode @ino) for reading: its readahead state,
- * or NULL on ENOMEM. @keep_cache says whether the kernel may keep its pages:
- * yes unless the object changed since the last open (a new ETag or size
- * seen, or a new updated_at in the listing). A reader sees one version:
- * once the object changes, its reads fail with EIO. */
+ * or NULL on ENOMEM. @direct: the reader bypasses the kernel's page cache
+ * (O_DIRECT), so the cache here keeps what it reads. @keep_cache says
+ * whether the kernel may keep its pages: yes unless the object changed
+ * since the last open (a new ETag or size seen, or a new updated_at in the
+ * listing). A reader sees one version: once the object changes, its reads
+ * fail with EIO. */
 struct stream_reader *stream_open(struct stream *s, struct dataset *ds,
 				  struct item *it, enum stream_file which,
-				  uint64_t ino, bool *keep_cache);
+				  uint64_t ino, bool direct, bool *keep_cache);
 
 /* Accepts NULL. */
 void stream_reader_free(struct stream_reader *r);
