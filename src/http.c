@@ -1,6 +1,7 @@
-/* libcurl behind one engine: one multi handle driven by its own thread owns
- * every connection (reused across requests, at most max_conns per host);
- * callers submit an easy handle and sleep until it finishes. Around that: a
+/* libcurl behind one engine: multi handles, one per core, each driven by its
+ * own thread, own every connection (reused across requests, at most
+ * max_conns per host in all); callers submit an easy handle to the least
+ * busy one and sleep until it finishes. Around that: a
  * retry loop with a deadline, and key scoping.
  * Lock order: h->lock, then the share locks (taken by libcurl itself). */
 #include "http.h"
@@ -17,6 +18,7 @@
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+#include <unistd.h>
 
 #define HDR_KEY "X-Avala-Api-Key"
 #define ERR_BODY_MAX 1024 /* bytes of an error body kept for the log */
@@ -32,15 +34,24 @@ struct job {
 	struct job *next; /* protected by h->lock: the submit queue */
 };
 
+#define MAX_ENGINES 4
+
+/* One multi handle and the thread that drives it. */
+struct engine {
+	struct http *h;
+	CURLM *multi; /* used by the engine thread only (and wakeup) */
+	pthread_t thread;
+	bool running; /* protected by h->lock */
+	bool stop; /* protected by h->lock */
+	struct job *queue; /* protected by h->lock: jobs not yet in multi */
+	unsigned active; /* protected by h->lock: jobs submitted, not done */
+};
+
 struct http {
 	pthread_mutex_t lock;
 	pthread_cond_t wake; /* signalled on cancel */
-	CURLM *multi; /* used by the engine thread only (and wakeup) */
-	pthread_t engine;
-	bool engine_running; /* protected by lock */
-	bool engine_stop; /* protected by lock */
-	struct job *queue; /* protected by lock: jobs not yet in multi */
-	unsigned active; /* protected by lock: jobs submitted, not done */
+	struct engine engines[MAX_ENGINES];
+	int n_engines;
 	CURL **idle; /* protected by lock */
 	size_t n_idle, cap_idle; /* protected by lock */
 	struct key_source *keys; /* protected by lock */
@@ -129,7 +140,7 @@ static bool is_loopback(const char *host)
 struct http *http_new(const struct http_config *cfg)
 {
 	struct http *h = calloc(1, sizeof(*h));
-	int i;
+	int i, max_conns;
 
 	if (!h)
 		return NULL;
@@ -138,13 +149,29 @@ struct http *http_new(const struct http_config *cfg)
 	for (i = 0; i < CURL_LOCK_DATA_LAST; i++)
 		pthread_mutex_init(&h->share_locks[i], NULL);
 	h->timeout_s = cfg->timeout_s > 0 ? cfg->timeout_s : 30;
-	h->multi = curl_multi_init();
-	if (!h->multi)
-		goto fail;
-	curl_multi_setopt(h->multi, CURLMOPT_MAX_HOST_CONNECTIONS,
-			  (long)(cfg->max_conns > 0 ? cfg->max_conns : 16));
-	curl_multi_setopt(h->multi, CURLMOPT_MAXCONNECTS,
-			  (long)(cfg->max_conns > 0 ? cfg->max_conns : 16) * 4);
+	/* one engine per core (receiving is most of the work), splitting the
+	 * connections allowed per host between them */
+	max_conns = cfg->max_conns > 0 ? cfg->max_conns : 16;
+	h->n_engines = sysconf(_SC_NPROCESSORS_ONLN);
+	if (h->n_engines > MAX_ENGINES)
+		h->n_engines = MAX_ENGINES;
+	if (h->n_engines > max_conns)
+		h->n_engines = max_conns;
+	if (h->n_engines < 1)
+		h->n_engines = 1;
+	for (i = 0; i < h->n_engines; i++) {
+		struct engine *e = &h->engines[i];
+		long share = max_conns / h->n_engines +
+			     (i < max_conns % h->n_engines);
+
+		e->h = h;
+		e->multi = curl_multi_init();
+		if (!e->multi)
+			goto fail;
+		curl_multi_setopt(e->multi, CURLMOPT_MAX_HOST_CONNECTIONS,
+				  share);
+		curl_multi_setopt(e->multi, CURLMOPT_MAXCONNECTS, share * 4);
+	}
 	h->retry_after_max_s = cfg->retry_after_max_s;
 	h->api_url = strdup(cfg->api_url);
 	if (!h->api_url ||
@@ -192,8 +219,10 @@ void http_free(struct http *h)
 	for (i = 0; i < h->n_idle; i++)
 		curl_easy_cleanup(h->idle[i]);
 	free(h->idle);
-	if (h->multi)
-		curl_multi_cleanup(h->multi);
+	for (i = 0; i < MAX_ENGINES; i++) {
+		if (h->engines[i].multi)
+			curl_multi_cleanup(h->engines[i].multi);
+	}
 	if (h->share)
 		curl_share_cleanup(h->share);
 	for (i = 0; i < CURL_LOCK_DATA_LAST; i++)
@@ -280,11 +309,12 @@ static void handle_put(struct http *h, CURL *c)
 		curl_easy_cleanup(c);
 }
 
-/* The engine thread: add submitted jobs, drive transfers, and wake each
+/* An engine thread: add submitted jobs, drive transfers, and wake each
  * job's caller when it finishes. Exits when asked and idle. */
 static void *engine_main(void *p)
 {
-	struct http *h = p;
+	struct engine *e = p;
+	struct http *h = e->h;
 
 	for (;;) {
 		struct job *queue;
@@ -293,93 +323,104 @@ static void *engine_main(void *p)
 
 		pthread_mutex_lock(&h->lock);
 		/* the queue is pushed at its head: take it oldest first */
-		for (queue = NULL; h->queue;) {
-			struct job *j = h->queue;
+		for (queue = NULL; e->queue;) {
+			struct job *j = e->queue;
 
-			h->queue = j->next;
+			e->queue = j->next;
 			j->next = queue;
 			queue = j;
 		}
-		if (h->engine_stop && !queue && h->active == 0) {
+		if (e->stop && !queue && e->active == 0) {
 			pthread_mutex_unlock(&h->lock);
 			break;
 		}
 		pthread_mutex_unlock(&h->lock);
 		for (; queue; queue = queue->next) {
 			curl_easy_setopt(queue->easy, CURLOPT_PRIVATE, queue);
-			if (curl_multi_add_handle(h->multi, queue->easy) !=
+			if (curl_multi_add_handle(e->multi, queue->easy) !=
 			    CURLM_OK) {
 				pthread_mutex_lock(&h->lock);
 				queue->rc = CURLE_OUT_OF_MEMORY;
 				queue->done = true;
-				h->active--;
+				e->active--;
 				pthread_cond_signal(&queue->finished);
 				pthread_mutex_unlock(&h->lock);
 			}
 		}
-		curl_multi_perform(h->multi, &running);
-		while ((msg = curl_multi_info_read(h->multi, &left))) {
+		curl_multi_perform(e->multi, &running);
+		while ((msg = curl_multi_info_read(e->multi, &left))) {
 			struct job *job;
+			CURLcode rc;
 
 			if (msg->msg != CURLMSG_DONE)
 				continue;
-			CURLcode rc = msg->data.result; /* msg dies with removal */
-
+			rc = msg->data.result; /* msg dies with the removal */
 			curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE,
 					  (char **)&job);
-			curl_multi_remove_handle(h->multi, msg->easy_handle);
+			curl_multi_remove_handle(e->multi, msg->easy_handle);
 			pthread_mutex_lock(&h->lock);
 			job->rc = rc;
 			job->done = true;
-			h->active--;
+			e->active--;
 			pthread_cond_signal(&job->finished);
 			pthread_mutex_unlock(&h->lock);
 		}
-		curl_multi_poll(h->multi, NULL, 0, 1000, NULL);
+		curl_multi_poll(e->multi, NULL, 0, 1000, NULL);
 	}
 	return NULL;
 }
 
 void http_quiesce(struct http *h)
 {
-	bool running;
+	int i;
 
-	pthread_mutex_lock(&h->lock);
-	running = h->engine_running;
-	h->engine_stop = true;
-	pthread_mutex_unlock(&h->lock);
-	if (!running)
-		return;
-	curl_multi_wakeup(h->multi);
-	pthread_join(h->engine, NULL);
-	pthread_mutex_lock(&h->lock);
-	h->engine_running = false;
-	h->engine_stop = false;
-	pthread_mutex_unlock(&h->lock);
+	for (i = 0; i < h->n_engines; i++) {
+		struct engine *e = &h->engines[i];
+		bool running;
+
+		pthread_mutex_lock(&h->lock);
+		running = e->running;
+		e->stop = running;
+		pthread_mutex_unlock(&h->lock);
+		if (!running)
+			continue;
+		curl_multi_wakeup(e->multi);
+		pthread_join(e->thread, NULL);
+		pthread_mutex_lock(&h->lock);
+		e->running = false;
+		e->stop = false;
+		pthread_mutex_unlock(&h->lock);
+	}
 }
 
-/* Run @easy on the engine and wait for it; starts the engine thread on
- * first use. */
+/* Run @easy on the least busy engine and wait for it; starts the engine's
+ * thread on first use. */
 static CURLcode engine_run(struct http *h, CURL *easy)
 {
 	struct job job = { .easy = easy };
+	struct engine *e = &h->engines[0];
 	CURLcode rc;
+	int i;
 
 	pthread_cond_init(&job.finished, NULL);
 	pthread_mutex_lock(&h->lock);
-	if (!h->engine_running) {
-		if (pthread_create(&h->engine, NULL, engine_main, h) != 0) {
+	for (i = 1; i < h->n_engines; i++) {
+		if (h->engines[i].active < e->active)
+			e = &h->engines[i];
+	}
+	if (!e->running) {
+		if (pthread_create(&e->thread, NULL, engine_main, e) != 0) {
 			pthread_mutex_unlock(&h->lock);
 			pthread_cond_destroy(&job.finished);
 			return CURLE_FAILED_INIT;
 		}
-		h->engine_running = true;
+		e->running = true;
 	}
-	job.next = h->queue;
-	h->queue = &job;
-	h->active++;
+	job.next = e->queue;
+	e->queue = &job;
+	e->active++;
 	pthread_mutex_unlock(&h->lock);
-	curl_multi_wakeup(h->multi);
+	curl_multi_wakeup(e->multi);
 
 	pthread_mutex_lock(&h->lock);
 	while (!job.done)
