@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <sys/uio.h>
 
 #define BLOCK_SHIFT STREAM_BLOCK_SHIFT
@@ -21,6 +22,14 @@
 #define RA_MIN (2 * BLOCK_SIZE) /* first readahead window */
 #define SEQ_SLACK (1 << 20) /* reads this close to the last count as sequential */
 #define MAX_TRIES 3
+
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
 
 /* What is known of one remote file. All fields protected by s->lock. */
 struct sfile {
@@ -34,6 +43,7 @@ struct sfile {
 	char *version; /* the listing's updated_at at the last open, or NULL */
 	uint64_t ino; /* the file's inode, 0 before its first open */
 	int err; /* the last fetch's failure, for readers that waited on it */
+	int64_t err_until; /* ms: until then, readers get err without a try */
 	bool fetched_whole; /* a small file's one whole fetch was made */
 	UT_hash_handle hh;
 };
@@ -576,6 +586,9 @@ static void job_run(struct job *j)
 		block_unpin(s, b); /* the job's own pin */
 	}
 	j->f->err = err;
+	/* a server that just used up a whole deadline is not asked again at
+	 * once: a kernel retrying the read would wait it out twice */
+	j->f->err_until = err == -EIO ? now_ms() + 1000 : 0;
 	pthread_cond_broadcast(&s->changed);
 	pthread_mutex_unlock(&s->lock);
 }
@@ -848,7 +861,10 @@ static int view_once(struct stream *s, struct stream_reader *r, bool ahead,
 	}
 	pthread_mutex_lock(&s->lock);
 	gen = f->gen;
-	err = plan(s, ds, it, which, f, fa, fb, true, &demand);
+	if (f->err && now_ms() < f->err_until)
+		err = f->err;
+	if (!err)
+		err = plan(s, ds, it, which, f, fa, fb, true, &demand);
 	for (i = a; !err && i <= b; i++) {
 		struct block *blk = block_find(s, f, i);
 

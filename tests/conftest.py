@@ -109,7 +109,8 @@ def unmount(path):
 class Mount:
     """avalafs running in the foreground on a fresh directory."""
 
-    def __init__(self, fake, tmp, options, env=None, key=KEY, wait=True):
+    def __init__(self, fake, tmp, options, env=None, key=KEY, wait=True,
+                 debug=False):
         self.path = tempfile.mkdtemp(prefix="mnt-", dir=tmp)
         self.stderr_path = os.path.join(tmp, "avalafs-%d.log" % id(self))
         self.stderr = open(self.stderr_path, "wb")
@@ -120,7 +121,8 @@ class Mount:
         if key is not None:
             full_env["AVALA_API_KEY"] = key
         full_env.update(env or {})
-        self.cmd = [BINARY, "-f", "-o", ",".join(opts), self.path]
+        self.cmd = [BINARY, "-d" if debug else "-f", "-o", ",".join(opts),
+                    self.path]
         self.proc = subprocess.Popen(self.cmd, env=full_env,
                                      stdout=subprocess.DEVNULL,
                                      stderr=self.stderr)

@@ -1,0 +1,141 @@
+# Faults (DESIGN section 5): a flaky or slow server, rate limits, expiring
+# URLs, changed objects and rotated keys; every byte right or a clear error.
+import errno
+import os
+import subprocess
+import time
+
+import pytest
+
+from conftest import KEY, sha256_file
+
+MIB = 1 << 20
+
+
+def data_path(m, ds, t):
+    return m.p(*ds.split("/"), "items", t["key"],
+               "data" + os.path.splitext(t["key"])[1])
+
+
+def test_random_503s_lose_no_byte(fake_factory, mount_factory):
+    fake = fake_factory("--dataset", "acme/flaky:items=500,size_known=1,"
+                        "min_size=1000,max_size=20000")
+    m = mount_factory(fake, "dataset=acme/flaky", "timeout=30")
+    truth = fake.truth("acme/flaky")["items"]
+    fake.fault(route="file", status=503, probability=0.3)
+    for t in truth:
+        assert sha256_file(data_path(m, "acme/flaky", t)) == \
+            t["files"]["data"]["sha256"]
+    assert fake.counts()["file"] > len(truth)  # some were retried
+    assert m.alive()
+
+
+def test_retry_after_is_honoured(fake_factory, mount_factory):
+    fake = fake_factory("--dataset", "acme/cars:items=3,size_known=1")
+    m = mount_factory(fake, "dataset=acme/cars")
+    t = fake.truth("acme/cars")["items"][0]
+    fake.reset()
+    fake.fault(route="file", status=429, retry_after=2, count=1)
+    start = time.monotonic()
+    assert sha256_file(data_path(m, "acme/cars", t)) == \
+        t["files"]["data"]["sha256"]
+    assert time.monotonic() - start >= 2.0
+    assert fake.counts()["file"] == 2
+
+
+def test_stalled_body_fails_within_the_deadline(fake_factory, mount_factory):
+    fake = fake_factory("--dataset", "acme/cars:items=2,size_known=1")
+    m = mount_factory(fake, "dataset=acme/cars", "timeout=4")
+    truth = fake.truth("acme/cars")["items"]
+    fake.fault(route="file", stall=True, count=-1)
+    start = time.monotonic()
+    with pytest.raises(OSError) as e:
+        with open(data_path(m, "acme/cars", truth[0]), "rb") as f:
+            f.read()
+    assert e.value.errno == errno.EIO
+    assert time.monotonic() - start < 4 + 3
+    fake.call("/_fake/fault", method="DELETE")
+    assert sha256_file(data_path(m, "acme/cars", truth[1])) == \
+        truth[1]["files"]["data"]["sha256"]
+    assert m.alive()
+
+
+def test_expired_urls_are_resolved_again(fake_factory, mount_factory):
+    fake = fake_factory("--dataset", "acme/cars:items=6,size_known=1")
+    m = mount_factory(fake, "dataset=acme/cars")
+    truth = fake.truth("acme/cars")["items"]
+    assert len(os.listdir(m.p("acme", "cars", "items"))) == len(truth)
+    fake.expire()
+    fake.reset()
+    for t in truth:
+        assert sha256_file(data_path(m, "acme/cars", t)) == \
+            t["files"]["data"]["sha256"]
+    counts = fake.counts()
+    assert counts["item_get"] == len(truth)  # one per item per expiry
+    assert counts["file_with_key"] == 0
+
+
+def test_changed_object_never_mixes(fake_factory, mount_factory):
+    fake = fake_factory("--dataset", "acme/big:items=1,min_size=%d,"
+                        "max_size=%d,size_known=1" % (20 * MIB, 20 * MIB))
+    m = mount_factory(fake, "dataset=acme/big")
+    t = fake.truth("acme/big")["items"][0]
+    old = fake.call("/_fake/file/acme/big/%s/data" % t["uid"])
+    path = data_path(m, "acme/big", t)
+    with open(path, "rb") as f:
+        head = f.read(MIB)
+        assert head == old[:MIB]
+        fake.fault(route="file", etag_change=True, count=-1)
+        try:
+            rest = f.read()
+        except OSError as e:
+            assert e.errno == errno.EIO
+        else:
+            # a read that succeeded holds old bytes only
+            assert head + rest == old
+    # a new open sees the whole new object, nothing of the old one
+    new = open(path, "rb").read()
+    assert len(new) == len(old)
+    block = 128 * 1024
+    for at in range(0, len(new), block):
+        assert new[at:at + block] != old[at:at + block], at
+
+
+def test_rotated_key_file_needs_no_remount(fake_factory, mount_factory,
+                                           tmpdir_short):
+    fake = fake_factory("--dataset", "acme/cars:items=3")
+    key_file = os.path.join(tmpdir_short, "key")
+    with open(key_file, "w") as f:
+        f.write(KEY + "\n")
+    os.chmod(key_file, 0o600)
+    m = mount_factory(fake, "dataset=acme/cars", "ttl=1",
+                      "api_key_file=" + key_file, key=None)
+    items = m.p("acme", "cars", "items")
+    assert len(os.listdir(items)) == 3
+    fake.set_key("rotated-key")
+    with open(key_file + ".new", "w") as f:
+        f.write("rotated-key\n")
+    os.chmod(key_file + ".new", 0o600)
+    os.rename(key_file + ".new", key_file)
+    time.sleep(1.2)
+    assert len(os.listdir(items)) == 3
+    assert "rotated-key" not in m.log()
+
+
+def test_key_never_in_debug_output(fake_factory, mount_factory):
+    fake = fake_factory("--dataset", "acme/cars:items=3,sequences=1")
+    secret = "s3cr3t-key-value-xyz"
+    fake.set_key(secret)
+    # a debug mount: every request logged, the key never
+    m2 = mount_factory(fake, "dataset=acme/cars", key=secret, debug=True)
+    for root, dirs, files in os.walk(m2.path):
+        for f in files:
+            with open(os.path.join(root, f), "rb") as fh:
+                fh.read()
+    fake.set_key("other")
+    time.sleep(0.1)
+    subprocess.run(["ls", m2.p("acme", "cars", "items")],
+                   capture_output=True)
+    assert "unique:" in m2.log()  # FUSE debug output is on
+    assert secret not in m2.log()
+    assert fake.counts()["file_with_key"] == 0
