@@ -378,9 +378,12 @@ size_t stream_take_invalidations(struct stream *s, uint64_t *inos, size_t max)
 
 	pthread_mutex_lock(&s->lock);
 	n = s->n_inval < max ? s->n_inval : max;
-	memcpy(inos, s->inval, n * sizeof(*inos));
-	memmove(s->inval, s->inval + n, (s->n_inval - n) * sizeof(*inos));
-	s->n_inval -= n;
+	if (n) {
+		memcpy(inos, s->inval, n * sizeof(*inos));
+		memmove(s->inval, s->inval + n,
+			(s->n_inval - n) * sizeof(*inos));
+		s->n_inval -= n;
+	}
 	pthread_mutex_unlock(&s->lock);
 	return n;
 }
@@ -588,7 +591,8 @@ static void job_run(struct job *j)
 	j->f->err = err;
 	/* a server that just used up a whole deadline is not asked again at
 	 * once: a kernel retrying the read would wait it out twice */
-	j->f->err_until = err == -EIO ? now_ms() + 1000 : 0;
+	j->f->err_until = err == -EIO && j->f->gen == j->gen ? now_ms() + 1000
+							     : 0;
 	pthread_cond_broadcast(&s->changed);
 	pthread_mutex_unlock(&s->lock);
 }
