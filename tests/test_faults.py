@@ -141,3 +141,28 @@ def test_key_never_in_debug_output(fake_factory, mount_factory):
     assert "unique:" in m2.log()  # FUSE debug output is on
     assert secret not in m2.log()
     assert fake.counts()["file_with_key"] == 0
+
+
+def test_server_gone_mid_read_then_back(fake_factory, mount_factory):
+    spec = "acme/big:items=2,min_size=%d,max_size=%d,size_known=1" % (
+        40 * MIB, 40 * MIB)
+    fake = fake_factory("--dataset", spec)
+    m = mount_factory(fake, "dataset=acme/big", "timeout=4", "readahead=1M")
+    truth = fake.truth("acme/big")["items"]
+    path = data_path(m, "acme/big", truth[0])
+    with open(path, "rb", buffering=0) as f:
+        assert len(f.read(MIB)) == MIB
+        fake.stop()
+        start = time.monotonic()
+        with pytest.raises(OSError) as e:
+            while f.read(MIB):
+                pass
+        assert e.value.errno == errno.EIO
+        assert time.monotonic() - start < 2 * (4 + 3)
+    assert m.alive()
+    back = fake_factory("--port", str(fake.port), "--dataset", spec)
+    assert back.port == fake.port
+    time.sleep(1.1)  # past the short memory of the failure
+    assert sha256_file(data_path(m, "acme/big", truth[1])) == \
+        truth[1]["files"]["data"]["sha256"]
+    assert sha256_file(path) == truth[0]["files"]["data"]["sha256"]
