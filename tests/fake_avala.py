@@ -88,6 +88,8 @@ CONTROL (JSON in and out)
   POST   /_fake/fault    queue a fault (fields below)
   DELETE /_fake/fault    clear all faults (this also releases stalled answers)
   POST   /_fake/key      {"key": "new"}: change the valid API key
+  POST   /_fake/data_url {"dataset", "uid", "url"}: the item's data URL is
+                         "url" from now on (any scheme, for hostile tests)
   POST   /_fake/delete   {"dataset": "owner/slug", "uid": "..."}: the item or
                          sequence vanishes from lists, gets and files (404)
   POST   /_fake/expire   start a new URL epoch: every URL handed out so far
@@ -459,6 +461,7 @@ class Dataset:
         self.item_orders = build_orders(self.items)
         self.sequence_orders = build_orders(self.sequences)
         self.deleted: set[str] = set()
+        self.data_urls: dict[str, str] = {}
         self._objects: tuple[int | None, dict[str, dict]] = (None, {})
 
     @property
@@ -498,7 +501,7 @@ class Dataset:
 
     def render_item(self, item: Item, link: Callable[[FileSpec], str]) -> dict:
         obj: dict = {"uid": item.uid, "key": item.key}
-        data_url = link(item.files["data"])
+        data_url = self.data_urls.get(item.uid) or link(item.files["data"])
         thumbnail_url = link(item.files["thumbnail"])
         if self.documented:
             obj.update(status=item.status, data_url=data_url, thumbnail_url=thumbnail_url,
@@ -967,6 +970,7 @@ class FakeAvala:
             ("DELETE", re.compile(r"/_fake/fault/?"), self.control_clear_faults),
             ("POST", re.compile(r"/_fake/key/?"), self.control_key),
             ("POST", re.compile(r"/_fake/delete/?"), self.control_delete),
+            ("POST", re.compile(r"/_fake/data_url/?"), self.control_data_url),
             ("POST", re.compile(r"/_fake/expire/?"), self.control_expire),
             ("GET", re.compile(rf"/_fake/truth/{segment}/{segment}/?"), self.control_truth),
             ("GET", re.compile(rf"/_fake/file/{segment}/{segment}/{segment}/{segment}/?"), self.control_file),
@@ -1183,6 +1187,16 @@ class FakeAvala:
             raise not_found()
         dataset.deleted.add(uid)
         return json_response(200, {"deleted": uid})
+
+    def control_data_url(self, request: Request) -> Response:
+        body = request.json_body()
+        dataset = self.control_dataset(str(body.get("dataset")))
+        uid, url = body.get("uid"), body.get("url")
+        if uid not in dataset.entries or not isinstance(url, str):
+            raise ApiError(400, "need the uid of an item and a url string")
+        dataset.data_urls[uid] = url
+        dataset._objects = (None, {})
+        return json_response(200, {"uid": uid, "url": url})
 
     def control_expire(self, request: Request) -> Response:
         return json_response(200, {"expires": self.signer.new_epoch()})

@@ -166,3 +166,24 @@ def test_server_gone_mid_read_then_back(fake_factory, mount_factory):
     assert sha256_file(data_path(m, "acme/big", truth[1])) == \
         truth[1]["files"]["data"]["sha256"]
     assert sha256_file(path) == truth[0]["files"]["data"]["sha256"]
+
+
+@pytest.mark.parametrize("url", ["file:///etc/shadow", "ftp://127.0.0.1/x",
+                                 "gopher://127.0.0.1/x"])
+def test_data_url_of_another_scheme_is_refused(fake_factory, mount_factory,
+                                               url):
+    fake = fake_factory("--dataset", "acme/cars:items=2")
+    truth = fake.truth("acme/cars")["items"]
+    fake.call("/_fake/data_url", {"dataset": "acme/cars",
+                                  "uid": truth[0]["uid"], "url": url})
+    m = mount_factory(fake, "dataset=acme/cars")
+    item = m.p("acme", "cars", "items", truth[0]["key"])
+    datas = [n for n in os.listdir(item) if n.startswith("data")]
+    assert len(datas) == 1
+    with pytest.raises(OSError) as e:
+        with open(os.path.join(item, datas[0]), "rb") as f:
+            f.read()
+    assert e.value.errno in (errno.EIO, errno.EACCES)
+    assert "refusing a data URL" in m.log()
+    assert sha256_file(data_path(m, "acme/cars", truth[1])) == \
+        truth[1]["files"]["data"]["sha256"]
