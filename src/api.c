@@ -330,13 +330,42 @@ static struct item *item_from_json(const cJSON *obj, enum item_kind kind)
 	if (kind == ITEM_KIND_SEQUENCE && cJSON_IsArray(views) &&
 	    parse_views(it, views))
 		goto fail;
-	it->json = pretty(obj, &it->json_len);
+	/* compact now; metadata.json is made from it when first asked for */
+	it->json = cJSON_PrintUnformatted(obj);
 	if (!it->json)
 		goto fail;
+	it->json_len = strlen(it->json);
 	return it;
 fail:
 	item_unref(it);
 	return NULL;
+}
+
+const char *api_item_pretty(struct item *it, size_t *len)
+{
+	char *text = __atomic_load_n(&it->pretty, __ATOMIC_ACQUIRE), *expected;
+	cJSON *root;
+	size_t n = 0;
+
+	if (text) {
+		*len = it->pretty_len;
+		return text;
+	}
+	root = cJSON_ParseWithLength(it->json, it->json_len);
+	text = root ? pretty(root, &n) : NULL;
+	cJSON_Delete(root);
+	if (!text)
+		return NULL;
+	expected = NULL;
+	/* the length is the same whoever wins: publish it first */
+	__atomic_store_n(&it->pretty_len, n, __ATOMIC_RELAXED);
+	if (!__atomic_compare_exchange_n(&it->pretty, &expected, text, false,
+					 __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+		free(text);
+		text = expected;
+	}
+	*len = it->pretty_len;
+	return text;
 }
 
 struct item *api_parse_object(const char *body, size_t len,

@@ -71,6 +71,11 @@ int api_list_datasets(struct api *api, struct dataset_ref **out, size_t *n);
 /* Free an array from api_list_datasets(). */
 void api_free_datasets(struct dataset_ref *v, size_t n);
 
+/* The text of metadata.json for @it (pretty-printed, ending in \n, made on
+ * first use and kept): borrowed from @it, with its length in @len. NULL on
+ * ENOMEM. Safe from many threads at once. */
+const char *api_item_pretty(struct item *it, size_t *len);
+
 /* The errno for an HTTP status: 401/403 EACCES, 404 ENOENT, else EIO. */
 int api_errno(long status);
 

@@ -41,5 +41,6 @@ void item_unref(struct item *it)
 	free(it->thumb_url);
 	free(it->version);
 	free(it->json);
+	free(it->pretty);
 	free(it);
 }

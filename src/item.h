@@ -33,8 +33,10 @@ struct item {
 	char thumb_ext[NAMES_EXT_MAX];
 	int64_t size; /* metadata.size of the data file, -1 when not given */
 	char *version; /* updated_at, or NULL */
-	char *json; /* the object, pretty-printed, ending in \n */
+	char *json; /* the object as compact JSON */
 	size_t json_len;
+	char *pretty; /* atomic: metadata.json, made from json on first use */
+	size_t pretty_len; /* set before pretty is published */
 	struct view *views;
 	size_t n_views;
 	UT_hash_handle hh_uid; /* owned by the catalog's listing */

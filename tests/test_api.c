@@ -67,11 +67,27 @@ static bool json_matches(const char *json, size_t len, const cJSON *want)
 	return ok;
 }
 
-/* Whether @it->json parses back to the object of @body. */
-static bool item_json_is(const struct item *it, const char *body)
+/* metadata.json of @it, made on first use. */
+static const char *pretty_text(struct item *it)
+{
+	size_t len;
+
+	return api_item_pretty(it, &len);
+}
+
+static size_t pretty_len(struct item *it)
+{
+	size_t len = 0;
+
+	api_item_pretty(it, &len);
+	return len;
+}
+
+/* Whether metadata.json of @it parses back to the object of @body. */
+static bool item_json_is(struct item *it, const char *body)
 {
 	cJSON *want = cJSON_Parse(body);
-	bool ok = it && json_matches(it->json, it->json_len, want);
+	bool ok = it && json_matches(pretty_text(it), pretty_len(it), want);
 
 	cJSON_Delete(want);
 	return ok;
@@ -330,17 +346,17 @@ static void test_item_json(void)
 	if (!it)
 		return;
 	CHECK(item_json_is(it, body));
-	CHECK(strstr(it->json, "\n  \"uid\": \"j1\",\n") != NULL);
-	CHECK(strstr(it->json, "\n    \"format\": \"jpeg\",\n") != NULL);
-	CHECK(strstr(it->json, "\"tab\\there:\\tx.png\"") != NULL);
-	CHECK(strcmp(it->json + it->json_len - 3, "\n}\n") == 0);
+	CHECK(strstr(pretty_text(it), "\n  \"uid\": \"j1\",\n") != NULL);
+	CHECK(strstr(pretty_text(it), "\n    \"format\": \"jpeg\",\n") != NULL);
+	CHECK(strstr(pretty_text(it), "\"tab\\there:\\tx.png\"") != NULL);
+	CHECK(strcmp(pretty_text(it) + pretty_len(it) - 3, "\n}\n") == 0);
 	CHECK_STR(it->key, "tab\there:\tx.png");
 	item_unref(it);
 
 	it = parse_item("{\"uid\":\"j2\"}");
-	CHECK(it && it->json &&
-	      strcmp(it->json, "{\n  \"uid\": \"j2\"\n}\n") == 0);
-	CHECK(it && it->json_len == strlen("{\n  \"uid\": \"j2\"\n}\n"));
+	CHECK(it && pretty_text(it) &&
+	      strcmp(pretty_text(it), "{\n  \"uid\": \"j2\"\n}\n") == 0);
+	CHECK(it && pretty_len(it) == strlen("{\n  \"uid\": \"j2\"\n}\n"));
 	item_unref(it);
 }
 
@@ -358,7 +374,7 @@ static void test_item_invalid_utf8_key(void)
 	CHECK(it->key_len == sizeof(key) - 1);
 	CHECK(it->key && memcmp(it->key, key, sizeof(key)) == 0);
 	CHECK_STR(it->data_ext, ".png");
-	CHECK(it->json && strstr(it->json, key) != NULL);
+	CHECK(pretty_text(it) && strstr(pretty_text(it), key) != NULL);
 	CHECK(item_json_is(it, body));
 	item_unref(it);
 }
@@ -529,10 +545,10 @@ static void test_page_mixed(void)
 			  "https://cdn.example/t/dog.webp");
 		CHECK(list.v[1]->size == -1);
 		want = cJSON_Parse(body);
-		CHECK(json_matches(list.v[0]->json, list.v[0]->json_len,
+		CHECK(json_matches(pretty_text(list.v[0]), pretty_len(list.v[0]),
 				   cJSON_GetArrayItem(cJSON_GetObjectItem(
 					   want, "results"), 0)));
-		CHECK(json_matches(list.v[1]->json, list.v[1]->json_len,
+		CHECK(json_matches(pretty_text(list.v[1]), pretty_len(list.v[1]),
 				   cJSON_GetArrayItem(cJSON_GetObjectItem(
 					   want, "results"), 1)));
 		cJSON_Delete(want);
