@@ -1,7 +1,8 @@
 # Debian packages avalafs builds, tests and demonstrates with; sourced by the
 # other scripts. install_deps installs the missing ones (root or sudo).
 AVALAFS_DEPS="gcc libc6-dev pkg-config meson ninja-build libfuse3-dev fuse3
-libcurl4-openssl-dev libcjson-dev uthash-dev python3 python3-pytest curl"
+libcurl4-openssl-dev libcjson-dev uthash-dev python3 python3-pytest curl
+clang libclang-rt-14-dev"
 
 install_deps() {
 	local missing=() p
