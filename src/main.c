@@ -214,11 +214,11 @@ static void raise_kernel_readahead(const char *mountpoint, unsigned kb)
 	fclose(f);
 }
 
-static volatile sig_atomic_t stats_wanted;
+static int stats_wanted; /* atomic: set by SIGUSR1 */
 
 static void on_sigusr1(int sig)
 {
-	stats_wanted = 1;
+	__atomic_store_n(&stats_wanted, 1, __ATOMIC_RELAXED);
 }
 
 /* Watches the session from its own thread: logs the cache's counters on
@@ -247,10 +247,8 @@ static void *watch_session(void *p)
 		uint64_t inos[64];
 		size_t i, n;
 
-		if (stats_wanted) {
-			stats_wanted = 0;
+		if (__atomic_exchange_n(&stats_wanted, 0, __ATOMIC_RELAXED))
 			stream_log_stats(w->stream);
-		}
 		/* pages of objects that changed: drop them from here, never
 		 * from a request on the same inode */
 		n = stream_take_invalidations(w->stream, inos, 64);
