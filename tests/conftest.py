@@ -66,6 +66,12 @@ class Fake:
             return json.loads(raw.decode("utf-8", "surrogateescape"))
         return raw
 
+    def file_bytes(self, dataset, uid, kind="data"):
+        """The current bytes of a file, straight from the fake."""
+        url = "%s/_fake/file/%s/%s/%s" % (self.base, dataset, uid, kind)
+        with urllib.request.urlopen(url, timeout=60) as r:
+            return r.read()
+
     def stats(self):
         return self.call("/_fake/stats")
 

@@ -35,7 +35,7 @@ def test_two_readers_of_one_block_fetch_it_once(fake_factory, mount_factory):
     m = mount_factory(fake, "dataset=acme/big")
     t = fake.truth("acme/big")["items"][0]
     path = data_path(m, "acme/big", t)
-    expect = fake.call("/_fake/file/acme/big/%s/data" % t["uid"])
+    expect = fake.file_bytes("acme/big", t["uid"])
     off = 10 * MIB + 5000
     fake.reset()
     fake.fault(route="file", latency=0.5, count=1)
@@ -63,7 +63,7 @@ def test_cache_budget_holds_under_parallel_random_reads(fake_factory,
     fake = big_dataset(fake_factory, items=4, size=12 * MIB)
     m = mount_factory(fake, "dataset=acme/big", "cache_size=4M")
     truth = fake.truth("acme/big")["items"]
-    blobs = {t["uid"]: fake.call("/_fake/file/acme/big/%s/data" % t["uid"])
+    blobs = {t["uid"]: fake.file_bytes("acme/big", t["uid"])
              for t in truth}
     errors = []
 
