@@ -117,6 +117,7 @@ FAULTS (POST /_fake/fault body)
   truncate     send the full Content-Length but half the body, then close
   stall        send the headers, then nothing for an hour (or until the
                faults are cleared), then close
+  redirect     answer 302 with this Location (any scheme)
   etag_change  files: serve a different version of the bytes (same size,
                other ETag), as if re-uploaded
   Faults are tried in the order queued; the first that matches applies.
@@ -826,6 +827,7 @@ class Fault:
     stall: bool = False
     probability: float | None = None
     etag_change: bool = False
+    redirect: str | None = None
 
 
 def _is_int(value: object) -> bool:
@@ -850,6 +852,7 @@ FAULT_FIELD_CHECKS: dict[str, tuple[Callable[[object], bool], str]] = {
     "truncate": (_is_bool, "true or false"),
     "stall": (_is_bool, "true or false"),
     "etag_change": (_is_bool, "true or false"),
+    "redirect": (lambda value: isinstance(value, str) and value != "", "a URL"),
 }
 
 
@@ -1010,6 +1013,8 @@ class FakeAvala:
                 return json_response(fault.status, {"detail": "fault"}, retry)
             if fault.malformed:
                 return Response(200, MALFORMED_BODY, list(JSON_HEADERS))
+            if fault.redirect:
+                return Response(302, b"", [("Location", fault.redirect)])
             request.etag_change = fault.etag_change
         try:
             return handler(request)

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from conftest import KEY, sha256_file
+from conftest import BINARY, KEY, sha256_file
 
 MIB = 1 << 20
 
@@ -249,3 +249,57 @@ def test_soak_parallel_readers_with_faults(fake_factory, mount_factory):
         # this is measured in the plain run)
         assert late < early + 32 * 1024, (early, late)
     assert m.alive()
+
+
+def test_redirects(fake_factory, mount_factory, tmpdir_short):
+    fake = fake_factory("--dataset", "acme/cars:items=3,size_known=1")
+    m = mount_factory(fake, "dataset=acme/cars")
+    truth = fake.truth("acme/cars")["items"]
+    assert len(os.listdir(m.p("acme", "cars", "items"))) == 3
+    # a data redirect to an http URL is followed, without the key
+    fake.reset()
+    fake.fault(route="file", redirect=truth[0]["files"]["data"]["url"])
+    assert sha256_file(data_path(m, "acme/cars", truth[0])) == \
+        truth[0]["files"]["data"]["sha256"]
+    assert fake.counts()["file"] == 2
+    assert fake.counts()["file_with_key"] == 0
+    # a data redirect to another scheme is refused
+    fake.fault(route="file", redirect="file:///etc/shadow", count=-1)
+    with pytest.raises(OSError) as e:
+        with open(data_path(m, "acme/cars", truth[2]), "rb") as f:
+            f.read()
+    assert e.value.errno in (errno.EIO, errno.EACCES)
+    fake.call("/_fake/fault", method="DELETE")
+    # an API redirect is not followed: the key stays home
+    fake.reset()
+    fake.fault(route="item_get", redirect=fake.base + "/elsewhere/",
+               count=-1)
+    fake.fault(route="items_list", redirect=fake.base + "/elsewhere/",
+               count=-1)
+    mnt = os.path.join(tmpdir_short, "mnt-redirect")
+    os.makedirs(mnt)
+    env = dict(os.environ, AVALA_API_KEY=KEY)
+    r = subprocess.run([BINARY, "-f", "-o", "api_url=%s,dataset=acme/cars"
+                        % fake.api_url, mnt], env=env, capture_output=True,
+                       timeout=60)
+    assert r.returncode != 0 and b"HTTP 302" in r.stderr
+    assert not os.path.ismount(mnt)
+    assert fake.counts()["unknown"] == 0
+    assert m.alive()
+
+
+def test_sigterm_unmounts_and_exits_zero(fake_factory, mount_factory):
+    fake = fake_factory("--dataset", "acme/cars:items=2,size_known=1")
+    m = mount_factory(fake, "dataset=acme/cars", "timeout=30")
+    t = fake.truth("acme/cars")["items"][0]
+    fake.fault(route="file", stall=True, count=-1)
+    reader = subprocess.Popen(["cat", data_path(m, "acme/cars", t)],
+                              stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    time.sleep(1)
+    start = time.monotonic()
+    m.proc.terminate()
+    assert m.proc.wait(15) == 0
+    assert time.monotonic() - start < 10  # the stalled request was cancelled
+    reader.wait(15)
+    assert not os.path.ismount(m.path)
