@@ -298,11 +298,56 @@ struct dir_entry {
 };
 
 struct dir_handle {
+	struct fs_handle h; /* first: the list sees this */
+	struct fs *fs;
 	struct dir_entry *v;
 	size_t n, cap;
 	struct snapshot *snap; /* the listing the entries come from */
 	struct item *it; /* the object, for an object or views directory */
 };
+
+void fs_handles_init(struct fs *fs)
+{
+	pthread_mutex_init(&fs->handles_lock, NULL);
+	fs->handles.prev = fs->handles.next = &fs->handles;
+}
+
+static void handle_add(struct fs *fs, struct fs_handle *h,
+		       void (*release)(struct fs_handle *h))
+{
+	h->release = release;
+	pthread_mutex_lock(&fs->handles_lock);
+	h->next = fs->handles.next;
+	h->prev = &fs->handles;
+	fs->handles.next->prev = h;
+	fs->handles.next = h;
+	pthread_mutex_unlock(&fs->handles_lock);
+}
+
+static void handle_remove(struct fs *fs, struct fs_handle *h)
+{
+	if (!h->next)
+		return; /* never added */
+	pthread_mutex_lock(&fs->handles_lock);
+	h->prev->next = h->next;
+	h->next->prev = h->prev;
+	pthread_mutex_unlock(&fs->handles_lock);
+}
+
+void fs_handles_release(struct fs *fs)
+{
+	for (;;) {
+		struct fs_handle *h;
+
+		pthread_mutex_lock(&fs->handles_lock);
+		h = fs->handles.next == &fs->handles ? NULL : fs->handles.next;
+		pthread_mutex_unlock(&fs->handles_lock);
+		if (!h)
+			break;
+		h->release(h); /* removes it from the list */
+	}
+	pthread_mutex_destroy(&fs->handles_lock);
+}
 
 static int dir_add(struct dir_handle *d, const char *name, struct node *node)
 {
@@ -328,6 +373,7 @@ static void dir_free(struct dir_handle *d)
 
 	if (!d)
 		return;
+	handle_remove(d->fs, &d->h);
 	for (i = 0; i < d->n; i++)
 		free(d->v[i].name);
 	free(d->v);
@@ -423,6 +469,11 @@ static int fill_dir(struct fs *fs, struct node *n, struct dir_handle *d)
 	}
 }
 
+static void dir_release(struct fs_handle *h)
+{
+	dir_free((struct dir_handle *)h);
+}
+
 static void fs_opendir(fuse_req_t req, fuse_ino_t ino,
 		       struct fuse_file_info *fi)
 {
@@ -446,6 +497,8 @@ static void fs_opendir(fuse_req_t req, fuse_ino_t ino,
 		fuse_reply_err(req, -err);
 		return;
 	}
+	d->fs = fs;
+	handle_add(fs, &d->h, dir_release);
 	fi->fh = (uintptr_t)d;
 	fi->cache_readdir = 0;
 	if (fuse_reply_open(req, fi) == -ENOENT)
@@ -547,6 +600,8 @@ static void fs_releasedir(fuse_req_t req, fuse_ino_t ino,
 /* An open file: the object as it was at open, so one open reads one
  * version of a generated file. */
 struct open_file {
+	struct fs_handle h; /* first: the list sees this */
+	struct fs *fs;
 	struct snapshot *snap;
 	struct item *it;
 	struct node *node;
@@ -555,9 +610,15 @@ struct open_file {
 
 static void open_file_free(struct open_file *of)
 {
+	handle_remove(of->fs, &of->h);
 	snapshot_put(of->snap);
 	stream_reader_free(of->reader);
 	free(of);
+}
+
+static void open_file_release(struct fs_handle *h)
+{
+	open_file_free((struct open_file *)h);
 }
 
 static void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -586,6 +647,7 @@ static void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		return;
 	}
 	of->node = n;
+	of->fs = fs;
 	err = node_item(fs, n, &of->snap, &of->it);
 	if (!err && !file_name(of->it, n->type, n->ident, buf, sizeof(buf)))
 		err = -ENOENT;
@@ -605,6 +667,7 @@ static void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		fuse_reply_err(req, -err);
 		return;
 	}
+	handle_add(fs, &of->h, open_file_release);
 	fi->fh = (uintptr_t)of;
 	if (fuse_reply_open(req, fi) == -ENOENT)
 		open_file_free(of);

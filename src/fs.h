@@ -3,11 +3,19 @@
 #ifndef AVALAFS_FS_H
 #define AVALAFS_FS_H
 
+#include <pthread.h>
 #include <sys/types.h>
 
 #include "catalog.h"
 #include "stream.h"
 #include "tree.h"
+
+/* An open file or directory; the list lets an unmount with files still
+ * open free them (the kernel sends no release then). */
+struct fs_handle {
+	struct fs_handle *prev, *next; /* protected by fs->handles_lock */
+	void (*release)(struct fs_handle *h);
+};
 
 struct fs {
 	struct tree *tree;
@@ -17,7 +25,15 @@ struct fs {
 	uid_t uid;
 	gid_t gid;
 	struct timespec mounted; /* times of every node */
+	pthread_mutex_t handles_lock;
+	struct fs_handle handles; /* list head */
 };
+
+/* Ready the handle list of @fs. */
+void fs_handles_init(struct fs *fs);
+
+/* Free the handles still open (after the session ended). */
+void fs_handles_release(struct fs *fs);
 
 /* The operations table; userdata is a struct fs. */
 extern const struct fuse_lowlevel_ops fs_ops;

@@ -491,6 +491,7 @@ int main(int argc, char *argv[])
 	fs.tree = tree_new();
 	if (!fs.tree)
 		goto out_objs;
+	fs_handles_init(&fs);
 	fs.cat = cat;
 	fs.stream = stream;
 	fs.ttl = o.ttl;
@@ -551,6 +552,7 @@ out_signals:
 out_session:
 	fuse_session_destroy(se);
 out_tree:
+	fs_handles_release(&fs);
 	tree_free(fs.tree);
 out_objs:
 	stream_free(stream);
