@@ -326,7 +326,7 @@ static void handle_add(struct fs *fs, struct fs_handle *h,
 
 static void handle_remove(struct fs *fs, struct fs_handle *h)
 {
-	if (!h->next)
+	if (!fs)
 		return; /* never added */
 	pthread_mutex_lock(&fs->handles_lock);
 	h->prev->next = h->next;
@@ -647,7 +647,6 @@ static void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		return;
 	}
 	of->node = n;
-	of->fs = fs;
 	err = node_item(fs, n, &of->snap, &of->it);
 	if (!err && !file_name(of->it, n->type, n->ident, buf, sizeof(buf)))
 		err = -ENOENT;
@@ -667,6 +666,7 @@ static void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		fuse_reply_err(req, -err);
 		return;
 	}
+	of->fs = fs;
 	handle_add(fs, &of->h, open_file_release);
 	fi->fh = (uintptr_t)of;
 	if (fuse_reply_open(req, fi) == -ENOENT)
