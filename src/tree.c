@@ -158,15 +158,3 @@ void tree_forget(struct tree *t, fuse_ino_t ino, uint64_t count)
 	}
 	pthread_mutex_unlock(&t->lock);
 }
-
-uint64_t tree_lookups(struct tree *t)
-{
-	struct node *n, *tmp;
-	uint64_t sum = 0;
-
-	pthread_mutex_lock(&t->lock);
-	HASH_ITER(hh_ino, t->by_ino, n, tmp)
-		sum += n->nlookup;
-	pthread_mutex_unlock(&t->lock);
-	return sum;
-}

@@ -65,7 +65,4 @@ void tree_ref(struct tree *t, struct node *n);
 /* The kernel forgot @count lookups of @ino. */
 void tree_forget(struct tree *t, fuse_ino_t ino, uint64_t count);
 
-/* Sum of all lookup counts (for tests). */
-uint64_t tree_lookups(struct tree *t);
-
 #endif

@@ -9,33 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int n_pass, n_fail;
-
-#define CHECK(expr)                                                            \
-	do {                                                                   \
-		if (expr) {                                                    \
-			n_pass++;                                              \
-		} else {                                                       \
-			n_fail++;                                              \
-			fprintf(stderr, "%s:%d: CHECK(%s) failed\n",           \
-				__FILE__, __LINE__, #expr);                    \
-		}                                                              \
-	} while (0)
-
-/* Compare two strings (either may be NULL) and show both when they differ. */
-#define CHECK_STR(got, want) check_str(__FILE__, __LINE__, #got, got, want)
-
-static void check_str(const char *file, int line, const char *expr,
-		      const char *got, const char *want)
-{
-	if ((!got && !want) || (got && want && strcmp(got, want) == 0)) {
-		n_pass++;
-		return;
-	}
-	n_fail++;
-	fprintf(stderr, "%s:%d: %s is \"%s\", expected \"%s\"\n", file, line,
-		expr, got ? got : "(null)", want ? want : "(null)");
-}
+#include "check.h"
 
 static struct item *parse_item(const char *body)
 {
@@ -869,6 +843,5 @@ int main(void)
 	test_page_append();
 	test_sequence();
 	test_sequence_dup_views();
-	printf("%d passed, %d failed\n", n_pass, n_fail);
-	return n_fail != 0;
+	return check_report();
 }
