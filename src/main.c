@@ -81,36 +81,62 @@ static const struct fuse_opt opt_spec[] = {
 	FUSE_OPT_END
 };
 
-static void usage(const char *prog)
+/* GNU style: --help and --version print to stdout and exit 0; a usage
+ * error says what is wrong and how to get help, on stderr, and exits 1. */
+static void usage(void)
 {
-	printf("Usage: %s [OPTIONS] MOUNTPOINT\n"
+	printf("Usage: avalafs [OPTION]... MOUNTPOINT\n"
 	       "Mount Avala datasets as a read-only directory tree.\n"
 	       "\n"
-	       "The API key comes from AVALA_API_KEY or -o api_key_file.\n"
-	       "\n"
-	       "Options:\n"
-	       "  -h, --help              show this help and exit\n"
-	       "  -V, --version           show the version and exit\n"
-	       "  -f                      stay in the foreground\n"
-	       "  -d                      debug output (implies -f)\n"
-	       "  -s                      serve requests on one thread\n"
-	       "  -o api_url=URL          API base (env AVALA_BASE_URL, else\n"
-	       "                          " DEFAULT_API_URL ")\n"
-	       "  -o api_key_file=PATH    file whose first line is the key\n"
-	       "  -o dataset=OWNER/SLUG   a dataset to show (may repeat)\n"
-	       "  -o page_size=N          list page size (default 100, max 1000)\n"
-	       "  -o ordering=FIELD       ordering of list calls\n"
+	       "  -o api_url=URL          API base (default: $AVALA_BASE_URL, else\n"
+	       "                            " DEFAULT_API_URL ")\n"
+	       "  -o api_key_file=PATH    file whose first line is the API key\n"
+	       "                            (default: $AVALA_API_KEY)\n"
+	       "  -o dataset=OWNER/SLUG   a dataset to show; may repeat (default: the\n"
+	       "                            datasets the key can list)\n"
+	       "  -o page_size=N          items per list request, 1 to 1000 (100)\n"
+	       "  -o ordering=FIELD       ordering of list requests\n"
 	       "  -o ttl=SECONDS          how long listings are trusted (60)\n"
-	       "  -o cache_size=BYTES     data cache budget, K/M/G (256M)\n"
+	       "  -o cache_size=BYTES     data cache budget, K/M/G suffixes (256M)\n"
 	       "  -o readahead=BYTES      largest readahead of one open file (64M)\n"
-	       "  -o timeout=SECONDS      deadline of one request with retries (30)\n"
-	       "  -o retry_after_max=S    longest Retry-After honoured (60)\n"
-	       "  -o max_conns=N          connections per host (16)\n"
-	       "  -o uid=N,gid=N          owner of every file (the mounting user)\n"
-	       "  -o allow_other          let other users in (FUSE option)\n"
+	       "  -o max_conns=N          HTTP connections per host (16)\n"
+	       "  -o timeout=SECONDS      deadline of one request, retries included (30)\n"
+	       "  -o retry_after_max=SECONDS  longest Retry-After honoured (60)\n"
+	       "  -o uid=N, -o gid=N      owner of every node (the mounting user)\n"
+	       "  -o allow_other          let other users in (a FUSE option; others\n"
+	       "                            pass through to FUSE)\n"
+	       "  -f                      stay in the foreground\n"
+	       "  -d                      print FUSE debug output (implies -f)\n"
+	       "  -s                      serve requests on one thread\n"
+	       "  -h, --help              display this help and exit\n"
+	       "  -V, --version           output version information and exit\n"
 	       "\n"
-	       "Report bugs to the avalafs issue tracker.\n",
-	       prog);
+	       "The key is never taken on the command line. fstab entries of type\n"
+	       "fuse.avalafs mount through mount.fuse3; _netdev, nofail, auto, noauto\n"
+	       "and user are accepted and ignored.\n"
+	       "\n"
+	       "Exit status: 0 after a clean unmount, 1 when the mount could not be\n"
+	       "made (bad option, no or rejected key, unknown dataset, no API).\n"
+	       "\n"
+	       "Full documentation: man avalafs\n");
+}
+
+static void version(void)
+{
+	curl_version_info_data *cv = curl_version_info(CURLVERSION_NOW);
+
+	printf("avalafs %s\n"
+	       "FUSE library %s, libcurl %s\n"
+	       "Copyright (C) 2026 The avalafs authors.\n"
+	       "License MIT: <https://opensource.org/licenses/MIT>.\n"
+	       "This is free software: you are free to change and redistribute it.\n"
+	       "There is NO WARRANTY, to the extent permitted by law.\n",
+	       PACKAGE_VERSION, fuse_pkgversion(), cv->version);
+}
+
+static void try_help(void)
+{
+	fprintf(stderr, "Try 'avalafs --help' for more information.\n");
 }
 
 static int opt_proc(void *data, const char *arg, int key,
@@ -391,21 +417,23 @@ int main(int argc, char *argv[])
 	/* cache blocks are 128 KiB: keep them on the heap, where freed ones are
 	 * reused, instead of an mmap and its page faults for each */
 	mallopt(M_MMAP_THRESHOLD, 8 << 20);
-	if (fuse_opt_parse(&args, &o, opt_spec, opt_proc) == -1)
+	if (fuse_opt_parse(&args, &o, opt_spec, opt_proc) == -1) {
+		try_help();
 		goto out_opts;
+	}
 	if (o.show_help) {
-		usage(argv[0]);
+		usage();
 		ret = 0;
 		goto out_opts;
 	}
 	if (o.show_version) {
-		printf("avalafs %s\nFUSE library %s\n", PACKAGE_VERSION,
-		       fuse_pkgversion());
+		version();
 		ret = 0;
 		goto out_opts;
 	}
 	if (!o.mountpoint) {
-		fprintf(stderr, "avalafs: no mount point given (try --help)\n");
+		fprintf(stderr, "avalafs: missing mount point\n");
+		try_help();
 		goto out_opts;
 	}
 	if (fuse_opt_add_arg(&args, o.mountpoint) ||
@@ -435,10 +463,17 @@ int main(int argc, char *argv[])
 				"64M\n", o.readahead);
 		goto out_cmd;
 	}
+	/* the session takes the FUSE options: an unknown one is refused now,
+	 * before any request is made */
+	se = fuse_session_new(&args, &fs_ops, sizeof(fs_ops), &fs);
+	if (!se) {
+		try_help();
+		goto out_cmd;
+	}
 	log_set_debug(cmd.debug);
 	keys = key_source_new(o.api_key_file, getenv("AVALA_API_KEY"));
 	if (!keys)
-		goto out_cmd;
+		goto out_session;
 	key = key_source_get(keys);
 	if (!key) {
 		/* an unreadable key file has said so already */
@@ -499,11 +534,8 @@ int main(int argc, char *argv[])
 	fs.gid = o.gid_set ? o.gid : getgid();
 	clock_gettime(CLOCK_REALTIME, &fs.mounted);
 
-	se = fuse_session_new(&args, &fs_ops, sizeof(fs_ops), &fs);
-	if (!se)
-		goto out_tree;
 	if (fuse_set_signal_handlers(se) != 0)
-		goto out_session;
+		goto out_tree;
 	signal(SIGUSR1, on_sigusr1);
 	if (fuse_session_mount(se, cmd.mountpoint) != 0)
 		goto out_signals;
@@ -549,8 +581,6 @@ out_unmount:
 	fuse_session_unmount(se);
 out_signals:
 	fuse_remove_signal_handlers(se);
-out_session:
-	fuse_session_destroy(se);
 out_tree:
 	fs_handles_release(&fs);
 	tree_free(fs.tree);
@@ -566,6 +596,8 @@ out_key:
 		memset(key, 0, strlen(key));
 	free(key);
 	key_source_free(keys);
+out_session:
+	fuse_session_destroy(se);
 out_cmd:
 	free(cmd.mountpoint);
 out_opts:
