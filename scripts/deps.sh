@@ -1,12 +1,14 @@
 # Debian packages avalafs builds, tests and demonstrates with; sourced by the
-# other scripts. install_deps installs the missing ones (root or sudo).
+# other scripts. install_deps [LIST] installs the missing ones (root or sudo).
 AVALAFS_DEPS="gcc libc6-dev pkg-config meson ninja-build libfuse3-dev fuse3
 libcurl4-openssl-dev libcjson-dev uthash-dev python3 python3-pytest curl
 clang libclang-rt-14-dev"
+# and what scripts/package.sh builds and checks the packages with
+AVALAFS_PKG_DEPS="build-essential debhelper rpm man-db systemd"
 
 install_deps() {
 	local missing=() p
-	for p in $AVALAFS_DEPS; do
+	for p in ${1:-$AVALAFS_DEPS}; do
 		dpkg-query -W -f='${Status}' "$p" 2>/dev/null |
 			grep -q "ok installed" || missing+=("$p")
 	done

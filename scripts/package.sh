@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# Build the Debian package from a copy of the tree into build/dist/ and check
+# the RPM spec: scripts/package.sh
+# "scripts/package.sh check" then installs the .deb, uses the installed
+# binary (--version, the man page, the systemd units, a mount with
+# mount -t fuse.avalafs against the fake API) and removes the package.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/deps.sh
+install_deps "$AVALAFS_DEPS $AVALAFS_PKG_DEPS"
+version=$(sed -n "s/^  version: '\(.*\)',$/\1/p" meson.build)
+dist=$PWD/build/dist
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+# the tree as git knows it (tracked and new files), never the build dirs
+src=$work/avalafs-$version
+mkdir -p "$src" "$dist"
+if git rev-parse --git-dir >/dev/null 2>&1; then
+	git ls-files -z --cached --others --exclude-standard |
+		xargs -0 cp --parents -t "$src"
+else
+	tar -c --exclude='./build*' --exclude=./mnt . | tar -x -C "$src"
+fi
+
+echo "== rpm: avalafs.spec"
+rpmspec -P packaging/rpm/avalafs.spec >/dev/null
+# Debian's rpm has no %meson macros: give it the essence of Fedora's and
+# build the binary RPM for real, without dependency checks
+cat >"$work/macros.meson" <<'MACROS'
+%_unitdir /usr/lib/systemd/system
+%__meson /usr/bin/meson
+%meson %{__meson} setup --buildtype=plain --prefix=%{_prefix} --libdir=%{_libdir} --mandir=%{_mandir} --sysconfdir=%{_sysconfdir} %{_vpath_builddir}
+%meson_build %{__meson} compile -C %{_vpath_builddir}
+%meson_install DESTDIR=%{buildroot} %{__meson} install -C %{_vpath_builddir} --no-rebuild
+%meson_test %{__meson} test -C %{_vpath_builddir} --print-errorlogs
+MACROS
+mkdir -p "$work/rpm/SOURCES"
+tar -C "$work" -czf "$work/rpm/SOURCES/avalafs-$version.tar.gz" \
+	"avalafs-$version"
+rpmbuild -bb --nodeps --load="$work/macros.meson" \
+	--define "_topdir $work/rpm" packaging/rpm/avalafs.spec \
+	>"$work/rpmbuild.log" 2>&1 || { tail -n 30 "$work/rpmbuild.log"; exit 1; }
+rpm=$(find "$work/rpm/RPMS" -name "avalafs-$version-*.rpm")
+rpm -qlp "$rpm"
+cp "$rpm" "$dist/"
+
+echo "== deb: dpkg-buildpackage -us -uc -b"
+cp -r packaging/debian "$src/debian"
+(cd "$src" && dpkg-buildpackage -us -uc -b) >"$work/deb.log" 2>&1 ||
+	{ tail -n 30 "$work/deb.log"; exit 1; }
+deb=$(ls "$work"/avalafs_"$version"_*.deb)
+cp "$deb" "$dist/"
+deb=$dist/$(basename "$deb")
+dpkg-deb -c "$deb" | awk '{print $6}'
+echo "built $deb"
+[ "${1:-}" = check ] || exit 0
+
+echo "== deb: install, use, remove"
+apt-get install -y -qq "$deb" >/dev/null
+[ "$(command -v avalafs)" = /usr/bin/avalafs ]
+avalafs --version | head -n 1 | grep -qx "avalafs $version"
+man -w avalafs | grep -q '^/usr/share/man/man1/avalafs.1'
+systemd-analyze verify /lib/systemd/system/avalafs@.service \
+	/usr/share/doc/avalafs/examples/mnt-avala.mount
+
+/usr/bin/python3 tests/fake_avala.py --quiet --port-file "$work/port" \
+	--dataset demo/cars:items=5 >/dev/null 2>"$work/fake.log" &
+fake=$!
+trap 'umount "$work/mnt" 2>/dev/null; kill $fake; rm -rf "$work"' EXIT
+for _ in $(seq 100); do [ -s "$work/port" ] && break; sleep 0.1; done
+base=http://127.0.0.1:$(cat "$work/port")
+echo test-key >"$work/key"
+chmod 600 "$work/key"
+mkdir "$work/mnt"
+mount -t fuse.avalafs -o "ro,_netdev,nofail,api_key_file=$work/key,api_url=$base/api/v1,dataset=demo/cars" \
+	avalafs "$work/mnt"
+uid=$(curl -s "$base/_fake/truth/demo/cars" |
+	/usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["items"][0]["uid"])')
+item=$(grep -l "\"$uid\"" "$work"/mnt/demo/cars/items/*/metadata.json)
+cmp <(curl -s "$base/_fake/file/demo/cars/$uid/data") "$(dirname "$item")"/data*
+ls "$work/mnt/demo/cars/items" | wc -l | grep -qx 5
+umount "$work/mnt"
+for _ in $(seq 100); do pgrep -f -- "$work/mnt" >/dev/null || break; sleep 0.1; done
+! pgrep -f -- "$work/mnt"
+echo "mounted with mount -t fuse.avalafs, read $uid, unmounted"
+
+apt-get remove -y -qq --purge avalafs >/dev/null
+[ ! -e /usr/bin/avalafs ] && ! dpkg -s avalafs >/dev/null 2>&1
+echo "installed, used and removed $(basename "$deb")"

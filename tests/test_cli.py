@@ -1,0 +1,200 @@
+# The command line as a user and mount(8) see it: GNU --help and --version,
+# usage errors, the man page, and fstab mounts through mount.fuse3.
+import glob
+import os
+import re
+import subprocess
+import tempfile
+import time
+
+import pytest
+
+from conftest import BINARY, KEY, ROOT, escape_key
+
+MAN = os.path.join(ROOT, "packaging", "avalafs.1")
+HELPER_LINK = "/usr/local/bin/avalafs"
+
+
+def run(*args, **kw):
+    return subprocess.run([BINARY] + list(args), capture_output=True,
+                          text=True, timeout=60, **kw)
+
+
+def project_version():
+    text = open(os.path.join(ROOT, "meson.build")).read()
+    return re.search(r"^\s*version: '([^']+)'", text, re.M).group(1)
+
+
+def help_options():
+    """The -o option names that --help lists."""
+    out = run("--help").stdout
+    return sorted(set(re.findall(r"-o ([a-z_]+)", out)))
+
+
+def test_version_is_gnu_style():
+    r = run("--version")
+    assert r.returncode == 0 and r.stderr == ""
+    lines = r.stdout.splitlines()
+    assert lines[0] == "avalafs " + project_version()
+    assert any(l.startswith("Copyright (C) ") for l in lines)
+    assert "There is NO WARRANTY, to the extent permitted by law." in lines
+    assert run("-V").stdout == r.stdout
+
+
+def test_help_is_gnu_style():
+    r = run("--help")
+    assert r.returncode == 0 and r.stderr == ""
+    assert r.stdout.startswith("Usage: avalafs [OPTION]... MOUNTPOINT\n")
+    for flag in ("-f", "-d", "-s", "-h, --help", "-V, --version"):
+        assert "\n  " + flag in r.stdout
+    assert run("-h").stdout == r.stdout
+    # every option of the option table is listed
+    assert help_options() == sorted([
+        "allow_other", "api_key_file", "api_url", "cache_size", "dataset",
+        "gid", "max_conns", "ordering", "page_size", "readahead",
+        "retry_after_max", "timeout", "ttl", "uid"])
+
+
+@pytest.mark.parametrize("args,message", [
+    (["-o", "no_such_option,api_url=API", "/tmp"], "unknown option"),
+    (["-o", "api_url=API", "--no-such-flag", "/tmp"], "unknown option"),
+    (["-o", "api_url=API", "-o"], "missing argument"),
+    (["-o", "api_url=API"], "missing mount point"),
+])
+def test_usage_errors_point_to_help(args, message, fake_factory):
+    fake = fake_factory("--dataset", "acme/cars:items=1")
+    env = dict(os.environ, AVALA_API_KEY=KEY)
+    r = run(*[a.replace("API", fake.api_url) for a in args], env=env)
+    assert r.returncode == 1 and r.stdout == ""
+    assert message in r.stderr
+    assert r.stderr.endswith("Try 'avalafs --help' for more information.\n")
+    # refused before any request was made
+    counts = fake.counts()
+    del counts["connections"]  # our own control connection
+    assert sum(counts.values()) == 0, counts
+
+
+def test_man_page_covers_every_option():
+    text = open(MAN).read()
+    th = re.search(r'^\.TH AVALAFS 1 "[^"]+" "avalafs ([^"]+)"', text, re.M)
+    assert th and th.group(1) == project_version()
+    for name in help_options():
+        assert re.search(r"\\-o %s\b" % name, text), name
+    for section in ("SYNOPSIS", "OPTIONS", "THE TREE", "NAMES", "ERRORS",
+                    "EXIT STATUS", "ENVIRONMENT", "FSTAB", "SYSTEMD",
+                    "EXAMPLES"):
+        assert re.search(r"^\.SH %s$" % section, text, re.M), section
+    for fstab_word in ("_netdev", "nofail", "noauto", "user"):
+        assert fstab_word in text
+
+
+def test_man_page_renders_without_warnings():
+    if not os.path.exists("/usr/bin/groff"):
+        pytest.skip("groff is not installed")
+    r = subprocess.run(["groff", "-man", "-ww", "-z", MAN],
+                       capture_output=True, text=True)
+    assert r.returncode == 0 and r.stderr == ""
+
+
+# mount(8) runs mount.fuse3, which runs "avalafs" through /bin/sh with the
+# shell's default PATH: the binary under test must be in /usr/local/bin.
+@pytest.fixture
+def installed():
+    if os.geteuid() != 0:
+        pytest.skip("mount(8) of a FUSE type needs root")
+    if os.path.lexists(HELPER_LINK):
+        if os.path.realpath(HELPER_LINK) != os.path.realpath(BINARY):
+            pytest.skip(HELPER_LINK + " is another avalafs")
+        yield
+        return
+    os.symlink(os.path.realpath(BINARY), HELPER_LINK)
+    try:
+        yield
+    finally:
+        os.unlink(HELPER_LINK)
+
+
+def daemons_on(mnt):
+    """Pids of avalafs processes serving mnt."""
+    pids = []
+    for d in glob.glob("/proc/[0-9]*"):
+        try:
+            argv = open(d + "/cmdline", "rb").read().split(b"\0")
+            exe = os.readlink(d + "/exe")
+        except OSError:
+            continue
+        if mnt.encode() in argv and exe == os.path.realpath(BINARY):
+            pids.append(int(d[6:]))
+    return pids
+
+
+def mount_type(mnt):
+    for line in open("/proc/self/mountinfo"):
+        f = line.split()
+        if f[4] == mnt:
+            return f[f.index("-") + 1], f[5]
+    return None, None
+
+
+def umount_and_wait(mnt):
+    subprocess.run(["umount", mnt], check=True, timeout=30)
+    deadline = time.time() + 15
+    while daemons_on(mnt):
+        assert time.time() < deadline, "avalafs did not exit after umount"
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def key_file(tmpdir_short):
+    path = os.path.join(tmpdir_short, "key")
+    with open(path, "w") as f:
+        f.write(KEY + "\n")
+    os.chmod(path, 0o600)
+    return path
+
+
+def test_fstab_line_mounts_with_mount(fake_factory, tmpdir_short, key_file,
+                                      installed):
+    fake = fake_factory("--dataset", "acme/cars:items=4")
+    mnt = tempfile.mkdtemp(prefix="mnt-", dir=tmpdir_short)
+    fstab = os.path.join(tmpdir_short, "fstab")
+    with open(fstab, "w") as f:
+        f.write("avalafs %s fuse.avalafs ro,_netdev,nofail,noauto,user,"
+                "api_key_file=%s,dataset=acme/cars,api_url=%s 0 0\n"
+                % (mnt, key_file, fake.api_url))
+    r = subprocess.run(["mount", "--fstab", fstab, mnt], capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    try:
+        fstype, options = mount_type(mnt)
+        assert fstype == "fuse.avalafs" and options.split(",")[0] == "ro"
+        assert len(daemons_on(mnt)) == 1
+        truth = fake.truth("acme/cars")["items"]
+        items = os.path.join(mnt, "acme", "cars", "items")
+        assert sorted(os.listdir(items)) == sorted(
+            escape_key(i["key"].encode()).decode() for i in truth)
+        first = truth[0]
+        data, = glob.glob(os.path.join(
+            items, escape_key(first["key"].encode()).decode(), "data*"))
+        with open(data, "rb") as f:
+            assert f.read() == fake.file_bytes("acme/cars", first["uid"])
+    finally:
+        umount_and_wait(mnt)
+    assert not os.path.ismount(mnt)
+
+
+def test_mount_t_reports_a_rejected_key(fake_factory, tmpdir_short, installed):
+    fake = fake_factory("--dataset", "acme/cars:items=1")
+    bad = os.path.join(tmpdir_short, "bad-key")
+    with open(bad, "w") as f:
+        f.write("not-the-key\n")
+    os.chmod(bad, 0o600)
+    mnt = tempfile.mkdtemp(prefix="mnt-", dir=tmpdir_short)
+    r = subprocess.run(
+        ["mount", "-t", "fuse.avalafs", "-o",
+         "ro,_netdev,api_key_file=%s,dataset=acme/cars,api_url=%s"
+         % (bad, fake.api_url), "avalafs", mnt],
+        capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0
+    assert "avalafs:" in r.stderr and "not-the-key" not in r.stderr
+    assert not os.path.ismount(mnt) and not daemons_on(mnt)
