@@ -67,7 +67,7 @@ systemd-analyze verify /lib/systemd/system/avalafs@.service \
 /usr/bin/python3 tests/fake_avala.py --quiet --port-file "$work/port" \
 	--dataset demo/cars:items=5 >/dev/null 2>"$work/fake.log" &
 fake=$!
-trap 'umount "$work/mnt" 2>/dev/null; kill $fake; rm -rf "$work"' EXIT
+trap 'umount "$work/mnt" 2>/dev/null || :; kill $fake || :; rm -rf "$work"' EXIT
 for _ in $(seq 100); do [ -s "$work/port" ] && break; sleep 0.1; done
 base=http://127.0.0.1:$(cat "$work/port")
 echo test-key >"$work/key"
