@@ -114,6 +114,8 @@ FAULTS (POST /_fake/fault body)
   status       answer this status with {"detail": "fault"}
   retry_after  with status: add Retry-After: <seconds>
   malformed    answer 200 with a broken JSON body
+  body         answer 200 with this string as the JSON body (wrong types...)
+  oversize     answer 200 with a valid JSON object padded to this many bytes
   truncate     send the full Content-Length but half the body, then close
   stall        send the headers, then nothing for an hour (or until the
                faults are cleared), then close
@@ -823,6 +825,8 @@ class Fault:
     retry_after: int | None = None
     latency: float = 0.0
     malformed: bool = False
+    body: str | None = None
+    oversize: int | None = None
     truncate: bool = False
     stall: bool = False
     probability: float | None = None
@@ -849,6 +853,8 @@ FAULT_FIELD_CHECKS: dict[str, tuple[Callable[[object], bool], str]] = {
     "latency": (lambda value: _is_number(value) and value >= 0, "seconds"),
     "probability": (lambda value: _is_number(value) and 0 <= value <= 1, "between 0 and 1"),
     "malformed": (_is_bool, "true or false"),
+    "body": (lambda value: isinstance(value, str), "a string"),
+    "oversize": (lambda value: _is_int(value) and 64 <= value <= 1 << 30, "a byte count"),
     "truncate": (_is_bool, "true or false"),
     "stall": (_is_bool, "true or false"),
     "etag_change": (_is_bool, "true or false"),
@@ -1013,6 +1019,12 @@ class FakeAvala:
                 return json_response(fault.status, {"detail": "fault"}, retry)
             if fault.malformed:
                 return Response(200, MALFORMED_BODY, list(JSON_HEADERS))
+            if fault.body is not None:
+                return Response(200, fault.body.encode(), list(JSON_HEADERS))
+            if fault.oversize is not None:
+                head = b'{"results": [], "next": null, "pad": "'
+                pad = fault.oversize - len(head) - 2
+                return Response(200, head + b"x" * pad + b'"}', list(JSON_HEADERS))
             if fault.redirect:
                 return Response(302, b"", [("Location", fault.redirect)])
             request.etag_change = fault.etag_change

@@ -60,6 +60,51 @@ def test_stalled_body_fails_within_the_deadline(fake_factory, mount_factory):
     assert m.alive()
 
 
+def test_waiters_on_a_stalled_listing_are_answered_in_time(fake_factory,
+                                                          mount_factory):
+    """A lookup that waits for another thread's listing fetch gets its answer
+    within the deadline too: no FUSE request outlives it."""
+    import threading
+    fake = fake_factory("--dataset", "acme/cars:items=3")
+    m = mount_factory(fake, "dataset=acme/cars", "timeout=3")
+    truth = fake.truth("acme/cars")["items"]
+    fake.fault(route="items_list", stall=True, count=-1)
+    answers = {}
+
+    def call(name, fn):
+        start = time.monotonic()
+        try:
+            fn()
+            answers[name] = (0, time.monotonic() - start)
+        except OSError as err:
+            answers[name] = (err.errno, time.monotonic() - start)
+
+    items = m.p("acme", "cars", "items")
+    threads = [threading.Thread(target=call, args=("list", lambda: os.listdir(items)))]
+    threads += [threading.Thread(target=call, args=(
+        "stat%d" % i, lambda t=t: os.stat(os.path.join(items, t["key"]))))
+        for i, t in enumerate(truth)]
+    threads[0].start()
+    time.sleep(0.3)
+    for t in threads[1:]:
+        t.start()
+    for t in threads:
+        t.join(20)
+    assert sorted(answers) == ["list", "stat0", "stat1", "stat2"]
+    for name, (err, took) in answers.items():
+        assert err == errno.EIO and took < 3 + 3, (name, err, took)
+    fake.call("/_fake/fault", method="DELETE")
+    deadline = time.time() + 10
+    while True:
+        try:
+            assert len(os.listdir(items)) == 3
+            break
+        except OSError as err:
+            assert err.errno == errno.EIO and time.time() < deadline
+            time.sleep(0.2)
+    assert m.alive()
+
+
 def test_expired_urls_are_resolved_again(fake_factory, mount_factory):
     fake = fake_factory("--dataset", "acme/cars:items=6,size_known=1")
     m = mount_factory(fake, "dataset=acme/cars")
@@ -303,3 +348,34 @@ def test_sigterm_unmounts_and_exits_zero(fake_factory, mount_factory):
     assert time.monotonic() - start < 10  # the stalled request was cancelled
     reader.wait(15)
     assert not os.path.ismount(m.path)
+
+
+@pytest.mark.parametrize("fault,logged", [
+    ({"malformed": True}, "malformed page"),
+    ({"body": '{"results": 5, "next": null}'}, "malformed page"),
+    ({"body": '["not", "an", "object"]'}, "malformed page"),
+    ({"oversize": 65 * MIB}, "larger than 67108864 bytes, refused"),
+], ids=["malformed", "wrong-type", "not-an-object", "over-64MiB"])
+def test_hostile_list_answer_is_eio_for_that_listing(fault, logged,
+                                                     fake_factory,
+                                                     mount_factory):
+    fake = fake_factory("--dataset", "acme/cars:items=3",
+                        "--dataset", "acme/bikes:items=2")
+    m = mount_factory(fake, "dataset=acme/cars", "dataset=acme/bikes")
+    fake.fault(route="items_list", count=1, **fault)
+    with pytest.raises(OSError) as e:
+        os.listdir(m.p("acme", "cars", "items"))
+    assert e.value.errno == errno.EIO
+    line = [l for l in m.log().splitlines() if logged in l]
+    assert line and KEY not in m.log(), m.log()
+    # the rest of the mount keeps working, and so does this listing later
+    assert len(os.listdir(m.p("acme", "bikes", "items"))) == 2
+    deadline = time.time() + 10
+    while True:
+        try:
+            assert len(os.listdir(m.p("acme", "cars", "items"))) == 3
+            break
+        except OSError as err:
+            assert err.errno == errno.EIO and time.time() < deadline
+            time.sleep(0.2)
+    assert m.alive()
