@@ -279,8 +279,141 @@ out:
 	return err;
 }
 
-/* Build an item from one JSON object; NULL when it has no string uid. */
-static struct item *item_from_json(const cJSON *obj, enum item_kind kind)
+/* Raw JSON text, for text cJSON has already accepted: where the value at
+ * @p ends, and the elements of the top-level "results" array. The bytes of
+ * an item are kept as the server sent them (minus whitespace), which is
+ * cheaper than printing the parsed tree back and loses nothing. */
+struct span {
+	const char *p;
+	size_t len;
+};
+
+/* Whitespace as cJSON skips it: every byte up to the space, NUL included. */
+static bool json_ws(char c)
+{
+	return (unsigned char)c <= ' ';
+}
+
+static const char *json_skip_ws(const char *p, const char *end)
+{
+	while (p < end && json_ws(*p))
+		p++;
+	return p;
+}
+
+/* The end of the value starting at @p, or NULL when it does not end. */
+static const char *json_value_end(const char *p, const char *end)
+{
+	bool in_str = false;
+	int depth = 0;
+
+	for (; p < end; p++) {
+		if (in_str) {
+			if (*p == '\\')
+				p++;
+			else if (*p == '"' && (in_str = false, depth == 0))
+				return p + 1;
+			continue;
+		}
+		if (depth == 0 && (*p == ',' || *p == ']' || *p == '}' ||
+				   *p == ':' || json_ws(*p)))
+			return p; /* a number or a literal ends here */
+		if (*p == '"')
+			in_str = true;
+		else if (*p == '{' || *p == '[')
+			depth++;
+		else if ((*p == '}' || *p == ']') && --depth == 0)
+			return p + 1;
+	}
+	return depth == 0 && !in_str ? p : NULL;
+}
+
+/* The spans of the elements of the first top-level "results" array of the
+ * object in [p, end) into @spans (room for @max); their number, or -1. */
+static long results_spans(const char *p, const char *end, struct span *spans,
+			  size_t max)
+{
+	long n = -1;
+
+	p = json_skip_ws(p, end);
+	if (p == end || *p++ != '{')
+		return -1;
+	for (;;) {
+		const char *key, *key_end, *v_end;
+
+		p = json_skip_ws(p, end);
+		if (p < end && *p == '}')
+			return n;
+		key = p;
+		key_end = json_value_end(p, end);
+		/* an escaped key could spell "results" too: leave those to
+		 * cJSON alone */
+		if (!key_end || *key != '"' || memchr(key, '\\', key_end - key))
+			return -1;
+		p = json_skip_ws(key_end, end);
+		if (p == end || *p++ != ':')
+			return -1;
+		p = json_skip_ws(p, end);
+		if (n < 0 && key_end - key == 9 && !memcmp(key, "\"results\"", 9) &&
+		    p < end && *p == '[') {
+			n = 0;
+			p = json_skip_ws(p + 1, end);
+			while (p < end && *p != ']') {
+				v_end = json_value_end(p, end);
+				if (!v_end || v_end == p || (size_t)n == max)
+					return -1;
+				spans[n].p = p;
+				spans[n++].len = v_end - p;
+				p = json_skip_ws(v_end, end);
+				if (p < end && *p == ',')
+					p = json_skip_ws(p + 1, end);
+			}
+			if (p == end)
+				return -1;
+			v_end = p + 1;
+		} else {
+			v_end = json_value_end(p, end);
+			if (!v_end || v_end == p)
+				return -1;
+		}
+		p = json_skip_ws(v_end, end);
+		if (p < end && *p == ',')
+			p++;
+	}
+}
+
+/* @raw without the whitespace between tokens: a new string, or NULL. */
+static char *json_compact(const char *raw, size_t len, size_t *out_len)
+{
+	char *out = malloc(len + 1), *o = out;
+	bool in_str = false;
+	size_t i;
+
+	if (!out)
+		return NULL;
+	for (i = 0; i < len; i++) {
+		char c = raw[i];
+
+		if (in_str) {
+			*o++ = c;
+			if (c == '\\' && i + 1 < len)
+				*o++ = raw[++i];
+			else if (c == '"')
+				in_str = false;
+		} else if (!json_ws(c)) {
+			*o++ = c;
+			in_str = c == '"';
+		}
+	}
+	*o = '\0';
+	*out_len = o - out;
+	return out;
+}
+
+/* Build an item from one JSON object, whose text is @raw when known;
+ * NULL when it has no string uid. */
+static struct item *item_from_json(const cJSON *obj, const struct span *raw,
+				   enum item_kind kind)
 {
 	const cJSON *meta, *size, *key, *views;
 	const char *data_url, *thumb_url, *format = NULL;
@@ -331,10 +464,15 @@ static struct item *item_from_json(const cJSON *obj, enum item_kind kind)
 	    parse_views(it, views))
 		goto fail;
 	/* compact now; metadata.json is made from it when first asked for */
-	it->json = cJSON_PrintUnformatted(obj);
+	if (raw && raw->len >= 2 && raw->p[0] == '{' &&
+	    raw->p[raw->len - 1] == '}') {
+		it->json = json_compact(raw->p, raw->len, &it->json_len);
+	} else {
+		it->json = cJSON_PrintUnformatted(obj);
+		it->json_len = it->json ? strlen(it->json) : 0;
+	}
 	if (!it->json)
 		goto fail;
-	it->json_len = strlen(it->json);
 	return it;
 fail:
 	item_unref(it);
@@ -372,7 +510,7 @@ struct item *api_parse_object(const char *body, size_t len,
 			      enum item_kind kind)
 {
 	cJSON *root = cJSON_ParseWithLength(body, len);
-	struct item *it = item_from_json(root, kind);
+	struct item *it = item_from_json(root, NULL, kind);
 
 	cJSON_Delete(root);
 	return it;
@@ -400,6 +538,8 @@ int api_parse_page(const char *body, size_t len, enum item_kind kind,
 {
 	cJSON *root = cJSON_ParseWithLength(body, len);
 	const cJSON *results, *next, *obj;
+	struct span *spans = NULL;
+	long n_spans = -1, i = 0;
 	int err = 0;
 
 	*next_cursor = NULL;
@@ -417,8 +557,18 @@ int api_parse_page(const char *body, size_t len, enum item_kind kind,
 			return -EIO;
 		}
 	}
+	/* the raw text of each result, when it lines up with cJSON's view */
+	spans = malloc((cJSON_GetArraySize(results) + 1) * sizeof(*spans));
+	if (spans)
+		n_spans = results_spans(body, body + len, spans,
+					cJSON_GetArraySize(results));
+	if (n_spans != cJSON_GetArraySize(results))
+		n_spans = -1;
 	cJSON_ArrayForEach(obj, results) {
-		struct item *it = item_from_json(obj, kind);
+		struct item *it = item_from_json(
+			obj, n_spans < 0 ? NULL : &spans[i], kind);
+
+		i++;
 
 		if (!it) {
 			(*n_bad)++;
@@ -431,6 +581,7 @@ int api_parse_page(const char *body, size_t len, enum item_kind kind,
 		}
 	}
 	cJSON_Delete(root);
+	free(spans);
 	if (err) {
 		free(*next_cursor);
 		*next_cursor = NULL;

@@ -537,6 +537,64 @@ static void test_page_mixed(void)
 	item_list_clear(&list);
 }
 
+/* Each item keeps the text the server sent, minus the whitespace between
+ * tokens: strings with spaces, quotes, brackets and escapes stay intact and
+ * numbers keep their spelling. An escaped key that spells "results" leaves
+ * the work to cJSON, whose first "results" wins either way. */
+static void test_page_raw_text(void)
+{
+	static const char body[] =
+		"{ \"count\" : 2 , \"next\" : null,\n"
+		"  \"results\" : [ {\"uid\": \"r1\", \"key\": \"a b {c} [d],"
+		" \\\"e\\\" \\\\\", \"n\": 1.50e0 } ,\n"
+		"\t{ \"uid\" : \"r2\", \"x\": [ 1 , { } , [ ] , true , null ] } ] ,\n"
+		"  \"results\": [{\"uid\": \"ignored\"}] }";
+	static const char escaped[] =
+		"{\"res\\u0075lts\": [{ \"uid\": \"first\" }],"
+		" \"results\": [{\"uid\": \"second\"}], \"next\": null}";
+	struct item_list list = { 0 };
+	struct item *it;
+	char *cursor;
+	size_t n_bad;
+
+	CHECK(parse_page(body, ITEM_KIND_ITEM, &list, &cursor, &n_bad) == 0);
+	CHECK(list.n == 2);
+	if (list.n == 2) {
+		CHECK_STR(list.v[0]->json,
+			  "{\"uid\":\"r1\",\"key\":\"a b {c} [d], \\\"e\\\" "
+			  "\\\\\",\"n\":1.50e0}");
+		CHECK(list.v[0]->json_len == strlen(list.v[0]->json));
+		CHECK_STR(list.v[0]->key, "a b {c} [d], \"e\" \\");
+		CHECK_STR(list.v[1]->json,
+			  "{\"uid\":\"r2\",\"x\":[1,{},[],true,null]}");
+		CHECK(strstr(pretty_text(list.v[0]), "\"n\": 1.5\n") != NULL);
+	}
+	item_list_clear(&list);
+
+	CHECK(parse_page(escaped, ITEM_KIND_ITEM, &list, &cursor, &n_bad) == 0);
+	CHECK(list.n == 1);
+	if (list.n == 1) {
+		CHECK_STR(list.v[0]->uid, "first");
+		CHECK_STR(list.v[0]->json, "{\"uid\":\"first\"}");
+	}
+	item_list_clear(&list);
+
+	/* cJSON skips every byte up to the space between tokens: so does
+	 * the text kept */
+	CHECK(parse_page("{\"results\":[\x01{\"uid\":\x1f\"c1\"}\x02]}",
+			 ITEM_KIND_ITEM, &list, &cursor, &n_bad) == 0);
+	CHECK(list.n == 1 && strcmp(list.v[0]->json, "{\"uid\":\"c1\"}") == 0);
+	item_list_clear(&list);
+
+	/* one object: its own text, never what follows it */
+	it = parse_item(" \n{ \"uid\" : \"o1\" }\n");
+	CHECK(it && strcmp(it->json, "{\"uid\":\"o1\"}") == 0);
+	item_unref(it);
+	it = parse_item("{\"uid\": \"o2\"} {\"uid\": \"o3\"}");
+	CHECK(!it || strcmp(it->json, "{\"uid\":\"o2\"}") == 0);
+	item_unref(it);
+}
+
 /* Entries that are not objects or lack a string uid are skipped, counted. */
 static void test_page_bad_entries(void)
 {
@@ -837,6 +895,7 @@ int main(void)
 	test_item_ext();
 	test_object_bad();
 	test_page_mixed();
+	test_page_raw_text();
 	test_page_bad_entries();
 	test_page_cursor();
 	test_page_not_page();

@@ -1,12 +1,57 @@
 /* libFuzzer target: any bytes as a list page and as one object, in both
- * kinds. Nothing may crash, leak, or hand back an item without a uid. */
+ * kinds. Nothing may crash, leak, or hand back an item without a uid, and
+ * the text kept for each item is the JSON cJSON sees for it. */
 #include "api.h"
 
+#include <cjson/cJSON.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+/* Whether @obj is one api_parse_page keeps: an object with a string uid. */
+static int has_uid(const cJSON *obj)
+{
+	const cJSON *uid = cJSON_GetObjectItemCaseSensitive(obj, "uid");
+
+	return cJSON_IsObject(obj) && cJSON_IsString(uid) && *uid->valuestring;
+}
+
+/* Each kept item's text parses to the element of "results" it came from. */
+static void check_texts(const uint8_t *data, size_t size,
+			const struct item_list *list)
+{
+	cJSON *root = cJSON_ParseWithLength((const char *)data, size);
+	const cJSON *obj;
+	size_t i = 0;
+
+	cJSON_ArrayForEach(obj, cJSON_GetObjectItemCaseSensitive(root,
+								  "results")) {
+		cJSON *back;
+		char *a, *b;
+
+		if (!has_uid(obj))
+			continue;
+		if (i == list->n)
+			abort();
+		/* printed, not cJSON_Compare: that is not reflexive for an
+		 * object with a key twice */
+		back = cJSON_ParseWithLength(list->v[i]->json,
+					     list->v[i]->json_len);
+		a = cJSON_PrintUnformatted(back);
+		b = cJSON_PrintUnformatted(obj);
+		if (!a || !b || strcmp(a, b) != 0)
+			abort();
+		free(a);
+		free(b);
+		cJSON_Delete(back);
+		i++;
+	}
+	if (i != list->n)
+		abort();
+	cJSON_Delete(root);
+}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -22,9 +67,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		for (i = 0; i < list.n; i++) {
 			if (!list.v[i]->uid || !*list.v[i]->uid)
 				abort();
-			if (!api_item_pretty(list.v[i], &len) && len)
+			if (!api_item_pretty(list.v[i], &len))
 				abort();
 		}
+		check_texts(data, size, &list);
 	}
 	free(next);
 	item_list_clear(&list);
