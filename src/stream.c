@@ -258,9 +258,9 @@ void stream_log_stats(struct stream *s)
 	log_info("stats: {\"cache_used\": %zu, \"cache_peak\": %zu, "
 		 "\"cache_budget\": %zu, \"fetches\": %" PRIu64 ", "
 		 "\"fetched_bytes\": %" PRIu64 ", \"block_hits\": %" PRIu64
-		 ", \"block_misses\": %" PRIu64 "}",
+		 ", \"block_misses\": %" PRIu64 ", \"jobs\": %zu}",
 		 st.used, st.peak, st.budget, st.fetches, st.fetched, st.hits,
-		 st.misses);
+		 st.misses, st.jobs);
 }
 
 /* The state of one file, created on first use. Called with s->lock held. */
@@ -617,6 +617,7 @@ static void *worker_main(void *p)
 		job_run(j);
 		job_free(j);
 		pthread_mutex_lock(&s->lock);
+		s->stats.jobs--;
 	}
 	pthread_mutex_unlock(&s->lock);
 	return NULL;
@@ -642,6 +643,7 @@ static bool job_queue(struct stream *s, struct job *j)
 	else
 		s->queue = j;
 	s->queue_tail = j;
+	s->stats.jobs++;
 	pthread_cond_signal(&s->work);
 	return true;
 }

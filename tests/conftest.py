@@ -162,6 +162,13 @@ class Mount:
         line = [l for l in self.log().splitlines() if "stats: " in l][-1]
         return json.loads(line.split("stats: ", 1)[1])
 
+    def wait_idle(self, timeout=30):
+        """Wait until no readahead fetch is queued or running."""
+        deadline = time.time() + timeout
+        while self.cache_stats()["jobs"] > 0:
+            assert time.time() < deadline, "readahead still running"
+            time.sleep(0.05)
+
     def alive(self):
         return self.proc.poll() is None and os.path.ismount(self.path)
 

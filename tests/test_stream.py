@@ -103,6 +103,7 @@ def test_readahead_grows_then_resets_on_seek(fake_factory, mount_factory):
     with open(path, "rb", buffering=0) as f:
         for off in range(0, 24 * MIB, BLOCK):
             assert len(os.pread(f.fileno(), BLOCK, off)) == BLOCK
+    m.wait_idle()  # the last window may still be on its way
     seq = file_requests(fake, t["uid"])
     sizes = [b - a + 1 for a, b in seq]
     # windows start small, grow, and stop at readahead=8M
