@@ -342,7 +342,9 @@ static long results_spans(const char *p, const char *end, struct span *spans,
 		const char *key, *key_end, *v_end;
 
 		p = json_skip_ws(p, end);
-		if (p < end && *p == '}')
+		if (p == end)
+			return -1;
+		if (*p == '}')
 			return n;
 		key = p;
 		key_end = json_value_end(p, end);
@@ -557,9 +559,11 @@ int api_parse_page(const char *body, size_t len, enum item_kind kind,
 			return -EIO;
 		}
 	}
-	/* the raw text of each result, when it lines up with cJSON's view */
+	/* the raw text of each result, when it lines up with cJSON's view;
+	 * a raw NUL (never valid JSON) ends cJSON's strings early, so a body
+	 * with one is left to cJSON alone */
 	spans = malloc((cJSON_GetArraySize(results) + 1) * sizeof(*spans));
-	if (spans)
+	if (spans && !memchr(body, '\0', len))
 		n_spans = results_spans(body, body + len, spans,
 					cJSON_GetArraySize(results));
 	if (n_spans != cJSON_GetArraySize(results))

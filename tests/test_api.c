@@ -552,6 +552,9 @@ static void test_page_raw_text(void)
 	static const char escaped[] =
 		"{\"res\\u0075lts\": [{ \"uid\": \"first\" }],"
 		" \"results\": [{\"uid\": \"second\"}], \"next\": null}";
+	static const char nul_key[] =
+		"{\"results\0x\": [{\"uid\": \"evil1\"}],"
+		" \"results\": [{\"uid\": \"a\", \"secret\": 1}]}";
 	struct item_list list = { 0 };
 	struct item *it;
 	char *cursor;
@@ -591,8 +594,20 @@ static void test_page_raw_text(void)
 	CHECK(it && strcmp(it->json, "{\"uid\":\"o1\"}") == 0);
 	item_unref(it);
 	it = parse_item("{\"uid\": \"o2\"} {\"uid\": \"o3\"}");
-	CHECK(!it || strcmp(it->json, "{\"uid\":\"o2\"}") == 0);
+	/* cJSON takes the first value and ignores the rest */
+	CHECK(it && strcmp(it->json, "{\"uid\":\"o2\"}") == 0);
 	item_unref(it);
+
+	/* a raw NUL ends cJSON's key early: "results\0x" is its "results",
+	 * and the item it lists keeps its own text, not the next array's */
+	CHECK(api_parse_page(nul_key, sizeof(nul_key) - 1, ITEM_KIND_ITEM,
+			     &list, &cursor, &n_bad) == 0);
+	CHECK(list.n == 1);
+	if (list.n == 1) {
+		CHECK_STR(list.v[0]->uid, "evil1");
+		CHECK_STR(list.v[0]->json, "{\"uid\":\"evil1\"}");
+	}
+	item_list_clear(&list);
 }
 
 /* Entries that are not objects or lack a string uid are skipped, counted. */
