@@ -4,7 +4,7 @@ AVALAFS_DEPS="gcc libc6-dev pkg-config meson ninja-build libfuse3-dev fuse3
 libcurl4-openssl-dev libcjson-dev uthash-dev python3 python3-pytest curl
 clang libclang-rt-14-dev"
 # and what scripts/package.sh builds and checks the packages with
-AVALAFS_PKG_DEPS="build-essential debhelper rpm man-db systemd"
+AVALAFS_PKG_DEPS="build-essential debhelper rpm man-db systemd procps"
 
 install_deps() {
 	local missing=() p

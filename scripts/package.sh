@@ -11,14 +11,41 @@ install_deps "$AVALAFS_DEPS $AVALAFS_PKG_DEPS"
 version=$(sed -n "s/^  version: '\(.*\)',$/\1/p" meson.build)
 dist=$PWD/build/dist
 work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+fake=
+installed=
+
+fail() {
+	echo "package: $*" >&2
+	exit 1
+}
+
+# never leaves a mount, a fake API or the package behind, and never fails
+cleanup() {
+	local rc=$?
+
+	if [ -d "$work/mnt" ]; then
+		umount "$work/mnt" 2>/dev/null || umount -l "$work/mnt" 2>/dev/null || :
+	fi
+	[ -z "$fake" ] || kill "$fake" 2>/dev/null || :
+	if [ "$rc" -ne 0 ] && [ -s "$work/fake.log" ]; then
+		echo "-- fake API log" >&2
+		tail -n 30 "$work/fake.log" >&2 || :
+	fi
+	[ -z "$installed" ] ||
+		apt-get remove -y -qq --purge avalafs >/dev/null 2>&1 || :
+	rm -rf "$work" || :
+}
+trap cleanup EXIT
 
 # the tree as git knows it (tracked and new files), never the build dirs
 src=$work/avalafs-$version
 mkdir -p "$src" "$dist"
 if git rev-parse --git-dir >/dev/null 2>&1; then
+	# a file deleted but not yet committed is listed too: skip it
 	git ls-files -z --cached --others --exclude-standard |
-		xargs -0 cp --parents -t "$src"
+		while IFS= read -r -d '' f; do
+			[ -e "$f" ] && printf '%s\0' "$f"
+		done | xargs -0 cp --parents -t "$src"
 else
 	tar -c --exclude='./build*' --exclude=./mnt . | tar -x -C "$src"
 fi
@@ -57,17 +84,20 @@ echo "built $deb"
 [ "${1:-}" = check ] || exit 0
 
 echo "== deb: install, use, remove"
+installed=1
 apt-get install -y -qq "$deb" >/dev/null
-[ "$(command -v avalafs)" = /usr/bin/avalafs ]
-avalafs --version | head -n 1 | grep -qx "avalafs $version"
-man -w avalafs | grep -q '^/usr/share/man/man1/avalafs.1'
+[ "$(command -v avalafs)" = /usr/bin/avalafs ] ||
+	fail "avalafs is $(command -v avalafs), not /usr/bin/avalafs"
+avalafs --version | head -n 1 | grep -qx "avalafs $version" ||
+	fail "avalafs --version does not say $version"
+man -w avalafs | grep -q '^/usr/share/man/man1/avalafs.1' ||
+	fail "man -w avalafs finds no page"
 systemd-analyze verify /lib/systemd/system/avalafs@.service \
 	/usr/share/doc/avalafs/examples/mnt-avala.mount
 
 /usr/bin/python3 tests/fake_avala.py --quiet --port-file "$work/port" \
 	--dataset demo/cars:items=5 >/dev/null 2>"$work/fake.log" &
 fake=$!
-trap 'umount "$work/mnt" 2>/dev/null || :; kill $fake || :; rm -rf "$work"' EXIT
 for _ in $(seq 100); do [ -s "$work/port" ] && break; sleep 0.1; done
 base=http://127.0.0.1:$(cat "$work/port")
 echo test-key >"$work/key"
@@ -79,12 +109,18 @@ uid=$(curl -s "$base/_fake/truth/demo/cars" |
 	/usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["items"][0]["uid"])')
 item=$(grep -l "\"$uid\"" "$work"/mnt/demo/cars/items/*/metadata.json)
 cmp <(curl -s "$base/_fake/file/demo/cars/$uid/data") "$(dirname "$item")"/data*
-ls "$work/mnt/demo/cars/items" | wc -l | grep -qx 5
+n=$(ls "$work/mnt/demo/cars/items" | wc -l)
+[ "$n" = 5 ] || fail "$n items listed, not 5"
 umount "$work/mnt"
 for _ in $(seq 100); do pgrep -f -- "$work/mnt" >/dev/null || break; sleep 0.1; done
-! pgrep -f -- "$work/mnt"
+if pgrep -f -- "$work/mnt" >/dev/null; then
+	fail "the daemon is still running after umount"
+fi
 echo "mounted with mount -t fuse.avalafs, read $uid, unmounted"
 
 apt-get remove -y -qq --purge avalafs >/dev/null
-[ ! -e /usr/bin/avalafs ] && ! dpkg -s avalafs >/dev/null 2>&1
+installed=
+if [ -e /usr/bin/avalafs ] || dpkg -s avalafs >/dev/null 2>&1; then
+	fail "avalafs is still installed after apt-get remove --purge"
+fi
 echo "installed, used and removed $(basename "$deb")"
