@@ -597,6 +597,8 @@ out_key:
 	free(key);
 	key_source_free(keys);
 out_session:
+	/* last, after the tree and stream are gone: safe because fs_ops has
+	 * no .destroy that could still reach them */
 	fuse_session_destroy(se);
 out_cmd:
 	free(cmd.mountpoint);
