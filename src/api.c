@@ -150,6 +150,79 @@ static const char *str_field(const cJSON *obj, const char *name)
 	return cJSON_IsString(f) ? f->valuestring : NULL;
 }
 
+/* @n decimal digits at *@p into @v, advancing *@p; false when they are not
+ * all digits. */
+static bool digits(const char **p, int n, int *v)
+{
+	*v = 0;
+	for (; n > 0; n--, (*p)++) {
+		if (**p < '0' || **p > '9')
+			return false;
+		*v = *v * 10 + (**p - '0');
+	}
+	return true;
+}
+
+static bool leap_year(int y)
+{
+	return (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+}
+
+int api_parse_time(const char *s, struct timespec *ts)
+{
+	static const int mdays[] = { 31, 28, 31, 30, 31, 30,
+				     31, 31, 30, 31, 30, 31 };
+	struct tm tm = { 0 };
+	int y, mo, d, h = 0, mi = 0, sec = 0, oh = 0, om = 0, sign = 0;
+	long ns = 0, scale = 100000000;
+	time_t t;
+
+	if (!s || !digits(&s, 4, &y) || *s++ != '-' || !digits(&s, 2, &mo) ||
+	    *s++ != '-' || !digits(&s, 2, &d))
+		return -EINVAL;
+	if (y < 1 || mo < 1 || mo > 12 || d < 1 ||
+	    d > mdays[mo - 1] + (mo == 2 && leap_year(y)))
+		return -EINVAL;
+	if (*s == 'T' || *s == 't' || *s == ' ') {
+		s++;
+		if (!digits(&s, 2, &h) || *s++ != ':' || !digits(&s, 2, &mi) ||
+		    *s++ != ':' || !digits(&s, 2, &sec))
+			return -EINVAL;
+		if (h > 23 || mi > 59 || sec > 60)
+			return -EINVAL;
+		if (*s == '.') {
+			if (*++s < '0' || *s > '9')
+				return -EINVAL;
+			/* nanoseconds: digits past the ninth are dropped */
+			for (; *s >= '0' && *s <= '9'; s++, scale /= 10)
+				ns += (*s - '0') * scale;
+		}
+		if (*s == 'Z' || *s == 'z') {
+			s++;
+		} else if (*s == '+' || *s == '-') {
+			sign = *s++ == '-' ? -1 : 1;
+			if (!digits(&s, 2, &oh) || oh > 23)
+				return -EINVAL;
+			if (*s == ':')
+				s++;
+			if (*s && (!digits(&s, 2, &om) || om > 59))
+				return -EINVAL;
+		}
+	}
+	if (*s)
+		return -EINVAL;
+	tm.tm_year = y - 1900;
+	tm.tm_mon = mo - 1;
+	tm.tm_mday = d;
+	tm.tm_hour = h;
+	tm.tm_min = mi;
+	tm.tm_sec = sec; /* a leap second is the next minute's first */
+	t = timegm(&tm);
+	ts->tv_sec = t - sign * (oh * 3600 + om * 60);
+	ts->tv_nsec = ns;
+	return 0;
+}
+
 static int dup_field(char **dst, const char *src)
 {
 	*dst = NULL;
@@ -453,6 +526,10 @@ static struct item *item_from_json(const cJSON *obj, const struct span *raw,
 	    dup_field(&it->thumb_url, thumb_url) ||
 	    dup_field(&it->version, str_field(obj, "updated_at")))
 		goto fail;
+	/* a field of the wrong type or an odd spelling only costs the time */
+	it->has_mtime =
+		api_parse_time(it->version, &it->mtime) == 0 ||
+		api_parse_time(str_field(obj, "created_at"), &it->mtime) == 0;
 	if (cJSON_IsString(key)) {
 		it->key_len = strlen(key->valuestring);
 		it->key = strdup(key->valuestring);

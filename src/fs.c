@@ -110,7 +110,10 @@ static int fill_attr(struct fs *fs, struct node *n, struct item *it,
 	st->st_ino = n->ino;
 	st->st_uid = fs->uid;
 	st->st_gid = fs->gid;
-	st->st_atim = st->st_mtim = st->st_ctim = fs->mounted;
+	/* an object's nodes carry its time, stable across mounts, so that
+	 * rsync, make and tar see what changed; the rest, the mount's */
+	st->st_atim = st->st_mtim = st->st_ctim =
+		it && it->has_mtime ? it->mtime : fs->mounted;
 	st->st_blksize = 65536;
 	if (is_dir(n->type)) {
 		st->st_mode = S_IFDIR | 0555;

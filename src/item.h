@@ -3,8 +3,10 @@
 #ifndef AVALAFS_ITEM_H
 #define AVALAFS_ITEM_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 #include <uthash.h>
 
 #include "names.h"
@@ -33,6 +35,8 @@ struct item {
 	char thumb_ext[NAMES_EXT_MAX];
 	int64_t size; /* metadata.size of the data file, -1 when not given */
 	char *version; /* updated_at, or NULL */
+	struct timespec mtime; /* updated_at, else created_at */
+	bool has_mtime; /* false when neither is a valid time */
 	char *json; /* the object as compact JSON */
 	size_t json_len;
 	char *pretty; /* atomic: metadata.json, made from json on first use */

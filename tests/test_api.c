@@ -894,8 +894,95 @@ static void test_sequence_dup_views(void)
 	item_list_clear(&list);
 }
 
+/* RFC 3339 times as Django and others write them; anything else is
+ * refused, never guessed. */
+static void test_time(void)
+{
+	static const struct {
+		const char *s;
+		long long sec; /* -1: refused */
+		long nsec;
+	} cases[] = {
+		{ "1970-01-01T00:00:00Z", 0, 0 },
+		{ "2024-05-01T12:34:56Z", 1714566896, 0 },
+		{ "2024-05-01T12:34:56.789012Z", 1714566896, 789012000 },
+		{ "2024-05-01t12:34:56.5z", 1714566896, 500000000 },
+		{ "2024-05-01 12:34:56", 1714566896, 0 },
+		{ "2024-05-01T12:34:56.123456789123Z", 1714566896, 123456789 },
+		{ "2024-05-01T14:34:56+02:00", 1714566896, 0 },
+		{ "2024-05-01T07:04:56-0530", 1714566896, 0 },
+		{ "2024-05-01T13:34:56+01", 1714566896, 0 },
+		{ "2024-05-01", 1714521600, 0 },
+		{ "2024-02-29T00:00:00Z", 1709164800, 0 },
+		{ "2016-12-31T23:59:60Z", 1483228800, 0 },
+		{ "2023-02-29T00:00:00Z", -1, 0 },
+		{ "2024-13-01T00:00:00Z", -1, 0 },
+		{ "2024-04-31T00:00:00Z", -1, 0 },
+		{ "2024-05-01T24:00:00Z", -1, 0 },
+		{ "2024-05-01T12:60:00Z", -1, 0 },
+		{ "2024-05-01T12:34:56.Z", -1, 0 },
+		{ "2024-05-01T12:34:56+2", -1, 0 },
+		{ "2024-05-01T12:34:56+02:7", -1, 0 },
+		{ "2024-05-01T12:34:56+24:00", -1, 0 },
+		{ "2024-05-01T12:34:56Zjunk", -1, 0 },
+		{ "2024-05-01T12:34", -1, 0 },
+		{ "2024-5-1", -1, 0 },
+		{ "0000-01-01", -1, 0 },
+		{ "yesterday", -1, 0 },
+		{ "", -1, 0 },
+	};
+	size_t i;
+
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct timespec ts = { -7, -7 };
+		int err = api_parse_time(cases[i].s, &ts);
+
+		if (cases[i].sec < 0) {
+			CHECK(err == -EINVAL);
+			if (err != -EINVAL)
+				fprintf(stderr, "  accepted %s\n", cases[i].s);
+		} else {
+			CHECK(err == 0 && ts.tv_sec == cases[i].sec &&
+			      ts.tv_nsec == cases[i].nsec);
+			if (err || ts.tv_sec != cases[i].sec)
+				fprintf(stderr, "  %s: %d %lld.%09ld\n",
+					cases[i].s, err, (long long)ts.tv_sec,
+					ts.tv_nsec);
+		}
+	}
+	CHECK(api_parse_time(NULL, &(struct timespec){ 0 }) == -EINVAL);
+}
+
+/* An object's time is its updated_at, else its created_at; one of the wrong
+ * type or spelling is passed over, never fatal. */
+static void test_item_time(void)
+{
+	struct item *it;
+
+	it = parse_item("{\"uid\": \"t1\", \"created_at\": "
+			"\"2024-01-01T00:00:00Z\", \"updated_at\": "
+			"\"2024-05-01T12:34:56.25Z\"}");
+	CHECK(it && it->has_mtime && it->mtime.tv_sec == 1714566896 &&
+	      it->mtime.tv_nsec == 250000000);
+	item_unref(it);
+	it = parse_item("{\"uid\": \"t2\", \"created_at\": "
+			"\"2024-01-01T00:00:00Z\", \"updated_at\": 17}");
+	CHECK(it && it->has_mtime && it->mtime.tv_sec == 1704067200);
+	item_unref(it);
+	it = parse_item("{\"uid\": \"t3\", \"created_at\": \"soon\", "
+			"\"updated_at\": null}");
+	CHECK(it && !it->has_mtime);
+	item_unref(it);
+	it = parse_seq("{\"uid\": \"s1\", \"created_at\": "
+		       "\"2024-01-01T01:00:00+01:00\"}");
+	CHECK(it && it->has_mtime && it->mtime.tv_sec == 1704067200);
+	item_unref(it);
+}
+
 int main(void)
 {
+	test_time();
+	test_item_time();
 	test_errno();
 	test_item_documented();
 	test_item_sdk();
