@@ -27,6 +27,8 @@ DATASET SPEC (--dataset, repeatable)
                     "ñandú.png", "line\\nbreak.jpg", the invalid UTF-8 bytes
                     b"bad\\xff\\xfe.jpg" (raw on the wire), "" and null
     size_known=F    fraction of items whose metadata.size is given (0.5)
+    updated=F       fraction of items with an "updated_at" three days after
+                    their "created_at", written with a +02:00 offset (0)
     min_size=B, max_size=B
                     range of data file sizes in bytes (1000..200000)
     data_base=URL   data URLs become URL/<uid><ext> instead of the fake's own
@@ -204,6 +206,7 @@ class DatasetSpec:
     seed: int = 1
     hostile: bool = False
     size_known: float = 0.5
+    updated: float = 0.0
     min_size: int = 1000
     max_size: int = 200000
     data_base: str | None = None
@@ -250,6 +253,7 @@ SPEC_OPTIONS: dict[str, Callable[[str], object]] = {
     "seed": int,
     "hostile": _flag,
     "size_known": _fraction,
+    "updated": _fraction,
     "min_size": _byte_size,
     "max_size": _byte_size,
     "data_base": lambda text: text.rstrip("/"),
@@ -324,6 +328,7 @@ class Item(Entry):
     metadata: dict
     annotations: int
     video_thumbnail: bool
+    updated_at: str | None = None
 
 
 @dataclasses.dataclass
@@ -389,6 +394,11 @@ def build_items(spec: DatasetSpec, rng: random.Random) -> list[Item]:
             annotations=rng.randint(0, 30),
             video_thumbnail=index % 7 == 6,
         ))
+    # drawn apart, so that datasets without it stay as they were
+    picker = random.Random(f"{spec.seed}:{spec.owner}/{spec.slug}:updated")
+    for index in picker.sample(range(len(items)), round(len(items) * spec.updated)):
+        created = datetime.strptime(items[index].created_at, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
+        items[index].updated_at = (created + timedelta(days=3)).astimezone(timezone(timedelta(hours=2))).isoformat()
     return items
 
 
@@ -517,6 +527,8 @@ class Dataset:
                 obj["thumbnails"] = [thumbnail_url]
             obj["annotations"] = {"boxes": item.annotations}
         obj.update(metadata=item.metadata, created_at=item.created_at)
+        if item.updated_at:
+            obj["updated_at"] = item.updated_at
         return obj
 
     def render_sequence(self, sequence: Sequence, link: Callable[[FileSpec], str]) -> dict:
