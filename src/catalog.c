@@ -393,6 +393,21 @@ fail:
 	return err;
 }
 
+struct snapshot *catalog_peek(struct catalog *cat, struct dataset *ds,
+			      enum item_kind kind)
+{
+	struct listing *l = &ds->lists[kind];
+	struct snapshot *snap;
+
+	(void)cat;
+	pthread_mutex_lock(&l->lock);
+	snap = l->snap;
+	if (snap)
+		__atomic_add_fetch(&snap->refs, 1, __ATOMIC_RELAXED);
+	pthread_mutex_unlock(&l->lock);
+	return snap;
+}
+
 int catalog_snapshot(struct catalog *cat, struct dataset *ds,
 		     enum item_kind kind, struct snapshot **out)
 {

@@ -66,6 +66,11 @@ const char *dataset_slug(const struct dataset *ds);
 int catalog_snapshot(struct catalog *cat, struct dataset *ds,
 		     enum item_kind kind, struct snapshot **out);
 
+/* The listing of @kind in @ds as it is now, without fetching: a reference
+ * to release with snapshot_put(), or NULL when there is none yet. */
+struct snapshot *catalog_peek(struct catalog *cat, struct dataset *ds,
+			      enum item_kind kind);
+
 /* The item named @name / with @uid in @snap (borrowed), or NULL; items the
  * API has since answered 404 for are not found. */
 struct item *snapshot_find_name(struct snapshot *snap, const char *name);

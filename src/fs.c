@@ -99,6 +99,12 @@ static enum render_file render_of(enum node_type type)
 				     : RENDER_VIEW;
 }
 
+static bool has_object_time(enum node_type type)
+{
+	return type == NODE_OBJECT || type == NODE_VIEWS ||
+	       type == NODE_DATA || type == NODE_THUMB;
+}
+
 /* Fill @st for node @n; @it is its object when it has one. */
 static int fill_attr(struct fs *fs, struct node *n, struct item *it,
 		     struct stat *st)
@@ -110,10 +116,13 @@ static int fill_attr(struct fs *fs, struct node *n, struct item *it,
 	st->st_ino = n->ino;
 	st->st_uid = fs->uid;
 	st->st_gid = fs->gid;
-	/* an object's nodes carry its time, stable across mounts, so that
-	 * rsync, make and tar see what changed; the rest, the mount's */
+	/* an object's directories and streamed files carry its time, stable
+	 * across mounts, so that rsync, make and tar see what changed; the
+	 * generated files, whose text changes without it (fresh URLs, a new
+	 * status), and the other directories carry the mount's */
 	st->st_atim = st->st_mtim = st->st_ctim =
-		it && it->has_mtime ? it->mtime : fs->mounted;
+		it && it->has_mtime && has_object_time(n->type) ? it->mtime
+								: fs->mounted;
 	st->st_blksize = 65536;
 	if (is_dir(n->type)) {
 		st->st_mode = S_IFDIR | 0555;
@@ -514,6 +523,8 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size,
 	struct fs *fs = fs_of(req);
 	struct dir_handle *d = (struct dir_handle *)(uintptr_t)fi->fh;
 	struct node *self = tree_get(fs->tree, ino);
+	struct snapshot *snap = d->snap, *cur = NULL;
+	struct item *self_it = d->it;
 	char *buf = malloc(size);
 	size_t used = 0;
 	int err = 0;
@@ -521,6 +532,20 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size,
 	if (!buf) {
 		fuse_reply_err(req, ENOMEM);
 		return;
+	}
+	/* the entries are those of opendir, their attributes those of the
+	 * listing now: a refresh since must not send older times or sizes */
+	if (plus && snap) {
+		cur = catalog_peek(fs->cat, self->ds, self->kind);
+		if (cur && cur != snap) {
+			struct item *now = self_it ? snapshot_find_uid(
+						     cur, self_it->uid)
+						   : NULL;
+
+			snap = cur;
+			if (now)
+				self_it = now;
+		}
 	}
 	for (; off >= 0 && (size_t)off < d->n; off++) {
 		struct dir_entry *de = &d->v[off];
@@ -537,9 +562,9 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size,
 			e.attr.st_ino = dot->ino;
 			e.attr.st_mode = S_IFDIR;
 		} else if (plus) {
-			struct item *it = de->node->type > NODE_OBJECT ? d->it
+			struct item *it = de->node->type > NODE_OBJECT ? self_it
 				: de->node->type == NODE_OBJECT
-					? snapshot_find_uid(d->snap,
+					? snapshot_find_uid(snap,
 							    de->node->uid)
 					: NULL;
 
@@ -578,6 +603,7 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size,
 		fuse_reply_err(req, -err);
 	else
 		fuse_reply_buf(req, buf, used);
+	snapshot_put(cur);
 	free(buf);
 }
 

@@ -27,7 +27,7 @@ DATASET SPEC (--dataset, repeatable)
                     "ñandú.png", "line\\nbreak.jpg", the invalid UTF-8 bytes
                     b"bad\\xff\\xfe.jpg" (raw on the wire), "" and null
     size_known=F    fraction of items whose metadata.size is given (0.5)
-    updated=F       fraction of items with an "updated_at" three days after
+    updated=F       fraction of objects with an "updated_at" three days after
                     their "created_at", written with a +02:00 offset (0)
     min_size=B, max_size=B
                     range of data file sizes in bytes (1000..200000)
@@ -337,6 +337,7 @@ class Sequence(Entry):
     number_of_frames: int
     views: list[dict]
     first_timestamp: float
+    updated_at: str | None = None
 
     def frames(self) -> list[dict]:
         return [
@@ -394,12 +395,17 @@ def build_items(spec: DatasetSpec, rng: random.Random) -> list[Item]:
             annotations=rng.randint(0, 30),
             video_thumbnail=index % 7 == 6,
         ))
-    # drawn apart, so that datasets without it stay as they were
-    picker = random.Random(f"{spec.seed}:{spec.owner}/{spec.slug}:updated")
-    for index in picker.sample(range(len(items)), round(len(items) * spec.updated)):
-        created = datetime.strptime(items[index].created_at, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
-        items[index].updated_at = (created + timedelta(days=3)).astimezone(timezone(timedelta(hours=2))).isoformat()
+    mark_updated(spec, items, "items")
     return items
+
+
+def mark_updated(spec: DatasetSpec, entries: list, kind: str) -> None:
+    """Give a spec.updated fraction of @entries an updated_at, drawn apart so
+    that datasets without it stay as they were."""
+    picker = random.Random(f"{spec.seed}:{spec.owner}/{spec.slug}:{kind}:updated")
+    for index in picker.sample(range(len(entries)), round(len(entries) * spec.updated)):
+        created = datetime.strptime(entries[index].created_at, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
+        entries[index].updated_at = (created + timedelta(days=3)).astimezone(timezone(timedelta(hours=2))).isoformat()
 
 
 def build_view(key: str, frames: int, rng: random.Random) -> dict:
@@ -430,6 +436,7 @@ def build_sequences(spec: DatasetSpec, rng: random.Random) -> list[Sequence]:
             views=[build_view(key, frames, rng) for key in view_keys],
             first_timestamp=1_700_000_000 + rng.randint(0, 10_000_000) / 10,
         ))
+    mark_updated(spec, sequences, "sequences")
     return sequences
 
 
@@ -541,6 +548,8 @@ class Dataset:
             created_at=sequence.created_at,
             views=sequence.views,
         )
+        if sequence.updated_at:
+            obj["updated_at"] = sequence.updated_at
         return obj
 
 

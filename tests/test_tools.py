@@ -40,39 +40,65 @@ def tree_times(root, unit=1):
     return out
 
 
+def generated(path):
+    """Whether @path is a file avalafs writes itself (its text may change
+    with the listing): metadata.json, status, views/*.json."""
+    return os.path.basename(path) in ("metadata.json", "status") or \
+        os.path.basename(os.path.dirname(path)) == "views"
+
+
+# the directories of a dataset that are no object's
+PLAIN_DIRS = (".", "items", "sequences")
+
+
 def test_times_come_from_the_object(fake_factory, mount_factory):
     fake = fake_factory("--dataset", SPEC)
     truth = fake.truth("acme/cars")
-    started = time.time_ns()
+    started = time.time_ns() - 10**9
     m = mount_factory(fake, "dataset=acme/cars")
     root = m.p("acme", "cars")
-    updated = 0
+    updated = {"items": 0, "sequences": 0}
+    seen = 0
     for kind in ("items", "sequences"):
         dirs = by_uid(root, kind)
         assert len(dirs) == len(truth[kind])
         for t in truth[kind]:
             want = object_time_ns(t["object"])
-            updated += "updated_at" in t["object"]
+            updated[kind] += "updated_at" in t["object"]
             d = dirs[t["uid"]]
-            for p in [d] + [os.path.join(d, n) for n in os.listdir(d)]:
+            for rel, ns in tree_times(d).items():
+                p = os.path.join(d, rel)
                 st = os.stat(p)
-                assert st.st_mtime_ns == want, (p, t["object"])
-                assert st.st_ctime_ns == want and st.st_atime_ns == want
-    assert updated == 4  # both spellings were there to read
-    # directories that are no object's carry the mount's time
-    for p in (m.p("acme"), root, os.path.join(root, "items")):
-        assert os.stat(p).st_mtime_ns >= started - 10**9
+                assert st.st_mtime_ns == ns
+                assert st.st_ctime_ns == ns and st.st_atime_ns == ns
+                if generated(p):
+                    assert ns >= started, p
+                else:
+                    assert ns == want, (p, t["object"])
+                    seen += 1
+            assert os.stat(d).st_mtime_ns == want
+    # both spellings were there to read, for both kinds
+    assert updated == {"items": 4, "sequences": 1}
+    # each item: data and thumbnail; each sequence: views/ and its image
+    assert seen == 8 * 2 + 2 * 2
+    for rel in PLAIN_DIRS:
+        assert os.stat(os.path.join(root, rel)).st_mtime_ns >= started
+    assert os.stat(m.p("acme")).st_mtime_ns >= started
 
 
 def test_times_hold_across_mounts(fake_factory, mount_factory):
     fake = fake_factory("--dataset", SPEC)
     first = mount_factory(fake, "dataset=acme/cars")
-    before = tree_times(first.p("acme", "cars", "items"))
+    before = tree_times(first.p("acme", "cars"))
     first.stop()
     time.sleep(1.1)  # a mount time would differ now
     second = mount_factory(fake, "dataset=acme/cars")
-    assert tree_times(second.p("acme", "cars", "items")) == before
-    assert len(before) == 8 * 5  # each item: its directory and four files
+    after = tree_times(second.p("acme", "cars"))
+    assert sorted(after) == sorted(before)
+    changed = sorted(rel for rel in after if after[rel] != before[rel])
+    assert changed == sorted(rel for rel in after if rel in PLAIN_DIRS or
+                             generated(rel))
+    assert len(after) - len(changed) == 8 * 3 + 2 * 3
 
 
 def test_rsync_again_after_a_remount_reads_nothing(fake_factory,
@@ -91,16 +117,22 @@ def test_rsync_again_after_a_remount_reads_nothing(fake_factory,
             ext = os.path.splitext(t["key"])[1]
             assert sha256_file(os.path.join(copied[t["uid"]], name + ext)) \
                 == f["sha256"]
-    # a new mount, seconds later: rsync finds every file and object
-    # directory up to date by size and time; only the directories that are
-    # no object's have a new (mount) time
+    # a new mount, seconds later: rsync finds every streamed file and
+    # object directory up to date by size and time; it copies again only
+    # the generated files and touches the directories that are no object's
     time.sleep(1.1)
     m = mount_factory(fake, "dataset=acme/cars")
     fake.reset()
     r = subprocess.run(["rsync", "-a", "-i", m.p("acme", "cars") + "/", dst],
                        check=True, capture_output=True, text=True)
-    assert sorted(r.stdout.splitlines()) == [
-        ".d..t...... %s" % d for d in ("./", "items/", "sequences/")]
+    lines = r.stdout.splitlines()
+    assert sorted(line for line in lines if line.startswith(".d")) == [
+        ".d..t...... %s/" % d for d in PLAIN_DIRS]
+    files = [line.split(" ", 1)[1] for line in lines
+             if not line.startswith(".d")]
+    assert files and all(generated(f) for f in files), lines
+    assert len(files) == 8 * 2 + 2 * 2 + sum(
+        len(t["views"]) for t in truth["sequences"])
     # no data file is read; a thumbnail's size, which no listing gives, is
     # learned from its first block, once
     asked = [(q["path"].split("?")[0], q["range"])
