@@ -142,6 +142,14 @@ static char *strprintf(const char *fmt, ...)
 	return s;
 }
 
+/* A raw NUL is never valid JSON, and cJSON would end a string at it, so a
+ * body holding one is refused before it is parsed. */
+static cJSON *parse_body(const char *body, size_t len)
+{
+	return memchr(body, '\0', len) ? NULL
+					: cJSON_ParseWithLength(body, len);
+}
+
 /* A string field, or NULL when absent or of another type. */
 static const char *str_field(const cJSON *obj, const char *name)
 {
@@ -183,31 +191,42 @@ int api_parse_time(const char *s, struct timespec *ts)
 	if (y < 1 || mo < 1 || mo > 12 || d < 1 ||
 	    d > mdays[mo - 1] + (mo == 2 && leap_year(y)))
 		return -EINVAL;
-	if (*s == 'T' || *s == 't' || *s == ' ') {
+	if (sizeof(time_t) < 8 && y > 2037)
+		return -EINVAL; /* past a 32-bit time_t */
+	/* a time without its zone would be a guess: refused */
+	if (*s != 'T' && *s != 't' && *s != ' ')
+		return -EINVAL;
+	s++;
+	if (!digits(&s, 2, &h) || *s++ != ':' || !digits(&s, 2, &mi) ||
+	    *s++ != ':' || !digits(&s, 2, &sec))
+		return -EINVAL;
+	/* a leap second only ends a minute: the last of an hour in UTC, or
+	 * of a half or quarter hour under an offset */
+	if (h > 23 || mi > 59 || sec > 60 || (sec == 60 && mi % 15 != 14))
+		return -EINVAL;
+	if (*s == '.') {
+		if (*++s < '0' || *s > '9')
+			return -EINVAL;
+		/* nanoseconds: digits past the ninth are dropped */
+		for (; *s >= '0' && *s <= '9'; s++, scale /= 10)
+			ns += (*s - '0') * scale;
+	}
+	if (*s == 'Z' || *s == 'z') {
 		s++;
-		if (!digits(&s, 2, &h) || *s++ != ':' || !digits(&s, 2, &mi) ||
-		    *s++ != ':' || !digits(&s, 2, &sec))
+	} else if (*s == '+' || *s == '-') {
+		bool colon;
+
+		sign = *s++ == '-' ? -1 : 1;
+		if (!digits(&s, 2, &oh) || oh > 23)
 			return -EINVAL;
-		if (h > 23 || mi > 59 || sec > 60)
-			return -EINVAL;
-		if (*s == '.') {
-			if (*++s < '0' || *s > '9')
-				return -EINVAL;
-			/* nanoseconds: digits past the ninth are dropped */
-			for (; *s >= '0' && *s <= '9'; s++, scale /= 10)
-				ns += (*s - '0') * scale;
-		}
-		if (*s == 'Z' || *s == 'z') {
+		/* minutes: after a colon, required; without one, optional */
+		colon = *s == ':';
+		if (colon)
 			s++;
-		} else if (*s == '+' || *s == '-') {
-			sign = *s++ == '-' ? -1 : 1;
-			if (!digits(&s, 2, &oh) || oh > 23)
-				return -EINVAL;
-			if (*s == ':')
-				s++;
-			if (*s && (!digits(&s, 2, &om) || om > 59))
-				return -EINVAL;
-		}
+		if ((colon || *s) && (!digits(&s, 2, &om) || om > 59))
+			return -EINVAL;
+	} else {
+		return -EINVAL;
 	}
 	if (*s)
 		return -EINVAL;
@@ -588,7 +607,7 @@ const char *api_item_pretty(struct item *it, size_t *len)
 struct item *api_parse_object(const char *body, size_t len,
 			      enum item_kind kind)
 {
-	cJSON *root = cJSON_ParseWithLength(body, len);
+	cJSON *root = parse_body(body, len);
 	struct item *it = item_from_json(root, NULL, kind);
 
 	cJSON_Delete(root);
@@ -615,7 +634,7 @@ static char *cursor_of(const char *url)
 int api_parse_page(const char *body, size_t len, enum item_kind kind,
 		   struct item_list *list, char **next_cursor, size_t *n_bad)
 {
-	cJSON *root = cJSON_ParseWithLength(body, len);
+	cJSON *root = parse_body(body, len);
 	const cJSON *results, *next, *obj;
 	struct span *spans = NULL;
 	long n_spans = -1, i = 0;
@@ -636,11 +655,9 @@ int api_parse_page(const char *body, size_t len, enum item_kind kind,
 			return -EIO;
 		}
 	}
-	/* the raw text of each result, when it lines up with cJSON's view;
-	 * a raw NUL (never valid JSON) ends cJSON's strings early, so a body
-	 * with one is left to cJSON alone */
+	/* the raw text of each result, when it lines up with cJSON's view */
 	spans = malloc((cJSON_GetArraySize(results) + 1) * sizeof(*spans));
-	if (spans && !memchr(body, '\0', len))
+	if (spans)
 		n_spans = results_spans(body, body + len, spans,
 					cJSON_GetArraySize(results));
 	if (n_spans != cJSON_GetArraySize(results))
@@ -918,7 +935,7 @@ int api_list_datasets(struct api *api, struct dataset_ref **out, size_t *n)
 		free(url);
 		if (err)
 			break;
-		root = cJSON_ParseWithLength(resp.body, resp.len);
+		root = parse_body(resp.body, resp.len);
 		http_resp_clear(&resp);
 		results = cJSON_GetObjectItemCaseSensitive(root, "results");
 		next = cJSON_GetObjectItemCaseSensitive(root, "next");

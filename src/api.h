@@ -46,8 +46,8 @@ void item_list_clear(struct item_list *list);
 int api_parse_page(const char *body, size_t len, enum item_kind kind,
 		   struct item_list *list, char **next_cursor, size_t *n_bad);
 
-/* An RFC 3339 time ("2024-05-01T12:34:56.789Z", "...+02:00"; no zone
- * means UTC) into @ts: 0, or -EINVAL when @s is not one. */
+/* An RFC 3339 time ("2024-05-01T12:34:56.789Z", "...+02:00") into @ts:
+ * 0, or -EINVAL when @s is not one (a time without a zone included). */
 int api_parse_time(const char *s, struct timespec *ts);
 
 /* Parse one object (the answer of a get call); NULL when it is not one. */
