@@ -800,8 +800,14 @@ static void start_jobs(struct stream *s, struct job *jobs, bool inline_first)
 				continue;
 		}
 		inline_first = false;
+		pthread_mutex_lock(&s->lock);
+		s->stats.jobs++;
+		pthread_mutex_unlock(&s->lock);
 		job_run(j);
 		job_free(j);
+		pthread_mutex_lock(&s->lock);
+		s->stats.jobs--;
+		pthread_mutex_unlock(&s->lock);
 	}
 }
 

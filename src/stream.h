@@ -32,7 +32,7 @@ struct stream_stats {
 	uint64_t fetches; /* GET requests for data */
 	uint64_t fetched; /* bytes received */
 	uint64_t hits, misses; /* blocks found / fetched for a read */
-	size_t jobs; /* readahead fetches queued or running */
+	size_t jobs; /* fetches queued or running */
 };
 
 struct stream;

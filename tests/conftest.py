@@ -163,11 +163,17 @@ class Mount:
         return json.loads(line.split("stats: ", 1)[1])
 
     def wait_idle(self, timeout=30):
-        """Wait until no readahead fetch is queued or running."""
+        """Wait until no fetch is queued or running and none started for
+        0.2 s (the kernel's own readahead may still be sending reads)."""
         deadline = time.time() + timeout
-        while self.cache_stats()["jobs"] > 0:
-            assert time.time() < deadline, "readahead still running"
-            time.sleep(0.05)
+        last = None
+        while True:
+            st = self.cache_stats()
+            if st["jobs"] == 0 and st["fetches"] == last:
+                return
+            last = st["fetches"] if st["jobs"] == 0 else None
+            assert time.time() < deadline, "fetches still running: %s" % st
+            time.sleep(0.2)
 
     def alive(self):
         return self.proc.poll() is None and os.path.ismount(self.path)
