@@ -44,8 +44,10 @@ if git rev-parse --git-dir >/dev/null 2>&1; then
 	# a file deleted but not yet committed is listed too: skip it
 	git ls-files -z --cached --others --exclude-standard |
 		while IFS= read -r -d '' f; do
-			[ -e "$f" ] && printf '%s\0' "$f"
-		done | xargs -0 cp --parents -t "$src"
+			if [ -e "$f" ] || [ -L "$f" ]; then
+				printf '%s\0' "$f"
+			fi
+		done | xargs -0 cp --parents -P -t "$src"
 else
 	tar -c --exclude='./build*' --exclude=./mnt . | tar -x -C "$src"
 fi
@@ -99,6 +101,7 @@ systemd-analyze verify /lib/systemd/system/avalafs@.service \
 	--dataset demo/cars:items=5 >/dev/null 2>"$work/fake.log" &
 fake=$!
 for _ in $(seq 100); do [ -s "$work/port" ] && break; sleep 0.1; done
+[ -s "$work/port" ] || fail "the fake API did not start"
 base=http://127.0.0.1:$(cat "$work/port")
 echo test-key >"$work/key"
 chmod 600 "$work/key"
@@ -107,7 +110,8 @@ mount -t fuse.avalafs -o "ro,_netdev,nofail,api_key_file=$work/key,api_url=$base
 	avalafs "$work/mnt"
 uid=$(curl -s "$base/_fake/truth/demo/cars" |
 	/usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["items"][0]["uid"])')
-item=$(grep -l "\"$uid\"" "$work"/mnt/demo/cars/items/*/metadata.json)
+item=$(grep -l "\"$uid\"" "$work"/mnt/demo/cars/items/*/metadata.json) ||
+	fail "no metadata.json names $uid"
 cmp <(curl -s "$base/_fake/file/demo/cars/$uid/data") "$(dirname "$item")"/data*
 n=$(ls "$work/mnt/demo/cars/items" | wc -l)
 [ "$n" = 5 ] || fail "$n items listed, not 5"
