@@ -61,6 +61,7 @@ struct block {
 	size_t cap; /* bytes it will hold: BLOCK_SIZE but at the object's end
 		     * (its buffer, counted in the budget, is BLOCK_SIZE) */
 	size_t len; /* valid bytes */
+	size_t sent; /* bytes from its start that readers have had */
 	bool ready; /* false while being fetched */
 	bool cached; /* in the hash and LRU list; false once dropped */
 	int pins; /* readers waiting on or copying out of it */
@@ -886,7 +887,7 @@ static int view_once(struct stream *s, struct stream_reader *r, bool ahead,
 		}
 	}
 	/* the kernel's page cache keeps what a reader read: holding it here
-	 * too would only crowd the cache, so blocks read to their end go */
+	 * too would only crowd the cache, so blocks read whole go */
 	v->drop_behind = r && r->page_cached;
 	if (!err && r && ahead) {
 		readahead_plan(s, r, f, off, len, fb, fsize, &ra_a, &ra_b);
@@ -941,11 +942,18 @@ void stream_view_release(struct stream *s, struct stream_view *v)
 		pthread_mutex_lock(&s->lock);
 		for (i = 0; i < v->n; i++) {
 			struct block *b = v->blocks[i];
-			bool read_to_end = v->iov &&
-				(char *)v->iov[i].iov_base + v->iov[i].iov_len ==
-					b->data + b->len;
 
-			if (v->drop_behind && read_to_end && b->ready &&
+			/* a read that began past what was sent leaves a hole
+			 * in the kernel's copy: the block stays */
+			if (v->iov && v->iov[i].iov_base) {
+				size_t from = (char *)v->iov[i].iov_base -
+					      b->data;
+
+				if (from <= b->sent &&
+				    from + v->iov[i].iov_len > b->sent)
+					b->sent = from + v->iov[i].iov_len;
+			}
+			if (v->drop_behind && b->ready && b->sent == b->len &&
 			    b->pins == 1 && b->cached)
 				block_drop(s, b);
 			block_unpin(s, b);

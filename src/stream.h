@@ -75,7 +75,7 @@ struct stream_view {
 	int n;
 	size_t len;
 	struct block **blocks; /* the pinned blocks */
-	bool drop_behind; /* free blocks read to their end on release */
+	bool drop_behind; /* free blocks read whole on release */
 };
 
 /* Describe up to @size bytes at @off of the file in @v, for reader @r
