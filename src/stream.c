@@ -40,7 +40,7 @@ struct sfile {
 	char *url_of; /* the listing's URL that @url replaces */
 	unsigned gen; /* bumped when the object changed */
 	unsigned open_gen; /* gen at the last open */
-	char *version; /* the listing's updated_at at the last open, or NULL */
+	char *version; /* the listing's updated_at when last seen, or NULL */
 	uint64_t ino; /* the file's inode, 0 before its first open */
 	int err; /* the last fetch's failure, for readers that waited on it */
 	int64_t err_until; /* ms: until then, readers get err without a try */
@@ -286,6 +286,11 @@ static struct sfile *file_get(struct stream *s, struct dataset *ds,
 	}
 	f->key = key;
 	f->size = which == STREAM_DATA ? it->size : -1;
+	if (it->version && !(f->version = strdup(it->version))) {
+		free(f->key);
+		free(f);
+		return NULL;
+	}
 	HASH_ADD_KEYPTR(hh, s->files, f->key, strlen(f->key), f);
 	return f;
 }
@@ -1077,15 +1082,22 @@ struct stream_reader *stream_open(struct stream *s, struct dataset *ds,
 		return NULL;
 	}
 	f->ino = ino;
-	/* the listing says the object changed since the last open */
-	if (it->version && f->version && strcmp(it->version, f->version)) {
+	/* the listing says the object changed since it was last seen: an
+	 * updated_at that is new, gone or appears for the first time */
+	if (!it->version != !f->version ||
+	    (it->version && strcmp(it->version, f->version))) {
+		char *v = it->version ? strdup(it->version) : NULL;
+
+		if (it->version && !v) {
+			pthread_mutex_unlock(&s->lock);
+			free(r);
+			return NULL;
+		}
 		file_invalidate(s, f);
 		f->etag[0] = '\0';
 		f->size = which == STREAM_DATA ? it->size : -1;
-	}
-	if (it->version && (!f->version || strcmp(it->version, f->version))) {
 		free(f->version);
-		f->version = strdup(it->version);
+		f->version = v;
 	}
 	*keep_cache = f->gen == f->open_gen;
 	f->open_gen = f->gen;

@@ -96,6 +96,12 @@ class Fake:
     def expire(self):
         self.call("/_fake/expire", {})
 
+    def reupload(self, dataset, uid):
+        """New bytes of the same size for the item's data, and a new
+        updated_at; returns that."""
+        return self.call("/_fake/reupload", {"dataset": dataset,
+                                             "uid": uid})["updated_at"]
+
     def stop(self):
         if self.proc.poll() is None:
             self.proc.terminate()

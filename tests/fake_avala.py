@@ -94,6 +94,9 @@ CONTROL (JSON in and out)
                          "url" from now on (any scheme, for hostile tests)
   POST   /_fake/delete   {"dataset": "owner/slug", "uid": "..."}: the item or
                          sequence vanishes from lists, gets and files (404)
+  POST   /_fake/reupload {"dataset", "uid"}: the item's data file gets new
+                         bytes of the same size, and the item an updated_at
+                         of now
   POST   /_fake/expire   start a new URL epoch: every URL handed out so far
                          answers 403 "Request has expired"
   GET    /_fake/truth/{owner}/{slug}
@@ -1001,6 +1004,7 @@ class FakeAvala:
             ("POST", re.compile(r"/_fake/key/?"), self.control_key),
             ("POST", re.compile(r"/_fake/delete/?"), self.control_delete),
             ("POST", re.compile(r"/_fake/data_url/?"), self.control_data_url),
+            ("POST", re.compile(r"/_fake/reupload/?"), self.control_reupload),
             ("POST", re.compile(r"/_fake/expire/?"), self.control_expire),
             ("GET", re.compile(rf"/_fake/truth/{segment}/{segment}/?"), self.control_truth),
             ("GET", re.compile(rf"/_fake/file/{segment}/{segment}/{segment}/{segment}/?"), self.control_file),
@@ -1235,6 +1239,18 @@ class FakeAvala:
         dataset.data_urls[uid] = url
         dataset._objects = (None, {})
         return json_response(200, {"uid": uid, "url": url})
+
+    def control_reupload(self, request: Request) -> Response:
+        body = request.json_body()
+        dataset = self.control_dataset(str(body.get("dataset")))
+        item = dataset.live_entry(body.get("uid"), Item)
+        if item is None:
+            raise not_found()
+        old = item.files["data"]
+        item.files["data"] = dataclasses.replace(old, seed_text=old.seed_text + ":reuploaded")
+        item.updated_at = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        dataset._objects = (None, {})
+        return json_response(200, {"uid": item.uid, "updated_at": item.updated_at})
 
     def control_expire(self, request: Request) -> Response:
         return json_response(200, {"expires": self.signer.new_epoch()})

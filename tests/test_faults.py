@@ -1,9 +1,11 @@
 # Faults (DESIGN section 5): a flaky or slow server, rate limits, expiring
 # URLs, changed objects and rotated keys; every byte right or a clear error.
 import errno
+import json
 import os
 import subprocess
 import time
+from datetime import datetime
 
 import pytest
 
@@ -146,6 +148,36 @@ def test_changed_object_never_mixes(fake_factory, mount_factory):
     same = [new[at:at + block] == old[at:at + block]
             for at in range(0, len(new), block)]
     assert all(same) or not any(same), same
+
+
+def test_reupload_seen_in_the_listing_replaces_every_byte(fake_factory,
+                                                          mount_factory):
+    fake = fake_factory("--dataset", "acme/cars:items=2,min_size=%d,"
+                        "max_size=%d,size_known=1" % (3 * MIB, 3 * MIB))
+    m = mount_factory(fake, "dataset=acme/cars", "ttl=1")
+    t = fake.truth("acme/cars")["items"][0]
+    path = data_path(m, "acme/cars", t)
+    old = fake.file_bytes("acme/cars", t["uid"])
+    # read twice: the second comes from the kernel's page cache
+    assert open(path, "rb").read() == old
+    fake.reset()
+    assert open(path, "rb").read() == old
+    assert fake.counts()["file"] == 0
+    before = os.stat(path)
+    updated = fake.reupload("acme/cars", t["uid"])
+    new = fake.file_bytes("acme/cars", t["uid"])
+    assert len(new) == len(old) and new != old
+    time.sleep(1.5)  # past ttl: the next lookup sees the new listing
+    after = os.stat(path)
+    assert after.st_size == before.st_size
+    assert after.st_mtime_ns > before.st_mtime_ns
+    assert after.st_mtime_ns // 10**9 == int(datetime.fromisoformat(
+        updated.replace("Z", "+00:00")).timestamp())
+    # same size, new version: neither cache may hand back an old byte
+    assert open(path, "rb").read() == new
+    meta = json.load(open(os.path.join(os.path.dirname(path),
+                                       "metadata.json")))
+    assert meta["updated_at"] == updated
 
 
 def test_rotated_key_file_needs_no_remount(fake_factory, mount_factory,
