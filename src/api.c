@@ -142,12 +142,27 @@ static char *strprintf(const char *fmt, ...)
 	return s;
 }
 
-/* A raw NUL is never valid JSON, and cJSON would end a string at it, so a
- * body holding one is refused before it is parsed. */
-static cJSON *parse_body(const char *body, size_t len)
+/* Whether [p, end) holds an escaped NUL, \u0000 (a backslash always
+ * starts a two-byte pair, so "\\u0000" is not one). cJSON ends a string
+ * at it: "a\u0000b" would pass for "a". */
+static bool has_escaped_nul(const char *p, const char *end)
 {
-	return memchr(body, '\0', len) ? NULL
-					: cJSON_ParseWithLength(body, len);
+	while ((p = memchr(p, '\\', end - p)) && end - p >= 2) {
+		if (p[1] == 'u' && end - p >= 6 && !memcmp(p + 2, "0000", 4))
+			return true;
+		p += 2;
+	}
+	return false;
+}
+
+/* A raw NUL is never valid JSON, and cJSON would end a string at it: a body
+ * holding one is refused, as is, where noted, one with an escaped NUL. */
+static cJSON *parse_body(const char *body, size_t len, bool escaped_too)
+{
+	if (memchr(body, '\0', len) ||
+	    (escaped_too && has_escaped_nul(body, body + len)))
+		return NULL;
+	return cJSON_ParseWithLength(body, len);
 }
 
 /* A string field, or NULL when absent or of another type. */
@@ -607,7 +622,7 @@ const char *api_item_pretty(struct item *it, size_t *len)
 struct item *api_parse_object(const char *body, size_t len,
 			      enum item_kind kind)
 {
-	cJSON *root = parse_body(body, len);
+	cJSON *root = parse_body(body, len, true);
 	struct item *it = item_from_json(root, NULL, kind);
 
 	cJSON_Delete(root);
@@ -634,7 +649,8 @@ static char *cursor_of(const char *url)
 int api_parse_page(const char *body, size_t len, enum item_kind kind,
 		   struct item_list *list, char **next_cursor, size_t *n_bad)
 {
-	cJSON *root = parse_body(body, len);
+	cJSON *root = parse_body(body, len, false);
+	bool escaped_nul = root && has_escaped_nul(body, body + len);
 	const cJSON *results, *next, *obj;
 	struct span *spans = NULL;
 	long n_spans = -1, i = 0;
@@ -662,10 +678,22 @@ int api_parse_page(const char *body, size_t len, enum item_kind kind,
 					cJSON_GetArraySize(results));
 	if (n_spans != cJSON_GetArraySize(results))
 		n_spans = -1;
+	/* an escaped NUL: the items that hold one are bad, and without the
+	 * spans to tell which, the page is */
+	if (escaped_nul && n_spans < 0) {
+		cJSON_Delete(root);
+		free(spans);
+		free(*next_cursor);
+		*next_cursor = NULL;
+		return -EIO;
+	}
 	cJSON_ArrayForEach(obj, results) {
-		struct item *it = item_from_json(
-			obj, n_spans < 0 ? NULL : &spans[i], kind);
+		struct item *it = NULL;
 
+		if (!escaped_nul ||
+		    !has_escaped_nul(spans[i].p, spans[i].p + spans[i].len))
+			it = item_from_json(obj, n_spans < 0 ? NULL : &spans[i],
+					    kind);
 		i++;
 
 		if (!it) {
@@ -817,7 +845,8 @@ int api_list(struct api *api, const char *owner, const char *slug,
 			break;
 	}
 	if (n_bad)
-		log_err("%s: %zu entries without a uid skipped", what, n_bad);
+		log_err("%s: %zu entries skipped: not an object, no uid, or "
+			"a NUL in a string", what, n_bad);
 out:
 	if (err)
 		item_list_clear(list);
@@ -935,7 +964,7 @@ int api_list_datasets(struct api *api, struct dataset_ref **out, size_t *n)
 		free(url);
 		if (err)
 			break;
-		root = parse_body(resp.body, resp.len);
+		root = parse_body(resp.body, resp.len, true);
 		http_resp_clear(&resp);
 		results = cJSON_GetObjectItemCaseSensitive(root, "results");
 		next = cJSON_GetObjectItemCaseSensitive(root, "next");

@@ -353,21 +353,15 @@ static void test_item_invalid_utf8_key(void)
 	item_unref(it);
 }
 
-/* An escaped NUL in a key (the only way a key can hold one). */
+/* An escaped NUL in a key (the only way a key can hold one): cJSON would
+ * end the key there, so the item is refused rather than listed under a
+ * key that is not its own. */
 static void test_item_nul_key(void)
 {
 	static const char body[] =
 		"{\"uid\": \"n1\", \"key\": \"a\\u0000b.png\"}";
-	struct item *it = parse_item(body);
 
-	CHECK(it != NULL);
-	if (!it)
-		return;
-	/* cJSON strings end at a NUL, so the key ends there too: the item is
-	 * still listed and parsed, just under the key's first part. */
-	CHECK(it->key_len == 1 && it->key && strcmp(it->key, "a") == 0);
-	CHECK(strcmp(it->uid, "n1") == 0);
-	item_unref(it);
+	CHECK(parse_item(body) == NULL);
 }
 
 /* The extension rules of pick_ext(): data from the key, then the URL's path,
@@ -605,6 +599,30 @@ static void test_page_raw_text(void)
 	CHECK(list.n == 0 && cursor == NULL);
 	CHECK(api_parse_object("{\"uid\": \"a\0b\"}", 14,
 			       ITEM_KIND_ITEM) == NULL);
+
+	/* an escaped NUL would cut a string short too ("a\u0000b" passing for
+	 * "a"): the items holding one are bad, the others stay; an escaped
+	 * backslash before "u0000" is no such escape */
+	CHECK(parse_page("{\"results\": [{\"uid\": \"a\"}, "
+			 "{\"uid\": \"a\\u0000b\"}, "
+			 "{\"uid\": \"c\", \"m\": [\"x\\u0000\"]}, "
+			 "{\"uid\": \"d\", \"k\": \"\\\\u0000\"}]}",
+			 ITEM_KIND_ITEM, &list, &cursor, &n_bad) == 0);
+	CHECK(list.n == 2 && n_bad == 2);
+	if (list.n == 2) {
+		CHECK_STR(list.v[0]->uid, "a");
+		CHECK_STR(list.v[1]->uid, "d");
+		CHECK_STR(list.v[1]->json, "{\"uid\":\"d\",\"k\":\"\\\\u0000\"}");
+	}
+	item_list_clear(&list);
+	/* without the spans to tell which item holds it, the page is bad */
+	CHECK(parse_page("{\"res\\u0075lts\": [{\"uid\": \"a\\u0000b\"}]}",
+			 ITEM_KIND_ITEM, &list, &cursor, &n_bad) == -EIO);
+	CHECK(list.n == 0);
+	CHECK(parse_item("{\"uid\": \"a\\u0000b\"}") == NULL);
+	it = parse_item("{\"uid\": \"e\", \"k\": \"\\\\u0000\"}");
+	CHECK(it && strcmp(it->uid, "e") == 0);
+	item_unref(it);
 	item_list_clear(&list);
 }
 

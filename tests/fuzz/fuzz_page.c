@@ -4,6 +4,7 @@
 #include "api.h"
 
 #include <cjson/cJSON.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,11 +19,15 @@ static int has_uid(const cJSON *obj)
 	return cJSON_IsObject(obj) && cJSON_IsString(uid) && *uid->valuestring;
 }
 
-/* Each kept item's text parses to the element of "results" it came from. */
+/* Each kept item's text parses to the element of "results" it came from.
+ * Elements with an escaped NUL are skipped, and cJSON cannot tell which
+ * those are: when the input has one, the kept items need only be a
+ * subsequence. */
 static void check_texts(const uint8_t *data, size_t size,
 			const struct item_list *list)
 {
 	cJSON *root = cJSON_ParseWithLength((const char *)data, size);
+	bool may_skip = memmem(data, size, "\\u0000", 6) != NULL;
 	const cJSON *obj;
 	size_t i = 0;
 
@@ -33,20 +38,26 @@ static void check_texts(const uint8_t *data, size_t size,
 
 		if (!has_uid(obj))
 			continue;
-		if (i == list->n)
-			abort();
+		if (i == list->n) {
+			if (!may_skip)
+				abort();
+			continue;
+		}
 		/* printed, not cJSON_Compare: that is not reflexive for an
 		 * object with a key twice */
 		back = cJSON_ParseWithLength(list->v[i]->json,
 					     list->v[i]->json_len);
 		a = cJSON_PrintUnformatted(back);
 		b = cJSON_PrintUnformatted(obj);
-		if (!a || !b || strcmp(a, b) != 0)
+		if (!a || !b)
+			abort();
+		if (strcmp(a, b) == 0)
+			i++;
+		else if (!may_skip)
 			abort();
 		free(a);
 		free(b);
 		cJSON_Delete(back);
-		i++;
 	}
 	if (i != list->n)
 		abort();
