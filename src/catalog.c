@@ -175,9 +175,23 @@ int catalog_add(struct catalog *cat, const char *owner, const char *slug)
 	return err;
 }
 
+/* Until when what a fetch begun at @start (ms) brought is trusted: ttl
+ * seconds from now, and never less than the fetch took. A listing that took
+ * longer than that is as old at its end anyway; without the floor, with a
+ * short ttl every lookup would list again, and ls -l of a large directory
+ * would spend all its time listing. */
+static int64_t trusted_until(const struct catalog *cat, int64_t start)
+{
+	int64_t now = now_ms(), took = now - start;
+	int64_t ttl = (int64_t)cat->ttl_s * 1000;
+
+	return now + (took > ttl ? took : ttl);
+}
+
 void catalog_discover(struct catalog *cat, bool force)
 {
 	struct dataset_ref *refs;
+	int64_t start = now_ms();
 	size_t n, i;
 	int err;
 
@@ -203,7 +217,7 @@ void catalog_discover(struct catalog *cat, bool force)
 	cat->discovering = false;
 	if (err == -ENOENT)
 		cat->discover = false; /* the server has no dataset list */
-	cat->discovered_until = now_ms() + (int64_t)cat->ttl_s * 1000;
+	cat->discovered_until = trusted_until(cat, start);
 	pthread_mutex_unlock(&cat->lock);
 }
 
@@ -414,6 +428,7 @@ int catalog_snapshot(struct catalog *cat, struct dataset *ds,
 	struct listing *l = &ds->lists[kind];
 	struct item_list list = { 0 };
 	struct snapshot *prev, *snap = NULL;
+	int64_t start;
 	char what[256];
 	int err;
 
@@ -444,6 +459,7 @@ int catalog_snapshot(struct catalog *cat, struct dataset *ds,
 
 	snprintf(what, sizeof(what), "%s/%s %s", ds->owner, ds->slug,
 		 kind == ITEM_KIND_ITEM ? "items" : "sequences");
+	start = now_ms();
 	err = api_list(cat->api, ds->owner, ds->slug, kind, &list);
 	if (!err)
 		err = snapshot_build(&list, prev, what, &snap);
@@ -455,11 +471,11 @@ int catalog_snapshot(struct catalog *cat, struct dataset *ds,
 		snapshot_put(l->snap);
 		l->snap = snap;
 		l->err = 0;
-		l->fresh_until = now_ms() + (int64_t)cat->ttl_s * 1000;
+		l->fresh_until = trusted_until(cat, start);
 	} else if (err == -EIO && l->snap) {
 		log_warn("%s: listing failed, serving the last one", what);
 		l->err = 0;
-		l->fresh_until = now_ms() + (int64_t)cat->ttl_s * 1000;
+		l->fresh_until = trusted_until(cat, start);
 		err = 0;
 	} else {
 		l->err = err;

@@ -4,6 +4,8 @@ import errno
 import json
 import math
 import os
+import subprocess
+import time
 
 import pytest
 
@@ -59,6 +61,30 @@ def test_large_listing_is_paged_once(fake_factory, mount_factory):
     assert len(os.listdir(items)) == 2500
     assert fake.counts()["items_list"] == 25
     assert m.alive()
+
+
+def test_short_ttl_lists_again_without_a_storm(fake_factory, mount_factory):
+    # with ttl=0 every ls -l lookup comes to avalafs; a listing is trusted
+    # for as long as it took to fetch, so they do not each list again
+    fake = fake_factory("--dataset", "acme/cars:items=150")
+    m = mount_factory(fake, "dataset=acme/cars", "page_size=100", "ttl=0")
+    fake.reset()
+    fake.fault(route="items_list", latency=0.2, count=-1)
+    items = m.p("acme", "cars", "items")
+    done = subprocess.run(["ls", "-l", items], stdout=subprocess.PIPE,
+                          timeout=60, check=True)
+    assert len(done.stdout.splitlines()) == 1 + 150
+    listed = fake.counts()["items_list"]
+    # each listing is 2 pages; before the floor, each of the 150 entries
+    # cost several
+    assert 2 <= listed <= 10 and listed % 2 == 0, listed
+    # and a short ttl still sees changes once that time has passed
+    gone = fake.truth("acme/cars")["items"][0]
+    fake.delete("acme/cars", gone["uid"])
+    time.sleep(1.5)
+    with pytest.raises(FileNotFoundError):
+        os.stat(os.path.join(items, gone["key"]))
+    assert len(os.listdir(items)) == 149
 
 
 def test_lookups_outside_datasets_never_ask(fake_factory, mount_factory):
