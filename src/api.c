@@ -408,31 +408,45 @@ static const char *json_skip_ws(const char *p, const char *end)
 	return p;
 }
 
+/* Past the quote that ends the string whose text starts at @p, just after
+ * its opening quote; NULL when it does not end. A quote is escaped when an
+ * odd run of backslashes comes before it. */
+static const char *json_string_end(const char *p, const char *end)
+{
+	const char *q = p, *b;
+
+	while ((q = memchr(q, '"', end - q))) {
+		for (b = q; b > p && b[-1] == '\\'; b--)
+			;
+		if ((q - b) % 2 == 0)
+			return q + 1;
+		q++;
+	}
+	return NULL;
+}
+
 /* The end of the value starting at @p, or NULL when it does not end. */
 static const char *json_value_end(const char *p, const char *end)
 {
-	bool in_str = false;
 	int depth = 0;
 
 	for (; p < end; p++) {
-		if (in_str) {
-			if (*p == '\\')
-				p++;
-			else if (*p == '"' && (in_str = false, depth == 0))
-				return p + 1;
-			continue;
-		}
-		if (depth == 0 && (*p == ',' || *p == ']' || *p == '}' ||
-				   *p == ':' || json_ws(*p)))
+		if (*p == '"') {
+			p = json_string_end(p + 1, end);
+			if (!p || depth == 0)
+				return p;
+			p--;
+		} else if (depth == 0 && (*p == ',' || *p == ']' ||
+					  *p == '}' || *p == ':' ||
+					  json_ws(*p))) {
 			return p; /* a number or a literal ends here */
-		if (*p == '"')
-			in_str = true;
-		else if (*p == '{' || *p == '[')
+		} else if (*p == '{' || *p == '[') {
 			depth++;
-		else if ((*p == '}' || *p == ']') && --depth == 0)
+		} else if ((*p == '}' || *p == ']') && --depth == 0) {
 			return p + 1;
+		}
 	}
-	return depth == 0 && !in_str ? p : NULL;
+	return depth == 0 ? p : NULL;
 }
 
 /* The spans of the elements of the first top-level "results" array of the
@@ -494,24 +508,23 @@ static long results_spans(const char *p, const char *end, struct span *spans,
 /* @raw without the whitespace between tokens: a new string, or NULL. */
 static char *json_compact(const char *raw, size_t len, size_t *out_len)
 {
+	const char *p = raw, *end = raw + len, *e;
 	char *out = malloc(len + 1), *o = out;
-	bool in_str = false;
-	size_t i;
 
 	if (!out)
 		return NULL;
-	for (i = 0; i < len; i++) {
-		char c = raw[i];
-
-		if (in_str) {
-			*o++ = c;
-			if (c == '\\' && i + 1 < len)
-				*o++ = raw[++i];
-			else if (c == '"')
-				in_str = false;
-		} else if (!json_ws(c)) {
-			*o++ = c;
-			in_str = c == '"';
+	while (p < end) {
+		if (*p == '"') {
+			e = json_string_end(p + 1, end);
+			if (!e)
+				e = end;
+			memcpy(o, p, e - p);
+			o += e - p;
+			p = e;
+		} else if (json_ws(*p)) {
+			p++;
+		} else {
+			*o++ = *p++;
 		}
 	}
 	*o = '\0';
