@@ -12,6 +12,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.parse
 
@@ -38,7 +39,8 @@ NOTES = (f"MB = 10^6 bytes. Each run of (1), (2), (4), (5) uses a fresh mount. R
          f"`xargs -0 -P{READERS} -n {SMALL_COUNT // READERS} cat`; curls: {READERS} processes of "
          f"{SMALL_COUNT // READERS} URLs, one connection each. HTTP request counts are the largest of the "
          f"3 runs; (3) counts nginx access-log lines plus fake API requests. Metadata in (5b) is the RSS "
-         f"after listing the {SMALL_COUNT:,} items.")
+         f"after listing the {SMALL_COUNT:,} items. Rows 1l–3l are a local copy: the same bytes downloaded "
+         f"to tmpfs, then read from it, with no FUSE in between.")
 
 started = time.monotonic()
 
@@ -417,14 +419,16 @@ def curl_read(url):
     return seconds, int(out)
 
 
-def curl_parallel(urls):
+def curl_parallel(urls, outputs=None):
     """Seconds for READERS curl processes, each fetching its share of the URLs over
-    one reused connection; and the bytes downloaded."""
+    one reused connection to /dev/null (or to the matching outputs); and the bytes
+    downloaded."""
     share = math.ceil(len(urls) / READERS)
-    chunks = [urls[at:at + share] for at in range(0, len(urls), share)]
+    pairs = list(zip(urls, outputs or ["/dev/null"] * len(urls)))
+    chunks = [pairs[at:at + share] for at in range(0, len(pairs), share)]
     start = time.perf_counter()
     processes = [subprocess.Popen(["curl", "-s", "--fail", "-w", "%{size_download}\n"]
-                                  + [arg for url in chunk for arg in ("-o", "/dev/null", url)],
+                                  + [arg for url, out in chunk for arg in ("-o", out, url)],
                                   stdout=subprocess.PIPE)
                  for chunk in chunks]
     total = 0
@@ -533,6 +537,44 @@ def small_curl(bench, run):
     return len(urls) / seconds
 
 
+def local_dir():
+    """A new directory on tmpfs for a local copy."""
+    return tempfile.mkdtemp(prefix="avalafs-bench-", dir="/dev/shm")
+
+
+def big_local(bench, run):
+    """MB/s of curl writing the big file to tmpfs, then dd reading it back: the same
+    bytes through the page cache, with no FUSE in between."""
+    target = local_dir()
+    try:
+        path = os.path.join(target, "big")
+        start = time.perf_counter()
+        timed(["curl", "-s", "--fail", "-o", path, bench.big["data_url"]])
+        _, copied = dd_read(path)
+        seconds = time.perf_counter() - start
+        expect_bytes("local copy", copied, BIG_SIZE)
+    finally:
+        shutil.rmtree(target)
+    log(f"(1) local copy run {run + 1}: {BIG_SIZE / seconds / 1e6:.0f} MB/s")
+    return BIG_SIZE / seconds / 1e6
+
+
+def small_local(bench, run):
+    """Files/s of READERS curls writing the small files to tmpfs then READERS cats
+    reading them, and of the cats alone reading them again."""
+    target = local_dir()
+    try:
+        paths = [os.path.join(target, str(at)) for at in range(len(bench.small))]
+        seconds, size = curl_parallel([item["data_url"] for item in bench.small], paths)
+        seconds += parallel_cat(paths)
+        expect_bytes("local copy", size, bench.small_bytes)
+        again = parallel_cat(paths)
+    finally:
+        shutil.rmtree(target)
+    log(f"(2,3) local copy run {run + 1}: {len(paths) / seconds:.0f} files/s, again {len(paths) / again:.0f}")
+    return len(paths) / seconds, len(paths) / again
+
+
 def summarize_small(runs):
     """Median cold and warm files/s over runs, and the most requests of a warm pass."""
     cold, warm, requests = zip(*runs)
@@ -626,16 +668,19 @@ def measure(rows, label, step):
 
 
 def rows_big(bench):
-    avalafs, curl, rclone = [], [], []
+    avalafs, curl, local, rclone = [], [], [], []
     for run in range(RUNS):
         avalafs.append(big_read(bench, lambda: bench.avalafs(bench.data_fake, BIG), DatasetLayout(BIG),
                                 "avalafs", run))
         curl.append(big_curl(bench, run))
+        local.append(big_local(bench, run))
         if shutil.which("rclone"):
             rclone.append(big_read(bench, bench.rclone, ServedLayout(), "rclone", run))
-    avalafs, curl = median(avalafs), median(curl)
+    avalafs, curl, local = median(avalafs), median(curl), median(local)
     rows = [("1. 512 MiB file, `dd bs=1M`, cold", f"{avalafs:.0f} MB/s", f"curl {curl:.0f} MB/s",
-             f"{avalafs / curl:.2f}", "≥ 0.9", verdict(avalafs / curl >= 0.9))]
+             f"{avalafs / curl:.2f}", "≥ 0.9", verdict(avalafs / curl >= 0.9)),
+            ("1l. same, local copy: curl to tmpfs, then `dd`", f"{local:.0f} MB/s", f"curl {curl:.0f} MB/s",
+             f"{local / curl:.2f}", "—", "")]
     if rclone:
         rclone = median(rclone)
         rows.append(("1r. same, `rclone mount` (http)", f"{rclone:.0f} MB/s", f"curl {curl:.0f} MB/s",
@@ -644,11 +689,12 @@ def rows_big(bench):
 
 
 def rows_small(bench):
-    avalafs, curl, rclone = [], [], []
+    avalafs, curl, local, rclone = [], [], [], []
     for run in range(RUNS):
         avalafs.append(small_reads(bench, lambda: bench.avalafs(bench.data_fake, SMALL),
                                    DatasetLayout(SMALL), "avalafs", run))
         curl.append(small_curl(bench, run))
+        local.append(small_local(bench, run))
         if shutil.which("rclone"):
             rclone.append(small_reads(bench, bench.rclone, ServedLayout(), "rclone", run))
     cold, warm, requests = summarize_small(avalafs)
@@ -659,6 +705,13 @@ def rows_small(bench):
         ("3. same files again, same mount", f"{warm:.0f} files/s, {requests} HTTP requests",
          f"cold {cold:.0f} files/s", f"{warm / cold:.1f}", "0 requests, ≥ 5",
          verdict(requests == 0 and warm / cold >= 5)),
+    ]
+    local_cold, local_warm = (median(values) for values in zip(*local))
+    rows += [
+        (f"2l. same, local copy: {READERS} curls to tmpfs, then `cat`", f"{local_cold:.0f} files/s",
+         f"{READERS} curls {curl:.0f} files/s", f"{local_cold / curl:.2f}", "—", ""),
+        ("3l. the local copy again", f"{local_warm:.0f} files/s", f"cold {local_cold:.0f} files/s",
+         f"{local_warm / local_cold:.1f}", "—", ""),
     ]
     if rclone:
         rc_cold, rc_warm, rc_requests = summarize_small(rclone)
