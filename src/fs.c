@@ -721,7 +721,9 @@ static void read_data(fuse_req_t req, struct fs *fs, struct open_file *of,
 	}
 	for (count = 0; count < v.n && v.iov[count].iov_len; count++)
 		;
-	fuse_reply_iov(req, v.iov, count);
+	/* bytes the kernel did not take are not in its page cache */
+	if (fuse_reply_iov(req, v.iov, count) != 0)
+		v.drop_behind = false;
 	stream_view_release(fs->stream, &v);
 }
 

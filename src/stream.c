@@ -22,6 +22,8 @@
 #define RA_MIN (2 * BLOCK_SIZE) /* first readahead window */
 #define SEQ_SLACK (1 << 20) /* reads this close to the last count as sequential */
 #define MAX_TRIES 3
+#define SENT_SHIFT 12 /* block->sent counts pages of 4 KiB */
+_Static_assert((BLOCK_SIZE >> SENT_SHIFT) <= 32, "block->sent is 32 bits");
 
 static int64_t now_ms(void)
 {
@@ -61,7 +63,7 @@ struct block {
 	size_t cap; /* bytes it will hold: BLOCK_SIZE but at the object's end
 		     * (its buffer, counted in the budget, is BLOCK_SIZE) */
 	size_t len; /* valid bytes */
-	size_t sent; /* bytes from its start that readers have had */
+	uint32_t sent; /* bit p: the kernel's page cache was sent its page p */
 	bool ready; /* false while being fetched */
 	bool cached; /* in the hash and LRU list; false once dropped */
 	int pins; /* readers waiting on or copying out of it */
@@ -939,6 +941,25 @@ static int view_once(struct stream *s, struct stream_reader *r, bool ahead,
 	return err;
 }
 
+/* Note the pages of @b that [@from, @from + @len) filled whole in the
+ * kernel's page cache (the block's last page may be short); whether the
+ * kernel now holds every page of it. Reads may come in any order. */
+static bool block_sent(struct block *b, size_t from, size_t len)
+{
+	size_t page = (size_t)1 << SENT_SHIFT, end = from + len, p, p_end;
+	size_t pages = (b->len + page - 1) >> SENT_SHIFT;
+
+	for (p = (from + page - 1) >> SENT_SHIFT; p < pages; p++) {
+		p_end = (p + 1) << SENT_SHIFT;
+		if (p_end > b->len)
+			p_end = b->len;
+		if (p_end > end)
+			break;
+		b->sent |= (uint32_t)1 << p;
+	}
+	return pages > 0 && b->sent == (uint32_t)(((uint64_t)1 << pages) - 1);
+}
+
 void stream_view_release(struct stream *s, struct stream_view *v)
 {
 	int i;
@@ -948,17 +969,12 @@ void stream_view_release(struct stream *s, struct stream_view *v)
 		for (i = 0; i < v->n; i++) {
 			struct block *b = v->blocks[i];
 
-			/* a read that began past what was sent leaves a hole
-			 * in the kernel's copy: the block stays */
-			if (v->iov && v->iov[i].iov_base) {
-				size_t from = (char *)v->iov[i].iov_base -
-					      b->data;
-
-				if (from <= b->sent &&
-				    from + v->iov[i].iov_len > b->sent)
-					b->sent = from + v->iov[i].iov_len;
-			}
-			if (v->drop_behind && b->ready && b->sent == b->len &&
+			/* the kernel keeps what it was sent: once it has every
+			 * page of a block, the block goes */
+			if (v->drop_behind && v->iov && v->iov[i].iov_base &&
+			    b->ready &&
+			    block_sent(b, (char *)v->iov[i].iov_base - b->data,
+				       v->iov[i].iov_len) &&
 			    b->pins == 1 && b->cached)
 				block_drop(s, b);
 			block_unpin(s, b);

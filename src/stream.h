@@ -75,7 +75,8 @@ struct stream_view {
 	int n;
 	size_t len;
 	struct block **blocks; /* the pinned blocks */
-	bool drop_behind; /* free blocks read whole on release */
+	bool drop_behind; /* the bytes go to the kernel's page cache: blocks
+			   * it then holds whole are freed on release */
 };
 
 /* Describe up to @size bytes at @off of the file in @v, for reader @r

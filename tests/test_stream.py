@@ -153,3 +153,27 @@ def test_small_file_is_fetched_whole_once(fake_factory, mount_factory):
     assert file_requests(fake, t["uid"]) == [(0, 2999999)]
     assert sha256_file(path) == t["files"]["data"]["sha256"]
     assert len(file_requests(fake, t["uid"])) == 1
+
+
+def test_a_block_read_out_of_order_leaves_the_cache(fake_factory,
+                                                     mount_factory):
+    # once the kernel's page cache holds every page of a block, in whatever
+    # order the reads came, the block's room goes back to the budget
+    fake = fake_factory("--dataset", "acme/mid:items=1,min_size=3000000,"
+                        "max_size=3000000,size_known=1")
+    m = mount_factory(fake, "dataset=acme/mid")
+    t = fake.truth("acme/mid")["items"][0]
+    want = fake.file_bytes("acme/mid", t["uid"])
+    with open(data_path(m, "acme/mid", t), "rb", buffering=0) as f:
+        os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_RANDOM)
+        assert os.pread(f.fileno(), 4096, 0) == want[:4096]
+        m.wait_idle()
+        used = m.cache_stats()["cache_used"]
+        assert used >= 2 * BLOCK
+        half = BLOCK // 2
+        # block 1, its second half first: the kernel lacks its first
+        assert os.pread(f.fileno(), half, BLOCK + half) == \
+            want[BLOCK + half:2 * BLOCK]
+        assert m.cache_stats()["cache_used"] == used
+        assert os.pread(f.fileno(), half, BLOCK) == want[BLOCK:BLOCK + half]
+        assert m.cache_stats()["cache_used"] == used - BLOCK
