@@ -659,56 +659,103 @@ static char *cursor_of(const char *url)
 	return NULL;
 }
 
+/* A list page: its envelope checked, its next cursor taken out, and the
+ * raw text of each result found. cJSON ends a string at an escaped NUL
+ * (\u0000), so "a\u0000b" would pass for "a": a result holding one is to be
+ * skipped (page_result_ok), and a page with one outside its results, where
+ * it could cut the cursor short, or without the spans to tell where, is
+ * refused. */
+struct page {
+	cJSON *root;
+	const cJSON *results;
+	struct span *spans; /* NULL: they did not line up with cJSON's view */
+	bool escaped_nul;
+};
+
+static void page_close(struct page *pg)
+{
+	cJSON_Delete(pg->root);
+	free(pg->spans);
+	memset(pg, 0, sizeof(*pg));
+}
+
+/* Whether the text around the spans of @pg holds an escaped NUL. */
+static bool nul_outside_results(const struct page *pg, const char *body,
+				const char *end, long n)
+{
+	const char *p = body;
+	long i;
+
+	for (i = 0; i < n; i++) {
+		if (has_escaped_nul(p, pg->spans[i].p))
+			return true;
+		p = pg->spans[i].p + pg->spans[i].len;
+	}
+	return has_escaped_nul(p, end);
+}
+
+static int page_open(const char *body, size_t len, struct page *pg,
+		     char **next_cursor)
+{
+	const char *end = body + len;
+	const cJSON *next;
+	int n;
+
+	memset(pg, 0, sizeof(*pg));
+	*next_cursor = NULL;
+	pg->root = parse_body(body, len, false);
+	pg->results = cJSON_GetObjectItemCaseSensitive(pg->root, "results");
+	next = cJSON_GetObjectItemCaseSensitive(pg->root, "next");
+	if (!cJSON_IsObject(pg->root) || !cJSON_IsArray(pg->results) ||
+	    (next && !cJSON_IsNull(next) && !cJSON_IsString(next)))
+		goto bad;
+	/* the raw text of each result, when it lines up with cJSON's view */
+	n = cJSON_GetArraySize(pg->results);
+	pg->spans = malloc((n + 1) * sizeof(*pg->spans));
+	if (pg->spans && results_spans(body, end, pg->spans, n) != n) {
+		free(pg->spans);
+		pg->spans = NULL;
+	}
+	pg->escaped_nul = has_escaped_nul(body, end);
+	if (pg->escaped_nul &&
+	    (!pg->spans || nul_outside_results(pg, body, end, n)))
+		goto bad;
+	if (cJSON_IsString(next)) {
+		*next_cursor = cursor_of(next->valuestring);
+		if (!*next_cursor)
+			goto bad;
+	}
+	return 0;
+bad:
+	page_close(pg);
+	return -EIO;
+}
+
+/* Whether result @i of @pg holds no escaped NUL. */
+static bool page_result_ok(const struct page *pg, long i)
+{
+	return !pg->escaped_nul ||
+	       !has_escaped_nul(pg->spans[i].p,
+				pg->spans[i].p + pg->spans[i].len);
+}
+
 int api_parse_page(const char *body, size_t len, enum item_kind kind,
 		   struct item_list *list, char **next_cursor, size_t *n_bad)
 {
-	cJSON *root = parse_body(body, len, false);
-	bool escaped_nul = root && has_escaped_nul(body, body + len);
-	const cJSON *results, *next, *obj;
-	struct span *spans = NULL;
-	long n_spans = -1, i = 0;
-	int err = 0;
+	const cJSON *obj;
+	struct page pg;
+	long i = 0;
+	int err = page_open(body, len, &pg, next_cursor);
 
-	*next_cursor = NULL;
-	results = cJSON_GetObjectItemCaseSensitive(root, "results");
-	next = cJSON_GetObjectItemCaseSensitive(root, "next");
-	if (!cJSON_IsObject(root) || !cJSON_IsArray(results) ||
-	    (next && !cJSON_IsNull(next) && !cJSON_IsString(next))) {
-		cJSON_Delete(root);
-		return -EIO;
-	}
-	if (cJSON_IsString(next)) {
-		*next_cursor = cursor_of(next->valuestring);
-		if (!*next_cursor) {
-			cJSON_Delete(root);
-			return -EIO;
-		}
-	}
-	/* the raw text of each result, when it lines up with cJSON's view */
-	spans = malloc((cJSON_GetArraySize(results) + 1) * sizeof(*spans));
-	if (spans)
-		n_spans = results_spans(body, body + len, spans,
-					cJSON_GetArraySize(results));
-	if (n_spans != cJSON_GetArraySize(results))
-		n_spans = -1;
-	/* an escaped NUL: the items that hold one are bad, and without the
-	 * spans to tell which, the page is */
-	if (escaped_nul && n_spans < 0) {
-		cJSON_Delete(root);
-		free(spans);
-		free(*next_cursor);
-		*next_cursor = NULL;
-		return -EIO;
-	}
-	cJSON_ArrayForEach(obj, results) {
+	if (err)
+		return err;
+	cJSON_ArrayForEach(obj, pg.results) {
 		struct item *it = NULL;
 
-		if (!escaped_nul ||
-		    !has_escaped_nul(spans[i].p, spans[i].p + spans[i].len))
-			it = item_from_json(obj, n_spans < 0 ? NULL : &spans[i],
+		if (page_result_ok(&pg, i))
+			it = item_from_json(obj, pg.spans ? &pg.spans[i] : NULL,
 					    kind);
 		i++;
-
 		if (!it) {
 			(*n_bad)++;
 			continue;
@@ -719,8 +766,7 @@ int api_parse_page(const char *body, size_t len, enum item_kind kind,
 			break;
 		}
 	}
-	cJSON_Delete(root);
-	free(spans);
+	page_close(&pg);
 	if (err) {
 		free(*next_cursor);
 		*next_cursor = NULL;
@@ -962,9 +1008,10 @@ int api_list_datasets(struct api *api, struct dataset_ref **out, size_t *n)
 	*n = 0;
 	while (!err) {
 		struct http_resp resp;
-		const cJSON *results, *next, *obj;
-		cJSON *root;
+		const cJSON *obj;
+		struct page pg;
 		char *url;
+		long i = 0;
 
 		url = strprintf("%s/datasets/?limit=%d%s%s", api->base,
 				api->page_size, cursor ? "&cursor=" : "",
@@ -977,20 +1024,19 @@ int api_list_datasets(struct api *api, struct dataset_ref **out, size_t *n)
 		free(url);
 		if (err)
 			break;
-		root = parse_body(resp.body, resp.len, true);
-		http_resp_clear(&resp);
-		results = cJSON_GetObjectItemCaseSensitive(root, "results");
-		next = cJSON_GetObjectItemCaseSensitive(root, "next");
-		if (!cJSON_IsArray(results)) {
+		free(cursor);
+		err = page_open(resp.body, resp.len, &pg, &cursor);
+		if (err) {
 			log_err("dataset list: malformed page");
-			err = -EIO;
-			results = NULL;
+			http_resp_clear(&resp);
+			break;
 		}
-		cJSON_ArrayForEach(obj, results) {
+		cJSON_ArrayForEach(obj, pg.results) {
 			const char *owner = dataset_owner(obj);
 			const char *slug = str_field(obj, "slug");
 
-			if (!owner || !slug || !*owner || !*slug)
+			if (!page_result_ok(&pg, i++) || !owner || !slug ||
+			    !*owner || !*slug)
 				continue;
 			if (*n == cap) {
 				struct dataset_ref *nv;
@@ -1009,10 +1055,8 @@ int api_list_datasets(struct api *api, struct dataset_ref **out, size_t *n)
 			if (!v[*n - 1].owner || !v[*n - 1].slug)
 				err = -ENOMEM;
 		}
-		free(cursor);
-		cursor = cJSON_IsString(next) ? cursor_of(next->valuestring)
-					      : NULL;
-		cJSON_Delete(root);
+		page_close(&pg);
+		http_resp_clear(&resp);
 		if (!cursor)
 			break;
 		if (!cursor_first_time(&seen, cursor) || *n > MAX_ITEMS) {

@@ -619,6 +619,21 @@ static void test_page_raw_text(void)
 	CHECK(parse_page("{\"res\\u0075lts\": [{\"uid\": \"a\\u0000b\"}]}",
 			 ITEM_KIND_ITEM, &list, &cursor, &n_bad) == -EIO);
 	CHECK(list.n == 0);
+	/* nor outside the results, where it could cut the cursor short */
+	CHECK(parse_page("{\"next\": \"http://h/?cursor=ab\\u0000cd\", "
+			 "\"results\": [{\"uid\": \"a\"}]}",
+			 ITEM_KIND_ITEM, &list, &cursor, &n_bad) == -EIO);
+	CHECK(list.n == 0 && cursor == NULL);
+	CHECK(parse_page("{\"results\": [{\"uid\": \"a\"}], "
+			 "\"x\": \"\\u0000\"}",
+			 ITEM_KIND_ITEM, &list, &cursor, &n_bad) == -EIO);
+	CHECK(list.n == 0);
+	CHECK(parse_page("{\"next\": \"http://h/?cursor=ab\\\\u0000\", "
+			 "\"results\": []}",
+			 ITEM_KIND_ITEM, &list, &cursor, &n_bad) == 0);
+	CHECK(cursor && strcmp(cursor, "ab\\u0000") == 0);
+	free(cursor);
+	cursor = NULL;
 	CHECK(parse_item("{\"uid\": \"a\\u0000b\"}") == NULL);
 	it = parse_item("{\"uid\": \"e\", \"k\": \"\\\\u0000\"}");
 	CHECK(it && strcmp(it->uid, "e") == 0);
