@@ -18,6 +18,7 @@ struct listing {
 	pthread_mutex_t lock;
 	pthread_cond_t done; /* a fetch finished */
 	bool loading; /* protected by lock */
+	bool stale; /* protected by lock: what is loading may be out of date */
 	int64_t fresh_until; /* protected by lock; ms, 0 = fetch first */
 	int err; /* protected by lock: answer of the last failed fetch */
 	struct snapshot *snap; /* protected by lock */
@@ -481,6 +482,9 @@ int catalog_snapshot(struct catalog *cat, struct dataset *ds,
 		l->err = err;
 		l->fresh_until = now_ms() + ERROR_HOLD_MS;
 	}
+	if (l->stale && !l->err)
+		l->fresh_until = 0;
+	l->stale = false;
 	if (!err) {
 		*out = l->snap;
 		__atomic_add_fetch(&l->snap->refs, 1, __ATOMIC_RELAXED);
@@ -498,6 +502,7 @@ void catalog_forget_item(struct catalog *cat, struct dataset *ds,
 	__atomic_store_n(&it->gone, 1, __ATOMIC_RELAXED);
 	pthread_mutex_lock(&l->lock);
 	l->fresh_until = 0;
+	l->stale = l->loading; /* a listing begun before may still hold it */
 	pthread_mutex_unlock(&l->lock);
 }
 
