@@ -502,7 +502,8 @@ void catalog_forget_item(struct catalog *cat, struct dataset *ds,
 	__atomic_store_n(&it->gone, 1, __ATOMIC_RELAXED);
 	pthread_mutex_lock(&l->lock);
 	l->fresh_until = 0;
-	l->stale = l->loading; /* a listing begun before may still hold it */
+	if (l->loading)
+		l->stale = true; /* the listing begun before may still hold it */
 	pthread_mutex_unlock(&l->lock);
 }
 
