@@ -192,7 +192,7 @@ static int64_t trusted_until(const struct catalog *cat, int64_t start)
 void catalog_discover(struct catalog *cat, bool force)
 {
 	struct dataset_ref *refs;
-	int64_t start = now_ms();
+	int64_t start;
 	size_t n, i;
 	int err;
 
@@ -205,6 +205,7 @@ void catalog_discover(struct catalog *cat, bool force)
 	cat->discovering = true;
 	pthread_mutex_unlock(&cat->lock);
 
+	start = now_ms();
 	err = api_list_datasets(cat->api, &refs, &n);
 	if (!err) {
 		for (i = 0; i < n; i++)
