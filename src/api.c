@@ -303,12 +303,14 @@ static char *pretty(const cJSON *obj, size_t *len)
 
 static const char *thumbnail_url(const cJSON *obj)
 {
-	const cJSON *thumbs = cJSON_GetObjectItemCaseSensitive(obj, "thumbnails");
+	const cJSON *thumbs =
+		cJSON_GetObjectItemCaseSensitive(obj, "thumbnails");
 	const char *url = str_field(obj, "thumbnail_url");
 
 	if (url)
 		return url;
-	if (cJSON_IsArray(thumbs) && cJSON_IsString(cJSON_GetArrayItem(thumbs, 0)))
+	if (cJSON_IsArray(thumbs) &&
+	    cJSON_IsString(cJSON_GetArrayItem(thumbs, 0)))
 		return cJSON_GetArrayItem(thumbs, 0)->valuestring;
 	return str_field(obj, "video_thumbnail");
 }
@@ -347,7 +349,8 @@ static int parse_views(struct item *it, const cJSON *views)
 		goto out;
 	for (i = 0; i < n; i++) {
 		const cJSON *v = cJSON_GetArrayItem(views, i);
-		const char *key = cJSON_IsObject(v) ? str_field(v, "key") : NULL;
+		const char *key = cJSON_IsObject(v) ? str_field(v, "key")
+						    : NULL;
 
 		tags[i] = strprintf("view%zu", i);
 		files[i] = tags[i] ? strprintf("%s.json",
@@ -366,8 +369,8 @@ static int parse_views(struct item *it, const cJSON *views)
 
 		view->name = out[i];
 		out[i] = NULL;
-		view->json = pretty(cJSON_GetArrayItem(views, i),
-				    &view->json_len);
+		view->json =
+			pretty(cJSON_GetArrayItem(views, i), &view->json_len);
 		it->n_views = i + 1;
 		if (!view->json)
 			goto out;
@@ -436,9 +439,8 @@ static const char *json_value_end(const char *p, const char *end)
 			if (!p || depth == 0)
 				return p;
 			p--;
-		} else if (depth == 0 && (*p == ',' || *p == ']' ||
-					  *p == '}' || *p == ':' ||
-					  json_ws(*p))) {
+		} else if (depth == 0 && (*p == ',' || *p == ']' || *p == '}' ||
+					  *p == ':' || json_ws(*p))) {
 			return p; /* a number or a literal ends here */
 		} else if (*p == '{' || *p == '[') {
 			depth++;
@@ -477,8 +479,8 @@ static long results_spans(const char *p, const char *end, struct span *spans,
 		if (p == end || *p++ != ':')
 			return -1;
 		p = json_skip_ws(p, end);
-		if (n < 0 && key_end - key == 9 && !memcmp(key, "\"results\"", 9) &&
-		    p < end && *p == '[') {
+		if (n < 0 && key_end - key == 9 &&
+		    !memcmp(key, "\"results\"", 9) && p < end && *p == '[') {
 			n = 0;
 			p = json_skip_ws(p + 1, end);
 			while (p < end && *p != ']') {
@@ -632,8 +634,7 @@ const char *api_item_pretty(struct item *it, size_t *len)
 	return text;
 }
 
-struct item *api_parse_object(const char *body, size_t len,
-			      enum item_kind kind)
+struct item *api_parse_object(const char *body, size_t len, enum item_kind kind)
 {
 	cJSON *root = parse_body(body, len, true);
 	struct item *it = item_from_json(root, NULL, kind);
@@ -905,7 +906,8 @@ int api_list(struct api *api, const char *owner, const char *slug,
 	}
 	if (n_bad)
 		log_err("%s: %zu entries skipped: not an object, no uid, or "
-			"a NUL in a string", what, n_bad);
+			"a NUL in a string",
+			what, n_bad);
 out:
 	if (err)
 		item_list_clear(list);

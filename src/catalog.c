@@ -12,7 +12,8 @@
 #include <string.h>
 #include <time.h>
 
-#define ERROR_HOLD_MS 1000 /* a failed fetch is answered from memory this long */
+#define ERROR_HOLD_MS \
+	1000 /* a failed fetch is answered from memory this long */
 
 struct listing {
 	pthread_mutex_t lock;
@@ -139,7 +140,8 @@ static struct dataset *find_locked(struct catalog *cat, const char *owner_name,
 
 	for (i = 0; i < cat->n; i++) {
 		if (strcmp(cat->v[i]->owner_name, owner_name) == 0 &&
-		    (!slug_name || strcmp(cat->v[i]->slug_name, slug_name) == 0))
+		    (!slug_name ||
+		     strcmp(cat->v[i]->slug_name, slug_name) == 0))
 			return cat->v[i];
 	}
 	return NULL;
@@ -504,14 +506,16 @@ void catalog_forget_item(struct catalog *cat, struct dataset *ds,
 	pthread_mutex_lock(&l->lock);
 	l->fresh_until = 0;
 	if (l->loading)
-		l->stale = true; /* the listing begun before may still hold it */
+		l->stale =
+			true; /* the listing begun before may still hold it */
 	pthread_mutex_unlock(&l->lock);
 }
 
 int catalog_reresolve(struct catalog *cat, struct dataset *ds,
 		      const struct item *it, struct item **out)
 {
-	int err = api_get(cat->api, ds->owner, ds->slug, it->kind, it->uid, out);
+	int err =
+		api_get(cat->api, ds->owner, ds->slug, it->kind, it->uid, out);
 
 	if (err == -ENOENT)
 		catalog_forget_item(cat, ds, (struct item *)it);

@@ -101,8 +101,8 @@ static enum render_file render_of(enum node_type type)
 
 static bool has_object_time(enum node_type type)
 {
-	return type == NODE_OBJECT || type == NODE_VIEWS ||
-	       type == NODE_DATA || type == NODE_THUMB;
+	return type == NODE_OBJECT || type == NODE_VIEWS || type == NODE_DATA ||
+	       type == NODE_THUMB;
 }
 
 /* Fill @st for node @n; @it is its object when it has one. */
@@ -195,18 +195,20 @@ static int find_child(struct fs *fs, struct node *parent, const char *name,
 					  ds);
 		break;
 	case NODE_DATASET:
-		if (strcmp(name, "items") == 0 || strcmp(name, "sequences") == 0)
+		if (strcmp(name, "items") == 0 ||
+		    strcmp(name, "sequences") == 0)
 			*out = tree_child(fs->tree, parent, NODE_LIST, name,
 					  NULL);
 		break;
 	case NODE_LIST:
-		err = catalog_snapshot(fs->cat, parent->ds, parent->kind, &snap);
+		err = catalog_snapshot(fs->cat, parent->ds, parent->kind,
+				       &snap);
 		if (err)
 			return err;
 		it = snapshot_find_name(snap, name);
 		if (it)
-			*out = tree_child(fs->tree, parent, NODE_OBJECT, it->uid,
-					  NULL);
+			*out = tree_child(fs->tree, parent, NODE_OBJECT,
+					  it->uid, NULL);
 		break;
 	case NODE_OBJECT:
 	case NODE_VIEWS:
@@ -221,8 +223,8 @@ static int find_child(struct fs *fs, struct node *parent, const char *name,
 		}
 		for (i = 0; i < OBJECT_FILES; i++) {
 			enum node_type t = object_files[i];
-			const char *fname = file_name(it, t, NULL, buf,
-						      sizeof(buf));
+			const char *fname =
+				file_name(it, t, NULL, buf, sizeof(buf));
 
 			if (fname && strcmp(fname, name) == 0) {
 				*out = tree_child(fs->tree, parent, t,
@@ -269,7 +271,8 @@ static void fs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	e.entry_timeout = fs->ttl;
 	tree_ref(fs->tree, n);
 	if (fuse_reply_entry(req, &e) == -ENOENT)
-		tree_forget(fs->tree, n->ino, 1); /* the request was interrupted */
+		tree_forget(fs->tree, n->ino,
+			    1); /* the request was interrupted */
 }
 
 static void fs_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
@@ -438,7 +441,8 @@ static int fill_dir(struct fs *fs, struct node *n, struct dir_handle *d)
 		free(sets);
 		return err;
 	case NODE_DATASET:
-		err = dir_add_child(fs, d, n, NODE_LIST, "items", "items", NULL);
+		err = dir_add_child(fs, d, n, NODE_LIST, "items", "items",
+				    NULL);
 		if (!err)
 			err = dir_add_child(fs, d, n, NODE_LIST, "sequences",
 					    "sequences", NULL);
@@ -468,8 +472,8 @@ static int fill_dir(struct fs *fs, struct node *n, struct dir_handle *d)
 		}
 		for (i = 0; !err && i < OBJECT_FILES; i++) {
 			enum node_type t = object_files[i];
-			const char *name = file_name(d->it, t, NULL, buf,
-						     sizeof(buf));
+			const char *name =
+				file_name(d->it, t, NULL, buf, sizeof(buf));
 
 			if (name)
 				err = dir_add_child(fs, d, n, t, name,
@@ -517,8 +521,8 @@ static void fs_opendir(fuse_req_t req, fuse_ino_t ino,
 		dir_free(d);
 }
 
-static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size,
-		       off_t off, struct fuse_file_info *fi, bool plus)
+static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		       struct fuse_file_info *fi, bool plus)
 {
 	struct fs *fs = fs_of(req);
 	struct dir_handle *d = (struct dir_handle *)(uintptr_t)fi->fh;
@@ -538,9 +542,9 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size,
 	if (plus && snap) {
 		cur = catalog_peek(fs->cat, self->ds, self->kind);
 		if (cur && cur != snap) {
-			struct item *now = self_it ? snapshot_find_uid(
-						     cur, self_it->uid)
-						   : NULL;
+			struct item *now =
+				self_it ? snapshot_find_uid(cur, self_it->uid)
+					: NULL;
 
 			snap = cur;
 			if (now)
@@ -555,17 +559,16 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size,
 		memset(&e, 0, sizeof(e));
 		if (!de->node) {
 			/* "." and "..": not looked up, so not counted */
-			struct node *dot = off == 0 || !self->parent
-						   ? self
-						   : self->parent;
+			struct node *dot =
+				off == 0 || !self->parent ? self : self->parent;
 
 			e.attr.st_ino = dot->ino;
 			e.attr.st_mode = S_IFDIR;
 		} else if (plus) {
-			struct item *it = de->node->type > NODE_OBJECT ? self_it
+			struct item *it =
+				de->node->type > NODE_OBJECT ? self_it
 				: de->node->type == NODE_OBJECT
-					? snapshot_find_uid(snap,
-							    de->node->uid)
+					? snapshot_find_uid(snap, de->node->uid)
 					: NULL;
 
 			if (de->node->type >= NODE_OBJECT && !it)
@@ -745,8 +748,7 @@ static void fs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
-	got = render_read(of->it, render_of(n->type), n->ident, buf, size,
-			  off);
+	got = render_read(of->it, render_of(n->type), n->ident, buf, size, off);
 	if (got < 0)
 		fuse_reply_err(req, (int)-got);
 	else
@@ -838,8 +840,8 @@ static void fs_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
 	fuse_reply_err(req, EROFS);
 }
 
-static void fs_fallocate(fuse_req_t req, fuse_ino_t ino, int mode,
-			 off_t offset, off_t length, struct fuse_file_info *fi)
+static void fs_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset,
+			 off_t length, struct fuse_file_info *fi)
 {
 	fuse_reply_err(req, EROFS);
 }

@@ -133,8 +133,9 @@ static int url_origin(const char *url, char **scheme, char **host, char **port)
 
 static bool is_loopback(const char *host)
 {
-	return strcmp(host, "localhost") == 0 || strncmp(host, "127.", 4) == 0 ||
-	       strcmp(host, "[::1]") == 0 || strcmp(host, "::1") == 0;
+	return strcmp(host, "localhost") == 0 ||
+	       strncmp(host, "127.", 4) == 0 || strcmp(host, "[::1]") == 0 ||
+	       strcmp(host, "::1") == 0;
 }
 
 struct http *http_new(const struct http_config *cfg)
@@ -174,9 +175,8 @@ struct http *http_new(const struct http_config *cfg)
 	}
 	h->retry_after_max_s = cfg->retry_after_max_s;
 	h->api_url = strdup(cfg->api_url);
-	if (!h->api_url ||
-	    url_origin(cfg->api_url, &h->api_scheme, &h->api_host,
-		       &h->api_port)) {
+	if (!h->api_url || url_origin(cfg->api_url, &h->api_scheme,
+				      &h->api_host, &h->api_port)) {
 		log_err("invalid API URL: %s", cfg->api_url);
 		goto fail;
 	}
@@ -266,7 +266,8 @@ static bool is_http_url(const char *url)
 
 	if (url_origin(url, &scheme, &host, &port))
 		return false;
-	ok = strcasecmp(scheme, "http") == 0 || strcasecmp(scheme, "https") == 0;
+	ok = strcasecmp(scheme, "http") == 0 ||
+	     strcasecmp(scheme, "https") == 0;
 	curl_free(scheme);
 	curl_free(host);
 	curl_free(port);
@@ -740,7 +741,8 @@ static int perform(struct http *h, struct xfer *x, const char *url,
 		curl_easy_setopt(x->curl, CURLOPT_HEADERDATA, x);
 		curl_easy_setopt(x->curl, CURLOPT_WRITEFUNCTION, on_body);
 		curl_easy_setopt(x->curl, CURLOPT_WRITEDATA, x);
-		curl_easy_setopt(x->curl, CURLOPT_XFERINFOFUNCTION, on_progress);
+		curl_easy_setopt(x->curl, CURLOPT_XFERINFOFUNCTION,
+				 on_progress);
 		curl_easy_setopt(x->curl, CURLOPT_XFERINFODATA, x);
 		curl_easy_setopt(x->curl, CURLOPT_NOPROGRESS, 0L);
 		curl_easy_setopt(x->curl, CURLOPT_CONNECTTIMEOUT_MS,
@@ -804,8 +806,8 @@ static int perform(struct http *h, struct xfer *x, const char *url,
 			return 0;
 		}
 		if (wait == 0) {
-			int64_t cap = BACKOFF_BASE_MS << (attempt < 6 ? attempt
-								       : 6);
+			int64_t cap = BACKOFF_BASE_MS
+				      << (attempt < 6 ? attempt : 6);
 
 			if (cap > BACKOFF_MAX_MS)
 				cap = BACKOFF_MAX_MS;
@@ -881,12 +883,14 @@ int http_api_get(struct http *h, const char *url, size_t max_body,
 	return 0;
 }
 
-int http_data_stream(struct http *h, const char *url, int64_t start,
-		     size_t len, const struct http_sink *sink,
-		     struct http_resp *resp)
+int http_data_stream(struct http *h, const char *url, int64_t start, size_t len,
+		     const struct http_sink *sink, struct http_resp *resp)
 {
 	struct xfer x = {
-		.h = h, .is_data = true, .sink = sink, .next = start,
+		.h = h,
+		.is_data = true,
+		.sink = sink,
+		.next = start,
 		.end = start + (int64_t)len,
 	};
 	struct curl_slist *headers;

@@ -82,9 +82,8 @@ struct http_sink {
  * a cut-off answer asks only for the bytes not yet delivered. Returns 0 when
  * an answer came (@resp->len: bytes delivered), the sink's errno, -EIO,
  * -EPERM or -ECANCELED. */
-int http_data_stream(struct http *h, const char *url, int64_t start,
-		     size_t len, const struct http_sink *sink,
-		     struct http_resp *resp);
+int http_data_stream(struct http *h, const char *url, int64_t start, size_t len,
+		     const struct http_sink *sink, struct http_resp *resp);
 
 /* Free what @resp holds; accepts a zeroed struct. */
 void http_resp_clear(struct http_resp *resp);

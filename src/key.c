@@ -106,7 +106,8 @@ char *key_source_get(struct key_source *ks)
 		if (fresh) {
 			if (ks->key && strcmp(ks->key, fresh) != 0)
 				log_info("api_key_file %s changed: using the "
-					 "new key", ks->file);
+					 "new key",
+					 ks->file);
 			log_add_secret(fresh);
 			erase(ks->key);
 			ks->key = fresh;

@@ -49,26 +49,21 @@ struct options {
 
 enum { KEY_DATASET, KEY_HELP, KEY_VERSION };
 
-#define OPT(t, p, v) { t, offsetof(struct options, p), v }
+#define OPT(t, p, v)                              \
+	{                                         \
+		t, offsetof(struct options, p), v \
+	}
 static const struct fuse_opt opt_spec[] = {
-	OPT("api_url=%s", api_url, 0),
-	OPT("api_key_file=%s", api_key_file, 0),
-	OPT("page_size=%d", page_size, 0),
-	OPT("ordering=%s", ordering, 0),
-	OPT("ttl=%d", ttl, 0),
-	OPT("cache_size=%s", cache_size, 0),
-	OPT("readahead=%s", readahead, 0),
-	OPT("uid=%u", uid, 0),
-	OPT("uid=", uid_set, 1),
-	OPT("gid=%u", gid, 0),
-	OPT("gid=", gid_set, 1),
+	OPT("api_url=%s", api_url, 0), OPT("api_key_file=%s", api_key_file, 0),
+	OPT("page_size=%d", page_size, 0), OPT("ordering=%s", ordering, 0),
+	OPT("ttl=%d", ttl, 0), OPT("cache_size=%s", cache_size, 0),
+	OPT("readahead=%s", readahead, 0), OPT("uid=%u", uid, 0),
+	OPT("uid=", uid_set, 1), OPT("gid=%u", gid, 0), OPT("gid=", gid_set, 1),
 	OPT("timeout=%d", timeout, 0),
 	OPT("retry_after_max=%d", retry_after_max, 0),
 	OPT("max_conns=%d", max_conns, 0),
-	FUSE_OPT_KEY("dataset=", KEY_DATASET),
-	FUSE_OPT_KEY("-h", KEY_HELP),
-	FUSE_OPT_KEY("--help", KEY_HELP),
-	FUSE_OPT_KEY("-V", KEY_VERSION),
+	FUSE_OPT_KEY("dataset=", KEY_DATASET), FUSE_OPT_KEY("-h", KEY_HELP),
+	FUSE_OPT_KEY("--help", KEY_HELP), FUSE_OPT_KEY("-V", KEY_VERSION),
 	FUSE_OPT_KEY("--version", KEY_VERSION),
 	/* fstab words that mean nothing to a FUSE mount */
 	FUSE_OPT_KEY("_netdev", FUSE_OPT_KEY_DISCARD),
@@ -77,8 +72,7 @@ static const struct fuse_opt opt_spec[] = {
 	FUSE_OPT_KEY("noauto", FUSE_OPT_KEY_DISCARD),
 	FUSE_OPT_KEY("user", FUSE_OPT_KEY_DISCARD),
 	FUSE_OPT_KEY("users", FUSE_OPT_KEY_DISCARD),
-	FUSE_OPT_KEY("defaults", FUSE_OPT_KEY_DISCARD),
-	FUSE_OPT_END
+	FUSE_OPT_KEY("defaults", FUSE_OPT_KEY_DISCARD), FUSE_OPT_END
 };
 
 /* GNU style: --help and --version print to stdout and exit 0; a usage
@@ -198,8 +192,8 @@ static long long parse_size(const char *s)
 	default:
 		return -1;
 	}
-	if (*end && end[1] && !(toupper((unsigned char)end[1]) == 'B' &&
-				!end[2]) &&
+	if (*end && end[1] &&
+	    !(toupper((unsigned char)end[1]) == 'B' && !end[2]) &&
 	    !(toupper((unsigned char)end[1]) == 'I' &&
 	      toupper((unsigned char)end[2]) == 'B' && !end[3]))
 		return -1;
@@ -327,20 +321,30 @@ static int check_datasets(struct api *api, struct catalog *cat,
 		if (!err)
 			continue;
 		if (status == 401)
-			fprintf(stderr, "avalafs: the API key was rejected "
-					"(HTTP 401 from %s)\n", api_url);
+			fprintf(stderr,
+				"avalafs: the API key was rejected "
+				"(HTTP 401 from %s)\n",
+				api_url);
 		else if (status == 403)
-			fprintf(stderr, "avalafs: dataset %s: permission denied "
-					"(HTTP 403)\n", o->datasets[i]);
+			fprintf(stderr,
+				"avalafs: dataset %s: permission denied "
+				"(HTTP 403)\n",
+				o->datasets[i]);
 		else if (status == 404)
-			fprintf(stderr, "avalafs: dataset %s: not found "
-					"(HTTP 404)\n", o->datasets[i]);
+			fprintf(stderr,
+				"avalafs: dataset %s: not found "
+				"(HTTP 404)\n",
+				o->datasets[i]);
 		else if (status)
-			fprintf(stderr, "avalafs: dataset %s: HTTP %ld from "
-					"%s\n", o->datasets[i], status, api_url);
+			fprintf(stderr,
+				"avalafs: dataset %s: HTTP %ld from "
+				"%s\n",
+				o->datasets[i], status, api_url);
 		else
-			fprintf(stderr, "avalafs: cannot reach the API at %s: "
-					"%s\n", api_url, strerror(-err));
+			fprintf(stderr,
+				"avalafs: cannot reach the API at %s: "
+				"%s\n",
+				api_url, strerror(-err));
 		return -1;
 	}
 	return 0;
@@ -361,8 +365,10 @@ static int check_discovery(struct api *api, struct catalog *cat,
 		return -1;
 	}
 	if (err == -ENOENT) {
-		fprintf(stderr, "avalafs: %s has no dataset list: give "
-				"-o dataset=OWNER/SLUG\n", api_url);
+		fprintf(stderr,
+			"avalafs: %s has no dataset list: give "
+			"-o dataset=OWNER/SLUG\n",
+			api_url);
 		return -1;
 	}
 	if (err) {
@@ -395,8 +401,11 @@ int main(int argc, char *argv[])
 {
 	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
 	struct options o = {
-		.page_size = 100, .ttl = 60, .timeout = 30,
-		.retry_after_max = 60, .max_conns = 16,
+		.page_size = 100,
+		.ttl = 60,
+		.timeout = 30,
+		.retry_after_max = 60,
+		.max_conns = 16,
 	};
 	struct fuse_cmdline_opts cmd = { 0 };
 	struct fuse_session *se = NULL;
@@ -453,14 +462,18 @@ int main(int argc, char *argv[])
 	}
 	cache_size = parse_size(o.cache_size ? o.cache_size : "256M");
 	if (cache_size < (1 << 20)) {
-		fprintf(stderr, "avalafs: cache_size=%s: expected a size of "
-				"at least 1M, like 512M or 2G\n", o.cache_size);
+		fprintf(stderr,
+			"avalafs: cache_size=%s: expected a size of "
+			"at least 1M, like 512M or 2G\n",
+			o.cache_size);
 		goto out_cmd;
 	}
 	readahead = parse_size(o.readahead ? o.readahead : "64M");
 	if (readahead < 0) {
-		fprintf(stderr, "avalafs: readahead=%s: expected a size like "
-				"64M\n", o.readahead);
+		fprintf(stderr,
+			"avalafs: readahead=%s: expected a size like "
+			"64M\n",
+			o.readahead);
 		goto out_cmd;
 	}
 	/* the session takes the FUSE options: an unknown one is refused now,
@@ -478,8 +491,9 @@ int main(int argc, char *argv[])
 	if (!key) {
 		/* an unreadable key file has said so already */
 		if (!o.api_key_file)
-			fprintf(stderr, "avalafs: no API key: set AVALA_API_KEY "
-					"or -o api_key_file=PATH\n");
+			fprintf(stderr,
+				"avalafs: no API key: set AVALA_API_KEY "
+				"or -o api_key_file=PATH\n");
 		goto out_key;
 	}
 	api_url = o.api_url ? o.api_url : getenv("AVALA_BASE_URL");
@@ -500,19 +514,21 @@ int main(int argc, char *argv[])
 		goto out_curl;
 	http_set_key_source(http, keys);
 	api = api_new(http, &(struct api_config){
-		.base_url = api_url,
-		.page_size = o.page_size,
-		.ordering = o.ordering,
-	});
-	cat = api ? catalog_new(api, &(struct catalog_config){
-			    .ttl_s = o.ttl, .discover = true })
+				    .base_url = api_url,
+				    .page_size = o.page_size,
+				    .ordering = o.ordering,
+			    });
+	cat = api ? catalog_new(api,
+				&(struct catalog_config){ .ttl_s = o.ttl,
+							  .discover = true })
 		  : NULL;
-	stream = stream_new(http, cat, &(struct stream_config){
-		.cache_size = cache_size,
-		.small_file = 8 << 20,
-		.readahead_max = readahead,
-		.workers = 8,
-	});
+	stream = stream_new(http, cat,
+			    &(struct stream_config){
+				    .cache_size = cache_size,
+				    .small_file = 8 << 20,
+				    .readahead_max = readahead,
+				    .workers = 8,
+			    });
 	if (!api || !cat || !stream) {
 		fprintf(stderr, "avalafs: out of memory\n");
 		goto out_objs;
@@ -547,7 +563,9 @@ int main(int argc, char *argv[])
 	log_info("mounted %s on %s", api_url, cmd.mountpoint);
 
 	watch = (struct session_watch){
-		.se = se, .http = http, .stream = stream,
+		.se = se,
+		.http = http,
+		.stream = stream,
 		.mountpoint = cmd.mountpoint,
 	};
 	watching = pthread_create(&watcher, NULL, watch_session, &watch) == 0;

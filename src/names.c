@@ -91,9 +91,10 @@ size_t names_format_ext(const char *format, char ext[NAMES_EXT_MAX])
 	static const struct {
 		const char *format, *ext;
 	} known[] = {
-		{ "jpeg", ".jpg" }, { "jpg", ".jpg" },	 { "png", ".png" },
-		{ "tiff", ".tif" }, { "image/jpeg", ".jpg" },
-		{ "image/png", ".png" }, { "video/mp4", ".mp4" },
+		{ "jpeg", ".jpg" },	  { "jpg", ".jpg" },
+		{ "png", ".png" },	  { "tiff", ".tif" },
+		{ "image/jpeg", ".jpg" }, { "image/png", ".png" },
+		{ "video/mp4", ".mp4" },
 	};
 	size_t i, len;
 
@@ -263,8 +264,8 @@ static int resolve_round(char **out, char **base, const bool *kept,
 		if (kept[i] || count_of(tab, out[i]) < 2)
 			continue;
 		if (round < 2) {
-			fresh[i] = names_decorate(base[i], in[i].uid, round == 1,
-						  0);
+			fresh[i] = names_decorate(base[i], in[i].uid,
+						  round == 1, 0);
 		} else {
 			unsigned k;
 

@@ -71,7 +71,7 @@ static size_t copy_part(const char *src, size_t len, size_t start, char *buf,
 		return 0;
 	from = (size_t)off > start ? (size_t)off - start : 0;
 	to = (size_t)off + size - start < len ? (size_t)off + size - start
-					       : len;
+					      : len;
 	woff = start + from - (size_t)off;
 	memcpy(buf + woff, src + from, to - from);
 	return to - from;

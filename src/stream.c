@@ -20,7 +20,8 @@
 #define BLOCK_SHIFT STREAM_BLOCK_SHIFT
 #define BLOCK_SIZE ((int64_t)1 << BLOCK_SHIFT)
 #define RA_MIN (2 * BLOCK_SIZE) /* first readahead window */
-#define SEQ_SLACK (1 << 20) /* reads this close to the last count as sequential */
+#define SEQ_SLACK \
+	(1 << 20) /* reads this close to the last count as sequential */
 #define MAX_TRIES 3
 #define SENT_SHIFT 12 /* block->sent counts pages of 4 KiB */
 _Static_assert((BLOCK_SIZE >> SENT_SHIFT) <= 32, "block->sent is 32 bits");
@@ -860,9 +861,10 @@ static void readahead_plan(struct stream *s, struct stream_reader *r,
  * with the blocks pinned. Returns 0, -EAGAIN when a block failed without a
  * cause, or a negative errno (@v then holds nothing). */
 static int view_once(struct stream *s, struct stream_reader *r, bool ahead,
-		     struct dataset *ds, struct item *it, enum stream_file which,
-		     struct sfile *f, int64_t fsize, int64_t off, size_t len,
-		     int64_t fa, int64_t fb, struct stream_view *v)
+		     struct dataset *ds, struct item *it,
+		     enum stream_file which, struct sfile *f, int64_t fsize,
+		     int64_t off, size_t len, int64_t fa, int64_t fb,
+		     struct stream_view *v)
 {
 	int64_t a = off >> BLOCK_SHIFT, b = (off + len - 1) >> BLOCK_SHIFT, i;
 	int64_t ra_a = 1, ra_b = 0;
@@ -900,7 +902,8 @@ static int view_once(struct stream *s, struct stream_reader *r, bool ahead,
 		readahead_plan(s, r, f, off, len, fb, fsize, &ra_a, &ra_b);
 		/* readahead is best effort: no room, no readahead */
 		if (ra_a <= ra_b)
-			plan(s, ds, it, which, f, ra_a, ra_b, false, &jobs_ahead);
+			plan(s, ds, it, which, f, ra_a, ra_b, false,
+			     &jobs_ahead);
 	}
 	pthread_mutex_unlock(&s->lock);
 
@@ -1036,8 +1039,9 @@ int stream_size(struct stream *s, struct dataset *ds, struct item *it,
 }
 
 int stream_read_view(struct stream *s, struct stream_reader *r,
-		     struct dataset *ds, struct item *it, enum stream_file which,
-		     size_t size, off_t off, struct stream_view *v)
+		     struct dataset *ds, struct item *it,
+		     enum stream_file which, size_t size, off_t off,
+		     struct stream_view *v)
 {
 	int64_t fsize, fa, fb;
 	struct sfile *f;

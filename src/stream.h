@@ -83,16 +83,16 @@ struct stream_view {
  * (NULL: no readahead). @v->len is short only at the end of the file.
  * Returns 0 (release @v after use) or a negative errno. */
 int stream_read_view(struct stream *s, struct stream_reader *r,
-		     struct dataset *ds, struct item *it, enum stream_file which,
-		     size_t size, off_t off, struct stream_view *v);
+		     struct dataset *ds, struct item *it,
+		     enum stream_file which, size_t size, off_t off,
+		     struct stream_view *v);
 
 /* Unpin what @v holds; accepts an empty view. */
 void stream_view_release(struct stream *s, struct stream_view *v);
 
 /* Take up to @max inodes whose kernel pages and attributes went stale
  * (their object changed) into @inos; returns how many. */
-size_t stream_take_invalidations(struct stream *s, uint64_t *inos,
-				 size_t max);
+size_t stream_take_invalidations(struct stream *s, uint64_t *inos, size_t max);
 
 /* A snapshot of the counters. */
 void stream_get_stats(struct stream *s, struct stream_stats *st);

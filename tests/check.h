@@ -14,8 +14,8 @@ static int n_pass, n_fail;
 			n_pass++;                                              \
 		} else {                                                       \
 			n_fail++;                                              \
-			fprintf(stderr, "%s:%d: CHECK(%s) failed\n",           \
-				__FILE__, __LINE__, #expr);                    \
+			fprintf(stderr, "%s:%d: CHECK(%s) failed\n", __FILE__, \
+				__LINE__, #expr);                              \
 		}                                                              \
 	} while (0)
 

@@ -426,8 +426,8 @@ static void test_item_ext(void)
 
 	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		const char *body = cases[i].body;
-		struct item *it = api_parse_object(body, strlen(body),
-						   cases[i].kind);
+		struct item *it =
+			api_parse_object(body, strlen(body), cases[i].kind);
 
 		CHECK(it != NULL);
 		if (!it)
@@ -451,10 +451,19 @@ static void test_item_ext(void)
 static void test_object_bad(void)
 {
 	static const char *const bodies[] = {
-		"", "not json", "[]", "[{\"uid\": \"x\"}]", "null", "\"uid\"",
+		"",
+		"not json",
+		"[]",
+		"[{\"uid\": \"x\"}]",
+		"null",
+		"\"uid\"",
 		"7",
-		"{}", "{\"uid\": 5}", "{\"uid\": \"\"}", "{\"uid\": null}",
-		"{\"uid\": [\"x\"]}", "{\"key\": \"a.png\"}",
+		"{}",
+		"{\"uid\": 5}",
+		"{\"uid\": \"\"}",
+		"{\"uid\": null}",
+		"{\"uid\": [\"x\"]}",
+		"{\"key\": \"a.png\"}",
 		"{\"uid\": \"x\", \"key\": \"a",
 		"{\"next\": null, \"results\": [{\"uid\": \"x\"}]}",
 	};
@@ -513,12 +522,14 @@ static void test_page_mixed(void)
 			  "https://cdn.example/t/dog.webp");
 		CHECK(list.v[1]->size == -1);
 		want = cJSON_Parse(body);
-		CHECK(json_matches(pretty_text(list.v[0]), pretty_len(list.v[0]),
-				   cJSON_GetArrayItem(cJSON_GetObjectItem(
-					   want, "results"), 0)));
-		CHECK(json_matches(pretty_text(list.v[1]), pretty_len(list.v[1]),
-				   cJSON_GetArrayItem(cJSON_GetObjectItem(
-					   want, "results"), 1)));
+		CHECK(json_matches(
+			pretty_text(list.v[0]), pretty_len(list.v[0]),
+			cJSON_GetArrayItem(cJSON_GetObjectItem(want, "results"),
+					   0)));
+		CHECK(json_matches(
+			pretty_text(list.v[1]), pretty_len(list.v[1]),
+			cJSON_GetArrayItem(cJSON_GetObjectItem(want, "results"),
+					   1)));
 		cJSON_Delete(want);
 	}
 	item_list_clear(&list);
@@ -597,8 +608,8 @@ static void test_page_raw_text(void)
 	CHECK(api_parse_page(nul_key, sizeof(nul_key) - 1, ITEM_KIND_ITEM,
 			     &list, &cursor, &n_bad) == -EIO);
 	CHECK(list.n == 0 && cursor == NULL);
-	CHECK(api_parse_object("{\"uid\": \"a\0b\"}", 14,
-			       ITEM_KIND_ITEM) == NULL);
+	CHECK(api_parse_object("{\"uid\": \"a\0b\"}", 14, ITEM_KIND_ITEM) ==
+	      NULL);
 
 	/* an escaped NUL would cut a string short too ("a\u0000b" passing for
 	 * "a"): the items holding one are bad, the others stay; an escaped
@@ -612,7 +623,8 @@ static void test_page_raw_text(void)
 	if (list.n == 2) {
 		CHECK_STR(list.v[0]->uid, "a");
 		CHECK_STR(list.v[1]->uid, "d");
-		CHECK_STR(list.v[1]->json, "{\"uid\":\"d\",\"k\":\"\\\\u0000\"}");
+		CHECK_STR(list.v[1]->json,
+			  "{\"uid\":\"d\",\"k\":\"\\\\u0000\"}");
 	}
 	item_list_clear(&list);
 	/* without the spans to tell which item holds it, the page is bad */
@@ -837,8 +849,8 @@ static void test_sequence(void)
 {
 	static const char *const names[] = {
 		"front~view0.json", "cam%2Frear.json", "front~view2.json",
-		"view3.json", "view4.json", "view5.json", "view6.json",
-		"...json", NULL,
+		"view3.json",	    "view4.json",      "view5.json",
+		"view6.json",	    "...json",	       NULL,
 	};
 	struct item *it = parse_seq(sequence);
 	cJSON *want = cJSON_Parse(sequence);

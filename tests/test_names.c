@@ -75,12 +75,12 @@ static bool ends_with(const char *s, const char *tail)
 }
 
 /* Check names_escape() of @len bytes at @key against @want. */
-#define CHECK_ESCAPE(key, len, want)                                           \
-	do {                                                                   \
-		char *got_ = names_escape(key, len);                           \
-		check_str(__FILE__, __LINE__, "names_escape(" #key ")", got_,  \
-			  want);                                               \
-		free(got_);                                                    \
+#define CHECK_ESCAPE(key, len, want)                                          \
+	do {                                                                  \
+		char *got_ = names_escape(key, len);                          \
+		check_str(__FILE__, __LINE__, "names_escape(" #key ")", got_, \
+			  want);                                              \
+		free(got_);                                                   \
 	} while (0)
 
 static void test_escape_unchanged(void)
@@ -129,12 +129,12 @@ static void test_escape_invalid_utf8(void)
 
 /* Check the extension the call @fn writes into ext_ against @want, and that
  * it returns its length. */
-#define CHECK_EXT(fn, want)                                                    \
-	do {                                                                   \
-		char ext_[NAMES_EXT_MAX];                                      \
-		size_t n_ = fn;                                                \
-		check_str(__FILE__, __LINE__, #fn, ext_, want);                \
-		CHECK(n_ == strlen(want));                                     \
+#define CHECK_EXT(fn, want)                                     \
+	do {                                                    \
+		char ext_[NAMES_EXT_MAX];                       \
+		size_t n_ = fn;                                 \
+		check_str(__FILE__, __LINE__, #fn, ext_, want); \
+		CHECK(n_ == strlen(want));                      \
 	} while (0)
 
 #define EXT(s, want) CHECK_EXT(names_ext(s, strlen(s), ext_), want)
@@ -423,10 +423,8 @@ static void test_assign_prev(void)
 static void test_assign_no_key(void)
 {
 	const struct names_input in[] = {
-		{ "uid/1", NULL, 0, NULL },
-		{ "uid2", "", 0, NULL },
-		{ "uid3", "ignored", 0, NULL },
-		{ "dup", NULL, 0, NULL },
+		{ "uid/1", NULL, 0, NULL },	   { "uid2", "", 0, NULL },
+		{ "uid3", "ignored", 0, NULL },	   { "dup", NULL, 0, NULL },
 		{ "k-dup-uid", KEY("dup"), NULL },
 	};
 	char *out[5];
@@ -597,9 +595,22 @@ static unsigned rnd(unsigned n)
 static void random_obj(struct rand_obj *objs, size_t i)
 {
 	static const char *const pool[] = {
-		"img.png", "IMG.png", "a/b.png", "%2F", ".", "..", "...",
-		"scan", "ñandú.png", "img", "clip.mp4", "img~x.png",
-		"\xff\xfeimg.png", "tab\t.png", "%", "x.tar.gz",
+		"img.png",
+		"IMG.png",
+		"a/b.png",
+		"%2F",
+		".",
+		"..",
+		"...",
+		"scan",
+		"ñandú.png",
+		"img",
+		"clip.mp4",
+		"img~x.png",
+		"\xff\xfeimg.png",
+		"tab\t.png",
+		"%",
+		"x.tar.gz",
 	};
 	struct rand_obj *o = &objs[i];
 	const struct rand_obj *other = i ? &objs[rnd(i)] : o;

@@ -31,8 +31,8 @@ static void check_texts(const uint8_t *data, size_t size,
 	const cJSON *obj;
 	size_t i = 0;
 
-	cJSON_ArrayForEach(obj, cJSON_GetObjectItemCaseSensitive(root,
-								  "results")) {
+	cJSON_ArrayForEach(obj,
+			   cJSON_GetObjectItemCaseSensitive(root, "results")) {
 		cJSON *back;
 		char *a, *b;
 
