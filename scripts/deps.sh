@@ -2,7 +2,7 @@
 # other scripts. install_deps [LIST] installs the missing ones (root or sudo).
 AVALAFS_DEPS="gcc libc6-dev pkg-config meson ninja-build libfuse3-dev fuse3
 libcurl4-openssl-dev libcjson-dev uthash-dev python3 python3-pytest curl rsync
-clang libclang-rt-14-dev"
+clang libclang-rt-14-dev clang-format"
 # and what scripts/package.sh builds and checks the packages with
 AVALAFS_PKG_DEPS="build-essential debhelper rpm man-db systemd procps"
 
@@ -21,8 +21,15 @@ install_deps() {
 			"${missing[@]}" >/dev/null
 }
 
-# Configure (once) and build into build/.
+# Configure build directory $1 (build/ by default) with the meson options
+# that follow, the first time or again, and build it.
 build_avalafs() {
-	[ -f build/build.ninja ] || meson setup build >/dev/null
-	meson compile -C build >/dev/null
+	local dir=${1:-build}
+	[ $# -eq 0 ] || shift
+	if [ -f "$dir/build.ninja" ]; then
+		[ $# -eq 0 ] || meson configure "$dir" "$@" >/dev/null
+	else
+		meson setup "$dir" "$@" >/dev/null
+	fi
+	meson compile -C "$dir" >/dev/null
 }

@@ -1,23 +1,21 @@
 #!/usr/bin/env bash
-# Install what is missing, build, and run every test: the C unit tests, then
-# the mount tests against the fake API, with a plain and a sanitized build.
+# Install what is missing, build, and run every test suite (unit, mount,
+# slow) with an AddressSanitizer + UBSan build, then with the plain build.
+# The last line counts them all: "N passed, N failed".
+# Arguments go to both "meson test" runs: scripts/test.sh --suite unit
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/deps.sh
 install_deps
-build_avalafs
+build_avalafs build -Dwerror=true
+build_avalafs build-asan -Db_sanitize=address,undefined -Dwerror=true
 
-echo "== C unit tests"
-meson test -C build --print-errorlogs
-
-echo "== mount tests under AddressSanitizer and UBSan"
-[ -f build-asan/build.ninja ] ||
-	meson setup build-asan -Db_sanitize=address,undefined >/dev/null
-meson compile -C build-asan >/dev/null
+rc=0
+echo "== under AddressSanitizer and UBSan (build-asan)"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 \
 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-AVALAFS_BIN="$PWD/build-asan/avalafs" /usr/bin/python3 -m pytest -q tests \
-	-p no:cacheprovider
-
-echo "== mount tests"
-exec /usr/bin/python3 -m pytest -q tests -p no:cacheprovider
+	meson test -C build-asan --print-errorlogs "$@" || rc=1
+echo "== plain build (build)"
+meson test -C build --print-errorlogs "$@" || rc=1
+/usr/bin/python3 tests/summary.py build-asan build || rc=1
+exit $rc

@@ -4,9 +4,7 @@
 # which fails its test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-[ -f build-tsan/build.ninja ] ||
-	meson setup build-tsan -Db_sanitize=thread >/dev/null
-meson compile -C build-tsan >/dev/null
+. scripts/deps.sh
+build_avalafs build-tsan -Db_sanitize=thread -Dwerror=true
 TSAN_OPTIONS=halt_on_error=0:exitcode=66 \
-AVALAFS_BIN="$PWD/build-tsan/avalafs" /usr/bin/python3 -m pytest -q \
-	-p no:cacheprovider tests/test_stream.py tests/test_tree.py
+	meson test -C build-tsan --print-errorlogs mount-stream mount-tree

@@ -19,6 +19,41 @@ BINARY = os.environ.get("AVALAFS_BIN", os.path.join(ROOT, "build", "avalafs"))
 KEY = "test-key"
 
 
+def fuse_missing():
+    """Why this machine cannot mount a FUSE filesystem, or None."""
+    if not os.path.exists("/dev/fuse"):
+        return "no /dev/fuse"
+    try:
+        os.close(os.open("/dev/fuse", os.O_RDWR))
+    except OSError as e:
+        return "/dev/fuse cannot be opened: " + e.strerror
+    if not shutil.which("fusermount3"):
+        return "no fusermount3 (Debian package fuse3)"
+    return None
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "slow: takes more than ten seconds (meson suite 'slow')")
+    config.addinivalue_line(
+        "markers", "fuse: mounts, so needs /dev/fuse and fusermount3")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests that mount are skipped, with the reason, where nothing can be
+    mounted; AVALAFS_REQUIRE_FUSE=1 (CI) makes that a failure instead."""
+    mounting = [i for i in items
+                if "mount_factory" in getattr(i, "fixturenames", ())
+                or i.get_closest_marker("fuse")]
+    why = fuse_missing()
+    if not why or not mounting:
+        return
+    if os.environ.get("AVALAFS_REQUIRE_FUSE") == "1":
+        raise pytest.UsageError("mount tests cannot run here: " + why)
+    for i in mounting:
+        i.add_marker(pytest.mark.skip(reason="cannot mount: " + why))
+
+
 def escape_key(raw: bytes) -> bytes:
     """The name rules 1-2 of DESIGN section 3, for expected names."""
     if raw == b".":

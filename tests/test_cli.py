@@ -175,6 +175,7 @@ def key_file(tmpdir_short):
     return path
 
 
+@pytest.mark.fuse
 def test_fstab_line_mounts_with_mount(fake_factory, tmpdir_short, key_file,
                                       installed):
     fake = fake_factory("--dataset", "acme/cars:items=4")
@@ -205,6 +206,7 @@ def test_fstab_line_mounts_with_mount(fake_factory, tmpdir_short, key_file,
     assert not os.path.ismount(mnt)
 
 
+@pytest.mark.fuse
 def test_mount_t_reports_a_rejected_key(fake_factory, tmpdir_short, installed):
     fake = fake_factory("--dataset", "acme/cars:items=1")
     bad = os.path.join(tmpdir_short, "bad-key")

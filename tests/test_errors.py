@@ -53,6 +53,7 @@ def test_startup_refusals(fake_factory, tmpdir_short, case, options, key,
         assert key not in err
 
 
+@pytest.mark.fuse
 def test_key_file(fake_factory, tmpdir_short):
     fake = fake_factory("--dataset", "acme/cars:items=2")
     key_file = os.path.join(tmpdir_short, "key")

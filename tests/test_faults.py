@@ -19,6 +19,7 @@ def data_path(m, ds, t):
                "data" + os.path.splitext(t["key"])[1])
 
 
+@pytest.mark.slow
 def test_random_503s_lose_no_byte(fake_factory, mount_factory):
     fake = fake_factory("--dataset", "acme/flaky:items=500,size_known=1,"
                         "min_size=1000,max_size=20000")
@@ -266,6 +267,7 @@ def test_data_url_of_another_scheme_is_refused(fake_factory, mount_factory,
         truth[1]["files"]["data"]["sha256"]
 
 
+@pytest.mark.slow
 def test_soak_parallel_readers_with_faults(fake_factory, mount_factory):
     """32 readers for 60 s with 10% of data requests failing in assorted
     ways: every byte right, no read left unanswered, memory flat."""
