@@ -26,10 +26,13 @@ install_deps() {
 build_avalafs() {
 	local dir=${1:-build}
 	[ $# -eq 0 ] || shift
+	local log
+	log=$(mktemp)
 	if [ -f "$dir/build.ninja" ]; then
-		[ $# -eq 0 ] || meson configure "$dir" "$@" >/dev/null
+		[ $# -eq 0 ] || meson configure "$dir" "$@" >"$log" 2>&1
 	else
-		meson setup "$dir" "$@" >/dev/null
-	fi
-	meson compile -C "$dir" >/dev/null
+		meson setup "$dir" "$@" >"$log" 2>&1
+	fi && meson compile -C "$dir" >>"$log" 2>&1 ||
+		{ tail -n 40 "$log" >&2; rm -f "$log"; return 1; }
+	rm -f "$log"
 }
