@@ -2,10 +2,12 @@
  * defensive parsing (a wrong type is a missing field, never a crash). */
 #include "api.h"
 #include "log.h"
+#include "util.h"
 
 #include <cjson/cJSON.h>
 #include <curl/curl.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -49,11 +51,62 @@ static void seen_free(struct seen_cursor **seen)
 	}
 }
 
+/* A uid already listed in one listing, borrowed from its item. */
+struct seen_uid {
+	UT_hash_handle hh;
+	const char *uid;
+};
+
+static void seen_uids_free(struct seen_uid **seen)
+{
+	struct seen_uid *u, *tmp;
+
+	HASH_ITER(hh, *seen, u, tmp) {
+		HASH_DEL(*seen, u);
+		free(u);
+	}
+}
+
+/* Drop the items of @list from @from on whose uid came earlier in this
+ * listing, remembering the others. Returns how many new ones stay, or
+ * -ENOMEM. */
+static long keep_new_uids(struct item_list *list, size_t from,
+			  struct seen_uid **seen, size_t *n_dup)
+{
+	size_t i, n = from;
+
+	for (i = from; i < list->n; i++) {
+		struct item *it = list->v[i];
+		size_t len = strlen(it->uid);
+		struct seen_uid *u;
+
+		HASH_FIND(hh, *seen, it->uid, len, u);
+		if (u) {
+			item_unref(it);
+			(*n_dup)++;
+			continue;
+		}
+		u = malloc(sizeof(*u));
+		if (!u) {
+			while (i < list->n)
+				item_unref(list->v[i++]);
+			list->n = n;
+			return -ENOMEM;
+		}
+		u->uid = it->uid;
+		HASH_ADD_KEYPTR(hh, *seen, u->uid, len, u);
+		list->v[n++] = it;
+	}
+	list->n = n;
+	return (long)(n - from);
+}
+
 struct api {
 	struct http *http;
 	char *base; /* without a trailing slash */
 	int page_size;
 	char *ordering;
+	int64_t list_timeout_ms;
 	int auth_logged; /* last 401/403 logged, so each cause logs once */
 };
 
@@ -75,6 +128,7 @@ struct api *api_new(struct http *http, const struct api_config *cfg)
 	while (len > 0 && api->base[len - 1] == '/')
 		api->base[--len] = '\0';
 	api->page_size = cfg->page_size;
+	api->list_timeout_ms = (int64_t)cfg->list_timeout_s * 1000;
 	return api;
 }
 
@@ -100,15 +154,8 @@ void item_list_clear(struct item_list *list)
 
 static int list_push(struct item_list *list, struct item *it)
 {
-	if (list->n == list->cap) {
-		size_t cap = list->cap ? list->cap * 2 : 128;
-		struct item **v = realloc(list->v, cap * sizeof(*v));
-
-		if (!v)
-			return -ENOMEM;
-		list->v = v;
-		list->cap = cap;
-	}
+	if (UTIL_GROW(list->v, list->n, list->cap, 128))
+		return -ENOMEM;
 	list->v[list->n++] = it;
 	return 0;
 }
@@ -850,7 +897,9 @@ int api_list(struct api *api, const char *owner, const char *slug,
 {
 	char *cursor = NULL, *url = NULL, *what, *ord = NULL;
 	struct seen_cursor *seen = NULL;
-	size_t n_bad = 0;
+	struct seen_uid *uids = NULL;
+	int64_t deadline = util_now_ms() + api->list_timeout_ms;
+	size_t n_bad = 0, n_dup = 0;
 	int err = 0;
 
 	what = strprintf("%s/%s %s", owner, slug, kind_path(kind));
@@ -863,6 +912,8 @@ int api_list(struct api *api, const char *owner, const char *slug,
 	for (;;) {
 		struct http_resp resp;
 		char *tail, *next = NULL;
+		size_t before = list->n;
+		long fresh;
 
 		tail = strprintf("%s/?limit=%d%s%s%s%s", kind_path(kind),
 				 api->page_size, ord ? "&ordering=" : "",
@@ -882,6 +933,31 @@ int api_list(struct api *api, const char *owner, const char *slug,
 		http_resp_clear(&resp);
 		if (err) {
 			log_err("%s: malformed page from %s", what, url);
+			break;
+		}
+		fresh = keep_new_uids(list, before, &uids, &n_dup);
+		if (fresh < 0) {
+			free(next);
+			err = (int)fresh;
+			break;
+		}
+		/* a page that brings nothing new and points on is a loop,
+		 * whatever its cursor looks like */
+		if (next && fresh == 0) {
+			log_err("%s: the page from %s adds no new object but "
+				"points to another: listing refused",
+				what, url);
+			free(next);
+			err = -EIO;
+			break;
+		}
+		if (next && api->list_timeout_ms > 0 &&
+		    util_now_ms() > deadline) {
+			log_err("%s: still listing after %" PRId64
+				" s (list_timeout), at %s: listing refused",
+				what, api->list_timeout_ms / 1000, url);
+			free(next);
+			err = -EIO;
 			break;
 		}
 		if (next && !cursor_first_time(&seen, next)) {
@@ -908,9 +984,13 @@ int api_list(struct api *api, const char *owner, const char *slug,
 		log_err("%s: %zu entries skipped: not an object, no uid, or "
 			"a NUL in a string",
 			what, n_bad);
+	if (n_dup)
+		log_warn("%s: %zu entries listed twice, repeats ignored", what,
+			 n_dup);
 out:
 	if (err)
 		item_list_clear(list);
+	seen_uids_free(&uids);
 	seen_free(&seen);
 	free(url);
 	free(cursor);

@@ -14,6 +14,7 @@ struct api_config {
 	const char *base_url;
 	int page_size;
 	const char *ordering; /* or NULL */
+	int list_timeout_s; /* a listing still paging after this fails; 0: never */
 };
 
 /* A list of items, as one listing returns them. */
@@ -55,7 +56,9 @@ struct item *api_parse_object(const char *body, size_t len,
 			      enum item_kind kind);
 
 /* Fetch every page of the items or sequences of OWNER/SLUG into @list (which
- * must be empty). Returns 0 or a negative errno (see api_errno()). */
+ * must be empty), each uid once. A page that adds no new object but points
+ * to another, a cursor seen before, or paging past list_timeout ends it with
+ * -EIO. Returns 0 or a negative errno (see api_errno()). */
 int api_list(struct api *api, const char *owner, const char *slug,
 	     enum item_kind kind, struct item_list *list);
 

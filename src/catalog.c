@@ -1,11 +1,14 @@
 /* Owners, datasets and their listings. A listing is fetched whole, page by
- * page, into an immutable snapshot that every lookup, stat and readdir
- * shares until ttl runs out. Lock order: catalog->lock, then a listing's
- * lock; neither is held across a request. */
+ * page, on a thread of its own into an immutable snapshot that every
+ * lookup, stat and readdir shares until ttl runs out; a reader waits for it
+ * at most wait_ms. Lock order: catalog->lock, then a listing's lock;
+ * neither is held across a request. */
 #include "catalog.h"
 #include "log.h"
+#include "util.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +21,11 @@
 struct listing {
 	pthread_mutex_t lock;
 	pthread_cond_t done; /* a fetch finished */
+	struct catalog *cat;
+	struct dataset *ds;
+	enum item_kind kind;
+	pthread_t loader; /* protected by lock: the last fetch's thread */
+	bool joinable; /* protected by lock: loader is still to be joined */
 	bool loading; /* protected by lock */
 	bool stale; /* protected by lock: what is loading may be out of date */
 	int64_t fresh_until; /* protected by lock; ms, 0 = fetch first */
@@ -40,15 +48,10 @@ struct catalog {
 	bool discover; /* the server may have a dataset list */
 	struct api *api;
 	int ttl_s;
+	int64_t wait_ms;
 };
 
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
+#define now_ms util_now_ms
 
 struct catalog *catalog_new(struct api *api, const struct catalog_config *cfg)
 {
@@ -59,6 +62,7 @@ struct catalog *catalog_new(struct api *api, const struct catalog_config *cfg)
 	pthread_mutex_init(&cat->lock, NULL);
 	cat->api = api;
 	cat->ttl_s = cfg->ttl_s;
+	cat->wait_ms = cfg->wait_ms > 0 ? cfg->wait_ms : 30000;
 	cat->discover = cfg->discover;
 	return cat;
 }
@@ -86,6 +90,9 @@ static void dataset_free(struct dataset *ds)
 	int k;
 
 	for (k = 0; k < 2; k++) {
+		/* the engine was cancelled: a fetch still running ends soon */
+		if (ds->lists[k].joinable)
+			pthread_join(ds->lists[k].loader, NULL);
 		snapshot_put(ds->lists[k].snap);
 		pthread_mutex_destroy(&ds->lists[k].lock);
 		pthread_cond_destroy(&ds->lists[k].done);
@@ -110,7 +117,8 @@ void catalog_free(struct catalog *cat)
 	free(cat);
 }
 
-static struct dataset *dataset_new(const char *owner, const char *slug)
+static struct dataset *dataset_new(struct catalog *cat, const char *owner,
+				   const char *slug)
 {
 	struct dataset *ds = calloc(1, sizeof(*ds));
 	int k;
@@ -119,7 +127,10 @@ static struct dataset *dataset_new(const char *owner, const char *slug)
 		return NULL;
 	for (k = 0; k < 2; k++) {
 		pthread_mutex_init(&ds->lists[k].lock, NULL);
-		pthread_cond_init(&ds->lists[k].done, NULL);
+		util_cond_init(&ds->lists[k].done);
+		ds->lists[k].cat = cat;
+		ds->lists[k].ds = ds;
+		ds->lists[k].kind = k;
 	}
 	ds->owner = strdup(owner);
 	ds->slug = strdup(slug);
@@ -149,7 +160,7 @@ static struct dataset *find_locked(struct catalog *cat, const char *owner_name,
 
 int catalog_add(struct catalog *cat, const char *owner, const char *slug)
 {
-	struct dataset *ds = dataset_new(owner, slug);
+	struct dataset *ds = dataset_new(cat, owner, slug);
 	int err = 0;
 
 	if (!ds)
@@ -346,10 +357,10 @@ static const char *earlier_name(struct snapshot *prev, const struct item *it)
 	return old->name;
 }
 
-/* Turn a fetched list into a snapshot: drop repeated uids, name every item
+/* Turn a fetched list (each uid once) into a snapshot: name every item
  * (keeping the names @prev gave), and index it. Takes the list's items. */
 static int snapshot_build(struct item_list *list, struct snapshot *prev,
-			  const char *what, struct snapshot **out)
+			  struct snapshot **out)
 {
 	struct snapshot *snap = calloc(1, sizeof(*snap));
 	struct names_input *in = NULL;
@@ -361,21 +372,10 @@ static int snapshot_build(struct item_list *list, struct snapshot *prev,
 		goto fail;
 	snap->refs = 1;
 	snap->v = list->v;
-	for (i = 0; i < list->n; i++) {
-		struct item *it = list->v[i], *dup;
-
-		HASH_FIND(hh_uid, snap->by_uid, it->uid, strlen(it->uid), dup);
-		if (dup) {
-			log_warn("%s: uid %s listed twice, second one ignored",
-				 what, it->uid);
-			item_unref(it);
-			continue;
-		}
-		snap->v[n++] = it;
-		HASH_ADD_KEYPTR(hh_uid, snap->by_uid, it->uid, strlen(it->uid),
-				it);
-	}
-	snap->n = n;
+	n = snap->n = list->n;
+	for (i = 0; i < n; i++)
+		HASH_ADD_KEYPTR(hh_uid, snap->by_uid, snap->v[i]->uid,
+				strlen(snap->v[i]->uid), snap->v[i]);
 	list->v = NULL;
 	list->n = list->cap = 0;
 
@@ -426,47 +426,29 @@ struct snapshot *catalog_peek(struct catalog *cat, struct dataset *ds,
 	return snap;
 }
 
-int catalog_snapshot(struct catalog *cat, struct dataset *ds,
-		     enum item_kind kind, struct snapshot **out)
+/* Fetch a listing and publish it: the body of a listing's loader thread. */
+static void *load_listing(void *p)
 {
-	struct listing *l = &ds->lists[kind];
+	struct listing *l = p;
+	struct catalog *cat = l->cat;
+	struct dataset *ds = l->ds;
 	struct item_list list = { 0 };
 	struct snapshot *prev, *snap = NULL;
-	int64_t start;
+	int64_t start = now_ms();
 	char what[256];
 	int err;
 
-	*out = NULL;
 	pthread_mutex_lock(&l->lock);
-	for (;;) {
-		if (now_ms() < l->fresh_until) {
-			if (l->err) {
-				err = l->err;
-			} else {
-				*out = l->snap;
-				__atomic_add_fetch(&l->snap->refs, 1,
-						   __ATOMIC_RELAXED);
-				err = 0;
-			}
-			pthread_mutex_unlock(&l->lock);
-			return err;
-		}
-		if (!l->loading)
-			break;
-		pthread_cond_wait(&l->done, &l->lock);
-	}
-	l->loading = true;
 	prev = l->snap;
 	if (prev)
 		__atomic_add_fetch(&prev->refs, 1, __ATOMIC_RELAXED);
 	pthread_mutex_unlock(&l->lock);
 
 	snprintf(what, sizeof(what), "%s/%s %s", ds->owner, ds->slug,
-		 kind == ITEM_KIND_ITEM ? "items" : "sequences");
-	start = now_ms();
-	err = api_list(cat->api, ds->owner, ds->slug, kind, &list);
+		 l->kind == ITEM_KIND_ITEM ? "items" : "sequences");
+	err = api_list(cat->api, ds->owner, ds->slug, l->kind, &list);
 	if (!err)
-		err = snapshot_build(&list, prev, what, &snap);
+		err = snapshot_build(&list, prev, &snap);
 	snapshot_put(prev);
 
 	pthread_mutex_lock(&l->lock);
@@ -480,7 +462,6 @@ int catalog_snapshot(struct catalog *cat, struct dataset *ds,
 		log_warn("%s: listing failed, serving the last one", what);
 		l->err = 0;
 		l->fresh_until = trusted_until(cat, start);
-		err = 0;
 	} else {
 		l->err = err;
 		l->fresh_until = now_ms() + ERROR_HOLD_MS;
@@ -488,11 +469,73 @@ int catalog_snapshot(struct catalog *cat, struct dataset *ds,
 	if (l->stale && !l->err)
 		l->fresh_until = 0;
 	l->stale = false;
-	if (!err) {
+	pthread_cond_broadcast(&l->done);
+	pthread_mutex_unlock(&l->lock);
+	return NULL;
+}
+
+/* Start a fetch of @l on its own thread. Called with l->lock held. */
+static int start_loading(struct listing *l)
+{
+	int err;
+
+	if (l->joinable) {
+		/* the last loader has published (loading is false): it is at
+		 * most a few instructions from its end */
+		pthread_join(l->loader, NULL);
+		l->joinable = false;
+	}
+	err = pthread_create(&l->loader, NULL, load_listing, l);
+	if (err)
+		return -err;
+	l->joinable = true;
+	l->loading = true;
+	return 0;
+}
+
+int catalog_snapshot(struct catalog *cat, struct dataset *ds,
+		     enum item_kind kind, struct snapshot **out)
+{
+	struct listing *l = &ds->lists[kind];
+	int64_t deadline = now_ms() + cat->wait_ms;
+	int err = 0;
+
+	*out = NULL;
+	pthread_mutex_lock(&l->lock);
+	for (;;) {
+		if (now_ms() < l->fresh_until) {
+			err = l->err;
+			break;
+		}
+		if (!l->loading) {
+			err = start_loading(l);
+			if (err) {
+				log_err("cannot start a listing: %s",
+					strerror(-err));
+				break;
+			}
+		}
+		if (util_cond_wait_until(&l->done, &l->lock, deadline) ==
+		    ETIMEDOUT) {
+			/* the fetch goes on; the reader is answered now */
+			if (!l->snap) {
+				log_err("%s/%s %s: no listing after %" PRId64
+					" ms, still fetching",
+					ds->owner, ds->slug,
+					kind == ITEM_KIND_ITEM ? "items"
+							       : "sequences",
+					cat->wait_ms);
+				err = -EIO;
+			}
+			break;
+		}
+	}
+	if (!err && l->snap) {
 		*out = l->snap;
 		__atomic_add_fetch(&l->snap->refs, 1, __ATOMIC_RELAXED);
+	} else if (!err) {
+		err = -EIO;
 	}
-	pthread_cond_broadcast(&l->done);
 	pthread_mutex_unlock(&l->lock);
 	return err;
 }

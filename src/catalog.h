@@ -6,6 +6,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "api.h"
 #include "item.h"
@@ -23,6 +24,7 @@ struct dataset; /* lives as long as the catalog */
 
 struct catalog_config {
 	int ttl_s;
+	int64_t wait_ms; /* longest a reader waits for a listing */
 	bool discover; /* ask the server for its dataset list */
 };
 
@@ -60,8 +62,10 @@ const char *dataset_slug_name(const struct dataset *ds);
 const char *dataset_owner(const struct dataset *ds);
 const char *dataset_slug(const struct dataset *ds);
 
-/* The current listing of @kind in @ds, fetched first when older than ttl:
- * a reference in @out to release with snapshot_put(). Returns 0 or a
+/* The current listing of @kind in @ds, fetched first (on a thread of its
+ * own) when older than ttl: a reference in @out to release with
+ * snapshot_put(). A fetch that takes longer than wait_ms goes on while the
+ * caller gets the last listing, or -EIO when there is none. Returns 0 or a
  * negative errno (EACCES, ENOENT, EIO). */
 int catalog_snapshot(struct catalog *cat, struct dataset *ds,
 		     enum item_kind kind, struct snapshot **out);

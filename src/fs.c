@@ -275,6 +275,17 @@ static void fs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 			    1); /* the request was interrupted */
 }
 
+/* Let the kernel send as many reads at once as there are connections to
+ * serve them: its default of 12 would starve a loader with many workers. */
+static void fs_init(void *userdata, struct fuse_conn_info *conn)
+{
+	struct fs *fs = userdata;
+
+	if (fs->max_background > conn->max_background)
+		conn->max_background = fs->max_background;
+	conn->congestion_threshold = conn->max_background * 3 / 4;
+}
+
 static void fs_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
 {
 	tree_forget(fs_of(req)->tree, ino, nlookup);
@@ -849,6 +860,7 @@ static void fs_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset,
 /* No getxattr or listxattr: libfuse answers ENOSYS, and the kernel stops
  * asking, where ENODATA would cost `ls -l` three requests per file. */
 const struct fuse_lowlevel_ops fs_ops = {
+	.init = fs_init,
 	.lookup = fs_lookup,
 	.forget = fs_forget,
 	.forget_multi = fs_forget_multi,

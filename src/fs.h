@@ -22,6 +22,7 @@ struct fs {
 	struct catalog *cat;
 	struct stream *stream;
 	double ttl; /* seconds the kernel may trust entries and attributes */
+	unsigned max_background; /* requests the kernel may have in flight */
 	uid_t uid;
 	gid_t gid;
 	struct timespec mounted; /* times of every node */

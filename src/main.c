@@ -41,8 +41,10 @@ struct options {
 	unsigned uid, gid;
 	int uid_set, gid_set;
 	int timeout;
+	int list_timeout;
 	int retry_after_max;
 	int max_conns;
+	unsigned max_threads; /* 0: as many as max_conns needs */
 	char *mountpoint; /* the last non-option argument */
 	int show_help, show_version;
 };
@@ -59,9 +61,11 @@ static const struct fuse_opt opt_spec[] = {
 	OPT("ttl=%d", ttl, 0), OPT("cache_size=%s", cache_size, 0),
 	OPT("readahead=%s", readahead, 0), OPT("uid=%u", uid, 0),
 	OPT("uid=", uid_set, 1), OPT("gid=%u", gid, 0), OPT("gid=", gid_set, 1),
-	OPT("timeout=%d", timeout, 0),
+	OPT("timeout=%d", timeout, 0), OPT("list_timeout=%d", list_timeout, 0),
 	OPT("retry_after_max=%d", retry_after_max, 0),
 	OPT("max_conns=%d", max_conns, 0),
+	/* FUSE's own, taken here: its default of 10 would starve readers */
+	OPT("max_threads=%u", max_threads, 0),
 	FUSE_OPT_KEY("dataset=", KEY_DATASET), FUSE_OPT_KEY("-h", KEY_HELP),
 	FUSE_OPT_KEY("--help", KEY_HELP), FUSE_OPT_KEY("-V", KEY_VERSION),
 	FUSE_OPT_KEY("--version", KEY_VERSION),
@@ -93,8 +97,12 @@ static void usage(void)
 	       "  -o ttl=SECONDS          how long listings are trusted (60)\n"
 	       "  -o cache_size=BYTES     data cache budget, K/M/G suffixes (256M)\n"
 	       "  -o readahead=BYTES      largest readahead of one open file (64M)\n"
-	       "  -o max_conns=N          HTTP connections per host (16)\n"
-	       "  -o timeout=SECONDS      deadline of one request, retries included (30)\n"
+	       "  -o max_conns=N          HTTP connections per host (64)\n"
+	       "  -o max_threads=N        threads serving FUSE requests (max_conns + 16)\n"
+	       "  -o timeout=SECONDS      deadline of one request, retries included,\n"
+	       "                            and longest wait for a listing (30)\n"
+	       "  -o list_timeout=SECONDS a listing still paging after this fails;\n"
+	       "                            0: never (3600)\n"
 	       "  -o retry_after_max=SECONDS  longest Retry-After honoured (60)\n"
 	       "  -o uid=N, -o gid=N      owner of every node (the mounting user)\n"
 	       "  -o allow_other          let other users in (a FUSE option; others\n"
@@ -404,14 +412,16 @@ int main(int argc, char *argv[])
 		.page_size = 100,
 		.ttl = 60,
 		.timeout = 30,
+		.list_timeout = 3600,
 		.retry_after_max = 60,
-		.max_conns = 16,
+		.max_conns = 64,
 	};
 	struct fuse_cmdline_opts cmd = { 0 };
 	struct fuse_session *se = NULL;
 	struct http *http = NULL;
 	struct api *api = NULL;
 	struct catalog *cat = NULL;
+	struct catalog_config cat_cfg;
 	struct stream *stream = NULL;
 	struct fs fs = { 0 };
 	struct session_watch watch;
@@ -455,9 +465,10 @@ int main(int argc, char *argv[])
 		goto out_cmd;
 	}
 	if (o.ttl < 0 || o.timeout < 1 || o.retry_after_max < 0 ||
-	    o.max_conns < 1) {
-		fprintf(stderr, "avalafs: ttl, timeout, retry_after_max and "
-				"max_conns must be positive\n");
+	    o.max_conns < 1 || o.list_timeout < 0) {
+		fprintf(stderr, "avalafs: ttl, timeout, list_timeout, "
+				"retry_after_max and max_conns must be "
+				"positive\n");
 		goto out_cmd;
 	}
 	cache_size = parse_size(o.cache_size ? o.cache_size : "256M");
@@ -517,11 +528,14 @@ int main(int argc, char *argv[])
 				    .base_url = api_url,
 				    .page_size = o.page_size,
 				    .ordering = o.ordering,
+				    .list_timeout_s = o.list_timeout,
 			    });
-	cat = api ? catalog_new(api,
-				&(struct catalog_config){ .ttl_s = o.ttl,
-							  .discover = true })
-		  : NULL;
+	cat_cfg = (struct catalog_config){
+		.ttl_s = o.ttl,
+		.wait_ms = (int64_t)o.timeout * 1000,
+		.discover = true,
+	};
+	cat = api ? catalog_new(api, &cat_cfg) : NULL;
 	stream = stream_new(http, cat,
 			    &(struct stream_config){
 				    .cache_size = cache_size,
@@ -546,6 +560,7 @@ int main(int argc, char *argv[])
 	fs.cat = cat;
 	fs.stream = stream;
 	fs.ttl = o.ttl;
+	fs.max_background = o.max_conns;
 	fs.uid = o.uid_set ? o.uid : getuid();
 	fs.gid = o.gid_set ? o.gid : getgid();
 	clock_gettime(CLOCK_REALTIME, &fs.mounted);
@@ -579,7 +594,11 @@ int main(int argc, char *argv[])
 		if (cmd.max_idle_threads != UINT_MAX)
 			fuse_loop_cfg_set_idle_threads(lc,
 						       cmd.max_idle_threads);
-		fuse_loop_cfg_set_max_threads(lc, 64);
+		/* enough threads for every request the kernel may have in
+		 * flight (max_background) and a few more */
+		fuse_loop_cfg_set_max_threads(
+			lc, o.max_threads ? o.max_threads
+					  : (unsigned)o.max_conns + 16);
 		ret = fuse_session_loop_mt(se, lc);
 		fuse_loop_cfg_destroy(lc);
 #else
@@ -603,6 +622,9 @@ out_tree:
 	fs_handles_release(&fs);
 	tree_free(fs.tree);
 out_objs:
+	/* no listing or fetch may outlive what it uses */
+	if (http)
+		http_cancel_all(http);
 	stream_free(stream);
 	catalog_free(cat);
 	api_free(api);

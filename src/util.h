@@ -1,0 +1,30 @@
+/* Small helpers written once: the monotonic clock, deadlines for condition
+ * waits, and a growable array. */
+#ifndef AVALAFS_UTIL_H
+#define AVALAFS_UTIL_H
+
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Milliseconds of CLOCK_MONOTONIC. */
+int64_t util_now_ms(void);
+
+/* A condition variable whose timed waits run on CLOCK_MONOTONIC, so a
+ * change of the wall clock neither cuts nor stretches them. 0 or -errno. */
+int util_cond_init(pthread_cond_t *cond);
+
+/* Wait on @cond (made by util_cond_init) until util_now_ms() reaches
+ * @until_ms. Returns 0 when woken, ETIMEDOUT after the deadline. */
+int util_cond_wait_until(pthread_cond_t *cond, pthread_mutex_t *lock,
+			 int64_t until_ms);
+
+/* Make room for one more element of @size bytes in the array *@v holding
+ * @n of @*cap: doubles the capacity (from @first) when it is full. Returns
+ * 0 or -ENOMEM, leaving the array as it was. */
+int util_grow(void **v, size_t size, size_t n, size_t *cap, size_t first);
+
+#define UTIL_GROW(v, n, cap, first) \
+	util_grow((void **)&(v), sizeof(*(v)), (n), &(cap), (first))
+
+#endif
