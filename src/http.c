@@ -80,6 +80,8 @@ struct xfer {
 	int sink_err; /* the sink's refusal, ends the request */
 	bool is_data;
 	bool overflow; /* more bytes than the answer may carry */
+	bool bad_range; /* a Content-Range that contradicts itself */
+	bool refused; /* the sink's check called the answer bad */
 	bool enough; /* a 200 gave all we want; the rest is not needed */
 	/* from the headers of the final answer */
 	long status;
@@ -541,10 +543,25 @@ static size_t on_data_body(struct xfer *x, const char *data, size_t len)
 			x->overflow = true; /* not the range we asked for */
 			return 0;
 		}
+		/* a size comes only from an answer that agrees with itself:
+		 * its range inside its total, its length that of its range */
+		if (x->status == 206 &&
+		    (x->cr_end < x->cr_start ||
+		     (x->cr_total >= 0 && x->cr_end >= x->cr_total) ||
+		     (x->content_length >= 0 &&
+		      x->content_length != x->cr_end - x->cr_start + 1))) {
+			x->bad_range = true;
+			return 0;
+		}
 		x->pos = x->status == 206 ? x->cr_start : 0;
 		fill_resp(x, &r);
 		if (x->sink->check) {
 			x->sink_err = x->sink->check(x->sink->ctx, &r);
+			if (x->sink_err == -EAGAIN) {
+				x->sink_err = 0;
+				x->refused = true;
+				return 0;
+			}
 			if (x->sink_err)
 				return 0;
 		}
@@ -672,6 +689,14 @@ static bool data_answer_ok(const struct xfer *x, const char **why)
 {
 	int64_t total = x->status == 206 ? x->cr_total : x->content_length;
 
+	if (x->bad_range) {
+		*why = "Content-Range disagrees with itself or the body";
+		return false;
+	}
+	if (x->refused) {
+		*why = "answer disagrees with what is known of the object";
+		return false;
+	}
 	if (x->overflow) {
 		*why = "answer longer than announced or not what was asked";
 		return false;
@@ -719,6 +744,7 @@ static int perform(struct http *h, struct xfer *x, const char *url,
 		x->len = 0;
 		x->pos = 0;
 		x->overflow = x->enough = x->checked = false;
+		x->bad_range = x->refused = false;
 		x->status = 0;
 		x->err_len = 0;
 		x->err_body[0] = '\0';
@@ -787,7 +813,10 @@ static int perform(struct http *h, struct xfer *x, const char *url,
 			log_err("%s: %s", logurl, curl_easy_strerror(rc));
 			return -EPERM;
 		}
-		if (rc != CURLE_OK) {
+		if (rc == CURLE_WRITE_ERROR && x->is_data &&
+		    (x->bad_range || x->refused || x->overflow)) {
+			data_answer_ok(x, &why); /* a bad answer: says which */
+		} else if (rc != CURLE_OK) {
 			why = curl_easy_strerror(rc);
 		} else if (x->status == 429) {
 			why = "429 Too Many Requests";

@@ -69,8 +69,9 @@ int http_data_get(struct http *h, const char *url, int64_t start, size_t len,
 /* Where http_data_stream() delivers a body. */
 struct http_sink {
 	/* Called once per answer before its first byte, with its status and
-	 * headers; a negative errno refuses it and ends the request. May be
-	 * NULL. */
+	 * headers; -EAGAIN calls it a bad answer, to be tried again until the
+	 * deadline; another negative errno refuses it and ends the request.
+	 * May be NULL. */
 	int (*check)(void *ctx, const struct http_resp *resp);
 	/* Bytes at object offset @off, in order and never twice; a negative
 	 * errno ends the request with it. */

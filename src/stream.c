@@ -38,6 +38,7 @@ static int64_t now_ms(void)
 struct sfile {
 	char *key;
 	int64_t size; /* -1 until known */
+	bool size_listed; /* size is the listing's metadata.size */
 	char etag[128]; /* "" until known */
 	char *url; /* a re-resolved URL, or NULL */
 	char *url_of; /* the listing's URL that @url replaces */
@@ -68,6 +69,7 @@ struct block {
 	bool ready; /* false while being fetched */
 	bool cached; /* in the hash and LRU list; false once dropped */
 	int pins; /* readers waiting on or copying out of it */
+	bool in_kernel; /* on the list of blocks the kernel holds whole */
 	struct block *lru_prev, *lru_next;
 	UT_hash_handle hh;
 };
@@ -100,7 +102,9 @@ struct stream {
 	pthread_cond_t work; /* a job was queued, or stop */
 	struct sfile *files; /* protected by lock */
 	struct block *blocks; /* protected by lock */
-	struct block *lru_head, *lru_tail; /* protected by lock; head newest */
+	struct lru {
+		struct block *head, *tail; /* head newest */
+	} lru[2]; /* protected by lock: [1] the blocks the kernel holds too */
 	struct job *queue, *queue_tail; /* protected by lock */
 	pthread_t *threads; /* protected by lock */
 	int n_threads; /* protected by lock */
@@ -262,9 +266,10 @@ void stream_log_stats(struct stream *s)
 	log_info("stats: {\"cache_used\": %zu, \"cache_peak\": %zu, "
 		 "\"cache_budget\": %zu, \"fetches\": %" PRIu64 ", "
 		 "\"fetched_bytes\": %" PRIu64 ", \"block_hits\": %" PRIu64
-		 ", \"block_misses\": %" PRIu64 ", \"jobs\": %zu}",
+		 ", \"block_misses\": %" PRIu64 ", \"jobs\": %zu, "
+		 "\"kernel_held\": %zu}",
 		 st.used, st.peak, st.budget, st.fetches, st.fetched, st.hits,
-		 st.misses, st.jobs);
+		 st.misses, st.jobs, st.kernel_held);
 }
 
 /* The state of one file, created on first use. Called with s->lock held. */
@@ -289,6 +294,7 @@ static struct sfile *file_get(struct stream *s, struct dataset *ds,
 	}
 	f->key = key;
 	f->size = which == STREAM_DATA ? it->size : -1;
+	f->size_listed = f->size >= 0;
 	if (it->version && !(f->version = strdup(it->version))) {
 		free(f->key);
 		free(f);
@@ -300,26 +306,37 @@ static struct sfile *file_get(struct stream *s, struct dataset *ds,
 
 static void lru_unlink(struct stream *s, struct block *b)
 {
+	struct lru *l = &s->lru[b->in_kernel];
+
+	if (b->in_kernel)
+		s->stats.kernel_held -= BLOCK_SIZE;
 	if (b->lru_prev)
 		b->lru_prev->lru_next = b->lru_next;
 	else
-		s->lru_head = b->lru_next;
+		l->head = b->lru_next;
 	if (b->lru_next)
 		b->lru_next->lru_prev = b->lru_prev;
 	else
-		s->lru_tail = b->lru_prev;
+		l->tail = b->lru_prev;
 	b->lru_prev = b->lru_next = NULL;
 }
 
-static void lru_push(struct stream *s, struct block *b)
+/* Make @b the newest of its list: that of the blocks the kernel's page
+ * cache holds when @in_kernel, else that of the others. */
+static void lru_push(struct stream *s, struct block *b, bool in_kernel)
 {
-	b->lru_next = s->lru_head;
+	struct lru *l = &s->lru[in_kernel];
+
+	b->in_kernel = in_kernel;
+	if (in_kernel)
+		s->stats.kernel_held += BLOCK_SIZE;
+	b->lru_next = l->head;
 	b->lru_prev = NULL;
-	if (s->lru_head)
-		s->lru_head->lru_prev = b;
-	s->lru_head = b;
-	if (!s->lru_tail)
-		s->lru_tail = b;
+	if (l->head)
+		l->head->lru_prev = b;
+	l->head = b;
+	if (!l->tail)
+		l->tail = b;
 }
 
 static void block_drop(struct stream *s, struct block *b)
@@ -339,17 +356,22 @@ static void block_unpin(struct stream *s, struct block *b)
 		block_release(s, b);
 }
 
-/* Drop least recently used blocks nobody reads until @need more bytes fit.
- * Returns whether they fit. Called with s->lock held. */
+/* Drop least recently used blocks nobody reads until @need more bytes fit:
+ * first those the kernel's page cache holds too, then the others. Returns
+ * whether they fit. Called with s->lock held. */
 static bool evict(struct stream *s, size_t need)
 {
-	struct block *b = s->lru_tail, *prev;
+	int k;
 
-	while (b && s->stats.used + need > s->stats.budget) {
-		prev = b->lru_prev;
-		if (b->ready && b->pins == 0)
-			block_drop(s, b);
-		b = prev;
+	for (k = 1; k >= 0; k--) {
+		struct block *b = s->lru[k].tail, *prev;
+
+		while (b && s->stats.used + need > s->stats.budget) {
+			prev = b->lru_prev;
+			if (b->ready && b->pins == 0)
+				block_drop(s, b);
+			b = prev;
+		}
 	}
 	return s->stats.used + need <= s->stats.budget;
 }
@@ -407,11 +429,18 @@ static char *file_url(struct sfile *f, const char *listed)
 }
 
 /* Check an answer against what we know of @f, and learn from it. Returns
- * 0, or -EIO when the object changed under us (cached bytes are dropped).
- * Called with s->lock held. */
+ * 0, -EAGAIN for an answer whose size contradicts the listing's (a bad
+ * answer, never a size), or -EIO when the object changed under us (cached
+ * bytes are dropped). Called with s->lock held. */
 static int file_check_version(struct stream *s, struct sfile *f,
 			      const struct http_resp *r, const char *what)
 {
+	if (f->size_listed && r->total >= 0 && r->total != f->size) {
+		log_debug("%s: the server says %" PRId64 " bytes, the listing "
+			  "%" PRId64,
+			  what, r->total, f->size);
+		return -EAGAIN;
+	}
 	bool etag_changed = f->etag[0] && r->etag[0] &&
 			    strcmp(f->etag, r->etag) != 0;
 	bool size_changed = f->size >= 0 && r->total >= 0 &&
@@ -538,7 +567,7 @@ static int job_fetch(struct job *j, struct http_resp *r)
 			pthread_mutex_lock(&s->lock);
 			err = file_check_version(s, j->f, r, what);
 			pthread_mutex_unlock(&s->lock);
-			return err;
+			return err == -EAGAIN ? -EIO : err;
 		}
 		if (r->status == 404 || r->status == 410) {
 			log_err("%s: gone (HTTP %ld)", what, r->status);
@@ -678,7 +707,7 @@ static struct block *block_new(struct stream *s, struct sfile *f, int64_t i)
 	b->key.index = i;
 	b->cached = true;
 	HASH_ADD(hh, s->blocks, key, sizeof(b->key), b);
-	lru_push(s, b);
+	lru_push(s, b, false);
 	s->stats.used += BLOCK_SIZE;
 	if (s->stats.used > s->stats.peak)
 		s->stats.peak = s->stats.used;
@@ -764,7 +793,7 @@ static int plan(struct stream *s, struct dataset *ds, struct item *it,
 		if (blk) {
 			if (blk->ready) {
 				lru_unlink(s, blk);
-				lru_push(s, blk);
+				lru_push(s, blk, blk->in_kernel);
 				s->stats.hits++;
 			}
 			run = NULL;
@@ -973,13 +1002,16 @@ void stream_view_release(struct stream *s, struct stream_view *v)
 			struct block *b = v->blocks[i];
 
 			/* the kernel keeps what it was sent: once it has every
-			 * page of a block, the block goes */
+			 * page of a block, the block is the first to go when
+			 * room is needed, but stays for when the kernel lets
+			 * its pages go (reclaim, drop_caches) and asks again */
 			if (v->drop_behind && v->iov && v->iov[i].iov_base &&
-			    b->ready &&
+			    b->ready && b->cached && !b->in_kernel &&
 			    block_sent(b, (char *)v->iov[i].iov_base - b->data,
-				       v->iov[i].iov_len) &&
-			    b->pins == 1 && b->cached)
-				block_drop(s, b);
+				       v->iov[i].iov_len)) {
+				lru_unlink(s, b);
+				lru_push(s, b, true);
+			}
 			block_unpin(s, b);
 		}
 		pthread_cond_broadcast(&s->changed);
@@ -1103,9 +1135,11 @@ struct stream_reader *stream_open(struct stream *s, struct dataset *ds,
 	}
 	f->ino = ino;
 	/* the listing says the object changed since it was last seen: an
-	 * updated_at that is new, gone or appears for the first time */
+	 * updated_at that is new, gone or appears for the first time, or
+	 * another metadata.size */
 	if (!it->version != !f->version ||
-	    (it->version && strcmp(it->version, f->version))) {
+	    (it->version && strcmp(it->version, f->version)) ||
+	    (which == STREAM_DATA && it->size >= 0 && it->size != f->size)) {
 		char *v = it->version ? strdup(it->version) : NULL;
 
 		if (it->version && !v) {
@@ -1116,6 +1150,7 @@ struct stream_reader *stream_open(struct stream *s, struct dataset *ds,
 		file_invalidate(s, f);
 		f->etag[0] = '\0';
 		f->size = which == STREAM_DATA ? it->size : -1;
+		f->size_listed = f->size >= 0;
 		free(f->version);
 		f->version = v;
 	}

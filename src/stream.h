@@ -33,6 +33,7 @@ struct stream_stats {
 	uint64_t fetched; /* bytes received */
 	uint64_t hits, misses; /* blocks found / fetched for a read */
 	size_t jobs; /* fetches queued or running */
+	size_t kernel_held; /* held by blocks the kernel's page cache has too */
 };
 
 struct stream;
