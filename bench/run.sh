@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Benchmark avalafs against curl on a local nginx: installs what is missing, builds,
-# runs bench/bench.py; the table goes to stdout and bench/results.md, progress to stderr.
+# runs bench/bench.py (arguments go to it: --rows 1,6); the table goes to stdout
+# and bench/results.md, progress to stderr.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/deps.sh
@@ -33,6 +34,6 @@ workdir=$(mktemp -d /tmp/avalafs-bench.XXXXXX)
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
-/usr/bin/python3 bench/bench.py --binary build/avalafs --workdir "$workdir" &
+/usr/bin/python3 bench/bench.py --binary build/avalafs --workdir "$workdir" "$@" &
 bench_pid=$!
 wait "$bench_pid"

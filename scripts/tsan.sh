@@ -7,4 +7,5 @@ cd "$(dirname "$0")/.."
 . scripts/deps.sh
 build_avalafs build-tsan -Db_sanitize=thread -Dwerror=true
 TSAN_OPTIONS=halt_on_error=0:exitcode=66 \
-	meson test -C build-tsan --print-errorlogs mount-stream mount-tree
+	meson test -C build-tsan --print-errorlogs mount-stream mount-tree \
+		mount-limits

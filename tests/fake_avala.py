@@ -80,8 +80,10 @@ FILES
   file_with_key.
 
 CONTROL (JSON in and out)
-  GET    /_fake/stats    {"counts": {...}, "requests": [last 1000 as {"route",
-                         "path", "status", "has_key", "range"}]}. Counters:
+  GET    /_fake/stats    {"counts": {...}, "peaks": {...}, "requests": [last
+                         1000 as {"route", "path", "status", "has_key",
+                         "range"}]}. peaks: per route, the most requests
+                         being answered at once. Counters:
                          the route names above plus file, file_with_key,
                          unauthorized (401s sent), connections (TCP
                          connections accepted) and unknown (other paths).
@@ -127,6 +129,11 @@ FAULTS (POST /_fake/fault body)
   redirect     answer 302 with this Location (any scheme)
   etag_change  files: serve a different version of the bytes (same size,
                other ETag), as if re-uploaded
+  wrong_total  files: a 206 answer's Content-Range names this total instead
+               of the object's size (the body is right)
+  nonce_cursor lists: the page asked for, with a "next" that points back at
+               the same page under a new cursor text each time (a loop a
+               client cannot spot by comparing cursors)
   Faults are tried in the order queued; the first that matches applies.
 """
 
@@ -629,6 +636,8 @@ class Request:
     body: bytes
     params: tuple[str, ...] = ()
     etag_change: bool = False
+    wrong_total: int | None = None
+    nonce_cursor: bool = False
 
     def json_body(self) -> dict:
         if not self.body.strip():
@@ -678,8 +687,11 @@ class Page:
     previous_cursor: str | None
 
 
-def encode_cursor(ordering: str, position: int, backwards: bool) -> str:
-    token = json.dumps({"o": ordering, "p": position, "b": int(backwards)}, separators=(",", ":"))
+def encode_cursor(ordering: str, position: int, backwards: bool, nonce: str | None = None) -> str:
+    fields = {"o": ordering, "p": position, "b": int(backwards)}
+    if nonce:
+        fields["n"] = nonce
+    token = json.dumps(fields, separators=(",", ":"))
     return base64.urlsafe_b64encode(token.encode()).rstrip(b"=").decode()
 
 
@@ -713,11 +725,13 @@ def parse_ordering(query: dict[str, str]) -> str:
     return ordering
 
 
-def paginate(entries: list, live: Callable, ordering: str, cursor: str | None, limit: int) -> Page:
+def paginate(entries: list, live: Callable, ordering: str, cursor: str | None, limit: int,
+             loop: bool = False) -> Page:
     """One page of the live entries of a fixed ordered list.
 
     A cursor holds a position in the full list (dead entries included), so
-    removing entries never shifts the pages that follow.
+    removing entries never shifts the pages that follow. With @loop, next
+    leads back to this very page under a cursor text never sent before.
     """
     position, backwards = (0, False) if cursor is None else decode_cursor(cursor, ordering, len(entries))
     picked = []
@@ -735,6 +749,8 @@ def paginate(entries: list, live: Callable, ordering: str, cursor: str | None, l
             end += 1
     has_next = any(live(entries[index]) for index in range(end, len(entries)))
     has_previous = any(live(entries[index]) for index in range(start - 1, -1, -1))
+    if loop:
+        return Page(picked, encode_cursor(ordering, position, backwards, uuid.uuid4().hex), None)
     return Page(
         results=picked,
         next_cursor=encode_cursor(ordering, end, False) if has_next else None,
@@ -825,7 +841,8 @@ class UrlSigner:
         return None
 
 
-def file_response(blob: Blob, content_type: str, range_header: str | None) -> Response:
+def file_response(blob: Blob, content_type: str, range_header: str | None,
+                  wrong_total: int | None = None) -> Response:
     headers = [("Content-Type", content_type), ("Accept-Ranges", "bytes"), ("ETag", blob.etag)]
     total = len(blob.data)
     try:
@@ -835,7 +852,8 @@ def file_response(blob: Blob, content_type: str, range_header: str | None) -> Re
     if span is None:
         return Response(200, blob.data, headers)
     first, last = span
-    return Response(206, blob.data[first:last + 1], headers + [("Content-Range", f"bytes {first}-{last}/{total}")])
+    said = total if wrong_total is None else wrong_total
+    return Response(206, blob.data[first:last + 1], headers + [("Content-Range", f"bytes {first}-{last}/{said}")])
 
 
 # ---------------------------------------------------------------- state
@@ -856,6 +874,8 @@ class Fault:
     probability: float | None = None
     etag_change: bool = False
     redirect: str | None = None
+    wrong_total: int | None = None
+    nonce_cursor: bool = False
 
 
 def _is_int(value: object) -> bool:
@@ -883,6 +903,8 @@ FAULT_FIELD_CHECKS: dict[str, tuple[Callable[[object], bool], str]] = {
     "stall": (_is_bool, "true or false"),
     "etag_change": (_is_bool, "true or false"),
     "redirect": (lambda value: isinstance(value, str) and value != "", "a URL"),
+    "wrong_total": (lambda value: _is_int(value) and value >= 0, "a byte count"),
+    "nonce_cursor": (_is_bool, "true or false"),
 }
 
 
@@ -907,6 +929,8 @@ class State:
         self.key = key
         self._lock = threading.Lock()
         self._counts = dict.fromkeys(COUNTERS, 0)
+        self._in_flight = dict.fromkeys(API_ROUTES, 0)
+        self._peaks = dict.fromkeys(API_ROUTES, 0)
         self._log: deque[dict] = deque(maxlen=LOG_LENGTH)
         self._faults: list[Fault] = []
         self._stall_release = threading.Event()
@@ -915,6 +939,15 @@ class State:
     def count(self, counter: str) -> None:
         with self._lock:
             self._counts[counter] += 1
+
+    def begin(self, route: str) -> None:
+        with self._lock:
+            self._in_flight[route] += 1
+            self._peaks[route] = max(self._peaks[route], self._in_flight[route])
+
+    def end(self, route: str) -> None:
+        with self._lock:
+            self._in_flight[route] -= 1
 
     def record(self, route: str, request: Request, status: int) -> None:
         entry = {
@@ -931,7 +964,7 @@ class State:
 
     def snapshot(self) -> dict:
         with self._lock:
-            return {"counts": dict(self._counts), "requests": list(self._log)}
+            return {"counts": dict(self._counts), "peaks": dict(self._peaks), "requests": list(self._log)}
 
     def add_fault(self, fault: Fault) -> None:
         with self._lock:
@@ -969,6 +1002,7 @@ class State:
         self.clear_faults()
         with self._lock:
             self._counts = dict.fromkeys(COUNTERS, 0)
+            self._peaks = dict(self._in_flight)
             self._log.clear()
 
 
@@ -1031,7 +1065,11 @@ class FakeAvala:
             response = method_not_allowed(request.method, ["GET", "HEAD"])
         else:
             fault = self.state.take_fault(route)
-            response = self.answer(handler, request, fault)
+            self.state.begin(route)
+            try:
+                response = self.answer(handler, request, fault)
+            finally:
+                self.state.end(route)
         self.state.record(route, request, response.status)
         return response, fault
 
@@ -1053,6 +1091,8 @@ class FakeAvala:
             if fault.redirect:
                 return Response(302, b"", [("Location", fault.redirect)])
             request.etag_change = fault.etag_change
+            request.wrong_total = fault.wrong_total
+            request.nonce_cursor = fault.nonce_cursor
         try:
             return handler(request)
         except ApiError as error:
@@ -1133,7 +1173,8 @@ class FakeAvala:
         dataset = self.readable_dataset(request)
         ordering = parse_ordering(request.query)
         limit = parse_limit(request.query)
-        page = paginate(orders_of(dataset)[ordering], dataset.is_live, ordering, request.query.get("cursor"), limit)
+        page = paginate(orders_of(dataset)[ordering], dataset.is_live, ordering, request.query.get("cursor"), limit,
+                        loop=request.nonce_cursor)
         expires = self.signer.expires()
         return self.page_response(request, page, [self.object_of(dataset, entry, expires) for entry in page.results])
 
@@ -1178,7 +1219,8 @@ class FakeAvala:
         if problem:
             raise ApiError(403, problem)
         seed_text = file.changed_seed_text if request.etag_change else file.seed_text
-        return file_response(self.blobs.blob(seed_text, file.size), file.content_type, request.headers.get("Range"))
+        return file_response(self.blobs.blob(seed_text, file.size), file.content_type, request.headers.get("Range"),
+                             request.wrong_total)
 
     def live_file(self, owner: str, slug: str, uid: str, kind: str) -> FileSpec:
         dataset = self.datasets.get((owner, slug))

@@ -155,10 +155,11 @@ def test_small_file_is_fetched_whole_once(fake_factory, mount_factory):
     assert len(file_requests(fake, t["uid"])) == 1
 
 
-def test_a_block_read_out_of_order_leaves_the_cache(fake_factory,
-                                                     mount_factory):
+def test_a_block_the_kernel_holds_is_marked_in_any_read_order(
+        fake_factory, mount_factory):
     # once the kernel's page cache holds every page of a block, in whatever
-    # order the reads came, the block's room goes back to the budget
+    # order the reads came, the block is the first to go when room is needed
+    # (but stays until then)
     fake = fake_factory("--dataset", "acme/mid:items=1,min_size=3000000,"
                         "max_size=3000000,size_known=1")
     m = mount_factory(fake, "dataset=acme/mid")
@@ -168,12 +169,57 @@ def test_a_block_read_out_of_order_leaves_the_cache(fake_factory,
         os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_RANDOM)
         assert os.pread(f.fileno(), 4096, 0) == want[:4096]
         m.wait_idle()
-        used = m.cache_stats()["cache_used"]
+        st = m.cache_stats()
+        used, held = st["cache_used"], st["kernel_held"]
         assert used >= 2 * BLOCK
         half = BLOCK // 2
         # block 1, its second half first: the kernel lacks its first
         assert os.pread(f.fileno(), half, BLOCK + half) == \
             want[BLOCK + half:2 * BLOCK]
-        assert m.cache_stats()["cache_used"] == used
+        assert m.cache_stats()["kernel_held"] == held
         assert os.pread(f.fileno(), half, BLOCK) == want[BLOCK:BLOCK + half]
-        assert m.cache_stats()["cache_used"] == used - BLOCK
+        st = m.cache_stats()
+        assert st["kernel_held"] == held + BLOCK
+        assert st["cache_used"] == used
+
+
+def test_blocks_the_kernel_holds_are_evicted_first(fake_factory,
+                                                    mount_factory):
+    """A full cache makes room from the blocks the kernel has too, and keeps
+    those only this cache holds (an O_DIRECT reader's)."""
+    size = 4 * BLOCK
+    fake = fake_factory("--dataset", "acme/ev:items=3,min_size=%d,"
+                        "max_size=%d,size_known=1" % (size, size))
+    m = mount_factory(fake, "dataset=acme/ev", "cache_size=1M")
+    held, direct, third = fake.truth("acme/ev")["items"]
+
+    def read(t, flags=0):
+        fd = os.open(data_path(m, "acme/ev", t), os.O_RDONLY | flags)
+        try:
+            got = b""
+            while len(got) < size:
+                chunk = os.pread(fd, BLOCK, len(got))
+                assert chunk
+                got += chunk
+            return got
+        finally:
+            os.close(fd)
+
+    def requests(t):
+        return [r for r in fake.stats()["requests"]
+                if r["route"] == "file" and t["uid"] in r["path"]]
+
+    assert read(held) == fake.file_bytes("acme/ev", held["uid"])
+    m.wait_idle()
+    assert m.cache_stats()["kernel_held"] == size
+    assert read(direct, os.O_DIRECT) == fake.file_bytes("acme/ev",
+                                                         direct["uid"])
+    assert read(third, os.O_DIRECT) == fake.file_bytes("acme/ev",
+                                                        third["uid"])
+    m.wait_idle()
+    st = m.cache_stats()
+    assert st["kernel_held"] == 0 and st["cache_used"] <= 1 << 20, st
+    fake.reset()
+    assert read(direct, os.O_DIRECT) == fake.file_bytes("acme/ev",
+                                                         direct["uid"])
+    assert requests(direct) == []
