@@ -1,8 +1,8 @@
 # Debian packages avalafs builds, tests and demonstrates with; sourced by the
 # other scripts. install_deps [LIST] installs the missing ones (root or sudo).
 AVALAFS_DEPS="gcc libc6-dev pkg-config meson ninja-build libfuse3-dev fuse3
-libcurl4-openssl-dev libcjson-dev uthash-dev python3 python3-pytest curl rsync
-clang libclang-rt-14-dev clang-format"
+libcurl4-openssl-dev libcjson-dev uthash-dev libsqlite3-dev python3
+python3-pytest curl rsync clang libclang-rt-14-dev clang-format"
 # and what scripts/package.sh builds and checks the packages with
 AVALAFS_PKG_DEPS="build-essential debhelper rpm man-db systemd procps"
 

@@ -16,7 +16,7 @@
 #include <string.h>
 #include <uthash.h>
 
-#define MAX_ITEMS 10000000 /* a listing longer than this is refused */
+#define MAX_ITEMS 10000000 /* a dataset list longer than this is refused */
 
 /* A cursor already followed in one listing. */
 struct seen_cursor {
@@ -49,56 +49,6 @@ static void seen_free(struct seen_cursor **seen)
 		HASH_DEL(*seen, c);
 		free(c);
 	}
-}
-
-/* A uid already listed in one listing, borrowed from its item. */
-struct seen_uid {
-	UT_hash_handle hh;
-	const char *uid;
-};
-
-static void seen_uids_free(struct seen_uid **seen)
-{
-	struct seen_uid *u, *tmp;
-
-	HASH_ITER(hh, *seen, u, tmp) {
-		HASH_DEL(*seen, u);
-		free(u);
-	}
-}
-
-/* Drop the items of @list from @from on whose uid came earlier in this
- * listing, remembering the others. Returns how many new ones stay, or
- * -ENOMEM. */
-static long keep_new_uids(struct item_list *list, size_t from,
-			  struct seen_uid **seen, size_t *n_dup)
-{
-	size_t i, n = from;
-
-	for (i = from; i < list->n; i++) {
-		struct item *it = list->v[i];
-		size_t len = strlen(it->uid);
-		struct seen_uid *u;
-
-		HASH_FIND(hh, *seen, it->uid, len, u);
-		if (u) {
-			item_unref(it);
-			(*n_dup)++;
-			continue;
-		}
-		u = malloc(sizeof(*u));
-		if (!u) {
-			while (i < list->n)
-				item_unref(list->v[i++]);
-			list->n = n;
-			return -ENOMEM;
-		}
-		u->uid = it->uid;
-		HASH_ADD_KEYPTR(hh, *seen, u->uid, len, u);
-		list->v[n++] = it;
-	}
-	list->n = n;
-	return (long)(n - from);
 }
 
 struct api {
@@ -893,11 +843,11 @@ static const char *kind_path(enum item_kind kind)
 }
 
 int api_list(struct api *api, const char *owner, const char *slug,
-	     enum item_kind kind, struct item_list *list)
+	     enum item_kind kind, api_page_fn fn, void *ctx)
 {
 	char *cursor = NULL, *url = NULL, *what, *ord = NULL;
 	struct seen_cursor *seen = NULL;
-	struct seen_uid *uids = NULL;
+	struct item_list list = { 0 };
 	int64_t deadline = util_now_ms() + api->list_timeout_ms;
 	size_t n_bad = 0, n_dup = 0;
 	int err = 0;
@@ -912,8 +862,7 @@ int api_list(struct api *api, const char *owner, const char *slug,
 	for (;;) {
 		struct http_resp resp;
 		char *tail, *next = NULL;
-		size_t before = list->n;
-		long fresh;
+		int fresh;
 
 		tail = strprintf("%s/?limit=%d%s%s%s%s", kind_path(kind),
 				 api->page_size, ord ? "&ordering=" : "",
@@ -928,17 +877,20 @@ int api_list(struct api *api, const char *owner, const char *slug,
 		err = get_json(api, url, what, &resp);
 		if (err)
 			break;
-		err = api_parse_page(resp.body, resp.len, kind, list, &next,
+		err = api_parse_page(resp.body, resp.len, kind, &list, &next,
 				     &n_bad);
 		http_resp_clear(&resp);
 		if (err) {
 			log_err("%s: malformed page from %s", what, url);
 			break;
 		}
-		fresh = keep_new_uids(list, before, &uids, &n_dup);
+		fresh = fn(ctx, list.v, list.n);
+		if (fresh >= 0)
+			n_dup += list.n - fresh;
+		item_list_clear(&list);
 		if (fresh < 0) {
 			free(next);
-			err = (int)fresh;
+			err = fresh;
 			break;
 		}
 		/* a page that brings nothing new and points on is a loop,
@@ -966,13 +918,6 @@ int api_list(struct api *api, const char *owner, const char *slug,
 			err = -EIO;
 			break;
 		}
-		if (list->n > MAX_ITEMS) {
-			log_err("%s: more than %d entries, refused", what,
-				MAX_ITEMS);
-			free(next);
-			err = -EIO;
-			break;
-		}
 		free(url);
 		url = NULL;
 		free(cursor);
@@ -988,9 +933,7 @@ int api_list(struct api *api, const char *owner, const char *slug,
 		log_warn("%s: %zu entries listed twice, repeats ignored", what,
 			 n_dup);
 out:
-	if (err)
-		item_list_clear(list);
-	seen_uids_free(&uids);
+	item_list_clear(&list);
 	seen_free(&seen);
 	free(url);
 	free(cursor);

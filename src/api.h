@@ -55,12 +55,17 @@ int api_parse_time(const char *s, struct timespec *ts);
 struct item *api_parse_object(const char *body, size_t len,
 			      enum item_kind kind);
 
-/* Fetch every page of the items or sequences of OWNER/SLUG into @list (which
- * must be empty), each uid once. A page that adds no new object but points
- * to another, a cursor seen before, or paging past list_timeout ends it with
- * -EIO. Returns 0 or a negative errno (see api_errno()). */
+/* Takes one page of a listing (the objects are borrowed, and freed once it
+ * returns): returns how many of them are new to the listing, or a negative
+ * errno that ends it. */
+typedef int (*api_page_fn)(void *ctx, struct item *const *v, size_t n);
+
+/* Fetch every page of the items or sequences of OWNER/SLUG, handing each to
+ * @fn as it comes. A page that adds no new object but points to another, a
+ * cursor seen before, or paging past list_timeout ends it with -EIO.
+ * Returns 0 or a negative errno (see api_errno()). */
 int api_list(struct api *api, const char *owner, const char *slug,
-	     enum item_kind kind, struct item_list *list);
+	     enum item_kind kind, api_page_fn fn, void *ctx);
 
 /* Get one item or sequence by uid into @out (a new reference). */
 int api_get(struct api *api, const char *owner, const char *slug,

@@ -1,8 +1,9 @@
-/* Owners, datasets and their listings. A listing is fetched whole, page by
- * page, on a thread of its own into an immutable snapshot that every
- * lookup, stat and readdir shares until ttl runs out; a reader waits for it
- * at most wait_ms. Lock order: catalog->lock, then a listing's lock;
- * neither is held across a request. */
+/* Owners, datasets and the freshness of their listings. A listing is
+ * fetched page by page on a thread of its own into the dataset's store,
+ * under a new generation that replaces the current one when complete;
+ * readers pin the generation they read so that its rows outlive them, and
+ * wait for a fetch at most wait_ms. Lock order: catalog->lock, then a
+ * listing's lock; neither is held across a request or a store call. */
 #include "catalog.h"
 #include "log.h"
 #include "util.h"
@@ -14,13 +15,22 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <uthash.h>
 
 #define ERROR_HOLD_MS \
 	1000 /* a failed fetch is answered from memory this long */
 
+#define now_ms util_now_ms
+
+/* An object the API answered 404 for since the listing. */
+struct gone {
+	uint64_t oid;
+	UT_hash_handle hh;
+};
+
 struct listing {
 	pthread_mutex_t lock;
-	pthread_cond_t done; /* a fetch finished */
+	pthread_cond_t done; /* a fetch finished, or pins went to 0 */
 	struct catalog *cat;
 	struct dataset *ds;
 	enum item_kind kind;
@@ -30,12 +40,20 @@ struct listing {
 	bool stale; /* protected by lock: what is loading may be out of date */
 	int64_t fresh_until; /* protected by lock; ms, 0 = fetch first */
 	int err; /* protected by lock: answer of the last failed fetch */
-	struct snapshot *snap; /* protected by lock */
+	uint64_t gen; /* protected by lock: current generation, 0 = none */
+	unsigned pins; /* protected by lock: readers of gen */
+	uint64_t old_gen; /* protected by lock: the one gen replaced */
+	unsigned old_pins; /* protected by lock: its readers still */
+	struct gone *gone; /* protected by lock */
+	size_t n_gone; /* protected by lock */
 };
 
 struct dataset {
 	char *owner, *slug; /* as the API knows them */
 	char *owner_name, *slug_name; /* as directories show them */
+	size_t index;
+	pthread_mutex_t store_lock;
+	struct store *store; /* protected by store_lock until set */
 	struct listing lists[2]; /* by enum item_kind */
 };
 
@@ -43,15 +61,17 @@ struct catalog {
 	pthread_mutex_t lock;
 	struct dataset **v; /* protected by lock; append only */
 	size_t n, cap; /* protected by lock */
+	char **owners; /* protected by lock; append only */
+	size_t n_owners, cap_owners; /* protected by lock */
 	int64_t discovered_until; /* protected by lock */
 	bool discovering; /* protected by lock */
 	bool discover; /* the server may have a dataset list */
 	struct api *api;
 	int ttl_s;
 	int64_t wait_ms;
+	char *origin;
+	char *store_dir;
 };
-
-#define now_ms util_now_ms
 
 struct catalog *catalog_new(struct api *api, const struct catalog_config *cfg)
 {
@@ -64,25 +84,24 @@ struct catalog *catalog_new(struct api *api, const struct catalog_config *cfg)
 	cat->ttl_s = cfg->ttl_s;
 	cat->wait_ms = cfg->wait_ms > 0 ? cfg->wait_ms : 30000;
 	cat->discover = cfg->discover;
+	cat->origin = strdup(cfg->origin ? cfg->origin : "");
+	cat->store_dir = strdup(cfg->store_dir ? cfg->store_dir : ".");
+	if (!cat->origin || !cat->store_dir) {
+		catalog_free(cat);
+		return NULL;
+	}
 	return cat;
 }
 
-static void snapshot_free(struct snapshot *snap)
+static void gone_clear(struct listing *l)
 {
-	size_t i;
+	struct gone *g, *tmp;
 
-	HASH_CLEAR(hh_uid, snap->by_uid);
-	HASH_CLEAR(hh_name, snap->by_name);
-	for (i = 0; i < snap->n; i++)
-		item_unref(snap->v[i]);
-	free(snap->v);
-	free(snap);
-}
-
-void snapshot_put(struct snapshot *snap)
-{
-	if (snap && __atomic_sub_fetch(&snap->refs, 1, __ATOMIC_ACQ_REL) == 0)
-		snapshot_free(snap);
+	HASH_ITER(hh, l->gone, g, tmp) {
+		HASH_DEL(l->gone, g);
+		free(g);
+	}
+	__atomic_store_n(&l->n_gone, 0, __ATOMIC_RELAXED);
 }
 
 static void dataset_free(struct dataset *ds)
@@ -93,10 +112,12 @@ static void dataset_free(struct dataset *ds)
 		/* the engine was cancelled: a fetch still running ends soon */
 		if (ds->lists[k].joinable)
 			pthread_join(ds->lists[k].loader, NULL);
-		snapshot_put(ds->lists[k].snap);
+		gone_clear(&ds->lists[k]);
 		pthread_mutex_destroy(&ds->lists[k].lock);
 		pthread_cond_destroy(&ds->lists[k].done);
 	}
+	store_free(ds->store);
+	pthread_mutex_destroy(&ds->store_lock);
 	free(ds->owner);
 	free(ds->slug);
 	free(ds->owner_name);
@@ -112,7 +133,12 @@ void catalog_free(struct catalog *cat)
 		return;
 	for (i = 0; i < cat->n; i++)
 		dataset_free(cat->v[i]);
+	for (i = 0; i < cat->n_owners; i++)
+		free(cat->owners[i]);
+	free(cat->owners);
 	free(cat->v);
+	free(cat->origin);
+	free(cat->store_dir);
 	pthread_mutex_destroy(&cat->lock);
 	free(cat);
 }
@@ -125,6 +151,7 @@ static struct dataset *dataset_new(struct catalog *cat, const char *owner,
 
 	if (!ds)
 		return NULL;
+	pthread_mutex_init(&ds->store_lock, NULL);
 	for (k = 0; k < 2; k++) {
 		pthread_mutex_init(&ds->lists[k].lock, NULL);
 		util_cond_init(&ds->lists[k].done);
@@ -158,6 +185,24 @@ static struct dataset *find_locked(struct catalog *cat, const char *owner_name,
 	return NULL;
 }
 
+/* Remember the owner of @ds among the owners. Called with cat->lock held. */
+static int add_owner_locked(struct catalog *cat, const struct dataset *ds)
+{
+	size_t i;
+
+	for (i = 0; i < cat->n_owners; i++) {
+		if (strcmp(cat->owners[i], ds->owner_name) == 0)
+			return 0;
+	}
+	if (UTIL_GROW(cat->owners, cat->n_owners, cat->cap_owners, 8))
+		return -ENOMEM;
+	cat->owners[cat->n_owners] = strdup(ds->owner_name);
+	if (!cat->owners[cat->n_owners])
+		return -ENOMEM;
+	cat->n_owners++;
+	return 0;
+}
+
 int catalog_add(struct catalog *cat, const char *owner, const char *slug)
 {
 	struct dataset *ds = dataset_new(cat, owner, slug);
@@ -168,22 +213,13 @@ int catalog_add(struct catalog *cat, const char *owner, const char *slug)
 	pthread_mutex_lock(&cat->lock);
 	if (find_locked(cat, ds->owner_name, ds->slug_name)) {
 		dataset_free(ds);
+	} else if (UTIL_GROW(cat->v, cat->n, cat->cap, 8) ||
+		   add_owner_locked(cat, ds)) {
+		dataset_free(ds);
+		err = -ENOMEM;
 	} else {
-		if (cat->n == cat->cap) {
-			size_t cap = cat->cap ? cat->cap * 2 : 8;
-			struct dataset **v = realloc(cat->v, cap * sizeof(*v));
-
-			if (v) {
-				cat->v = v;
-				cat->cap = cap;
-			}
-		}
-		if (cat->n < cat->cap) {
-			cat->v[cat->n++] = ds;
-		} else {
-			dataset_free(ds);
-			err = -ENOMEM;
-		}
+		ds->index = cat->n;
+		cat->v[cat->n++] = ds;
 	}
 	pthread_mutex_unlock(&cat->lock);
 	return err;
@@ -243,36 +279,52 @@ static int cmp_str(const void *a, const void *b)
 
 long catalog_owners(struct catalog *cat, char ***out)
 {
-	bool ok = true;
-	size_t i, n = 0;
+	size_t i, n;
 	char **v;
 
 	pthread_mutex_lock(&cat->lock);
-	v = calloc(cat->n ? cat->n : 1, sizeof(*v));
-	for (i = 0; v && ok && i < cat->n; i++) {
-		const char *name = cat->v[i]->owner_name;
-		size_t j;
-
-		for (j = 0; j < n && strcmp(v[j], name) != 0; j++)
-			;
-		if (j < n)
-			continue;
-		v[n] = strdup(name);
-		if (v[n])
-			n++;
-		else
-			ok = false;
+	n = cat->n_owners;
+	v = calloc(n ? n : 1, sizeof(*v));
+	for (i = 0; v && i < n; i++) {
+		v[i] = strdup(cat->owners[i]);
+		if (!v[i]) {
+			while (i > 0)
+				free(v[--i]);
+			free(v);
+			v = NULL;
+		}
 	}
 	pthread_mutex_unlock(&cat->lock);
-	if (!v || !ok) {
-		while (v && n)
-			free(v[--n]);
-		free(v);
+	if (!v)
 		return -ENOMEM;
-	}
 	qsort(v, n, sizeof(*v), cmp_str);
 	*out = v;
 	return n;
+}
+
+long catalog_owner_index(struct catalog *cat, const char *name)
+{
+	long index = -1;
+	size_t i;
+
+	pthread_mutex_lock(&cat->lock);
+	for (i = 0; i < cat->n_owners && index < 0; i++) {
+		if (strcmp(cat->owners[i], name) == 0)
+			index = (long)i;
+	}
+	pthread_mutex_unlock(&cat->lock);
+	return index;
+}
+
+char *catalog_owner_name(struct catalog *cat, size_t index)
+{
+	char *name = NULL;
+
+	pthread_mutex_lock(&cat->lock);
+	if (index < cat->n_owners)
+		name = strdup(cat->owners[index]);
+	pthread_mutex_unlock(&cat->lock);
+	return name;
 }
 
 long catalog_datasets(struct catalog *cat, const char *owner_name,
@@ -305,6 +357,22 @@ struct dataset *catalog_find(struct catalog *cat, const char *owner_name,
 	return ds;
 }
 
+struct dataset *catalog_dataset_at(struct catalog *cat, size_t index)
+{
+	struct dataset *ds = NULL;
+
+	pthread_mutex_lock(&cat->lock);
+	if (index < cat->n)
+		ds = cat->v[index];
+	pthread_mutex_unlock(&cat->lock);
+	return ds;
+}
+
+size_t dataset_index(const struct dataset *ds)
+{
+	return ds->index;
+}
+
 const char *dataset_owner_name(const struct dataset *ds)
 {
 	return ds->owner_name;
@@ -325,140 +393,107 @@ const char *dataset_slug(const struct dataset *ds)
 	return ds->slug;
 }
 
-struct item *snapshot_find_name(struct snapshot *snap, const char *name)
+struct store *dataset_store(struct dataset *ds)
 {
-	struct item *it;
+	struct store *st;
 
-	HASH_FIND(hh_name, snap->by_name, name, strlen(name), it);
-	return it && !__atomic_load_n(&it->gone, __ATOMIC_RELAXED) ? it : NULL;
+	pthread_mutex_lock(&ds->store_lock);
+	st = ds->store;
+	pthread_mutex_unlock(&ds->store_lock);
+	return st;
 }
 
-struct item *snapshot_find_uid(struct snapshot *snap, const char *uid)
+/* The store's file for @ds: one per API origin and dataset. */
+static char *store_path(const struct catalog *cat, const struct dataset *ds)
 {
-	struct item *it;
+	const char *parts[3] = { cat->origin, ds->owner, ds->slug };
+	uint64_t h = 0xcbf29ce484222325ull; /* FNV-1a */
+	char *path;
+	size_t i;
 
-	HASH_FIND(hh_uid, snap->by_uid, uid, strlen(uid), it);
-	return it && !__atomic_load_n(&it->gone, __ATOMIC_RELAXED) ? it : NULL;
-}
+	for (i = 0; i < 3; i++) {
+		const unsigned char *p = (const unsigned char *)parts[i];
 
-/* The earlier name of @it, when @prev had the same uid with the same key. */
-static const char *earlier_name(struct snapshot *prev, const struct item *it)
-{
-	struct item *old;
-
-	if (!prev)
-		return NULL;
-	HASH_FIND(hh_uid, prev->by_uid, it->uid, strlen(it->uid), old);
-	if (!old || !old->name || (old->key == NULL) != (it->key == NULL))
-		return NULL;
-	if (old->key && (old->key_len != it->key_len ||
-			 memcmp(old->key, it->key, it->key_len) != 0))
-		return NULL;
-	return old->name;
-}
-
-/* Turn a fetched list (each uid once) into a snapshot: name every item
- * (keeping the names @prev gave), and index it. Takes the list's items. */
-static int snapshot_build(struct item_list *list, struct snapshot *prev,
-			  struct snapshot **out)
-{
-	struct snapshot *snap = calloc(1, sizeof(*snap));
-	struct names_input *in = NULL;
-	char **names = NULL;
-	size_t i, n = 0;
-	int err = -ENOMEM;
-
-	if (!snap)
-		goto fail;
-	snap->refs = 1;
-	snap->v = list->v;
-	n = snap->n = list->n;
-	for (i = 0; i < n; i++)
-		HASH_ADD_KEYPTR(hh_uid, snap->by_uid, snap->v[i]->uid,
-				strlen(snap->v[i]->uid), snap->v[i]);
-	list->v = NULL;
-	list->n = list->cap = 0;
-
-	in = calloc(n ? n : 1, sizeof(*in));
-	names = calloc(n ? n : 1, sizeof(*names));
-	if (!in || !names)
-		goto fail;
-	for (i = 0; i < n; i++) {
-		in[i].uid = snap->v[i]->uid;
-		in[i].key = snap->v[i]->key;
-		in[i].key_len = snap->v[i]->key_len;
-		in[i].prev = earlier_name(prev, snap->v[i]);
+		do {
+			h ^= *p;
+			h *= 0x100000001b3ull;
+		} while (*p++);
 	}
-	if (names_assign(in, n, names))
-		goto fail;
-	for (i = 0; i < n; i++) {
-		struct item *it = snap->v[i];
-
-		it->name = names[i];
-		HASH_ADD_KEYPTR(hh_name, snap->by_name, it->name,
-				strlen(it->name), it);
-	}
-	err = 0;
-	*out = snap;
-fail:
-	free(names);
-	free(in);
-	if (err) {
-		item_list_clear(list);
-		if (snap)
-			snapshot_free(snap);
-	}
-	return err;
+	if (asprintf(&path, "%s/%016" PRIx64 ".db", cat->store_dir, h) < 0)
+		return NULL;
+	return path;
 }
 
-struct snapshot *catalog_peek(struct catalog *cat, struct dataset *ds,
-			      enum item_kind kind)
+/* Open the store of @ds on first use. */
+static int open_store(struct catalog *cat, struct dataset *ds)
 {
-	struct listing *l = &ds->lists[kind];
-	struct snapshot *snap;
+	char *path;
+	int err = 0;
 
-	(void)cat;
-	pthread_mutex_lock(&l->lock);
-	snap = l->snap;
-	if (snap)
-		__atomic_add_fetch(&snap->refs, 1, __ATOMIC_RELAXED);
-	pthread_mutex_unlock(&l->lock);
-	return snap;
+	pthread_mutex_lock(&ds->store_lock);
+	if (!ds->store) {
+		path = store_path(cat, ds);
+		err = path ? store_open(path, cat->origin, ds->owner, ds->slug,
+					&ds->store)
+			   : -ENOMEM;
+		if (err)
+			log_err("%s/%s: cannot open the listing store %s: %s",
+				ds->owner, ds->slug, path ? path : "",
+				strerror(-err));
+		free(path);
+	}
+	pthread_mutex_unlock(&ds->store_lock);
+	return err ? -EIO : 0;
 }
 
-/* Fetch a listing and publish it: the body of a listing's loader thread. */
+/* Hands each page of a fetch to the store. */
+static int add_page(void *ctx, struct item *const *v, size_t n)
+{
+	return store_listing_add(ctx, v, n);
+}
+
+/* Fetch a listing into a new generation and make it current: the body of
+ * a listing's loader thread. */
 static void *load_listing(void *p)
 {
 	struct listing *l = p;
 	struct catalog *cat = l->cat;
 	struct dataset *ds = l->ds;
-	struct item_list list = { 0 };
-	struct snapshot *prev, *snap = NULL;
+	struct store_listing *sl = NULL;
 	int64_t start = now_ms();
+	uint64_t gen = 0, old = 0;
 	char what[256];
 	int err;
 
-	pthread_mutex_lock(&l->lock);
-	prev = l->snap;
-	if (prev)
-		__atomic_add_fetch(&prev->refs, 1, __ATOMIC_RELAXED);
-	pthread_mutex_unlock(&l->lock);
-
 	snprintf(what, sizeof(what), "%s/%s %s", ds->owner, ds->slug,
 		 l->kind == ITEM_KIND_ITEM ? "items" : "sequences");
-	err = api_list(cat->api, ds->owner, ds->slug, l->kind, &list);
+	err = open_store(cat, ds);
 	if (!err)
-		err = snapshot_build(&list, prev, &snap);
-	snapshot_put(prev);
+		err = store_listing_begin(ds->store, l->kind, &sl);
+	if (!err)
+		err = api_list(cat->api, ds->owner, ds->slug, l->kind, add_page,
+			       sl);
+	if (!err) {
+		gen = store_listing_commit(sl);
+		if (!gen)
+			err = -EIO;
+	} else {
+		store_listing_abort(sl);
+	}
 
 	pthread_mutex_lock(&l->lock);
 	l->loading = false;
 	if (!err) {
-		snapshot_put(l->snap);
-		l->snap = snap;
+		old = l->gen;
+		l->old_gen = old;
+		l->old_pins = l->pins;
+		l->gen = gen;
+		l->pins = 0;
 		l->err = 0;
 		l->fresh_until = trusted_until(cat, start);
-	} else if (err == -EIO && l->snap) {
+		if (!l->stale)
+			gone_clear(l);
+	} else if (err == -EIO && l->gen) {
 		log_warn("%s: listing failed, serving the last one", what);
 		l->err = 0;
 		l->fresh_until = trusted_until(cat, start);
@@ -470,7 +505,13 @@ static void *load_listing(void *p)
 		l->fresh_until = 0;
 	l->stale = false;
 	pthread_cond_broadcast(&l->done);
+	/* the generation replaced goes once its last reader is done */
+	while (old && l->old_pins > 0)
+		pthread_cond_wait(&l->done, &l->lock);
+	l->old_gen = 0;
 	pthread_mutex_unlock(&l->lock);
+	if (old)
+		store_collect(ds->store, l->kind, gen);
 	return NULL;
 }
 
@@ -481,9 +522,15 @@ static int start_loading(struct listing *l)
 
 	if (l->joinable) {
 		/* the last loader has published (loading is false): it is at
-		 * most a few instructions from its end */
-		pthread_join(l->loader, NULL);
+		 * most a collection away from its end */
+		pthread_t last = l->loader;
+
 		l->joinable = false;
+		pthread_mutex_unlock(&l->lock);
+		pthread_join(last, NULL);
+		pthread_mutex_lock(&l->lock);
+		if (l->loading)
+			return 0; /* another reader started one meanwhile */
 	}
 	err = pthread_create(&l->loader, NULL, load_listing, l);
 	if (err)
@@ -493,14 +540,14 @@ static int start_loading(struct listing *l)
 	return 0;
 }
 
-int catalog_snapshot(struct catalog *cat, struct dataset *ds,
-		     enum item_kind kind, struct snapshot **out)
+int catalog_pin(struct catalog *cat, struct dataset *ds, enum item_kind kind,
+		uint64_t *gen)
 {
 	struct listing *l = &ds->lists[kind];
 	int64_t deadline = now_ms() + cat->wait_ms;
 	int err = 0;
 
-	*out = NULL;
+	*gen = 0;
 	pthread_mutex_lock(&l->lock);
 	for (;;) {
 		if (now_ms() < l->fresh_until) {
@@ -514,11 +561,13 @@ int catalog_snapshot(struct catalog *cat, struct dataset *ds,
 					strerror(-err));
 				break;
 			}
+			if (!l->loading)
+				continue;
 		}
 		if (util_cond_wait_until(&l->done, &l->lock, deadline) ==
 		    ETIMEDOUT) {
 			/* the fetch goes on; the reader is answered now */
-			if (!l->snap) {
+			if (!l->gen) {
 				log_err("%s/%s %s: no listing after %" PRId64
 					" ms, still fetching",
 					ds->owner, ds->slug,
@@ -530,28 +579,66 @@ int catalog_snapshot(struct catalog *cat, struct dataset *ds,
 			break;
 		}
 	}
-	if (!err && l->snap) {
-		*out = l->snap;
-		__atomic_add_fetch(&l->snap->refs, 1, __ATOMIC_RELAXED);
-	} else if (!err) {
+	if (!err && !l->gen)
 		err = -EIO;
+	if (!err) {
+		*gen = l->gen;
+		l->pins++;
 	}
 	pthread_mutex_unlock(&l->lock);
 	return err;
 }
 
-void catalog_forget_item(struct catalog *cat, struct dataset *ds,
-			 struct item *it)
+void catalog_unpin(struct catalog *cat, struct dataset *ds, enum item_kind kind,
+		   uint64_t gen)
 {
-	struct listing *l = &ds->lists[it->kind];
+	struct listing *l = &ds->lists[kind];
 
-	__atomic_store_n(&it->gone, 1, __ATOMIC_RELAXED);
+	(void)cat;
 	pthread_mutex_lock(&l->lock);
+	if (gen == l->gen) {
+		l->pins--;
+	} else if (gen == l->old_gen && l->old_pins > 0) {
+		if (--l->old_pins == 0)
+			pthread_cond_broadcast(&l->done);
+	}
+	pthread_mutex_unlock(&l->lock);
+}
+
+void catalog_forget(struct catalog *cat, struct dataset *ds,
+		    enum item_kind kind, uint64_t oid)
+{
+	struct listing *l = &ds->lists[kind];
+	struct gone *g;
+
+	(void)cat;
+	pthread_mutex_lock(&l->lock);
+	HASH_FIND(hh, l->gone, &oid, sizeof(oid), g);
+	if (!g && (g = calloc(1, sizeof(*g)))) {
+		g->oid = oid;
+		HASH_ADD(hh, l->gone, oid, sizeof(g->oid), g);
+		__atomic_add_fetch(&l->n_gone, 1, __ATOMIC_RELAXED);
+	}
 	l->fresh_until = 0;
 	if (l->loading)
 		l->stale =
 			true; /* the listing begun before may still hold it */
 	pthread_mutex_unlock(&l->lock);
+}
+
+bool catalog_gone(struct catalog *cat, struct dataset *ds, enum item_kind kind,
+		  uint64_t oid)
+{
+	struct listing *l = &ds->lists[kind];
+	struct gone *g = NULL;
+
+	(void)cat;
+	if (!__atomic_load_n(&l->n_gone, __ATOMIC_RELAXED))
+		return false;
+	pthread_mutex_lock(&l->lock);
+	HASH_FIND(hh, l->gone, &oid, sizeof(oid), g);
+	pthread_mutex_unlock(&l->lock);
+	return g != NULL;
 }
 
 int catalog_reresolve(struct catalog *cat, struct dataset *ds,
@@ -561,6 +648,6 @@ int catalog_reresolve(struct catalog *cat, struct dataset *ds,
 		api_get(cat->api, ds->owner, ds->slug, it->kind, it->uid, out);
 
 	if (err == -ENOENT)
-		catalog_forget_item(cat, ds, (struct item *)it);
+		catalog_forget(cat, ds, it->kind, it->oid);
 	return err;
 }

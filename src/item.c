@@ -35,7 +35,6 @@ void item_unref(struct item *it)
 	free(it->views);
 	free(it->uid);
 	free(it->key);
-	free(it->name);
 	free(it->status);
 	free(it->data_url);
 	free(it->thumb_url);

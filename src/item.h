@@ -7,7 +7,6 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <time.h>
-#include <uthash.h>
 
 #include "names.h"
 
@@ -22,12 +21,11 @@ struct view {
 
 struct item {
 	int refs; /* atomic */
-	int gone; /* atomic: the API answered 404 for it since the listing */
 	enum item_kind kind;
+	uint64_t oid; /* its number in the dataset's store, 0 when not from it */
 	char *uid;
 	char *key; /* raw key bytes, NULL when missing or not a string */
 	size_t key_len;
-	char *name; /* directory name, set by the catalog; NULL before */
 	char *status; /* NULL when the API gives none */
 	char *data_url; /* item: data file, sequence: featured image; or NULL */
 	char *thumb_url; /* item: thumbnail; or NULL */
@@ -43,8 +41,6 @@ struct item {
 	size_t pretty_len; /* set before pretty is published */
 	struct view *views;
 	size_t n_views;
-	UT_hash_handle hh_uid; /* owned by the catalog's listing */
-	UT_hash_handle hh_name; /* owned by the catalog's listing */
 };
 
 /* A zeroed item holding one reference; NULL on ENOMEM. */

@@ -10,9 +10,12 @@
 #include "log.h"
 #include "stream.h"
 #include "tree.h"
+#include "view.h"
 
 #include <ctype.h>
+#include <inttypes.h>
 #include <curl/curl.h>
+#include <dirent.h>
 #include <errno.h>
 #include <limits.h>
 #include <malloc.h>
@@ -257,9 +260,25 @@ struct session_watch {
 	struct fuse_session *se;
 	struct http *http;
 	struct stream *stream;
+	struct tree *tree;
 	const char *mountpoint;
 	int done; /* atomic: the loop returned */
 };
+
+/* The counters as one line: "stats: {JSON}". */
+static void log_stats(struct session_watch *w)
+{
+	struct stream_stats st;
+
+	stream_get_stats(w->stream, &st);
+	log_info("stats: {\"cache_used\": %zu, \"cache_peak\": %zu, "
+		 "\"cache_budget\": %zu, \"fetches\": %" PRIu64 ", "
+		 "\"fetched_bytes\": %" PRIu64 ", \"block_hits\": %" PRIu64
+		 ", \"block_misses\": %" PRIu64 ", \"jobs\": %zu, "
+		 "\"kernel_held\": %zu, \"nodes\": %zu}",
+		 st.used, st.peak, st.budget, st.fetches, st.fetched, st.hits,
+		 st.misses, st.jobs, st.kernel_held, tree_count(w->tree));
+}
 
 static void *watch_session(void *p)
 {
@@ -276,7 +295,7 @@ static void *watch_session(void *p)
 		size_t i, n;
 
 		if (__atomic_exchange_n(&stats_wanted, 0, __ATOMIC_RELAXED))
-			stream_log_stats(w->stream);
+			log_stats(w);
 		/* pages of objects that changed: drop them from here, never
 		 * from a request on the same inode */
 		n = stream_take_invalidations(w->stream, inos, 64);
@@ -286,6 +305,43 @@ static void *watch_session(void *p)
 	}
 	http_cancel_all(w->http);
 	return NULL;
+}
+
+/* A new folder, 0700, for this mount's listing stores (under $TMPDIR, else
+ * /tmp); NULL when none can be made (said on stderr). */
+static char *make_store_dir(void)
+{
+	const char *tmp = getenv("TMPDIR");
+	char *dir;
+
+	if (asprintf(&dir, "%s/avalafs-XXXXXX", tmp && *tmp ? tmp : "/tmp") < 0)
+		return NULL;
+	if (!mkdtemp(dir)) {
+		fprintf(stderr, "avalafs: cannot make %s: %s\n", dir,
+			strerror(errno));
+		free(dir);
+		return NULL;
+	}
+	return dir;
+}
+
+/* Remove what make_store_dir() made, and free its name. Accepts NULL. */
+static void remove_store_dir(char *dir)
+{
+	struct dirent *de;
+	DIR *d;
+
+	if (!dir)
+		return;
+	d = opendir(dir);
+	while (d && (de = readdir(d))) {
+		if (strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
+			unlinkat(dirfd(d), de->d_name, 0);
+	}
+	if (d)
+		closedir(d);
+	rmdir(dir);
+	free(dir);
 }
 
 /* Split OWNER/SLUG; 0 or -EINVAL. */
@@ -422,6 +478,7 @@ int main(int argc, char *argv[])
 	struct api *api = NULL;
 	struct catalog *cat = NULL;
 	struct catalog_config cat_cfg;
+	char *store_dir = NULL;
 	struct stream *stream = NULL;
 	struct fs fs = { 0 };
 	struct session_watch watch;
@@ -530,10 +587,15 @@ int main(int argc, char *argv[])
 				    .ordering = o.ordering,
 				    .list_timeout_s = o.list_timeout,
 			    });
+	store_dir = make_store_dir();
+	if (!store_dir)
+		goto out_objs;
 	cat_cfg = (struct catalog_config){
 		.ttl_s = o.ttl,
 		.wait_ms = (int64_t)o.timeout * 1000,
 		.discover = true,
+		.origin = api_url,
+		.store_dir = store_dir,
 	};
 	cat = api ? catalog_new(api, &cat_cfg) : NULL;
 	stream = stream_new(http, cat,
@@ -541,7 +603,7 @@ int main(int argc, char *argv[])
 				    .cache_size = cache_size,
 				    .small_file = 8 << 20,
 				    .readahead_max = readahead,
-				    .workers = 8,
+				    .workers = o.max_conns,
 			    });
 	if (!api || !cat || !stream) {
 		fprintf(stderr, "avalafs: out of memory\n");
@@ -553,10 +615,10 @@ int main(int argc, char *argv[])
 	if (o.n_datasets)
 		catalog_discover(cat, true);
 
+	view_init();
 	fs.tree = tree_new();
-	if (!fs.tree)
-		goto out_objs;
-	fs_handles_init(&fs);
+	if (!fs.tree || fs_init(&fs))
+		goto out_tree;
 	fs.cat = cat;
 	fs.stream = stream;
 	fs.ttl = o.ttl;
@@ -581,6 +643,7 @@ int main(int argc, char *argv[])
 		.se = se,
 		.http = http,
 		.stream = stream,
+		.tree = fs.tree,
 		.mountpoint = cmd.mountpoint,
 	};
 	watching = pthread_create(&watcher, NULL, watch_session, &watch) == 0;
@@ -619,7 +682,8 @@ out_unmount:
 out_signals:
 	fuse_remove_signal_handlers(se);
 out_tree:
-	fs_handles_release(&fs);
+	if (fs.objects)
+		fs_destroy(&fs);
 	tree_free(fs.tree);
 out_objs:
 	/* no listing or fetch may outlive what it uses */
@@ -627,6 +691,7 @@ out_objs:
 		http_cancel_all(http);
 	stream_free(stream);
 	catalog_free(cat);
+	remove_store_dir(store_dir);
 	api_free(api);
 	http_free(http);
 out_curl:

@@ -170,22 +170,97 @@ char *names_decorate(const char *name, const char *uid, bool full_uid,
 	return out;
 }
 
+/* Rule 3: a name longer than NAMES_MAX is cut and ends in ~uid8 (its
+ * extension kept). Takes @name; returns it or its cut, NULL on ENOMEM. */
+static char *fit(char *name, const char *uid)
+{
+	char *cut;
+
+	if (!name || strlen(name) <= NAMES_MAX)
+		return name;
+	cut = names_decorate(name, uid, false, 0);
+	free(name);
+	return cut;
+}
+
+char *names_base(const char *key, size_t len, const char *uid)
+{
+	if (!key || len == 0)
+		return fit(names_escape(uid, strlen(uid)), uid);
+	return fit(names_escape(key, len), uid);
+}
+
+int names_key_path(const char *key, size_t len, const char *uid,
+		   const char *ext, char ***parts, size_t *n)
+{
+	size_t i = 0, count = 0, cap = 0;
+	char **v = NULL;
+
+	*parts = NULL;
+	*n = 0;
+	while (key && i < len) {
+		size_t start = i, plen;
+		char **grown;
+
+		while (i < len && key[i] != '/')
+			i++;
+		plen = i - start;
+		i++; /* past the '/' */
+		if (plen == 0)
+			continue; /* a leading, trailing or doubled '/' */
+		if (count == cap) {
+			cap = cap ? cap * 2 : 8;
+			grown = realloc(v, cap * sizeof(*v));
+			if (!grown)
+				goto fail;
+			v = grown;
+		}
+		v[count] = names_escape(key + start, plen);
+		if (!v[count])
+			goto fail;
+		count++;
+	}
+	if (count == 0) {
+		v = malloc(sizeof(*v));
+		if (!v || !(v[0] = names_escape(uid, strlen(uid))))
+			goto fail;
+		count = 1;
+	}
+	/* the last part is the file: loaders filter by extension */
+	if (ext && *ext) {
+		char have[NAMES_EXT_MAX], *last = v[count - 1];
+		size_t llen = strlen(last);
+
+		if (!names_ext(last, llen, have)) {
+			char *with = malloc(llen + strlen(ext) + 1);
+
+			if (!with)
+				goto fail;
+			memcpy(with, last, llen);
+			strcpy(with + llen, ext);
+			free(last);
+			v[count - 1] = with;
+		}
+	}
+	for (i = 0; i < count; i++) {
+		v[i] = fit(v[i], uid);
+		if (!v[i])
+			goto fail;
+	}
+	*parts = v;
+	*n = count;
+	return 0;
+fail:
+	while (v && count > 0)
+		free(v[--count]);
+	free(v);
+	return -ENOMEM;
+}
+
 /* The name of one object before collisions: escaped key, or uid. */
 static char *base_name(const struct names_input *in)
 {
-	char *name;
-
-	if (!in->key || in->key_len == 0)
-		name = names_escape(in->uid, strlen(in->uid));
-	else
-		name = names_escape(in->key, in->key_len);
-	if (name && strlen(name) > NAMES_MAX) {
-		char *cut = names_decorate(name, in->uid, false, 0);
-
-		free(name);
-		name = cut;
-	}
-	return name;
+	return names_base(in->key, in->key_len, in->uid);
 }
 
 struct name_count {

@@ -34,6 +34,19 @@ size_t names_format_ext(const char *format, char ext[NAMES_EXT_MAX]);
 char *names_decorate(const char *name, const char *uid, bool full_uid,
 		     unsigned counter);
 
+/* The name of an object in a flat view before collisions (rules 1-3): its
+ * escaped key, or its uid when the key is missing or empty. A new string,
+ * NULL on ENOMEM. */
+char *names_base(const char *key, size_t len, const char *uid);
+
+/* The parts of an object's path in a key-path view before collisions: @len
+ * bytes of @key (may be NULL) split at '/', empty parts dropped, each named
+ * by rules 1-3, the last given @ext (may be "") when it has no extension;
+ * a key with no part left is named by @uid. A new array of @n new strings
+ * in @parts. Returns 0 or -ENOMEM. */
+int names_key_path(const char *key, size_t len, const char *uid,
+		   const char *ext, char ***parts, size_t *n);
+
 /* One object to name in names_assign(). */
 struct names_input {
 	const char *uid; /* never NULL */

@@ -16,6 +16,7 @@
 #include <string.h>
 #include <time.h>
 #include <sys/uio.h>
+#include <uthash.h>
 
 #define BLOCK_SHIFT STREAM_BLOCK_SHIFT
 #define BLOCK_SIZE ((int64_t)1 << BLOCK_SHIFT)
@@ -256,20 +257,6 @@ void stream_get_stats(struct stream *s, struct stream_stats *st)
 	pthread_mutex_lock(&s->lock);
 	*st = s->stats;
 	pthread_mutex_unlock(&s->lock);
-}
-
-void stream_log_stats(struct stream *s)
-{
-	struct stream_stats st;
-
-	stream_get_stats(s, &st);
-	log_info("stats: {\"cache_used\": %zu, \"cache_peak\": %zu, "
-		 "\"cache_budget\": %zu, \"fetches\": %" PRIu64 ", "
-		 "\"fetched_bytes\": %" PRIu64 ", \"block_hits\": %" PRIu64
-		 ", \"block_misses\": %" PRIu64 ", \"jobs\": %zu, "
-		 "\"kernel_held\": %zu}",
-		 st.used, st.peak, st.budget, st.fetches, st.fetched, st.hits,
-		 st.misses, st.jobs, st.kernel_held);
 }
 
 /* The state of one file, created on first use. Called with s->lock held. */
@@ -571,7 +558,7 @@ static int job_fetch(struct job *j, struct http_resp *r)
 		}
 		if (r->status == 404 || r->status == 410) {
 			log_err("%s: gone (HTTP %ld)", what, r->status);
-			catalog_forget_item(s->cat, j->ds, j->it);
+			catalog_forget(s->cat, j->ds, j->it->kind, j->it->oid);
 			return -ENOENT;
 		}
 		if (r->status != 403 || tries > 0)
@@ -1020,6 +1007,22 @@ void stream_view_release(struct stream *s, struct stream_view *v)
 	free(v->blocks);
 	free(v->iov);
 	memset(v, 0, sizeof(*v));
+}
+
+void stream_size_prefetch(struct stream *s, struct dataset *ds, struct item *it,
+			  enum stream_file which)
+{
+	struct job *probe = NULL;
+	struct sfile *f;
+
+	if (!stream_url(it, which))
+		return;
+	pthread_mutex_lock(&s->lock);
+	f = file_get(s, ds, it, which);
+	if (f && f->size < 0 && !block_find(s, f, 0))
+		plan(s, ds, it, which, f, 0, 0, false, &probe);
+	pthread_mutex_unlock(&s->lock);
+	start_jobs(s, probe, false);
 }
 
 int stream_size(struct stream *s, struct dataset *ds, struct item *it,

@@ -69,6 +69,12 @@ const char *stream_url(const struct item *it, enum stream_file which);
 int stream_size(struct stream *s, struct dataset *ds, struct item *it,
 		enum stream_file which, int64_t *size);
 
+/* Start learning the size of file @which of @it, when unknown and not
+ * being learned already, on the fetch threads: stream_size() then waits
+ * for that answer instead of asking again. */
+void stream_size_prefetch(struct stream *s, struct dataset *ds, struct item *it,
+			  enum stream_file which);
+
 /* Bytes of a file, in place in the cache: @n pieces of @len bytes in all,
  * pinned until stream_view_release(). */
 struct stream_view {
@@ -97,8 +103,5 @@ size_t stream_take_invalidations(struct stream *s, uint64_t *inos, size_t max);
 
 /* A snapshot of the counters. */
 void stream_get_stats(struct stream *s, struct stream_stats *st);
-
-/* Log the counters as one line: "stats: {JSON}". */
-void stream_log_stats(struct stream *s);
 
 #endif

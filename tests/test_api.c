@@ -114,7 +114,7 @@ static void test_item_documented(void)
 	CHECK(it->size == 12345);
 	CHECK_STR(it->data_ext, ".png");
 	CHECK_STR(it->thumb_ext, ".jpg");
-	CHECK(it->name == NULL);
+	CHECK(it->oid == 0);
 	CHECK(it->n_views == 0 && it->views == NULL);
 	CHECK(item_json_is(it, documented_item));
 	item_unref(it);

@@ -99,7 +99,8 @@ def test_lookups_outside_datasets_never_ask(fake_factory, mount_factory):
                if k not in ("connections",)) == 0
     assert names_in(m.path) == [b"acme"]
     assert names_in(m.p("acme")) == [b"cars"]
-    assert names_in(m.p("acme", "cars")) == [b"items", b"sequences"]
+    assert names_in(m.p("acme", "cars")) == [
+        b"by-status", b"files", b"items", b"sequences", b"thumbnails"]
 
 
 @pytest.mark.parametrize("dialect", ["documented", "sdk"])

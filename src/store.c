@@ -1,0 +1,1558 @@
+/* The listing store in SQLite. Every listing is written, page by page, under
+ * a generation of its own; readers name the generation they read, so a
+ * listing in the making is never seen and the one it replaces stays whole
+ * until collected. Names are given as objects arrive: a name is taken from
+ * the previous generation when the object's key is the same, else made by
+ * the rules of names.c, and a collision renames the newcomer (and the
+ * holder, unless the holder's name is an older one).
+ * Lock order: st->write_lock, then st->lock (the connection pool and the
+ * status table); neither is held across a callback. */
+#include "store.h"
+#include "api.h"
+#include "log.h"
+#include "names.h"
+#include "util.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <uthash.h>
+
+#define SCHEMA_VERSION 1
+#define MAX_READERS 16 /* connections open for readers at most */
+
+/* Entry flags: how an entry's name came about. */
+#define NAME_KEPT 1 /* from the previous generation */
+#define NAME_DECORATED 2 /* carries ~uid: a collision was resolved */
+
+static const char schema[] =
+	"CREATE TABLE IF NOT EXISTS meta(k TEXT PRIMARY KEY, v) WITHOUT ROWID;"
+	"CREATE TABLE IF NOT EXISTS objects(oid INTEGER PRIMARY KEY,"
+	" kind INTEGER NOT NULL, uid TEXT NOT NULL);"
+	"CREATE UNIQUE INDEX IF NOT EXISTS objects_uid ON objects(kind, uid);"
+	"CREATE TABLE IF NOT EXISTS gens(gen INTEGER PRIMARY KEY,"
+	" kind INTEGER NOT NULL, complete INTEGER NOT NULL DEFAULT 0);"
+	/* one row per object and generation: what getattr needs, and the
+	 * JSON for everything else */
+	"CREATE TABLE IF NOT EXISTS listed(gen INTEGER NOT NULL,"
+	" oid INTEGER NOT NULL, key BLOB, iname BLOB NOT NULL,"
+	" pdir INTEGER NOT NULL DEFAULT 0, pname BLOB,"
+	" has INTEGER NOT NULL, status INTEGER NOT NULL, size INTEGER,"
+	" mtime INTEGER, json BLOB NOT NULL,"
+	" PRIMARY KEY(gen, oid)) WITHOUT ROWID;"
+	/* folders of the key-path tree, for ever */
+	"CREATE TABLE IF NOT EXISTS dirs(id INTEGER PRIMARY KEY,"
+	" parent INTEGER NOT NULL, name BLOB NOT NULL);"
+	"CREATE UNIQUE INDEX IF NOT EXISTS dirs_name ON dirs(parent, name);"
+	/* the ids of the fixed directories are taken */
+	"INSERT OR IGNORE INTO dirs(id, parent, name) VALUES"
+	" (1, 0, 'items'), (2, 0, 'sequences'), (3, 0, 'paths');"
+	/* directory entries: an object (oid), a folder (child), or a name
+	 * held back after a collision (neither) */
+	"CREATE TABLE IF NOT EXISTS entries(gen INTEGER NOT NULL,"
+	" dir INTEGER NOT NULL, name BLOB NOT NULL, oid INTEGER NOT NULL,"
+	" child INTEGER NOT NULL, has INTEGER NOT NULL,"
+	" flags INTEGER NOT NULL, PRIMARY KEY(gen, dir, name)) WITHOUT ROWID;"
+	"CREATE TABLE IF NOT EXISTS folder_status(gen INTEGER NOT NULL,"
+	" dir INTEGER NOT NULL, status INTEGER NOT NULL,"
+	" PRIMARY KEY(gen, dir, status)) WITHOUT ROWID;"
+	"CREATE TABLE IF NOT EXISTS gen_status(gen INTEGER NOT NULL,"
+	" status INTEGER NOT NULL, PRIMARY KEY(gen, status)) WITHOUT ROWID;"
+	"CREATE TABLE IF NOT EXISTS statuses(id INTEGER PRIMARY KEY,"
+	" name TEXT NOT NULL UNIQUE);"
+	/* sizes the API does not give, for the version (time) they were
+	 * learned of */
+	"CREATE TABLE IF NOT EXISTS learned(oid INTEGER NOT NULL,"
+	" which INTEGER NOT NULL, size INTEGER NOT NULL, etag TEXT,"
+	" mtime INTEGER, PRIMARY KEY(oid, which)) WITHOUT ROWID;";
+
+/* The statements of one connection, prepared on first use. */
+enum stmt {
+	S_META_GET,
+	S_META_SET,
+	S_OBJECT_ID,
+	S_GEN_NEW,
+	S_GEN_DONE,
+	S_PREV,
+	S_SEEN,
+	S_LISTED_ADD,
+	S_LISTED_INAME,
+	S_LISTED_PNAME,
+	S_ENTRY_ADD,
+	S_ENTRY_GET,
+	S_ENTRY_DROP,
+	S_ENTRY_CLAIM,
+	S_ENTRY_HAS,
+	S_DIR_ID,
+	S_FOLDER_STATUS,
+	S_GEN_STATUS,
+	S_STATUS_ADD,
+	S_UID,
+	S_READDIR,
+	S_LOOKUP,
+	S_OBJECT,
+	S_OBJECT_ENTRY,
+	S_DIR_PARENT,
+	S_STATUSES,
+	S_LEARN,
+	S_COUNT
+};
+
+/* The attribute columns that follow the name in S_READDIR and S_LOOKUP. */
+#define ENTRY_COLUMNS                                                 \
+	"e.oid, e.child, e.has, l.status, COALESCE(l.size, ld.size)," \
+	" lt.size, l.mtime "
+#define ENTRY_FROM                                                             \
+	"FROM entries e LEFT JOIN listed l ON l.gen = e.gen AND l.oid = e.oid" \
+	" LEFT JOIN learned ld ON ld.oid = e.oid AND ld.which = 0"             \
+	" AND ld.mtime IS l.mtime"                                             \
+	" LEFT JOIN learned lt ON lt.oid = e.oid AND lt.which = 1"             \
+	" AND lt.mtime IS l.mtime "
+#define ENTRY_FILTER                                                          \
+	" AND (e.oid != 0 OR e.child != 0) AND (e.has & ?4) = ?4"             \
+	" AND (?5 = 0 OR (e.oid != 0 AND l.status = ?5) OR (e.child != 0 AND" \
+	" EXISTS (SELECT 1 FROM folder_status f WHERE f.gen = e.gen"          \
+	" AND f.dir = e.child AND f.status = ?5)))"
+
+static const char *const stmt_sql[S_COUNT] = {
+	[S_META_GET] = "SELECT v FROM meta WHERE k = ?1",
+	[S_META_SET] = "INSERT OR REPLACE INTO meta(k, v) VALUES(?1, ?2)",
+	[S_OBJECT_ID] = "INSERT INTO objects(kind, uid) VALUES(?1, ?2)"
+			" ON CONFLICT(kind, uid) DO UPDATE SET kind = kind"
+			" RETURNING oid",
+	[S_GEN_NEW] = "INSERT INTO gens(kind) VALUES(?1) RETURNING gen",
+	[S_GEN_DONE] = "UPDATE gens SET complete = 1 WHERE gen = ?1",
+	[S_SEEN] = "SELECT 1 FROM listed WHERE gen = ?1 AND oid = ?2",
+	[S_PREV] = "SELECT key, iname, pdir, pname FROM listed"
+		   " WHERE gen = ?1 AND oid = ?2",
+	[S_LISTED_ADD] =
+		"INSERT INTO listed(gen, oid, key, iname, pdir, pname,"
+		" has, status, size, mtime, json)"
+		" VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+	[S_LISTED_INAME] = "UPDATE listed SET iname = ?3"
+			   " WHERE gen = ?1 AND oid = ?2",
+	[S_LISTED_PNAME] = "UPDATE listed SET pname = ?3"
+			   " WHERE gen = ?1 AND oid = ?2",
+	[S_ENTRY_ADD] = "INSERT INTO entries(gen, dir, name, oid, child, has,"
+			" flags) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)"
+			" ON CONFLICT DO NOTHING",
+	[S_ENTRY_GET] = "SELECT oid, child, flags, has FROM entries"
+			" WHERE gen = ?1 AND dir = ?2 AND name = ?3",
+	[S_ENTRY_DROP] = "UPDATE entries SET oid = 0, child = 0, has = 0"
+			 " WHERE gen = ?1 AND dir = ?2 AND name = ?3",
+	[S_ENTRY_CLAIM] = "UPDATE entries SET oid = ?4, has = ?5, flags = ?6"
+			  " WHERE gen = ?1 AND dir = ?2 AND name = ?3"
+			  " AND oid = 0 AND child = 0",
+	[S_ENTRY_HAS] = "UPDATE entries SET has = has | ?4, child = ?5,"
+			" oid = 0 WHERE gen = ?1 AND dir = ?2 AND name = ?3",
+	[S_DIR_ID] = "INSERT INTO dirs(parent, name) VALUES(?1, ?2)"
+		     " ON CONFLICT(parent, name) DO UPDATE SET parent = parent"
+		     " RETURNING id",
+	[S_FOLDER_STATUS] = "INSERT OR IGNORE INTO folder_status(gen, dir,"
+			    " status) VALUES(?1, ?2, ?3)",
+	[S_GEN_STATUS] = "INSERT OR IGNORE INTO gen_status(gen, status)"
+			 " VALUES(?1, ?2)",
+	[S_STATUS_ADD] = "INSERT INTO statuses(name) VALUES(?1)"
+			 " ON CONFLICT(name) DO UPDATE SET name = name"
+			 " RETURNING id",
+	[S_UID] = "SELECT uid FROM objects WHERE oid = ?1",
+	[S_READDIR] =
+		"SELECT e.name, " ENTRY_COLUMNS ENTRY_FROM
+		"WHERE e.gen = ?1 AND e.dir = ?2 AND e.name > ?3" ENTRY_FILTER
+		" ORDER BY e.name LIMIT ?6",
+	[S_LOOKUP] =
+		"SELECT e.name, " ENTRY_COLUMNS ENTRY_FROM
+		"WHERE e.gen = ?1 AND e.dir = ?2 AND e.name = ?3" ENTRY_FILTER,
+	[S_OBJECT] = "SELECT json FROM listed WHERE gen = ?1 AND oid = ?2",
+	[S_OBJECT_ENTRY] = "SELECT l.iname, l.oid, 0, l.has, l.status,"
+			   " COALESCE(l.size, ld.size), lt.size, l.mtime"
+			   " FROM listed l"
+			   " LEFT JOIN learned ld ON ld.oid = l.oid"
+			   " AND ld.which = 0 AND ld.mtime IS l.mtime"
+			   " LEFT JOIN learned lt ON lt.oid = l.oid"
+			   " AND lt.which = 1 AND lt.mtime IS l.mtime"
+			   " WHERE l.gen = ?1 AND l.oid = ?2",
+	[S_DIR_PARENT] = "SELECT parent FROM dirs WHERE id = ?1",
+	[S_STATUSES] = "SELECT status FROM gen_status WHERE gen = ?1"
+		       " ORDER BY status",
+	[S_LEARN] = "INSERT OR REPLACE INTO learned(oid, which, size, etag,"
+		    " mtime) VALUES(?1, ?2, ?3, ?4, ?5)",
+};
+
+struct conn {
+	sqlite3 *db;
+	sqlite3_stmt *stmt[S_COUNT];
+	struct conn *next; /* protected by store->lock: the idle list */
+};
+
+struct status_name {
+	int id;
+	char *name;
+	UT_hash_handle hh;
+};
+
+struct store {
+	char *path;
+	pthread_mutex_t lock;
+	pthread_cond_t conn_free; /* a connection went back to the idle list */
+	struct conn *idle; /* protected by lock */
+	int n_conns; /* protected by lock: reader connections open */
+	struct status_name *statuses; /* protected by lock: by name */
+	struct status_name **status_by_id; /* protected by lock */
+	size_t n_status_ids; /* protected by lock */
+	pthread_mutex_t write_lock; /* one writer at a time */
+	struct conn *writer; /* protected by write_lock */
+	uint64_t current[2]; /* protected by lock: by enum item_kind */
+};
+
+static void conn_close(struct conn *c)
+{
+	int i;
+
+	if (!c)
+		return;
+	for (i = 0; i < S_COUNT; i++)
+		sqlite3_finalize(c->stmt[i]);
+	sqlite3_close(c->db);
+	free(c);
+}
+
+static int sql_errno(int rc)
+{
+	switch (rc & 0xff) {
+	case SQLITE_OK:
+	case SQLITE_ROW:
+	case SQLITE_DONE:
+		return 0;
+	case SQLITE_NOMEM:
+		return -ENOMEM;
+	case SQLITE_BUSY:
+	case SQLITE_LOCKED:
+		return -EBUSY;
+	case SQLITE_READONLY:
+	case SQLITE_PERM:
+	case SQLITE_CANTOPEN:
+		return -EACCES;
+	case SQLITE_FULL:
+		return -ENOSPC;
+	default:
+		return -EIO;
+	}
+}
+
+static int conn_exec(struct conn *c, const char *sql)
+{
+	char *msg = NULL;
+	int rc = sqlite3_exec(c->db, sql, NULL, NULL, &msg);
+
+	if (rc != SQLITE_OK)
+		log_err("store: %s: %s", sql, msg ? msg : sqlite3_errstr(rc));
+	sqlite3_free(msg);
+	return sql_errno(rc);
+}
+
+static struct conn *conn_open(const char *path)
+{
+	struct conn *c = calloc(1, sizeof(*c));
+	int rc;
+
+	if (!c)
+		return NULL;
+	rc = sqlite3_open_v2(path, &c->db,
+			     SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
+				     SQLITE_OPEN_NOMUTEX,
+			     NULL);
+	if (rc != SQLITE_OK) {
+		log_err("store: cannot open %s: %s", path, sqlite3_errstr(rc));
+		conn_close(c);
+		return NULL;
+	}
+	sqlite3_busy_timeout(c->db, 10000);
+	if (conn_exec(c, "PRAGMA journal_mode = WAL;"
+			 "PRAGMA synchronous = NORMAL;"
+			 "PRAGMA temp_store = MEMORY;"
+			 "PRAGMA cache_size = -4096;"
+			 "PRAGMA mmap_size = 268435456")) {
+		conn_close(c);
+		return NULL;
+	}
+	return c;
+}
+
+/* The statement @s of @c, reset and unbound. */
+static sqlite3_stmt *stmt(struct conn *c, enum stmt s)
+{
+	if (!c->stmt[s]) {
+		int rc = sqlite3_prepare_v3(c->db, stmt_sql[s], -1,
+					    SQLITE_PREPARE_PERSISTENT,
+					    &c->stmt[s], NULL);
+
+		if (rc != SQLITE_OK) {
+			log_err("store: cannot prepare \"%s\": %s", stmt_sql[s],
+				sqlite3_errmsg(c->db));
+			return NULL;
+		}
+	}
+	sqlite3_reset(c->stmt[s]);
+	sqlite3_clear_bindings(c->stmt[s]);
+	return c->stmt[s];
+}
+
+/* Step a statement that returns no row (or one ignored): 0 or -errno. */
+static int step_done(sqlite3_stmt *q)
+{
+	int rc = sqlite3_step(q);
+
+	if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
+		log_err("store: %s: %s", sqlite3_sql(q),
+			sqlite3_errmsg(sqlite3_db_handle(q)));
+		sqlite3_reset(q);
+		return sql_errno(rc);
+	}
+	sqlite3_reset(q);
+	return 0;
+}
+
+/* Step a statement that returns one integer: 0 with it in @v, -ENOENT
+ * when there is no row, or another negative errno. */
+static int step_int(sqlite3_stmt *q, int64_t *v)
+{
+	int rc = sqlite3_step(q);
+
+	if (rc == SQLITE_ROW) {
+		*v = sqlite3_column_int64(q, 0);
+		sqlite3_reset(q);
+		return 0;
+	}
+	sqlite3_reset(q);
+	if (rc == SQLITE_DONE)
+		return -ENOENT;
+	log_err("store: %s: %s", sqlite3_sql(q),
+		sqlite3_errmsg(sqlite3_db_handle(q)));
+	return sql_errno(rc);
+}
+
+static struct conn *conn_get(struct store *st)
+{
+	struct conn *c;
+
+	pthread_mutex_lock(&st->lock);
+	while (!st->idle && st->n_conns >= MAX_READERS)
+		pthread_cond_wait(&st->conn_free, &st->lock);
+	c = st->idle;
+	if (c) {
+		st->idle = c->next;
+		pthread_mutex_unlock(&st->lock);
+		return c;
+	}
+	st->n_conns++;
+	pthread_mutex_unlock(&st->lock);
+	c = conn_open(st->path);
+	if (!c) {
+		pthread_mutex_lock(&st->lock);
+		st->n_conns--;
+		pthread_cond_signal(&st->conn_free);
+		pthread_mutex_unlock(&st->lock);
+	}
+	return c;
+}
+
+static void conn_put(struct store *st, struct conn *c)
+{
+	pthread_mutex_lock(&st->lock);
+	c->next = st->idle;
+	st->idle = c;
+	pthread_cond_signal(&st->conn_free);
+	pthread_mutex_unlock(&st->lock);
+}
+
+static int meta_text(struct conn *c, const char *k, char *buf, size_t cap)
+{
+	sqlite3_stmt *q = stmt(c, S_META_GET);
+	int rc;
+
+	if (!q)
+		return -EIO;
+	sqlite3_bind_text(q, 1, k, -1, SQLITE_STATIC);
+	rc = sqlite3_step(q);
+	if (rc == SQLITE_ROW) {
+		const unsigned char *v = sqlite3_column_text(q, 0);
+
+		snprintf(buf, cap, "%s", v ? (const char *)v : "");
+		sqlite3_reset(q);
+		return 0;
+	}
+	sqlite3_reset(q);
+	return rc == SQLITE_DONE ? -ENOENT : sql_errno(rc);
+}
+
+static int meta_set(struct conn *c, const char *k, const char *text,
+		    int64_t num)
+{
+	sqlite3_stmt *q = stmt(c, S_META_SET);
+
+	if (!q)
+		return -EIO;
+	sqlite3_bind_text(q, 1, k, -1, SQLITE_STATIC);
+	if (text)
+		sqlite3_bind_text(q, 2, text, -1, SQLITE_STATIC);
+	else
+		sqlite3_bind_int64(q, 2, num);
+	return step_done(q);
+}
+
+/* Whether the database at the writer's connection is ours: schema, API
+ * origin and dataset. A new database is made ours. */
+static int claim(struct conn *c, const char *origin, const char *owner,
+		 const char *slug)
+{
+	const char *want[3][2] = { { "origin", origin },
+				   { "owner", owner },
+				   { "slug", slug } };
+	char buf[1024];
+	int i, err;
+
+	err = conn_exec(c, "BEGIN IMMEDIATE");
+	if (err)
+		return err;
+	err = conn_exec(c, schema);
+	if (!err && meta_text(c, "schema", buf, sizeof(buf)) == -ENOENT) {
+		err = meta_set(c, "schema", NULL, SCHEMA_VERSION);
+		for (i = 0; i < 3 && !err; i++)
+			err = meta_set(c, want[i][0], want[i][1], 0);
+	}
+	if (!err && (meta_text(c, "schema", buf, sizeof(buf)) ||
+		     strtol(buf, NULL, 10) != SCHEMA_VERSION))
+		err = -EPROTO;
+	for (i = 0; i < 3 && !err; i++) {
+		if (meta_text(c, want[i][0], buf, sizeof(buf)) ||
+		    strcmp(buf, want[i][1]) != 0)
+			err = -EPROTO;
+	}
+	conn_exec(c, err ? "ROLLBACK" : "COMMIT");
+	return err;
+}
+
+static int load_statuses(struct store *st, struct conn *c)
+{
+	sqlite3_stmt *q;
+	int rc, err = 0;
+
+	rc = sqlite3_prepare_v2(c->db, "SELECT id, name FROM statuses", -1, &q,
+				NULL);
+	if (rc != SQLITE_OK)
+		return sql_errno(rc);
+	while ((rc = sqlite3_step(q)) == SQLITE_ROW && !err) {
+		struct status_name *s = calloc(1, sizeof(*s));
+		int id = sqlite3_column_int(q, 0);
+
+		if (!s || !(s->name = strdup(
+				    (const char *)sqlite3_column_text(q, 1)))) {
+			free(s);
+			err = -ENOMEM;
+			break;
+		}
+		s->id = id;
+		HASH_ADD_KEYPTR(hh, st->statuses, s->name, strlen(s->name), s);
+		if ((size_t)id >= st->n_status_ids) {
+			size_t n = id + 16;
+			struct status_name **v =
+				realloc(st->status_by_id, n * sizeof(*v));
+
+			if (!v) {
+				err = -ENOMEM;
+				break;
+			}
+			memset(v + st->n_status_ids, 0,
+			       (n - st->n_status_ids) * sizeof(*v));
+			st->status_by_id = v;
+			st->n_status_ids = n;
+		}
+		st->status_by_id[id] = s;
+	}
+	sqlite3_finalize(q);
+	return err;
+}
+
+/* The last complete generation of each kind, from the gens table. */
+static int load_current(struct store *st, struct conn *c)
+{
+	sqlite3_stmt *q;
+	int rc, k;
+
+	rc = sqlite3_prepare_v2(c->db,
+				"SELECT max(gen) FROM gens WHERE kind = ?1"
+				" AND complete = 1",
+				-1, &q, NULL);
+	if (rc != SQLITE_OK)
+		return sql_errno(rc);
+	for (k = 0; k < 2; k++) {
+		sqlite3_bind_int(q, 1, k);
+		if (sqlite3_step(q) == SQLITE_ROW)
+			st->current[k] = sqlite3_column_int64(q, 0);
+		sqlite3_reset(q);
+	}
+	sqlite3_finalize(q);
+	return 0;
+}
+
+/* Move a database that cannot be used out of the way, with one log line. */
+static void set_aside(const char *path, const char *why)
+{
+	char aside[4096];
+	const char *suffix[] = { "-wal", "-shm" };
+	int i;
+
+	snprintf(aside, sizeof(aside), "%s.bad", path);
+	if (rename(path, aside) == 0)
+		log_err("store: %s %s: set aside as %s, making a new one", path,
+			why, aside);
+	else
+		unlink(path);
+	for (i = 0; i < 2; i++) {
+		snprintf(aside, sizeof(aside), "%s%s", path, suffix[i]);
+		unlink(aside);
+	}
+}
+
+int store_open(const char *path, const char *origin, const char *owner,
+	       const char *slug, struct store **out)
+{
+	struct store *st = calloc(1, sizeof(*st));
+	int err = -ENOMEM, tries;
+
+	*out = NULL;
+	if (!st || !(st->path = strdup(path))) {
+		free(st);
+		return -ENOMEM;
+	}
+	pthread_mutex_init(&st->lock, NULL);
+	pthread_cond_init(&st->conn_free, NULL);
+	pthread_mutex_init(&st->write_lock, NULL);
+	for (tries = 0; tries < 2; tries++) {
+		st->writer = conn_open(path);
+		err = st->writer ? claim(st->writer, origin, owner, slug)
+				 : -EIO;
+		if (!err)
+			break;
+		conn_close(st->writer);
+		st->writer = NULL;
+		if (err == -ENOMEM || err == -EACCES || err == -ENOSPC ||
+		    err == -EBUSY)
+			break;
+		set_aside(path, err == -EPROTO
+					? "is of another schema or dataset"
+					: "cannot be read");
+	}
+	if (!err)
+		err = load_statuses(st, st->writer);
+	if (!err)
+		err = load_current(st, st->writer);
+	if (err) {
+		store_free(st);
+		return err;
+	}
+	*out = st;
+	return 0;
+}
+
+void store_free(struct store *st)
+{
+	struct status_name *s, *tmp;
+	struct conn *c;
+
+	if (!st)
+		return;
+	while ((c = st->idle)) {
+		st->idle = c->next;
+		conn_close(c);
+	}
+	conn_close(st->writer);
+	HASH_ITER(hh, st->statuses, s, tmp) {
+		HASH_DEL(st->statuses, s);
+		free(s->name);
+		free(s);
+	}
+	free(st->status_by_id);
+	pthread_mutex_destroy(&st->write_lock);
+	pthread_cond_destroy(&st->conn_free);
+	pthread_mutex_destroy(&st->lock);
+	free(st->path);
+	free(st);
+}
+
+uint64_t store_current(struct store *st, enum item_kind kind)
+{
+	uint64_t gen;
+
+	pthread_mutex_lock(&st->lock);
+	gen = st->current[kind];
+	pthread_mutex_unlock(&st->lock);
+	return gen;
+}
+
+/* ---- writing a listing ---- */
+
+/* A folder of the key-path tree seen in this listing: what was written for
+ * it already, so a page of a thousand items in one folder writes it once. */
+struct folder_memo {
+	struct {
+		uint64_t parent;
+		char name[NAMES_MAX + 1];
+	} key;
+	uint64_t id;
+	unsigned has; /* bits written to its entry */
+	uint64_t statuses; /* status ids < 64 written to folder_status */
+	UT_hash_handle hh;
+};
+
+struct store_listing {
+	struct store *st;
+	enum item_kind kind;
+	uint64_t gen, prev;
+	struct folder_memo *folders;
+	uint64_t statuses; /* ids < 64 written to gen_status */
+	bool failed;
+};
+
+static void memo_free(struct store_listing *l)
+{
+	struct folder_memo *f, *tmp;
+
+	HASH_ITER(hh, l->folders, f, tmp) {
+		HASH_DEL(l->folders, f);
+		free(f);
+	}
+}
+
+int store_listing_begin(struct store *st, enum item_kind kind,
+			struct store_listing **out)
+{
+	struct store_listing *l = calloc(1, sizeof(*l));
+	sqlite3_stmt *q;
+	int64_t gen = 0;
+	int err;
+
+	*out = NULL;
+	if (!l)
+		return -ENOMEM;
+	l->st = st;
+	l->kind = kind;
+	l->prev = store_current(st, kind);
+	pthread_mutex_lock(&st->write_lock);
+	q = stmt(st->writer, S_GEN_NEW);
+	err = q ? 0 : -EIO;
+	if (!err) {
+		sqlite3_bind_int(q, 1, kind);
+		err = step_int(q, &gen);
+	}
+	pthread_mutex_unlock(&st->write_lock);
+	if (err) {
+		free(l);
+		return err;
+	}
+	l->gen = gen;
+	*out = l;
+	return 0;
+}
+
+/* The uid of @oid, as a new string; NULL when unknown or on ENOMEM. */
+static char *uid_of(struct conn *c, uint64_t oid)
+{
+	sqlite3_stmt *q = stmt(c, S_UID);
+	char *uid = NULL;
+
+	if (!q)
+		return NULL;
+	sqlite3_bind_int64(q, 1, oid);
+	if (sqlite3_step(q) == SQLITE_ROW)
+		uid = strdup((const char *)sqlite3_column_text(q, 0));
+	sqlite3_reset(q);
+	return uid;
+}
+
+/* Candidate @attempt for a name: the base, then with ~uid8, with the whole
+ * uid, and with the whole uid and a counter. A new string, NULL on ENOMEM. */
+static char *candidate(const char *base, const char *uid, unsigned attempt)
+{
+	if (attempt == 0)
+		return strdup(base);
+	return names_decorate(base, uid, attempt > 1,
+			      attempt > 2 ? attempt - 2 : 0);
+}
+
+/* Who holds a name: an object, a folder, or nobody (a name held back). */
+struct holder {
+	uint64_t oid, child;
+	unsigned flags, has;
+};
+
+static int entry_get(struct store_listing *l, uint64_t dir, const char *name,
+		     struct holder *h)
+{
+	sqlite3_stmt *q = stmt(l->st->writer, S_ENTRY_GET);
+	int rc;
+
+	if (!q)
+		return -EIO;
+	sqlite3_bind_int64(q, 1, l->gen);
+	sqlite3_bind_int64(q, 2, dir);
+	sqlite3_bind_blob(q, 3, name, strlen(name), SQLITE_STATIC);
+	rc = sqlite3_step(q);
+	if (rc == SQLITE_ROW) {
+		h->oid = sqlite3_column_int64(q, 0);
+		h->child = sqlite3_column_int64(q, 1);
+		h->flags = sqlite3_column_int(q, 2);
+		h->has = sqlite3_column_int(q, 3);
+	}
+	sqlite3_reset(q);
+	if (rc == SQLITE_ROW)
+		return 0;
+	return rc == SQLITE_DONE ? -ENOENT : sql_errno(rc);
+}
+
+/* Insert an entry; 1 when the name was free, 0 when it was taken. */
+static int entry_add(struct store_listing *l, uint64_t dir, const char *name,
+		     uint64_t oid, uint64_t child, unsigned has, unsigned flags)
+{
+	sqlite3_stmt *q = stmt(l->st->writer, S_ENTRY_ADD);
+	int err;
+
+	if (!q)
+		return -EIO;
+	sqlite3_bind_int64(q, 1, l->gen);
+	sqlite3_bind_int64(q, 2, dir);
+	sqlite3_bind_blob(q, 3, name, strlen(name), SQLITE_STATIC);
+	sqlite3_bind_int64(q, 4, oid);
+	sqlite3_bind_int64(q, 5, child);
+	sqlite3_bind_int(q, 6, has);
+	sqlite3_bind_int(q, 7, flags);
+	err = step_done(q);
+	if (err)
+		return err;
+	return sqlite3_changes(l->st->writer->db) > 0;
+}
+
+/* Turn the entry @name of @dir into a name held back (no object). */
+static int entry_drop(struct store_listing *l, uint64_t dir, const char *name)
+{
+	sqlite3_stmt *q = stmt(l->st->writer, S_ENTRY_DROP);
+
+	if (!q)
+		return -EIO;
+	sqlite3_bind_int64(q, 1, l->gen);
+	sqlite3_bind_int64(q, 2, dir);
+	sqlite3_bind_blob(q, 3, name, strlen(name), SQLITE_STATIC);
+	return step_done(q);
+}
+
+static int listed_rename(struct store_listing *l, uint64_t oid, bool path,
+			 const char *name)
+{
+	sqlite3_stmt *q =
+		stmt(l->st->writer, path ? S_LISTED_PNAME : S_LISTED_INAME);
+
+	if (!q)
+		return -EIO;
+	sqlite3_bind_int64(q, 1, l->gen);
+	sqlite3_bind_int64(q, 2, oid);
+	sqlite3_bind_blob(q, 3, name, strlen(name), SQLITE_TRANSIENT);
+	return step_done(q);
+}
+
+/* Take the name @name of @dir, held back, for object @oid. 1 when taken. */
+static int entry_claim(struct store_listing *l, uint64_t dir, const char *name,
+		       uint64_t oid, unsigned has, unsigned flags)
+{
+	sqlite3_stmt *q = stmt(l->st->writer, S_ENTRY_CLAIM);
+	int err;
+
+	if (!q)
+		return -EIO;
+	sqlite3_bind_int64(q, 1, l->gen);
+	sqlite3_bind_int64(q, 2, dir);
+	sqlite3_bind_blob(q, 3, name, strlen(name), SQLITE_STATIC);
+	sqlite3_bind_int64(q, 4, oid);
+	sqlite3_bind_int(q, 5, has);
+	sqlite3_bind_int(q, 6, flags);
+	err = step_done(q);
+	if (err)
+		return err;
+	return sqlite3_changes(l->st->writer->db) > 0;
+}
+
+static int place(struct store_listing *l, uint64_t dir, const char *base,
+		 const char *kept, const char *uid, uint64_t oid, unsigned has,
+		 bool path, unsigned first, char **placed);
+
+/* Move the object entry @name of @dir (held by @h, under its plain name)
+ * to a decorated name, and leave @name held back, so that no later object
+ * takes it plain: a collision it was part of. */
+static int rename_holder(struct store_listing *l, uint64_t dir,
+			 const char *name, const struct holder *h, bool path)
+{
+	char *uid = uid_of(l->st->writer, h->oid), *moved = NULL;
+	int err;
+
+	if (!uid)
+		return -ENOMEM;
+	err = entry_drop(l, dir, name);
+	if (!err)
+		err = place(l, dir, name, NULL, uid, h->oid, h->has, path, 1,
+			    &moved);
+	if (!err)
+		err = listed_rename(l, h->oid, path, moved);
+	free(moved);
+	free(uid);
+	return err;
+}
+
+/* Whether @h holds its name plain: made in this listing from its base. */
+static bool plain(const struct holder *h)
+{
+	return h->oid && !(h->flags & (NAME_KEPT | NAME_DECORATED));
+}
+
+/* Give object @oid a free name in @dir and write its entry: @kept, the name
+ * the last listing gave it, when there is one; else candidate @first on of
+ * @base. A plain name of this listing it collides with is renamed too (both
+ * get ~uid, and the name is held back for later ones); a kept name, a
+ * folder or a name held back is left to its holder, except that a kept
+ * name takes back its own. The name goes to @placed (a new string). */
+static int place(struct store_listing *l, uint64_t dir, const char *base,
+		 const char *kept, const char *uid, uint64_t oid, unsigned has,
+		 bool path, unsigned first, char **placed)
+{
+	struct holder h;
+	unsigned attempt;
+	int err;
+
+	*placed = NULL;
+	if (kept) {
+		err = entry_add(l, dir, kept, oid, 0, has, NAME_KEPT);
+		if (err == 0 && !(err = entry_get(l, dir, kept, &h)) &&
+		    plain(&h))
+			err = rename_holder(l, dir, kept, &h, path);
+		if (err == 0)
+			err = entry_claim(l, dir, kept, oid, has, NAME_KEPT);
+		if (err == 1) {
+			*placed = strdup(kept);
+			return *placed ? 0 : -ENOMEM;
+		}
+		if (err < 0)
+			return err;
+		/* a folder or another kept name has it now */
+	}
+	for (attempt = first; attempt < 1000; attempt++) {
+		char *name = candidate(base, uid, attempt);
+
+		if (!name)
+			return -ENOMEM;
+		err = entry_add(l, dir, name, oid, 0, has,
+				attempt ? NAME_DECORATED : 0);
+		if (err == 1) {
+			*placed = name;
+			return 0;
+		}
+		if (err == 0 && attempt == 0 &&
+		    !(err = entry_get(l, dir, name, &h)) && plain(&h))
+			err = rename_holder(l, dir, name, &h, path);
+		free(name);
+		if (err < 0)
+			return err;
+	}
+	return -EEXIST;
+}
+
+static void bind_name(sqlite3_stmt *q, int i, const char *name)
+{
+	sqlite3_bind_blob(q, i, name, strlen(name), SQLITE_STATIC);
+}
+
+/* The id of folder @name under @parent (made on first use), and its entry
+ * in this generation with @has bits and @status beneath it. */
+static int folder(struct store_listing *l, uint64_t parent, const char *name,
+		  unsigned has, int status, uint64_t *id)
+{
+	struct conn *w = l->st->writer;
+	struct folder_memo key, *f;
+	sqlite3_stmt *q;
+	int err = 0;
+
+	memset(&key.key, 0, sizeof(key.key));
+	key.key.parent = parent;
+	snprintf(key.key.name, sizeof(key.key.name), "%s", name);
+	HASH_FIND(hh, l->folders, &key.key, sizeof(key.key), f);
+	if (!f) {
+		struct holder h;
+		int64_t v;
+
+		f = calloc(1, sizeof(*f));
+		if (!f)
+			return -ENOMEM;
+		f->key = key.key;
+		q = stmt(w, S_DIR_ID);
+		err = q ? 0 : -EIO;
+		if (!err) {
+			sqlite3_bind_int64(q, 1, parent);
+			bind_name(q, 2, name);
+			err = step_int(q, &v);
+			f->id = v;
+		}
+		if (!err)
+			err = entry_add(l, parent, name, 0, f->id, has, 0);
+		if (err == 0 && !entry_get(l, parent, name, &h) && h.oid) {
+			/* a file of that name, kept or not: it yields to the
+			 * folder */
+			err = rename_holder(l, parent, name, &h, true);
+		}
+		if (err < 0) {
+			free(f);
+			return err;
+		}
+		err = 0;
+		HASH_ADD(hh, l->folders, key, sizeof(f->key), f);
+	}
+	if ((f->has & has) != has) {
+		q = stmt(w, S_ENTRY_HAS);
+		err = q ? 0 : -EIO;
+		if (!err) {
+			sqlite3_bind_int64(q, 1, l->gen);
+			sqlite3_bind_int64(q, 2, parent);
+			bind_name(q, 3, name);
+			sqlite3_bind_int(q, 4, has);
+			sqlite3_bind_int64(q, 5, f->id);
+			err = step_done(q);
+		}
+		if (!err)
+			f->has |= has;
+	}
+	if (!err && status != STORE_NO_STATUS &&
+	    (status >= 64 || !(f->statuses & (1ull << status)))) {
+		q = stmt(w, S_FOLDER_STATUS);
+		err = q ? 0 : -EIO;
+		if (!err) {
+			sqlite3_bind_int64(q, 1, l->gen);
+			sqlite3_bind_int64(q, 2, f->id);
+			sqlite3_bind_int(q, 3, status);
+			err = step_done(q);
+		}
+		if (!err && status < 64)
+			f->statuses |= 1ull << status;
+	}
+	*id = f->id;
+	return err;
+}
+
+/* The id of status @name, made on first use; STORE_NO_STATUS for NULL. */
+static int status_id_make(struct store *st, struct conn *w, const char *name,
+			  int *id)
+{
+	struct status_name *s;
+	sqlite3_stmt *q;
+	int64_t v;
+	int err;
+
+	*id = STORE_NO_STATUS;
+	if (!name)
+		return 0;
+	*id = store_status_id(st, name);
+	if (*id != STORE_NO_STATUS)
+		return 0;
+	q = stmt(w, S_STATUS_ADD);
+	if (!q)
+		return -EIO;
+	sqlite3_bind_text(q, 1, name, -1, SQLITE_STATIC);
+	err = step_int(q, &v);
+	if (err)
+		return err;
+	s = calloc(1, sizeof(*s));
+	if (!s || !(s->name = strdup(name))) {
+		free(s);
+		return -ENOMEM;
+	}
+	s->id = (int)v;
+	pthread_mutex_lock(&st->lock);
+	if ((size_t)s->id >= st->n_status_ids) {
+		size_t n = s->id + 16;
+		struct status_name **vv =
+			realloc(st->status_by_id, n * sizeof(*vv));
+
+		if (!vv) {
+			pthread_mutex_unlock(&st->lock);
+			free(s->name);
+			free(s);
+			return -ENOMEM;
+		}
+		memset(vv + st->n_status_ids, 0,
+		       (n - st->n_status_ids) * sizeof(*vv));
+		st->status_by_id = vv;
+		st->n_status_ids = n;
+	}
+	st->status_by_id[s->id] = s;
+	HASH_ADD_KEYPTR(hh, st->statuses, s->name, strlen(s->name), s);
+	pthread_mutex_unlock(&st->lock);
+	*id = s->id;
+	return 0;
+}
+
+/* What the previous generation had for @oid. */
+struct prev_row {
+	bool found;
+	bool same_key;
+	char *iname, *pname;
+	uint64_t pdir;
+};
+
+static int prev_row(struct store_listing *l, uint64_t oid,
+		    const struct item *it, struct prev_row *p)
+{
+	sqlite3_stmt *q;
+	int rc;
+
+	memset(p, 0, sizeof(*p));
+	if (!l->prev)
+		return 0;
+	q = stmt(l->st->writer, S_PREV);
+	if (!q)
+		return -EIO;
+	sqlite3_bind_int64(q, 1, l->prev);
+	sqlite3_bind_int64(q, 2, oid);
+	rc = sqlite3_step(q);
+	if (rc == SQLITE_ROW) {
+		const void *key = sqlite3_column_blob(q, 0);
+		size_t key_len = sqlite3_column_bytes(q, 0);
+		bool null_key = sqlite3_column_type(q, 0) == SQLITE_NULL;
+
+		p->found = true;
+		p->same_key = (null_key && !it->key) ||
+			      (!null_key && it->key && key_len == it->key_len &&
+			       memcmp(key, it->key, key_len) == 0);
+		p->iname = strndup(sqlite3_column_blob(q, 1),
+				   sqlite3_column_bytes(q, 1));
+		p->pdir = sqlite3_column_int64(q, 2);
+		if (sqlite3_column_type(q, 3) != SQLITE_NULL)
+			p->pname = strndup(sqlite3_column_blob(q, 3),
+					   sqlite3_column_bytes(q, 3));
+		if (!p->iname ||
+		    (sqlite3_column_type(q, 3) != SQLITE_NULL && !p->pname))
+			rc = SQLITE_NOMEM;
+	}
+	sqlite3_reset(q);
+	return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : sql_errno(rc);
+}
+
+static void prev_clear(struct prev_row *p)
+{
+	free(p->iname);
+	free(p->pname);
+}
+
+/* The object's place in the key-path tree: its folders made, and the base
+ * of its own name in @base. */
+static int key_path(struct store_listing *l, const struct item *it,
+		    unsigned has, int status, uint64_t *dir, char **base)
+{
+	char **parts = NULL;
+	size_t n = 0, i;
+	int err;
+
+	*dir = STORE_DIR_PATHS;
+	*base = NULL;
+	err = names_key_path(it->key, it->key ? it->key_len : 0, it->uid,
+			     it->data_ext, &parts, &n);
+	for (i = 0; !err && i + 1 < n; i++)
+		err = folder(l, *dir, parts[i], has,
+			     has & STORE_HAS_DATA ? status : STORE_NO_STATUS,
+			     dir);
+	if (!err) {
+		*base = parts[n - 1];
+		parts[n - 1] = NULL;
+	}
+	for (i = 0; i < n; i++)
+		free(parts[i]);
+	free(parts);
+	return err;
+}
+
+static int64_t time_ns(const struct item *it)
+{
+	return (int64_t)it->mtime.tv_sec * 1000000000 + it->mtime.tv_nsec;
+}
+
+/* Add one object to the listing: 1, 0 when its uid came earlier in this
+ * listing, or a negative errno. */
+static int add_object(struct store_listing *l, const struct item *it)
+{
+	struct conn *w = l->st->writer;
+	struct prev_row prev = { 0 };
+	char *base = NULL, *iname = NULL, *pname = NULL, *pbase = NULL;
+	unsigned has = (it->data_url ? STORE_HAS_DATA : 0) |
+		       (it->thumb_url ? STORE_HAS_THUMB : 0);
+	uint64_t oid, pdir = 0;
+	sqlite3_stmt *q;
+	int64_t v;
+	int status, err;
+
+	q = stmt(w, S_OBJECT_ID);
+	if (!q)
+		return -EIO;
+	sqlite3_bind_int(q, 1, it->kind);
+	sqlite3_bind_text(q, 2, it->uid, -1, SQLITE_STATIC);
+	err = step_int(q, &v);
+	oid = v;
+	if (err)
+		return err;
+	q = stmt(w, S_SEEN);
+	if (!q)
+		return -EIO;
+	sqlite3_bind_int64(q, 1, l->gen);
+	sqlite3_bind_int64(q, 2, oid);
+	err = step_int(q, &v);
+	if (err != -ENOENT)
+		return err ? err : 0; /* listed twice: the first one stays */
+	err = status_id_make(l->st, w, it->status, &status);
+	if (!err)
+		err = prev_row(l, oid, it, &prev);
+	if (err)
+		goto out;
+	base = names_base(it->key, it->key ? it->key_len : 0, it->uid);
+	if (!base) {
+		err = -ENOMEM;
+		goto out;
+	}
+	/* items/ or sequences/ */
+	err = place(l,
+		    l->kind == ITEM_KIND_ITEM ? STORE_DIR_ITEMS
+					      : STORE_DIR_SEQUENCES,
+		    base, prev.found && prev.same_key ? prev.iname : NULL,
+		    it->uid, oid, has, false, 0, &iname);
+	/* the key-path tree: items with a file to show */
+	if (!err && l->kind == ITEM_KIND_ITEM && has) {
+		err = key_path(l, it, has, status, &pdir, &pbase);
+		if (!err)
+			err = place(l, pdir, pbase,
+				    prev.found && prev.same_key &&
+						    prev.pdir == pdir
+					    ? prev.pname
+					    : NULL,
+				    it->uid, oid, has, true, 0, &pname);
+	}
+	if (err)
+		goto out;
+	q = stmt(w, S_LISTED_ADD);
+	if (!q) {
+		err = -EIO;
+		goto out;
+	}
+	sqlite3_bind_int64(q, 1, l->gen);
+	sqlite3_bind_int64(q, 2, oid);
+	if (it->key)
+		sqlite3_bind_blob(q, 3, it->key, it->key_len, SQLITE_STATIC);
+	bind_name(q, 4, iname);
+	sqlite3_bind_int64(q, 5, pdir);
+	if (pname)
+		bind_name(q, 6, pname);
+	sqlite3_bind_int(q, 7, has);
+	sqlite3_bind_int(q, 8, status);
+	if (it->size >= 0)
+		sqlite3_bind_int64(q, 9, it->size);
+	if (it->has_mtime)
+		sqlite3_bind_int64(q, 10, time_ns(it));
+	sqlite3_bind_blob(q, 11, it->json, it->json_len, SQLITE_STATIC);
+	err = step_done(q);
+	if (!err && status != STORE_NO_STATUS &&
+	    (status >= 64 || !(l->statuses & (1ull << status)))) {
+		q = stmt(w, S_GEN_STATUS);
+		err = q ? 0 : -EIO;
+		if (!err) {
+			sqlite3_bind_int64(q, 1, l->gen);
+			sqlite3_bind_int(q, 2, status);
+			err = step_done(q);
+		}
+		if (!err && status < 64)
+			l->statuses |= 1ull << status;
+	}
+out:
+	prev_clear(&prev);
+	free(base);
+	free(pbase);
+	free(iname);
+	free(pname);
+	return err ? err : 1;
+}
+
+int store_listing_add(struct store_listing *l, struct item *const *v, size_t n)
+{
+	struct store *st = l->st;
+	int err, added = 0;
+	size_t i;
+
+	if (l->failed)
+		return -EIO;
+	pthread_mutex_lock(&st->write_lock);
+	err = conn_exec(st->writer, "BEGIN IMMEDIATE");
+	for (i = 0; i < n && !err; i++) {
+		err = add_object(l, v[i]);
+		if (err > 0)
+			added += err;
+		err = err > 0 ? 0 : err;
+	}
+	if (!err)
+		err = conn_exec(st->writer, "COMMIT");
+	if (err) {
+		sqlite3_exec(st->writer->db, "ROLLBACK", NULL, NULL, NULL);
+		l->failed = true;
+	}
+	pthread_mutex_unlock(&st->write_lock);
+	return err ? err : added;
+}
+
+/* Remove every row of generation @gen. Called with write_lock held. */
+static int drop_gen(struct conn *w, uint64_t gen)
+{
+	static const char *const tables[] = { "listed", "entries",
+					      "folder_status", "gen_status",
+					      "gens" };
+	char sql[128];
+	size_t i;
+	int err = conn_exec(w, "BEGIN IMMEDIATE");
+
+	for (i = 0; i < sizeof(tables) / sizeof(tables[0]) && !err; i++) {
+		snprintf(sql, sizeof(sql),
+			 "DELETE FROM %s WHERE gen = %" PRIu64, tables[i], gen);
+		err = conn_exec(w, sql);
+	}
+	if (!err)
+		err = conn_exec(w, "COMMIT");
+	else
+		sqlite3_exec(w->db, "ROLLBACK", NULL, NULL, NULL);
+	return err;
+}
+
+uint64_t store_listing_commit(struct store_listing *l)
+{
+	struct store *st = l->st;
+	uint64_t gen = 0;
+	sqlite3_stmt *q;
+	int err = l->failed ? -EIO : 0;
+
+	pthread_mutex_lock(&st->write_lock);
+	q = err ? NULL : stmt(st->writer, S_GEN_DONE);
+	if (q) {
+		sqlite3_bind_int64(q, 1, l->gen);
+		err = step_done(q);
+	} else {
+		err = -EIO;
+	}
+	if (!err) {
+		gen = l->gen;
+		pthread_mutex_lock(&st->lock);
+		st->current[l->kind] = gen;
+		pthread_mutex_unlock(&st->lock);
+	} else {
+		drop_gen(st->writer, l->gen);
+	}
+	pthread_mutex_unlock(&st->write_lock);
+	memo_free(l);
+	free(l);
+	return gen;
+}
+
+void store_listing_abort(struct store_listing *l)
+{
+	if (!l)
+		return;
+	pthread_mutex_lock(&l->st->write_lock);
+	drop_gen(l->st->writer, l->gen);
+	pthread_mutex_unlock(&l->st->write_lock);
+	memo_free(l);
+	free(l);
+}
+
+void store_collect(struct store *st, enum item_kind kind, uint64_t keep)
+{
+	sqlite3_stmt *q;
+	uint64_t *old = NULL;
+	size_t n = 0, cap = 0, i;
+	int rc;
+
+	pthread_mutex_lock(&st->write_lock);
+	rc = sqlite3_prepare_v2(st->writer->db,
+				"SELECT gen FROM gens WHERE kind = ?1"
+				" AND gen < ?2",
+				-1, &q, NULL);
+	if (rc == SQLITE_OK) {
+		sqlite3_bind_int(q, 1, kind);
+		sqlite3_bind_int64(q, 2, keep);
+		while (sqlite3_step(q) == SQLITE_ROW &&
+		       !UTIL_GROW(old, n, cap, 8))
+			old[n++] = sqlite3_column_int64(q, 0);
+		sqlite3_finalize(q);
+	}
+	for (i = 0; i < n; i++)
+		drop_gen(st->writer, old[i]);
+	pthread_mutex_unlock(&st->write_lock);
+	free(old);
+}
+
+/* ---- reading ---- */
+
+static void entry_from_row(sqlite3_stmt *q, struct store_entry *e)
+{
+	int64_t ns;
+
+	e->name = sqlite3_column_blob(q, 0);
+	e->name_len = sqlite3_column_bytes(q, 0);
+	e->oid = sqlite3_column_int64(q, 1);
+	e->child = sqlite3_column_int64(q, 2);
+	e->has = sqlite3_column_int(q, 3);
+	e->status = sqlite3_column_int(q, 4);
+	e->size = sqlite3_column_type(q, 5) == SQLITE_NULL
+			  ? -1
+			  : sqlite3_column_int64(q, 5);
+	e->thumb_size = sqlite3_column_type(q, 6) == SQLITE_NULL
+				? -1
+				: sqlite3_column_int64(q, 6);
+	e->has_mtime = sqlite3_column_type(q, 7) != SQLITE_NULL;
+	ns = e->has_mtime ? sqlite3_column_int64(q, 7) : 0;
+	e->mtime.tv_sec = ns / 1000000000;
+	e->mtime.tv_nsec = ns % 1000000000;
+	if (e->mtime.tv_nsec < 0) {
+		e->mtime.tv_sec--;
+		e->mtime.tv_nsec += 1000000000;
+	}
+}
+
+static void bind_filter(sqlite3_stmt *q, const struct store_filter *filter)
+{
+	sqlite3_bind_int(q, 4, filter ? filter->has : 0);
+	sqlite3_bind_int(q, 5, filter ? filter->status : 0);
+}
+
+int store_lookup(struct store *st, uint64_t gen, uint64_t dir, const char *name,
+		 const struct store_filter *filter, struct store_entry *e)
+{
+	struct conn *c = conn_get(st);
+	sqlite3_stmt *q = c ? stmt(c, S_LOOKUP) : NULL;
+	int rc, err;
+
+	if (!q) {
+		if (c)
+			conn_put(st, c);
+		return -EIO;
+	}
+	sqlite3_bind_int64(q, 1, gen);
+	sqlite3_bind_int64(q, 2, dir);
+	sqlite3_bind_blob(q, 3, name, strlen(name), SQLITE_STATIC);
+	bind_filter(q, filter);
+	rc = sqlite3_step(q);
+	if (rc == SQLITE_ROW) {
+		entry_from_row(q, e);
+		e->name = name;
+		err = 0;
+	} else {
+		err = rc == SQLITE_DONE ? -ENOENT : sql_errno(rc);
+	}
+	sqlite3_reset(q);
+	conn_put(st, c);
+	return err;
+}
+
+int store_readdir(struct store *st, uint64_t gen, uint64_t dir,
+		  const char *after, const struct store_filter *filter,
+		  size_t max, int (*fn)(void *ctx, const struct store_entry *e),
+		  void *ctx)
+{
+	struct conn *c = conn_get(st);
+	sqlite3_stmt *q = c ? stmt(c, S_READDIR) : NULL;
+	int rc, ret = 0;
+
+	if (!q) {
+		if (c)
+			conn_put(st, c);
+		return -EIO;
+	}
+	sqlite3_bind_int64(q, 1, gen);
+	sqlite3_bind_int64(q, 2, dir);
+	sqlite3_bind_blob(q, 3, after, strlen(after), SQLITE_STATIC);
+	bind_filter(q, filter);
+	sqlite3_bind_int64(q, 6, max);
+	while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
+		struct store_entry e;
+
+		entry_from_row(q, &e);
+		ret = fn(ctx, &e);
+		if (ret)
+			break;
+	}
+	if (!ret && rc != SQLITE_DONE)
+		ret = sql_errno(rc);
+	sqlite3_reset(q);
+	conn_put(st, c);
+	return ret;
+}
+
+int store_object(struct store *st, uint64_t gen, enum item_kind kind,
+		 uint64_t oid, struct item **out)
+{
+	struct conn *c = conn_get(st);
+	sqlite3_stmt *q = c ? stmt(c, S_OBJECT) : NULL;
+	int rc, err = 0;
+
+	*out = NULL;
+	if (!q) {
+		if (c)
+			conn_put(st, c);
+		return -EIO;
+	}
+	sqlite3_bind_int64(q, 1, gen);
+	sqlite3_bind_int64(q, 2, oid);
+	rc = sqlite3_step(q);
+	if (rc == SQLITE_ROW) {
+		*out = api_parse_object(sqlite3_column_blob(q, 0),
+					sqlite3_column_bytes(q, 0), kind);
+		if (*out)
+			(*out)->oid = oid;
+		else
+			err = -EIO;
+	} else {
+		err = rc == SQLITE_DONE ? -ENOENT : sql_errno(rc);
+	}
+	sqlite3_reset(q);
+	conn_put(st, c);
+	return err;
+}
+
+int store_object_entry(struct store *st, uint64_t gen, uint64_t oid,
+		       struct store_entry *e)
+{
+	struct conn *c = conn_get(st);
+	sqlite3_stmt *q = c ? stmt(c, S_OBJECT_ENTRY) : NULL;
+	int rc, err = 0;
+
+	if (!q) {
+		if (c)
+			conn_put(st, c);
+		return -EIO;
+	}
+	sqlite3_bind_int64(q, 1, gen);
+	sqlite3_bind_int64(q, 2, oid);
+	rc = sqlite3_step(q);
+	if (rc == SQLITE_ROW) {
+		entry_from_row(q, e);
+		e->name = NULL;
+		e->name_len = 0;
+	} else {
+		err = rc == SQLITE_DONE ? -ENOENT : sql_errno(rc);
+	}
+	sqlite3_reset(q);
+	conn_put(st, c);
+	return err;
+}
+
+uint64_t store_dir_parent(struct store *st, uint64_t dir)
+{
+	struct conn *c = conn_get(st);
+	sqlite3_stmt *q = c ? stmt(c, S_DIR_PARENT) : NULL;
+	int64_t parent = 0;
+
+	if (q) {
+		sqlite3_bind_int64(q, 1, dir);
+		if (step_int(q, &parent))
+			parent = 0;
+	}
+	if (c)
+		conn_put(st, c);
+	return parent;
+}
+
+char *store_status_name(struct store *st, int status)
+{
+	char *name = NULL;
+
+	pthread_mutex_lock(&st->lock);
+	if (status > 0 && (size_t)status < st->n_status_ids &&
+	    st->status_by_id[status])
+		name = strdup(st->status_by_id[status]->name);
+	pthread_mutex_unlock(&st->lock);
+	return name;
+}
+
+int store_status_id(struct store *st, const char *name)
+{
+	struct status_name *s;
+	int id;
+
+	pthread_mutex_lock(&st->lock);
+	HASH_FIND_STR(st->statuses, name, s);
+	id = s ? s->id : STORE_NO_STATUS;
+	pthread_mutex_unlock(&st->lock);
+	return id;
+}
+
+int store_status_ensure(struct store *st, const char *name)
+{
+	int id, err;
+
+	pthread_mutex_lock(&st->write_lock);
+	err = status_id_make(st, st->writer, name, &id);
+	pthread_mutex_unlock(&st->write_lock);
+	return err ? err : id;
+}
+
+long store_statuses(struct store *st, uint64_t gen, int **out)
+{
+	struct conn *c = conn_get(st);
+	sqlite3_stmt *q = c ? stmt(c, S_STATUSES) : NULL;
+	size_t n = 0, cap = 0;
+	int *v = NULL, rc;
+
+	*out = NULL;
+	if (!q) {
+		if (c)
+			conn_put(st, c);
+		return -EIO;
+	}
+	sqlite3_bind_int64(q, 1, gen);
+	while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
+		if (UTIL_GROW(v, n, cap, 16)) {
+			rc = SQLITE_NOMEM;
+			break;
+		}
+		v[n++] = sqlite3_column_int(q, 0);
+	}
+	sqlite3_reset(q);
+	conn_put(st, c);
+	if (rc != SQLITE_DONE) {
+		free(v);
+		return sql_errno(rc);
+	}
+	*out = v;
+	return (long)n;
+}
+
+void store_learn_size(struct store *st, const struct item *it, int which,
+		      int64_t size, const char *etag)
+{
+	struct conn *c = conn_get(st);
+	sqlite3_stmt *q = c ? stmt(c, S_LEARN) : NULL;
+
+	if (q) {
+		sqlite3_bind_int64(q, 1, it->oid);
+		sqlite3_bind_int(q, 2, which);
+		sqlite3_bind_int64(q, 3, size);
+		sqlite3_bind_text(q, 4, etag ? etag : "", -1, SQLITE_STATIC);
+		if (it->has_mtime)
+			sqlite3_bind_int64(q, 5, time_ns(it));
+		step_done(q);
+	}
+	if (c)
+		conn_put(st, c);
+}

@@ -1,0 +1,625 @@
+/* An item's or sequence's folder and its files: metadata.json, status,
+ * the data file (a sequence's featured image), the thumbnail, and a
+ * sequence's views/. Objects are parsed from the store on use and kept in a
+ * small cache while the listing they came from is current. */
+#include "api.h"
+#include "fs.h"
+#include "log.h"
+#include "render.h"
+#include "view.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uthash.h>
+
+#define OBJECT_CACHE_MAX 1024 /* parsed objects kept */
+#define VIEW_INDEX_BITS 8 /* a view file's id: its sequence << 8 | index */
+
+extern struct node_ops view_metadata_ops, view_status_ops, view_views_ops;
+extern struct node_ops view_view_ops;
+
+/* ---- the cache of parsed objects ---- */
+
+struct cached_key {
+	size_t ds;
+	uint64_t id; /* kind bit and oid */
+};
+
+struct cached {
+	struct cached_key key;
+	uint64_t gen;
+	struct item *it;
+	struct cached *prev, *next; /* LRU, head newest */
+	UT_hash_handle hh;
+};
+
+struct object_cache {
+	pthread_mutex_t lock;
+	struct cached *by_key; /* protected by lock */
+	struct cached *head, *tail; /* protected by lock */
+	size_t n; /* protected by lock */
+};
+
+struct object_cache *view_object_cache_new(void)
+{
+	struct object_cache *c = calloc(1, sizeof(*c));
+
+	if (c)
+		pthread_mutex_init(&c->lock, NULL);
+	return c;
+}
+
+static void lru_unlink(struct object_cache *c, struct cached *e)
+{
+	if (e->prev)
+		e->prev->next = e->next;
+	else
+		c->head = e->next;
+	if (e->next)
+		e->next->prev = e->prev;
+	else
+		c->tail = e->prev;
+	e->prev = e->next = NULL;
+}
+
+static void lru_push(struct object_cache *c, struct cached *e)
+{
+	e->next = c->head;
+	e->prev = NULL;
+	if (c->head)
+		c->head->prev = e;
+	c->head = e;
+	if (!c->tail)
+		c->tail = e;
+}
+
+static void cached_drop(struct object_cache *c, struct cached *e)
+{
+	HASH_DEL(c->by_key, e);
+	lru_unlink(c, e);
+	item_unref(e->it);
+	free(e);
+	c->n--;
+}
+
+void view_object_cache_free(struct object_cache *c)
+{
+	if (!c)
+		return;
+	while (c->head)
+		cached_drop(c, c->head);
+	pthread_mutex_destroy(&c->lock);
+	free(c);
+}
+
+int view_object(struct fs *fs, struct dataset *ds, enum item_kind kind,
+		uint64_t oid, struct item **out)
+{
+	struct object_cache *c = fs->objects;
+	struct cached_key key = { dataset_index(ds),
+				  view_object_id(kind, oid) };
+	struct cached *e;
+	struct item *it = NULL;
+	uint64_t gen;
+	int err;
+
+	*out = NULL;
+	if (catalog_gone(fs->cat, ds, kind, oid))
+		return -ENOENT;
+	err = catalog_pin(fs->cat, ds, kind, &gen);
+	if (err)
+		return err;
+	pthread_mutex_lock(&c->lock);
+	HASH_FIND(hh, c->by_key, &key, sizeof(key), e);
+	if (e && e->gen == gen) {
+		lru_unlink(c, e);
+		lru_push(c, e);
+		it = item_ref(e->it);
+	}
+	pthread_mutex_unlock(&c->lock);
+	if (!it) {
+		err = store_object(dataset_store(ds), gen, kind, oid, &it);
+		if (!err) {
+			pthread_mutex_lock(&c->lock);
+			HASH_FIND(hh, c->by_key, &key, sizeof(key), e);
+			if (e)
+				cached_drop(c, e);
+			e = calloc(1, sizeof(*e));
+			if (e) {
+				e->key = key;
+				e->gen = gen;
+				e->it = item_ref(it);
+				HASH_ADD(hh, c->by_key, key, sizeof(e->key), e);
+				lru_push(c, e);
+				c->n++;
+				if (c->n > OBJECT_CACHE_MAX)
+					cached_drop(c, c->tail);
+			}
+			pthread_mutex_unlock(&c->lock);
+		}
+	}
+	catalog_unpin(fs->cat, ds, kind, gen);
+	*out = it;
+	return err;
+}
+
+/* ---- the folder ---- */
+
+/* One file of an object's folder. */
+struct object_file {
+	const struct node_ops *ops;
+	char name[NAMES_MAX + 1];
+};
+
+/* The files @it shows, sorted by name. Returns how many. */
+static size_t object_files(const struct item *it, struct object_file *v)
+{
+	size_t n = 0, i, j;
+
+	v[n].ops = &view_metadata_ops;
+	snprintf(v[n++].name, sizeof(v->name), "metadata.json");
+	if (it->status) {
+		v[n].ops = &view_status_ops;
+		snprintf(v[n++].name, sizeof(v->name), "status");
+	}
+	if (it->data_url) {
+		v[n].ops = &view_data_ops;
+		snprintf(v[n++].name, sizeof(v->name), "%s%s",
+			 it->kind == ITEM_KIND_ITEM ? "data" : "featured_image",
+			 it->data_ext);
+	}
+	if (it->thumb_url) {
+		v[n].ops = &view_thumb_ops;
+		snprintf(v[n++].name, sizeof(v->name), "thumbnail%s",
+			 it->thumb_ext);
+	}
+	if (it->n_views) {
+		v[n].ops = &view_views_ops;
+		snprintf(v[n++].name, sizeof(v->name), "views");
+	}
+	for (i = 1; i < n; i++) {
+		for (j = i; j > 0 && strcmp(v[j - 1].name, v[j].name) > 0;
+		     j--) {
+			struct object_file t = v[j];
+
+			v[j] = v[j - 1];
+			v[j - 1] = t;
+		}
+	}
+	return n;
+}
+
+#define OBJECT_FILES 5
+
+static int object_item(struct fs *fs, const struct node *n, struct item **it)
+{
+	return view_object(fs, n->ds, view_id_kind(n->id), view_id_oid(n->id),
+			   it);
+}
+
+static int object_child(struct fs *fs, const struct node *dir, const char *name,
+			struct node *c, struct stat *st)
+{
+	struct object_file files[OBJECT_FILES];
+	struct item *it;
+	size_t n, i;
+	int err = object_item(fs, dir, &it);
+
+	if (err)
+		return err;
+	n = object_files(it, files);
+	err = -ENOENT;
+	for (i = 0; i < n; i++) {
+		if (strcmp(files[i].name, name) == 0) {
+			view_make(c, files[i].ops, dir->ds, dir->id);
+			err = st ? c->ops->getattr(fs, c, st) : 0;
+			break;
+		}
+	}
+	item_unref(it);
+	return err;
+}
+
+static int object_readdir(struct fs *fs, const struct node *dir,
+			  const char *after, bool plus, view_fill_fn fill,
+			  void *ctx)
+{
+	struct object_file files[OBJECT_FILES];
+	const char *names[OBJECT_FILES];
+	struct item *it;
+	size_t n, i;
+	int err = object_item(fs, dir, &it);
+
+	if (err)
+		return err;
+	n = object_files(it, files);
+	for (i = 0; i < n; i++)
+		names[i] = files[i].name;
+	err = view_fill_sorted(fs, dir, names, n, after, plus, object_child,
+			       fill, ctx);
+	item_unref(it);
+	return err;
+}
+
+/* The object's time for its folder and streamed files, else the mount's. */
+static int object_stat(struct fs *fs, const struct node *n, struct stat *st)
+{
+	struct item *it;
+	int err = object_item(fs, n, &it);
+
+	if (err)
+		return err;
+	view_stat(fs, n, it->has_mtime ? &it->mtime : NULL, st);
+	item_unref(it);
+	return 0;
+}
+
+struct node_ops view_object_ops = {
+	.name = "object",
+	.dir = true,
+	.lookup = object_child,
+	.readdir = object_readdir,
+	.getattr = object_stat,
+};
+
+/* ---- generated files: metadata.json, status, views/<view>.json ---- */
+
+struct text_file {
+	struct view_file vf;
+	struct item *it;
+	enum render_file which;
+	const char *view_name; /* in it */
+};
+
+static void text_release_read(struct view_read *r, bool sent)
+{
+	free(r->one.iov_base);
+}
+
+static int text_read(struct fs *fs, struct view_file *f, size_t size, off_t off,
+		     struct view_read *r)
+{
+	struct text_file *tf = (struct text_file *)f;
+	char *buf = malloc(size ? size : 1);
+	ssize_t got;
+
+	if (!buf)
+		return -ENOMEM;
+	got = render_read(tf->it, tf->which, tf->view_name, buf, size, off);
+	if (got < 0) {
+		free(buf);
+		return (int)got;
+	}
+	r->one.iov_base = buf;
+	r->one.iov_len = got;
+	r->iov = &r->one;
+	r->n = 1;
+	r->release = text_release_read;
+	return 0;
+}
+
+static void text_release(struct fs *fs, struct view_file *f)
+{
+	struct text_file *tf = (struct text_file *)f;
+
+	item_unref(tf->it);
+	free(tf);
+}
+
+static const struct view_file_ops text_file_ops = {
+	.read = text_read,
+	.release = text_release,
+};
+
+/* The item and, for a view file, its view, of a generated file node. */
+static int text_target(struct fs *fs, const struct node *n, struct item **it,
+		       enum render_file *which, const char **view_name)
+{
+	uint64_t id = n->id;
+	int err;
+
+	*view_name = NULL;
+	if (n->ops == &view_view_ops)
+		id = (n->id >> VIEW_INDEX_BITS) | VIEW_SEQUENCE_BIT;
+	err = view_object(fs, n->ds, view_id_kind(id), view_id_oid(id), it);
+	if (err)
+		return err;
+	if (n->ops == &view_metadata_ops) {
+		*which = RENDER_METADATA;
+	} else if (n->ops == &view_status_ops) {
+		*which = RENDER_STATUS;
+	} else {
+		size_t index = n->id & ((1u << VIEW_INDEX_BITS) - 1);
+
+		*which = RENDER_VIEW;
+		if (index >= (*it)->n_views) {
+			item_unref(*it);
+			return -ENOENT;
+		}
+		*view_name = (*it)->views[index].name;
+	}
+	return 0;
+}
+
+static int text_getattr(struct fs *fs, const struct node *n, struct stat *st)
+{
+	enum render_file which;
+	const char *view_name;
+	struct item *it;
+	off_t size;
+	int err = text_target(fs, n, &it, &which, &view_name);
+
+	if (err)
+		return err;
+	size = render_size(it, which, view_name);
+	item_unref(it);
+	if (size < 0)
+		return (int)size;
+	/* their text changes without updated_at (fresh URLs, a new status):
+	 * the mount's time */
+	view_stat(fs, n, NULL, st);
+	view_stat_size(st, size);
+	return 0;
+}
+
+static int text_open(struct fs *fs, const struct node *n, int flags,
+		     struct view_file **out, bool *keep_cache)
+{
+	struct text_file *tf = calloc(1, sizeof(*tf));
+	int err;
+
+	if (!tf)
+		return -ENOMEM;
+	err = text_target(fs, n, &tf->it, &tf->which, &tf->view_name);
+	if (err) {
+		free(tf);
+		return err;
+	}
+	tf->vf.ops = &text_file_ops;
+	*out = &tf->vf;
+	*keep_cache = false;
+	return 0;
+}
+
+struct node_ops view_metadata_ops = {
+	.name = "metadata.json",
+	.getattr = text_getattr,
+	.open = text_open,
+};
+
+struct node_ops view_status_ops = {
+	.name = "status",
+	.getattr = text_getattr,
+	.open = text_open,
+};
+
+struct node_ops view_view_ops = {
+	.name = "view",
+	.getattr = text_getattr,
+	.open = text_open,
+};
+
+/* ---- views/ ---- */
+
+static int views_child(struct fs *fs, const struct node *dir, const char *name,
+		       struct node *c, struct stat *st)
+{
+	struct item *it;
+	size_t i;
+	int err = object_item(fs, dir, &it);
+
+	if (err)
+		return err;
+	err = -ENOENT;
+	for (i = 0; i < it->n_views && i < (1u << VIEW_INDEX_BITS); i++) {
+		if (strcmp(it->views[i].name, name) == 0) {
+			view_make(c, &view_view_ops, dir->ds,
+				  view_id_oid(dir->id) << VIEW_INDEX_BITS | i);
+			err = st ? text_getattr(fs, c, st) : 0;
+			break;
+		}
+	}
+	item_unref(it);
+	return err;
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+	return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+static int views_readdir(struct fs *fs, const struct node *dir,
+			 const char *after, bool plus, view_fill_fn fill,
+			 void *ctx)
+{
+	const char **names;
+	struct item *it;
+	size_t i, n;
+	int err = object_item(fs, dir, &it);
+
+	if (err)
+		return err;
+	n = it->n_views < (1u << VIEW_INDEX_BITS) ? it->n_views
+						  : (1u << VIEW_INDEX_BITS);
+	names = calloc(n ? n : 1, sizeof(*names));
+	if (!names) {
+		item_unref(it);
+		return -ENOMEM;
+	}
+	for (i = 0; i < n; i++)
+		names[i] = it->views[i].name;
+	qsort(names, n, sizeof(*names), cmp_str);
+	err = view_fill_sorted(fs, dir, names, n, after, plus, views_child,
+			       fill, ctx);
+	free(names);
+	item_unref(it);
+	return err;
+}
+
+struct node_ops view_views_ops = {
+	.name = "views",
+	.dir = true,
+	.lookup = views_child,
+	.readdir = views_readdir,
+	.getattr = object_stat,
+};
+
+/* ---- streamed files: data (or featured image) and thumbnail ---- */
+
+static enum stream_file stream_which(const struct node *n)
+{
+	return n->ops == &view_thumb_ops ? STREAM_THUMB : STREAM_DATA;
+}
+
+int view_object_file_stat(struct fs *fs, const struct node *n,
+			  const struct store_entry *e, struct stat *st)
+{
+	enum stream_file which = stream_which(n);
+	struct item *it = NULL;
+	int64_t size = -1;
+	int err = 0;
+
+	if (e)
+		size = which == STREAM_DATA ? e->size : e->thumb_size;
+	if (size < 0 || !e) {
+		err = object_item(fs, n, &it);
+		if (err)
+			return err;
+		if (!stream_url(it, which)) {
+			item_unref(it);
+			return -ENOENT;
+		}
+	}
+	if (size < 0) {
+		err = stream_size(fs->stream, n->ds, it, which, &size);
+		if (!err && it->oid)
+			store_learn_size(dataset_store(n->ds), it, which, size,
+					 "");
+	}
+	if (!err) {
+		if (e)
+			view_stat(fs, n, e->has_mtime ? &e->mtime : NULL, st);
+		else
+			view_stat(fs, n, it->has_mtime ? &it->mtime : NULL, st);
+		view_stat_size(st, size);
+	}
+	item_unref(it);
+	return err;
+}
+
+static int stream_getattr(struct fs *fs, const struct node *n, struct stat *st)
+{
+	struct store_entry e;
+	enum item_kind kind = view_id_kind(n->id);
+	uint64_t gen;
+	int err;
+
+	if (catalog_gone(fs->cat, n->ds, kind, view_id_oid(n->id)))
+		return -ENOENT;
+	err = catalog_pin(fs->cat, n->ds, kind, &gen);
+	if (err)
+		return err;
+	err = store_object_entry(dataset_store(n->ds), gen, view_id_oid(n->id),
+				 &e);
+	catalog_unpin(fs->cat, n->ds, kind, gen);
+	if (err)
+		return err;
+	if (!(e.has & (stream_which(n) == STREAM_DATA ? STORE_HAS_DATA
+						      : STORE_HAS_THUMB)))
+		return -ENOENT;
+	return view_object_file_stat(fs, n, &e, st);
+}
+
+struct data_file {
+	struct view_file vf;
+	struct dataset *ds;
+	struct item *it;
+	enum stream_file which;
+	struct stream_reader *reader;
+};
+
+static void data_release_read(struct view_read *r, bool sent)
+{
+	/* bytes the kernel did not take are not in its page cache */
+	if (!sent)
+		r->sv.drop_behind = false;
+	stream_view_release(r->stream, &r->sv);
+}
+
+static int data_read(struct fs *fs, struct view_file *f, size_t size, off_t off,
+		     struct view_read *r)
+{
+	struct data_file *df = (struct data_file *)f;
+	int err, count;
+
+	err = stream_read_view(fs->stream, df->reader, df->ds, df->it,
+			       df->which, size, off, &r->sv);
+	if (err)
+		return err;
+	for (count = 0; count < r->sv.n && r->sv.iov[count].iov_len; count++)
+		;
+	r->iov = r->sv.iov;
+	r->n = count;
+	r->stream = fs->stream;
+	r->release = data_release_read;
+	return 0;
+}
+
+static void data_release(struct fs *fs, struct view_file *f)
+{
+	struct data_file *df = (struct data_file *)f;
+
+	stream_reader_free(df->reader);
+	item_unref(df->it);
+	free(df);
+}
+
+static const struct view_file_ops data_file_ops = {
+	.read = data_read,
+	.release = data_release,
+};
+
+static int data_open(struct fs *fs, const struct node *n, int flags,
+		     struct view_file **out, bool *keep_cache)
+{
+	struct data_file *df = calloc(1, sizeof(*df));
+	int err;
+
+	if (!df)
+		return -ENOMEM;
+	err = object_item(fs, n, &df->it);
+	if (!err && !stream_url(df->it, stream_which(n)))
+		err = -ENOENT;
+	if (!err) {
+		df->ds = n->ds;
+		df->which = stream_which(n);
+		df->reader = stream_open(fs->stream, n->ds, df->it, df->which,
+					 n->ino, flags & O_DIRECT, keep_cache);
+		if (!df->reader)
+			err = -ENOMEM;
+	}
+	if (err) {
+		item_unref(df->it);
+		free(df);
+		return err;
+	}
+	df->vf.ops = &data_file_ops;
+	*out = &df->vf;
+	return 0;
+}
+
+struct node_ops view_data_ops = {
+	.name = "data",
+	.getattr = stream_getattr,
+	.open = data_open,
+};
+
+struct node_ops view_thumb_ops = {
+	.name = "thumbnail",
+	.getattr = stream_getattr,
+	.open = data_open,
+};

@@ -1,0 +1,186 @@
+/* The top of the tree: the root lists owners, an owner its datasets, a
+ * dataset the views every dataset has (each kind with a dataset_dir). */
+#include "fs.h"
+#include "view.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int plain_getattr(struct fs *fs, const struct node *n, struct stat *st)
+{
+	view_stat(fs, n, NULL, st);
+	return 0;
+}
+
+/* ---- the root: one folder per owner ---- */
+
+static int owner_child(struct fs *fs, const struct node *dir, const char *name,
+		       struct node *c, struct stat *st)
+{
+	long index = catalog_owner_index(fs->cat, name);
+
+	if (index < 0)
+		return -ENOENT;
+	view_make(c, &view_owner_ops, NULL, index);
+	if (st)
+		view_stat(fs, c, NULL, st);
+	return 0;
+}
+
+static int root_readdir(struct fs *fs, const struct node *dir,
+			const char *after, bool plus, view_fill_fn fill,
+			void *ctx)
+{
+	char **owners;
+	long n, i;
+	int err;
+
+	catalog_discover(fs->cat, false);
+	n = catalog_owners(fs->cat, &owners);
+	if (n < 0)
+		return (int)n;
+	err = view_fill_sorted(fs, dir, (const char *const *)owners, n, after,
+			       plus, owner_child, fill, ctx);
+	for (i = 0; i < n; i++)
+		free(owners[i]);
+	free(owners);
+	return err;
+}
+
+struct node_ops view_root_ops = {
+	.name = "root",
+	.dir = true,
+	.lookup = owner_child,
+	.readdir = root_readdir,
+	.getattr = plain_getattr,
+};
+
+/* ---- an owner: one folder per dataset ---- */
+
+static int dataset_child(struct fs *fs, const struct node *dir,
+			 const char *name, struct node *c, struct stat *st)
+{
+	char *owner = catalog_owner_name(fs->cat, dir->id);
+	struct dataset *ds = owner ? catalog_find(fs->cat, owner, name) : NULL;
+
+	free(owner);
+	if (!ds)
+		return -ENOENT;
+	view_make(c, &view_dataset_ops, ds, 0);
+	if (st)
+		view_stat(fs, c, NULL, st);
+	return 0;
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+	return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+static int owner_readdir(struct fs *fs, const struct node *dir,
+			 const char *after, bool plus, view_fill_fn fill,
+			 void *ctx)
+{
+	char *owner = catalog_owner_name(fs->cat, dir->id);
+	struct dataset **sets = NULL;
+	const char **names;
+	long n, i;
+	int err;
+
+	if (!owner)
+		return -ENOENT;
+	catalog_discover(fs->cat, false);
+	n = catalog_datasets(fs->cat, owner, &sets);
+	free(owner);
+	if (n < 0)
+		return (int)n;
+	names = calloc(n ? n : 1, sizeof(*names));
+	if (!names) {
+		free(sets);
+		return -ENOMEM;
+	}
+	for (i = 0; i < n; i++)
+		names[i] = dataset_slug_name(sets[i]);
+	qsort(names, n, sizeof(*names), cmp_str);
+	err = view_fill_sorted(fs, dir, names, n, after, plus, dataset_child,
+			       fill, ctx);
+	free(names);
+	free(sets);
+	return err;
+}
+
+static int owner_getattr(struct fs *fs, const struct node *n, struct stat *st)
+{
+	char *owner = catalog_owner_name(fs->cat, n->id);
+
+	if (!owner)
+		return -ENOENT;
+	free(owner);
+	view_stat(fs, n, NULL, st);
+	return 0;
+}
+
+struct node_ops view_owner_ops = {
+	.name = "owner",
+	.dir = true,
+	.lookup = dataset_child,
+	.readdir = owner_readdir,
+	.getattr = owner_getattr,
+};
+
+/* ---- a dataset: items/, sequences/ and the views ---- */
+
+/* The kind every dataset shows as @name now, or NULL. */
+static const struct node_ops *view_named(struct fs *fs, struct dataset *ds,
+					 const char *name)
+{
+	const struct node_ops *ops;
+	unsigned k;
+
+	for (k = 0; (ops = view_kind(k)); k++) {
+		if (ops->dataset_dir && strcmp(ops->dataset_dir, name) == 0 &&
+		    (!ops->present || ops->present(fs, ds)))
+			return ops;
+	}
+	return NULL;
+}
+
+static int view_child(struct fs *fs, const struct node *dir, const char *name,
+		      struct node *c, struct stat *st)
+{
+	const struct node_ops *ops = view_named(fs, dir->ds, name);
+
+	if (!ops)
+		return -ENOENT;
+	view_make(c, ops, dir->ds, 0);
+	if (st)
+		view_stat(fs, c, NULL, st);
+	return 0;
+}
+
+static int dataset_readdir(struct fs *fs, const struct node *dir,
+			   const char *after, bool plus, view_fill_fn fill,
+			   void *ctx)
+{
+	const struct node_ops *ops;
+	const char *names[64];
+	size_t n = 0;
+	unsigned k;
+
+	for (k = 0; (ops = view_kind(k)) && n < 64; k++) {
+		if (ops->dataset_dir)
+			names[n++] = ops->dataset_dir;
+	}
+	qsort(names, n, sizeof(*names), cmp_str);
+	return view_fill_sorted(fs, dir, names, n, after, plus, view_child,
+				fill, ctx);
+}
+
+struct node_ops view_dataset_ops = {
+	.name = "dataset",
+	.dir = true,
+	.lookup = view_child,
+	.readdir = dataset_readdir,
+	.getattr = plain_getattr,
+};

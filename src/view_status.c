@@ -1,0 +1,165 @@
+/* by-status/<status>/: the data files of the items in each status, at
+ * their key's paths. The seven item statuses of DESIGN section 1 are
+ * always there (empty when no item has them), and any other an item has;
+ * by-status/ itself only when some item has a status. */
+#include "fs.h"
+#include "view.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+extern struct node_ops view_by_status_ops, view_status_dir_ops;
+
+static const char *const item_statuses[] = {
+	"unattempted", "pending",	  "ready_for_annotation", "in_progress",
+	"completed",   "rework_required", "customer_approved",
+};
+
+#define N_ITEM_STATUSES (sizeof(item_statuses) / sizeof(item_statuses[0]))
+
+static const struct path_view status_view = {
+	.dir = &view_status_dir_ops,
+	.file = &view_data_ops,
+	.has = STORE_HAS_DATA,
+};
+
+/* The status ids of the current listing, in a new array; the count or a
+ * negative errno. */
+static long listed_statuses(struct fs *fs, struct dataset *ds, int **ids)
+{
+	uint64_t gen;
+	long n;
+	int err = catalog_pin(fs->cat, ds, ITEM_KIND_ITEM, &gen);
+
+	if (err)
+		return err;
+	n = store_statuses(dataset_store(ds), gen, ids);
+	catalog_unpin(fs->cat, ds, ITEM_KIND_ITEM, gen);
+	return n;
+}
+
+static bool by_status_present(struct fs *fs, struct dataset *ds)
+{
+	int *ids;
+	long n = listed_statuses(fs, ds, &ids);
+
+	if (n > 0)
+		free(ids);
+	return n > 0;
+}
+
+static bool is_item_status(const char *name)
+{
+	size_t i;
+
+	for (i = 0; i < N_ITEM_STATUSES; i++) {
+		if (strcmp(item_statuses[i], name) == 0)
+			return true;
+	}
+	return false;
+}
+
+static int status_child(struct fs *fs, const struct node *dir, const char *name,
+			struct node *c, struct stat *st)
+{
+	struct store *store;
+	int id, *ids;
+	long n, i;
+	bool listed = false;
+
+	n = listed_statuses(fs, dir->ds, &ids);
+	if (n < 0)
+		return (int)n;
+	store = dataset_store(dir->ds);
+	id = store_status_id(store, name);
+	for (i = 0; i < n && id; i++)
+		listed |= ids[i] == id;
+	free(ids);
+	if (!listed && is_item_status(name))
+		id = store_status_ensure(store, name);
+	else if (!listed)
+		return -ENOENT;
+	if (id <= 0)
+		return id < 0 ? id : -ENOENT;
+	view_make(c, &view_status_dir_ops, dir->ds,
+		  (uint64_t)id << VIEW_PATH_STATUS_SHIFT);
+	if (st)
+		view_stat(fs, c, NULL, st);
+	return 0;
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static int by_status_readdir(struct fs *fs, const struct node *dir,
+			     const char *after, bool plus, view_fill_fn fill,
+			     void *ctx)
+{
+	size_t n = 0, i, j;
+	char **names;
+	int *ids, err = 0;
+	long listed = listed_statuses(fs, dir->ds, &ids);
+
+	if (listed < 0)
+		return (int)listed;
+	names = calloc(N_ITEM_STATUSES + listed + 1, sizeof(*names));
+	for (i = 0; names && i < N_ITEM_STATUSES; i++)
+		names[n++] = strdup(item_statuses[i]);
+	for (i = 0; names && i < (size_t)listed; i++) {
+		char *name = store_status_name(dataset_store(dir->ds), ids[i]);
+
+		if (name && is_item_status(name))
+			free(name);
+		else if (name)
+			names[n++] = name;
+	}
+	free(ids);
+	for (i = 0; names && i < n; i++) {
+		if (!names[i])
+			err = -ENOMEM;
+	}
+	if (names && !err) {
+		qsort(names, n, sizeof(*names), cmp_str);
+		err = view_fill_sorted(fs, dir, (const char *const *)names, n,
+				       after, plus, status_child, fill, ctx);
+	}
+	for (j = 0; names && j < n; j++)
+		free(names[j]);
+	free(names);
+	return names ? err : -ENOMEM;
+}
+
+struct node_ops view_by_status_ops = {
+	.name = "by-status",
+	.dataset_dir = "by-status",
+	.present = by_status_present,
+	.dir = true,
+	.lookup = status_child,
+	.readdir = by_status_readdir,
+	.getattr = view_path_getattr,
+};
+
+static int status_dir_lookup(struct fs *fs, const struct node *dir,
+			     const char *name, struct node *child,
+			     struct stat *st)
+{
+	return view_path_lookup(fs, &status_view, dir, name, child, st);
+}
+
+static int status_dir_readdir(struct fs *fs, const struct node *dir,
+			      const char *after, bool plus, view_fill_fn fill,
+			      void *ctx)
+{
+	return view_path_readdir(fs, &status_view, dir, after, plus, fill, ctx);
+}
+
+struct node_ops view_status_dir_ops = {
+	.name = "by-status folder",
+	.dir = true,
+	.lookup = status_dir_lookup,
+	.readdir = status_dir_readdir,
+	.getattr = view_path_getattr,
+};

@@ -1,0 +1,36 @@
+/* thumbnails/: each item's thumbnail at its key's path, under the name its
+ * data file has in files/, so that the two views map one to one. */
+#include "fs.h"
+#include "view.h"
+
+extern struct node_ops view_thumbnails_ops;
+
+static const struct path_view thumbnails_view = {
+	.dir = &view_thumbnails_ops,
+	.file = &view_thumb_ops,
+	.has = STORE_HAS_THUMB,
+};
+
+static int thumbnails_lookup(struct fs *fs, const struct node *dir,
+			     const char *name, struct node *child,
+			     struct stat *st)
+{
+	return view_path_lookup(fs, &thumbnails_view, dir, name, child, st);
+}
+
+static int thumbnails_readdir(struct fs *fs, const struct node *dir,
+			      const char *after, bool plus, view_fill_fn fill,
+			      void *ctx)
+{
+	return view_path_readdir(fs, &thumbnails_view, dir, after, plus, fill,
+				 ctx);
+}
+
+struct node_ops view_thumbnails_ops = {
+	.name = "thumbnails",
+	.dataset_dir = "thumbnails",
+	.dir = true,
+	.lookup = thumbnails_lookup,
+	.readdir = thumbnails_readdir,
+	.getattr = view_path_getattr,
+};
