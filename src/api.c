@@ -110,20 +110,6 @@ static int list_push(struct item_list *list, struct item *it)
 	return 0;
 }
 
-int api_errno(long status)
-{
-	switch (status) {
-	case 401:
-	case 403:
-		return -EACCES;
-	case 404:
-	case 410:
-		return -ENOENT;
-	default:
-		return -EIO;
-	}
-}
-
 /* A new formatted string, NULL on ENOMEM. */
 static char *strprintf(const char *fmt, ...)
 	__attribute__((format(printf, 1, 2)));
@@ -832,7 +818,7 @@ static int get_json(struct api *api, const char *url, const char *what,
 	}
 	if (resp->status != 404)
 		log_status(api, what, resp->status, resp->body);
-	err = api_errno(resp->status);
+	err = util_http_errno(resp->status);
 	http_resp_clear(resp);
 	return err;
 }
@@ -987,7 +973,7 @@ int api_check_dataset(struct api *api, const char *owner, const char *slug,
 		return err;
 	*status = resp.status;
 	http_resp_clear(&resp);
-	return resp.status == 200 ? 0 : api_errno(resp.status);
+	return resp.status == 200 ? 0 : util_http_errno(resp.status);
 }
 
 void api_free_datasets(struct dataset_ref *v, size_t n)
@@ -1003,7 +989,7 @@ void api_free_datasets(struct dataset_ref *v, size_t n)
 
 /* The owner of a dataset object: "owner_name", or "owner" as a string or an
  * object with "username"/"name"/"slug". */
-static const char *dataset_owner(const cJSON *obj)
+static const char *dataset_ref_owner(const cJSON *obj)
 {
 	const cJSON *owner = cJSON_GetObjectItemCaseSensitive(obj, "owner");
 	const char *name = str_field(obj, "owner_name");
@@ -1057,7 +1043,7 @@ int api_list_datasets(struct api *api, struct dataset_ref **out, size_t *n)
 			break;
 		}
 		cJSON_ArrayForEach(obj, pg.results) {
-			const char *owner = dataset_owner(obj);
+			const char *owner = dataset_ref_owner(obj);
 			const char *slug = str_field(obj, "slug");
 
 			if (!page_result_ok(&pg, i++) || !owner || !slug ||

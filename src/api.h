@@ -63,7 +63,7 @@ typedef int (*api_page_fn)(void *ctx, struct item *const *v, size_t n);
 /* Fetch every page of the items or sequences of OWNER/SLUG, handing each to
  * @fn as it comes. A page that adds no new object but points to another, a
  * cursor seen before, or paging past list_timeout ends it with -EIO.
- * Returns 0 or a negative errno (see api_errno()). */
+ * Returns 0 or a negative errno (see util_http_errno()). */
 int api_list(struct api *api, const char *owner, const char *slug,
 	     enum item_kind kind, api_page_fn fn, void *ctx);
 
@@ -87,8 +87,5 @@ void api_free_datasets(struct dataset_ref *v, size_t n);
  * first use and kept): borrowed from @it, with its length in @len. NULL on
  * ENOMEM. Safe from many threads at once. */
 const char *api_item_pretty(struct item *it, size_t *len);
-
-/* The errno for an HTTP status: 401/403 EACCES, 404 ENOENT, else EIO. */
-int api_errno(long status);
 
 #endif

@@ -373,11 +373,6 @@ size_t dataset_index(const struct dataset *ds)
 	return ds->index;
 }
 
-const char *dataset_owner_name(const struct dataset *ds)
-{
-	return ds->owner_name;
-}
-
 const char *dataset_slug_name(const struct dataset *ds)
 {
 	return ds->slug_name;

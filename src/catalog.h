@@ -62,7 +62,6 @@ struct dataset *catalog_dataset_at(struct catalog *cat, size_t index);
 size_t dataset_index(const struct dataset *ds);
 
 /* The directory names of a dataset and its API identity (borrowed). */
-const char *dataset_owner_name(const struct dataset *ds);
 const char *dataset_slug_name(const struct dataset *ds);
 const char *dataset_owner(const struct dataset *ds);
 const char *dataset_slug(const struct dataset *ds);

@@ -884,11 +884,13 @@ int http_api_get(struct http *h, const char *url, size_t max_body,
 	if (key) {
 		memset(key, 0, strlen(key));
 		free(key);
+		if (!hdr)
+			return -ENOMEM; /* never without the key it has */
 	}
 	headers = curl_slist_append(NULL, "Accept: application/json");
-	if (headers && hdr) {
-		more = curl_slist_append(headers, hdr);
-		headers = more ? more : headers;
+	if (headers && hdr && !(more = curl_slist_append(headers, hdr))) {
+		curl_slist_free_all(headers);
+		headers = NULL;
 	}
 	err = headers ? perform(h, &x, url, headers) : -ENOMEM;
 	curl_slist_free_all(headers);
@@ -948,28 +950,6 @@ int http_data_stream(struct http *h, const char *url, int64_t start, size_t len,
 			resp->total = x.pos;
 	}
 	return 0;
-}
-
-struct buf_sink {
-	char *buf;
-	int64_t start;
-};
-
-static int buf_write(void *ctx, int64_t off, const char *data, size_t len)
-{
-	struct buf_sink *b = ctx;
-
-	memcpy(b->buf + (off - b->start), data, len);
-	return 0;
-}
-
-int http_data_get(struct http *h, const char *url, int64_t start, size_t len,
-		  char *buf, struct http_resp *resp)
-{
-	struct buf_sink b = { buf, start };
-	struct http_sink sink = { .write = buf_write, .ctx = &b };
-
-	return http_data_stream(h, url, start, len, &sink, resp);
 }
 
 void http_resp_clear(struct http_resp *resp)

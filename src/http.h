@@ -57,15 +57,6 @@ bool http_is_api_url(struct http *h, const char *url);
 int http_api_get(struct http *h, const char *url, size_t max_body,
 		 struct http_resp *resp);
 
-/* GET bytes [@start, @start + @len) of a data URL (http or https only, never
- * with the key) into @buf. On 200/206, @resp->len bytes were stored: @len, or
- * fewer at the end of the object; a body shorter or longer than announced is
- * retried, never passed on. A Range past the end answers 416 with
- * @resp->total set. Returns 0 when an answer came, -EIO when none did,
- * -EPERM for a refused URL, -ECANCELED on shutdown. */
-int http_data_get(struct http *h, const char *url, int64_t start, size_t len,
-		  char *buf, struct http_resp *resp);
-
 /* Where http_data_stream() delivers a body. */
 struct http_sink {
 	/* Called once per answer before its first byte, with its status and
@@ -79,10 +70,13 @@ struct http_sink {
 	void *ctx;
 };
 
-/* Like http_data_get(), but bytes go to @sink as they arrive; a retry after
- * a cut-off answer asks only for the bytes not yet delivered. Returns 0 when
- * an answer came (@resp->len: bytes delivered), the sink's errno, -EIO,
- * -EPERM or -ECANCELED. */
+/* GET bytes [@start, @start + @len) of a data URL (http or https only, never
+ * with the key), handing them to @sink as they arrive: a body shorter or
+ * longer than announced is retried, never passed on, and a retry after a
+ * cut-off answer asks only for the bytes not yet delivered. A Range past
+ * the end answers 416 with @resp->total set. Returns 0 when an answer came
+ * (@resp->len: bytes delivered), the sink's errno, -EIO when none did,
+ * -EPERM for a refused URL, -ECANCELED on shutdown. */
 int http_data_stream(struct http *h, const char *url, int64_t start, size_t len,
 		     const struct http_sink *sink, struct http_resp *resp);
 

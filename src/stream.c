@@ -7,6 +7,7 @@
  * Lock order: s->lock is a leaf, never held across a request. */
 #include "stream.h"
 #include "log.h"
+#include "util.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -582,7 +583,7 @@ static int job_fetch(struct job *j, struct http_resp *r)
 		log_debug("%s: URL re-resolved", what);
 	}
 	log_err("%s: refused by the server (HTTP %ld)", what, r->status);
-	return r->status == 401 || r->status == 403 ? -EACCES : -EIO;
+	return util_http_errno(r->status) == -EACCES ? -EACCES : -EIO;
 }
 
 /* Run a job: fetch, then settle every block — a block the answer filled up

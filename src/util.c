@@ -36,6 +36,20 @@ int util_cond_wait_until(pthread_cond_t *cond, pthread_mutex_t *lock,
 	return pthread_cond_timedwait(cond, lock, &ts);
 }
 
+int util_http_errno(long status)
+{
+	switch (status) {
+	case 401:
+	case 403:
+		return -EACCES;
+	case 404:
+	case 410:
+		return -ENOENT;
+	default:
+		return -EIO;
+	}
+}
+
 int util_grow(void **v, size_t size, size_t n, size_t *cap, size_t first)
 {
 	size_t want;

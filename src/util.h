@@ -24,6 +24,10 @@ int util_cond_wait_until(pthread_cond_t *cond, pthread_mutex_t *lock,
  * 0 or -ENOMEM, leaving the array as it was. */
 int util_grow(void **v, size_t size, size_t n, size_t *cap, size_t first);
 
+/* The errno for an HTTP status: 401/403 EACCES, 404/410 ENOENT, else EIO
+ * (negative). */
+int util_http_errno(long status);
+
 #define UTIL_GROW(v, n, cap, first) \
 	util_grow((void **)&(v), sizeof(*(v)), (n), &(cap), (first))
 

@@ -1,6 +1,7 @@
 /* Unit tests of the JSON side of src/api.c, without network: pages, objects
  * of both field dialects, wrong types, cursors, sequences and their views. */
 #include "api.h"
+#include "util.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -69,14 +70,14 @@ static bool item_json_is(struct item *it, const char *body)
 
 static void test_errno(void)
 {
-	CHECK(api_errno(401) == -EACCES);
-	CHECK(api_errno(403) == -EACCES);
-	CHECK(api_errno(404) == -ENOENT);
-	CHECK(api_errno(500) == -EIO);
-	CHECK(api_errno(502) == -EIO);
-	CHECK(api_errno(503) == -EIO);
-	CHECK(api_errno(400) == -EIO);
-	CHECK(api_errno(0) == -EIO);
+	CHECK(util_http_errno(401) == -EACCES);
+	CHECK(util_http_errno(403) == -EACCES);
+	CHECK(util_http_errno(404) == -ENOENT);
+	CHECK(util_http_errno(500) == -EIO);
+	CHECK(util_http_errno(502) == -EIO);
+	CHECK(util_http_errno(503) == -EIO);
+	CHECK(util_http_errno(400) == -EIO);
+	CHECK(util_http_errno(0) == -EIO);
 }
 
 static const char documented_item[] =
