@@ -274,11 +274,15 @@ static struct conn *conn_open(const char *path)
 		return NULL;
 	}
 	sqlite3_busy_timeout(c->db, 10000);
-	if (conn_exec(c, "PRAGMA journal_mode = WAL;"
-			 "PRAGMA synchronous = NORMAL;"
-			 "PRAGMA temp_store = MEMORY;"
-			 "PRAGMA cache_size = -4096;"
-			 "PRAGMA mmap_size = 268435456")) {
+	/* the first read of the file: a bad one is said once, by the caller */
+	rc = sqlite3_exec(c->db,
+			  "PRAGMA journal_mode = WAL;"
+			  "PRAGMA synchronous = NORMAL;"
+			  "PRAGMA temp_store = MEMORY;"
+			  "PRAGMA cache_size = -4096;"
+			  "PRAGMA mmap_size = 268435456",
+			  NULL, NULL, NULL);
+	if (rc != SQLITE_OK) {
 		conn_close(c);
 		return NULL;
 	}

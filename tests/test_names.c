@@ -778,6 +778,77 @@ static void test_assign_random(void)
 	free(objs);
 }
 
+/* Parts of a key path as one string joined by '|', for checks. */
+static void key_path_is(const char *key, size_t len, const char *ext,
+			const char *want)
+{
+	char **parts, got[2048] = "";
+	size_t n, i;
+
+	CHECK(names_key_path(key, len, "0123456789ab", ext, &parts, &n) == 0);
+	for (i = 0; i < n; i++) {
+		if (i)
+			strcat(got, "|");
+		strcat(got, parts[i]);
+		CHECK(parts[i][0] && !strchr(parts[i], '/') &&
+		      strlen(parts[i]) <= NAMES_MAX && strcmp(parts[i], ".") &&
+		      strcmp(parts[i], ".."));
+		free(parts[i]);
+	}
+	free(parts);
+	CHECK_STR(got, want);
+}
+
+static void test_key_path(void)
+{
+	char long_part[600];
+
+	key_path_is("cars/sedan/0001.jpg", 19, ".jpg", "cars|sedan|0001.jpg");
+	key_path_is("flat.png", 8, ".png", "flat.png");
+	/* empty parts dropped; a key with none is named by its uid */
+	key_path_is("//a//b//", 8, ".jpg", "a|b.jpg");
+	key_path_is("///", 3, ".jpg", "0123456789ab.jpg");
+	key_path_is(NULL, 0, ".jpg", "0123456789ab.jpg");
+	key_path_is("", 0, "", "0123456789ab");
+	/* the last part gets the extension when it has none */
+	key_path_is("cars/0002", 9, ".jpg", "cars|0002.jpg");
+	key_path_is("a.b/c.tar.gz", 12, ".jpg", "a.b|c.tar.gz");
+	/* "." and ".." are never names, nor are '%' and control bytes bare */
+	key_path_is("./../x", 6, ".jpg", "%2E|%2E%2E|x.jpg");
+	key_path_is("100%/a\nb", 8, "", "100%25|a%0Ab");
+	key_path_is("..", 2, "", "%2E%2E");
+	/* a long part is cut and tagged, extension kept */
+	memset(long_part, 'x', 300);
+	strcpy(long_part + 300, "/y.jpg");
+	{
+		char **parts;
+		size_t n;
+
+		CHECK(names_key_path(long_part, 306, "0123456789ab", ".jpg",
+				     &parts, &n) == 0);
+		CHECK(n == 2 && strlen(parts[0]) <= NAMES_MAX &&
+		      strstr(parts[0], "~01234567") != NULL);
+		CHECK_STR(parts[1], "y.jpg");
+		while (n > 0)
+			free(parts[--n]);
+		free(parts);
+	}
+}
+
+static void test_base(void)
+{
+	char *name = names_base("a/b.jpg", 7, "u1");
+
+	CHECK_STR(name, "a%2Fb.jpg");
+	free(name);
+	name = names_base(NULL, 0, "u1");
+	CHECK_STR(name, "u1");
+	free(name);
+	name = names_base("", 0, "u/1");
+	CHECK_STR(name, "u%2F1");
+	free(name);
+}
+
 int main(void)
 {
 	test_escape_unchanged();
@@ -799,5 +870,7 @@ int main(void)
 	test_assign_escaped_uids();
 	test_assign_long_key();
 	test_assign_random();
+	test_key_path();
+	test_base();
 	return check_report();
 }

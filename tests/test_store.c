@@ -1,0 +1,335 @@
+/* Unit tests of src/store.c: generations, the names of every view (DESIGN
+ * section 3: collisions, a file that is also a folder, names kept across
+ * listings), filters, and databases that must be set aside. */
+#include "store.h"
+#include "names.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "check.h"
+
+static char dir[] = "/tmp/avalafs-test-store-XXXXXX";
+
+static struct item *make(const char *uid, const char *key, const char *status,
+			 bool data, bool thumb)
+{
+	struct item *it = item_new(ITEM_KIND_ITEM);
+	char json[256];
+
+	it->uid = strdup(uid);
+	if (key) {
+		it->key = strdup(key);
+		it->key_len = strlen(key);
+		names_ext(key, strlen(key), it->data_ext);
+	}
+	if (!it->data_ext[0])
+		strcpy(it->data_ext, ".jpg");
+	strcpy(it->thumb_ext, ".jpg");
+	it->status = status ? strdup(status) : NULL;
+	it->data_url = data ? strdup("http://h/d") : NULL;
+	it->thumb_url = thumb ? strdup("http://h/t") : NULL;
+	snprintf(json, sizeof(json), "{\"uid\":\"%s\"}", uid);
+	it->json = strdup(json);
+	it->json_len = strlen(json);
+	return it;
+}
+
+/* Write one listing of @n objects in pages of @page; returns its gen. */
+static uint64_t list(struct store *st, struct item **v, size_t n, size_t page)
+{
+	struct store_listing *l;
+	size_t i;
+
+	if (store_listing_begin(st, ITEM_KIND_ITEM, &l))
+		return 0;
+	for (i = 0; i < n; i += page) {
+		if (store_listing_add(l, v + i, n - i < page ? n - i : page) <
+		    0) {
+			store_listing_abort(l);
+			return 0;
+		}
+	}
+	return store_listing_commit(l);
+}
+
+static void free_items(struct item **v, size_t n)
+{
+	while (n > 0)
+		item_unref(v[--n]);
+}
+
+struct names {
+	char v[64][NAMES_MAX + 1];
+	uint64_t oid[64], child[64];
+	size_t n;
+};
+
+static int collect(void *ctx, const struct store_entry *e)
+{
+	struct names *ns = ctx;
+
+	if (ns->n == 64)
+		return 1;
+	memcpy(ns->v[ns->n], e->name, e->name_len);
+	ns->v[ns->n][e->name_len] = '\0';
+	ns->oid[ns->n] = e->oid;
+	ns->child[ns->n] = e->child;
+	ns->n++;
+	return 0;
+}
+
+static void ls(struct store *st, uint64_t gen, uint64_t d,
+	       const struct store_filter *f, struct names *ns)
+{
+	ns->n = 0;
+	CHECK(store_readdir(st, gen, d, "", f, 1000, collect, ns) == 0);
+}
+
+/* The dir id of the folder @name in @d of @gen, 0 when none. */
+static uint64_t folder_id(struct store *st, uint64_t gen, uint64_t d,
+			  const char *name)
+{
+	struct store_entry e;
+
+	if (store_lookup(st, gen, d, name, NULL, &e))
+		return 0;
+	return e.child;
+}
+
+static bool has_name(const struct names *ns, const char *name)
+{
+	size_t i;
+
+	for (i = 0; i < ns->n; i++) {
+		if (strcmp(ns->v[i], name) == 0)
+			return true;
+	}
+	return false;
+}
+
+static struct store *open_store(const char *name)
+{
+	struct store *st = NULL;
+	char path[256];
+
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	CHECK(store_open(path, "http://api", "acme", "cars", &st) == 0);
+	return st;
+}
+
+static void test_views(void)
+{
+	struct store *st = open_store("views.db");
+	struct item *v[] = {
+		make("u-flat", "flat.png", "completed", true, true),
+		make("u-sedan", "cars/sedan/0001.jpg", "completed", true, true),
+		make("u-truck", "cars/truck/0002", "pending", true, false),
+		make("u-thumb", "thumbs/only.jpg", "odd_status", false, true),
+		make("u-nokey", NULL, NULL, true, true),
+		make("u-slash", "//a//b//", "pending", true, true),
+	};
+	struct store_filter data = { STORE_HAS_DATA, STORE_NO_STATUS };
+	struct store_filter thumbs = { STORE_HAS_THUMB, STORE_NO_STATUS };
+	struct store_filter done = { STORE_HAS_DATA, 0 };
+	struct store_entry e;
+	struct names ns;
+	uint64_t gen, cars, sedan;
+	int *ids;
+	long n;
+
+	if (!st)
+		return;
+	gen = list(st, v, 6, 4);
+	CHECK(gen != 0 && store_current(st, ITEM_KIND_ITEM) == gen);
+	ls(st, gen, STORE_DIR_ITEMS, NULL, &ns);
+	CHECK(ns.n == 6);
+	CHECK_STR(ns.v[0], "%2F%2Fa%2F%2Fb%2F%2F");
+	CHECK(has_name(&ns, "cars%2Fsedan%2F0001.jpg"));
+	CHECK(has_name(&ns, "u-nokey"));
+	/* byte order */
+	CHECK(strcmp(ns.v[0], ns.v[1]) < 0 && strcmp(ns.v[4], ns.v[5]) < 0);
+
+	/* the key-path tree: folders first made, files named by their key */
+	ls(st, gen, STORE_DIR_PATHS, &data, &ns);
+	CHECK(ns.n == 4); /* a/, cars/, flat.png, u-nokey.jpg */
+	CHECK(has_name(&ns, "a") && has_name(&ns, "cars"));
+	CHECK(has_name(&ns, "flat.png") && has_name(&ns, "u-nokey.jpg"));
+	CHECK(!has_name(&ns, "thumbs")); /* no data file beneath */
+	cars = folder_id(st, gen, STORE_DIR_PATHS, "cars");
+	CHECK(cars > STORE_DIR_PATHS);
+	sedan = folder_id(st, gen, cars, "sedan");
+	ls(st, gen, sedan, &data, &ns);
+	CHECK(ns.n == 1 && strcmp(ns.v[0], "0001.jpg") == 0);
+	CHECK(store_dir_parent(st, sedan) == cars);
+	/* the last part gets the data file's extension */
+	ls(st, gen, folder_id(st, gen, cars, "truck"), &data, &ns);
+	CHECK(ns.n == 1 && strcmp(ns.v[0], "0002.jpg") == 0);
+	ls(st, gen, folder_id(st, gen, STORE_DIR_PATHS, "a"), NULL, &ns);
+	CHECK(ns.n == 1 && strcmp(ns.v[0], "b.jpg") == 0);
+
+	/* thumbnails: their own files only, under the same names */
+	ls(st, gen, STORE_DIR_PATHS, &thumbs, &ns);
+	CHECK(has_name(&ns, "thumbs") && has_name(&ns, "flat.png") &&
+	      has_name(&ns, "cars") && has_name(&ns, "a"));
+	ls(st, gen, cars, &thumbs, &ns);
+	CHECK(ns.n == 1 && strcmp(ns.v[0], "sedan") == 0);
+
+	/* by status: files and the folders that hold one */
+	done.status = store_status_id(st, "completed");
+	CHECK(done.status > 0);
+	ls(st, gen, STORE_DIR_PATHS, &done, &ns);
+	CHECK(ns.n == 2 && has_name(&ns, "cars") && has_name(&ns, "flat.png"));
+	ls(st, gen, cars, &done, &ns);
+	CHECK(ns.n == 1 && strcmp(ns.v[0], "sedan") == 0);
+	CHECK(store_lookup(st, gen, cars, "truck", &done, &e) == -ENOENT);
+	n = store_statuses(st, gen, &ids);
+	CHECK(n == 3);
+	if (n > 0)
+		free(ids);
+
+	/* attributes come with the entry */
+	CHECK(store_lookup(st, gen, STORE_DIR_PATHS, "flat.png", NULL, &e) ==
+	      0);
+	CHECK(e.oid != 0 && e.child == 0 && e.size == -1 &&
+	      e.has == (STORE_HAS_DATA | STORE_HAS_THUMB));
+	store_learn_size(st, &(struct item){ .oid = e.oid }, 0, 1234, "");
+	CHECK(store_lookup(st, gen, STORE_DIR_PATHS, "flat.png", NULL, &e) ==
+	      0);
+	CHECK(e.size == 1234 && e.thumb_size == -1);
+	free_items(v, 6);
+	store_free(st);
+}
+
+static void test_collisions(void)
+{
+	struct store *st = open_store("collide.db");
+	struct item *v[] = {
+		make("aaaaaaaa-1", "dup.jpg", NULL, true, true),
+		make("bbbbbbbb-2", "dup.jpg", NULL, true, true),
+		make("cccccccc-3", "dup.jpg", NULL, true, true),
+		/* a file that is also a folder: the folder keeps the name,
+		 * whichever comes first */
+		make("dddddddd-4", "x.jpg", NULL, true, true),
+		make("eeeeeeee-5", "x.jpg/y.jpg", NULL, true, true),
+		make("ffffffff-6", "z.jpg/w.jpg", NULL, true, true),
+		make("99999999-7", "z.jpg", NULL, true, true),
+	};
+	struct names ns;
+	uint64_t gen;
+
+	if (!st)
+		return;
+	/* one page each: collisions across pages are resolved alike */
+	gen = list(st, v, 7, 1);
+	ls(st, gen, STORE_DIR_ITEMS, NULL, &ns);
+	CHECK(ns.n == 7);
+	CHECK(!has_name(&ns, "dup.jpg"));
+	CHECK(has_name(&ns, "dup~aaaaaaaa.jpg"));
+	CHECK(has_name(&ns, "dup~bbbbbbbb.jpg"));
+	CHECK(has_name(&ns, "dup~cccccccc.jpg"));
+	ls(st, gen, STORE_DIR_PATHS, NULL, &ns);
+	CHECK(ns.n == 7);
+	CHECK(has_name(&ns, "dup~aaaaaaaa.jpg") &&
+	      has_name(&ns, "dup~cccccccc.jpg"));
+	CHECK(has_name(&ns, "x.jpg") && has_name(&ns, "x~dddddddd.jpg"));
+	CHECK(has_name(&ns, "z.jpg") && has_name(&ns, "z~99999999.jpg"));
+	CHECK(folder_id(st, gen, STORE_DIR_PATHS, "x.jpg") != 0);
+	CHECK(folder_id(st, gen, STORE_DIR_PATHS, "z.jpg") != 0);
+	free_items(v, 7);
+	store_free(st);
+}
+
+static void test_names_kept(void)
+{
+	struct store *st = open_store("kept.db");
+	struct item *first[] = { make("aaaaaaaa-1", "dup.jpg", "pending", true,
+				      true) };
+	struct item *second[] = {
+		make("bbbbbbbb-2", "dup.jpg", "pending", true, true),
+		make("aaaaaaaa-1", "dup.jpg", "completed", true, true),
+		make("aaaaaaaa-1", "dup.jpg", "completed", true, true),
+	};
+	struct store_listing *l;
+	struct names ns;
+	uint64_t g1, g2;
+
+	if (!st)
+		return;
+	g1 = list(st, first, 1, 1);
+	ls(st, g1, STORE_DIR_ITEMS, NULL, &ns);
+	CHECK(ns.n == 1 && strcmp(ns.v[0], "dup.jpg") == 0);
+	/* the next listing: the old object keeps its name even when the new
+	 * one comes first; a uid listed twice counts once */
+	CHECK(store_listing_begin(st, ITEM_KIND_ITEM, &l) == 0);
+	CHECK(store_listing_add(l, second, 3) == 2);
+	CHECK(store_current(st, ITEM_KIND_ITEM) == g1);
+	g2 = store_listing_commit(l);
+	CHECK(g2 > g1 && store_current(st, ITEM_KIND_ITEM) == g2);
+	ls(st, g2, STORE_DIR_ITEMS, NULL, &ns);
+	CHECK(ns.n == 2 && has_name(&ns, "dup.jpg") &&
+	      has_name(&ns, "dup~bbbbbbbb.jpg"));
+	ls(st, g2, STORE_DIR_PATHS, NULL, &ns);
+	CHECK(ns.n == 2 && has_name(&ns, "dup.jpg"));
+	/* the old generation is there until collected */
+	ls(st, g1, STORE_DIR_ITEMS, NULL, &ns);
+	CHECK(ns.n == 1);
+	store_collect(st, ITEM_KIND_ITEM, g2);
+	ls(st, g1, STORE_DIR_ITEMS, NULL, &ns);
+	CHECK(ns.n == 0);
+	ls(st, g2, STORE_DIR_ITEMS, NULL, &ns);
+	CHECK(ns.n == 2);
+	/* an aborted listing leaves nothing */
+	CHECK(store_listing_begin(st, ITEM_KIND_ITEM, &l) == 0);
+	CHECK(store_listing_add(l, first, 1) == 1);
+	store_listing_abort(l);
+	CHECK(store_current(st, ITEM_KIND_ITEM) == g2);
+	free_items(first, 1);
+	free_items(second, 3);
+	store_free(st);
+}
+
+static void test_set_aside(void)
+{
+	char path[256], aside[300];
+	struct store *st = NULL;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/garbage.db", dir);
+	f = fopen(path, "w");
+	fputs("this is not a database, not even close, and it is long enough "
+	      "to be read as a header by SQLite, which it is not\n",
+	      f);
+	fclose(f);
+	CHECK(store_open(path, "http://api", "acme", "cars", &st) == 0);
+	CHECK(st != NULL && store_current(st, ITEM_KIND_ITEM) == 0);
+	store_free(st);
+	snprintf(aside, sizeof(aside), "%s.bad", path);
+	CHECK(access(aside, F_OK) == 0);
+	/* of another API origin: set aside too, never mixed */
+	CHECK(store_open(path, "http://other", "acme", "cars", &st) == 0);
+	store_free(st);
+	CHECK(store_open(path, "http://other", "acme", "cars", &st) == 0);
+	store_free(st);
+}
+
+int main(void)
+{
+	char cmd[128];
+
+	if (!mkdtemp(dir)) {
+		perror("mkdtemp");
+		return 1;
+	}
+	test_views();
+	test_collisions();
+	test_names_kept();
+	test_set_aside();
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+	if (system(cmd) != 0)
+		fprintf(stderr, "cannot remove %s\n", dir);
+	return check_report();
+}
