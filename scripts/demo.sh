@@ -28,8 +28,8 @@ mkdir -p "$state" "$mnt"
 rm -f "$state/port"
 setsid nohup /usr/bin/python3 tests/fake_avala.py --quiet \
 	--port-file "$state/port" \
-	--dataset demo/cars:items=12,sequences=2 \
-	--dataset demo/scans:items=5,dialect=sdk \
+	--dataset demo/cars:items=24,sequences=2,images=1,classes=3 \
+	--dataset demo/scans:items=5,dialect=sdk,images=1 \
 	>/dev/null 2>"$state/fake.log" &
 echo $! >"$state/fake.pid"
 for _ in $(seq 100); do [ -s "$state/port" ] && break; sleep 0.1; done
@@ -38,17 +38,30 @@ api="http://127.0.0.1:$(cat "$state/port")/api/v1"
 
 AVALA_API_KEY=test-key ./build/avalafs -o "api_url=$api,dataset=demo/cars" "$mnt"
 
-echo "\$ ls mnt mnt/demo mnt/demo/cars/items"
-ls "$mnt" "$mnt/demo"
-ls "$mnt/demo/cars/items"
-first=$(ls "$mnt/demo/cars/items" | head -n 1)
+cd "$mnt/.."
+echo "\$ ls mnt mnt/demo mnt/demo/cars"
+ls mnt mnt/demo mnt/demo/cars
 echo
-echo "\$ ls -l mnt/demo/cars/items/$first"
-ls -l "$mnt/demo/cars/items/$first"
+echo "\$ find mnt/demo/cars/files | head"
+find mnt/demo/cars/files | head
+first=$(ls mnt/demo/cars/items | head -n 1)
 echo
-echo "\$ cat mnt/demo/cars/items/$first/metadata.json"
-cat "$mnt/demo/cars/items/$first/metadata.json"
+echo "\$ ls -l 'mnt/demo/cars/items/$first'"
+ls -l "mnt/demo/cars/items/$first"
+echo
+echo "\$ cat 'mnt/demo/cars/items/$first/metadata.json'"
+cat "mnt/demo/cars/items/$first/metadata.json"
+image=$(find mnt/demo/cars/files -type f | head -n 1)
+if command -v identify >/dev/null; then
+	echo
+	echo "\$ identify '$image'"
+	identify "$image"
+fi
 echo
 echo "The sample datasets are mounted on ./mnt (the fake API is at $api)."
+echo "Its pictures: mnt/demo/cars/files/ (by key), mnt/demo/cars/thumbnails/"
+echo "(the same names, smaller), mnt/demo/cars/by-status/<status>/. Open them"
+echo "in an image viewer, e.g.: eog mnt/demo/cars/files/cars  (or feh, or"
+echo "xdg-open on a file)."
 echo "Unmount with: fusermount3 -u ./mnt   (or: scripts/demo.sh stop, which"
 echo "also stops the fake API)"

@@ -3,6 +3,8 @@
 AVALAFS_DEPS="gcc libc6-dev pkg-config meson ninja-build libfuse3-dev fuse3
 libcurl4-openssl-dev libcjson-dev uthash-dev libsqlite3-dev python3
 python3-pytest curl rsync clang libclang-rt-14-dev clang-format"
+# the clients the mount tests read with
+AVALAFS_TEST_DEPS="python3-pil python3-torchvision imagemagick"
 # and what scripts/package.sh builds and checks the packages with
 AVALAFS_PKG_DEPS="build-essential debhelper rpm man-db systemd procps"
 

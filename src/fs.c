@@ -25,7 +25,8 @@ int fs_init(struct fs *fs)
 	pthread_mutex_init(&fs->handles_lock, NULL);
 	fs->handles.prev = fs->handles.next = &fs->handles;
 	fs->objects = view_object_cache_new();
-	return fs->objects ? 0 : -ENOMEM;
+	fs->size_windows = view_size_windows_new();
+	return fs->objects && fs->size_windows ? 0 : -ENOMEM;
 }
 
 static void handle_add(struct fs *fs, struct fs_handle *h,
@@ -63,6 +64,8 @@ void fs_destroy(struct fs *fs)
 	pthread_mutex_destroy(&fs->handles_lock);
 	view_object_cache_free(fs->objects);
 	fs->objects = NULL;
+	view_size_windows_free(fs->size_windows);
+	fs->size_windows = NULL;
 }
 
 /* ---- the kernel's session ---- */
@@ -91,7 +94,7 @@ static void fs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	if (!err && !dir.ops->dir)
 		err = -ENOTDIR;
 	if (!err)
-		err = dir.ops->lookup(fs, &dir, name, &child, &e.attr);
+		err = dir.ops->lookup(fs, &dir, name, &child, &e.attr, true);
 	if (err == -ENOENT) {
 		/* a negative entry: the kernel need not ask again for ttl */
 		memset(&e, 0, sizeof(e));
@@ -274,11 +277,20 @@ static int fill_entry(void *ctx, const char *name, const struct node *child,
 		      const struct stat *st)
 {
 	struct dir_fill *df = ctx;
+	struct stat bare;
 
 	if (df->skip > 0) {
 		df->skip--;
 		df->next_off++;
 		return 0;
+	}
+	if (!st) {
+		/* no attributes without a request: the entry goes without
+		 * them, and the kernel asks by lookup when someone wants */
+		memset(&bare, 0, sizeof(bare));
+		bare.st_ino = child->ino;
+		bare.st_mode = child->ops->dir ? S_IFDIR : S_IFREG;
+		return add_entry(df, name, child->ino, &bare, false);
 	}
 	return add_entry(df, name, child->ino, st, true);
 }

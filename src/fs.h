@@ -20,12 +20,14 @@ struct fs_handle {
 };
 
 struct object_cache;
+struct size_windows;
 
 struct fs {
 	struct tree *tree;
 	struct catalog *cat;
 	struct stream *stream;
 	struct object_cache *objects; /* recently used objects, parsed */
+	struct size_windows *size_windows; /* sizes asked for ahead */
 	double ttl; /* seconds the kernel may trust entries and attributes */
 	unsigned max_background; /* requests the kernel may have in flight */
 	uid_t uid;

@@ -114,17 +114,17 @@ int view_fill_sorted(struct fs *fs, const struct node *dir,
 
 		if (strcmp(names[i], after) <= 0)
 			continue;
-		err = child(fs, dir, names[i], &c, plus ? &st : NULL);
+		err = child(fs, dir, names[i], &c, plus ? &st : NULL, false);
 		if (err == -ENOENT)
 			continue; /* gone meanwhile */
-		if (err)
+		if (err && err != -EAGAIN)
 			return err;
 		if (!plus) {
 			memset(&st, 0, sizeof(st));
 			st.st_ino = c.ino;
 			st.st_mode = c.ops->dir ? S_IFDIR : S_IFREG;
 		}
-		if (fill(ctx, names[i], &c, &st))
+		if (fill(ctx, names[i], &c, err ? NULL : &st))
 			return 0;
 	}
 	return 0;

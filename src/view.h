@@ -43,8 +43,10 @@ struct node {
 };
 
 /* Hands one directory entry to the FUSE adapter: @st is whole when the
- * listing was asked for with attributes, else only its type and inode.
- * Returns non-zero when no more fit. */
+ * listing was asked for with attributes, else only its type and inode; it
+ * is NULL when its attributes would cost a request (a listing never makes
+ * one: `find` and os.walk must not fetch). Returns non-zero when no more
+ * fit. */
 typedef int (*view_fill_fn)(void *ctx, const char *name,
 			    const struct node *child, const struct stat *st);
 
@@ -81,9 +83,9 @@ struct node_ops {
 	bool dir;
 	unsigned kind; /* its row in the table, set by view_init() */
 	/* directories: the child @name (its node and attributes in @child
-	 * and @st); -ENOENT when there is none */
+	 * and @st), a view_child_fn; -ENOENT when there is none */
 	int (*lookup)(struct fs *fs, const struct node *dir, const char *name,
-		      struct node *child, struct stat *st);
+		      struct node *child, struct stat *st, bool fetch);
 	/* directories: the entries after @after ("" first) in byte order of
 	 * their names, with attributes when @plus, until @fill is full;
 	 * 0 or a negative errno */
@@ -124,9 +126,11 @@ void view_stat(struct fs *fs, const struct node *n,
 void view_stat_size(struct stat *st, int64_t size);
 
 /* Finds the child @name of @dir: its node, and its attributes when @st is
- * not NULL. 0 or a negative errno (-ENOENT: none). */
+ * not NULL. 0 or a negative errno (-ENOENT: none; -EAGAIN: the attributes
+ * would need a request, and @fetch is false). */
 typedef int (*view_child_fn)(struct fs *fs, const struct node *dir,
-			     const char *name, struct node *c, struct stat *st);
+			     const char *name, struct node *c, struct stat *st,
+			     bool fetch);
 
 /* Give @fill the entries of @names (sorted, made into children by @child)
  * after @after. */
@@ -150,11 +154,15 @@ struct path_view {
 
 int view_path_lookup(struct fs *fs, const struct path_view *pv,
 		     const struct node *dir, const char *name,
-		     struct node *child, struct stat *st);
+		     struct node *child, struct stat *st, bool fetch);
 int view_path_readdir(struct fs *fs, const struct path_view *pv,
 		      const struct node *dir, const char *after, bool plus,
 		      view_fill_fn fill, void *ctx);
 int view_path_getattr(struct fs *fs, const struct node *n, struct stat *st);
+
+/* The folders whose files' sizes were last asked for ahead. */
+struct size_windows *view_size_windows_new(void);
+void view_size_windows_free(struct size_windows *w);
 
 /* Objects (view_object.c). */
 
@@ -184,8 +192,10 @@ static inline uint64_t view_object_id(enum item_kind kind, uint64_t oid)
 }
 
 /* Attributes of the data or thumbnail file node @n, with what the store
- * entry @e (may be NULL) knows of its size and time. */
+ * entry @e (may be NULL) knows of its size and time; a size no one knows
+ * yet is asked for when @fetch, else -EAGAIN. */
 int view_object_file_stat(struct fs *fs, const struct node *n,
-			  const struct store_entry *e, struct stat *st);
+			  const struct store_entry *e, struct stat *st,
+			  bool fetch);
 
 #endif

@@ -19,7 +19,7 @@ static void object_node(struct fs *fs, const struct node *dir,
 }
 
 static int list_lookup(struct fs *fs, const struct node *dir, const char *name,
-		       struct node *child, struct stat *st)
+		       struct node *child, struct stat *st, bool fetch)
 {
 	enum item_kind kind = list_kind(dir);
 	struct store_entry e;

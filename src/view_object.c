@@ -147,6 +147,9 @@ int view_object(struct fs *fs, struct dataset *ds, enum item_kind kind,
 	return err;
 }
 
+static int listed_stat(struct fs *fs, const struct node *n, struct stat *st,
+		       bool fetch);
+
 /* ---- the folder ---- */
 
 /* One file of an object's folder. */
@@ -202,7 +205,7 @@ static int object_item(struct fs *fs, const struct node *n, struct item **it)
 }
 
 static int object_child(struct fs *fs, const struct node *dir, const char *name,
-			struct node *c, struct stat *st)
+			struct node *c, struct stat *st, bool fetch)
 {
 	struct object_file files[OBJECT_FILES];
 	struct item *it;
@@ -216,7 +219,13 @@ static int object_child(struct fs *fs, const struct node *dir, const char *name,
 	for (i = 0; i < n; i++) {
 		if (strcmp(files[i].name, name) == 0) {
 			view_make(c, files[i].ops, dir->ds, dir->id);
-			err = st ? c->ops->getattr(fs, c, st) : 0;
+			if (!st)
+				err = 0;
+			else if (!fetch && (c->ops == &view_data_ops ||
+					    c->ops == &view_thumb_ops))
+				err = listed_stat(fs, c, st, false);
+			else
+				err = c->ops->getattr(fs, c, st);
 			break;
 		}
 	}
@@ -406,7 +415,7 @@ struct node_ops view_view_ops = {
 /* ---- views/ ---- */
 
 static int views_child(struct fs *fs, const struct node *dir, const char *name,
-		       struct node *c, struct stat *st)
+		       struct node *c, struct stat *st, bool fetch)
 {
 	struct item *it;
 	size_t i;
@@ -476,7 +485,8 @@ static enum stream_file stream_which(const struct node *n)
 }
 
 int view_object_file_stat(struct fs *fs, const struct node *n,
-			  const struct store_entry *e, struct stat *st)
+			  const struct store_entry *e, struct stat *st,
+			  bool fetch)
 {
 	enum stream_file which = stream_which(n);
 	struct item *it = NULL;
@@ -485,7 +495,7 @@ int view_object_file_stat(struct fs *fs, const struct node *n,
 
 	if (e)
 		size = which == STREAM_DATA ? e->size : e->thumb_size;
-	if (size < 0 || !e) {
+	if ((size < 0 && fetch) || !e) {
 		err = object_item(fs, n, &it);
 		if (err)
 			return err;
@@ -494,7 +504,9 @@ int view_object_file_stat(struct fs *fs, const struct node *n,
 			return -ENOENT;
 		}
 	}
-	if (size < 0) {
+	if (size < 0 && !fetch)
+		err = -EAGAIN;
+	else if (size < 0) {
 		err = stream_size(fs->stream, n->ds, it, which, &size);
 		if (!err && it->oid)
 			store_learn_size(dataset_store(n->ds), it, which, size,
@@ -511,7 +523,10 @@ int view_object_file_stat(struct fs *fs, const struct node *n,
 	return err;
 }
 
-static int stream_getattr(struct fs *fs, const struct node *n, struct stat *st)
+/* Attributes of a streamed file from the listing, asking for its size when
+ * @fetch and no one knows it. */
+static int listed_stat(struct fs *fs, const struct node *n, struct stat *st,
+		       bool fetch)
 {
 	struct store_entry e;
 	enum item_kind kind = view_id_kind(n->id);
@@ -531,7 +546,12 @@ static int stream_getattr(struct fs *fs, const struct node *n, struct stat *st)
 	if (!(e.has & (stream_which(n) == STREAM_DATA ? STORE_HAS_DATA
 						      : STORE_HAS_THUMB)))
 		return -ENOENT;
-	return view_object_file_stat(fs, n, &e, st);
+	return view_object_file_stat(fs, n, &e, st, fetch);
+}
+
+static int stream_getattr(struct fs *fs, const struct node *n, struct stat *st)
+{
+	return listed_stat(fs, n, st, true);
 }
 
 struct data_file {

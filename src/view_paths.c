@@ -8,6 +8,8 @@
 #include "view.h"
 
 #include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -34,10 +36,10 @@ static struct store_filter filter_of(const struct path_view *pv,
 }
 
 /* The child node of @dir for store entry @e, with its attributes when @st
- * is not NULL. */
+ * is not NULL (asking for a size no one knows when @fetch, else -EAGAIN). */
 static int entry_child(struct fs *fs, const struct path_view *pv,
 		       const struct node *dir, const struct store_entry *e,
-		       struct node *c, struct stat *st)
+		       struct node *c, struct stat *st, bool fetch)
 {
 	if (e->child) {
 		view_make(c, pv->dir, dir->ds,
@@ -51,26 +53,7 @@ static int entry_child(struct fs *fs, const struct path_view *pv,
 	if (catalog_gone(fs->cat, dir->ds, ITEM_KIND_ITEM, e->oid))
 		return -ENOENT;
 	view_make(c, pv->file, dir->ds, view_object_id(ITEM_KIND_ITEM, e->oid));
-	return st ? view_object_file_stat(fs, c, e, st) : 0;
-}
-
-int view_path_lookup(struct fs *fs, const struct path_view *pv,
-		     const struct node *dir, const char *name,
-		     struct node *child, struct stat *st)
-{
-	struct store_filter filter = filter_of(pv, dir);
-	struct store_entry e;
-	uint64_t gen;
-	int err = catalog_pin(fs->cat, dir->ds, ITEM_KIND_ITEM, &gen);
-
-	if (err)
-		return err;
-	err = store_lookup(dataset_store(dir->ds), gen, folder_dir(dir), name,
-			   &filter, &e);
-	catalog_unpin(fs->cat, dir->ds, ITEM_KIND_ITEM, gen);
-	if (!err)
-		err = entry_child(fs, pv, dir, &e, child, st);
-	return err;
+	return st ? view_object_file_stat(fs, c, e, st, fetch) : 0;
 }
 
 /* A batch of entries, copied out of the store so that attributes (which
@@ -101,27 +84,137 @@ static void batch_clear(struct batch *b)
 		free(b->names[--b->n]);
 }
 
-/* Ask for the sizes the batch lacks all at once, so that the requests go
- * out in parallel and the entries then wait only for their own. */
-static void prefetch_sizes(struct fs *fs, const struct path_view *pv,
-			   const struct node *dir, const struct batch *b)
+/* Where the sizes of a folder's files were last asked for ahead: a
+ * reader that stats them one by one (ls -l) finds each one's request
+ * already out, up to max_conns at once. */
+struct size_window {
+	size_t ds;
+	uint64_t id; /* the folder's node id */
+	const struct node_ops *kind;
+	char last[NAMES_MAX + 1]; /* asked for up to here */
+};
+
+#define WINDOWS 16
+
+struct size_windows {
+	pthread_mutex_t lock;
+	struct size_window v[WINDOWS]; /* protected by lock */
+	unsigned next; /* protected by lock: the one to reuse */
+};
+
+struct size_windows *view_size_windows_new(void)
+{
+	struct size_windows *w = calloc(1, sizeof(*w));
+
+	if (w)
+		pthread_mutex_init(&w->lock, NULL);
+	return w;
+}
+
+void view_size_windows_free(struct size_windows *w)
+{
+	if (w) {
+		pthread_mutex_destroy(&w->lock);
+		free(w);
+	}
+}
+
+/* Whether the sizes of the files of @dir after @name were asked for
+ * already; if not, note that they are now, up to @last. */
+static bool window_covers(struct size_windows *w, const struct node *dir,
+			  const char *name, const char *last)
+{
+	struct size_window *slot = NULL;
+	bool covered = false;
+	unsigned i;
+
+	pthread_mutex_lock(&w->lock);
+	for (i = 0; i < WINDOWS && !slot; i++) {
+		if (w->v[i].kind == dir->ops && w->v[i].id == dir->id &&
+		    w->v[i].ds == dataset_index(dir->ds))
+			slot = &w->v[i];
+	}
+	if (slot && strcmp(name, slot->last) < 0) {
+		covered = true;
+	} else if (last) {
+		if (!slot) {
+			slot = &w->v[w->next++ % WINDOWS];
+			slot->kind = dir->ops;
+			slot->id = dir->id;
+			slot->ds = dataset_index(dir->ds);
+		}
+		snprintf(slot->last, sizeof(slot->last), "%s", last);
+	}
+	pthread_mutex_unlock(&w->lock);
+	return covered;
+}
+
+struct window_fill {
+	struct batch *b;
+	size_t max;
+};
+
+/* Ask, all at once, for the sizes no one knows of the files of @dir from
+ * @name on (2 x max_conns of them), unless that was done already. */
+static void size_window(struct fs *fs, const struct path_view *pv,
+			const struct node *dir, uint64_t gen, const char *name)
 {
 	enum stream_file which = pv->file == &view_thumb_ops ? STREAM_THUMB
 							     : STREAM_DATA;
-	size_t i;
+	struct store_filter filter = filter_of(pv, dir);
+	size_t want = 2 * (fs->max_background ? fs->max_background : 16), i;
+	struct store_entry *v;
+	char **names;
+	struct batch b;
 
-	for (i = 0; i < b->n; i++) {
-		const struct store_entry *e = &b->v[i];
-		struct item *it;
+	if (window_covers(fs->size_windows, dir, name, NULL))
+		return;
+	v = calloc(want, sizeof(*v));
+	names = calloc(want, sizeof(*names));
+	b = (struct batch){ v, names, 0 };
+	if (v && names &&
+	    store_readdir(dataset_store(dir->ds), gen, folder_dir(dir), name,
+			  &filter, want, batch_add, &b) == 0 &&
+	    b.n > 0) {
+		window_covers(fs->size_windows, dir, name, b.names[b.n - 1]);
+		for (i = 0; i < b.n; i++) {
+			struct item *it;
 
-		if (e->child ||
-		    (which == STREAM_DATA ? e->size : e->thumb_size) >= 0)
-			continue;
-		if (view_object(fs, dir->ds, ITEM_KIND_ITEM, e->oid, &it))
-			continue;
-		stream_size_prefetch(fs->stream, dir->ds, it, which);
-		item_unref(it);
+			if (b.v[i].child ||
+			    (which == STREAM_DATA ? b.v[i].size
+						  : b.v[i].thumb_size) >= 0 ||
+			    view_object(fs, dir->ds, ITEM_KIND_ITEM, b.v[i].oid,
+					&it))
+				continue;
+			stream_size_prefetch(fs->stream, dir->ds, it, which);
+			item_unref(it);
+		}
 	}
+	batch_clear(&b);
+	free(names);
+	free(v);
+}
+
+int view_path_lookup(struct fs *fs, const struct path_view *pv,
+		     const struct node *dir, const char *name,
+		     struct node *child, struct stat *st, bool fetch)
+{
+	struct store_filter filter = filter_of(pv, dir);
+	struct store_entry e;
+	uint64_t gen;
+	int err = catalog_pin(fs->cat, dir->ds, ITEM_KIND_ITEM, &gen);
+
+	if (err)
+		return err;
+	err = store_lookup(dataset_store(dir->ds), gen, folder_dir(dir), name,
+			   &filter, &e);
+	if (!err && fetch && st && !e.child &&
+	    (pv->file == &view_thumb_ops ? e.thumb_size : e.size) < 0)
+		size_window(fs, pv, dir, gen, name);
+	catalog_unpin(fs->cat, dir->ds, ITEM_KIND_ITEM, gen);
+	if (!err)
+		err = entry_child(fs, pv, dir, &e, child, st, fetch);
+	return err;
 }
 
 int view_path_readdir(struct fs *fs, const struct path_view *pv,
@@ -146,26 +239,25 @@ int view_path_readdir(struct fs *fs, const struct path_view *pv,
 				    folder_dir(dir), last, &filter,
 				    READDIR_BATCH, batch_add, &b);
 		catalog_unpin(fs->cat, dir->ds, ITEM_KIND_ITEM, gen);
-		if (plus && !err)
-			prefetch_sizes(fs, pv, dir, &b);
 		for (i = 0; i < b.n && !err && !full; i++) {
 			struct node c;
 			struct stat st;
 
 			err = entry_child(fs, pv, dir, &b.v[i], &c,
-					  plus ? &st : NULL);
+					  plus ? &st : NULL, false);
 			if (err == -ENOENT) {
 				err = 0;
 				continue;
 			}
-			if (err)
+			if (err && err != -EAGAIN)
 				break;
 			if (!plus) {
 				memset(&st, 0, sizeof(st));
 				st.st_ino = c.ino;
 				st.st_mode = c.ops->dir ? S_IFDIR : S_IFREG;
 			}
-			full = fill(ctx, b.names[i], &c, &st) != 0;
+			full = fill(ctx, b.names[i], &c, err ? NULL : &st) != 0;
+			err = 0;
 		}
 		free(last);
 		last = b.n == READDIR_BATCH ? strdup(b.names[b.n - 1]) : NULL;
@@ -194,9 +286,9 @@ static const struct path_view files_view = {
 };
 
 static int files_lookup(struct fs *fs, const struct node *dir, const char *name,
-			struct node *child, struct stat *st)
+			struct node *child, struct stat *st, bool fetch)
 {
-	return view_path_lookup(fs, &files_view, dir, name, child, st);
+	return view_path_lookup(fs, &files_view, dir, name, child, st, fetch);
 }
 
 static int files_readdir(struct fs *fs, const struct node *dir,

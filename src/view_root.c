@@ -16,7 +16,7 @@ static int plain_getattr(struct fs *fs, const struct node *n, struct stat *st)
 /* ---- the root: one folder per owner ---- */
 
 static int owner_child(struct fs *fs, const struct node *dir, const char *name,
-		       struct node *c, struct stat *st)
+		       struct node *c, struct stat *st, bool fetch)
 {
 	long index = catalog_owner_index(fs->cat, name);
 
@@ -59,7 +59,8 @@ struct node_ops view_root_ops = {
 /* ---- an owner: one folder per dataset ---- */
 
 static int dataset_child(struct fs *fs, const struct node *dir,
-			 const char *name, struct node *c, struct stat *st)
+			 const char *name, struct node *c, struct stat *st,
+			 bool fetch)
 {
 	char *owner = catalog_owner_name(fs->cat, dir->id);
 	struct dataset *ds = owner ? catalog_find(fs->cat, owner, name) : NULL;
@@ -147,7 +148,7 @@ static const struct node_ops *view_named(struct fs *fs, struct dataset *ds,
 }
 
 static int view_child(struct fs *fs, const struct node *dir, const char *name,
-		      struct node *c, struct stat *st)
+		      struct node *c, struct stat *st, bool fetch)
 {
 	const struct node_ops *ops = view_named(fs, dir->ds, name);
 

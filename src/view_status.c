@@ -61,7 +61,7 @@ static bool is_item_status(const char *name)
 }
 
 static int status_child(struct fs *fs, const struct node *dir, const char *name,
-			struct node *c, struct stat *st)
+			struct node *c, struct stat *st, bool fetch)
 {
 	struct store *store;
 	int id, *ids;
@@ -144,9 +144,9 @@ struct node_ops view_by_status_ops = {
 
 static int status_dir_lookup(struct fs *fs, const struct node *dir,
 			     const char *name, struct node *child,
-			     struct stat *st)
+			     struct stat *st, bool fetch)
 {
-	return view_path_lookup(fs, &status_view, dir, name, child, st);
+	return view_path_lookup(fs, &status_view, dir, name, child, st, fetch);
 }
 
 static int status_dir_readdir(struct fs *fs, const struct node *dir,

@@ -13,9 +13,10 @@ static const struct path_view thumbnails_view = {
 
 static int thumbnails_lookup(struct fs *fs, const struct node *dir,
 			     const char *name, struct node *child,
-			     struct stat *st)
+			     struct stat *st, bool fetch)
 {
-	return view_path_lookup(fs, &thumbnails_view, dir, name, child, st);
+	return view_path_lookup(fs, &thumbnails_view, dir, name, child, st,
+				fetch);
 }
 
 static int thumbnails_readdir(struct fs *fs, const struct node *dir,
