@@ -32,6 +32,10 @@ BIG = "bench/big"
 SMALL = "bench/small"
 TEN_K = "bench/list-10k"
 HUNDRED_K = "bench/list-100k"
+VIEWS = "bench/views-10k"
+VIEWS_COUNT, VIEWS_CLASSES = 10000, 10
+UNSIZED = "bench/unsized"
+UNSIZED_COUNT = 500
 LATENCY_DATASET = "bench/far"
 LATENCY_COUNT = 1000
 LATENCY_DATA = 0.030
@@ -702,6 +706,65 @@ def rows_latency(bench):
              f"{avalafs / curl:.2f}", "≥ 0.9", verdict(avalafs / curl >= 0.9))]
 
 
+def cold_walk(bench, fake, dataset, argv_of, label, run):
+    """Seconds of a command on a fresh mount (its listing included), and the
+    list and data requests it made."""
+    with bench.avalafs(fake, dataset, f"page_size={LIST_SMALL_PAGE}") as mount:
+        root = os.path.join(mount.path, dataset)
+        before = fake.counts()
+        seconds, out, _ = timed(argv_of(root))
+        delta = count_delta(before, fake.counts())
+        log(f"(7) {label} run {run + 1}: {seconds:.2f} s, {len(out.splitlines())} lines, API {delta}")
+        return seconds, delta.get("items_list", 0), delta.get("file", 0), len(out.splitlines())
+
+
+def rows_views(bench):
+    fake = Fake(bench.children, bench.workdir, "fake-views", [
+        f"{VIEWS}:items={VIEWS_COUNT},classes={VIEWS_CLASSES},size_known=1",
+        f"{UNSIZED}:items={UNSIZED_COUNT},size_known=0,min_size=1000,max_size=20000"])
+    fake.wait()
+    walks = {
+        "items": lambda root: ["find", os.path.join(root, "items"), "-maxdepth", "1"],
+        "find": lambda root: ["find", os.path.join(root, "files"), "-type", "f"],
+        "ls": lambda root: ["ls", "-lR", os.path.join(root, "files")],
+    }
+    results = {}
+    for name, argv_of in walks.items():
+        runs = [cold_walk(bench, fake, VIEWS, argv_of, name, run) for run in range(RUNS)]
+        seconds = median([r[0] for r in runs])
+        results[name] = (seconds, max(r[1] for r in runs), max(r[2] for r in runs), runs[0][3])
+    pages = math.ceil(VIEWS_COUNT / LIST_SMALL_PAGE)
+    base = results["items"][0]
+    rows = [(f"7a. `find items -maxdepth 1`, {VIEWS_COUNT:,} items in {VIEWS_CLASSES} class folders, cold",
+             f"{base:.2f} s, {results['items'][1]} list requests", "", "", "", "")]
+    for name, label in (("find", "`find files -type f`"), ("ls", "`ls -lR files`")):
+        seconds, lists, datas, lines = results[name]
+        ok = lists == pages and datas == 0 and seconds <= 1.25 * base
+        rows.append((f"7{'b' if name == 'find' else 'c'}. {label}, same, cold",
+                     f"{seconds:.2f} s, {lists} list, {datas} data requests",
+                     f"`find items -maxdepth 1` {base:.2f} s", f"{seconds / base:.2f}",
+                     f"{pages} list, 0 data requests, ≤ 1.25", verdict(ok)))
+    # ls -l of a folder of files no listing gives a size for, 30 ms away
+    fake.control("POST", "/_fake/fault", {"route": "file", "latency": LATENCY_DATA, "count": -1})
+    times = []
+    for run in range(RUNS):
+        with bench.avalafs(fake, UNSIZED) as mount:
+            files = os.path.join(mount.path, UNSIZED, "files")
+            os.listdir(files)
+            seconds, out, _ = timed(["ls", "-l", files])
+            if len(out.splitlines()) != UNSIZED_COUNT + 1:
+                raise BenchError(f"ls -l listed {len(out.splitlines()) - 1} files")
+            times.append(seconds)
+            log(f"(7d) run {run + 1}: ls -l {seconds:.3f} s")
+    bound = 2 * math.ceil(UNSIZED_COUNT / 64) * LATENCY_DATA
+    seconds = median(times)
+    rows.append((f"7d. `ls -l files/`, {UNSIZED_COUNT} files with no listed size, "
+                 f"{LATENCY_DATA * 1000:.0f} ms to first byte", f"{seconds:.3f} s",
+                 f"2 × ceil({UNSIZED_COUNT}/64) × {LATENCY_DATA * 1000:.0f} ms = {bound:.3f} s",
+                 f"{seconds / bound:.2f}", "≤ 1", verdict(seconds <= bound)))
+    return rows
+
+
 def verdict(ok):
     return "PASS" if ok else "FAIL"
 
@@ -827,7 +890,7 @@ def parse_args():
                         help="an empty scratch directory (data files, logs, mountpoint)")
     parser.add_argument("--results", default=os.path.join(ROOT, "bench", "results.md"),
                         help="where the report is also written")
-    parser.add_argument("--rows", default="1,2,4,5,6",
+    parser.add_argument("--rows", default="1,2,4,5,6,7",
                         help="which groups of rows to measure, comma-separated (default: all)")
     return parser.parse_args()
 
@@ -841,7 +904,8 @@ def main():
         wanted = set(args.rows.split(","))
         bench.start_servers()
         for group, label, step in (("1", "1.", rows_big), ("2", "2./3.", rows_small), ("4", "4.", rows_listing),
-                                   ("5", "5.", rows_memory), ("6", "6.", rows_latency)):
+                                   ("5", "5.", rows_memory), ("6", "6.", rows_latency),
+                                   ("7", "7.", rows_views)):
             if group in wanted:
                 measure(rows, label, lambda: step(bench))
     finally:

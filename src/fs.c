@@ -79,6 +79,10 @@ static void fs_conn_init(void *userdata, struct fuse_conn_info *conn)
 	if (fs->max_background > conn->max_background)
 		conn->max_background = fs->max_background;
 	conn->congestion_threshold = conn->max_background * 3 / 4;
+	/* every listing with attributes: otherwise the kernel falls back to
+	 * plain listings after the first reply and `find` then looks every
+	 * folder up, one round trip each */
+	conn->want &= ~FUSE_CAP_READDIRPLUS_AUTO;
 }
 
 /* ---- names ---- */
