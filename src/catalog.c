@@ -10,6 +10,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -507,6 +508,8 @@ static void *load_listing(void *p)
 	pthread_mutex_unlock(&l->lock);
 	if (old)
 		store_collect(ds->store, l->kind, gen);
+	/* the pages were parsed and freed: give the heap they grew back */
+	malloc_trim(0);
 	return NULL;
 }
 

@@ -279,8 +279,8 @@ static struct conn *conn_open(const char *path)
 			  "PRAGMA journal_mode = WAL;"
 			  "PRAGMA synchronous = NORMAL;"
 			  "PRAGMA temp_store = MEMORY;"
-			  "PRAGMA cache_size = -4096;"
-			  "PRAGMA mmap_size = 268435456",
+			  "PRAGMA cache_size = -2048;"
+			  "PRAGMA mmap_size = 0",
 			  NULL, NULL, NULL);
 	if (rc != SQLITE_OK) {
 		conn_close(c);
