@@ -44,7 +44,10 @@ DATASET SPEC (--dataset, repeatable)
     files_dir=PATH  with data_base: write each data file to PATH/<uid><ext>
                     at start-up
   Without --dataset the server holds demo/cars:items=12,sequences=2.
-  Everything is drawn from random.Random(f"{seed}:{owner}/{slug}"); file bytes
+  Items are made on demand from the seed and their index (a dataset of a
+  million items costs nothing until listed; pages go out at 20,000 items/s
+  and more); a uid ends in its item's index in hex. Sequences are drawn from
+  random.Random(f"{seed}:{owner}/{slug}"); file bytes
   are random.Random(f"{seed}:{uid}:{kind}").randbytes(size) (drawn 64 MiB at
   a time past 64 MiB) with kind data,
   thumbnail or featured. One item of a documented dataset has the unknown
@@ -150,10 +153,12 @@ from __future__ import annotations
 import argparse
 import base64
 import dataclasses
+import functools
 import hashlib
 import hmac
 import ipaddress
 import json
+import math
 import os
 import random
 import re
@@ -167,6 +172,7 @@ from collections import OrderedDict, deque
 from datetime import datetime, timedelta, timezone
 from http.client import HTTPMessage
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections import abc
 from typing import Callable, Iterator
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
@@ -382,58 +388,172 @@ def timestamps(rng: random.Random) -> Iterator[str]:
         yield moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def item_plan(spec: DatasetSpec, rng: random.Random) -> list[tuple[str | None, str]]:
-    """(key, format) of every item in creation order, hostile keys scattered in."""
-    plan: list[tuple[str | None, str]] = []
-    for index in range(spec.items):
-        fmt = "png" if rng.random() < 0.15 else "jpeg"
-        ext = FORMAT_EXTENSIONS[fmt]
-        if spec.classes and index % 7 != 3:
-            folder = CLASS_NAMES[index % spec.classes % len(CLASS_NAMES)]
-            if spec.classes > len(CLASS_NAMES):
-                folder += f"_{index % spec.classes // len(CLASS_NAMES)}"
-            if index % 5 == 2:
-                folder += "/" + ("front", "rear")[index % 2]
-            plan.append((f"{folder}/img_{index:06d}{ext}", fmt))
-        else:
-            plan.append((f"frame_{index:06d}{ext}", fmt))
-    if spec.hostile:
-        for key in HOSTILE_KEYS:
-            fmt = "png" if key and key.endswith(".png") else "jpeg"
-            plan.insert(rng.randint(0, len(plan)), (key, fmt))
-    return plan
+@functools.lru_cache(maxsize=256)
+def permutation_step(count: int, salt: str) -> int:
+    step = int.from_bytes(hashlib.sha256(salt.encode()).digest()[:8], "big") | 1
+    while math.gcd(step, count) != 1:
+        step += 2
+    return step
 
 
-def build_items(spec: DatasetSpec, rng: random.Random) -> list[Item]:
-    plan = item_plan(spec, rng)
-    size_known = set(rng.sample(range(len(plan)), round(len(plan) * spec.size_known)))
-    odd_status = rng.randrange(len(plan)) if plan else -1
-    clock = timestamps(rng)
-    items = []
-    for index, (key, fmt) in enumerate(plan):
-        uid = fake_uuid(rng)
+def chosen(index: int, count: int, fraction: float, salt: str) -> bool:
+    """Whether @index is among round(@count * @fraction) of range(@count),
+    picked by a permutation of the indices: an exact share, decided for one
+    index without looking at the others."""
+    k = round(count * fraction)
+    if k <= 0:
+        return False
+    return (index * permutation_step(count, salt) + len(salt)) % count < k
+
+
+@functools.lru_cache(maxsize=4096)
+def day_of(days: int) -> str:
+    return (TIME_ORIGIN + timedelta(days=days)).strftime("%Y-%m-%d")
+
+
+def moment(seconds: int, micro: int, zone: str) -> str:
+    """TIME_ORIGIN + @seconds (and @micro microseconds) as RFC 3339 text
+    with @zone ("Z" or an offset the seconds already include)."""
+    days, rest = divmod(seconds, 86400)
+    return f"{day_of(days)}T{rest // 3600:02d}:{rest // 60 % 60:02d}:{rest % 60:02d}.{micro:06d}{zone}"
+
+
+def mix(value: int) -> int:
+    """A 64-bit hash of an integer (splitmix64's finalizer)."""
+    value = (value + 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF
+    value = ((value ^ (value >> 30)) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
+    value = ((value ^ (value >> 27)) * 0x94D049BB133111EB) & 0xFFFFFFFFFFFFFFFF
+    return value ^ (value >> 31)
+
+
+class ItemSource(abc.Sequence):
+    """The items of a dataset in creation order, each made from the seed and
+    its index on demand, so that a dataset of a million items costs nothing
+    until listed. An item's uid ends in its index, so it is found by uid
+    without a table. Hostile keys sit at positions drawn once."""
+
+    def __init__(self, spec: DatasetSpec):
+        self.spec = spec
+        self.name = f"{spec.seed}:{spec.owner}/{spec.slug}"
+        self.salt = int.from_bytes(hashlib.sha256(self.name.encode()).digest()[:8], "big")
+        self.total = spec.items + (len(HOSTILE_KEYS) if spec.hostile else 0)
+        rng = random.Random(self.name + ":items")
+        self.hostile_at: dict[int, str | None] = {}
+        if spec.hostile:
+            positions = sorted(rng.sample(range(self.total), len(HOSTILE_KEYS)))
+            self.hostile_at = dict(zip(positions, HOSTILE_KEYS))
+        self.odd_status = rng.randrange(self.total) if self.total else -1
+        self.reuploads: dict[str, str] = {}  # uid -> updated_at
+        self._made: OrderedDict[int, Item] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return self.total
+
+    def __getitem__(self, index: int) -> Item:
+        if not 0 <= index < self.total:
+            raise IndexError(index)
+        with self._lock:
+            item = self._made.get(index)
+            if item is not None:
+                self._made.move_to_end(index)
+                return item
+        item = self.make(index)
+        with self._lock:
+            self._made[index] = item
+            while len(self._made) > 20000:
+                self._made.popitem(last=False)
+        return item
+
+    def index_of(self, uid: str) -> int | None:
+        try:
+            index = int(uid[-12:], 16)
+        except ValueError:
+            return None
+        return index if index < self.total and self[index].uid == uid else None
+
+    def key(self, index: int) -> tuple[str | None, str]:
+        """(key, format) of item @index."""
+        fmt = "png" if mix(self.salt ^ mix(index)) % 100 < 15 else "jpeg"
+        if index in self.hostile_at:
+            key = self.hostile_at[index]
+            return key, "png" if key and key.endswith(".png") else "jpeg"
+        plain = index - sum(1 for at in self.hostile_at if at < index)
         ext = FORMAT_EXTENSIONS[fmt]
-        data = FileSpec("data", f"{spec.seed}:{uid}:data", rng.randint(spec.min_size, spec.max_size), ext)
-        thumbnail = FileSpec("thumbnail", f"{spec.seed}:{uid}:thumbnail", rng.randint(500, 5000), ext)
-        width, height = rng.choice(RESOLUTIONS)
+        if self.spec.classes and plain % 7 != 3:
+            folder = CLASS_NAMES[plain % self.spec.classes % len(CLASS_NAMES)]
+            if self.spec.classes > len(CLASS_NAMES):
+                folder += f"_{plain % self.spec.classes // len(CLASS_NAMES)}"
+            if plain % 5 == 2:
+                folder += "/" + ("front", "rear")[plain % 2]
+            return f"{folder}/img_{plain:06d}{ext}", fmt
+        return f"frame_{plain:06d}{ext}", fmt
+
+    def make(self, index: int) -> Item:
+        spec = self.spec
+        h = [mix(self.salt ^ (index << 3 | k)) for k in range(6)]
+        uid = str(uuid.UUID(int=(h[0] << 64 | h[1]) & ~((1 << 48) - 1) | index, version=4))
+        key, fmt = self.key(index)
+        ext = FORMAT_EXTENSIONS[fmt]
+        seconds, micro = index * 45 + h[2] % 45, h[2] // 45 % 1_000_000
+        data = FileSpec("data", f"{spec.seed}:{uid}:data",
+                        spec.min_size + h[3] % (spec.max_size - spec.min_size + 1), ext)
+        thumbnail = FileSpec("thumbnail", f"{spec.seed}:{uid}:thumbnail", 500 + h[3] // 7 % 4501, ext)
+        width, height = RESOLUTIONS[h[4] % len(RESOLUTIONS)]
         if spec.images:
-            width, height = rng.choice(IMAGE_SIZES)
+            width, height = IMAGE_SIZES[h[4] % len(IMAGE_SIZES)]
             data = image_file("data", f"{spec.seed}:{uid}", width, height, ext)
             thumbnail = image_file("thumbnail", f"{spec.seed}:{uid}", width // THUMB_SCALE,
                                    height // THUMB_SCALE, ext)
         metadata = {"width": width, "height": height, "format": fmt}
-        if index in size_known:
+        if chosen(index, self.total, spec.size_known, self.name + ":size"):
             metadata["size"] = data.size
-        items.append(Item(
-            uid=uid, key=key, created_at=next(clock),
+        updated_at = None
+        if chosen(index, self.total, spec.updated, self.name + ":items:updated"):
+            updated_at = moment(seconds + 3 * 86400 + 2 * 3600, micro, "+02:00")
+        if uid in self.reuploads:
+            data = dataclasses.replace(data, seed_text=data.seed_text + ":reuploaded")
+            updated_at = self.reuploads[uid]
+        return Item(
+            uid=uid, key=key, created_at=moment(seconds, micro, "Z"),
             files={"data": data, "thumbnail": thumbnail},
-            status=UNKNOWN_STATUS if index == odd_status else rng.choice(ITEM_STATUSES),
+            status=UNKNOWN_STATUS if index == self.odd_status else ITEM_STATUSES[h[5] % len(ITEM_STATUSES)],
             metadata=metadata,
-            annotations=rng.randint(0, 30),
+            annotations=h[5] // 7 % 31,
             video_thumbnail=index % 7 == 6,
-        ))
-    mark_updated(spec, items, "items")
-    return items
+            updated_at=updated_at,
+        )
+
+    def reupload(self, uid: str, updated_at: str) -> None:
+        index = self.index_of(uid)
+        self.reuploads[uid] = updated_at
+        with self._lock:
+            self._made.pop(index, None)
+
+
+class Ordered(abc.Sequence):
+    """A view of a sequence of entries in another order: the same one, its
+    reverse, or by key (sorted on first use); ties by uid."""
+
+    def __init__(self, entries: abc.Sequence, by_key: bool, descending: bool):
+        self.entries = entries
+        self.by_key = by_key
+        self.descending = descending
+        self._order: list[int] | None = None
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __getitem__(self, index: int) -> Entry:
+        if not 0 <= index < len(self.entries):
+            raise IndexError(index)
+        if not self.by_key:
+            return self.entries[len(self.entries) - 1 - index if self.descending else index]
+        if self._order is None:
+            ranked = sorted(range(len(self.entries)), key=lambda at: self.entries[at].uid)
+            ranked.sort(key=lambda at: sort_key(self.entries[at]), reverse=self.descending)
+            self._order = ranked
+        return self.entries[self._order[index]]
 
 
 def image_file(kind: str, seed: str, width: int, height: int, ext: str) -> FileSpec:
@@ -489,24 +609,16 @@ def sort_key(entry: Entry) -> str:
     return entry.key or ""
 
 
-def sort_created(entry: Entry) -> str:
-    return entry.created_at
-
-
-def build_orders(entries: list) -> dict[str, list]:
-    """Every allowed ordering ("" is the default) as a fixed list; ties by uid."""
-    by_uid = sorted(entries, key=lambda entry: entry.uid)
-
-    def ordered(value: Callable[[Entry], str], descending: bool) -> list:
-        return sorted(by_uid, key=value, reverse=descending)
-
-    created = ordered(sort_created, False)
+def build_orders(entries: abc.Sequence) -> dict[str, abc.Sequence]:
+    """Every allowed ordering ("" is the default): entries are made in
+    creation order."""
+    created = Ordered(entries, False, False)
     return {
         "": created,
         "created_at": created,
-        "-created_at": ordered(sort_created, True),
-        "key": ordered(sort_key, False),
-        "-key": ordered(sort_key, True),
+        "-created_at": Ordered(entries, False, True),
+        "key": Ordered(entries, True, False),
+        "-key": Ordered(entries, True, True),
     }
 
 
@@ -519,14 +631,23 @@ class Dataset:
         rng = random.Random(f"{spec.seed}:{spec.owner}/{spec.slug}")
         self.uid = fake_uuid(rng)
         self.created_at = (TIME_ORIGIN - timedelta(days=rng.randint(1, 365))).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-        self.items = build_items(spec, rng)
+        self.items = ItemSource(spec)
         self.sequences = build_sequences(spec, rng)
-        self.entries: dict[str, Entry] = {entry.uid: entry for entry in self.items + self.sequences}
+        self.sequence_by_uid: dict[str, Entry] = {entry.uid: entry for entry in self.sequences}
+        self.files_path = f"/files/{quote(spec.owner, safe='')}/{quote(spec.slug, safe='')}"
         self.item_orders = build_orders(self.items)
         self.sequence_orders = build_orders(self.sequences)
         self.deleted: set[str] = set()
         self.data_urls: dict[str, str] = {}
-        self._objects: tuple[int | None, dict[str, dict]] = (None, {})
+        self._objects: tuple[int | None, OrderedDict[str, dict]] = (None, OrderedDict())
+
+    def entry(self, uid: str) -> Entry | None:
+        """The item or sequence @uid, deleted or not."""
+        sequence = self.sequence_by_uid.get(uid)
+        if sequence is not None:
+            return sequence
+        index = self.items.index_of(uid) if isinstance(uid, str) else None
+        return None if index is None else self.items[index]
 
     @property
     def documented(self) -> bool:
@@ -536,7 +657,7 @@ class Dataset:
         return entry.uid not in self.deleted
 
     def live_entry(self, uid: str, kind: type) -> Entry | None:
-        entry = self.entries.get(uid)
+        entry = self.entry(uid)
         if isinstance(entry, kind) and self.is_live(entry):
             return entry
         return None
@@ -547,7 +668,7 @@ class Dataset:
             "name": self.spec.slug.replace("-", " ").replace("_", " ").title(),
             "slug": self.spec.slug,
             "owner_name": self.spec.owner,
-            "item_count": sum(1 for item in self.items if self.is_live(item)),
+            "item_count": len(self.items) - sum(1 for uid in self.deleted if self.items.index_of(uid) is not None),
             "sequence_count": sum(1 for sequence in self.sequences if self.is_live(sequence)),
             "created_at": self.created_at,
         }
@@ -556,11 +677,13 @@ class Dataset:
         """The entry's object for the URL epoch ending at expires, rendered once."""
         cached_expires, objects = self._objects
         if cached_expires != expires:
-            objects = {}
+            objects = OrderedDict()
             self._objects = (expires, objects)
         obj = objects.get(entry.uid)
         if obj is None:
             obj = objects[entry.uid] = render(entry)
+            while len(objects) > 20000:
+                objects.popitem(last=False)
         return obj
 
     def render_item(self, item: Item, link: Callable[[FileSpec], str]) -> dict:
@@ -1320,8 +1443,7 @@ class FakeAvala:
         """The URL handed out for a file in the epoch ending at expires."""
         if file.kind == "data" and dataset.spec.data_base:
             return f"{dataset.spec.data_base}/{entry.uid}{file.ext}"
-        path = "/".join(("", "files", quote(dataset.spec.owner, safe=""), quote(dataset.spec.slug, safe=""),
-                         entry.uid, file.kind, f"{file.kind}{file.ext}"))
+        path = f"{dataset.files_path}/{entry.uid}/{file.kind}/{file.kind}{file.ext}"
         return f"http://{self.address}{path}?expires={expires}&sig={self.signer.sign(path, expires)}"
 
     def object_of(self, dataset: Dataset, entry: Entry, expires: int) -> dict:
@@ -1404,7 +1526,7 @@ class FakeAvala:
 
     def live_file(self, owner: str, slug: str, uid: str, kind: str) -> FileSpec:
         dataset = self.datasets.get((owner, slug))
-        entry = dataset.entries.get(uid) if dataset else None
+        entry = dataset.entry(uid) if dataset else None
         if entry is None or not dataset.is_live(entry) or kind not in entry.files:
             raise not_found()
         return entry.files[kind]
@@ -1447,7 +1569,7 @@ class FakeAvala:
         body = request.json_body()
         dataset = self.control_dataset(str(body.get("dataset")))
         uid = body.get("uid")
-        if uid not in dataset.entries:
+        if dataset.entry(uid) is None:
             raise not_found()
         dataset.deleted.add(uid)
         return json_response(200, {"deleted": uid})
@@ -1456,10 +1578,10 @@ class FakeAvala:
         body = request.json_body()
         dataset = self.control_dataset(str(body.get("dataset")))
         uid, url = body.get("uid"), body.get("url")
-        if uid not in dataset.entries or not isinstance(url, str):
+        if dataset.entry(uid) is None or not isinstance(url, str):
             raise ApiError(400, "need the uid of an item and a url string")
         dataset.data_urls[uid] = url
-        dataset._objects = (None, {})
+        dataset._objects = (None, OrderedDict())
         return json_response(200, {"uid": uid, "url": url})
 
     def control_reupload(self, request: Request) -> Response:
@@ -1468,11 +1590,10 @@ class FakeAvala:
         item = dataset.live_entry(body.get("uid"), Item)
         if item is None:
             raise not_found()
-        old = item.files["data"]
-        item.files["data"] = dataclasses.replace(old, seed_text=old.seed_text + ":reuploaded")
-        item.updated_at = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-        dataset._objects = (None, {})
-        return json_response(200, {"uid": item.uid, "updated_at": item.updated_at})
+        updated_at = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        dataset.items.reupload(item.uid, updated_at)
+        dataset._objects = (None, OrderedDict())
+        return json_response(200, {"uid": item.uid, "updated_at": updated_at})
 
     def control_expire(self, request: Request) -> Response:
         return json_response(200, {"expires": self.signer.new_epoch()})
