@@ -1,0 +1,68 @@
+/* The freshness state machine: every transition in one function. */
+#include "fresh.h"
+
+const char *fresh_state_name(enum fresh_state s)
+{
+	static const char *const names[] = {
+		[FRESH_EMPTY] = "empty",	 [FRESH_LOADING] = "loading",
+		[FRESH_CURRENT] = "current",	 [FRESH_STALE] = "stale",
+		[FRESH_REFRESHING] = "refreshing", [FRESH_FAILED] = "failed",
+	};
+
+	return (unsigned)s < sizeof(names) / sizeof(names[0]) ? names[s] : "?";
+}
+
+bool fresh_servable(const struct fresh *f)
+{
+	return f->state == FRESH_CURRENT || f->state == FRESH_STALE ||
+	       f->state == FRESH_REFRESHING;
+}
+
+bool fresh_apply(struct fresh *f, enum fresh_event ev, int err,
+		 const struct fresh_clock *c)
+{
+	switch (ev) {
+	case FRESH_READ:
+		if (f->state == FRESH_CURRENT && c->now >= f->until)
+			f->state = FRESH_STALE;
+		if (f->state == FRESH_FAILED && c->now >= f->until)
+			f->state = FRESH_EMPTY;
+		if (f->state == FRESH_EMPTY) {
+			f->state = FRESH_LOADING;
+			return true;
+		}
+		if (f->state == FRESH_STALE) {
+			f->state = FRESH_REFRESHING;
+			return true;
+		}
+		return false;
+	case FRESH_LOADED:
+		if (f->state != FRESH_LOADING && f->state != FRESH_REFRESHING)
+			return false;
+		f->err = 0;
+		f->state = f->again ? FRESH_STALE : FRESH_CURRENT;
+		f->until = c->now + (c->took > c->ttl ? c->took : c->ttl);
+		f->again = false;
+		return false;
+	case FRESH_LOAD_FAILED:
+		if (f->state == FRESH_LOADING) {
+			f->state = FRESH_FAILED;
+			f->err = err;
+			f->until = c->now + c->hold;
+		} else if (f->state == FRESH_REFRESHING) {
+			/* the last listing stays; it is tried again later */
+			f->state = FRESH_CURRENT;
+			f->until = c->now + c->hold;
+		}
+		f->again = false;
+		return false;
+	case FRESH_FORGET:
+		if (f->state == FRESH_CURRENT)
+			f->state = FRESH_STALE;
+		else if (f->state == FRESH_LOADING ||
+			 f->state == FRESH_REFRESHING)
+			f->again = true; /* what loads may still hold it */
+		return false;
+	}
+	return false;
+}
