@@ -352,11 +352,13 @@ class Bench:
 
     def avalafs(self, fake, dataset, options=""):
         self.mounts += 1
+        # each mount keeps what it learns in a folder of its own, to be
+        # measured, unless the options name one (a remount)
+        self.tmp = os.path.join(self.workdir, f"cache-{self.mounts}")
+        if "cache_dir=" not in options:
+            options = f"cache_dir={self.tmp}" + (f",{options}" if options else "")
         opts = f"api_url={fake.api_url},dataset={dataset}" + (f",{options}" if options else "")
-        # each mount's listing stores in a folder of its own, to be measured
-        self.tmp = os.path.join(self.workdir, f"tmp-{self.mounts}")
-        os.makedirs(self.tmp)
-        env = dict(os.environ, AVALA_API_KEY=KEY, TMPDIR=self.tmp)
+        env = dict(os.environ, AVALA_API_KEY=KEY)
         return Mount(self.children, self.workdir, f"avalafs-{self.mounts}",
                      [self.binary, "-f", "-o", opts], env=env)
 

@@ -36,7 +36,8 @@ for _ in $(seq 100); do [ -s "$state/port" ] && break; sleep 0.1; done
 [ -s "$state/port" ] || { echo "the fake API did not start" >&2; exit 1; }
 api="http://127.0.0.1:$(cat "$state/port")/api/v1"
 
-AVALA_API_KEY=test-key ./build/avalafs -o "api_url=$api,dataset=demo/cars" "$mnt"
+AVALA_API_KEY=test-key ./build/avalafs \
+	-o "api_url=$api,dataset=demo/cars,cache_dir=$PWD/$state/cache" "$mnt"
 
 cd "$mnt/.."
 echo "\$ ls mnt mnt/demo mnt/demo/cars"

@@ -106,7 +106,7 @@ base=http://127.0.0.1:$(cat "$work/port")
 echo test-key >"$work/key"
 chmod 600 "$work/key"
 mkdir "$work/mnt"
-mount -t fuse.avalafs -o "ro,_netdev,nofail,api_key_file=$work/key,api_url=$base/api/v1,dataset=demo/cars" \
+mount -t fuse.avalafs -o "ro,_netdev,nofail,api_key_file=$work/key,api_url=$base/api/v1,dataset=demo/cars,cache_dir=$work/cache" \
 	avalafs "$work/mnt"
 uid=$(curl -s "$base/_fake/truth/demo/cars" |
 	/usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["items"][0]["uid"])')

@@ -4,8 +4,8 @@
 const char *fresh_state_name(enum fresh_state s)
 {
 	static const char *const names[] = {
-		[FRESH_EMPTY] = "empty",	 [FRESH_LOADING] = "loading",
-		[FRESH_CURRENT] = "current",	 [FRESH_STALE] = "stale",
+		[FRESH_EMPTY] = "empty",	   [FRESH_LOADING] = "loading",
+		[FRESH_CURRENT] = "current",	   [FRESH_STALE] = "stale",
 		[FRESH_REFRESHING] = "refreshing", [FRESH_FAILED] = "failed",
 	};
 

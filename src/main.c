@@ -2,6 +2,7 @@
  * checks run before the process detaches, so their message and exit code
  * reach the shell that started it. */
 #include "api.h"
+#include "cachedir.h"
 #include "catalog.h"
 #include "config.h"
 #include "fs.h"
@@ -15,7 +16,6 @@
 #include <ctype.h>
 #include <inttypes.h>
 #include <curl/curl.h>
-#include <dirent.h>
 #include <errno.h>
 #include <limits.h>
 #include <malloc.h>
@@ -41,6 +41,7 @@ struct options {
 	int ttl;
 	char *cache_size;
 	char *readahead;
+	char *cache_dir;
 	unsigned uid, gid;
 	int uid_set, gid_set;
 	int timeout;
@@ -62,9 +63,10 @@ static const struct fuse_opt opt_spec[] = {
 	OPT("api_url=%s", api_url, 0), OPT("api_key_file=%s", api_key_file, 0),
 	OPT("page_size=%d", page_size, 0), OPT("ordering=%s", ordering, 0),
 	OPT("ttl=%d", ttl, 0), OPT("cache_size=%s", cache_size, 0),
-	OPT("readahead=%s", readahead, 0), OPT("uid=%u", uid, 0),
-	OPT("uid=", uid_set, 1), OPT("gid=%u", gid, 0), OPT("gid=", gid_set, 1),
-	OPT("timeout=%d", timeout, 0), OPT("list_timeout=%d", list_timeout, 0),
+	OPT("readahead=%s", readahead, 0), OPT("cache_dir=%s", cache_dir, 0),
+	OPT("uid=%u", uid, 0), OPT("uid=", uid_set, 1), OPT("gid=%u", gid, 0),
+	OPT("gid=", gid_set, 1), OPT("timeout=%d", timeout, 0),
+	OPT("list_timeout=%d", list_timeout, 0),
 	OPT("retry_after_max=%d", retry_after_max, 0),
 	OPT("max_conns=%d", max_conns, 0),
 	/* FUSE's own, taken here: its default of 10 would starve readers */
@@ -100,6 +102,9 @@ static void usage(void)
 	       "  -o ttl=SECONDS          how long listings are trusted (60)\n"
 	       "  -o cache_size=BYTES     data cache budget, K/M/G suffixes (256M)\n"
 	       "  -o readahead=BYTES      largest readahead of one open file (64M)\n"
+	       "  -o cache_dir=DIR        what is kept on disk: listings (default:\n"
+	       "                            $XDG_CACHE_HOME/avalafs, ~/.cache/avalafs,\n"
+	       "                            /var/cache/avalafs for root); none: nothing\n"
 	       "  -o max_conns=N          HTTP connections per host (64)\n"
 	       "  -o max_threads=N        threads serving FUSE requests (max_conns + 16)\n"
 	       "  -o timeout=SECONDS      deadline of one request, retries included,\n"
@@ -307,43 +312,6 @@ static void *watch_session(void *p)
 	return NULL;
 }
 
-/* A new folder, 0700, for this mount's listing stores (under $TMPDIR, else
- * /tmp); NULL when none can be made (said on stderr). */
-static char *make_store_dir(void)
-{
-	const char *tmp = getenv("TMPDIR");
-	char *dir;
-
-	if (asprintf(&dir, "%s/avalafs-XXXXXX", tmp && *tmp ? tmp : "/tmp") < 0)
-		return NULL;
-	if (!mkdtemp(dir)) {
-		fprintf(stderr, "avalafs: cannot make %s: %s\n", dir,
-			strerror(errno));
-		free(dir);
-		return NULL;
-	}
-	return dir;
-}
-
-/* Remove what make_store_dir() made, and free its name. Accepts NULL. */
-static void remove_store_dir(char *dir)
-{
-	struct dirent *de;
-	DIR *d;
-
-	if (!dir)
-		return;
-	d = opendir(dir);
-	while (d && (de = readdir(d))) {
-		if (strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
-			unlinkat(dirfd(d), de->d_name, 0);
-	}
-	if (d)
-		closedir(d);
-	rmdir(dir);
-	free(dir);
-}
-
 /* Split OWNER/SLUG; 0 or -EINVAL. */
 static int split_dataset(const char *spec, char **owner, char **slug)
 {
@@ -458,6 +426,7 @@ static void options_free(struct options *o)
 	free(o->ordering);
 	free(o->cache_size);
 	free(o->readahead);
+	free(o->cache_dir);
 	free(o->mountpoint);
 }
 
@@ -478,7 +447,7 @@ int main(int argc, char *argv[])
 	struct api *api = NULL;
 	struct catalog *cat = NULL;
 	struct catalog_config cat_cfg;
-	char *store_dir = NULL;
+	struct cachedir cache = { 0 };
 	struct stream *stream = NULL;
 	struct fs fs = { 0 };
 	struct session_watch watch;
@@ -587,15 +556,14 @@ int main(int argc, char *argv[])
 				    .ordering = o.ordering,
 				    .list_timeout_s = o.list_timeout,
 			    });
-	store_dir = make_store_dir();
-	if (!store_dir)
+	if (cachedir_open(&cache, o.cache_dir))
 		goto out_objs;
 	cat_cfg = (struct catalog_config){
 		.ttl_s = o.ttl,
 		.wait_ms = (int64_t)o.timeout * 1000,
 		.discover = true,
 		.origin = api_url,
-		.store_dir = store_dir,
+		.store_dir = cache.listings,
 	};
 	cat = api ? catalog_new(api, &cat_cfg) : NULL;
 	stream = stream_new(http, cat,
@@ -691,7 +659,7 @@ out_objs:
 		http_cancel_all(http);
 	stream_free(stream);
 	catalog_free(cat);
-	remove_store_dir(store_dir);
+	cachedir_close(&cache);
 	api_free(api);
 	http_free(http);
 out_curl:

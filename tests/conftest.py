@@ -161,6 +161,11 @@ class Mount:
         self.path = tempfile.mkdtemp(prefix="mnt-", dir=tmp)
         self.stderr_path = os.path.join(tmp, "avalafs-%d.log" % id(self))
         self.stderr = open(self.stderr_path, "wb")
+        # every mount keeps its listings in the test's own folder, unless
+        # the test names one (a remount that must find them)
+        if not any(o.startswith("cache_dir=") for o in options):
+            options = ["cache_dir=" + tempfile.mkdtemp(prefix="cache-",
+                                                       dir=tmp)] + list(options)
         opts = ["api_url=" + fake.api_url] + list(options)
         full_env = dict(os.environ)
         full_env.pop("AVALA_API_KEY", None)

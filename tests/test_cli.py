@@ -183,8 +183,9 @@ def test_fstab_line_mounts_with_mount(fake_factory, tmpdir_short, key_file,
     fstab = os.path.join(tmpdir_short, "fstab")
     with open(fstab, "w") as f:
         f.write("avalafs %s fuse.avalafs ro,_netdev,nofail,noauto,user,"
-                "api_key_file=%s,dataset=acme/cars,api_url=%s 0 0\n"
-                % (mnt, key_file, fake.api_url))
+                "api_key_file=%s,dataset=acme/cars,api_url=%s,cache_dir=%s"
+                " 0 0\n" % (mnt, key_file, fake.api_url,
+                             os.path.join(tmpdir_short, "cache")))
     r = subprocess.run(["mount", "--fstab", fstab, mnt], capture_output=True,
                        text=True, timeout=60)
     assert r.returncode == 0, r.stderr

@@ -18,7 +18,8 @@ def run_avalafs(fake, tmp, options, key=KEY, extra_env=None):
     if key is not None:
         env["AVALA_API_KEY"] = key
     env.update(extra_env or {})
-    opts = ",".join(["api_url=" + fake.api_url] + options)
+    opts = ",".join(["api_url=" + fake.api_url,
+                     "cache_dir=" + os.path.join(tmp, "cache")] + options)
     # without -f: the checks must finish before the process detaches
     r = subprocess.run([BINARY, "-o", opts, mnt], env=env, timeout=60,
                        capture_output=True)

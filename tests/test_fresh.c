@@ -7,8 +7,9 @@
 
 static struct fresh_clock at(int64_t now)
 {
-	struct fresh_clock c = { .now = now, .ttl = 1000, .took = 100,
-				 .hold = 500 };
+	struct fresh_clock c = {
+		.now = now, .ttl = 1000, .took = 100, .hold = 500
+	};
 
 	return c;
 }
