@@ -5,6 +5,7 @@
  * wait for a fetch at most wait_ms. Lock order: catalog->lock, then a
  * listing's lock; neither is held across a request or a store call. */
 #include "catalog.h"
+#include "fresh.h"
 #include "log.h"
 #include "util.h"
 
@@ -29,24 +30,31 @@ struct gone {
 	UT_hash_handle hh;
 };
 
+/* Readers of one generation. */
+struct gen_pins {
+	uint64_t gen;
+	unsigned n;
+};
+
 struct listing {
 	pthread_mutex_t lock;
-	pthread_cond_t done; /* a fetch finished, or pins went to 0 */
+	pthread_cond_t changed; /* a page came, or a load ended */
 	struct catalog *cat;
 	struct dataset *ds;
 	enum item_kind kind;
-	pthread_t loader; /* protected by lock: the last fetch's thread */
-	bool joinable; /* protected by lock: loader is still to be joined */
-	bool loading; /* protected by lock */
-	bool stale; /* protected by lock: what is loading may be out of date */
-	int64_t fresh_until; /* protected by lock; ms, 0 = fetch first */
-	int err; /* protected by lock: answer of the last failed fetch */
-	uint64_t gen; /* protected by lock: current generation, 0 = none */
-	unsigned pins; /* protected by lock: readers of gen */
-	uint64_t old_gen; /* protected by lock: the one gen replaced */
-	unsigned old_pins; /* protected by lock: its readers still */
+	bool opened; /* atomic: what the store kept was looked at */
+	struct fresh fresh; /* protected by lock */
+	uint64_t gen; /* protected by lock: the complete generation served,
+		       * 0 = none */
+	uint64_t building; /* protected by lock: the one loading, 0 = none */
+	uint64_t pages; /* protected by lock: pages of building so far */
+	struct gen_pins *pins; /* protected by lock */
+	size_t n_pins, cap_pins; /* protected by lock */
+	uint64_t *retired; /* protected by lock: generations replaced, to
+			    * remove once nobody reads them */
+	size_t n_retired, cap_retired; /* protected by lock */
 	struct gone *gone; /* protected by lock */
-	size_t n_gone; /* protected by lock */
+	size_t n_gone; /* atomic */
 };
 
 struct dataset {
@@ -72,6 +80,11 @@ struct catalog {
 	int64_t wait_ms;
 	char *origin;
 	char *store_dir;
+	void (*replaced)(void *ctx, struct dataset *ds, enum item_kind kind,
+			 uint64_t old, uint64_t new);
+	void *replaced_ctx;
+	int loaders; /* protected by lock: load threads running */
+	pthread_cond_t loaders_done; /* protected by lock */
 };
 
 struct catalog *catalog_new(struct api *api, const struct catalog_config *cfg)
@@ -85,6 +98,9 @@ struct catalog *catalog_new(struct api *api, const struct catalog_config *cfg)
 	cat->ttl_s = cfg->ttl_s;
 	cat->wait_ms = cfg->wait_ms > 0 ? cfg->wait_ms : 30000;
 	cat->discover = cfg->discover;
+	cat->replaced = cfg->replaced;
+	cat->replaced_ctx = cfg->replaced_ctx;
+	pthread_cond_init(&cat->loaders_done, NULL);
 	cat->origin = strdup(cfg->origin ? cfg->origin : "");
 	cat->store_dir = strdup(cfg->store_dir ? cfg->store_dir : ".");
 	if (!cat->origin || !cat->store_dir) {
@@ -110,12 +126,11 @@ static void dataset_free(struct dataset *ds)
 	int k;
 
 	for (k = 0; k < 2; k++) {
-		/* the engine was cancelled: a fetch still running ends soon */
-		if (ds->lists[k].joinable)
-			pthread_join(ds->lists[k].loader, NULL);
 		gone_clear(&ds->lists[k]);
+		free(ds->lists[k].pins);
+		free(ds->lists[k].retired);
 		pthread_mutex_destroy(&ds->lists[k].lock);
-		pthread_cond_destroy(&ds->lists[k].done);
+		pthread_cond_destroy(&ds->lists[k].changed);
 	}
 	store_free(ds->store);
 	pthread_mutex_destroy(&ds->store_lock);
@@ -126,12 +141,21 @@ static void dataset_free(struct dataset *ds)
 	free(ds);
 }
 
+void catalog_quiesce(struct catalog *cat)
+{
+	pthread_mutex_lock(&cat->lock);
+	while (cat->loaders > 0)
+		pthread_cond_wait(&cat->loaders_done, &cat->lock);
+	pthread_mutex_unlock(&cat->lock);
+}
+
 void catalog_free(struct catalog *cat)
 {
 	size_t i;
 
 	if (!cat)
 		return;
+	catalog_quiesce(cat);
 	for (i = 0; i < cat->n; i++)
 		dataset_free(cat->v[i]);
 	for (i = 0; i < cat->n_owners; i++)
@@ -140,6 +164,7 @@ void catalog_free(struct catalog *cat)
 	free(cat->v);
 	free(cat->origin);
 	free(cat->store_dir);
+	pthread_cond_destroy(&cat->loaders_done);
 	pthread_mutex_destroy(&cat->lock);
 	free(cat);
 }
@@ -155,7 +180,7 @@ static struct dataset *dataset_new(struct catalog *cat, const char *owner,
 	pthread_mutex_init(&ds->store_lock, NULL);
 	for (k = 0; k < 2; k++) {
 		pthread_mutex_init(&ds->lists[k].lock, NULL);
-		util_cond_init(&ds->lists[k].done);
+		util_cond_init(&ds->lists[k].changed);
 		ds->lists[k].cat = cat;
 		ds->lists[k].ds = ds;
 		ds->lists[k].kind = k;
@@ -442,171 +467,322 @@ static int open_store(struct catalog *cat, struct dataset *ds)
 	return err ? -EIO : 0;
 }
 
-/* Hands each page of a fetch to the store. */
+/* Fetch a listing into a new generation and make it current, as the first
+ * or a refresh: the body of a loader thread. */
+struct loader {
+	struct listing *l;
+	struct store_listing *sl;
+};
+
+/* Hands each page of a fetch to the store; readers of a first listing see
+ * it from then on. */
 static int add_page(void *ctx, struct item *const *v, size_t n)
 {
-	return store_listing_add(ctx, v, n);
+	struct loader *ld = ctx;
+	int added = store_listing_add(ld->sl, v, n);
+
+	if (added >= 0) {
+		pthread_mutex_lock(&ld->l->lock);
+		ld->l->pages++;
+		pthread_cond_broadcast(&ld->l->changed);
+		pthread_mutex_unlock(&ld->l->lock);
+	}
+	return added;
 }
 
-/* Fetch a listing into a new generation and make it current: the body of
- * a listing's loader thread. */
+/* Note that @gen is no longer served: it goes once unpinned. Called with
+ * l->lock held. */
+static void retire(struct listing *l, uint64_t gen)
+{
+	if (gen && !UTIL_GROW(l->retired, l->n_retired, l->cap_retired, 4))
+		l->retired[l->n_retired++] = gen;
+}
+
+static unsigned pins_of(const struct listing *l, uint64_t gen)
+{
+	size_t i;
+
+	for (i = 0; i < l->n_pins; i++) {
+		if (l->pins[i].gen == gen)
+			return l->pins[i].n;
+	}
+	return 0;
+}
+
+/* Remove the generations nobody reads any more: the ones this mount
+ * replaced, once unpinned, and those other mounts or crashed loads left. */
+static void collect(struct listing *l)
+{
+	uint64_t *keep;
+	size_t n = 0, i, j;
+
+	pthread_mutex_lock(&l->lock);
+	keep = calloc(l->n_retired + 2, sizeof(*keep));
+	if (keep) {
+		keep[n++] = l->gen;
+		keep[n++] = l->building;
+		for (i = j = 0; i < l->n_retired; i++) {
+			if (pins_of(l, l->retired[i]))
+				keep[n++] = l->retired[j++] = l->retired[i];
+		}
+		l->n_retired = j;
+	}
+	pthread_mutex_unlock(&l->lock);
+	if (keep)
+		store_collect(l->ds->store, l->kind, keep, n);
+	free(keep);
+}
+
 static void *load_listing(void *p)
 {
 	struct listing *l = p;
 	struct catalog *cat = l->cat;
 	struct dataset *ds = l->ds;
-	struct store_listing *sl = NULL;
+	struct loader ld = { l, NULL };
+	struct fresh_clock clock = { .ttl = (int64_t)cat->ttl_s * 1000,
+				     .hold = ERROR_HOLD_MS };
 	int64_t start = now_ms();
-	uint64_t gen = 0, old = 0;
+	uint64_t prev, gen = 0;
 	char what[256];
 	int err;
 
 	snprintf(what, sizeof(what), "%s/%s %s", ds->owner, ds->slug,
 		 l->kind == ITEM_KIND_ITEM ? "items" : "sequences");
-	err = open_store(cat, ds);
-	if (!err)
-		err = store_listing_begin(ds->store, l->kind, &sl);
-	if (!err)
-		err = api_list(cat->api, ds->owner, ds->slug, l->kind, add_page,
-			       sl);
+	pthread_mutex_lock(&l->lock);
+	prev = l->gen;
+	pthread_mutex_unlock(&l->lock);
+	err = store_listing_begin(ds->store, l->kind, prev, &ld.sl);
 	if (!err) {
-		gen = store_listing_commit(sl);
+		pthread_mutex_lock(&l->lock);
+		l->building = store_listing_gen(ld.sl);
+		l->pages = 0;
+		pthread_mutex_unlock(&l->lock);
+		err = api_list(cat->api, ds->owner, ds->slug, l->kind, add_page,
+			       &ld);
+	}
+	if (!err) {
+		gen = store_listing_commit(ld.sl);
 		if (!gen)
 			err = -EIO;
-	} else {
-		store_listing_abort(sl);
 	}
+	store_listing_free(ld.sl);
 
 	pthread_mutex_lock(&l->lock);
-	l->loading = false;
+	clock.now = now_ms();
+	clock.took = clock.now - start;
 	if (!err) {
-		old = l->gen;
-		l->old_gen = old;
-		l->old_pins = l->pins;
+		retire(l, l->gen);
 		l->gen = gen;
-		l->pins = 0;
-		l->err = 0;
-		l->fresh_until = trusted_until(cat, start);
-		if (!l->stale)
+		if (!l->fresh.again)
 			gone_clear(l);
-	} else if (err == -EIO && l->gen) {
-		log_warn("%s: listing failed, serving the last one", what);
-		l->err = 0;
-		l->fresh_until = trusted_until(cat, start);
+		fresh_apply(&l->fresh, FRESH_LOADED, 0, &clock);
 	} else {
-		l->err = err;
-		l->fresh_until = now_ms() + ERROR_HOLD_MS;
+		retire(l, l->building);
+		if (l->gen)
+			log_warn("%s: listing failed, serving the last one",
+				 what);
+		fresh_apply(&l->fresh, FRESH_LOAD_FAILED, err, &clock);
 	}
-	if (l->stale && !l->err)
-		l->fresh_until = 0;
-	l->stale = false;
-	pthread_cond_broadcast(&l->done);
-	/* the generation replaced goes once its last reader is done */
-	while (old && l->old_pins > 0)
-		pthread_cond_wait(&l->done, &l->lock);
-	l->old_gen = 0;
+	l->building = 0;
+	pthread_cond_broadcast(&l->changed);
 	pthread_mutex_unlock(&l->lock);
-	if (old)
-		store_collect(ds->store, l->kind, gen);
+
+	if (!err) {
+		store_set_reader(ds->store, l->kind, gen);
+		if (prev && cat->replaced)
+			cat->replaced(cat->replaced_ctx, ds, l->kind, prev,
+				      gen);
+	}
+	collect(l);
 	/* the pages were parsed and freed: give the heap they grew back */
 	malloc_trim(0);
+
+	pthread_mutex_lock(&cat->lock);
+	if (--cat->loaders == 0)
+		pthread_cond_broadcast(&cat->loaders_done);
+	pthread_mutex_unlock(&cat->lock);
 	return NULL;
 }
 
-/* Start a fetch of @l on its own thread. Called with l->lock held. */
+/* Start a load of @l on a thread of its own. Called with l->lock held. */
 static int start_loading(struct listing *l)
 {
+	struct catalog *cat = l->cat;
+	pthread_attr_t attr;
+	pthread_t thread;
 	int err;
 
-	if (l->joinable) {
-		/* the last loader has published (loading is false): it is at
-		 * most a collection away from its end */
-		pthread_t last = l->loader;
-
-		l->joinable = false;
-		pthread_mutex_unlock(&l->lock);
-		pthread_join(last, NULL);
-		pthread_mutex_lock(&l->lock);
-		if (l->loading)
-			return 0; /* another reader started one meanwhile */
+	pthread_mutex_lock(&cat->lock);
+	cat->loaders++;
+	pthread_mutex_unlock(&cat->lock);
+	pthread_attr_init(&attr);
+	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+	err = pthread_create(&thread, &attr, load_listing, l);
+	pthread_attr_destroy(&attr);
+	if (err) {
+		pthread_mutex_lock(&cat->lock);
+		cat->loaders--;
+		pthread_mutex_unlock(&cat->lock);
 	}
-	err = pthread_create(&l->loader, NULL, load_listing, l);
-	if (err)
-		return -err;
-	l->joinable = true;
-	l->loading = true;
-	return 0;
+	return -err;
+}
+
+/* Serve what the store kept of @l from an earlier mount (or another one):
+ * the newest complete listing, trusted for what is left of its ttl. */
+static void adopt_stored(struct catalog *cat, struct listing *l)
+{
+	int64_t listed_at, age;
+	uint64_t gen;
+	bool adopted = false;
+
+	if (store_latest(l->ds->store, l->kind, &gen, &listed_at))
+		return;
+	pthread_mutex_lock(&l->lock);
+	if (!l->gen && l->fresh.state == FRESH_EMPTY) {
+		age = (int64_t)time(NULL) - listed_at;
+		l->gen = gen;
+		l->fresh.state = FRESH_CURRENT;
+		l->fresh.until =
+			now_ms() +
+			((int64_t)cat->ttl_s - (age > 0 ? age : 0)) * 1000;
+		adopted = true;
+	}
+	pthread_mutex_unlock(&l->lock);
+	if (adopted)
+		store_set_reader(l->ds->store, l->kind, gen);
+}
+
+static void pin_gen(struct listing *l, uint64_t gen)
+{
+	size_t i;
+
+	for (i = 0; i < l->n_pins; i++) {
+		if (l->pins[i].gen == gen) {
+			l->pins[i].n++;
+			return;
+		}
+	}
+	for (i = 0; i < l->n_pins; i++) {
+		if (l->pins[i].n == 0)
+			break;
+	}
+	if (i == l->n_pins &&
+	    UTIL_GROW(l->pins, l->n_pins, l->cap_pins, 4) == 0)
+		l->n_pins++;
+	if (i < l->n_pins) {
+		l->pins[i].gen = gen;
+		l->pins[i].n = 1;
+	}
 }
 
 int catalog_pin(struct catalog *cat, struct dataset *ds, enum item_kind kind,
-		uint64_t *gen)
+		struct catalog_pin *pin)
 {
 	struct listing *l = &ds->lists[kind];
+	struct fresh_clock clock = { .ttl = (int64_t)cat->ttl_s * 1000,
+				     .hold = ERROR_HOLD_MS };
 	int64_t deadline = now_ms() + cat->wait_ms;
-	int err = 0;
+	int err = open_store(cat, ds);
 
-	*gen = 0;
+	memset(pin, 0, sizeof(*pin));
+	if (err)
+		return err;
+	if (!__atomic_load_n(&l->opened, __ATOMIC_ACQUIRE)) {
+		adopt_stored(cat, l);
+		__atomic_store_n(&l->opened, true, __ATOMIC_RELEASE);
+	}
 	pthread_mutex_lock(&l->lock);
 	for (;;) {
-		if (now_ms() < l->fresh_until) {
-			err = l->err;
-			break;
-		}
-		if (!l->loading) {
+		clock.now = now_ms();
+		if (fresh_apply(&l->fresh, FRESH_READ, 0, &clock)) {
 			err = start_loading(l);
 			if (err) {
 				log_err("cannot start a listing: %s",
 					strerror(-err));
-				break;
+				fresh_apply(&l->fresh, FRESH_LOAD_FAILED, -EIO,
+					    &clock);
 			}
-			if (!l->loading)
-				continue;
 		}
-		if (util_cond_wait_until(&l->done, &l->lock, deadline) ==
+		if (fresh_servable(&l->fresh)) {
+			pin->gen = l->gen;
+			break;
+		}
+		if (l->fresh.state == FRESH_FAILED) {
+			err = l->fresh.err;
+			break;
+		}
+		/* the first listing: its pages as far as they came */
+		if (l->building && l->pages > 0) {
+			pin->gen = l->building;
+			pin->partial = true;
+			pin->pages = l->pages;
+			break;
+		}
+		if (util_cond_wait_until(&l->changed, &l->lock, deadline) ==
 		    ETIMEDOUT) {
-			/* the fetch goes on; the reader is answered now */
-			if (!l->gen) {
-				log_err("%s/%s %s: no listing after %" PRId64
-					" ms, still fetching",
-					ds->owner, ds->slug,
-					kind == ITEM_KIND_ITEM ? "items"
-							       : "sequences",
-					cat->wait_ms);
-				err = -EIO;
-			}
+			log_err("%s/%s %s: no listing after %" PRId64
+				" ms, still fetching",
+				ds->owner, ds->slug,
+				kind == ITEM_KIND_ITEM ? "items" : "sequences",
+				cat->wait_ms);
+			err = -EIO;
 			break;
 		}
 	}
-	if (!err && !l->gen)
-		err = -EIO;
-	if (!err) {
-		*gen = l->gen;
-		l->pins++;
-	}
+	if (!err)
+		pin_gen(l, pin->gen);
 	pthread_mutex_unlock(&l->lock);
 	return err;
 }
 
 void catalog_unpin(struct catalog *cat, struct dataset *ds, enum item_kind kind,
-		   uint64_t gen)
+		   const struct catalog_pin *pin)
 {
 	struct listing *l = &ds->lists[kind];
+	size_t i;
 
 	(void)cat;
 	pthread_mutex_lock(&l->lock);
-	if (gen == l->gen) {
-		l->pins--;
-	} else if (gen == l->old_gen && l->old_pins > 0) {
-		if (--l->old_pins == 0)
-			pthread_cond_broadcast(&l->done);
+	for (i = 0; i < l->n_pins; i++) {
+		if (l->pins[i].gen == pin->gen && l->pins[i].n > 0) {
+			l->pins[i].n--;
+			break;
+		}
 	}
 	pthread_mutex_unlock(&l->lock);
+}
+
+int catalog_wait(struct catalog *cat, struct dataset *ds, enum item_kind kind,
+		 struct catalog_pin *pin, int64_t deadline)
+{
+	struct listing *l = &ds->lists[kind];
+	int err = 0;
+
+	(void)cat;
+	if (!pin->partial)
+		return 1;
+	pthread_mutex_lock(&l->lock);
+	while (l->building == pin->gen && l->pages == pin->pages &&
+	       util_cond_wait_until(&l->changed, &l->lock, deadline) !=
+		       ETIMEDOUT)
+		;
+	if (l->gen == pin->gen) {
+		pin->partial = false; /* complete now */
+		err = 1;
+	} else if (l->building == pin->gen && l->pages > pin->pages) {
+		pin->pages = l->pages;
+	} else {
+		err = -EIO; /* failed, or no page in time */
+	}
+	pthread_mutex_unlock(&l->lock);
+	return err;
 }
 
 void catalog_forget(struct catalog *cat, struct dataset *ds,
 		    enum item_kind kind, uint64_t oid)
 {
 	struct listing *l = &ds->lists[kind];
+	struct fresh_clock clock = { .now = now_ms() };
 	struct gone *g;
 
 	(void)cat;
@@ -617,10 +793,7 @@ void catalog_forget(struct catalog *cat, struct dataset *ds,
 		HASH_ADD(hh, l->gone, oid, sizeof(g->oid), g);
 		__atomic_add_fetch(&l->n_gone, 1, __ATOMIC_RELAXED);
 	}
-	l->fresh_until = 0;
-	if (l->loading)
-		l->stale =
-			true; /* the listing begun before may still hold it */
+	fresh_apply(&l->fresh, FRESH_FORGET, 0, &clock);
 	pthread_mutex_unlock(&l->lock);
 }
 

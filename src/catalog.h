@@ -1,6 +1,8 @@
 /* The catalog: owners and datasets (configured and discovered), and the
  * freshness of each dataset's listings of items and sequences, which live
- * in the dataset's store and are trusted for ttl seconds. */
+ * in the dataset's store: a listing kept there is served at once, a stale
+ * one while the next is fetched in the background, and a first one as its
+ * pages come. */
 #ifndef AVALAFS_CATALOG_H
 #define AVALAFS_CATALOG_H
 
@@ -20,6 +22,18 @@ struct catalog_config {
 	bool discover; /* ask the server for its dataset list */
 	const char *origin; /* the API's base URL, which stores are of */
 	const char *store_dir; /* where the stores' databases are made */
+	/* called (on the loader's thread) when generation @new of a listing
+	 * replaced @old: what the kernel holds of @old may be out of date */
+	void (*replaced)(void *ctx, struct dataset *ds, enum item_kind kind,
+			 uint64_t old, uint64_t new);
+	void *replaced_ctx;
+};
+
+/* A generation pinned for reading: its rows stay until it is unpinned. */
+struct catalog_pin {
+	uint64_t gen;
+	bool partial; /* the first listing, still loading: its pages so far */
+	uint64_t pages; /* partial: how many pages were there */
 };
 
 struct catalog;
@@ -27,7 +41,11 @@ struct catalog;
 /* A catalog over @api (borrowed); NULL on ENOMEM. */
 struct catalog *catalog_new(struct api *api, const struct catalog_config *cfg);
 
-/* Accepts NULL. Fetches still running must have been cancelled. */
+/* Wait for the listings being fetched to end (the engine's requests
+ * cancelled first, they end soon). */
+void catalog_quiesce(struct catalog *cat);
+
+/* Accepts NULL. Calls catalog_quiesce(). */
 void catalog_free(struct catalog *cat);
 
 /* Add OWNER/SLUG; adding one twice is harmless. 0 or -ENOMEM. */
@@ -66,21 +84,28 @@ const char *dataset_slug_name(const struct dataset *ds);
 const char *dataset_owner(const struct dataset *ds);
 const char *dataset_slug(const struct dataset *ds);
 
-/* The store of @ds: set once a listing was asked for (catalog_pin()). */
+/* The store of @ds: set once a listing was pinned (catalog_pin()). */
 struct store *dataset_store(struct dataset *ds);
 
-/* The current generation of the listing of @kind in @ds, fetched first
- * (on a thread of its own) when older than ttl, in @gen and pinned until
- * catalog_unpin(): its rows stay until then. A fetch that takes longer
- * than wait_ms goes on while the caller gets the last listing, or -EIO
- * when there is none. Returns 0 or a negative errno (EACCES, ENOENT,
- * EIO). */
+/* The listing of @kind in @ds to read, pinned in @pin until
+ * catalog_unpin(): the complete one (a stale one is served while the next
+ * is fetched on a thread of its own), else the first listing as far as
+ * its pages came (@pin->partial). Only a dataset with no page of any
+ * listing yet makes the caller wait, at most wait_ms. Returns 0 or a
+ * negative errno (EACCES, ENOENT, EIO). */
 int catalog_pin(struct catalog *cat, struct dataset *ds, enum item_kind kind,
-		uint64_t *gen);
+		struct catalog_pin *pin);
 
 /* Release what catalog_pin() gave. */
 void catalog_unpin(struct catalog *cat, struct dataset *ds, enum item_kind kind,
-		   uint64_t gen);
+		   const struct catalog_pin *pin);
+
+/* For a partial @pin: wait until its listing has more pages than
+ * @pin->pages (0, and @pin->pages updated) or is complete (1, and
+ * @pin->partial cleared), or @deadline (ms, util_now_ms()) passed or the
+ * load failed (-EIO). A complete pin returns 1 at once. */
+int catalog_wait(struct catalog *cat, struct dataset *ds, enum item_kind kind,
+		 struct catalog_pin *pin, int64_t deadline);
 
 /* The API answered 404 for object @oid of @kind: hide it, and list again
  * next time. */

@@ -1,6 +1,8 @@
 /* The freshness state machine: every transition in one function. */
 #include "fresh.h"
 
+#include <errno.h>
+
 const char *fresh_state_name(enum fresh_state s)
 {
 	static const char *const names[] = {
@@ -49,9 +51,16 @@ bool fresh_apply(struct fresh *f, enum fresh_event ev, int err,
 			f->state = FRESH_FAILED;
 			f->err = err;
 			f->until = c->now + c->hold;
-		} else if (f->state == FRESH_REFRESHING) {
-			/* the last listing stays; it is tried again later */
+		} else if (f->state == FRESH_REFRESHING && err == -EIO) {
+			/* a server that could not answer: the last listing
+			 * stays, and is tried again later */
 			f->state = FRESH_CURRENT;
+			f->until = c->now + c->hold;
+		} else if (f->state == FRESH_REFRESHING) {
+			/* the server said no (a key or a permission gone, the
+			 * dataset gone): what was listed is not shown */
+			f->state = FRESH_FAILED;
+			f->err = err;
 			f->until = c->now + c->hold;
 		}
 		f->again = false;

@@ -16,8 +16,9 @@ enum fresh_state {
 		      * starts a refresh, and is answered from it at once */
 	FRESH_REFRESHING, /* a complete listing, served while the next one
 			   * loads */
-	FRESH_FAILED, /* no listing: the last load failed; readers get its
-		       * error until @until */
+	FRESH_FAILED, /* no listing to serve: the last load failed (a first
+		       * one, or a refresh the server refused); readers get
+		       * its error until @until */
 };
 
 enum fresh_event {

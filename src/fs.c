@@ -23,6 +23,7 @@ static struct fs *fs_of(fuse_req_t req)
 int fs_init(struct fs *fs)
 {
 	pthread_mutex_init(&fs->handles_lock, NULL);
+	pthread_mutex_init(&fs->forgets_lock, NULL);
 	fs->handles.prev = fs->handles.next = &fs->handles;
 	fs->objects = view_object_cache_new();
 	fs->size_windows = view_size_windows_new();
@@ -66,6 +67,76 @@ void fs_destroy(struct fs *fs)
 	fs->objects = NULL;
 	view_size_windows_free(fs->size_windows);
 	fs->size_windows = NULL;
+	while (fs->n_forgets > 0)
+		free(fs->forgets[--fs->n_forgets].name);
+	free(fs->forgets);
+	pthread_mutex_destroy(&fs->forgets_lock);
+}
+
+/* ---- what the kernel must forget when a listing changes ---- */
+
+static void note_forget(void *p, fuse_ino_t ino, const char *name, size_t len)
+{
+	struct fs *fs = p;
+	char *copy = NULL;
+
+	if (name && !(copy = strndup(name, len)))
+		return;
+	pthread_mutex_lock(&fs->forgets_lock);
+	if (UTIL_GROW(fs->forgets, fs->n_forgets, fs->cap_forgets, 64)) {
+		free(copy);
+	} else {
+		fs->forgets[fs->n_forgets].ino = ino;
+		fs->forgets[fs->n_forgets].name = copy;
+		fs->forgets[fs->n_forgets].len = len;
+		fs->n_forgets++;
+	}
+	pthread_mutex_unlock(&fs->forgets_lock);
+}
+
+struct replaced {
+	struct fs *fs;
+	struct dataset *ds;
+	enum item_kind kind;
+};
+
+static void on_change(void *p, const struct store_change *c)
+{
+	struct replaced *r = p;
+
+	view_changes(r->fs, r->ds, r->kind, c, note_forget, r->fs);
+}
+
+void fs_listing_replaced(void *fs, struct dataset *ds, enum item_kind kind,
+			 uint64_t old, uint64_t new)
+{
+	struct replaced r = { fs, ds, kind };
+
+	store_changes(dataset_store(ds), old, new, on_change, &r);
+}
+
+void fs_send_forgets(struct fs *fs, struct fuse_session *se)
+{
+	struct fs_forget *v;
+	size_t n, i;
+
+	pthread_mutex_lock(&fs->forgets_lock);
+	v = fs->forgets;
+	n = fs->n_forgets;
+	fs->forgets = NULL;
+	fs->n_forgets = fs->cap_forgets = 0;
+	pthread_mutex_unlock(&fs->forgets_lock);
+	for (i = 0; i < n; i++) {
+		/* an inode or a name the kernel does not hold is ENOENT:
+		 * nothing to forget */
+		if (v[i].name)
+			fuse_lowlevel_notify_inval_entry(se, v[i].ino,
+							 v[i].name, v[i].len);
+		else
+			fuse_lowlevel_notify_inval_inode(se, v[i].ino, 0, 0);
+		free(v[i].name);
+	}
+	free(v);
 }
 
 /* ---- the kernel's session ---- */
@@ -157,30 +228,27 @@ static void fs_getattr(fuse_req_t req, fuse_ino_t ino,
 /* An entry sent in the last reply: where a reader may ask to go on. */
 struct sent {
 	off_t off;
-	char *name;
+	uint64_t pos; /* its position in the listing */
 	fuse_ino_t counted; /* a readdirplus entry's inode, counted; or 0 */
 };
 
-/* An open directory. Entries are listed by name, never by position: the
- * offset of an entry is its place in this handle's walk, and the names of
- * the last reply's entries say where to go on from each of them. */
+/* An open directory. The offset of an entry is its place in this
+ * handle's walk; the positions of the last reply's entries say where to
+ * go on from each of them, and the kind's own state (a pinned listing)
+ * keeps positions meaningful for the life of the handle. */
 struct dir_handle {
 	struct fs_handle h; /* first: the list sees this */
 	struct node node;
+	void *state; /* the kind's; NULL until the first listing */
 	struct sent *sent; /* the last reply's entries */
 	size_t n_sent, cap_sent;
 };
 
-static void sent_clear(struct dir_handle *d)
-{
-	while (d->n_sent > 0)
-		free(d->sent[--d->n_sent].name);
-}
-
 static void dir_free(struct fs *fs, struct dir_handle *d)
 {
 	handle_remove(fs, &d->h);
-	sent_clear(d);
+	if (d->state && d->node.ops->dir_release)
+		d->node.ops->dir_release(fs, &d->node, d->state);
 	free(d->sent);
 	free(d);
 }
@@ -220,7 +288,6 @@ static void fs_opendir(fuse_req_t req, fuse_ino_t ino,
 struct dir_fill {
 	fuse_req_t req;
 	struct fs *fs;
-	struct dir_handle *d;
 	bool plus;
 	char *buf;
 	size_t size, used;
@@ -232,7 +299,7 @@ struct dir_fill {
 };
 
 static int add_entry(struct dir_fill *df, const char *name, fuse_ino_t ino,
-		     const struct stat *st, bool counted)
+		     const struct stat *st, bool counted, uint64_t pos)
 {
 	struct fuse_entry_param e;
 	size_t need;
@@ -259,18 +326,13 @@ static int add_entry(struct dir_fill *df, const char *name, fuse_ino_t ino,
 		df->err = -ENOMEM;
 		return 1;
 	}
-	df->sent[df->n_sent].off = df->next_off + 1;
-	df->sent[df->n_sent].counted = counted && df->plus ? ino : 0;
-	df->sent[df->n_sent].name = strdup(name);
-	if (!df->sent[df->n_sent].name) {
-		df->err = -ENOMEM;
-		return 1;
-	}
 	if (counted && df->plus && tree_ref(df->fs->tree, ino)) {
-		free(df->sent[df->n_sent].name);
 		df->err = -ENOMEM;
 		return 1;
 	}
+	df->sent[df->n_sent].off = df->next_off + 1;
+	df->sent[df->n_sent].pos = pos;
+	df->sent[df->n_sent].counted = counted && df->plus ? ino : 0;
 	df->n_sent++;
 	df->used += need;
 	df->next_off++;
@@ -278,7 +340,7 @@ static int add_entry(struct dir_fill *df, const char *name, fuse_ino_t ino,
 }
 
 static int fill_entry(void *ctx, const char *name, const struct node *child,
-		      const struct stat *st)
+		      const struct stat *st, uint64_t pos)
 {
 	struct dir_fill *df = ctx;
 	struct stat bare;
@@ -294,29 +356,27 @@ static int fill_entry(void *ctx, const char *name, const struct node *child,
 		memset(&bare, 0, sizeof(bare));
 		bare.st_ino = child->ino;
 		bare.st_mode = child->ops->dir ? S_IFDIR : S_IFREG;
-		return add_entry(df, name, child->ino, &bare, false);
+		return add_entry(df, name, child->ino, &bare, false, pos);
 	}
-	return add_entry(df, name, child->ino, st, true);
+	return add_entry(df, name, child->ino, st, true, pos);
 }
 
-/* Where a reply that begins after offset @off goes on: after the entry
- * named @after, numbering from @next_off; a seek to an offset this handle
- * did not just send walks from the start again. */
-static void resume_point(struct dir_handle *d, off_t off, const char **after,
+/* Where a reply that begins after offset @off goes on: after position
+ * @after, numbering from @next_off; a seek to an offset this handle did
+ * not just send walks from the start again. */
+static void resume_point(struct dir_handle *d, off_t off, uint64_t *after,
 			 off_t *next_off, off_t *skip)
 {
 	size_t i;
 
-	*after = "";
+	*after = 0;
 	*skip = 0;
 	*next_off = off;
-	if (off <= 2) {
-		*next_off = off;
+	if (off <= 2)
 		return;
-	}
 	for (i = 0; i < d->n_sent; i++) {
 		if (d->sent[i].off == off) {
-			*after = d->sent[i].name;
+			*after = d->sent[i].pos;
 			return;
 		}
 	}
@@ -332,12 +392,11 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	struct dir_fill df = {
 		.req = req,
 		.fs = fs,
-		.d = d,
 		.plus = plus,
 		.size = size,
 	};
 	fuse_ino_t *counted;
-	const char *after;
+	uint64_t after;
 	size_t i, n_counted = 0;
 	int err = 0, rc;
 
@@ -351,24 +410,22 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	if (df.next_off == 0) {
 		struct stat st = { .st_ino = ino, .st_mode = S_IFDIR };
 
-		if (add_entry(&df, ".", ino, &st, false) == 0) {
+		if (add_entry(&df, ".", ino, &st, false, 0) == 0) {
 			st.st_ino = FUSE_ROOT_ID;
-			add_entry(&df, "..", FUSE_ROOT_ID, &st, false);
+			add_entry(&df, "..", FUSE_ROOT_ID, &st, false, 0);
 		}
 	} else if (df.next_off == 1) {
 		struct stat st = { .st_ino = FUSE_ROOT_ID, .st_mode = S_IFDIR };
 
-		add_entry(&df, "..", FUSE_ROOT_ID, &st, false);
+		add_entry(&df, "..", FUSE_ROOT_ID, &st, false, 0);
 	}
 	if (df.next_off == 2 || df.next_off == off)
-		err = d->node.ops->readdir(fs, &d->node, after, plus,
+		err = d->node.ops->readdir(fs, &d->node, &d->state, after, plus,
 					   fill_entry, &df);
 	if (!err)
 		err = df.err;
 	/* an error after some entries: send those, the next call reports it */
 	if (err && df.used == 0) {
-		for (i = 0; i < df.n_sent; i++)
-			free(df.sent[i].name);
 		free(df.sent);
 		fuse_reply_err(req, -err);
 		free(df.buf);
@@ -381,7 +438,6 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		if (df.sent[i].counted)
 			counted[n_counted++] = df.sent[i].counted;
 	}
-	sent_clear(d);
 	free(d->sent);
 	d->sent = df.sent;
 	d->n_sent = df.n_sent;

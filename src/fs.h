@@ -22,6 +22,14 @@ struct fs_handle {
 struct object_cache;
 struct size_windows;
 
+/* Something the kernel must forget: a name in a directory, or (name NULL)
+ * what it holds of an inode. */
+struct fs_forget {
+	fuse_ino_t ino;
+	char *name;
+	size_t len;
+};
+
 struct fs {
 	struct tree *tree;
 	struct catalog *cat;
@@ -29,12 +37,16 @@ struct fs {
 	struct object_cache *objects; /* recently used objects, parsed */
 	struct size_windows *size_windows; /* sizes asked for ahead */
 	double ttl; /* seconds the kernel may trust entries and attributes */
+	int64_t wait_ms; /* longest a request waits for a listing's pages */
 	unsigned max_background; /* requests the kernel may have in flight */
 	uid_t uid;
 	gid_t gid;
 	struct timespec mounted; /* times of nodes without an object's */
 	pthread_mutex_t handles_lock;
 	struct fs_handle handles; /* list head */
+	pthread_mutex_t forgets_lock;
+	struct fs_forget *forgets; /* protected by forgets_lock */
+	size_t n_forgets, cap_forgets; /* protected by forgets_lock */
 };
 
 /* Ready @fs's handle list and object cache: 0 or -ENOMEM. */
@@ -42,6 +54,17 @@ int fs_init(struct fs *fs);
 
 /* Free the handles still open (after the session ended) and the cache. */
 void fs_destroy(struct fs *fs);
+
+/* What the catalog calls when generation @new of a listing replaced @old
+ * (@fs is a struct fs): what the kernel holds of what changed is noted, to
+ * be told by fs_send_forgets(). */
+void fs_listing_replaced(void *fs, struct dataset *ds, enum item_kind kind,
+			 uint64_t old, uint64_t new);
+
+/* Tell the kernel what it must forget; from a thread that serves no
+ * request (a notification about an inode in use by the calling request
+ * would wait for itself). */
+void fs_send_forgets(struct fs *fs, struct fuse_session *se);
 
 /* The operations table; userdata is a struct fs. */
 extern const struct fuse_lowlevel_ops fs_ops;

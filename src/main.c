@@ -266,6 +266,7 @@ struct session_watch {
 	struct http *http;
 	struct stream *stream;
 	struct tree *tree;
+	struct fs *fs;
 	const char *mountpoint;
 	int done; /* atomic: the loop returned */
 };
@@ -306,6 +307,8 @@ static void *watch_session(void *p)
 		n = stream_take_invalidations(w->stream, inos, 64);
 		for (i = 0; i < n; i++)
 			fuse_lowlevel_notify_inval_inode(w->se, inos[i], 0, 0);
+		/* names and inodes a new listing changed */
+		fs_send_forgets(w->fs, w->se);
 		usleep(50 * 1000);
 	}
 	http_cancel_all(w->http);
@@ -564,6 +567,8 @@ int main(int argc, char *argv[])
 		.discover = true,
 		.origin = api_url,
 		.store_dir = cache.listings,
+		.replaced = fs_listing_replaced,
+		.replaced_ctx = &fs,
 	};
 	cat = api ? catalog_new(api, &cat_cfg) : NULL;
 	stream = stream_new(http, cat,
@@ -590,6 +595,7 @@ int main(int argc, char *argv[])
 	fs.cat = cat;
 	fs.stream = stream;
 	fs.ttl = o.ttl;
+	fs.wait_ms = (int64_t)o.timeout * 1000;
 	fs.max_background = o.max_conns;
 	fs.uid = o.uid_set ? o.uid : getuid();
 	fs.gid = o.gid_set ? o.gid : getgid();
@@ -612,6 +618,7 @@ int main(int argc, char *argv[])
 		.http = http,
 		.stream = stream,
 		.tree = fs.tree,
+		.fs = &fs,
 		.mountpoint = cmd.mountpoint,
 	};
 	watching = pthread_create(&watcher, NULL, watch_session, &watch) == 0;
@@ -650,6 +657,9 @@ out_unmount:
 out_signals:
 	fuse_remove_signal_handlers(se);
 out_tree:
+	/* no listing may call into what is freed next */
+	http_cancel_all(http);
+	catalog_quiesce(cat);
 	if (fs.objects)
 		fs_destroy(&fs);
 	tree_free(fs.tree);

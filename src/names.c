@@ -183,6 +183,17 @@ static char *fit(char *name, const char *uid)
 	return cut;
 }
 
+static unsigned fnv32(const char *s)
+{
+	unsigned h = 2166136261u;
+
+	while (*s) {
+		h ^= (unsigned char)*s++;
+		h *= 16777619u;
+	}
+	return h;
+}
+
 char *names_base(const char *key, size_t len, const char *uid)
 {
 	if (!key || len == 0)
@@ -243,7 +254,13 @@ int names_key_path(const char *key, size_t len, const char *uid,
 		}
 	}
 	for (i = 0; i < count; i++) {
-		v[i] = fit(v[i], uid);
+		char tag[9];
+
+		/* a folder is many objects': its tag comes from its own name,
+		 * so that every object with that long part shares it */
+		if (i + 1 < count)
+			snprintf(tag, sizeof(tag), "%08x", fnv32(v[i]));
+		v[i] = fit(v[i], i + 1 < count ? tag : uid);
 		if (!v[i])
 			goto fail;
 	}

@@ -21,10 +21,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <uthash.h>
 
-#define SCHEMA_VERSION 1
+#define SCHEMA_VERSION 2
 #define MAX_READERS 16 /* connections open for readers at most */
 
 /* Entry flags: how an entry's name came about. */
@@ -36,8 +39,14 @@ static const char schema[] =
 	"CREATE TABLE IF NOT EXISTS objects(oid INTEGER PRIMARY KEY,"
 	" kind INTEGER NOT NULL, uid TEXT NOT NULL);"
 	"CREATE UNIQUE INDEX IF NOT EXISTS objects_uid ON objects(kind, uid);"
+	/* generations: who builds one (a process), and when it was complete;
+	 * which one each mount on the machine reads */
 	"CREATE TABLE IF NOT EXISTS gens(gen INTEGER PRIMARY KEY,"
-	" kind INTEGER NOT NULL, complete INTEGER NOT NULL DEFAULT 0);"
+	" kind INTEGER NOT NULL, pid INTEGER NOT NULL,"
+	" complete INTEGER NOT NULL DEFAULT 0, listed_at INTEGER);"
+	"CREATE TABLE IF NOT EXISTS readers(pid INTEGER NOT NULL,"
+	" kind INTEGER NOT NULL, gen INTEGER NOT NULL,"
+	" PRIMARY KEY(pid, kind)) WITHOUT ROWID;"
 	/* one row per object and generation: what getattr needs, and the
 	 * JSON for everything else */
 	"CREATE TABLE IF NOT EXISTS listed(gen INTEGER NOT NULL,"
@@ -54,11 +63,14 @@ static const char schema[] =
 	"INSERT OR IGNORE INTO dirs(id, parent, name) VALUES"
 	" (1, 0, 'items'), (2, 0, 'sequences'), (3, 0, 'paths');"
 	/* directory entries: an object (oid), a folder (child), or a name
-	 * held back after a collision (neither) */
+	 * held back after a collision (neither), listed in the order they
+	 * first came (seq) */
 	"CREATE TABLE IF NOT EXISTS entries(gen INTEGER NOT NULL,"
 	" dir INTEGER NOT NULL, name BLOB NOT NULL, oid INTEGER NOT NULL,"
 	" child INTEGER NOT NULL, has INTEGER NOT NULL,"
-	" flags INTEGER NOT NULL, PRIMARY KEY(gen, dir, name)) WITHOUT ROWID;"
+	" flags INTEGER NOT NULL, seq INTEGER NOT NULL,"
+	" PRIMARY KEY(gen, dir, name)) WITHOUT ROWID;"
+	"CREATE INDEX IF NOT EXISTS entries_seq ON entries(gen, dir, seq);"
 	"CREATE TABLE IF NOT EXISTS folder_status(gen INTEGER NOT NULL,"
 	" dir INTEGER NOT NULL, status INTEGER NOT NULL,"
 	" PRIMARY KEY(gen, dir, status)) WITHOUT ROWID;"
@@ -101,13 +113,15 @@ enum stmt {
 	S_DIR_PARENT,
 	S_STATUSES,
 	S_LEARN,
+	S_LATEST,
+	S_READER,
 	S_COUNT
 };
 
 /* The attribute columns that follow the name in S_READDIR and S_LOOKUP. */
 #define ENTRY_COLUMNS                                                 \
 	"e.oid, e.child, e.has, l.status, COALESCE(l.size, ld.size)," \
-	" lt.size, l.mtime "
+	" lt.size, l.mtime, e.seq "
 #define ENTRY_FROM                                                             \
 	"FROM entries e LEFT JOIN listed l ON l.gen = e.gen AND l.oid = e.oid" \
 	" LEFT JOIN learned ld ON ld.oid = e.oid AND ld.which = 0"             \
@@ -126,8 +140,10 @@ static const char *const stmt_sql[S_COUNT] = {
 	[S_OBJECT_ID] = "INSERT INTO objects(kind, uid) VALUES(?1, ?2)"
 			" ON CONFLICT(kind, uid) DO UPDATE SET kind = kind"
 			" RETURNING oid",
-	[S_GEN_NEW] = "INSERT INTO gens(kind) VALUES(?1) RETURNING gen",
-	[S_GEN_DONE] = "UPDATE gens SET complete = 1 WHERE gen = ?1",
+	[S_GEN_NEW] = "INSERT INTO gens(kind, pid) VALUES(?1, ?2)"
+		      " RETURNING gen",
+	[S_GEN_DONE] = "UPDATE gens SET complete = 1, listed_at = ?2"
+		       " WHERE gen = ?1",
 	[S_SEEN] = "SELECT 1 FROM listed WHERE gen = ?1 AND oid = ?2",
 	[S_PREV] = "SELECT key, iname, pdir, pname FROM listed"
 		   " WHERE gen = ?1 AND oid = ?2",
@@ -140,17 +156,19 @@ static const char *const stmt_sql[S_COUNT] = {
 	[S_LISTED_PNAME] = "UPDATE listed SET pname = ?3"
 			   " WHERE gen = ?1 AND oid = ?2",
 	[S_ENTRY_ADD] = "INSERT INTO entries(gen, dir, name, oid, child, has,"
-			" flags) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)"
+			" flags, seq) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
 			" ON CONFLICT DO NOTHING",
-	[S_ENTRY_GET] = "SELECT oid, child, flags, has FROM entries"
+	[S_ENTRY_GET] = "SELECT oid, child, flags, has, seq FROM entries"
 			" WHERE gen = ?1 AND dir = ?2 AND name = ?3",
-	[S_ENTRY_DROP] = "UPDATE entries SET oid = 0, child = 0, has = 0"
-			 " WHERE gen = ?1 AND dir = ?2 AND name = ?3",
-	[S_ENTRY_CLAIM] = "UPDATE entries SET oid = ?4, has = ?5, flags = ?6"
-			  " WHERE gen = ?1 AND dir = ?2 AND name = ?3"
+	[S_ENTRY_DROP] = "UPDATE entries SET oid = 0, child = 0, has = 0,"
+			 " seq = 0 WHERE gen = ?1 AND dir = ?2 AND name = ?3",
+	[S_ENTRY_CLAIM] = "UPDATE entries SET oid = ?4, has = ?5, flags = ?6,"
+			  " seq = ?7 WHERE gen = ?1 AND dir = ?2 AND name = ?3"
 			  " AND oid = 0 AND child = 0",
+	/* a folder: made of a name held back, or gaining has bits */
 	[S_ENTRY_HAS] = "UPDATE entries SET has = has | ?4, child = ?5,"
-			" oid = 0 WHERE gen = ?1 AND dir = ?2 AND name = ?3",
+			" oid = 0, seq = CASE WHEN seq = 0 THEN ?6 ELSE seq END"
+			" WHERE gen = ?1 AND dir = ?2 AND name = ?3",
 	[S_DIR_ID] = "INSERT INTO dirs(parent, name) VALUES(?1, ?2)"
 		     " ON CONFLICT(parent, name) DO UPDATE SET parent = parent"
 		     " RETURNING id",
@@ -164,14 +182,14 @@ static const char *const stmt_sql[S_COUNT] = {
 	[S_UID] = "SELECT uid FROM objects WHERE oid = ?1",
 	[S_READDIR] =
 		"SELECT e.name, " ENTRY_COLUMNS ENTRY_FROM
-		"WHERE e.gen = ?1 AND e.dir = ?2 AND e.name > ?3" ENTRY_FILTER
-		" ORDER BY e.name LIMIT ?6",
+		"WHERE e.gen = ?1 AND e.dir = ?2 AND e.seq > ?3" ENTRY_FILTER
+		" ORDER BY e.seq LIMIT ?6",
 	[S_LOOKUP] =
 		"SELECT e.name, " ENTRY_COLUMNS ENTRY_FROM
 		"WHERE e.gen = ?1 AND e.dir = ?2 AND e.name = ?3" ENTRY_FILTER,
 	[S_OBJECT] = "SELECT json FROM listed WHERE gen = ?1 AND oid = ?2",
 	[S_OBJECT_ENTRY] = "SELECT l.iname, l.oid, 0, l.has, l.status,"
-			   " COALESCE(l.size, ld.size), lt.size, l.mtime"
+			   " COALESCE(l.size, ld.size), lt.size, l.mtime, 0"
 			   " FROM listed l"
 			   " LEFT JOIN learned ld ON ld.oid = l.oid"
 			   " AND ld.which = 0 AND ld.mtime IS l.mtime"
@@ -183,6 +201,10 @@ static const char *const stmt_sql[S_COUNT] = {
 		       " ORDER BY status",
 	[S_LEARN] = "INSERT OR REPLACE INTO learned(oid, which, size, etag,"
 		    " mtime) VALUES(?1, ?2, ?3, ?4, ?5)",
+	[S_LATEST] = "SELECT gen, listed_at FROM gens WHERE kind = ?1"
+		     " AND complete = 1 ORDER BY gen DESC LIMIT 1",
+	[S_READER] = "INSERT OR REPLACE INTO readers(pid, kind, gen)"
+		     " VALUES(?1, ?2, ?3)",
 };
 
 struct conn {
@@ -208,7 +230,6 @@ struct store {
 	size_t n_status_ids; /* protected by lock */
 	pthread_mutex_t write_lock; /* one writer at a time */
 	struct conn *writer; /* protected by write_lock */
-	uint64_t current[2]; /* protected by lock: by enum item_kind */
 };
 
 static void conn_close(struct conn *c)
@@ -241,6 +262,9 @@ static int sql_errno(int rc)
 		return -EACCES;
 	case SQLITE_FULL:
 		return -ENOSPC;
+	case SQLITE_CORRUPT:
+	case SQLITE_NOTADB:
+		return -EBADMSG; /* not a database that can be trusted */
 	default:
 		return -EIO;
 	}
@@ -257,11 +281,13 @@ static int conn_exec(struct conn *c, const char *sql)
 	return sql_errno(rc);
 }
 
-static struct conn *conn_open(const char *path)
+/* A connection to @path, or NULL with the reason in @err. */
+static struct conn *conn_open(const char *path, int *err)
 {
 	struct conn *c = calloc(1, sizeof(*c));
 	int rc;
 
+	*err = -ENOMEM;
 	if (!c)
 		return NULL;
 	rc = sqlite3_open_v2(path, &c->db,
@@ -269,7 +295,7 @@ static struct conn *conn_open(const char *path)
 				     SQLITE_OPEN_NOMUTEX,
 			     NULL);
 	if (rc != SQLITE_OK) {
-		log_err("store: cannot open %s: %s", path, sqlite3_errstr(rc));
+		*err = sql_errno(rc);
 		conn_close(c);
 		return NULL;
 	}
@@ -283,9 +309,11 @@ static struct conn *conn_open(const char *path)
 			  "PRAGMA mmap_size = 0",
 			  NULL, NULL, NULL);
 	if (rc != SQLITE_OK) {
+		*err = sql_errno(rc);
 		conn_close(c);
 		return NULL;
 	}
+	*err = 0;
 	return c;
 }
 
@@ -345,6 +373,7 @@ static int step_int(sqlite3_stmt *q, int64_t *v)
 static struct conn *conn_get(struct store *st)
 {
 	struct conn *c;
+	int err;
 
 	pthread_mutex_lock(&st->lock);
 	while (!st->idle && st->n_conns >= MAX_READERS)
@@ -357,8 +386,9 @@ static struct conn *conn_get(struct store *st)
 	}
 	st->n_conns++;
 	pthread_mutex_unlock(&st->lock);
-	c = conn_open(st->path);
+	c = conn_open(st->path, &err);
 	if (!c) {
+		log_err("store: cannot open %s: %s", st->path, strerror(-err));
 		pthread_mutex_lock(&st->lock);
 		st->n_conns--;
 		pthread_cond_signal(&st->conn_free);
@@ -439,7 +469,10 @@ static int claim(struct conn *c, const char *origin, const char *owner,
 		    strcmp(buf, want[i][1]) != 0)
 			err = -EPROTO;
 	}
-	conn_exec(c, err ? "ROLLBACK" : "COMMIT");
+	if (!err)
+		err = conn_exec(c, "COMMIT");
+	if (err)
+		sqlite3_exec(c->db, "ROLLBACK", NULL, NULL, NULL);
 	return err;
 }
 
@@ -484,25 +517,40 @@ static int load_statuses(struct store *st, struct conn *c)
 	return err;
 }
 
-/* The last complete generation of each kind, from the gens table. */
-static int load_current(struct store *st, struct conn *c)
+static bool wal_has_frames(const char *path)
 {
-	sqlite3_stmt *q;
-	int rc, k;
+	char wal[4096];
+	struct stat st;
 
-	rc = sqlite3_prepare_v2(c->db,
-				"SELECT max(gen) FROM gens WHERE kind = ?1"
-				" AND complete = 1",
-				-1, &q, NULL);
-	if (rc != SQLITE_OK)
-		return sql_errno(rc);
-	for (k = 0; k < 2; k++) {
-		sqlite3_bind_int(q, 1, k);
+	snprintf(wal, sizeof(wal), "%s-wal", path);
+	return stat(wal, &st) == 0 && st.st_size > 32;
+}
+
+/* Whether the file is as long as the database says: a truncated one would
+ * fail later, at some page, with rows missing. */
+static int check_whole(struct conn *c, const char *path)
+{
+	int64_t pages = 0, page_size = 0;
+	sqlite3_stmt *q;
+	struct stat st;
+
+	if (sqlite3_prepare_v2(c->db, "PRAGMA page_count", -1, &q, NULL) ==
+	    SQLITE_OK) {
 		if (sqlite3_step(q) == SQLITE_ROW)
-			st->current[k] = sqlite3_column_int64(q, 0);
-		sqlite3_reset(q);
+			pages = sqlite3_column_int64(q, 0);
+		sqlite3_finalize(q);
 	}
-	sqlite3_finalize(q);
+	if (sqlite3_prepare_v2(c->db, "PRAGMA page_size", -1, &q, NULL) ==
+	    SQLITE_OK) {
+		if (sqlite3_step(q) == SQLITE_ROW)
+			page_size = sqlite3_column_int64(q, 0);
+		sqlite3_finalize(q);
+	}
+	if (stat(path, &st) != 0)
+		return -errno;
+	/* pages still in the write-ahead log are not in the file yet */
+	if (pages * page_size > st.st_size && !wal_has_frames(path))
+		return -EBADMSG;
 	return 0;
 }
 
@@ -540,24 +588,37 @@ int store_open(const char *path, const char *origin, const char *owner,
 	pthread_cond_init(&st->conn_free, NULL);
 	pthread_mutex_init(&st->write_lock, NULL);
 	for (tries = 0; tries < 2; tries++) {
-		st->writer = conn_open(path);
-		err = st->writer ? claim(st->writer, origin, owner, slug)
-				 : -EIO;
+		int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+
+		/* made 0600 before SQLite makes its companions like it: the
+		 * listing holds presigned URLs */
+		if (fd < 0) {
+			err = -errno;
+			break;
+		}
+		close(fd);
+		st->writer = conn_open(path, &err);
+		if (st->writer)
+			err = claim(st->writer, origin, owner, slug);
+		if (!err)
+			err = check_whole(st->writer, path);
 		if (!err)
 			break;
 		conn_close(st->writer);
 		st->writer = NULL;
-		if (err == -ENOMEM || err == -EACCES || err == -ENOSPC ||
-		    err == -EBUSY)
+		/* only a file that is not what it must be is set aside; an
+		 * error of the system (no memory, no room, a lock) is not
+		 * the file's */
+		if (err != -EPROTO && err != -EBADMSG)
 			break;
 		set_aside(path, err == -EPROTO
 					? "is of another schema or dataset"
-					: "cannot be read");
+					: "is damaged or not a database");
 	}
+	if (err)
+		log_err("store: cannot use %s: %s", path, strerror(-err));
 	if (!err)
 		err = load_statuses(st, st->writer);
-	if (!err)
-		err = load_current(st, st->writer);
 	if (err) {
 		store_free(st);
 		return err;
@@ -591,14 +652,47 @@ void store_free(struct store *st)
 	free(st);
 }
 
-uint64_t store_current(struct store *st, enum item_kind kind)
+int store_latest(struct store *st, enum item_kind kind, uint64_t *gen,
+		 int64_t *listed_at)
 {
-	uint64_t gen;
+	struct conn *c = conn_get(st);
+	sqlite3_stmt *q = c ? stmt(c, S_LATEST) : NULL;
+	int rc, err = -ENOENT;
 
-	pthread_mutex_lock(&st->lock);
-	gen = st->current[kind];
-	pthread_mutex_unlock(&st->lock);
-	return gen;
+	*gen = 0;
+	*listed_at = 0;
+	if (!q) {
+		if (c)
+			conn_put(st, c);
+		return -EIO;
+	}
+	sqlite3_bind_int(q, 1, kind);
+	rc = sqlite3_step(q);
+	if (rc == SQLITE_ROW) {
+		*gen = sqlite3_column_int64(q, 0);
+		*listed_at = sqlite3_column_int64(q, 1);
+		err = 0;
+	} else if (rc != SQLITE_DONE) {
+		err = sql_errno(rc);
+	}
+	sqlite3_reset(q);
+	conn_put(st, c);
+	return err;
+}
+
+void store_set_reader(struct store *st, enum item_kind kind, uint64_t gen)
+{
+	sqlite3_stmt *q;
+
+	pthread_mutex_lock(&st->write_lock);
+	q = stmt(st->writer, S_READER);
+	if (q) {
+		sqlite3_bind_int64(q, 1, getpid());
+		sqlite3_bind_int(q, 2, kind);
+		sqlite3_bind_int64(q, 3, gen);
+		step_done(q);
+	}
+	pthread_mutex_unlock(&st->write_lock);
 }
 
 /* ---- writing a listing ---- */
@@ -616,11 +710,19 @@ struct folder_memo {
 	UT_hash_handle hh;
 };
 
+/* The next place in a directory's order, for this listing. */
+struct dir_seq {
+	uint64_t dir;
+	uint64_t next;
+	UT_hash_handle hh;
+};
+
 struct store_listing {
 	struct store *st;
 	enum item_kind kind;
 	uint64_t gen, prev;
 	struct folder_memo *folders;
+	struct dir_seq *seqs;
 	uint64_t statuses; /* ids < 64 written to gen_status */
 	bool failed;
 };
@@ -628,14 +730,36 @@ struct store_listing {
 static void memo_free(struct store_listing *l)
 {
 	struct folder_memo *f, *tmp;
+	struct dir_seq *d, *dtmp;
 
 	HASH_ITER(hh, l->folders, f, tmp) {
 		HASH_DEL(l->folders, f);
 		free(f);
 	}
+	HASH_ITER(hh, l->seqs, d, dtmp) {
+		HASH_DEL(l->seqs, d);
+		free(d);
+	}
 }
 
-int store_listing_begin(struct store *st, enum item_kind kind,
+/* The next place in @dir's order (from 1), or 0 on ENOMEM. */
+static uint64_t next_seq(struct store_listing *l, uint64_t dir)
+{
+	struct dir_seq *d;
+
+	HASH_FIND(hh, l->seqs, &dir, sizeof(dir), d);
+	if (!d) {
+		d = calloc(1, sizeof(*d));
+		if (!d)
+			return 0;
+		d->dir = dir;
+		d->next = 1;
+		HASH_ADD(hh, l->seqs, dir, sizeof(d->dir), d);
+	}
+	return d->next++;
+}
+
+int store_listing_begin(struct store *st, enum item_kind kind, uint64_t prev,
 			struct store_listing **out)
 {
 	struct store_listing *l = calloc(1, sizeof(*l));
@@ -648,12 +772,13 @@ int store_listing_begin(struct store *st, enum item_kind kind,
 		return -ENOMEM;
 	l->st = st;
 	l->kind = kind;
-	l->prev = store_current(st, kind);
+	l->prev = prev;
 	pthread_mutex_lock(&st->write_lock);
 	q = stmt(st->writer, S_GEN_NEW);
 	err = q ? 0 : -EIO;
 	if (!err) {
 		sqlite3_bind_int(q, 1, kind);
+		sqlite3_bind_int64(q, 2, getpid());
 		err = step_int(q, &gen);
 	}
 	pthread_mutex_unlock(&st->write_lock);
@@ -695,6 +820,7 @@ static char *candidate(const char *base, const char *uid, unsigned attempt)
 struct holder {
 	uint64_t oid, child;
 	unsigned flags, has;
+	uint64_t seq;
 };
 
 static int entry_get(struct store_listing *l, uint64_t dir, const char *name,
@@ -714,6 +840,7 @@ static int entry_get(struct store_listing *l, uint64_t dir, const char *name,
 		h->child = sqlite3_column_int64(q, 1);
 		h->flags = sqlite3_column_int(q, 2);
 		h->has = sqlite3_column_int(q, 3);
+		h->seq = sqlite3_column_int64(q, 4);
 	}
 	sqlite3_reset(q);
 	if (rc == SQLITE_ROW)
@@ -723,7 +850,8 @@ static int entry_get(struct store_listing *l, uint64_t dir, const char *name,
 
 /* Insert an entry; 1 when the name was free, 0 when it was taken. */
 static int entry_add(struct store_listing *l, uint64_t dir, const char *name,
-		     uint64_t oid, uint64_t child, unsigned has, unsigned flags)
+		     uint64_t oid, uint64_t child, unsigned has, unsigned flags,
+		     uint64_t seq)
 {
 	sqlite3_stmt *q = stmt(l->st->writer, S_ENTRY_ADD);
 	int err;
@@ -737,6 +865,7 @@ static int entry_add(struct store_listing *l, uint64_t dir, const char *name,
 	sqlite3_bind_int64(q, 5, child);
 	sqlite3_bind_int(q, 6, has);
 	sqlite3_bind_int(q, 7, flags);
+	sqlite3_bind_int64(q, 8, seq);
 	err = step_done(q);
 	if (err)
 		return err;
@@ -772,7 +901,7 @@ static int listed_rename(struct store_listing *l, uint64_t oid, bool path,
 
 /* Take the name @name of @dir, held back, for object @oid. 1 when taken. */
 static int entry_claim(struct store_listing *l, uint64_t dir, const char *name,
-		       uint64_t oid, unsigned has, unsigned flags)
+		       uint64_t oid, unsigned has, unsigned flags, uint64_t seq)
 {
 	sqlite3_stmt *q = stmt(l->st->writer, S_ENTRY_CLAIM);
 	int err;
@@ -785,6 +914,7 @@ static int entry_claim(struct store_listing *l, uint64_t dir, const char *name,
 	sqlite3_bind_int64(q, 4, oid);
 	sqlite3_bind_int(q, 5, has);
 	sqlite3_bind_int(q, 6, flags);
+	sqlite3_bind_int64(q, 7, seq);
 	err = step_done(q);
 	if (err)
 		return err;
@@ -793,7 +923,7 @@ static int entry_claim(struct store_listing *l, uint64_t dir, const char *name,
 
 static int place(struct store_listing *l, uint64_t dir, const char *base,
 		 const char *kept, const char *uid, uint64_t oid, unsigned has,
-		 bool path, unsigned first, char **placed);
+		 bool path, unsigned first, uint64_t seq, char **placed);
 
 /* Move the object entry @name of @dir (held by @h, under its plain name)
  * to a decorated name, and leave @name held back, so that no later object
@@ -806,10 +936,11 @@ static int rename_holder(struct store_listing *l, uint64_t dir,
 
 	if (!uid)
 		return -ENOMEM;
+	/* it keeps its place in the folder's order */
 	err = entry_drop(l, dir, name);
 	if (!err)
 		err = place(l, dir, name, NULL, uid, h->oid, h->has, path, 1,
-			    &moved);
+			    h->seq, &moved);
 	if (!err)
 		err = listed_rename(l, h->oid, path, moved);
 	free(moved);
@@ -831,20 +962,36 @@ static bool plain(const struct holder *h)
  * name takes back its own. The name goes to @placed (a new string). */
 static int place(struct store_listing *l, uint64_t dir, const char *base,
 		 const char *kept, const char *uid, uint64_t oid, unsigned has,
-		 bool path, unsigned first, char **placed)
+		 bool path, unsigned first, uint64_t seq, char **placed)
 {
 	struct holder h;
 	unsigned attempt;
 	int err;
 
 	*placed = NULL;
+	if (!seq)
+		seq = next_seq(l, dir);
+	if (!seq)
+		return -ENOMEM;
+	if (kept && strcmp(kept, base) != 0) {
+		/* a name that a collision decorated: the plain one stays
+		 * held back, so that a newcomer with that key is decorated
+		 * too */
+		err = entry_add(l, dir, base, 0, 0, 0, 0, 0);
+		if (err == 0 && !(err = entry_get(l, dir, base, &h)) &&
+		    plain(&h))
+			err = rename_holder(l, dir, base, &h, path);
+		if (err < 0)
+			return err;
+	}
 	if (kept) {
-		err = entry_add(l, dir, kept, oid, 0, has, NAME_KEPT);
+		err = entry_add(l, dir, kept, oid, 0, has, NAME_KEPT, seq);
 		if (err == 0 && !(err = entry_get(l, dir, kept, &h)) &&
 		    plain(&h))
 			err = rename_holder(l, dir, kept, &h, path);
 		if (err == 0)
-			err = entry_claim(l, dir, kept, oid, has, NAME_KEPT);
+			err = entry_claim(l, dir, kept, oid, has, NAME_KEPT,
+					  seq);
 		if (err == 1) {
 			*placed = strdup(kept);
 			return *placed ? 0 : -ENOMEM;
@@ -859,7 +1006,7 @@ static int place(struct store_listing *l, uint64_t dir, const char *base,
 		if (!name)
 			return -ENOMEM;
 		err = entry_add(l, dir, name, oid, 0, has,
-				attempt ? NAME_DECORATED : 0);
+				attempt ? NAME_DECORATED : 0, seq);
 		if (err == 1) {
 			*placed = name;
 			return 0;
@@ -909,8 +1056,13 @@ static int folder(struct store_listing *l, uint64_t parent, const char *name,
 			err = step_int(q, &v);
 			f->id = v;
 		}
-		if (!err)
-			err = entry_add(l, parent, name, 0, f->id, has, 0);
+		if (!err) {
+			uint64_t seq = next_seq(l, parent);
+
+			err = seq ? entry_add(l, parent, name, 0, f->id, has, 0,
+					      seq)
+				  : -ENOMEM;
+		}
 		if (err == 0 && !entry_get(l, parent, name, &h) && h.oid) {
 			/* a file of that name, kept or not: it yields to the
 			 * folder */
@@ -932,6 +1084,9 @@ static int folder(struct store_listing *l, uint64_t parent, const char *name,
 			bind_name(q, 3, name);
 			sqlite3_bind_int(q, 4, has);
 			sqlite3_bind_int64(q, 5, f->id);
+			/* a name held back becomes the folder: its place is
+			 * new */
+			sqlite3_bind_int64(q, 6, next_seq(l, parent));
 			err = step_done(q);
 		}
 		if (!err)
@@ -1121,9 +1276,9 @@ static int add_object(struct store_listing *l, const struct item *it)
 	err = step_int(q, &v);
 	if (err != -ENOENT)
 		return err ? err : 0; /* listed twice: the first one stays */
-	err = status_id_make(l->st, w, it->status, &status);
-	if (!err)
-		err = prev_row(l, oid, it, &prev);
+	status = it->status ? store_status_id(l->st, it->status)
+			    : STORE_NO_STATUS;
+	err = prev_row(l, oid, it, &prev);
 	if (err)
 		goto out;
 	base = names_base(it->key, it->key ? it->key_len : 0, it->uid);
@@ -1136,7 +1291,7 @@ static int add_object(struct store_listing *l, const struct item *it)
 		    l->kind == ITEM_KIND_ITEM ? STORE_DIR_ITEMS
 					      : STORE_DIR_SEQUENCES,
 		    base, prev.found && prev.same_key ? prev.iname : NULL,
-		    it->uid, oid, has, false, 0, &iname);
+		    it->uid, oid, has, false, 0, 0, &iname);
 	/* the key-path tree: items with a file to show */
 	if (!err && l->kind == ITEM_KIND_ITEM && has) {
 		err = key_path(l, it, has, status, &pdir, &pbase);
@@ -1146,7 +1301,7 @@ static int add_object(struct store_listing *l, const struct item *it)
 						    prev.pdir == pdir
 					    ? prev.pname
 					    : NULL,
-				    it->uid, oid, has, true, 0, &pname);
+				    it->uid, oid, has, true, 0, 0, &pname);
 	}
 	if (err)
 		goto out;
@@ -1197,11 +1352,18 @@ int store_listing_add(struct store_listing *l, struct item *const *v, size_t n)
 	struct store *st = l->st;
 	int err, added = 0;
 	size_t i;
-
 	if (l->failed)
 		return -EIO;
 	pthread_mutex_lock(&st->write_lock);
-	err = conn_exec(st->writer, "BEGIN IMMEDIATE");
+	/* status ids are for ever, not for one page: made first, on their
+	 * own, so that a page rolled back leaves none behind in memory */
+	for (i = 0, err = 0; i < n && !err; i++) {
+		int id;
+
+		err = status_id_make(st, st->writer, v[i]->status, &id);
+	}
+	if (!err)
+		err = conn_exec(st->writer, "BEGIN IMMEDIATE");
 	for (i = 0; i < n && !err; i++) {
 		err = add_object(l, v[i]);
 		if (err > 0)
@@ -1251,57 +1413,93 @@ uint64_t store_listing_commit(struct store_listing *l)
 	q = err ? NULL : stmt(st->writer, S_GEN_DONE);
 	if (q) {
 		sqlite3_bind_int64(q, 1, l->gen);
+		sqlite3_bind_int64(q, 2, time(NULL));
 		err = step_done(q);
 	} else {
 		err = -EIO;
 	}
-	if (!err) {
+	if (!err)
 		gen = l->gen;
-		pthread_mutex_lock(&st->lock);
-		st->current[l->kind] = gen;
-		pthread_mutex_unlock(&st->lock);
-	} else {
-		drop_gen(st->writer, l->gen);
-	}
 	pthread_mutex_unlock(&st->write_lock);
-	memo_free(l);
-	free(l);
 	return gen;
 }
 
-void store_listing_abort(struct store_listing *l)
+void store_listing_free(struct store_listing *l)
 {
 	if (!l)
 		return;
-	pthread_mutex_lock(&l->st->write_lock);
-	drop_gen(l->st->writer, l->gen);
-	pthread_mutex_unlock(&l->st->write_lock);
 	memo_free(l);
 	free(l);
 }
 
-void store_collect(struct store *st, enum item_kind kind, uint64_t keep)
+uint64_t store_listing_gen(const struct store_listing *l)
 {
-	sqlite3_stmt *q;
+	return l->gen;
+}
+
+int store_drop(struct store *st, uint64_t gen)
+{
+	int err;
+
+	pthread_mutex_lock(&st->write_lock);
+	err = drop_gen(st->writer, gen);
+	pthread_mutex_unlock(&st->write_lock);
+	return err;
+}
+
+/* Whether process @pid is running. */
+static bool alive(int64_t pid)
+{
+	return pid > 0 && (kill((pid_t)pid, 0) == 0 || errno == EPERM);
+}
+
+void store_collect(struct store *st, enum item_kind kind, const uint64_t *keep,
+		   size_t n_keep)
+{
 	uint64_t *old = NULL;
-	size_t n = 0, cap = 0, i;
+	size_t n = 0, cap = 0, i, k;
+	sqlite3_stmt *q;
 	int rc;
 
 	pthread_mutex_lock(&st->write_lock);
+	/* what other mounts read, or build, stays */
 	rc = sqlite3_prepare_v2(st->writer->db,
-				"SELECT gen FROM gens WHERE kind = ?1"
-				" AND gen < ?2",
+				"SELECT g.gen, g.pid, g.complete,"
+				" (SELECT group_concat(r.pid) FROM readers r"
+				"  WHERE r.gen = g.gen AND r.pid != ?2)"
+				" FROM gens g WHERE g.kind = ?1",
 				-1, &q, NULL);
 	if (rc == SQLITE_OK) {
 		sqlite3_bind_int(q, 1, kind);
-		sqlite3_bind_int64(q, 2, keep);
-		while (sqlite3_step(q) == SQLITE_ROW &&
-		       !UTIL_GROW(old, n, cap, 8))
-			old[n++] = sqlite3_column_int64(q, 0);
+		sqlite3_bind_int64(q, 2, getpid());
+		while (sqlite3_step(q) == SQLITE_ROW) {
+			uint64_t gen = sqlite3_column_int64(q, 0);
+			int64_t pid = sqlite3_column_int64(q, 1);
+			bool complete = sqlite3_column_int(q, 2);
+			const char *readers =
+				(const char *)sqlite3_column_text(q, 3);
+			bool used = false;
+
+			for (k = 0; k < n_keep; k++)
+				used |= keep[k] == gen;
+			if (!complete && pid != getpid() && alive(pid))
+				used = true; /* another mount builds it */
+			while (readers && *readers && !used) {
+				used = alive(strtoll(readers, NULL, 10));
+				readers = strchr(readers, ',');
+				readers = readers ? readers + 1 : NULL;
+			}
+			if (!used && !UTIL_GROW(old, n, cap, 8))
+				old[n++] = gen;
+		}
 		sqlite3_finalize(q);
 	}
 	for (i = 0; i < n; i++)
 		drop_gen(st->writer, old[i]);
+	sqlite3_exec(st->writer->db,
+		     "DELETE FROM readers WHERE gen NOT IN"
+		     " (SELECT gen FROM gens)",
+		     NULL, NULL, NULL);
 	pthread_mutex_unlock(&st->write_lock);
 	free(old);
 }
@@ -1324,6 +1522,7 @@ static void entry_from_row(sqlite3_stmt *q, struct store_entry *e)
 	e->thumb_size = sqlite3_column_type(q, 6) == SQLITE_NULL
 				? -1
 				: sqlite3_column_int64(q, 6);
+	e->pos = sqlite3_column_int64(q, 8);
 	e->has_mtime = sqlite3_column_type(q, 7) != SQLITE_NULL;
 	ns = e->has_mtime ? sqlite3_column_int64(q, 7) : 0;
 	e->mtime.tv_sec = ns / 1000000000;
@@ -1369,10 +1568,9 @@ int store_lookup(struct store *st, uint64_t gen, uint64_t dir, const char *name,
 	return err;
 }
 
-int store_readdir(struct store *st, uint64_t gen, uint64_t dir,
-		  const char *after, const struct store_filter *filter,
-		  size_t max, int (*fn)(void *ctx, const struct store_entry *e),
-		  void *ctx)
+int store_readdir(struct store *st, uint64_t gen, uint64_t dir, uint64_t after,
+		  const struct store_filter *filter, size_t max,
+		  int (*fn)(void *ctx, const struct store_entry *e), void *ctx)
 {
 	struct conn *c = conn_get(st);
 	sqlite3_stmt *q = c ? stmt(c, S_READDIR) : NULL;
@@ -1385,7 +1583,7 @@ int store_readdir(struct store *st, uint64_t gen, uint64_t dir,
 	}
 	sqlite3_bind_int64(q, 1, gen);
 	sqlite3_bind_int64(q, 2, dir);
-	sqlite3_bind_blob(q, 3, after, strlen(after), SQLITE_STATIC);
+	sqlite3_bind_int64(q, 3, after);
 	bind_filter(q, filter);
 	sqlite3_bind_int64(q, 6, max);
 	while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
@@ -1542,12 +1740,70 @@ long store_statuses(struct store *st, uint64_t gen, int **out)
 	return (long)n;
 }
 
+int store_changes(struct store *st, uint64_t old, uint64_t new,
+		  void (*fn)(void *ctx, const struct store_change *c),
+		  void *ctx)
+{
+	static const char *const sql[] = {
+		/* names that went away or name something else now */
+		"SELECT o.dir, o.name, o.oid, COALESCE(l.status, 0), 0"
+		" FROM entries o"
+		" LEFT JOIN entries n ON n.gen = ?2 AND n.dir = o.dir"
+		" AND n.name = o.name"
+		" LEFT JOIN listed l ON l.gen = ?1 AND l.oid = o.oid"
+		" WHERE o.gen = ?1 AND (o.oid != 0 OR o.child != 0)"
+		" AND (n.name IS NULL OR n.oid != o.oid OR n.child != o.child)",
+		/* objects whose status, time or size changed */
+		"SELECT o.pdir, o.pname, o.oid, o.status, 1 FROM listed o"
+		" JOIN listed n ON n.gen = ?2 AND n.oid = o.oid"
+		" WHERE o.gen = ?1 AND (o.status != n.status"
+		" OR o.mtime IS NOT n.mtime OR o.size IS NOT n.size)",
+	};
+	struct conn *c = conn_get(st);
+	size_t i;
+	int rc = SQLITE_DONE;
+
+	if (!c)
+		return -EIO;
+	for (i = 0; i < sizeof(sql) / sizeof(sql[0]) && rc == SQLITE_DONE;
+	     i++) {
+		sqlite3_stmt *q;
+
+		rc = sqlite3_prepare_v2(c->db, sql[i], -1, &q, NULL);
+		if (rc != SQLITE_OK)
+			break;
+		sqlite3_bind_int64(q, 1, old);
+		sqlite3_bind_int64(q, 2, new);
+		while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
+			struct store_change ch = {
+				.dir = sqlite3_column_int64(q, 0),
+				.name = sqlite3_column_blob(q, 1),
+				.name_len = sqlite3_column_bytes(q, 1),
+				.oid = sqlite3_column_int64(q, 2),
+				.status = sqlite3_column_int(q, 3),
+				.object = sqlite3_column_int(q, 4),
+			};
+
+			fn(ctx, &ch);
+		}
+		sqlite3_finalize(q);
+	}
+	conn_put(st, c);
+	return rc == SQLITE_DONE ? 0 : sql_errno(rc);
+}
+
 void store_learn_size(struct store *st, const struct item *it, int which,
 		      int64_t size, const char *etag)
 {
-	struct conn *c = conn_get(st);
-	sqlite3_stmt *q = c ? stmt(c, S_LEARN) : NULL;
+	struct conn *c;
+	sqlite3_stmt *q;
 
+	/* best effort: a reader never waits for a listing's writes; the size
+	 * is known in memory anyway, and learned again next time */
+	if (pthread_mutex_trylock(&st->write_lock))
+		return;
+	c = st->writer;
+	q = stmt(c, S_LEARN);
 	if (q) {
 		sqlite3_bind_int64(q, 1, it->oid);
 		sqlite3_bind_int(q, 2, which);
@@ -1557,6 +1813,5 @@ void store_learn_size(struct store *st, const struct item *it, int which,
 			sqlite3_bind_int64(q, 5, time_ns(it));
 		step_done(q);
 	}
-	if (c)
-		conn_put(st, c);
+	pthread_mutex_unlock(&st->write_lock);
 }

@@ -28,6 +28,9 @@
 struct store_entry {
 	const char *name; /* borrowed: valid until the callback returns */
 	size_t name_len;
+	uint64_t pos; /* its place in its directory: entries list in the
+		       * order they were first listed, after store_readdir's
+		       * @after */
 	uint64_t oid; /* a file or object: its object; 0 for a folder */
 	uint64_t child; /* a folder: its dir id; 0 for an object */
 	unsigned has; /* STORE_HAS_* of the object, or beneath the folder */
@@ -57,45 +60,63 @@ int store_open(const char *path, const char *origin, const char *owner,
 /* Accepts NULL. */
 void store_free(struct store *st);
 
-/* The last complete generation of @kind in the database, 0 when none. */
-uint64_t store_current(struct store *st, enum item_kind kind);
+/* The newest complete generation of @kind in the database (made by this
+ * mount or another) in @gen, with the time it was complete (seconds since
+ * the epoch) in @listed_at. Returns 0, -ENOENT when there is none, or
+ * another negative errno. */
+int store_latest(struct store *st, enum item_kind kind, uint64_t *gen,
+		 int64_t *listed_at);
+
+/* Note that this process reads generation @gen of @kind: other mounts
+ * sharing the database leave it alone. */
+void store_set_reader(struct store *st, enum item_kind kind, uint64_t gen);
 
 /* A listing being written. */
 struct store_listing;
 
-/* Start writing a listing of @kind under a new generation; the names of
- * the current one are kept for objects whose key did not change. */
-int store_listing_begin(struct store *st, enum item_kind kind,
+/* Start writing a listing of @kind under a new generation; the names that
+ * generation @prev (0: none) gave are kept for objects whose key did not
+ * change. */
+int store_listing_begin(struct store *st, enum item_kind kind, uint64_t prev,
 			struct store_listing **out);
 
+/* The generation @l writes: readers may read it as it grows. */
+uint64_t store_listing_gen(const struct store_listing *l);
+
 /* Add one page of objects, naming them in every view; an object whose uid
- * came earlier in this listing is skipped. Returns how many were added, or
- * a negative errno. */
+ * came earlier in this listing is skipped. Each page is one transaction:
+ * readers see it whole or not at all. Returns how many were added, or a
+ * negative errno. */
 int store_listing_add(struct store_listing *l, struct item *const *v, size_t n);
 
-/* Make the listing the current generation of its kind and free @l;
- * returns the new generation, or 0 on failure (logged). */
+/* Mark the listing complete; returns its generation, or 0 on failure
+ * (logged). */
 uint64_t store_listing_commit(struct store_listing *l);
 
-/* Drop what @l wrote and free it. Accepts NULL. */
-void store_listing_abort(struct store_listing *l);
+/* Free what @l holds in memory (its rows stay). Accepts NULL. */
+void store_listing_free(struct store_listing *l);
 
-/* Remove the rows of every generation of @kind but @keep. */
-void store_collect(struct store *st, enum item_kind kind, uint64_t keep);
+/* Remove the rows of generation @gen. 0 or a negative errno. */
+int store_drop(struct store *st, uint64_t gen);
+
+/* Remove the generations of @kind that are not in @keep, not read by
+ * another running mount and not being made by one. */
+void store_collect(struct store *st, enum item_kind kind, const uint64_t *keep,
+		   size_t n_keep);
 
 /* The entry @name of directory @dir in generation @gen that @filter shows:
  * 0, or -ENOENT when there is none, or another negative errno. */
 int store_lookup(struct store *st, uint64_t gen, uint64_t dir, const char *name,
 		 const struct store_filter *filter, struct store_entry *e);
 
-/* Call @fn for the entries of @dir in @gen that @filter shows, in byte
- * order of their names, starting after @after ("" for the first), until
- * @fn returns non-zero (its value is returned) or @max were given.
- * Returns 0, @fn's value, or a negative errno. */
-int store_readdir(struct store *st, uint64_t gen, uint64_t dir,
-		  const char *after, const struct store_filter *filter,
-		  size_t max, int (*fn)(void *ctx, const struct store_entry *e),
-		  void *ctx);
+/* Call @fn for the entries of @dir in @gen that @filter shows, in the
+ * order they were first listed, starting after position @after (0 for the
+ * first), until @fn returns non-zero (its value is returned) or @max were
+ * given. Entries a listing still adds come after those there now. Returns
+ * 0, @fn's value, or a negative errno. */
+int store_readdir(struct store *st, uint64_t gen, uint64_t dir, uint64_t after,
+		  const struct store_filter *filter, size_t max,
+		  int (*fn)(void *ctx, const struct store_entry *e), void *ctx);
 
 /* The object @oid as listed in @gen, parsed anew: a new reference in
  * @out. Returns 0, -ENOENT, or another negative errno. */
@@ -121,6 +142,24 @@ int store_status_ensure(struct store *st, const char *name);
 /* The status ids the objects of @gen have, a new array in @out. Returns
  * the count or a negative errno. */
 long store_statuses(struct store *st, uint64_t gen, int **out);
+
+/* One change from one generation to the next. */
+struct store_change {
+	uint64_t dir; /* where the name was (0: an object without one) */
+	const char *name; /* borrowed, not NUL-terminated; may be NULL */
+	size_t name_len;
+	uint64_t oid; /* the object it named, 0 for a folder */
+	int status; /* that object's status in the older generation */
+	bool object; /* the object itself changed (status, time or size),
+		      * and @dir/@name is its place in the key-path tree */
+};
+
+/* What changed from generation @old to @new (of one kind), each to @fn:
+ * every name of @old that is gone or names something else now, then every
+ * object whose status, time or size changed. 0 or a negative errno. */
+int store_changes(struct store *st, uint64_t old, uint64_t new,
+		  void (*fn)(void *ctx, const struct store_change *c),
+		  void *ctx);
 
 /* Remember the size (and ETag, may be "") of file @which (0 data, 1
  * thumbnail) of @it (from the store) for its version: listings of the

@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "util.h"
+
 /* Kinds that only this table names. */
 extern struct node_ops view_items_ops, view_sequences_ops;
 extern struct node_ops view_metadata_ops, view_status_ops, view_views_ops;
@@ -37,6 +39,48 @@ void view_init(void)
 const struct node_ops *view_kind(unsigned kind)
 {
 	return kind < N_KINDS ? kinds[kind] : NULL;
+}
+
+struct forget_dir {
+	struct fs *fs;
+	struct dataset *ds;
+	const struct node_ops *ops;
+	const struct store_change *c;
+	view_forget_fn fn;
+	void *ctx;
+};
+
+static void forget_in(void *p, uint64_t id)
+{
+	struct forget_dir *f = p;
+	struct node n;
+
+	view_make(&n, f->ops, f->ds, id);
+	f->fn(f->ctx, n.ino, f->c->name, f->c->name_len);
+}
+
+void view_changes(struct fs *fs, struct dataset *ds, enum item_kind kind,
+		  const struct store_change *c, view_forget_fn fn, void *ctx)
+{
+	struct forget_dir f = { fs, ds, NULL, c, fn, ctx };
+	size_t k;
+
+	for (k = 0; k < N_KINDS; k++) {
+		const struct node_ops *ops = kinds[k];
+
+		/* the name, wherever a folder shows the store's directory */
+		if (c->name && ops->shows) {
+			f.ops = ops;
+			ops->shows(fs, ds, kind, c->dir, forget_in, &f);
+		}
+		/* the object's own nodes, whose attributes changed */
+		if (c->object && ops->object_id) {
+			struct node n;
+
+			view_make(&n, ops, ds, view_object_id(kind, c->oid));
+			fn(ctx, n.ino, NULL, 0);
+		}
+	}
 }
 
 void view_make(struct node *n, const struct node_ops *ops, struct dataset *ds,
@@ -101,19 +145,17 @@ void view_stat_size(struct stat *st, int64_t size)
 }
 
 int view_fill_sorted(struct fs *fs, const struct node *dir,
-		     const char *const *names, size_t n, const char *after,
+		     const char *const *names, size_t n, uint64_t after,
 		     bool plus, view_child_fn child, view_fill_fn fill,
 		     void *ctx)
 {
 	size_t i;
 	int err;
 
-	for (i = 0; i < n; i++) {
+	for (i = after; i < n; i++) {
 		struct node c;
 		struct stat st;
 
-		if (strcmp(names[i], after) <= 0)
-			continue;
 		err = child(fs, dir, names[i], &c, plus ? &st : NULL, false);
 		if (err == -ENOENT)
 			continue; /* gone meanwhile */
@@ -124,8 +166,115 @@ int view_fill_sorted(struct fs *fs, const struct node *dir,
 			st.st_ino = c.ino;
 			st.st_mode = c.ops->dir ? S_IFDIR : S_IFREG;
 		}
-		if (fill(ctx, names[i], &c, err ? NULL : &st))
+		if (fill(ctx, names[i], &c, err ? NULL : &st, i + 1))
 			return 0;
 	}
 	return 0;
+}
+
+int view_dir_pin(struct fs *fs, const struct node *dir, enum item_kind kind,
+		 void **state)
+{
+	struct view_dir_pin *dp;
+	int err;
+
+	if (*state)
+		return 0;
+	dp = calloc(1, sizeof(*dp));
+	if (!dp)
+		return -ENOMEM;
+	dp->kind = kind;
+	err = catalog_pin(fs->cat, dir->ds, kind, &dp->pin);
+	if (err) {
+		free(dp);
+		return err;
+	}
+	*state = dp;
+	return 0;
+}
+
+void view_dir_unpin(struct fs *fs, const struct node *dir, void *state)
+{
+	struct view_dir_pin *dp = state;
+
+	if (!dp)
+		return;
+	catalog_unpin(fs->cat, dir->ds, dp->kind, &dp->pin);
+	free(dp);
+}
+
+#define DIR_BATCH 256
+
+/* Counts what store_readdir() hands on, and where it got to. */
+struct counted {
+	int (*entry)(void *ctx, const struct store_entry *e);
+	void *ctx;
+	size_t rows;
+	uint64_t last;
+	bool full;
+};
+
+static int count_entry(void *p, const struct store_entry *e)
+{
+	struct counted *c = p;
+
+	c->rows++;
+	c->last = e->pos;
+	if (c->entry(c->ctx, e)) {
+		c->full = true;
+		return 1;
+	}
+	return 0;
+}
+
+int view_dir_entries(struct fs *fs, const struct node *dir, void *state,
+		     uint64_t sdir, const struct store_filter *filter,
+		     uint64_t after,
+		     int (*entry)(void *ctx, const struct store_entry *e),
+		     void *ctx)
+{
+	struct view_dir_pin *dp = state;
+	int64_t deadline = util_now_ms() + fs->wait_ms;
+	struct counted c = { entry, ctx, 0, after, false };
+	size_t given = 0;
+	int err;
+
+	for (;;) {
+		c.rows = 0;
+		err = store_readdir(dataset_store(dir->ds), dp->pin.gen, sdir,
+				    c.last, filter, DIR_BATCH, count_entry, &c);
+		given += c.rows;
+		if (err < 0 || c.full)
+			return err < 0 ? err : 0;
+		if (c.rows == DIR_BATCH)
+			continue;
+		/* the end of what is there: a first listing brings more */
+		if (!dp->pin.partial)
+			return 0;
+		err = catalog_wait(fs->cat, dir->ds, dp->kind, &dp->pin,
+				   deadline);
+		if (err < 0)
+			return given ? 0 : -EIO;
+	}
+}
+
+int view_dir_lookup(struct fs *fs, const struct node *dir, enum item_kind kind,
+		    uint64_t sdir, const char *name,
+		    const struct store_filter *filter, struct store_entry *e,
+		    struct catalog_pin *pin)
+{
+	int64_t deadline = util_now_ms() + fs->wait_ms;
+	int err = catalog_pin(fs->cat, dir->ds, kind, pin);
+
+	while (!err) {
+		err = store_lookup(dataset_store(dir->ds), pin->gen, sdir, name,
+				   filter, e);
+		if (err != -ENOENT || !pin->partial)
+			break;
+		/* not there yet: it may be on a page still to come */
+		err = catalog_wait(fs->cat, dir->ds, kind, pin, deadline);
+		if (err > 0)
+			err = 0;
+	}
+	return err;
 }

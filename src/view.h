@@ -45,10 +45,11 @@ struct node {
 /* Hands one directory entry to the FUSE adapter: @st is whole when the
  * listing was asked for with attributes, else only its type and inode; it
  * is NULL when its attributes would cost a request (a listing never makes
- * one: `find` and os.walk must not fetch). Returns non-zero when no more
- * fit. */
+ * one: `find` and os.walk must not fetch). @pos is the entry's position:
+ * a listing may go on after it. Returns non-zero when no more fit. */
 typedef int (*view_fill_fn)(void *ctx, const char *name,
-			    const struct node *child, const struct stat *st);
+			    const struct node *child, const struct stat *st,
+			    uint64_t pos);
 
 /* The bytes of one read, in place: pieces to send, then release(). */
 struct view_read {
@@ -86,20 +87,40 @@ struct node_ops {
 	 * and @st), a view_child_fn; -ENOENT when there is none */
 	int (*lookup)(struct fs *fs, const struct node *dir, const char *name,
 		      struct node *child, struct stat *st, bool fetch);
-	/* directories: the entries after @after ("" first) in byte order of
-	 * their names, with attributes when @plus, until @fill is full;
-	 * 0 or a negative errno */
-	int (*readdir)(struct fs *fs, const struct node *dir, const char *after,
-		       bool plus, view_fill_fn fill, void *ctx);
+	/* directories: the entries after position @after (0: from the
+	 * first), with attributes when @plus, until @fill is full; 0 or a
+	 * negative errno. *@state (NULL at first) is the open directory's,
+	 * for dir_release() to free: a listing pins the generation it reads
+	 * there, so that positions keep their meaning */
+	int (*readdir)(struct fs *fs, const struct node *dir, void **state,
+		       uint64_t after, bool plus, view_fill_fn fill, void *ctx);
+	void (*dir_release)(struct fs *fs, const struct node *dir, void *state);
 	int (*getattr)(struct fs *fs, const struct node *n, struct stat *st);
 	/* files: open for reading; @keep_cache says whether the kernel may
 	 * keep the pages it has */
 	int (*open)(struct fs *fs, const struct node *n, int flags,
 		    struct view_file **out, bool *keep_cache);
+	/* the ids of this kind's nodes (in @ds) that show directory @sdir
+	 * of the store's listing of @kind, each to @fn: for telling the
+	 * kernel what a new listing changed; NULL when none does */
+	void (*shows)(struct fs *fs, struct dataset *ds, enum item_kind kind,
+		      uint64_t sdir, void (*fn)(void *ctx, uint64_t id),
+		      void *ctx);
+	bool object_id; /* its node ids are object ids (view_object_id()) */
 };
 
 /* Number the kinds. Call once before the mount. */
 void view_init(void);
+
+/* Where the kernel must forget something: a name in a directory, or (with
+ * @name NULL) what it holds of an inode's attributes and pages. */
+typedef void (*view_forget_fn)(void *ctx, fuse_ino_t ino, const char *name,
+			       size_t len);
+
+/* What change @c of a listing of @kind in @ds means for the nodes the
+ * kernel may hold: each name and inode to forget, to @fn. */
+void view_changes(struct fs *fs, struct dataset *ds, enum item_kind kind,
+		  const struct store_change *c, view_forget_fn fn, void *ctx);
 
 /* The kind numbered @kind, or NULL past the last. */
 const struct node_ops *view_kind(unsigned kind);
@@ -132,12 +153,42 @@ typedef int (*view_child_fn)(struct fs *fs, const struct node *dir,
 			     const char *name, struct node *c, struct stat *st,
 			     bool fetch);
 
-/* Give @fill the entries of @names (sorted, made into children by @child)
- * after @after. */
+/* Give @fill the entries of @names (made into children by @child) after
+ * position @after; the position of names[i] is i + 1. */
 int view_fill_sorted(struct fs *fs, const struct node *dir,
-		     const char *const *names, size_t n, const char *after,
+		     const char *const *names, size_t n, uint64_t after,
 		     bool plus, view_child_fn child, view_fill_fn fill,
 		     void *ctx);
+
+/* The key-path views and the lists keep a pinned generation as their open
+ * directory's state. */
+struct view_dir_pin {
+	enum item_kind kind;
+	struct catalog_pin pin;
+};
+
+/* Pin the listing of @kind for an open directory (once: *@state). */
+int view_dir_pin(struct fs *fs, const struct node *dir, enum item_kind kind,
+		 void **state);
+void view_dir_unpin(struct fs *fs, const struct node *dir, void *state);
+
+/* Read entries of store directory @sdir through the pin in @state with
+ * @filter, after @after, handing each to @entry (which returns non-zero
+ * when full); waits for the pages of a first listing as they come. */
+int view_dir_entries(struct fs *fs, const struct node *dir, void *state,
+		     uint64_t sdir, const struct store_filter *filter,
+		     uint64_t after,
+		     int (*entry)(void *ctx, const struct store_entry *e),
+		     void *ctx);
+
+/* Find @name in store directory @sdir of the listing of @kind: waits for
+ * the pages of a first listing until it is there or the listing is
+ * complete. 0 with @e, -ENOENT, or another negative errno. The pin is in
+ * @pin until catalog_unpin(). */
+int view_dir_lookup(struct fs *fs, const struct node *dir, enum item_kind kind,
+		    uint64_t sdir, const char *name,
+		    const struct store_filter *filter, struct store_entry *e,
+		    struct catalog_pin *pin);
 
 /* The key-path views (view_paths.c): a folder of the tree under a view
  * root, whose files are @file's nodes of the objects that have @has (and
@@ -156,9 +207,14 @@ int view_path_lookup(struct fs *fs, const struct path_view *pv,
 		     const struct node *dir, const char *name,
 		     struct node *child, struct stat *st, bool fetch);
 int view_path_readdir(struct fs *fs, const struct path_view *pv,
-		      const struct node *dir, const char *after, bool plus,
-		      view_fill_fn fill, void *ctx);
+		      const struct node *dir, void **state, uint64_t after,
+		      bool plus, view_fill_fn fill, void *ctx);
 int view_path_getattr(struct fs *fs, const struct node *n, struct stat *st);
+
+/* The folder of a key-path view that shows store directory @sdir. */
+void view_path_shows(struct fs *fs, struct dataset *ds, enum item_kind kind,
+		     uint64_t sdir, void (*fn)(void *ctx, uint64_t id),
+		     void *ctx);
 
 /* The folders whose files' sizes were last asked for ahead. */
 struct size_windows *view_size_windows_new(void);

@@ -9,34 +9,36 @@
 
 static enum item_kind list_kind(const struct node *dir);
 
+static uint64_t list_dir(const struct node *dir)
+{
+	return list_kind(dir) == ITEM_KIND_ITEM ? STORE_DIR_ITEMS
+						: STORE_DIR_SEQUENCES;
+}
+
 static void object_node(struct fs *fs, const struct node *dir,
 			const struct store_entry *e, struct node *c,
 			struct stat *st)
 {
 	view_make(c, &view_object_ops, dir->ds,
 		  view_object_id(list_kind(dir), e->oid));
-	view_stat(fs, c, e->has_mtime ? &e->mtime : NULL, st);
+	if (st)
+		view_stat(fs, c, e->has_mtime ? &e->mtime : NULL, st);
 }
 
 static int list_lookup(struct fs *fs, const struct node *dir, const char *name,
 		       struct node *child, struct stat *st, bool fetch)
 {
 	enum item_kind kind = list_kind(dir);
+	struct catalog_pin pin;
 	struct store_entry e;
-	uint64_t gen;
-	int err = catalog_pin(fs->cat, dir->ds, kind, &gen);
+	int err = view_dir_lookup(fs, dir, kind, list_dir(dir), name, NULL, &e,
+				  &pin);
 
-	if (err)
-		return err;
-	err = store_lookup(dataset_store(dir->ds), gen,
-			   kind == ITEM_KIND_ITEM ? STORE_DIR_ITEMS
-						  : STORE_DIR_SEQUENCES,
-			   name, NULL, &e);
 	if (!err && catalog_gone(fs->cat, dir->ds, kind, e.oid))
 		err = -ENOENT;
 	if (!err)
 		object_node(fs, dir, &e, child, st);
-	catalog_unpin(fs->cat, dir->ds, kind, gen);
+	catalog_unpin(fs->cat, dir->ds, kind, &pin);
 	return err;
 }
 
@@ -46,39 +48,27 @@ struct list_fill {
 	bool plus;
 	view_fill_fn fill;
 	void *ctx;
-	char last[NAMES_MAX + 1]; /* the name last handed on */
-	size_t given;
-	bool full;
 };
 
 static int list_entry(void *p, const struct store_entry *e)
 {
 	struct list_fill *lf = p;
+	char name[NAMES_MAX + 1];
 	struct node c;
 	struct stat st;
 
-	if (e->name_len > NAMES_MAX)
+	if (e->name_len > NAMES_MAX ||
+	    catalog_gone(lf->fs->cat, lf->dir->ds, list_kind(lf->dir), e->oid))
 		return 0;
-	memcpy(lf->last, e->name, e->name_len);
-	lf->last[e->name_len] = '\0';
-	lf->given++;
-	if (catalog_gone(lf->fs->cat, lf->dir->ds, list_kind(lf->dir), e->oid))
-		return 0;
+	memcpy(name, e->name, e->name_len);
+	name[e->name_len] = '\0';
 	object_node(lf->fs, lf->dir, e, &c, &st);
-	if (lf->fill(lf->ctx, lf->last, &c, &st)) {
-		lf->full = true;
-		return 1;
-	}
-	return 0;
+	return lf->fill(lf->ctx, name, &c, &st, e->pos);
 }
 
-#define READDIR_BATCH 256
-
-static int list_readdir(struct fs *fs, const struct node *dir,
-			const char *after, bool plus, view_fill_fn fill,
-			void *ctx)
+static int list_readdir(struct fs *fs, const struct node *dir, void **state,
+			uint64_t after, bool plus, view_fill_fn fill, void *ctx)
 {
-	enum item_kind kind = list_kind(dir);
 	struct list_fill lf = {
 		.fs = fs,
 		.dir = dir,
@@ -86,23 +76,28 @@ static int list_readdir(struct fs *fs, const struct node *dir,
 		.fill = fill,
 		.ctx = ctx,
 	};
-	uint64_t gen;
-	int err = catalog_pin(fs->cat, dir->ds, kind, &gen);
+	int err = view_dir_pin(fs, dir, list_kind(dir), state);
 
-	if (err)
-		return err;
-	snprintf(lf.last, sizeof(lf.last), "%s", after);
-	do {
-		lf.given = 0;
-		err = store_readdir(dataset_store(dir->ds), gen,
-				    kind == ITEM_KIND_ITEM
-					    ? STORE_DIR_ITEMS
-					    : STORE_DIR_SEQUENCES,
-				    lf.last, NULL, READDIR_BATCH, list_entry,
-				    &lf);
-	} while (err == 0 && !lf.full && lf.given == READDIR_BATCH);
-	catalog_unpin(fs->cat, dir->ds, kind, gen);
-	return err < 0 ? err : 0;
+	if (!err)
+		err = view_dir_entries(fs, dir, *state, list_dir(dir), NULL,
+				       after, list_entry, &lf);
+	return err;
+}
+
+static void items_shows(struct fs *fs, struct dataset *ds, enum item_kind kind,
+			uint64_t sdir, void (*fn)(void *ctx, uint64_t id),
+			void *ctx)
+{
+	if (kind == ITEM_KIND_ITEM && sdir == STORE_DIR_ITEMS)
+		fn(ctx, 0);
+}
+
+static void sequences_shows(struct fs *fs, struct dataset *ds,
+			    enum item_kind kind, uint64_t sdir,
+			    void (*fn)(void *ctx, uint64_t id), void *ctx)
+{
+	if (kind == ITEM_KIND_SEQUENCE && sdir == STORE_DIR_SEQUENCES)
+		fn(ctx, 0);
 }
 
 static int list_getattr(struct fs *fs, const struct node *n, struct stat *st)
@@ -117,7 +112,9 @@ struct node_ops view_items_ops = {
 	.dir = true,
 	.lookup = list_lookup,
 	.readdir = list_readdir,
+	.dir_release = view_dir_unpin,
 	.getattr = list_getattr,
+	.shows = items_shows,
 };
 
 struct node_ops view_sequences_ops = {
@@ -126,7 +123,9 @@ struct node_ops view_sequences_ops = {
 	.dir = true,
 	.lookup = list_lookup,
 	.readdir = list_readdir,
+	.dir_release = view_dir_unpin,
 	.getattr = list_getattr,
+	.shows = sequences_shows,
 };
 
 static enum item_kind list_kind(const struct node *dir)

@@ -104,15 +104,17 @@ int view_object(struct fs *fs, struct dataset *ds, enum item_kind kind,
 				  view_object_id(kind, oid) };
 	struct cached *e;
 	struct item *it = NULL;
+	struct catalog_pin pin;
 	uint64_t gen;
 	int err;
 
 	*out = NULL;
 	if (catalog_gone(fs->cat, ds, kind, oid))
 		return -ENOENT;
-	err = catalog_pin(fs->cat, ds, kind, &gen);
+	err = catalog_pin(fs->cat, ds, kind, &pin);
 	if (err)
 		return err;
+	gen = pin.gen;
 	pthread_mutex_lock(&c->lock);
 	HASH_FIND(hh, c->by_key, &key, sizeof(key), e);
 	if (e && e->gen == gen) {
@@ -142,7 +144,7 @@ int view_object(struct fs *fs, struct dataset *ds, enum item_kind kind,
 			pthread_mutex_unlock(&c->lock);
 		}
 	}
-	catalog_unpin(fs->cat, ds, kind, gen);
+	catalog_unpin(fs->cat, ds, kind, &pin);
 	*out = it;
 	return err;
 }
@@ -233,8 +235,8 @@ static int object_child(struct fs *fs, const struct node *dir, const char *name,
 	return err;
 }
 
-static int object_readdir(struct fs *fs, const struct node *dir,
-			  const char *after, bool plus, view_fill_fn fill,
+static int object_readdir(struct fs *fs, const struct node *dir, void **state,
+			  uint64_t after, bool plus, view_fill_fn fill,
 			  void *ctx)
 {
 	struct object_file files[OBJECT_FILES];
@@ -268,6 +270,7 @@ static int object_stat(struct fs *fs, const struct node *n, struct stat *st)
 }
 
 struct node_ops view_object_ops = {
+	.object_id = true,
 	.name = "object",
 	.dir = true,
 	.lookup = object_child,
@@ -395,12 +398,14 @@ static int text_open(struct fs *fs, const struct node *n, int flags,
 }
 
 struct node_ops view_metadata_ops = {
+	.object_id = true,
 	.name = "metadata.json",
 	.getattr = text_getattr,
 	.open = text_open,
 };
 
 struct node_ops view_status_ops = {
+	.object_id = true,
 	.name = "status",
 	.getattr = text_getattr,
 	.open = text_open,
@@ -441,8 +446,8 @@ static int cmp_str(const void *a, const void *b)
 	return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
 
-static int views_readdir(struct fs *fs, const struct node *dir,
-			 const char *after, bool plus, view_fill_fn fill,
+static int views_readdir(struct fs *fs, const struct node *dir, void **state,
+			 uint64_t after, bool plus, view_fill_fn fill,
 			 void *ctx)
 {
 	const char **names;
@@ -470,6 +475,7 @@ static int views_readdir(struct fs *fs, const struct node *dir,
 }
 
 struct node_ops view_views_ops = {
+	.object_id = true,
 	.name = "views",
 	.dir = true,
 	.lookup = views_child,
@@ -530,17 +536,17 @@ static int listed_stat(struct fs *fs, const struct node *n, struct stat *st,
 {
 	struct store_entry e;
 	enum item_kind kind = view_id_kind(n->id);
-	uint64_t gen;
+	struct catalog_pin pin;
 	int err;
 
 	if (catalog_gone(fs->cat, n->ds, kind, view_id_oid(n->id)))
 		return -ENOENT;
-	err = catalog_pin(fs->cat, n->ds, kind, &gen);
+	err = catalog_pin(fs->cat, n->ds, kind, &pin);
 	if (err)
 		return err;
-	err = store_object_entry(dataset_store(n->ds), gen, view_id_oid(n->id),
-				 &e);
-	catalog_unpin(fs->cat, n->ds, kind, gen);
+	err = store_object_entry(dataset_store(n->ds), pin.gen,
+				 view_id_oid(n->id), &e);
+	catalog_unpin(fs->cat, n->ds, kind, &pin);
 	if (err)
 		return err;
 	if (!(e.has & (stream_which(n) == STREAM_DATA ? STORE_HAS_DATA
@@ -633,12 +639,14 @@ static int data_open(struct fs *fs, const struct node *n, int flags,
 }
 
 struct node_ops view_data_ops = {
+	.object_id = true,
 	.name = "data",
 	.getattr = stream_getattr,
 	.open = data_open,
 };
 
 struct node_ops view_thumb_ops = {
+	.object_id = true,
 	.name = "thumbnail",
 	.getattr = stream_getattr,
 	.open = data_open,

@@ -13,8 +13,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define READDIR_BATCH 256
-
 static uint64_t folder_dir(const struct node *n)
 {
 	uint64_t dir = n->id & VIEW_PATH_DIR_MASK;
@@ -56,34 +54,6 @@ static int entry_child(struct fs *fs, const struct path_view *pv,
 	return st ? view_object_file_stat(fs, c, e, st, fetch) : 0;
 }
 
-/* A batch of entries, copied out of the store so that attributes (which
- * may need a request) are made with no store connection held. */
-struct batch {
-	struct store_entry *v;
-	char **names;
-	size_t n;
-};
-
-static int batch_add(void *p, const struct store_entry *e)
-{
-	struct batch *b = p;
-	char *name = strndup(e->name, e->name_len);
-
-	if (!name)
-		return -ENOMEM;
-	b->names[b->n] = name;
-	b->v[b->n] = *e;
-	b->v[b->n].name = name;
-	b->n++;
-	return 0;
-}
-
-static void batch_clear(struct batch *b)
-{
-	while (b->n > 0)
-		free(b->names[--b->n]);
-}
-
 /* Where the sizes of a folder's files were last asked for ahead: a
  * reader that stats them one by one (ls -l) finds each one's request
  * already out, up to max_conns at once. */
@@ -91,7 +61,7 @@ struct size_window {
 	size_t ds;
 	uint64_t id; /* the folder's node id */
 	const struct node_ops *kind;
-	char last[NAMES_MAX + 1]; /* asked for up to here */
+	uint64_t first, last; /* positions asked for */
 };
 
 #define WINDOWS 16
@@ -119,10 +89,10 @@ void view_size_windows_free(struct size_windows *w)
 	}
 }
 
-/* Whether the sizes of the files of @dir after @name were asked for
- * already; if not, note that they are now, up to @last. */
+/* Whether the sizes of the files of @dir around position @pos were asked
+ * for already; with @last, note that those from @pos to @last are now. */
 static bool window_covers(struct size_windows *w, const struct node *dir,
-			  const char *name, const char *last)
+			  uint64_t pos, uint64_t last)
 {
 	struct size_window *slot = NULL;
 	bool covered = false;
@@ -134,7 +104,7 @@ static bool window_covers(struct size_windows *w, const struct node *dir,
 		    w->v[i].ds == dataset_index(dir->ds))
 			slot = &w->v[i];
 	}
-	if (slot && strcmp(name, slot->last) < 0) {
+	if (slot && pos >= slot->first && pos <= slot->last) {
 		covered = true;
 	} else if (last) {
 		if (!slot) {
@@ -143,56 +113,70 @@ static bool window_covers(struct size_windows *w, const struct node *dir,
 			slot->id = dir->id;
 			slot->ds = dataset_index(dir->ds);
 		}
-		snprintf(slot->last, sizeof(slot->last), "%s", last);
+		slot->first = pos;
+		slot->last = last;
 	}
 	pthread_mutex_unlock(&w->lock);
 	return covered;
 }
 
-struct window_fill {
-	struct batch *b;
-	size_t max;
+/* The objects of a window whose sizes no one knows. */
+struct window {
+	enum stream_file which;
+	uint64_t *oids;
+	size_t n, max;
+	uint64_t last;
 };
 
-/* Ask, all at once, for the sizes no one knows of the files of @dir from
- * @name on (2 x max_conns of them), unless that was done already. */
-static void size_window(struct fs *fs, const struct path_view *pv,
-			const struct node *dir, uint64_t gen, const char *name)
+static int window_add(void *p, const struct store_entry *e)
 {
-	enum stream_file which = pv->file == &view_thumb_ops ? STREAM_THUMB
-							     : STREAM_DATA;
+	struct window *w = p;
+
+	w->last = e->pos;
+	if (!e->child &&
+	    (w->which == STREAM_DATA ? e->size : e->thumb_size) < 0 &&
+	    w->n < w->max)
+		w->oids[w->n++] = e->oid;
+	return 0;
+}
+
+/* Note the files of @dir from position @pos on (2 x max_conns of them)
+ * whose sizes no one knows, unless that was done already, in @w: the
+ * caller asks for them once it holds no pin. */
+static void size_window(struct fs *fs, const struct path_view *pv,
+			const struct node *dir, uint64_t gen, uint64_t pos,
+			struct window *w)
+{
 	struct store_filter filter = filter_of(pv, dir);
-	size_t want = 2 * (fs->max_background ? fs->max_background : 16), i;
-	struct store_entry *v;
-	char **names;
-	struct batch b;
+	size_t want = 2 * (fs->max_background ? fs->max_background : 16);
 
-	if (window_covers(fs->size_windows, dir, name, NULL))
+	w->which = pv->file == &view_thumb_ops ? STREAM_THUMB : STREAM_DATA;
+	if (window_covers(fs->size_windows, dir, pos, 0))
 		return;
-	v = calloc(want, sizeof(*v));
-	names = calloc(want, sizeof(*names));
-	b = (struct batch){ v, names, 0 };
-	if (v && names &&
-	    store_readdir(dataset_store(dir->ds), gen, folder_dir(dir), name,
-			  &filter, want, batch_add, &b) == 0 &&
-	    b.n > 0) {
-		window_covers(fs->size_windows, dir, name, b.names[b.n - 1]);
-		for (i = 0; i < b.n; i++) {
-			struct item *it;
+	w->oids = calloc(want, sizeof(*w->oids));
+	w->max = w->oids ? want : 0;
+	if (w->oids &&
+	    store_readdir(dataset_store(dir->ds), gen, folder_dir(dir), pos - 1,
+			  &filter, want, window_add, w) == 0 &&
+	    w->last)
+		window_covers(fs->size_windows, dir, pos, w->last);
+}
 
-			if (b.v[i].child ||
-			    (which == STREAM_DATA ? b.v[i].size
-						  : b.v[i].thumb_size) >= 0 ||
-			    view_object(fs, dir->ds, ITEM_KIND_ITEM, b.v[i].oid,
-					&it))
-				continue;
-			stream_size_prefetch(fs->stream, dir->ds, it, which);
-			item_unref(it);
-		}
+/* Ask for the sizes of a window's objects, all at once. */
+static void window_prefetch(struct fs *fs, const struct node *dir,
+			    struct window *w)
+{
+	size_t i;
+
+	for (i = 0; i < w->n; i++) {
+		struct item *it;
+
+		if (view_object(fs, dir->ds, ITEM_KIND_ITEM, w->oids[i], &it))
+			continue;
+		stream_size_prefetch(fs->stream, dir->ds, it, w->which);
+		item_unref(it);
 	}
-	batch_clear(&b);
-	free(names);
-	free(v);
+	free(w->oids);
 }
 
 int view_path_lookup(struct fs *fs, const struct path_view *pv,
@@ -200,73 +184,76 @@ int view_path_lookup(struct fs *fs, const struct path_view *pv,
 		     struct node *child, struct stat *st, bool fetch)
 {
 	struct store_filter filter = filter_of(pv, dir);
+	struct window w = { 0 };
+	struct catalog_pin pin;
 	struct store_entry e;
-	uint64_t gen;
-	int err = catalog_pin(fs->cat, dir->ds, ITEM_KIND_ITEM, &gen);
+	int err = view_dir_lookup(fs, dir, ITEM_KIND_ITEM, folder_dir(dir),
+				  name, &filter, &e, &pin);
 
-	if (err)
-		return err;
-	err = store_lookup(dataset_store(dir->ds), gen, folder_dir(dir), name,
-			   &filter, &e);
 	if (!err && fetch && st && !e.child &&
 	    (pv->file == &view_thumb_ops ? e.thumb_size : e.size) < 0)
-		size_window(fs, pv, dir, gen, name);
-	catalog_unpin(fs->cat, dir->ds, ITEM_KIND_ITEM, gen);
+		size_window(fs, pv, dir, pin.gen, e.pos, &w);
+	catalog_unpin(fs->cat, dir->ds, ITEM_KIND_ITEM, &pin);
+	window_prefetch(fs, dir, &w);
 	if (!err)
 		err = entry_child(fs, pv, dir, &e, child, st, fetch);
 	return err;
 }
 
+struct path_fill {
+	struct fs *fs;
+	const struct path_view *pv;
+	const struct node *dir;
+	bool plus;
+	view_fill_fn fill;
+	void *ctx;
+};
+
+static int path_entry(void *p, const struct store_entry *e)
+{
+	struct path_fill *pf = p;
+	char name[NAMES_MAX + 1];
+	struct node c;
+	struct stat st;
+	int err;
+
+	if (e->name_len > NAMES_MAX)
+		return 0;
+	memcpy(name, e->name, e->name_len);
+	name[e->name_len] = '\0';
+	/* no request: a size no one knows goes without attributes */
+	err = entry_child(pf->fs, pf->pv, pf->dir, e, &c, pf->plus ? &st : NULL,
+			  false);
+	if (err && err != -EAGAIN)
+		return 0; /* gone since the listing */
+	if (!pf->plus) {
+		memset(&st, 0, sizeof(st));
+		st.st_ino = c.ino;
+		st.st_mode = c.ops->dir ? S_IFDIR : S_IFREG;
+	}
+	return pf->fill(pf->ctx, name, &c, err ? NULL : &st, e->pos);
+}
+
 int view_path_readdir(struct fs *fs, const struct path_view *pv,
-		      const struct node *dir, const char *after, bool plus,
-		      view_fill_fn fill, void *ctx)
+		      const struct node *dir, void **state, uint64_t after,
+		      bool plus, view_fill_fn fill, void *ctx)
 {
 	struct store_filter filter = filter_of(pv, dir);
-	struct store_entry v[READDIR_BATCH];
-	char *names[READDIR_BATCH], *last = strdup(after);
-	struct batch b = { v, names, 0 };
-	bool full = false;
-	size_t i;
-	int err = 0;
+	struct path_fill pf = { fs, pv, dir, plus, fill, ctx };
+	int err = view_dir_pin(fs, dir, ITEM_KIND_ITEM, state);
 
-	while (!err && !full && last) {
-		uint64_t gen;
-
-		err = catalog_pin(fs->cat, dir->ds, ITEM_KIND_ITEM, &gen);
-		if (err)
-			break;
-		err = store_readdir(dataset_store(dir->ds), gen,
-				    folder_dir(dir), last, &filter,
-				    READDIR_BATCH, batch_add, &b);
-		catalog_unpin(fs->cat, dir->ds, ITEM_KIND_ITEM, gen);
-		for (i = 0; i < b.n && !err && !full; i++) {
-			struct node c;
-			struct stat st;
-
-			err = entry_child(fs, pv, dir, &b.v[i], &c,
-					  plus ? &st : NULL, false);
-			if (err == -ENOENT) {
-				err = 0;
-				continue;
-			}
-			if (err && err != -EAGAIN)
-				break;
-			if (!plus) {
-				memset(&st, 0, sizeof(st));
-				st.st_ino = c.ino;
-				st.st_mode = c.ops->dir ? S_IFDIR : S_IFREG;
-			}
-			full = fill(ctx, b.names[i], &c, err ? NULL : &st) != 0;
-			err = 0;
-		}
-		free(last);
-		last = b.n == READDIR_BATCH ? strdup(b.names[b.n - 1]) : NULL;
-		if (b.n < READDIR_BATCH)
-			full = true; /* the end */
-		batch_clear(&b);
-	}
-	free(last);
+	if (!err)
+		err = view_dir_entries(fs, dir, *state, folder_dir(dir),
+				       &filter, after, path_entry, &pf);
 	return err;
+}
+
+void view_path_shows(struct fs *fs, struct dataset *ds, enum item_kind kind,
+		     uint64_t sdir, void (*fn)(void *ctx, uint64_t id),
+		     void *ctx)
+{
+	if (kind == ITEM_KIND_ITEM && sdir >= STORE_DIR_PATHS)
+		fn(ctx, sdir == STORE_DIR_PATHS ? 0 : sdir);
 }
 
 int view_path_getattr(struct fs *fs, const struct node *n, struct stat *st)
@@ -291,11 +278,12 @@ static int files_lookup(struct fs *fs, const struct node *dir, const char *name,
 	return view_path_lookup(fs, &files_view, dir, name, child, st, fetch);
 }
 
-static int files_readdir(struct fs *fs, const struct node *dir,
-			 const char *after, bool plus, view_fill_fn fill,
+static int files_readdir(struct fs *fs, const struct node *dir, void **state,
+			 uint64_t after, bool plus, view_fill_fn fill,
 			 void *ctx)
 {
-	return view_path_readdir(fs, &files_view, dir, after, plus, fill, ctx);
+	return view_path_readdir(fs, &files_view, dir, state, after, plus, fill,
+				 ctx);
 }
 
 struct node_ops view_files_ops = {
@@ -304,5 +292,7 @@ struct node_ops view_files_ops = {
 	.dir = true,
 	.lookup = files_lookup,
 	.readdir = files_readdir,
+	.dir_release = view_dir_unpin,
 	.getattr = view_path_getattr,
+	.shows = view_path_shows,
 };

@@ -28,9 +28,8 @@ static int owner_child(struct fs *fs, const struct node *dir, const char *name,
 	return 0;
 }
 
-static int root_readdir(struct fs *fs, const struct node *dir,
-			const char *after, bool plus, view_fill_fn fill,
-			void *ctx)
+static int root_readdir(struct fs *fs, const struct node *dir, void **state,
+			uint64_t after, bool plus, view_fill_fn fill, void *ctx)
 {
 	char **owners;
 	long n, i;
@@ -79,8 +78,8 @@ static int cmp_str(const void *a, const void *b)
 	return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
 
-static int owner_readdir(struct fs *fs, const struct node *dir,
-			 const char *after, bool plus, view_fill_fn fill,
+static int owner_readdir(struct fs *fs, const struct node *dir, void **state,
+			 uint64_t after, bool plus, view_fill_fn fill,
 			 void *ctx)
 {
 	char *owner = catalog_owner_name(fs->cat, dir->id);
@@ -160,8 +159,8 @@ static int view_child(struct fs *fs, const struct node *dir, const char *name,
 	return 0;
 }
 
-static int dataset_readdir(struct fs *fs, const struct node *dir,
-			   const char *after, bool plus, view_fill_fn fill,
+static int dataset_readdir(struct fs *fs, const struct node *dir, void **state,
+			   uint64_t after, bool plus, view_fill_fn fill,
 			   void *ctx)
 {
 	const struct node_ops *ops;

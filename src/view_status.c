@@ -28,17 +28,20 @@ static const struct path_view status_view = {
  * negative errno. */
 static long listed_statuses(struct fs *fs, struct dataset *ds, int **ids)
 {
-	uint64_t gen;
+	struct catalog_pin pin;
 	long n;
-	int err = catalog_pin(fs->cat, ds, ITEM_KIND_ITEM, &gen);
+	int err = catalog_pin(fs->cat, ds, ITEM_KIND_ITEM, &pin);
 
 	if (err)
 		return err;
-	n = store_statuses(dataset_store(ds), gen, ids);
-	catalog_unpin(fs->cat, ds, ITEM_KIND_ITEM, gen);
+	n = store_statuses(dataset_store(ds), pin.gen, ids);
+	catalog_unpin(fs->cat, ds, ITEM_KIND_ITEM, &pin);
 	return n;
 }
 
+/* by-status/ is there when an item has a status; when the listing cannot
+ * tell now, it is there (its lookups then say why), never hidden for the
+ * kernel's negative-entry time. */
 static bool by_status_present(struct fs *fs, struct dataset *ds)
 {
 	int *ids;
@@ -46,7 +49,7 @@ static bool by_status_present(struct fs *fs, struct dataset *ds)
 
 	if (n > 0)
 		free(ids);
-	return n > 0;
+	return n != 0;
 }
 
 static bool is_item_status(const char *name)
@@ -82,6 +85,8 @@ static int status_child(struct fs *fs, const struct node *dir, const char *name,
 		return -ENOENT;
 	if (id <= 0)
 		return id < 0 ? id : -ENOENT;
+	if (id >= 1 << (VIEW_DS_SHIFT - VIEW_PATH_STATUS_SHIFT))
+		return -ENOENT; /* more statuses than a node id can name */
 	view_make(c, &view_status_dir_ops, dir->ds,
 		  (uint64_t)id << VIEW_PATH_STATUS_SHIFT);
 	if (st)
@@ -95,8 +100,8 @@ static int cmp_str(const void *a, const void *b)
 }
 
 static int by_status_readdir(struct fs *fs, const struct node *dir,
-			     const char *after, bool plus, view_fill_fn fill,
-			     void *ctx)
+			     void **state, uint64_t after, bool plus,
+			     view_fill_fn fill, void *ctx)
 {
 	size_t n = 0, i, j;
 	char **names;
@@ -150,10 +155,31 @@ static int status_dir_lookup(struct fs *fs, const struct node *dir,
 }
 
 static int status_dir_readdir(struct fs *fs, const struct node *dir,
-			      const char *after, bool plus, view_fill_fn fill,
-			      void *ctx)
+			      void **state, uint64_t after, bool plus,
+			      view_fill_fn fill, void *ctx)
 {
-	return view_path_readdir(fs, &status_view, dir, after, plus, fill, ctx);
+	return view_path_readdir(fs, &status_view, dir, state, after, plus,
+				 fill, ctx);
+}
+
+/* A store directory shows in the folder of every status. */
+static void status_dir_shows(struct fs *fs, struct dataset *ds,
+			     enum item_kind kind, uint64_t sdir,
+			     void (*fn)(void *ctx, uint64_t id), void *ctx)
+{
+	uint64_t id;
+
+	if (kind != ITEM_KIND_ITEM || sdir < STORE_DIR_PATHS)
+		return;
+	for (id = 1; id < 1 << (VIEW_DS_SHIFT - VIEW_PATH_STATUS_SHIFT); id++) {
+		char *name = store_status_name(dataset_store(ds), id);
+
+		if (!name)
+			break;
+		free(name);
+		fn(ctx, id << VIEW_PATH_STATUS_SHIFT |
+				(sdir == STORE_DIR_PATHS ? 0 : sdir));
+	}
 }
 
 struct node_ops view_status_dir_ops = {
@@ -161,5 +187,7 @@ struct node_ops view_status_dir_ops = {
 	.dir = true,
 	.lookup = status_dir_lookup,
 	.readdir = status_dir_readdir,
+	.dir_release = view_dir_unpin,
+	.shows = status_dir_shows,
 	.getattr = view_path_getattr,
 };

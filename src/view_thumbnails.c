@@ -20,11 +20,11 @@ static int thumbnails_lookup(struct fs *fs, const struct node *dir,
 }
 
 static int thumbnails_readdir(struct fs *fs, const struct node *dir,
-			      const char *after, bool plus, view_fill_fn fill,
-			      void *ctx)
+			      void **state, uint64_t after, bool plus,
+			      view_fill_fn fill, void *ctx)
 {
-	return view_path_readdir(fs, &thumbnails_view, dir, after, plus, fill,
-				 ctx);
+	return view_path_readdir(fs, &thumbnails_view, dir, state, after, plus,
+				 fill, ctx);
 }
 
 struct node_ops view_thumbnails_ops = {
@@ -33,5 +33,7 @@ struct node_ops view_thumbnails_ops = {
 	.dir = true,
 	.lookup = thumbnails_lookup,
 	.readdir = thumbnails_readdir,
+	.dir_release = view_dir_unpin,
 	.getattr = view_path_getattr,
+	.shows = view_path_shows,
 };

@@ -91,6 +91,11 @@ static void test_failures(void)
 	c = at(1200);
 	CHECK(fresh_apply(&f, FRESH_READ, 0, &c));
 	CHECK(f.state == FRESH_REFRESHING);
+	/* but one the server refuses (a key, a permission, the dataset
+	 * gone) is not served any more */
+	CHECK(!fresh_apply(&f, FRESH_LOAD_FAILED, -EACCES, &c));
+	CHECK(f.state == FRESH_FAILED && f.err == -EACCES &&
+	      !fresh_servable(&f));
 	/* events that do not apply change nothing */
 	f = in(FRESH_CURRENT, 5000);
 	CHECK(!fresh_apply(&f, FRESH_LOADED, 0, &c));

@@ -824,11 +824,28 @@ static void test_key_path(void)
 		char **parts;
 		size_t n;
 
+		char **other;
+		size_t n2;
+
 		CHECK(names_key_path(long_part, 306, "0123456789ab", ".jpg",
 				     &parts, &n) == 0);
 		CHECK(n == 2 && strlen(parts[0]) <= NAMES_MAX &&
-		      strstr(parts[0], "~01234567") != NULL);
+		      strchr(parts[0], '~') != NULL);
 		CHECK_STR(parts[1], "y.jpg");
+		/* a long folder is one folder whatever object is in it; a
+		 * long file name carries its object's uid */
+		CHECK(names_key_path(long_part, 306, "fedcba9876", ".jpg",
+				     &other, &n2) == 0);
+		CHECK(n2 == 2 && strcmp(parts[0], other[0]) == 0);
+		while (n2 > 0)
+			free(other[--n2]);
+		free(other);
+		while (n > 0)
+			free(parts[--n]);
+		free(parts);
+		CHECK(names_key_path(long_part, 300, "0123456789ab", ".jpg",
+				     &parts, &n) == 0);
+		CHECK(n == 1 && strstr(parts[0], "~01234567.jpg") != NULL);
 		while (n > 0)
 			free(parts[--n]);
 		free(parts);

@@ -38,22 +38,34 @@ static struct item *make(const char *uid, const char *key, const char *status,
 	return it;
 }
 
-/* Write one listing of @n objects in pages of @page; returns its gen. */
+/* The newest complete generation of items, 0 when none. */
+static uint64_t current(struct store *st)
+{
+	int64_t at;
+	uint64_t gen;
+
+	return store_latest(st, ITEM_KIND_ITEM, &gen, &at) ? 0 : gen;
+}
+
+/* Write one listing of @n objects in pages of @page, keeping the names of
+ * the current one; returns its gen. */
 static uint64_t list(struct store *st, struct item **v, size_t n, size_t page)
 {
 	struct store_listing *l;
+	uint64_t gen = 0;
 	size_t i;
 
-	if (store_listing_begin(st, ITEM_KIND_ITEM, &l))
+	if (store_listing_begin(st, ITEM_KIND_ITEM, current(st), &l))
 		return 0;
 	for (i = 0; i < n; i += page) {
 		if (store_listing_add(l, v + i, n - i < page ? n - i : page) <
-		    0) {
-			store_listing_abort(l);
-			return 0;
-		}
+		    0)
+			break;
 	}
-	return store_listing_commit(l);
+	if (i >= n)
+		gen = store_listing_commit(l);
+	store_listing_free(l);
+	return gen;
 }
 
 static void free_items(struct item **v, size_t n)
@@ -86,7 +98,7 @@ static void ls(struct store *st, uint64_t gen, uint64_t d,
 	       const struct store_filter *f, struct names *ns)
 {
 	ns->n = 0;
-	CHECK(store_readdir(st, gen, d, "", f, 1000, collect, ns) == 0);
+	CHECK(store_readdir(st, gen, d, 0, f, 1000, collect, ns) == 0);
 }
 
 /* The dir id of the folder @name in @d of @gen, 0 when none. */
@@ -144,14 +156,14 @@ static void test_views(void)
 	if (!st)
 		return;
 	gen = list(st, v, 6, 4);
-	CHECK(gen != 0 && store_current(st, ITEM_KIND_ITEM) == gen);
+	CHECK(gen != 0 && current(st) == gen);
 	ls(st, gen, STORE_DIR_ITEMS, NULL, &ns);
 	CHECK(ns.n == 6);
-	CHECK_STR(ns.v[0], "%2F%2Fa%2F%2Fb%2F%2F");
-	CHECK(has_name(&ns, "cars%2Fsedan%2F0001.jpg"));
-	CHECK(has_name(&ns, "u-nokey"));
-	/* byte order */
-	CHECK(strcmp(ns.v[0], ns.v[1]) < 0 && strcmp(ns.v[4], ns.v[5]) < 0);
+	/* in the order they were listed */
+	CHECK_STR(ns.v[0], "flat.png");
+	CHECK_STR(ns.v[1], "cars%2Fsedan%2F0001.jpg");
+	CHECK_STR(ns.v[4], "u-nokey");
+	CHECK_STR(ns.v[5], "%2F%2Fa%2F%2Fb%2F%2F");
 
 	/* the key-path tree: folders first made, files named by their key */
 	ls(st, gen, STORE_DIR_PATHS, &data, &ns);
@@ -255,7 +267,7 @@ static void test_names_kept(void)
 	};
 	struct store_listing *l;
 	struct names ns;
-	uint64_t g1, g2;
+	uint64_t g1, g2, g3;
 
 	if (!st)
 		return;
@@ -264,11 +276,15 @@ static void test_names_kept(void)
 	CHECK(ns.n == 1 && strcmp(ns.v[0], "dup.jpg") == 0);
 	/* the next listing: the old object keeps its name even when the new
 	 * one comes first; a uid listed twice counts once */
-	CHECK(store_listing_begin(st, ITEM_KIND_ITEM, &l) == 0);
+	CHECK(store_listing_begin(st, ITEM_KIND_ITEM, g1, &l) == 0);
 	CHECK(store_listing_add(l, second, 3) == 2);
-	CHECK(store_current(st, ITEM_KIND_ITEM) == g1);
+	CHECK(current(st) == g1);
+	/* a listing in the making is read as it grows, in listing order */
+	ls(st, store_listing_gen(l), STORE_DIR_ITEMS, NULL, &ns);
+	CHECK(ns.n == 2 && strcmp(ns.v[0], "dup~bbbbbbbb.jpg") == 0);
 	g2 = store_listing_commit(l);
-	CHECK(g2 > g1 && store_current(st, ITEM_KIND_ITEM) == g2);
+	store_listing_free(l);
+	CHECK(g2 > g1 && current(st) == g2);
 	ls(st, g2, STORE_DIR_ITEMS, NULL, &ns);
 	CHECK(ns.n == 2 && has_name(&ns, "dup.jpg") &&
 	      has_name(&ns, "dup~bbbbbbbb.jpg"));
@@ -277,16 +293,38 @@ static void test_names_kept(void)
 	/* the old generation is there until collected */
 	ls(st, g1, STORE_DIR_ITEMS, NULL, &ns);
 	CHECK(ns.n == 1);
-	store_collect(st, ITEM_KIND_ITEM, g2);
+	store_collect(st, ITEM_KIND_ITEM, &g2, 1);
 	ls(st, g1, STORE_DIR_ITEMS, NULL, &ns);
 	CHECK(ns.n == 0);
 	ls(st, g2, STORE_DIR_ITEMS, NULL, &ns);
 	CHECK(ns.n == 2);
-	/* an aborted listing leaves nothing */
-	CHECK(store_listing_begin(st, ITEM_KIND_ITEM, &l) == 0);
+	/* the decorated names stay decorated, and their plain name held
+	 * back: a third "dup.jpg" is decorated too */
+	{
+		struct item *third[] = {
+			make("cccccccc-3", "dup.jpg", NULL, true, true),
+			make("aaaaaaaa-1", "dup.jpg", NULL, true, true),
+			make("bbbbbbbb-2", "dup.jpg", NULL, true, true),
+		};
+
+		g3 = list(st, third, 3, 3);
+		ls(st, g3, STORE_DIR_ITEMS, NULL, &ns);
+		CHECK(ns.n == 3 && has_name(&ns, "dup.jpg") &&
+		      has_name(&ns, "dup~bbbbbbbb.jpg") &&
+		      has_name(&ns, "dup~cccccccc.jpg"));
+		free_items(third, 3);
+	}
+	/* a listing left unfinished is not current, and goes when collected */
+	CHECK(store_listing_begin(st, ITEM_KIND_ITEM, g3, &l) == 0);
 	CHECK(store_listing_add(l, first, 1) == 1);
-	store_listing_abort(l);
-	CHECK(store_current(st, ITEM_KIND_ITEM) == g2);
+	ls(st, store_listing_gen(l), STORE_DIR_ITEMS, NULL, &ns);
+	CHECK(ns.n == 1);
+	g2 = store_listing_gen(l);
+	store_listing_free(l);
+	CHECK(current(st) == g3);
+	store_collect(st, ITEM_KIND_ITEM, &g3, 1);
+	ls(st, g2, STORE_DIR_ITEMS, NULL, &ns);
+	CHECK(ns.n == 0);
 	free_items(first, 1);
 	free_items(second, 3);
 	store_free(st);
@@ -305,7 +343,7 @@ static void test_set_aside(void)
 	      f);
 	fclose(f);
 	CHECK(store_open(path, "http://api", "acme", "cars", &st) == 0);
-	CHECK(st != NULL && store_current(st, ITEM_KIND_ITEM) == 0);
+	CHECK(st != NULL && current(st) == 0);
 	store_free(st);
 	snprintf(aside, sizeof(aside), "%s.bad", path);
 	CHECK(access(aside, F_OK) == 0);
