@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -828,12 +829,98 @@ static const char *kind_path(enum item_kind kind)
 	return kind == ITEM_KIND_ITEM ? "items" : "sequences";
 }
 
+/* A page asked for on a thread of its own while the last one is stored:
+ * the server and the store work at once. */
+struct fetch {
+	struct api *api;
+	const char *what;
+	enum item_kind kind;
+	char *url;
+	struct item_list list; /* the page's objects */
+	char *cursor; /* its "next" cursor, or NULL */
+	size_t n_bad;
+	int err;
+	pthread_t thread;
+	bool started;
+};
+
+/* Ask for @f's page and parse it. */
+static int fetch_page(struct fetch *f)
+{
+	struct http_resp resp;
+	int err = get_json(f->api, f->url, f->what, &resp);
+
+	if (err)
+		return err;
+	err = api_parse_page(resp.body, resp.len, f->kind, &f->list, &f->cursor,
+			     &f->n_bad);
+	http_resp_clear(&resp);
+	if (err)
+		log_err("%s: malformed page from %s", f->what, f->url);
+	return err;
+}
+
+static void *fetch_main(void *p)
+{
+	struct fetch *f = p;
+
+	f->err = fetch_page(f);
+	return NULL;
+}
+
+/* Ask for @f's page now, on a thread; if none can start, fetch_wait()
+ * asks itself. */
+static void fetch_start(struct fetch *f)
+{
+	f->started = pthread_create(&f->thread, NULL, fetch_main, f) == 0;
+}
+
+/* @f's page: waited for when it was started, else asked for now. */
+static int fetch_wait(struct fetch *f)
+{
+	if (!f->started)
+		return fetch_page(f);
+	pthread_join(f->thread, NULL);
+	f->started = false;
+	return f->err;
+}
+
+/* Drop @f: its page, once it came, and its URL. */
+static void fetch_clear(struct fetch *f)
+{
+	if (f->started)
+		fetch_wait(f);
+	item_list_clear(&f->list);
+	free(f->cursor);
+	free(f->url);
+	f->cursor = f->url = NULL;
+	f->n_bad = 0;
+}
+
+static char *page_url(struct api *api, const char *owner, const char *slug,
+		      enum item_kind kind, const char *ord, const char *cursor)
+{
+	char *tail, *url;
+
+	tail = strprintf("%s/?limit=%d%s%s%s%s", kind_path(kind),
+			 api->page_size, ord ? "&ordering=" : "",
+			 ord ? ord : "", cursor ? "&cursor=" : "",
+			 cursor ? cursor : "");
+	url = tail ? dataset_url(api, owner, slug, tail) : NULL;
+	free(tail);
+	return url;
+}
+
 int api_list(struct api *api, const char *owner, const char *slug,
 	     enum item_kind kind, api_page_fn fn, void *ctx)
 {
-	char *cursor = NULL, *url = NULL, *what, *ord = NULL;
+	char *what, *ord = NULL;
 	struct seen_cursor *seen = NULL;
-	struct item_list list = { 0 };
+	/* two in turn: a thread fetches and parses the next page into the
+	 * one it was started for while @fn stores the other */
+	struct fetch pages[2] = { { .api = api, .kind = kind },
+				  { .api = api, .kind = kind } };
+	struct fetch *cur = &pages[0], *next = &pages[1], *done;
 	int64_t deadline = util_now_ms() + api->list_timeout_ms;
 	size_t n_bad = 0, n_dup = 0;
 	int err = 0;
@@ -841,74 +928,56 @@ int api_list(struct api *api, const char *owner, const char *slug,
 	what = strprintf("%s/%s %s", owner, slug, kind_path(kind));
 	if (api->ordering)
 		ord = escape(api->ordering);
-	if (!what || (api->ordering && !ord)) {
+	cur->what = next->what = what;
+	cur->url = what ? page_url(api, owner, slug, kind, ord, NULL) : NULL;
+	if (!cur->url || (api->ordering && !ord))
 		err = -ENOMEM;
-		goto out;
-	}
-	for (;;) {
-		struct http_resp resp;
-		char *tail, *next = NULL;
+	while (!err) {
+		const char *cursor;
 		int fresh;
 
-		tail = strprintf("%s/?limit=%d%s%s%s%s", kind_path(kind),
-				 api->page_size, ord ? "&ordering=" : "",
-				 ord ? ord : "", cursor ? "&cursor=" : "",
-				 cursor ? cursor : "");
-		url = tail ? dataset_url(api, owner, slug, tail) : NULL;
-		free(tail);
-		if (!url) {
-			err = -ENOMEM;
-			break;
-		}
-		err = get_json(api, url, what, &resp);
+		err = fetch_wait(cur);
+		n_bad += cur->n_bad;
 		if (err)
 			break;
-		err = api_parse_page(resp.body, resp.len, kind, &list, &next,
-				     &n_bad);
-		http_resp_clear(&resp);
-		if (err) {
-			log_err("%s: malformed page from %s", what, url);
-			break;
-		}
-		fresh = fn(ctx, list.v, list.n);
-		if (fresh >= 0)
-			n_dup += list.n - fresh;
-		item_list_clear(&list);
-		if (fresh < 0) {
-			free(next);
-			err = fresh;
-			break;
-		}
-		/* a page that brings nothing new and points on is a loop,
-		 * whatever its cursor looks like */
-		if (next && fresh == 0) {
-			log_err("%s: the page from %s adds no new object but "
-				"points to another: listing refused",
-				what, url);
-			free(next);
+		cursor = cur->cursor;
+		if (cursor && !cursor_first_time(&seen, cursor)) {
+			log_err("%s: the server repeats a cursor", what);
 			err = -EIO;
-			break;
-		}
-		if (next && api->list_timeout_ms > 0 &&
-		    util_now_ms() > deadline) {
+		} else if (cursor && api->list_timeout_ms > 0 &&
+			   util_now_ms() > deadline) {
 			log_err("%s: still listing after %" PRId64
 				" s (list_timeout), at %s: listing refused",
-				what, api->list_timeout_ms / 1000, url);
-			free(next);
+				what, api->list_timeout_ms / 1000, cur->url);
 			err = -EIO;
-			break;
+		} else if (cursor) {
+			next->url =
+				page_url(api, owner, slug, kind, ord, cursor);
+			if (next->url)
+				fetch_start(next);
+			else
+				err = -ENOMEM;
 		}
-		if (next && !cursor_first_time(&seen, next)) {
-			log_err("%s: the server repeats a cursor", what);
-			free(next);
+		if (err)
+			break;
+		fresh = fn(ctx, cur->list.v, cur->list.n);
+		if (fresh >= 0)
+			n_dup += cur->list.n - fresh;
+		if (fresh < 0) {
+			err = fresh;
+		} else if (next->url && fresh == 0) {
+			/* a page that brings nothing new and points on is a
+			 * loop, whatever its cursor looks like */
+			log_err("%s: the page from %s adds no new object but "
+				"points to another: listing refused",
+				what, cur->url);
 			err = -EIO;
-			break;
 		}
-		free(url);
-		url = NULL;
-		free(cursor);
-		cursor = next;
-		if (!cursor)
+		fetch_clear(cur);
+		done = cur;
+		cur = next;
+		next = done;
+		if (!cur->url)
 			break;
 	}
 	if (n_bad)
@@ -918,11 +987,9 @@ int api_list(struct api *api, const char *owner, const char *slug,
 	if (n_dup)
 		log_warn("%s: %zu entries listed twice, repeats ignored", what,
 			 n_dup);
-out:
-	item_list_clear(&list);
+	fetch_clear(cur);
+	fetch_clear(next);
 	seen_free(&seen);
-	free(url);
-	free(cursor);
 	free(ord);
 	free(what);
 	return err;

@@ -89,10 +89,10 @@ enum stmt {
 	S_META_GET,
 	S_META_SET,
 	S_OBJECT_ID,
+	S_OBJECT_ADD,
 	S_GEN_NEW,
 	S_GEN_DONE,
 	S_PREV,
-	S_SEEN,
 	S_LISTED_ADD,
 	S_LISTED_INAME,
 	S_LISTED_PNAME,
@@ -137,14 +137,12 @@ enum stmt {
 static const char *const stmt_sql[S_COUNT] = {
 	[S_META_GET] = "SELECT v FROM meta WHERE k = ?1",
 	[S_META_SET] = "INSERT OR REPLACE INTO meta(k, v) VALUES(?1, ?2)",
-	[S_OBJECT_ID] = "INSERT INTO objects(kind, uid) VALUES(?1, ?2)"
-			" ON CONFLICT(kind, uid) DO UPDATE SET kind = kind"
-			" RETURNING oid",
+	[S_OBJECT_ID] = "SELECT oid FROM objects WHERE kind = ?1 AND uid = ?2",
+	[S_OBJECT_ADD] = "INSERT INTO objects(kind, uid) VALUES(?1, ?2)",
 	[S_GEN_NEW] = "INSERT INTO gens(kind, pid) VALUES(?1, ?2)"
 		      " RETURNING gen",
 	[S_GEN_DONE] = "UPDATE gens SET complete = 1, listed_at = ?2"
 		       " WHERE gen = ?1",
-	[S_SEEN] = "SELECT 1 FROM listed WHERE gen = ?1 AND oid = ?2",
 	[S_PREV] = "SELECT key, iname, pdir, pname FROM listed"
 		   " WHERE gen = ?1 AND oid = ?2",
 	[S_LISTED_ADD] =
@@ -598,7 +596,12 @@ int store_open(const char *path, const char *origin, const char *owner,
 		}
 		close(fd);
 		st->writer = conn_open(path, &err);
+		/* the writer walks the indexes of a whole listing: its pages
+		 * stay in memory rather than being read back from the file */
 		if (st->writer)
+			err = conn_exec(st->writer,
+					"PRAGMA cache_size = -32768");
+		if (!err)
 			err = claim(st->writer, origin, owner, slug);
 		if (!err)
 			err = check_whole(st->writer, path);
@@ -723,9 +726,34 @@ struct store_listing {
 	uint64_t gen, prev;
 	struct folder_memo *folders;
 	struct dir_seq *seqs;
+	uint8_t *seen; /* a bit per object number listed already */
+	size_t seen_bytes;
 	uint64_t statuses; /* ids < 64 written to gen_status */
 	bool failed;
 };
+
+/* Whether @oid was listed before in @l (1), noting it when not (0); or
+ * -ENOMEM. Object numbers are dense: a bit each is enough. */
+static int seen_before(struct store_listing *l, uint64_t oid)
+{
+	size_t byte = oid / 8;
+	uint8_t bit = 1u << (oid % 8);
+
+	if (byte >= l->seen_bytes) {
+		size_t n = (byte + 1) * 2;
+		uint8_t *grown = realloc(l->seen, n);
+
+		if (!grown)
+			return -ENOMEM;
+		memset(grown + l->seen_bytes, 0, n - l->seen_bytes);
+		l->seen = grown;
+		l->seen_bytes = n;
+	}
+	if (l->seen[byte] & bit)
+		return 1;
+	l->seen[byte] |= bit;
+	return 0;
+}
 
 static void memo_free(struct store_listing *l)
 {
@@ -740,6 +768,8 @@ static void memo_free(struct store_listing *l)
 		HASH_DEL(l->seqs, d);
 		free(d);
 	}
+	free(l->seen);
+	l->seen = NULL;
 }
 
 /* The next place in @dir's order (from 1), or 0 on ENOMEM. */
@@ -1259,23 +1289,30 @@ static int add_object(struct store_listing *l, const struct item *it)
 	int64_t v;
 	int status, err;
 
+	/* its number: found, else made (an upsert that returns it costs
+	 * several times more) */
 	q = stmt(w, S_OBJECT_ID);
 	if (!q)
 		return -EIO;
 	sqlite3_bind_int(q, 1, it->kind);
 	sqlite3_bind_text(q, 2, it->uid, -1, SQLITE_STATIC);
 	err = step_int(q, &v);
+	if (err == -ENOENT) {
+		q = stmt(w, S_OBJECT_ADD);
+		if (!q)
+			return -EIO;
+		sqlite3_bind_int(q, 1, it->kind);
+		sqlite3_bind_text(q, 2, it->uid, -1, SQLITE_STATIC);
+		err = step_done(q);
+		v = sqlite3_last_insert_rowid(w->db);
+	}
 	oid = v;
 	if (err)
 		return err;
-	q = stmt(w, S_SEEN);
-	if (!q)
-		return -EIO;
-	sqlite3_bind_int64(q, 1, l->gen);
-	sqlite3_bind_int64(q, 2, oid);
-	err = step_int(q, &v);
-	if (err != -ENOENT)
-		return err ? err : 0; /* listed twice: the first one stays */
+	err = seen_before(l, oid);
+	if (err)
+		return err > 0 ? 0
+			       : err; /* listed twice: the first one stays */
 	status = it->status ? store_status_id(l->st, it->status)
 			    : STORE_NO_STATUS;
 	err = prev_row(l, oid, it, &prev);
@@ -1753,6 +1790,12 @@ int store_changes(struct store *st, uint64_t old, uint64_t new,
 		" LEFT JOIN listed l ON l.gen = ?1 AND l.oid = o.oid"
 		" WHERE o.gen = ?1 AND (o.oid != 0 OR o.child != 0)"
 		" AND (n.name IS NULL OR n.oid != o.oid OR n.child != o.child)",
+		/* names that are new: the kernel may hold them as absent */
+		"SELECT n.dir, n.name, n.oid, 0, 0 FROM entries n"
+		" LEFT JOIN entries o ON o.gen = ?1 AND o.dir = n.dir"
+		" AND o.name = n.name"
+		" WHERE n.gen = ?2 AND (n.oid != 0 OR n.child != 0)"
+		" AND o.name IS NULL",
 		/* objects whose status, time or size changed */
 		"SELECT o.pdir, o.pname, o.oid, o.status, 1 FROM listed o"
 		" JOIN listed n ON n.gen = ?2 AND n.oid = o.oid"

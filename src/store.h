@@ -155,8 +155,9 @@ struct store_change {
 };
 
 /* What changed from generation @old to @new (of one kind), each to @fn:
- * every name of @old that is gone or names something else now, then every
- * object whose status, time or size changed. 0 or a negative errno. */
+ * every name of @old that is gone or names something else now, every name
+ * that is new, then every object whose status, time or size changed. 0 or
+ * a negative errno. */
 int store_changes(struct store *st, uint64_t old, uint64_t new,
 		  void (*fn)(void *ctx, const struct store_change *c),
 		  void *ctx);
