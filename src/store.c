@@ -107,6 +107,7 @@ enum stmt {
 	S_STATUS_ADD,
 	S_UID,
 	S_READDIR,
+	S_READDIR_LIST,
 	S_LOOKUP,
 	S_OBJECT,
 	S_OBJECT_ENTRY,
@@ -181,6 +182,13 @@ static const char *const stmt_sql[S_COUNT] = {
 	[S_READDIR] =
 		"SELECT e.name, " ENTRY_COLUMNS ENTRY_FROM
 		"WHERE e.gen = ?1 AND e.dir = ?2 AND e.seq > ?3" ENTRY_FILTER
+		" ORDER BY e.seq LIMIT ?6",
+	/* items/ and sequences/: objects, no filter, no file sizes */
+	[S_READDIR_LIST] =
+		"SELECT e.name, e.oid, e.child, e.has, l.status, l.size, NULL,"
+		" l.mtime, e.seq FROM entries e"
+		" JOIN listed l ON l.gen = e.gen AND l.oid = e.oid"
+		" WHERE e.gen = ?1 AND e.dir = ?2 AND e.seq > ?3 AND e.oid != 0"
 		" ORDER BY e.seq LIMIT ?6",
 	[S_LOOKUP] =
 		"SELECT e.name, " ENTRY_COLUMNS ENTRY_FROM
@@ -1609,8 +1617,10 @@ int store_readdir(struct store *st, uint64_t gen, uint64_t dir, uint64_t after,
 		  const struct store_filter *filter, size_t max,
 		  int (*fn)(void *ctx, const struct store_entry *e), void *ctx)
 {
+	bool list = (dir == STORE_DIR_ITEMS || dir == STORE_DIR_SEQUENCES) &&
+		    (!filter || (!filter->has && !filter->status));
 	struct conn *c = conn_get(st);
-	sqlite3_stmt *q = c ? stmt(c, S_READDIR) : NULL;
+	sqlite3_stmt *q = c ? stmt(c, list ? S_READDIR_LIST : S_READDIR) : NULL;
 	int rc, ret = 0;
 
 	if (!q) {
@@ -1621,7 +1631,8 @@ int store_readdir(struct store *st, uint64_t gen, uint64_t dir, uint64_t after,
 	sqlite3_bind_int64(q, 1, gen);
 	sqlite3_bind_int64(q, 2, dir);
 	sqlite3_bind_int64(q, 3, after);
-	bind_filter(q, filter);
+	if (!list)
+		bind_filter(q, filter);
 	sqlite3_bind_int64(q, 6, max);
 	while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
 		struct store_entry e;
