@@ -587,12 +587,8 @@ static void *load_listing(void *p)
 	pthread_cond_broadcast(&l->changed);
 	pthread_mutex_unlock(&l->lock);
 
-	if (!err) {
-		store_set_reader(ds->store, l->kind, gen);
-		if (prev && cat->replaced)
-			cat->replaced(cat->replaced_ctx, ds, l->kind, prev,
-				      gen);
-	}
+	if (!err && prev && cat->replaced)
+		cat->replaced(cat->replaced_ctx, ds, l->kind, prev, gen);
 	collect(l);
 	/* the pages were parsed and freed: give the heap they grew back */
 	malloc_trim(0);
@@ -633,8 +629,8 @@ static void adopt_stored(struct catalog *cat, struct listing *l)
 {
 	int64_t listed_at, age;
 	uint64_t gen;
-	bool adopted = false;
 
+	/* the store notes that this mount reads it */
 	if (store_latest(l->ds->store, l->kind, &gen, &listed_at))
 		return;
 	pthread_mutex_lock(&l->lock);
@@ -645,11 +641,8 @@ static void adopt_stored(struct catalog *cat, struct listing *l)
 		l->fresh.until =
 			now_ms() +
 			((int64_t)cat->ttl_s - (age > 0 ? age : 0)) * 1000;
-		adopted = true;
 	}
 	pthread_mutex_unlock(&l->lock);
-	if (adopted)
-		store_set_reader(l->ds->store, l->kind, gen);
 }
 
 static void pin_gen(struct listing *l, uint64_t gen)

@@ -27,7 +27,7 @@
 #include <unistd.h>
 #include <uthash.h>
 
-#define SCHEMA_VERSION 2
+#define SCHEMA_VERSION 3
 #define MAX_READERS 16 /* connections open for readers at most */
 
 /* Entry flags: how an entry's name came about. */
@@ -45,8 +45,7 @@ static const char schema[] =
 	" kind INTEGER NOT NULL, pid INTEGER NOT NULL,"
 	" complete INTEGER NOT NULL DEFAULT 0, listed_at INTEGER);"
 	"CREATE TABLE IF NOT EXISTS readers(pid INTEGER NOT NULL,"
-	" kind INTEGER NOT NULL, gen INTEGER NOT NULL,"
-	" PRIMARY KEY(pid, kind)) WITHOUT ROWID;"
+	" gen INTEGER NOT NULL, PRIMARY KEY(pid, gen)) WITHOUT ROWID;"
 	/* one row per object and generation: what getattr needs, and the
 	 * JSON for everything else */
 	"CREATE TABLE IF NOT EXISTS listed(gen INTEGER NOT NULL,"
@@ -209,8 +208,7 @@ static const char *const stmt_sql[S_COUNT] = {
 		    " mtime) VALUES(?1, ?2, ?3, ?4, ?5)",
 	[S_LATEST] = "SELECT gen, listed_at FROM gens WHERE kind = ?1"
 		     " AND complete = 1 ORDER BY gen DESC LIMIT 1",
-	[S_READER] = "INSERT OR REPLACE INTO readers(pid, kind, gen)"
-		     " VALUES(?1, ?2, ?3)",
+	[S_READER] = "INSERT OR IGNORE INTO readers(pid, gen) VALUES(?1, ?2)",
 };
 
 struct conn {
@@ -663,47 +661,55 @@ void store_free(struct store *st)
 	free(st);
 }
 
+/* Note in the open transaction of @w that this process reads @gen. */
+static int add_reader(struct conn *w, uint64_t gen)
+{
+	sqlite3_stmt *q = stmt(w, S_READER);
+
+	if (!q)
+		return -EIO;
+	sqlite3_bind_int64(q, 1, getpid());
+	sqlite3_bind_int64(q, 2, gen);
+	return step_done(q);
+}
+
 int store_latest(struct store *st, enum item_kind kind, uint64_t *gen,
 		 int64_t *listed_at)
 {
-	struct conn *c = conn_get(st);
-	sqlite3_stmt *q = c ? stmt(c, S_LATEST) : NULL;
-	int rc, err = -ENOENT;
+	struct conn *w = st->writer;
+	sqlite3_stmt *q;
+	int rc, err;
 
 	*gen = 0;
 	*listed_at = 0;
-	if (!q) {
-		if (c)
-			conn_put(st, c);
-		return -EIO;
-	}
-	sqlite3_bind_int(q, 1, kind);
-	rc = sqlite3_step(q);
-	if (rc == SQLITE_ROW) {
-		*gen = sqlite3_column_int64(q, 0);
-		*listed_at = sqlite3_column_int64(q, 1);
-		err = 0;
-	} else if (rc != SQLITE_DONE) {
-		err = sql_errno(rc);
-	}
-	sqlite3_reset(q);
-	conn_put(st, c);
-	return err;
-}
-
-void store_set_reader(struct store *st, enum item_kind kind, uint64_t gen)
-{
-	sqlite3_stmt *q;
-
 	pthread_mutex_lock(&st->write_lock);
-	q = stmt(st->writer, S_READER);
+	/* found and claimed at once: no other mount collects it in between */
+	err = conn_exec(w, "BEGIN IMMEDIATE");
+	q = err ? NULL : stmt(w, S_LATEST);
 	if (q) {
-		sqlite3_bind_int64(q, 1, getpid());
-		sqlite3_bind_int(q, 2, kind);
-		sqlite3_bind_int64(q, 3, gen);
-		step_done(q);
+		sqlite3_bind_int(q, 1, kind);
+		rc = sqlite3_step(q);
+		if (rc == SQLITE_ROW) {
+			*gen = sqlite3_column_int64(q, 0);
+			*listed_at = sqlite3_column_int64(q, 1);
+		}
+		err = rc == SQLITE_ROW	  ? 0
+		      : rc == SQLITE_DONE ? -ENOENT
+					  : sql_errno(rc);
+		sqlite3_reset(q);
+	} else if (!err) {
+		err = -EIO;
+	}
+	if (!err)
+		err = add_reader(w, *gen);
+	if (!err)
+		err = conn_exec(w, "COMMIT");
+	if (err) {
+		sqlite3_exec(w->db, "ROLLBACK", NULL, NULL, NULL);
+		*gen = 0;
 	}
 	pthread_mutex_unlock(&st->write_lock);
+	return err;
 }
 
 /* ---- writing a listing ---- */
@@ -1426,24 +1432,21 @@ int store_listing_add(struct store_listing *l, struct item *const *v, size_t n)
 }
 
 /* Remove every row of generation @gen. Called with write_lock held. */
+/* Delete generation @gen in the open transaction of @w. */
 static int drop_gen(struct conn *w, uint64_t gen)
 {
-	static const char *const tables[] = { "listed", "entries",
+	static const char *const tables[] = { "listed",	       "entries",
 					      "folder_status", "gen_status",
-					      "gens" };
+					      "readers",       "gens" };
 	char sql[128];
 	size_t i;
-	int err = conn_exec(w, "BEGIN IMMEDIATE");
+	int err = 0;
 
 	for (i = 0; i < sizeof(tables) / sizeof(tables[0]) && !err; i++) {
 		snprintf(sql, sizeof(sql),
 			 "DELETE FROM %s WHERE gen = %" PRIu64, tables[i], gen);
 		err = conn_exec(w, sql);
 	}
-	if (!err)
-		err = conn_exec(w, "COMMIT");
-	else
-		sqlite3_exec(w->db, "ROLLBACK", NULL, NULL, NULL);
 	return err;
 }
 
@@ -1455,15 +1458,25 @@ uint64_t store_listing_commit(struct store_listing *l)
 	int err = l->failed ? -EIO : 0;
 
 	pthread_mutex_lock(&st->write_lock);
+	/* complete and read by this process at once: no other mount
+	 * sharing the database collects it in between */
+	if (!err)
+		err = conn_exec(st->writer, "BEGIN IMMEDIATE");
 	q = err ? NULL : stmt(st->writer, S_GEN_DONE);
 	if (q) {
 		sqlite3_bind_int64(q, 1, l->gen);
 		sqlite3_bind_int64(q, 2, time(NULL));
 		err = step_done(q);
-	} else {
+	} else if (!err) {
 		err = -EIO;
 	}
 	if (!err)
+		err = add_reader(st->writer, l->gen);
+	if (!err)
+		err = conn_exec(st->writer, "COMMIT");
+	if (err)
+		sqlite3_exec(st->writer->db, "ROLLBACK", NULL, NULL, NULL);
+	else
 		gen = l->gen;
 	pthread_mutex_unlock(&st->write_lock);
 	return gen;
@@ -1487,7 +1500,13 @@ int store_drop(struct store *st, uint64_t gen)
 	int err;
 
 	pthread_mutex_lock(&st->write_lock);
-	err = drop_gen(st->writer, gen);
+	err = conn_exec(st->writer, "BEGIN IMMEDIATE");
+	if (!err)
+		err = drop_gen(st->writer, gen);
+	if (!err)
+		err = conn_exec(st->writer, "COMMIT");
+	if (err)
+		sqlite3_exec(st->writer->db, "ROLLBACK", NULL, NULL, NULL);
 	pthread_mutex_unlock(&st->write_lock);
 	return err;
 }
@@ -1498,36 +1517,80 @@ static bool alive(int64_t pid)
 	return pid > 0 && (kill((pid_t)pid, 0) == 0 || errno == EPERM);
 }
 
+static bool kept(const uint64_t *keep, size_t n_keep, uint64_t gen)
+{
+	size_t k;
+
+	for (k = 0; k < n_keep; k++) {
+		if (keep[k] == gen)
+			return true;
+	}
+	return false;
+}
+
 void store_collect(struct store *st, enum item_kind kind, const uint64_t *keep,
 		   size_t n_keep)
 {
+	struct conn *w = st->writer;
 	uint64_t *old = NULL;
-	size_t n = 0, cap = 0, i, k;
-	sqlite3_stmt *q;
-	int rc;
+	size_t n = 0, cap = 0, i;
+	int64_t self = getpid();
+	sqlite3_stmt *q = NULL;
+	int err;
 
 	pthread_mutex_lock(&st->write_lock);
-	/* what other mounts read, or build, stays */
-	rc = sqlite3_prepare_v2(st->writer->db,
-				"SELECT g.gen, g.pid, g.complete,"
-				" (SELECT group_concat(r.pid) FROM readers r"
-				"  WHERE r.gen = g.gen AND r.pid != ?2)"
-				" FROM gens g WHERE g.kind = ?1",
-				-1, &q, NULL);
-	if (rc == SQLITE_OK) {
+	/* one transaction: a generation another mount adopts or completes
+	 * meanwhile is claimed by it before, or after, never in between */
+	err = conn_exec(w, "BEGIN IMMEDIATE");
+	/* this mount no longer reads what it does not keep */
+	if (!err && sqlite3_prepare_v2(w->db,
+				       "SELECT r.gen FROM readers r"
+				       " JOIN gens g ON g.gen = r.gen"
+				       " WHERE r.pid = ?1 AND g.kind = ?2",
+				       -1, &q, NULL) == SQLITE_OK) {
+		sqlite3_bind_int64(q, 1, self);
+		sqlite3_bind_int(q, 2, kind);
+		while (sqlite3_step(q) == SQLITE_ROW) {
+			uint64_t gen = sqlite3_column_int64(q, 0);
+
+			if (!kept(keep, n_keep, gen) &&
+			    !UTIL_GROW(old, n, cap, 8))
+				old[n++] = gen;
+		}
+		sqlite3_finalize(q);
+		q = NULL;
+	}
+	for (i = 0; i < n && !err; i++) {
+		char sql[128];
+
+		snprintf(sql, sizeof(sql),
+			 "DELETE FROM readers WHERE pid = %" PRId64
+			 " AND gen = %" PRIu64,
+			 self, old[i]);
+		err = conn_exec(w, sql);
+	}
+	n = 0;
+	/* what other running mounts read, or build, stays */
+	if (!err &&
+	    sqlite3_prepare_v2(w->db,
+			       "SELECT g.gen, g.pid, g.complete,"
+			       " (SELECT group_concat(r.pid) FROM readers r"
+			       "  WHERE r.gen = g.gen AND r.pid != ?2)"
+			       " FROM gens g WHERE g.kind = ?1",
+			       -1, &q, NULL) != SQLITE_OK)
+		err = -EIO;
+	if (!err) {
 		sqlite3_bind_int(q, 1, kind);
-		sqlite3_bind_int64(q, 2, getpid());
+		sqlite3_bind_int64(q, 2, self);
 		while (sqlite3_step(q) == SQLITE_ROW) {
 			uint64_t gen = sqlite3_column_int64(q, 0);
 			int64_t pid = sqlite3_column_int64(q, 1);
 			bool complete = sqlite3_column_int(q, 2);
 			const char *readers =
 				(const char *)sqlite3_column_text(q, 3);
-			bool used = false;
+			bool used = kept(keep, n_keep, gen);
 
-			for (k = 0; k < n_keep; k++)
-				used |= keep[k] == gen;
-			if (!complete && pid != getpid() && alive(pid))
+			if (!complete && pid != self && alive(pid))
 				used = true; /* another mount builds it */
 			while (readers && *readers && !used) {
 				used = alive(strtoll(readers, NULL, 10));
@@ -1539,12 +1602,12 @@ void store_collect(struct store *st, enum item_kind kind, const uint64_t *keep,
 		}
 		sqlite3_finalize(q);
 	}
-	for (i = 0; i < n; i++)
-		drop_gen(st->writer, old[i]);
-	sqlite3_exec(st->writer->db,
-		     "DELETE FROM readers WHERE gen NOT IN"
-		     " (SELECT gen FROM gens)",
-		     NULL, NULL, NULL);
+	for (i = 0; i < n && !err; i++)
+		err = drop_gen(w, old[i]);
+	if (!err)
+		err = conn_exec(w, "COMMIT");
+	if (err)
+		sqlite3_exec(w->db, "ROLLBACK", NULL, NULL, NULL);
 	pthread_mutex_unlock(&st->write_lock);
 	free(old);
 }

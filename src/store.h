@@ -62,14 +62,11 @@ void store_free(struct store *st);
 
 /* The newest complete generation of @kind in the database (made by this
  * mount or another) in @gen, with the time it was complete (seconds since
- * the epoch) in @listed_at. Returns 0, -ENOENT when there is none, or
- * another negative errno. */
+ * the epoch) in @listed_at, noted as read by this process so that no
+ * other mount sharing the database collects it. Returns 0, -ENOENT when
+ * there is none, or another negative errno. */
 int store_latest(struct store *st, enum item_kind kind, uint64_t *gen,
 		 int64_t *listed_at);
-
-/* Note that this process reads generation @gen of @kind: other mounts
- * sharing the database leave it alone. */
-void store_set_reader(struct store *st, enum item_kind kind, uint64_t gen);
 
 /* A listing being written. */
 struct store_listing;
@@ -89,8 +86,8 @@ uint64_t store_listing_gen(const struct store_listing *l);
  * negative errno. */
 int store_listing_add(struct store_listing *l, struct item *const *v, size_t n);
 
-/* Mark the listing complete; returns its generation, or 0 on failure
- * (logged). */
+/* Mark the listing complete and read by this process; returns its
+ * generation, or 0 on failure (logged). */
 uint64_t store_listing_commit(struct store_listing *l);
 
 /* Free what @l holds in memory (its rows stay). Accepts NULL. */
