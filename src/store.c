@@ -1487,6 +1487,11 @@ void store_listing_free(struct store_listing *l)
 	if (!l)
 		return;
 	memo_free(l);
+	/* the pages the writer kept for the listing are not needed until
+	 * the next one */
+	pthread_mutex_lock(&l->st->write_lock);
+	sqlite3_db_release_memory(l->st->writer->db);
+	pthread_mutex_unlock(&l->st->write_lock);
 	free(l);
 }
 
