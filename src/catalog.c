@@ -815,3 +815,8 @@ int catalog_reresolve(struct catalog *cat, struct dataset *ds,
 		catalog_forget(cat, ds, it->kind, it->oid);
 	return err;
 }
+
+const char *catalog_origin(const struct catalog *cat)
+{
+	return cat->origin;
+}

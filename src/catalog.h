@@ -116,6 +116,9 @@ void catalog_forget(struct catalog *cat, struct dataset *ds,
 bool catalog_gone(struct catalog *cat, struct dataset *ds, enum item_kind kind,
 		  uint64_t oid);
 
+/* The API's base URL the catalog's stores are of. */
+const char *catalog_origin(const struct catalog *cat);
+
 /* Fetch @it afresh through "get item" (for a new data URL): a new reference
  * in @out. Returns 0 or a negative errno. */
 int catalog_reresolve(struct catalog *cat, struct dataset *ds,

@@ -39,6 +39,7 @@ struct fs {
 	double ttl; /* seconds the kernel may trust entries and attributes */
 	int64_t wait_ms; /* longest a request waits for a listing's pages */
 	unsigned max_background; /* requests the kernel may have in flight */
+	bool prefetch; /* opens tell the stream where their files stand */
 	uid_t uid;
 	gid_t gid;
 	struct timespec mounted; /* times of nodes without an object's */

@@ -82,6 +82,7 @@ struct xfer {
 	bool overflow; /* more bytes than the answer may carry */
 	bool bad_range; /* a Content-Range that contradicts itself */
 	bool refused; /* the sink's check called the answer bad */
+	bool sink_enough; /* the sink ended the answer: it has what it wants */
 	bool enough; /* a 200 gave all we want; the rest is not needed */
 	/* from the headers of the final answer */
 	long status;
@@ -581,6 +582,12 @@ static size_t on_data_body(struct xfer *x, const char *data, size_t len)
 				n = len - i;
 			x->sink_err = x->sink->write(x->sink->ctx, x->pos,
 						     data + i, n);
+			if (x->sink_err > 0) {
+				/* the sink holds all it wants */
+				x->sink_err = 0;
+				x->enough = x->sink_enough = true;
+				return 0;
+			}
 			if (x->sink_err)
 				return 0;
 			x->next += n;
@@ -701,6 +708,8 @@ static bool data_answer_ok(const struct xfer *x, const char **why)
 		*why = "answer longer than announced or not what was asked";
 		return false;
 	}
+	if (x->sink_enough)
+		return true; /* cut short on purpose */
 	if (x->status == 206 && x->pos != x->cr_end + 1) {
 		*why = "body shorter than its Content-Range";
 		return false;

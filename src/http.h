@@ -65,7 +65,8 @@ struct http_sink {
 	 * May be NULL. */
 	int (*check)(void *ctx, const struct http_resp *resp);
 	/* Bytes at object offset @off, in order and never twice; a negative
-	 * errno ends the request with it. */
+	 * errno ends the request with it, a positive value ends it as a
+	 * success (the sink has all it wants). */
 	int (*write)(void *ctx, int64_t off, const char *data, size_t len);
 	void *ctx;
 };

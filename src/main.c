@@ -42,6 +42,8 @@ struct options {
 	char *cache_size;
 	char *readahead;
 	char *cache_dir;
+	char *disk_cache_size;
+	int prefetch;
 	unsigned uid, gid;
 	int uid_set, gid_set;
 	int timeout;
@@ -64,9 +66,10 @@ static const struct fuse_opt opt_spec[] = {
 	OPT("page_size=%d", page_size, 0), OPT("ordering=%s", ordering, 0),
 	OPT("ttl=%d", ttl, 0), OPT("cache_size=%s", cache_size, 0),
 	OPT("readahead=%s", readahead, 0), OPT("cache_dir=%s", cache_dir, 0),
-	OPT("uid=%u", uid, 0), OPT("uid=", uid_set, 1), OPT("gid=%u", gid, 0),
-	OPT("gid=", gid_set, 1), OPT("timeout=%d", timeout, 0),
-	OPT("list_timeout=%d", list_timeout, 0),
+	OPT("disk_cache_size=%s", disk_cache_size, 0),
+	OPT("prefetch=%d", prefetch, 0), OPT("uid=%u", uid, 0),
+	OPT("uid=", uid_set, 1), OPT("gid=%u", gid, 0), OPT("gid=", gid_set, 1),
+	OPT("timeout=%d", timeout, 0), OPT("list_timeout=%d", list_timeout, 0),
 	OPT("retry_after_max=%d", retry_after_max, 0),
 	OPT("max_conns=%d", max_conns, 0),
 	/* FUSE's own, taken here: its default of 10 would starve readers */
@@ -102,9 +105,14 @@ static void usage(void)
 	       "  -o ttl=SECONDS          how long listings are trusted (60)\n"
 	       "  -o cache_size=BYTES     data cache budget, K/M/G suffixes (256M)\n"
 	       "  -o readahead=BYTES      largest readahead of one open file (64M)\n"
-	       "  -o cache_dir=DIR        what is kept on disk: listings (default:\n"
-	       "                            $XDG_CACHE_HOME/avalafs, ~/.cache/avalafs,\n"
-	       "                            /var/cache/avalafs for root); none: nothing\n"
+	       "  -o cache_dir=DIR        what is kept on disk: listings and data\n"
+	       "                            (default: $XDG_CACHE_HOME/avalafs,\n"
+	       "                            ~/.cache/avalafs, /var/cache/avalafs for\n"
+	       "                            root); none: nothing\n"
+	       "  -o disk_cache_size=BYTES  data kept on disk, at most (10G; never\n"
+	       "                            past 95%% of the disk)\n"
+	       "  -o prefetch=N           files fetched ahead of a reader that opens\n"
+	       "                            them in listing order; 0: none (32)\n"
 	       "  -o max_conns=N          HTTP connections per host (64)\n"
 	       "  -o max_threads=N        threads serving FUSE requests (max_conns + 16)\n"
 	       "  -o timeout=SECONDS      deadline of one request, retries included,\n"
@@ -264,7 +272,10 @@ static void on_sigusr1(int sig)
 struct session_watch {
 	struct fuse_session *se;
 	struct http *http;
+	struct cache *cache;
+	struct disk *disk; /* may be NULL */
 	struct stream *stream;
+	struct fetch *fetch;
 	struct tree *tree;
 	struct fs *fs;
 	const char *mountpoint;
@@ -274,16 +285,33 @@ struct session_watch {
 /* The counters as one line: "stats: {JSON}". */
 static void log_stats(struct session_watch *w)
 {
-	struct stream_stats st;
+	struct cache_stats st;
+	struct fetch_stats ft;
+	struct stream_stats ss;
+	struct disk_stats ds = { 0 };
 
-	stream_get_stats(w->stream, &st);
+	cache_get_stats(w->cache, &st);
+	fetch_get_stats(w->fetch, &ft);
+	stream_get_stats(w->stream, &ss);
+	if (w->disk)
+		disk_get_stats(w->disk, &ds);
 	log_info("stats: {\"cache_used\": %zu, \"cache_peak\": %zu, "
 		 "\"cache_budget\": %zu, \"fetches\": %" PRIu64 ", "
 		 "\"fetched_bytes\": %" PRIu64 ", \"block_hits\": %" PRIu64
 		 ", \"block_misses\": %" PRIu64 ", \"jobs\": %zu, "
-		 "\"kernel_held\": %zu, \"nodes\": %zu}",
-		 st.used, st.peak, st.budget, st.fetches, st.fetched, st.hits,
-		 st.misses, st.jobs, st.kernel_held, tree_count(w->tree));
+		 "\"kernel_held\": %zu, \"nodes\": %zu, "
+		 "\"prefetched\": %" PRIu64 ", \"ordered_opens\": %" PRIu64
+		 ", \"disk\": %s, \"disk_used\": %" PRId64
+		 ", \"disk_limit\": %" PRId64 ", \"disk_read_bytes\": %" PRIu64
+		 ", \"disk_hits\": %" PRIu64 ", \"disk_misses\": %" PRIu64
+		 ", \"disk_puts\": %" PRIu64 ", \"disk_refused\": %" PRIu64
+		 ", \"disk_evicted\": %" PRIu64 ", \"disk_damaged\": %" PRIu64
+		 "}",
+		 st.used, st.peak, st.budget, ft.requests, st.filled, st.hits,
+		 st.misses, ft.jobs, st.kernel_held, tree_count(w->tree),
+		 ss.prefetched, ss.ordered, w->disk ? "true" : "false", ds.used,
+		 ds.limit, st.disk_read, ds.hits, ds.misses, ds.puts,
+		 ds.refused, ds.evicted, ds.damaged);
 }
 
 static void *watch_session(void *p)
@@ -304,7 +332,7 @@ static void *watch_session(void *p)
 			log_stats(w);
 		/* pages of objects that changed: drop them from here, never
 		 * from a request on the same inode */
-		n = stream_take_invalidations(w->stream, inos, 64);
+		n = cache_take_invalidations(w->cache, inos, 64);
 		for (i = 0; i < n; i++)
 			fuse_lowlevel_notify_inval_inode(w->se, inos[i], 0, 0);
 		/* names and inodes a new listing changed */
@@ -430,6 +458,7 @@ static void options_free(struct options *o)
 	free(o->cache_size);
 	free(o->readahead);
 	free(o->cache_dir);
+	free(o->disk_cache_size);
 	free(o->mountpoint);
 }
 
@@ -443,6 +472,7 @@ int main(int argc, char *argv[])
 		.list_timeout = 3600,
 		.retry_after_max = 60,
 		.max_conns = 64,
+		.prefetch = 32,
 	};
 	struct fuse_cmdline_opts cmd = { 0 };
 	struct fuse_session *se = NULL;
@@ -451,13 +481,16 @@ int main(int argc, char *argv[])
 	struct catalog *cat = NULL;
 	struct catalog_config cat_cfg;
 	struct cachedir cache = { 0 };
+	struct disk *disk = NULL;
+	struct cache *data_cache = NULL;
+	struct fetch *fetch = NULL;
 	struct stream *stream = NULL;
 	struct fs fs = { 0 };
 	struct session_watch watch;
 	pthread_t watcher;
 	bool watching;
 	const char *api_url;
-	long long cache_size, readahead;
+	long long cache_size, readahead, disk_cache_size;
 	struct key_source *keys = NULL;
 	char *key = NULL;
 	int ret = 1;
@@ -494,10 +527,10 @@ int main(int argc, char *argv[])
 		goto out_cmd;
 	}
 	if (o.ttl < 0 || o.timeout < 1 || o.retry_after_max < 0 ||
-	    o.max_conns < 1 || o.list_timeout < 0) {
+	    o.max_conns < 1 || o.list_timeout < 0 || o.prefetch < 0) {
 		fprintf(stderr, "avalafs: ttl, timeout, list_timeout, "
-				"retry_after_max and max_conns must be "
-				"positive\n");
+				"retry_after_max, max_conns and prefetch must "
+				"be positive\n");
 		goto out_cmd;
 	}
 	cache_size = parse_size(o.cache_size ? o.cache_size : "256M");
@@ -514,6 +547,15 @@ int main(int argc, char *argv[])
 			"avalafs: readahead=%s: expected a size like "
 			"64M\n",
 			o.readahead);
+		goto out_cmd;
+	}
+	disk_cache_size =
+		parse_size(o.disk_cache_size ? o.disk_cache_size : "10G");
+	if (disk_cache_size < 0) {
+		fprintf(stderr,
+			"avalafs: disk_cache_size=%s: expected a size like "
+			"10G\n",
+			o.disk_cache_size);
 		goto out_cmd;
 	}
 	/* the session takes the FUSE options: an unknown one is refused now,
@@ -571,13 +613,26 @@ int main(int argc, char *argv[])
 		.replaced_ctx = &fs,
 	};
 	cat = api ? catalog_new(api, &cat_cfg) : NULL;
-	stream = stream_new(http, cat,
-			    &(struct stream_config){
-				    .cache_size = cache_size,
-				    .small_file = 8 << 20,
-				    .readahead_max = readahead,
-				    .workers = o.max_conns,
-			    });
+	/* a temporary folder (cache_dir=none) keeps no data: it would be
+	 * gone before anyone read it again */
+	if (!cache.temporary && disk_cache_size > 0) {
+		char *dir;
+
+		if (asprintf(&dir, "%s/data", cache.root) > 0) {
+			disk = disk_open(dir, disk_cache_size);
+			free(dir);
+		}
+	}
+	data_cache = cache_new(cache_size, disk);
+	fetch = data_cache ? fetch_new(http, data_cache, o.max_conns) : NULL;
+	stream = fetch ? stream_new(data_cache, fetch,
+				    &(struct stream_config){
+					    .small_file = DISK_WHOLE_MAX,
+					    .readahead_max = readahead,
+					    .prefetch = o.prefetch,
+				    },
+				    &view_order_ops, &fs)
+		       : NULL;
 	if (!api || !cat || !stream) {
 		fprintf(stderr, "avalafs: out of memory\n");
 		goto out_objs;
@@ -594,6 +649,7 @@ int main(int argc, char *argv[])
 		goto out_tree;
 	fs.cat = cat;
 	fs.stream = stream;
+	fs.prefetch = o.prefetch > 0;
 	fs.ttl = o.ttl;
 	fs.wait_ms = (int64_t)o.timeout * 1000;
 	fs.max_background = o.max_conns;
@@ -616,7 +672,10 @@ int main(int argc, char *argv[])
 	watch = (struct session_watch){
 		.se = se,
 		.http = http,
+		.cache = data_cache,
+		.disk = disk,
 		.stream = stream,
+		.fetch = fetch,
 		.tree = fs.tree,
 		.fs = &fs,
 		.mountpoint = cmd.mountpoint,
@@ -667,7 +726,10 @@ out_objs:
 	/* no listing or fetch may outlive what it uses */
 	if (http)
 		http_cancel_all(http);
+	fetch_free(fetch);
 	stream_free(stream);
+	cache_free(data_cache);
+	disk_close(disk);
 	catalog_free(cat);
 	cachedir_close(&cache);
 	api_free(api);

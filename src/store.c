@@ -111,6 +111,8 @@ enum stmt {
 	S_OBJECT,
 	S_OBJECT_ENTRY,
 	S_DIR_PARENT,
+	S_PLACE_NAMES,
+	S_PLACE,
 	S_STATUSES,
 	S_LEARN,
 	S_LATEST,
@@ -202,6 +204,13 @@ static const char *const stmt_sql[S_COUNT] = {
 			   " AND lt.which = 1 AND lt.mtime IS l.mtime"
 			   " WHERE l.gen = ?1 AND l.oid = ?2",
 	[S_DIR_PARENT] = "SELECT parent FROM dirs WHERE id = ?1",
+	[S_PLACE_NAMES] = "SELECT iname, pdir, pname FROM listed"
+			  " WHERE gen = ?1 AND oid = ?2",
+	[S_PLACE] = "SELECT e.seq, (SELECT n.seq FROM entries n"
+		    " WHERE n.gen = e.gen AND n.dir = e.dir AND n.seq > e.seq"
+		    " AND n.oid != 0 ORDER BY n.seq LIMIT 1)"
+		    " FROM entries e WHERE e.gen = ?1 AND e.dir = ?2"
+		    " AND e.name = ?3",
 	[S_STATUSES] = "SELECT status FROM gen_status WHERE gen = ?1"
 		       " ORDER BY status",
 	[S_LEARN] = "INSERT OR REPLACE INTO learned(oid, which, size, etag,"
@@ -1767,6 +1776,64 @@ int store_object_entry(struct store *st, uint64_t gen, uint64_t oid,
 		entry_from_row(q, e);
 		e->name = NULL;
 		e->name_len = 0;
+	} else {
+		err = rc == SQLITE_DONE ? -ENOENT : sql_errno(rc);
+	}
+	sqlite3_reset(q);
+	conn_put(st, c);
+	return err;
+}
+
+/* The position of entry @name (@len bytes) of @dir in @gen, and of the
+ * object entry after it, in @pos and @next (0: none). */
+static void place_in(struct conn *c, uint64_t gen, uint64_t dir,
+		     const void *name, int len, uint64_t *pos, uint64_t *next)
+{
+	sqlite3_stmt *q = stmt(c, S_PLACE);
+
+	*pos = *next = 0;
+	if (!q)
+		return;
+	sqlite3_bind_int64(q, 1, gen);
+	sqlite3_bind_int64(q, 2, dir);
+	sqlite3_bind_blob(q, 3, name, len, SQLITE_STATIC);
+	if (sqlite3_step(q) == SQLITE_ROW) {
+		*pos = sqlite3_column_int64(q, 0);
+		*next = sqlite3_column_int64(q, 1);
+	}
+	sqlite3_reset(q);
+}
+
+int store_object_place(struct store *st, uint64_t gen, enum item_kind kind,
+		       uint64_t oid, struct store_place *p)
+{
+	struct conn *c = conn_get(st);
+	sqlite3_stmt *q = c ? stmt(c, S_PLACE_NAMES) : NULL;
+	int rc, err = 0;
+
+	memset(p, 0, sizeof(*p));
+	if (!q) {
+		if (c)
+			conn_put(st, c);
+		return -EIO;
+	}
+	sqlite3_bind_int64(q, 1, gen);
+	sqlite3_bind_int64(q, 2, oid);
+	rc = sqlite3_step(q);
+	if (rc == SQLITE_ROW) {
+		/* the statement's columns stay valid while it is not reset */
+		p->list = kind == ITEM_KIND_ITEM ? STORE_DIR_ITEMS
+						 : STORE_DIR_SEQUENCES;
+		p->folder = sqlite3_column_int64(q, 1);
+		place_in(c, gen, p->list, sqlite3_column_blob(q, 0),
+			 sqlite3_column_bytes(q, 0), &p->list_pos,
+			 &p->list_next);
+		if (p->folder && sqlite3_column_type(q, 2) != SQLITE_NULL)
+			place_in(c, gen, p->folder, sqlite3_column_blob(q, 2),
+				 sqlite3_column_bytes(q, 2), &p->folder_pos,
+				 &p->folder_next);
+		else
+			p->folder = 0;
 	} else {
 		err = rc == SQLITE_DONE ? -ENOENT : sql_errno(rc);
 	}

@@ -124,6 +124,19 @@ int store_object(struct store *st, uint64_t gen, enum item_kind kind,
 int store_object_entry(struct store *st, uint64_t gen, uint64_t oid,
 		       struct store_entry *e);
 
+/* Where an object stands in a generation: its entry in items/ or
+ * sequences/ (@list) and in its key-path folder (@folder, 0: none), each
+ * with the position of the object entry after it (0: none). */
+struct store_place {
+	uint64_t list, list_pos, list_next;
+	uint64_t folder, folder_pos, folder_next;
+};
+
+/* The place of object @oid of @kind in @gen. 0, -ENOENT, or another
+ * negative errno. */
+int store_object_place(struct store *st, uint64_t gen, enum item_kind kind,
+		       uint64_t oid, struct store_place *p);
+
 /* The parent of folder @dir (STORE_DIR_PATHS for a top folder), or 0. */
 uint64_t store_dir_parent(struct store *st, uint64_t dir);
 

@@ -1,6 +1,8 @@
-/* Data reads: data, thumbnail and featured-image files fetched lazily with
- * Range GETs into a block cache that has one byte budget for all files, with
- * readahead for sequential readers. */
+/* Reads of open files: the blocks a read needs, readahead for a sequential
+ * reader, the size of a file listed without one, and the next files of an
+ * order (the listing, a folder) fetched ahead of readers that open files
+ * in that order. Bytes live in the cache (cache.h) and come through
+ * fetching (fetch.h). */
 #ifndef AVALAFS_STREAM_H
 #define AVALAFS_STREAM_H
 
@@ -8,100 +10,91 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
-#include <sys/uio.h>
 
-#include "catalog.h"
-#include "http.h"
-
-#define STREAM_BLOCK_SHIFT 17 /* cache blocks of 128 KiB */
-
-enum stream_file { STREAM_DATA, STREAM_THUMB };
+#include "cache.h"
+#include "fetch.h"
 
 struct stream_config {
-	size_t cache_size; /* byte budget of the block cache */
 	size_t small_file; /* files up to this size are fetched whole */
 	size_t readahead_max; /* largest readahead window of one reader */
-	int workers; /* threads fetching readahead */
+	unsigned prefetch; /* files fetched ahead of an ordered reader */
 };
 
-/* Counters of the block cache (bytes unless named otherwise). */
+/* Where an open file stands in the orders a reader may follow: in each,
+ * @order names it (0: none), @pos is the file's place and @next that of
+ * the file after it (0: the last). Positions grow along an order. @reader
+ * names who opens it (a thread). */
+#define STREAM_ORDERS 2
+struct stream_place {
+	struct {
+		uint64_t order, pos, next;
+	} in[STREAM_ORDERS];
+	uint64_t reader;
+};
+
+/* What the layer above tells of orders. */
+struct stream_order_ops {
+	/* Give the files of @order after position @after, up to @n of them,
+	 * to stream_prefetch(), and their positions in @pos. Returns how
+	 * many were given. */
+	size_t (*ahead)(void *ctx, uint64_t order, uint64_t after, size_t n,
+			uint64_t *pos);
+};
+
 struct stream_stats {
-	size_t used; /* held by blocks now */
-	size_t peak; /* most ever held */
-	size_t budget;
-	uint64_t fetches; /* GET requests for data */
-	uint64_t fetched; /* bytes received */
-	uint64_t hits, misses; /* blocks found / fetched for a read */
-	size_t jobs; /* fetches queued or running */
-	size_t kernel_held; /* held by blocks the kernel's page cache has too */
+	uint64_t prefetched; /* files fetched ahead of a reader */
+	uint64_t ordered; /* opens that followed an order */
 };
 
 struct stream;
 struct stream_reader;
 
-/* A reader over @http and @cat (both borrowed); NULL on ENOMEM. */
-struct stream *stream_new(struct http *http, struct catalog *cat,
-			  const struct stream_config *cfg);
-
-/* Stop the readahead threads and free everything. Accepts NULL. */
-void stream_free(struct stream *s);
-
-/* Open file @which of @it (inode @ino) for reading: its readahead state,
- * or NULL on ENOMEM. @direct: the reader bypasses the kernel's page cache
- * (O_DIRECT), so the cache here keeps what it reads. @keep_cache says
- * whether the kernel may keep its pages: yes unless the object changed
- * since the last open (a new ETag or size seen, or a new updated_at in the
- * listing). A reader sees one version: once the object changes, its reads
- * fail with EIO. */
-struct stream_reader *stream_open(struct stream *s, struct dataset *ds,
-				  struct item *it, enum stream_file which,
-				  uint64_t ino, bool direct, bool *keep_cache);
+/* Reads over @cache and @fetch (borrowed); @order (may be NULL) with
+ * @order_ctx tells what comes next in an order. NULL on ENOMEM. */
+struct stream *stream_new(struct cache *cache, struct fetch *fetch,
+			  const struct stream_config *cfg,
+			  const struct stream_order_ops *order,
+			  void *order_ctx);
 
 /* Accepts NULL. */
-void stream_reader_free(struct stream_reader *r);
+void stream_free(struct stream *s);
 
-/* The URL of file @which of @it, or NULL when it has none. */
-const char *stream_url(const struct item *it, enum stream_file which);
+/* Open @src (a reference is taken) as inode @ino: a reader in @out. @direct:
+ * it bypasses the kernel's page cache (O_DIRECT), so the cache here keeps
+ * what it reads. @place (may be NULL) says where it stands in orders.
+ * @keep_cache says whether the kernel may keep its pages: no when the
+ * object changed since the last open. A reader sees one version: once the
+ * object changes, its reads fail with EIO. Returns 0 or -ENOMEM. */
+int stream_open(struct stream *s, struct fetch_src *src, uint64_t ino,
+		bool direct, const struct stream_place *place, bool *keep_cache,
+		struct stream_reader **out);
 
-/* The size of file @which of @it: metadata.size for data when given, else
- * from a first ranged GET whose bytes are kept for the first read. Returns
- * 0 or a negative errno. */
-int stream_size(struct stream *s, struct dataset *ds, struct item *it,
-		enum stream_file which, int64_t *size);
+/* Accepts NULL. */
+void stream_reader_free(struct stream *s, struct stream_reader *r);
 
-/* Start learning the size of file @which of @it, when unknown and not
- * being learned already, on the fetch threads: stream_size() then waits
- * for that answer instead of asking again. */
-void stream_size_prefetch(struct stream *s, struct dataset *ds, struct item *it,
-			  enum stream_file which);
+/* Describe up to @size bytes at @off of @r's file in @v, pinned in the
+ * cache: @v->len is short only at the end of the file. Returns 0 (then
+ * stream_read_release() @v) or a negative errno. */
+int stream_read(struct stream *s, struct stream_reader *r, size_t size,
+		off_t off, struct cache_view *v);
 
-/* Bytes of a file, in place in the cache: @n pieces of @len bytes in all,
- * pinned until stream_view_release(). */
-struct stream_view {
-	struct iovec *iov;
-	int n;
-	size_t len;
-	struct block **blocks; /* the pinned blocks */
-	bool drop_behind; /* the bytes go to the kernel's page cache: blocks
-			   * it then holds whole are freed on release */
-};
+/* Unpin what @v holds; @sent: its bytes went to the kernel's page cache. */
+void stream_read_release(struct stream *s, struct cache_view *v, bool sent);
 
-/* Describe up to @size bytes at @off of the file in @v, for reader @r
- * (NULL: no readahead). @v->len is short only at the end of the file.
- * Returns 0 (release @v after use) or a negative errno. */
-int stream_read_view(struct stream *s, struct stream_reader *r,
-		     struct dataset *ds, struct item *it,
-		     enum stream_file which, size_t size, off_t off,
-		     struct stream_view *v);
+/* The size of @src's file: the listing's, one learned before, else from a
+ * first GET whose bytes (the whole file when it is small) serve the first
+ * read. Returns 0 or a negative errno. */
+int stream_size(struct stream *s, struct fetch_src *src, int64_t *size);
 
-/* Unpin what @v holds; accepts an empty view. */
-void stream_view_release(struct stream *s, struct stream_view *v);
+/* Start learning the size of @src's file on the fetching threads, when
+ * unknown and not being learned already: stream_size() then waits for
+ * that answer instead of asking again. */
+void stream_size_prefetch(struct stream *s, struct fetch_src *src);
 
-/* Take up to @max inodes whose kernel pages and attributes went stale
- * (their object changed) into @inos; returns how many. */
-size_t stream_take_invalidations(struct stream *s, uint64_t *inos, size_t max);
+/* Fetch @src's file whole on the fetching threads, when it is small and
+ * fits in the cache without waiting. */
+void stream_prefetch(struct stream *s, struct fetch_src *src);
 
-/* A snapshot of the counters. */
 void stream_get_stats(struct stream *s, struct stream_stats *st);
 
 #endif

@@ -57,8 +57,8 @@ struct view_read {
 	int n;
 	/* @sent: the kernel took them (they are in its page cache now) */
 	void (*release)(struct view_read *r, bool sent);
-	struct stream *stream; /* a streamed file's: its blocks in sv */
-	struct stream_view sv;
+	struct stream *stream; /* a streamed file's: its blocks in cv */
+	struct cache_view cv;
 	struct iovec one; /* a generated file's text */
 };
 
@@ -96,9 +96,9 @@ struct node_ops {
 		       uint64_t after, bool plus, view_fill_fn fill, void *ctx);
 	void (*dir_release)(struct fs *fs, const struct node *dir, void *state);
 	int (*getattr)(struct fs *fs, const struct node *n, struct stat *st);
-	/* files: open for reading; @keep_cache says whether the kernel may
-	 * keep the pages it has */
-	int (*open)(struct fs *fs, const struct node *n, int flags,
+	/* files: open for reading, by thread @who; @keep_cache says whether
+	 * the kernel may keep the pages it has */
+	int (*open)(struct fs *fs, const struct node *n, int flags, pid_t who,
 		    struct view_file **out, bool *keep_cache);
 	/* the ids of this kind's nodes (in @ds) that show directory @sdir
 	 * of the store's listing of @kind, each to @fn: for telling the
@@ -247,11 +247,29 @@ static inline uint64_t view_object_id(enum item_kind kind, uint64_t oid)
 	return oid | (kind == ITEM_KIND_SEQUENCE ? VIEW_SEQUENCE_BIT : 0);
 }
 
+/* Streamed files (view_data.c). */
+
+/* Which file of an object a streamed file is. */
+enum view_which { VIEW_DATA, VIEW_THUMB };
+
 /* Attributes of the data or thumbnail file node @n, with what the store
  * entry @e (may be NULL) knows of its size and time; a size no one knows
  * yet is asked for when @fetch, else -EAGAIN. */
 int view_object_file_stat(struct fs *fs, const struct node *n,
 			  const struct store_entry *e, struct stat *st,
 			  bool fetch);
+
+/* The same, from the listing's entry of @n's object. */
+int view_data_stat(struct fs *fs, const struct node *n, struct stat *st,
+		   bool fetch);
+
+/* Where file @which of @it (of @ds) comes from: a new source in @out. 0,
+ * -ENOENT when it has no such file, or -ENOMEM. */
+int view_data_src(struct fs *fs, struct dataset *ds, struct item *it,
+		  enum view_which which, struct fetch_src **out);
+
+/* The orders of the listing and its folders, for stream.c (ctx: the
+ * struct fs). */
+extern const struct stream_order_ops view_order_ops;
 
 #endif

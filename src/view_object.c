@@ -1,6 +1,6 @@
 /* An item's or sequence's folder and its files: metadata.json, status,
- * the data file (a sequence's featured image), the thumbnail, and a
- * sequence's views/. Objects are parsed from the store on use and kept in a
+ * the data file (a sequence's featured image) and the thumbnail (both in
+ * view_data.c), and a sequence's views/. Objects are parsed from the store on use and kept in a
  * small cache while the listing they came from is current. */
 #include "api.h"
 #include "fs.h"
@@ -149,9 +149,6 @@ int view_object(struct fs *fs, struct dataset *ds, enum item_kind kind,
 	return err;
 }
 
-static int listed_stat(struct fs *fs, const struct node *n, struct stat *st,
-		       bool fetch);
-
 /* ---- the folder ---- */
 
 /* One file of an object's folder. */
@@ -225,7 +222,7 @@ static int object_child(struct fs *fs, const struct node *dir, const char *name,
 				err = 0;
 			else if (!fetch && (c->ops == &view_data_ops ||
 					    c->ops == &view_thumb_ops))
-				err = listed_stat(fs, c, st, false);
+				err = view_data_stat(fs, c, st, false);
 			else
 				err = c->ops->getattr(fs, c, st);
 			break;
@@ -378,7 +375,7 @@ static int text_getattr(struct fs *fs, const struct node *n, struct stat *st)
 	return 0;
 }
 
-static int text_open(struct fs *fs, const struct node *n, int flags,
+static int text_open(struct fs *fs, const struct node *n, int flags, pid_t who,
 		     struct view_file **out, bool *keep_cache)
 {
 	struct text_file *tf = calloc(1, sizeof(*tf));
@@ -481,173 +478,4 @@ struct node_ops view_views_ops = {
 	.lookup = views_child,
 	.readdir = views_readdir,
 	.getattr = object_stat,
-};
-
-/* ---- streamed files: data (or featured image) and thumbnail ---- */
-
-static enum stream_file stream_which(const struct node *n)
-{
-	return n->ops == &view_thumb_ops ? STREAM_THUMB : STREAM_DATA;
-}
-
-int view_object_file_stat(struct fs *fs, const struct node *n,
-			  const struct store_entry *e, struct stat *st,
-			  bool fetch)
-{
-	enum stream_file which = stream_which(n);
-	struct item *it = NULL;
-	int64_t size = -1;
-	int err = 0;
-
-	if (e)
-		size = which == STREAM_DATA ? e->size : e->thumb_size;
-	if ((size < 0 && fetch) || !e) {
-		err = object_item(fs, n, &it);
-		if (err)
-			return err;
-		if (!stream_url(it, which)) {
-			item_unref(it);
-			return -ENOENT;
-		}
-	}
-	if (size < 0 && !fetch)
-		err = -EAGAIN;
-	else if (size < 0) {
-		err = stream_size(fs->stream, n->ds, it, which, &size);
-		if (!err && it->oid)
-			store_learn_size(dataset_store(n->ds), it, which, size,
-					 "");
-	}
-	if (!err) {
-		if (e)
-			view_stat(fs, n, e->has_mtime ? &e->mtime : NULL, st);
-		else
-			view_stat(fs, n, it->has_mtime ? &it->mtime : NULL, st);
-		view_stat_size(st, size);
-	}
-	item_unref(it);
-	return err;
-}
-
-/* Attributes of a streamed file from the listing, asking for its size when
- * @fetch and no one knows it. */
-static int listed_stat(struct fs *fs, const struct node *n, struct stat *st,
-		       bool fetch)
-{
-	struct store_entry e;
-	enum item_kind kind = view_id_kind(n->id);
-	struct catalog_pin pin;
-	int err;
-
-	if (catalog_gone(fs->cat, n->ds, kind, view_id_oid(n->id)))
-		return -ENOENT;
-	err = catalog_pin(fs->cat, n->ds, kind, &pin);
-	if (err)
-		return err;
-	err = store_object_entry(dataset_store(n->ds), pin.gen,
-				 view_id_oid(n->id), &e);
-	catalog_unpin(fs->cat, n->ds, kind, &pin);
-	if (err)
-		return err;
-	if (!(e.has & (stream_which(n) == STREAM_DATA ? STORE_HAS_DATA
-						      : STORE_HAS_THUMB)))
-		return -ENOENT;
-	return view_object_file_stat(fs, n, &e, st, fetch);
-}
-
-static int stream_getattr(struct fs *fs, const struct node *n, struct stat *st)
-{
-	return listed_stat(fs, n, st, true);
-}
-
-struct data_file {
-	struct view_file vf;
-	struct dataset *ds;
-	struct item *it;
-	enum stream_file which;
-	struct stream_reader *reader;
-};
-
-static void data_release_read(struct view_read *r, bool sent)
-{
-	/* bytes the kernel did not take are not in its page cache */
-	if (!sent)
-		r->sv.drop_behind = false;
-	stream_view_release(r->stream, &r->sv);
-}
-
-static int data_read(struct fs *fs, struct view_file *f, size_t size, off_t off,
-		     struct view_read *r)
-{
-	struct data_file *df = (struct data_file *)f;
-	int err, count;
-
-	err = stream_read_view(fs->stream, df->reader, df->ds, df->it,
-			       df->which, size, off, &r->sv);
-	if (err)
-		return err;
-	for (count = 0; count < r->sv.n && r->sv.iov[count].iov_len; count++)
-		;
-	r->iov = r->sv.iov;
-	r->n = count;
-	r->stream = fs->stream;
-	r->release = data_release_read;
-	return 0;
-}
-
-static void data_release(struct fs *fs, struct view_file *f)
-{
-	struct data_file *df = (struct data_file *)f;
-
-	stream_reader_free(df->reader);
-	item_unref(df->it);
-	free(df);
-}
-
-static const struct view_file_ops data_file_ops = {
-	.read = data_read,
-	.release = data_release,
-};
-
-static int data_open(struct fs *fs, const struct node *n, int flags,
-		     struct view_file **out, bool *keep_cache)
-{
-	struct data_file *df = calloc(1, sizeof(*df));
-	int err;
-
-	if (!df)
-		return -ENOMEM;
-	err = object_item(fs, n, &df->it);
-	if (!err && !stream_url(df->it, stream_which(n)))
-		err = -ENOENT;
-	if (!err) {
-		df->ds = n->ds;
-		df->which = stream_which(n);
-		df->reader = stream_open(fs->stream, n->ds, df->it, df->which,
-					 n->ino, flags & O_DIRECT, keep_cache);
-		if (!df->reader)
-			err = -ENOMEM;
-	}
-	if (err) {
-		item_unref(df->it);
-		free(df);
-		return err;
-	}
-	df->vf.ops = &data_file_ops;
-	*out = &df->vf;
-	return 0;
-}
-
-struct node_ops view_data_ops = {
-	.object_id = true,
-	.name = "data",
-	.getattr = stream_getattr,
-	.open = data_open,
-};
-
-struct node_ops view_thumb_ops = {
-	.object_id = true,
-	.name = "thumbnail",
-	.getattr = stream_getattr,
-	.open = data_open,
 };

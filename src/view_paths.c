@@ -122,7 +122,7 @@ static bool window_covers(struct size_windows *w, const struct node *dir,
 
 /* The objects of a window whose sizes no one knows. */
 struct window {
-	enum stream_file which;
+	enum view_which which;
 	uint64_t *oids;
 	size_t n, max;
 	uint64_t last;
@@ -134,7 +134,7 @@ static int window_add(void *p, const struct store_entry *e)
 
 	w->last = e->pos;
 	if (!e->child &&
-	    (w->which == STREAM_DATA ? e->size : e->thumb_size) < 0 &&
+	    (w->which == VIEW_DATA ? e->size : e->thumb_size) < 0 &&
 	    w->n < w->max)
 		w->oids[w->n++] = e->oid;
 	return 0;
@@ -150,7 +150,7 @@ static void size_window(struct fs *fs, const struct path_view *pv,
 	struct store_filter filter = filter_of(pv, dir);
 	size_t want = 2 * (fs->max_background ? fs->max_background : 16);
 
-	w->which = pv->file == &view_thumb_ops ? STREAM_THUMB : STREAM_DATA;
+	w->which = pv->file == &view_thumb_ops ? VIEW_THUMB : VIEW_DATA;
 	if (window_covers(fs->size_windows, dir, pos, 0))
 		return;
 	w->oids = calloc(want, sizeof(*w->oids));
@@ -169,11 +169,15 @@ static void window_prefetch(struct fs *fs, const struct node *dir,
 	size_t i;
 
 	for (i = 0; i < w->n; i++) {
+		struct fetch_src *src;
 		struct item *it;
 
 		if (view_object(fs, dir->ds, ITEM_KIND_ITEM, w->oids[i], &it))
 			continue;
-		stream_size_prefetch(fs->stream, dir->ds, it, w->which);
+		if (view_data_src(fs, dir->ds, it, w->which, &src) == 0) {
+			stream_size_prefetch(fs->stream, src);
+			fetch_src_unref(src);
+		}
 		item_unref(it);
 	}
 	free(w->oids);

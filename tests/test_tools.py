@@ -151,14 +151,15 @@ def test_rsync_again_after_a_remount_reads_nothing(fake_factory,
     assert len(files) == 8 * 2 + 2 * 2 + sum(
         len(t["views"]) for t in truth["sequences"])
     # no data file is read; a thumbnail's size, which no listing gives, is
-    # learned from its first block, once
+    # learned once, from a first request that asks for up to 8 MiB: it
+    # brings a small file whole
     asked = [(q["path"].split("?")[0], q["range"])
              for q in fake.stats()["requests"] if q["route"] == "file"]
     assert len(asked) == len(truth["items"]) + len(truth["sequences"])
     assert len({path for path, _ in asked}) == len(asked)
     assert {path.split("/")[-2] for path, _ in asked} == \
         {"thumbnail", "featured"}
-    assert {rng for _, rng in asked} == {"bytes=0-131071"}
+    assert {rng for _, rng in asked} == {"bytes=0-8388607"}
 
 
 def test_tar_sees_nothing_change(fake_factory, mount_factory, tmpdir_short):

@@ -1,0 +1,1056 @@
+/* The cache of bytes. Memory blocks are CACHE_BLOCK bytes of one object,
+ * keyed by object and index, in LRU order under one byte budget shared by
+ * cached data and readahead alike; blocks the kernel's page cache holds too
+ * are on a second list, evicted first. Behind them, the disk: a run of
+ * blocks claimed for filling is first looked for there, and what the
+ * network filled is kept there once a whole unit (a small object, or a
+ * DISK_BLOCK of a large one) is in memory.
+ * Objects without blocks or users are freed past OBJ_IDLE_MAX of them.
+ * Lock order: c->lock is a leaf, never held across disk or network I/O. */
+#include "cache.h"
+#include "log.h"
+#include "util.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uthash.h>
+
+#define BLOCK_SHIFT CACHE_BLOCK_SHIFT
+#define BLOCK_SIZE CACHE_BLOCK
+#define UNIT_BLOCKS (DISK_BLOCK >> BLOCK_SHIFT) /* memory blocks a disk block */
+#define ERR_HOLD_MS 1000
+#define OBJ_IDLE_MAX 65536 /* idle objects kept for what they know */
+#define SENT_SHIFT 12 /* block->sent counts pages of 4 KiB */
+_Static_assert((BLOCK_SIZE >> SENT_SHIFT) <= 32, "block->sent is 32 bits");
+
+/* What is known of one remote object. All fields protected by c->lock. */
+struct cache_obj {
+	char *id;
+	int64_t size; /* -1 until known */
+	bool size_listed; /* size is the listing's metadata.size */
+	bool opened; /* the listing's view was given once */
+	char etag[128]; /* "" until known */
+	char *listed; /* the listing's time when last opened, or NULL */
+	unsigned gen; /* bumped when the object changed */
+	unsigned open_gen; /* gen at the last open */
+	uint64_t ino; /* its inode, 0 before its first open */
+	int err; /* the last fill's failure, for readers that waited on it */
+	int64_t err_until; /* ms: until then, readers get err without a try */
+	int refs; /* readers, runs and prefetches using it */
+	size_t n_blocks; /* blocks of it in the cache */
+	struct cache_obj *idle_prev, *idle_next; /* on c->idle when unused */
+	bool is_idle;
+	UT_hash_handle hh;
+};
+
+struct block_key {
+	struct cache_obj *o;
+	int64_t index;
+};
+
+/* All fields but data's bytes protected by c->lock; a run writes the bytes
+ * of its own blocks before it marks them ready. */
+struct cache_block {
+	struct block_key key;
+	char *data;
+	size_t cap; /* bytes it will hold: BLOCK_SIZE but at the object's end
+		     * (its buffer, counted in the budget, is BLOCK_SIZE) */
+	size_t len; /* valid bytes */
+	uint32_t sent; /* bit p: the kernel's page cache was sent its page p */
+	bool ready; /* false while being filled */
+	bool cached; /* in the hash and LRU list; false once dropped */
+	int pins; /* readers waiting on or copying out of it, its run */
+	bool in_kernel; /* on the list of blocks the kernel holds whole */
+	struct cache_block *lru_prev, *lru_next;
+	UT_hash_handle hh;
+};
+
+struct cache {
+	pthread_mutex_t lock;
+	pthread_cond_t changed; /* a block became ready, went away or unpinned */
+	struct cache_obj *objs; /* protected by lock */
+	size_t n_objs; /* protected by lock */
+	struct cache_obj *idle_head, *idle_tail; /* protected by lock */
+	size_t n_idle; /* protected by lock */
+	struct cache_block *blocks; /* protected by lock */
+	struct lru {
+		struct cache_block *head, *tail; /* head newest */
+	} lru[2]; /* protected by lock: [1] the blocks the kernel holds too */
+	void *spare; /* protected by lock: free block buffers, linked */
+	size_t spare_bytes; /* protected by lock */
+	struct cache_stats stats; /* protected by lock */
+	uint64_t *inval; /* protected by lock: inodes whose pages went stale */
+	size_t n_inval, cap_inval; /* protected by lock */
+	struct disk *disk;
+};
+
+struct cache *cache_new(size_t budget, struct disk *disk)
+{
+	struct cache *c = calloc(1, sizeof(*c));
+
+	if (!c)
+		return NULL;
+	pthread_mutex_init(&c->lock, NULL);
+	pthread_cond_init(&c->changed, NULL);
+	c->stats.budget = budget;
+	c->disk = disk;
+	return c;
+}
+
+static void obj_free(struct cache_obj *o)
+{
+	free(o->id);
+	free(o->listed);
+	free(o);
+}
+
+void cache_free(struct cache *c)
+{
+	struct cache_block *b, *bt;
+	struct cache_obj *o, *ot;
+
+	if (!c)
+		return;
+	HASH_ITER(hh, c->blocks, b, bt) {
+		HASH_DEL(c->blocks, b);
+		free(b->data);
+		free(b);
+	}
+	while (c->spare) {
+		void *next = *(void **)c->spare;
+
+		free(c->spare);
+		c->spare = next;
+	}
+	HASH_ITER(hh, c->objs, o, ot) {
+		HASH_DEL(c->objs, o);
+		obj_free(o);
+	}
+	free(c->inval);
+	pthread_cond_destroy(&c->changed);
+	pthread_mutex_destroy(&c->lock);
+	free(c);
+}
+
+void cache_get_stats(struct cache *c, struct cache_stats *st)
+{
+	pthread_mutex_lock(&c->lock);
+	*st = c->stats;
+	pthread_mutex_unlock(&c->lock);
+}
+
+/* ---- objects ---- */
+
+static void idle_unlink(struct cache *c, struct cache_obj *o)
+{
+	if (!o->is_idle)
+		return;
+	if (o->idle_prev)
+		o->idle_prev->idle_next = o->idle_next;
+	else
+		c->idle_head = o->idle_next;
+	if (o->idle_next)
+		o->idle_next->idle_prev = o->idle_prev;
+	else
+		c->idle_tail = o->idle_prev;
+	o->idle_prev = o->idle_next = NULL;
+	o->is_idle = false;
+	c->n_idle--;
+}
+
+/* Note whether @o is in use: an unused one goes on the idle list, whose
+ * oldest are freed past OBJ_IDLE_MAX. Called with c->lock held. */
+static void obj_check_idle(struct cache *c, struct cache_obj *o)
+{
+	bool idle = o->refs == 0 && o->n_blocks == 0;
+
+	if (idle == o->is_idle)
+		return;
+	if (!idle) {
+		idle_unlink(c, o);
+		return;
+	}
+	o->is_idle = true;
+	o->idle_next = c->idle_head;
+	o->idle_prev = NULL;
+	if (c->idle_head)
+		c->idle_head->idle_prev = o;
+	c->idle_head = o;
+	if (!c->idle_tail)
+		c->idle_tail = o;
+	c->n_idle++;
+	while (c->n_idle > OBJ_IDLE_MAX) {
+		struct cache_obj *old = c->idle_tail;
+
+		idle_unlink(c, old);
+		HASH_DEL(c->objs, old);
+		c->n_objs--;
+		obj_free(old);
+	}
+}
+
+struct cache_obj *cache_obj_get(struct cache *c, const char *id)
+{
+	struct cache_obj *o;
+
+	pthread_mutex_lock(&c->lock);
+	HASH_FIND_STR(c->objs, id, o);
+	if (!o) {
+		o = calloc(1, sizeof(*o));
+		if (!o || !(o->id = strdup(id))) {
+			free(o);
+			pthread_mutex_unlock(&c->lock);
+			return NULL;
+		}
+		o->size = -1;
+		HASH_ADD_KEYPTR(hh, c->objs, o->id, strlen(o->id), o);
+		c->n_objs++;
+	}
+	o->refs++;
+	idle_unlink(c, o);
+	pthread_mutex_unlock(&c->lock);
+	return o;
+}
+
+void cache_obj_put(struct cache *c, struct cache_obj *o)
+{
+	if (!o)
+		return;
+	pthread_mutex_lock(&c->lock);
+	o->refs--;
+	obj_check_idle(c, o);
+	pthread_mutex_unlock(&c->lock);
+}
+
+/* ---- blocks ---- */
+
+/* Free @b, keeping its buffer for the next block: freshly allocated
+ * memory costs a page fault per page, a reused buffer none. The spare
+ * buffers and the blocks together stay within the budget. Called with
+ * c->lock held. */
+static void block_release(struct cache *c, struct cache_block *b)
+{
+	struct cache_obj *o = b->key.o;
+
+	c->stats.used -= BLOCK_SIZE;
+	if (c->stats.used + c->spare_bytes + BLOCK_SIZE <= c->stats.budget) {
+		*(void **)b->data = c->spare;
+		c->spare = b->data;
+		c->spare_bytes += BLOCK_SIZE;
+	} else {
+		free(b->data);
+	}
+	free(b);
+	o->n_blocks--;
+	obj_check_idle(c, o);
+}
+
+/* A block buffer: a spare one when there is one. Called with c->lock
+ * held. */
+static char *buffer_get(struct cache *c)
+{
+	char *buf;
+
+	if (c->spare) {
+		buf = c->spare;
+		c->spare = *(void **)buf;
+		c->spare_bytes -= BLOCK_SIZE;
+		return buf;
+	}
+	return malloc(BLOCK_SIZE);
+}
+
+static void lru_unlink(struct cache *c, struct cache_block *b)
+{
+	struct lru *l = &c->lru[b->in_kernel];
+
+	if (b->in_kernel)
+		c->stats.kernel_held -= BLOCK_SIZE;
+	if (b->lru_prev)
+		b->lru_prev->lru_next = b->lru_next;
+	else
+		l->head = b->lru_next;
+	if (b->lru_next)
+		b->lru_next->lru_prev = b->lru_prev;
+	else
+		l->tail = b->lru_prev;
+	b->lru_prev = b->lru_next = NULL;
+}
+
+/* Make @b the newest of its list: that of the blocks the kernel's page
+ * cache holds when @in_kernel, else that of the others. */
+static void lru_push(struct cache *c, struct cache_block *b, bool in_kernel)
+{
+	struct lru *l = &c->lru[in_kernel];
+
+	b->in_kernel = in_kernel;
+	if (in_kernel)
+		c->stats.kernel_held += BLOCK_SIZE;
+	b->lru_next = l->head;
+	b->lru_prev = NULL;
+	if (l->head)
+		l->head->lru_prev = b;
+	l->head = b;
+	if (!l->tail)
+		l->tail = b;
+}
+
+/* Take @b out of the cache; it is freed now, or by its last unpin. Called
+ * with c->lock held. */
+static void block_drop(struct cache *c, struct cache_block *b)
+{
+	if (b->cached) {
+		HASH_DEL(c->blocks, b);
+		lru_unlink(c, b);
+		b->cached = false;
+	}
+	if (b->pins == 0)
+		block_release(c, b);
+}
+
+static void block_unpin(struct cache *c, struct cache_block *b)
+{
+	if (--b->pins == 0 && !b->cached)
+		block_release(c, b);
+}
+
+static struct cache_block *block_find(struct cache *c, struct cache_obj *o,
+				      int64_t i)
+{
+	struct block_key key = { o, i };
+	struct cache_block *b;
+
+	HASH_FIND(hh, c->blocks, &key, sizeof(key), b);
+	return b;
+}
+
+/* Drop least recently used blocks nobody reads until @need more bytes fit:
+ * first those the kernel's page cache holds too, then the others. Returns
+ * whether they fit. Called with c->lock held. */
+static bool evict(struct cache *c, size_t need)
+{
+	int k;
+
+	for (k = 1; k >= 0; k--) {
+		struct cache_block *b = c->lru[k].tail, *prev;
+
+		while (b && c->stats.used + need > c->stats.budget) {
+			prev = b->lru_prev;
+			if (b->ready && b->pins == 0)
+				block_drop(c, b);
+			b = prev;
+		}
+	}
+	return c->stats.used + need <= c->stats.budget;
+}
+
+/* A new not-ready block @i of @o, in the cache and pinned for its run;
+ * NULL on ENOMEM. Called with c->lock held, after room was made. */
+static struct cache_block *block_new(struct cache *c, struct cache_obj *o,
+				     int64_t i)
+{
+	struct cache_block *b = calloc(1, sizeof(*b));
+	int64_t start = i << BLOCK_SHIFT;
+
+	if (!b)
+		return NULL;
+	b->cap = BLOCK_SIZE;
+	if (o->size >= 0 && o->size - start < BLOCK_SIZE)
+		b->cap = o->size - start;
+	b->data = buffer_get(c);
+	if (!b->data) {
+		free(b);
+		return NULL;
+	}
+	b->key.o = o;
+	b->key.index = i;
+	b->cached = true;
+	b->pins = 1;
+	HASH_ADD(hh, c->blocks, key, sizeof(b->key), b);
+	lru_push(c, b, false);
+	o->n_blocks++;
+	idle_unlink(c, o);
+	c->stats.used += BLOCK_SIZE;
+	if (c->stats.used > c->stats.peak)
+		c->stats.peak = c->stats.used;
+	return b;
+}
+
+/* Forget every cached block of @o: the object changed. Its inode goes on
+ * the list of those whose kernel pages must go too. Called with c->lock
+ * held. */
+static void obj_invalidate(struct cache *c, struct cache_obj *o)
+{
+	struct cache_block *b, *tmp;
+
+	HASH_ITER(hh, c->blocks, b, tmp) {
+		if (b->key.o == o && b->ready)
+			block_drop(c, b);
+	}
+	o->gen++;
+	if (!o->ino || UTIL_GROW(c->inval, c->n_inval, c->cap_inval, 16))
+		return; /* without memory, the next open drops them anyway */
+	c->inval[c->n_inval++] = o->ino;
+}
+
+size_t cache_take_invalidations(struct cache *c, uint64_t *inos, size_t max)
+{
+	size_t n;
+
+	pthread_mutex_lock(&c->lock);
+	n = c->n_inval < max ? c->n_inval : max;
+	if (n) {
+		memcpy(inos, c->inval, n * sizeof(*inos));
+		memmove(c->inval, c->inval + n,
+			(c->n_inval - n) * sizeof(*inos));
+		c->n_inval -= n;
+	}
+	pthread_mutex_unlock(&c->lock);
+	return n;
+}
+
+/* ---- versions ---- */
+
+int cache_obj_open(struct cache *c, struct cache_obj *o, const char *listed,
+		   int64_t size, uint64_t ino, bool *keep_cache, unsigned *gen)
+{
+	bool changed;
+	char *copy = NULL;
+
+	if (listed && !(copy = strdup(listed)))
+		return -ENOMEM;
+	pthread_mutex_lock(&c->lock);
+	/* the listing says the object changed since it was last seen: a
+	 * time that is new, gone or appears for the first time, or another
+	 * metadata.size */
+	changed = o->opened && (!listed != !o->listed ||
+				(listed && strcmp(listed, o->listed) != 0) ||
+				(size >= 0 && size != o->size));
+	if (changed) {
+		obj_invalidate(c, o);
+		o->etag[0] = '\0';
+	}
+	if (changed || !o->opened) {
+		if (changed || size >= 0) {
+			o->size = size;
+			o->size_listed = size >= 0;
+		}
+		free(o->listed);
+		o->listed = copy;
+		copy = NULL;
+		o->opened = true;
+	}
+	if (ino) {
+		o->ino = ino;
+		if (keep_cache)
+			*keep_cache = o->gen == o->open_gen;
+		o->open_gen = o->gen;
+	}
+	*gen = o->gen;
+	pthread_mutex_unlock(&c->lock);
+	free(copy);
+	return 0;
+}
+
+int64_t cache_obj_size(struct cache *c, struct cache_obj *o)
+{
+	int64_t size;
+
+	pthread_mutex_lock(&c->lock);
+	size = o->size;
+	pthread_mutex_unlock(&c->lock);
+	return size;
+}
+
+bool cache_obj_changed(struct cache *c, struct cache_obj *o, unsigned gen)
+{
+	bool changed;
+
+	pthread_mutex_lock(&c->lock);
+	changed = o->gen != gen;
+	pthread_mutex_unlock(&c->lock);
+	return changed;
+}
+
+int cache_obj_error(struct cache *c, struct cache_obj *o)
+{
+	int err;
+
+	pthread_mutex_lock(&c->lock);
+	err = o->err && util_now_ms() < o->err_until ? o->err : 0;
+	pthread_mutex_unlock(&c->lock);
+	return err;
+}
+
+/* Called with c->lock held; *@drop: the disk's entries must go. */
+static int obj_learn(struct cache *c, struct cache_obj *o, const char *etag,
+		     int64_t total, const char *what, bool *drop)
+{
+	bool etag_changed, size_changed;
+
+	if (o->size_listed && total >= 0 && total != o->size) {
+		log_debug("%s: the server says %" PRId64 " bytes, the listing "
+			  "%" PRId64,
+			  what, total, o->size);
+		return -EAGAIN;
+	}
+	etag_changed = o->etag[0] && etag[0] && strcmp(o->etag, etag) != 0;
+	size_changed = o->size >= 0 && total >= 0 && total != o->size;
+	if (etag_changed || size_changed) {
+		log_err("%s changed on the server (%s), dropping cached bytes",
+			what, etag_changed ? "new ETag" : "new size");
+		obj_invalidate(c, o);
+		snprintf(o->etag, sizeof(o->etag), "%s", etag);
+		o->size = total;
+		*drop = true;
+		return -EIO;
+	}
+	if (!o->etag[0])
+		snprintf(o->etag, sizeof(o->etag), "%s", etag);
+	if (o->size < 0)
+		o->size = total;
+	return 0;
+}
+
+int cache_obj_learn(struct cache *c, struct cache_obj *o, const char *etag,
+		    int64_t total, const char *what)
+{
+	bool drop = false;
+	int err;
+
+	pthread_mutex_lock(&c->lock);
+	err = obj_learn(c, o, etag, total, what, &drop);
+	pthread_mutex_unlock(&c->lock);
+	if (drop && c->disk)
+		disk_drop(c->disk, o->id);
+	return err;
+}
+
+/* ---- claiming and filling ---- */
+
+static size_t count_missing(struct cache *c, struct cache_obj *o, int64_t a,
+			    int64_t b)
+{
+	size_t n = 0;
+	int64_t i;
+
+	for (i = a; i <= b; i++)
+		n += !block_find(c, o, i);
+	return n;
+}
+
+int64_t cache_first_missing(struct cache *c, struct cache_obj *o, int64_t a,
+			    int64_t b)
+{
+	int64_t i;
+
+	pthread_mutex_lock(&c->lock);
+	for (i = a; i <= b && block_find(c, o, i); i++)
+		;
+	pthread_mutex_unlock(&c->lock);
+	return i;
+}
+
+static struct cache_run *run_new(struct cache *c, struct cache_obj *o,
+				 int64_t a, int64_t b)
+{
+	struct cache_run *r = calloc(1, sizeof(*r));
+
+	if (!r)
+		return NULL;
+	r->blocks = calloc(b - a + 1, sizeof(*r->blocks));
+	if (!r->blocks) {
+		free(r);
+		return NULL;
+	}
+	r->c = c;
+	r->o = o;
+	r->gen = o->gen;
+	r->a = r->from = a;
+	r->b = b;
+	o->refs++;
+	return r;
+}
+
+int cache_claim(struct cache *c, struct cache_obj *o, int64_t a, int64_t b,
+		bool wait, struct cache_run **runs)
+{
+	struct cache_run *run = NULL;
+	size_t missing;
+	int64_t i;
+	int err = 0;
+
+	pthread_mutex_lock(&c->lock);
+	/* wait holding nothing: blocks being filled and pinned ones are all
+	 * released without needing room themselves. Eviction may take blocks
+	 * of [a, b] too, so count again until the room made is enough. */
+	for (;;) {
+		missing = count_missing(c, o, a, b);
+		if (missing == 0)
+			break;
+		if (evict(c, missing * BLOCK_SIZE)) {
+			if (count_missing(c, o, a, b) == missing)
+				break;
+			continue;
+		}
+		if (!wait || c->stats.used == 0 ||
+		    missing * BLOCK_SIZE > c->stats.budget)
+			break;
+		pthread_cond_wait(&c->changed, &c->lock);
+	}
+	for (i = a; i <= b; i++) {
+		struct cache_block *blk = block_find(c, o, i);
+
+		if (blk) {
+			if (blk->ready) {
+				lru_unlink(c, blk);
+				lru_push(c, blk, blk->in_kernel);
+				c->stats.hits++;
+			}
+			run = NULL;
+			continue;
+		}
+		if (!wait && !evict(c, BLOCK_SIZE))
+			break;
+		if (!run) {
+			run = run_new(c, o, i, b);
+			if (!run) {
+				err = -ENOMEM;
+				break;
+			}
+			run->next = *runs;
+			*runs = run;
+		}
+		blk = block_new(c, o, i);
+		if (!blk) {
+			err = -ENOMEM;
+			break;
+		}
+		c->stats.misses++;
+		run->blocks[i - run->a] = blk;
+		run->b = i;
+	}
+	pthread_mutex_unlock(&c->lock);
+	return err;
+}
+
+/* Make block @i of @r readable; the run keeps its pin until it is
+ * settled, so what it filled is still there to be kept on disk. Called
+ * with c->lock held. */
+static void block_done(struct cache_run *r, int64_t i)
+{
+	struct cache *c = r->c;
+
+	r->blocks[i - r->a]->ready = true;
+	pthread_cond_broadcast(&c->changed);
+}
+
+/* Grow @r, whose object's size became known, to block @b, or as far as
+ * blocks fit and none is held already. Called with c->lock held. */
+static void run_extend(struct cache_run *r, int64_t b)
+{
+	struct cache *c = r->c;
+	struct cache_block **v;
+	int64_t i;
+
+	if (b <= r->b)
+		return;
+	v = realloc(r->blocks, (b - r->a + 1) * sizeof(*v));
+	if (!v)
+		return;
+	r->blocks = v;
+	for (i = r->b + 1; i <= b; i++) {
+		struct cache_block *blk;
+
+		if (block_find(c, r->o, i) || !evict(c, BLOCK_SIZE))
+			break;
+		blk = block_new(c, r->o, i);
+		if (!blk)
+			break;
+		c->stats.misses++;
+		r->blocks[i - r->a] = blk;
+		r->b = i;
+	}
+}
+
+void cache_run_grow(struct cache_run *r, int64_t b)
+{
+	pthread_mutex_lock(&r->c->lock);
+	run_extend(r, b);
+	pthread_mutex_unlock(&r->c->lock);
+}
+
+/* Blocks [r->from, ...] of the unit at object offset @start, from @bytes
+ * (@len of them): copied, and readable. */
+static void fill_from(struct cache_run *r, int64_t start, const char *bytes,
+		      size_t len)
+{
+	struct cache *c = r->c;
+	int64_t i, last = (start + (int64_t)len - 1) >> BLOCK_SHIFT;
+
+	pthread_mutex_lock(&c->lock);
+	run_extend(r, last);
+	for (i = r->from; i <= r->b && i <= last; i++) {
+		struct cache_block *b = r->blocks[i - r->a];
+		int64_t at = (i << BLOCK_SHIFT) - start;
+		size_t n = len - at < (size_t)BLOCK_SIZE ? len - at
+							 : (size_t)BLOCK_SIZE;
+
+		if (b->ready)
+			continue;
+		b->cap = n;
+		memcpy(b->data, bytes + at, n);
+		b->len = n;
+		c->stats.disk_read += n;
+		block_done(r, i);
+	}
+	r->from = i;
+	pthread_mutex_unlock(&c->lock);
+}
+
+/* The version a reader of @o expects, as the disk knows versions. Called
+ * with c->lock held. */
+static void want_of(const struct cache_obj *o, struct disk_version *v)
+{
+	v->total = o->size;
+	snprintf(v->etag, sizeof(v->etag), "%s", o->etag);
+	snprintf(v->listed, sizeof(v->listed), "%s",
+		 o->listed ? o->listed : "");
+}
+
+void cache_run_from_disk(struct cache_run *r)
+{
+	struct cache *c = r->c;
+	struct disk_version want, got;
+	char what[64];
+
+	if (!c->disk)
+		return;
+	snprintf(what, sizeof(what), "cached entry");
+	while (r->from <= r->b) {
+		int64_t size, unit, start;
+		void *bytes = NULL;
+		ssize_t n;
+		bool drop = false;
+		int err;
+
+		pthread_mutex_lock(&c->lock);
+		want_of(r->o, &want);
+		size = r->o->size;
+		pthread_mutex_unlock(&c->lock);
+		if (size >= 0 && r->from << BLOCK_SHIFT >= size)
+			return;
+		/* a size not known yet: a small object's whole entry, else a
+		 * large one's first block */
+		unit = size <= DISK_WHOLE_MAX ? DISK_WHOLE
+					      : r->from / UNIT_BLOCKS;
+		n = disk_get(c->disk, r->o->id, unit, &want, &got, &bytes);
+		if (n == -ENOENT && size < 0 && r->from == 0) {
+			unit = 0;
+			n = disk_get(c->disk, r->o->id, unit, &want, &got,
+				     &bytes);
+		}
+		if (n < 0)
+			return;
+		start = unit == DISK_WHOLE ? 0 : unit * DISK_BLOCK;
+		pthread_mutex_lock(&c->lock);
+		err = r->o->gen == r->gen ? obj_learn(c, r->o, got.etag,
+						      got.total, what, &drop)
+					  : -EIO;
+		pthread_mutex_unlock(&c->lock);
+		if (!err &&
+		    ((unit == DISK_WHOLE && n != got.total) ||
+		     (unit != DISK_WHOLE &&
+		      n != (got.total - start < DISK_BLOCK ? got.total - start
+							   : DISK_BLOCK))))
+			err = -EIO; /* an entry at odds with its own size */
+		if (!err)
+			fill_from(r, start, bytes, n);
+		free(bytes);
+		if (drop || err)
+			return;
+		if (n == 0) {
+			r->from = r->b + 1; /* an empty object */
+			return;
+		}
+	}
+}
+
+int cache_run_write(struct cache_run *r, int64_t off, const char *data,
+		    size_t len)
+{
+	struct cache *c = r->c;
+
+	while (len > 0) {
+		int64_t i = off >> BLOCK_SHIFT;
+		struct cache_block *b;
+		size_t at = off & (BLOCK_SIZE - 1), n;
+
+		if (i < r->from || i > r->b)
+			return i > r->b ? 1 : -EIO;
+		b = r->blocks[i - r->a];
+		if (b->ready)
+			return -EIO; /* never: a finished block gets no more */
+		n = b->cap - at < len ? b->cap - at : len;
+		if (at != b->len || n == 0)
+			return -EIO;
+		memcpy(b->data + at, data, n);
+		b->len += n;
+		r->net = true;
+		if (b->len == b->cap) {
+			bool stale;
+
+			pthread_mutex_lock(&c->lock);
+			stale = r->o->gen != r->gen;
+			if (!stale) {
+				c->stats.filled += b->len;
+				/* whole: readers may have it, and once read,
+				 * eviction may take it */
+				block_done(r, i);
+				r->from = i + 1;
+			}
+			pthread_mutex_unlock(&c->lock);
+			if (stale)
+				return -EIO; /* the object changed meanwhile */
+		}
+		off += n;
+		data += n;
+		len -= n;
+	}
+	return 0;
+}
+
+/* The first block of the disk unit holding block @i, and its last, of an
+ * object of @size bytes. */
+static void unit_of(int64_t size, int64_t i, int64_t *first, int64_t *last)
+{
+	int64_t end = (size - 1) >> BLOCK_SHIFT;
+
+	if (size <= DISK_WHOLE_MAX) {
+		*first = 0;
+		*last = end;
+	} else {
+		*first = i / UNIT_BLOCKS * UNIT_BLOCKS;
+		*last = *first + UNIT_BLOCKS - 1 < end
+				? *first + UNIT_BLOCKS - 1
+				: end;
+	}
+}
+
+/* Keep on disk every unit of @o that [a, b] touched and that is now whole
+ * in memory. */
+static void keep_on_disk(struct cache *c, struct cache_obj *o, unsigned gen,
+			 int64_t a, int64_t b)
+{
+	struct cache_block *pinned[UNIT_BLOCKS > 64 ? UNIT_BLOCKS : 64];
+	struct iovec iov[UNIT_BLOCKS > 64 ? UNIT_BLOCKS : 64];
+	struct disk_version v;
+	int64_t first, last, i, size;
+
+	for (;;) {
+		int n = 0;
+
+		pthread_mutex_lock(&c->lock);
+		size = o->size;
+		if (o->gen != gen || size <= 0 || a > b) {
+			pthread_mutex_unlock(&c->lock);
+			return;
+		}
+		unit_of(size, a, &first, &last);
+		for (i = first; i <= last; i++) {
+			struct cache_block *blk = block_find(c, o, i);
+
+			if (!blk || !blk->ready || blk->len != blk->cap)
+				break;
+			blk->pins++;
+			pinned[n] = blk;
+			iov[n].iov_base = blk->data;
+			iov[n].iov_len = blk->len;
+			n++;
+		}
+		want_of(o, &v);
+		if (i <= last) {
+			while (n > 0)
+				block_unpin(c, pinned[--n]);
+			n = 0;
+		}
+		pthread_mutex_unlock(&c->lock);
+		if (n)
+			disk_put(c->disk, o->id,
+				 size <= DISK_WHOLE_MAX ? DISK_WHOLE
+							: first / UNIT_BLOCKS,
+				 &v, iov, n);
+		pthread_mutex_lock(&c->lock);
+		while (n > 0)
+			block_unpin(c, pinned[--n]);
+		pthread_mutex_unlock(&c->lock);
+		a = last + 1;
+	}
+}
+
+void cache_run_settle(struct cache_run *r, int err)
+{
+	struct cache *c = r->c;
+	struct cache_obj *o = r->o;
+	bool filled = false;
+	int64_t i;
+
+	pthread_mutex_lock(&c->lock);
+	for (i = r->a; i <= r->b; i++) {
+		struct cache_block *b = r->blocks[i - r->a];
+		int64_t end = (i << BLOCK_SHIFT) + (int64_t)b->len;
+
+		if (b->ready) {
+			filled = true;
+		} else if (!err && b->len > 0 && o->size >= 0 &&
+			   end == o->size && o->gen == r->gen) {
+			/* the object's last, short block */
+			b->cap = b->len;
+			c->stats.filled += b->len;
+			b->ready = true;
+			filled = true;
+		} else {
+			block_drop(c, b);
+		}
+	}
+	o->err = err;
+	/* a server that just used up a whole deadline is not asked again at
+	 * once: a kernel retrying the read would wait it out twice */
+	o->err_until = err == -EIO && o->gen == r->gen
+			       ? util_now_ms() + ERR_HOLD_MS
+			       : 0;
+	pthread_cond_broadcast(&c->changed);
+	pthread_mutex_unlock(&c->lock);
+	if (c->disk && filled && r->net)
+		keep_on_disk(c, o, r->gen, r->a, r->b);
+	pthread_mutex_lock(&c->lock);
+	for (i = r->a; i <= r->b; i++)
+		block_unpin(c, r->blocks[i - r->a]); /* the run's own pin */
+	pthread_cond_broadcast(&c->changed);
+	pthread_mutex_unlock(&c->lock);
+	cache_obj_put(c, o);
+	free(r->blocks);
+	free(r);
+}
+
+/* ---- reading ---- */
+
+int cache_pin(struct cache *c, struct cache_obj *o, int64_t off, size_t len,
+	      struct cache_view *v)
+{
+	int64_t a = off >> BLOCK_SHIFT, b = (off + len - 1) >> BLOCK_SHIFT, i;
+
+	memset(v, 0, sizeof(*v));
+	v->blocks = calloc(b - a + 1, sizeof(*v->blocks));
+	v->iov = calloc(b - a + 1, sizeof(*v->iov));
+	if (!v->blocks || !v->iov) {
+		cache_view_release(c, v, false);
+		return -ENOMEM;
+	}
+	pthread_mutex_lock(&c->lock);
+	for (i = a; i <= b; i++) {
+		struct cache_block *blk = block_find(c, o, i);
+
+		if (!blk)
+			break;
+		blk->pins++;
+		v->blocks[v->n++] = blk;
+	}
+	pthread_mutex_unlock(&c->lock);
+	return 0;
+}
+
+int cache_wait(struct cache *c, struct cache_obj *o, unsigned gen, int64_t off,
+	       size_t len, struct cache_view *v)
+{
+	int64_t a = off >> BLOCK_SHIFT, b = (off + len - 1) >> BLOCK_SHIFT, i;
+	int err = 0;
+
+	pthread_mutex_lock(&c->lock);
+	for (i = 0; i < v->n; i++) {
+		struct cache_block *blk = v->blocks[i];
+
+		while (!blk->ready && blk->cached)
+			pthread_cond_wait(&c->changed, &c->lock);
+		if (!blk->ready && !err)
+			err = o->err ? o->err : -EAGAIN;
+	}
+	if (!err && v->n != b - a + 1)
+		err = -EAGAIN;
+	if (!err && o->gen != gen)
+		err = -EIO; /* the object changed: never mix versions */
+	pthread_mutex_unlock(&c->lock);
+
+	v->len = 0;
+	for (i = 0; !err && i < v->n; i++) {
+		struct cache_block *blk = v->blocks[i];
+		int64_t from = off + (int64_t)v->len - ((a + i) << BLOCK_SHIFT);
+		size_t n;
+
+		if (from >= (int64_t)blk->len)
+			break; /* the object ends here */
+		n = blk->len - from;
+		if (n > len - v->len)
+			n = len - v->len;
+		v->iov[i].iov_base = blk->data + from;
+		v->iov[i].iov_len = n;
+		v->len += n;
+	}
+	if (err)
+		cache_view_release(c, v, false);
+	return err;
+}
+
+/* Note the pages of @b that [@from, @from + @len) filled whole in the
+ * kernel's page cache (the block's last page may be short); whether the
+ * kernel now holds every page of it. Reads may come in any order. */
+static bool block_sent(struct cache_block *b, size_t from, size_t len)
+{
+	size_t page = (size_t)1 << SENT_SHIFT, end = from + len, p, p_end;
+	size_t pages = (b->len + page - 1) >> SENT_SHIFT;
+
+	for (p = (from + page - 1) >> SENT_SHIFT; p < pages; p++) {
+		p_end = (p + 1) << SENT_SHIFT;
+		if (p_end > b->len)
+			p_end = b->len;
+		if (p_end > end)
+			break;
+		b->sent |= (uint32_t)1 << p;
+	}
+	return pages > 0 && b->sent == (uint32_t)(((uint64_t)1 << pages) - 1);
+}
+
+void cache_view_release(struct cache *c, struct cache_view *v, bool sent)
+{
+	int i;
+
+	if (v->n) {
+		pthread_mutex_lock(&c->lock);
+		for (i = 0; i < v->n; i++) {
+			struct cache_block *b = v->blocks[i];
+
+			/* the kernel keeps what it was sent: once it has every
+			 * page of a block, the block is the first to go when
+			 * room is needed, but stays for when the kernel lets
+			 * its pages go (reclaim, drop_caches) and asks again */
+			if (sent && v->drop_behind && v->iov &&
+			    v->iov[i].iov_base && b->ready && b->cached &&
+			    !b->in_kernel &&
+			    block_sent(b, (char *)v->iov[i].iov_base - b->data,
+				       v->iov[i].iov_len)) {
+				lru_unlink(c, b);
+				lru_push(c, b, true);
+			}
+			block_unpin(c, b);
+		}
+		pthread_cond_broadcast(&c->changed);
+		pthread_mutex_unlock(&c->lock);
+	}
+	free(v->blocks);
+	free(v->iov);
+	memset(v, 0, sizeof(*v));
+}

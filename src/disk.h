@@ -1,0 +1,69 @@
+/* The data half of the cache on disk (DESIGN section 6): whole objects up to
+ * DISK_WHOLE_MAX bytes and DISK_BLOCK-sized blocks of larger ones, each a
+ * file named by a hash of the object's identity, holding the version it was
+ * fetched under and a checksum of its bytes. An index (SQLite, beside the
+ * entries) counts what is kept and chooses what goes: the older of random
+ * pairs by last use. When the cache is full, an entry is admitted only if
+ * it was asked for more often than the one it would evict, so a pass over
+ * more data than fits keeps what it has instead of churning. Several mounts
+ * may share one folder. Nothing is scanned at start. */
+#ifndef AVALAFS_DISK_H
+#define AVALAFS_DISK_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+
+#define DISK_WHOLE_MAX ((int64_t)8 << 20) /* objects kept whole, at most */
+#define DISK_BLOCK_SHIFT 22
+#define DISK_BLOCK ((int64_t)1 << DISK_BLOCK_SHIFT) /* 4 MiB */
+#define DISK_WHOLE (-1) /* the unit of an entry holding a whole object */
+
+/* The version of an object as an entry records it, or as a reader expects
+ * it: empty strings and -1 stand for "not known". */
+struct disk_version {
+	int64_t total; /* the object's size */
+	char etag[128];
+	char listed[64]; /* the listing's updated_at (or created_at) */
+};
+
+struct disk_stats {
+	int64_t used, limit; /* bytes kept, bytes allowed now */
+	uint64_t hits, misses, puts, refused, evicted, damaged;
+};
+
+struct disk;
+
+/* Open (making it 0700 when missing) the data cache in folder @dir, capped
+ * at @cap bytes and at 95% of its file system. NULL when it cannot be used
+ * (logged): avalafs then reads without it. */
+struct disk *disk_open(const char *dir, int64_t cap);
+
+/* Accepts NULL. */
+void disk_close(struct disk *d);
+
+/* Read entry @unit (DISK_WHOLE or a block index) of the object named by
+ * @id into a new buffer, *@bytes (free() it). An entry whose version
+ * contradicts @want (the listing's time, a known size or ETag) is stale, and
+ * one whose bytes fail their checksum, or that is cut short, is damaged:
+ * both are removed and are misses. On a hit, @got is the entry's version.
+ * Returns the length read, -ENOENT for a miss, or -ENOMEM or -EIO (the
+ * entry stays). */
+ssize_t disk_get(struct disk *d, const char *id, int64_t unit,
+		 const struct disk_version *want, struct disk_version *got,
+		 void **bytes);
+
+/* Keep the bytes of @iov (@n pieces) as entry @unit of @id, at version @v,
+ * when the admission rule lets it in and the disk has room. Returns 0,
+ * -ENOSPC when it was not kept, or another negative errno. */
+int disk_put(struct disk *d, const char *id, int64_t unit,
+	     const struct disk_version *v, const struct iovec *iov, int n);
+
+/* Remove every entry of @id: the object changed. */
+void disk_drop(struct disk *d, const char *id);
+
+void disk_get_stats(struct disk *d, struct disk_stats *st);
+
+#endif

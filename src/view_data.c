@@ -1,0 +1,390 @@
+/* Streamed files: an object's data file (a sequence's featured image) and
+ * its thumbnail, wherever a view shows them. Each is a source for stream.c:
+ * its identity (DESIGN section 6), its URL, and how to get a fresh URL when
+ * the presigned one expired. Opens tell stream.c where the file stands in
+ * the listing and in its key-path folder, and give it the files that come
+ * next when a reader follows either order. */
+#include "fs.h"
+#include "log.h"
+#include "util.h"
+#include "view.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* An order's number: dataset, file, object kind and store folder. */
+#define ORDER_DS_SHIFT 40
+#define ORDER_THUMB_BIT (UINT64_C(1) << 39)
+#define ORDER_SEQUENCE_BIT (UINT64_C(1) << 38)
+#define ORDER_DIR_MASK ((UINT64_C(1) << 38) - 1)
+
+static enum view_which node_which(const struct node *n)
+{
+	return n->ops == &view_thumb_ops ? VIEW_THUMB : VIEW_DATA;
+}
+
+static const char *item_url(const struct item *it, enum view_which which)
+{
+	return which == VIEW_DATA ? it->data_url : it->thumb_url;
+}
+
+/* ---- sources ---- */
+
+struct object_src {
+	struct fetch_src src;
+	struct catalog *cat;
+	struct dataset *ds;
+	struct item *it; /* a reference */
+	enum view_which which;
+};
+
+static int src_resolve(struct fetch_src *src, char **url)
+{
+	struct object_src *os = (struct object_src *)src;
+	struct item *fresh;
+	const char *u;
+	int err = catalog_reresolve(os->cat, os->ds, os->it, &fresh);
+
+	if (err)
+		return err;
+	u = item_url(fresh, os->which);
+	*url = u ? strdup(u) : NULL;
+	err = !u ? -ENOENT : !*url ? -ENOMEM : 0;
+	item_unref(fresh);
+	return err;
+}
+
+static void src_gone(struct fetch_src *src)
+{
+	struct object_src *os = (struct object_src *)src;
+
+	catalog_forget(os->cat, os->ds, os->it->kind, os->it->oid);
+}
+
+static void src_free(struct fetch_src *src)
+{
+	struct object_src *os = (struct object_src *)src;
+
+	item_unref(os->it);
+	free(src->id);
+	free(src->what);
+	free(os);
+}
+
+static const struct fetch_src_ops object_src_ops = {
+	.resolve = src_resolve,
+	.gone = src_gone,
+	.free = src_free,
+};
+
+int view_data_src(struct fs *fs, struct dataset *ds, struct item *it,
+		  enum view_which which, struct fetch_src **out)
+{
+	const char *url = item_url(it, which);
+	struct object_src *os;
+	size_t path_len;
+
+	*out = NULL;
+	if (!url)
+		return -ENOENT;
+	os = calloc(1, sizeof(*os));
+	if (!os)
+		return -ENOMEM;
+	/* the identity: the URL without its query, whose signature changes
+	 * at every listing while the object does not */
+	path_len = strcspn(url, "?#");
+	if (asprintf(&os->src.id, "%s\n%s/%s\n%s\n%s\n%s\n%.*s",
+		     catalog_origin(fs->cat), dataset_owner(ds),
+		     dataset_slug(ds),
+		     it->kind == ITEM_KIND_ITEM ? "item" : "sequence", it->uid,
+		     which == VIEW_DATA ? "data" : "thumbnail", (int)path_len,
+		     url) < 0 ||
+	    asprintf(&os->src.what, "%s/%s/%s %s", dataset_owner(ds),
+		     dataset_slug(ds), it->uid,
+		     which == VIEW_DATA ? "data" : "thumbnail") < 0) {
+		free(os->src.id);
+		free(os);
+		return -ENOMEM;
+	}
+	os->src.refs = 1;
+	os->src.url = (char *)url; /* lives as long as the item */
+	os->src.listed = it->version;
+	os->src.size = which == VIEW_DATA ? it->size : -1;
+	os->src.ops = &object_src_ops;
+	os->cat = fs->cat;
+	os->ds = ds;
+	os->it = item_ref(it);
+	os->which = which;
+	*out = &os->src;
+	return 0;
+}
+
+/* ---- attributes ---- */
+
+int view_object_file_stat(struct fs *fs, const struct node *n,
+			  const struct store_entry *e, struct stat *st,
+			  bool fetch)
+{
+	enum view_which which = node_which(n);
+	struct fetch_src *src = NULL;
+	struct item *it = NULL;
+	int64_t size = -1;
+	int err = 0;
+
+	if (e)
+		size = which == VIEW_DATA ? e->size : e->thumb_size;
+	if ((size < 0 && fetch) || !e) {
+		err = view_object(fs, n->ds, view_id_kind(n->id),
+				  view_id_oid(n->id), &it);
+		if (err)
+			return err;
+		if (!item_url(it, which)) {
+			item_unref(it);
+			return -ENOENT;
+		}
+	}
+	if (size < 0 && !fetch) {
+		err = -EAGAIN;
+	} else if (size < 0) {
+		err = view_data_src(fs, n->ds, it, which, &src);
+		if (!err)
+			err = stream_size(fs->stream, src, &size);
+		fetch_src_unref(src);
+		if (!err && it->oid)
+			store_learn_size(dataset_store(n->ds), it, which, size,
+					 "");
+	}
+	if (!err) {
+		if (e)
+			view_stat(fs, n, e->has_mtime ? &e->mtime : NULL, st);
+		else
+			view_stat(fs, n, it->has_mtime ? &it->mtime : NULL, st);
+		view_stat_size(st, size);
+	}
+	item_unref(it);
+	return err;
+}
+
+int view_data_stat(struct fs *fs, const struct node *n, struct stat *st,
+		   bool fetch)
+{
+	struct store_entry e;
+	enum item_kind kind = view_id_kind(n->id);
+	struct catalog_pin pin;
+	int err;
+
+	if (catalog_gone(fs->cat, n->ds, kind, view_id_oid(n->id)))
+		return -ENOENT;
+	err = catalog_pin(fs->cat, n->ds, kind, &pin);
+	if (err)
+		return err;
+	err = store_object_entry(dataset_store(n->ds), pin.gen,
+				 view_id_oid(n->id), &e);
+	catalog_unpin(fs->cat, n->ds, kind, &pin);
+	if (err)
+		return err;
+	if (!(e.has &
+	      (node_which(n) == VIEW_DATA ? STORE_HAS_DATA : STORE_HAS_THUMB)))
+		return -ENOENT;
+	return view_object_file_stat(fs, n, &e, st, fetch);
+}
+
+static int data_getattr(struct fs *fs, const struct node *n, struct stat *st)
+{
+	return view_data_stat(fs, n, st, true);
+}
+
+/* ---- orders ---- */
+
+static uint64_t order_of(struct dataset *ds, enum item_kind kind,
+			 enum view_which which, uint64_t dir)
+{
+	return (uint64_t)dataset_index(ds) << ORDER_DS_SHIFT |
+	       (which == VIEW_THUMB ? ORDER_THUMB_BIT : 0) |
+	       (kind == ITEM_KIND_SEQUENCE ? ORDER_SEQUENCE_BIT : 0) |
+	       (dir & ORDER_DIR_MASK);
+}
+
+/* Where @n's object stands in the listing and in its folder. */
+static void node_place(struct fs *fs, const struct node *n,
+		       struct stream_place *place)
+{
+	enum item_kind kind = view_id_kind(n->id);
+	enum view_which which = node_which(n);
+	struct store_place sp;
+	struct catalog_pin pin;
+	int err;
+
+	memset(place, 0, sizeof(*place));
+	if (catalog_pin(fs->cat, n->ds, kind, &pin))
+		return;
+	err = store_object_place(dataset_store(n->ds), pin.gen, kind,
+				 view_id_oid(n->id), &sp);
+	catalog_unpin(fs->cat, n->ds, kind, &pin);
+	if (err)
+		return;
+	place->in[0].order = order_of(n->ds, kind, which, sp.list);
+	place->in[0].pos = sp.list_pos;
+	place->in[0].next = sp.list_next;
+	if (sp.folder) {
+		place->in[1].order = order_of(n->ds, kind, which, sp.folder);
+		place->in[1].pos = sp.folder_pos;
+		place->in[1].next = sp.folder_next;
+	}
+}
+
+/* The objects after a position of an order. */
+struct ahead {
+	uint64_t *oids, *pos;
+	size_t n, max;
+};
+
+static int ahead_add(void *p, const struct store_entry *e)
+{
+	struct ahead *a = p;
+
+	if (!e->oid)
+		return 0; /* a folder */
+	a->oids[a->n] = e->oid;
+	a->pos[a->n++] = e->pos;
+	return a->n == a->max;
+}
+
+static size_t order_ahead(void *ctx, uint64_t order, uint64_t after, size_t n,
+			  uint64_t *pos)
+{
+	struct fs *fs = ctx;
+	struct dataset *ds =
+		catalog_dataset_at(fs->cat, order >> ORDER_DS_SHIFT);
+	enum item_kind kind = order & ORDER_SEQUENCE_BIT ? ITEM_KIND_SEQUENCE
+							 : ITEM_KIND_ITEM;
+	enum view_which which = order & ORDER_THUMB_BIT ? VIEW_THUMB
+							: VIEW_DATA;
+	struct ahead a = { .pos = pos, .max = n };
+	struct catalog_pin pin;
+	size_t i, given = 0;
+
+	if (!ds || !(a.oids = calloc(n, sizeof(*a.oids))))
+		return 0;
+	if (catalog_pin(fs->cat, ds, kind, &pin) == 0) {
+		store_readdir(dataset_store(ds), pin.gen,
+			      order & ORDER_DIR_MASK, after, NULL, n, ahead_add,
+			      &a);
+		catalog_unpin(fs->cat, ds, kind, &pin);
+	}
+	/* no pin is held while fetching */
+	for (i = 0; i < a.n; i++) {
+		struct fetch_src *src;
+		struct item *it;
+
+		if (view_object(fs, ds, kind, a.oids[i], &it))
+			continue;
+		if (view_data_src(fs, ds, it, which, &src) == 0) {
+			stream_prefetch(fs->stream, src);
+			fetch_src_unref(src);
+		}
+		item_unref(it);
+		pos[given++] = a.pos[i];
+	}
+	free(a.oids);
+	return given;
+}
+
+const struct stream_order_ops view_order_ops = {
+	.ahead = order_ahead,
+};
+
+/* ---- reading ---- */
+
+struct data_file {
+	struct view_file vf;
+	struct stream_reader *reader;
+};
+
+static void data_release_read(struct view_read *r, bool sent)
+{
+	stream_read_release(r->stream, &r->cv, sent);
+}
+
+static int data_read(struct fs *fs, struct view_file *f, size_t size, off_t off,
+		     struct view_read *r)
+{
+	struct data_file *df = (struct data_file *)f;
+	int err, count;
+
+	err = stream_read(fs->stream, df->reader, size, off, &r->cv);
+	if (err)
+		return err;
+	for (count = 0; count < r->cv.n && r->cv.iov[count].iov_len; count++)
+		;
+	r->iov = r->cv.iov;
+	r->n = count;
+	r->stream = fs->stream;
+	r->release = data_release_read;
+	return 0;
+}
+
+static void data_release(struct fs *fs, struct view_file *f)
+{
+	struct data_file *df = (struct data_file *)f;
+
+	stream_reader_free(fs->stream, df->reader);
+	free(df);
+}
+
+static const struct view_file_ops data_file_ops = {
+	.read = data_read,
+	.release = data_release,
+};
+
+static int data_open(struct fs *fs, const struct node *n, int flags, pid_t who,
+		     struct view_file **out, bool *keep_cache)
+{
+	struct data_file *df = calloc(1, sizeof(*df));
+	struct stream_place place;
+	struct fetch_src *src = NULL;
+	struct item *it = NULL;
+	int err;
+
+	if (!df)
+		return -ENOMEM;
+	err = view_object(fs, n->ds, view_id_kind(n->id), view_id_oid(n->id),
+			  &it);
+	if (!err)
+		err = view_data_src(fs, n->ds, it, node_which(n), &src);
+	if (!err) {
+		if (fs->prefetch) {
+			node_place(fs, n, &place);
+			place.reader = who;
+		}
+		err = stream_open(fs->stream, src, n->ino, flags & O_DIRECT,
+				  fs->prefetch ? &place : NULL, keep_cache,
+				  &df->reader);
+	}
+	fetch_src_unref(src);
+	item_unref(it);
+	if (err) {
+		free(df);
+		return err;
+	}
+	df->vf.ops = &data_file_ops;
+	*out = &df->vf;
+	return 0;
+}
+
+struct node_ops view_data_ops = {
+	.object_id = true,
+	.name = "data",
+	.getattr = data_getattr,
+	.open = data_open,
+};
+
+struct node_ops view_thumb_ops = {
+	.object_id = true,
+	.name = "thumbnail",
+	.getattr = data_getattr,
+	.open = data_open,
+};

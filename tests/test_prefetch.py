@@ -1,0 +1,85 @@
+# Files fetched ahead of readers that open them in listing order (or a
+# folder's order), and never for readers in random order.
+import os
+import random
+
+from conftest import sha256_file
+
+DS = "acme/cars"
+
+
+def item_files(m, truth):
+    """Each item's data file in items/, in listing order."""
+    items = m.p("acme", "cars", "items")
+    return [(t, os.path.join(items, t["key"], "data" +
+                             os.path.splitext(t["key"])[1])) for t in truth]
+
+
+def read(t, path):
+    assert sha256_file(path) == t["files"]["data"]["sha256"], path
+
+
+def test_listing_order_is_fetched_ahead(fake_factory, mount_factory):
+    fake = fake_factory("--dataset", DS + ":items=60,size_known=0.5")
+    truth = fake.truth(DS)["items"]
+    m = mount_factory(fake, "dataset=" + DS, "prefetch=8")
+    files = item_files(m, truth)
+    fake.reset()
+    for t, p in files[:3]:
+        read(t, p)
+    m.wait_idle()
+    # the third open in a row started 8 files ahead
+    assert fake.counts()["file"] == 3 + 8
+    st = m.cache_stats()
+    assert st["prefetched"] == 8 and st["ordered_opens"] >= 2
+    # the reader goes on: every file is fetched once, most ahead of it
+    for t, p in files[3:]:
+        read(t, p)
+    m.wait_idle()
+    assert fake.counts()["file"] == len(files)
+    assert m.cache_stats()["prefetched"] == len(files) - 3
+
+
+def test_shuffled_reader_causes_no_request_ahead(fake_factory, mount_factory):
+    fake = fake_factory("--dataset", DS + ":items=300,size_known=0.5")
+    truth = fake.truth(DS)["items"]
+    m = mount_factory(fake, "dataset=" + DS)
+    files = item_files(m, truth)
+    random.Random(7).shuffle(files)
+    fake.reset()
+    for t, p in files:
+        read(t, p)
+    m.wait_idle()
+    assert fake.counts()["file"] == len(files)
+    assert m.cache_stats()["prefetched"] == 0
+
+
+def test_folder_order_is_fetched_ahead(fake_factory, mount_factory):
+    fake = fake_factory("--dataset", DS + ":items=120,classes=3,size_known=1")
+    truth = fake.truth(DS)["items"]
+    m = mount_factory(fake, "dataset=" + DS, "prefetch=4")
+    by_key = {t["key"]: t for t in truth}
+    files = m.p("acme", "cars", "files")
+    folder = sorted(e.name for e in os.scandir(files) if e.is_dir())[0]
+    # the folder's files in the order it lists them
+    names = [e.name for e in os.scandir(os.path.join(files, folder))
+             if e.is_file()]
+    assert len(names) >= 10
+    fake.reset()
+    for name in names[:3]:
+        read(by_key[folder + "/" + name], os.path.join(files, folder, name))
+    m.wait_idle()
+    assert fake.counts()["file"] == 3 + 4
+    assert m.cache_stats()["prefetched"] == 4
+
+
+def test_prefetch_off(fake_factory, mount_factory):
+    fake = fake_factory("--dataset", DS + ":items=30,size_known=1")
+    truth = fake.truth(DS)["items"]
+    m = mount_factory(fake, "dataset=" + DS, "prefetch=0")
+    fake.reset()
+    for t, p in item_files(m, truth):
+        read(t, p)
+    m.wait_idle()
+    assert fake.counts()["file"] == len(truth)
+    assert m.cache_stats()["prefetched"] == 0
