@@ -23,6 +23,8 @@
 #define BLOCK_SIZE CACHE_BLOCK
 #define UNIT_BLOCKS (DISK_BLOCK >> BLOCK_SHIFT) /* memory blocks a disk block */
 #define ERR_HOLD_MS 1000
+#define PUT_BLOCKS (DISK_WHOLE_MAX >> CACHE_BLOCK_SHIFT) /* of an entry */
+#define PUT_QUEUE_MAX ((size_t)64 << 20) /* bytes waiting for the disk */
 #define OBJ_IDLE_MAX 65536 /* idle objects kept for what they know */
 #define SENT_SHIFT 12 /* block->sent counts pages of 4 KiB */
 _Static_assert((BLOCK_SIZE >> SENT_SHIFT) <= 32, "block->sent is 32 bits");
@@ -69,6 +71,17 @@ struct cache_block {
 	UT_hash_handle hh;
 };
 
+/* An entry to be written to the disk, its blocks pinned until then. */
+struct put {
+	struct cache_obj *o; /* a reference */
+	int64_t unit;
+	struct disk_version v;
+	struct cache_block *blocks[PUT_BLOCKS];
+	int n;
+	size_t bytes;
+	struct put *next;
+};
+
 struct cache {
 	pthread_mutex_t lock;
 	pthread_cond_t changed; /* a block became ready, went away or unpinned */
@@ -85,6 +98,11 @@ struct cache {
 	struct cache_stats stats; /* protected by lock */
 	uint64_t *inval; /* protected by lock: inodes whose pages went stale */
 	size_t n_inval, cap_inval; /* protected by lock */
+	struct put *puts; /* protected by lock: entries to write, in order */
+	size_t put_bytes; /* protected by lock: bytes they pin */
+	pthread_cond_t put_ready; /* one was queued, or stopping */
+	pthread_t writer;
+	bool writer_started, stopping; /* protected by lock */
 	struct disk *disk;
 };
 
@@ -96,6 +114,7 @@ struct cache *cache_new(size_t budget, struct disk *disk)
 		return NULL;
 	pthread_mutex_init(&c->lock, NULL);
 	pthread_cond_init(&c->changed, NULL);
+	pthread_cond_init(&c->put_ready, NULL);
 	c->stats.budget = budget;
 	c->disk = disk;
 	return c;
@@ -115,6 +134,13 @@ void cache_free(struct cache *c)
 
 	if (!c)
 		return;
+	/* what is queued is written first */
+	pthread_mutex_lock(&c->lock);
+	c->stopping = true;
+	pthread_cond_broadcast(&c->put_ready);
+	pthread_mutex_unlock(&c->lock);
+	if (c->writer_started)
+		pthread_join(c->writer, NULL);
 	HASH_ITER(hh, c->blocks, b, bt) {
 		HASH_DEL(c->blocks, b);
 		free(b->data);
@@ -131,6 +157,7 @@ void cache_free(struct cache *c)
 		obj_free(o);
 	}
 	free(c->inval);
+	pthread_cond_destroy(&c->put_ready);
 	pthread_cond_destroy(&c->changed);
 	pthread_mutex_destroy(&c->lock);
 	free(c);
@@ -841,23 +868,92 @@ static void unit_of(int64_t size, int64_t i, int64_t *first, int64_t *last)
 	}
 }
 
+/* Write @p to the disk and let its blocks go. */
+static void put_write(struct cache *c, struct put *p)
+{
+	struct iovec iov[PUT_BLOCKS];
+	int i;
+
+	for (i = 0; i < p->n; i++) {
+		iov[i].iov_base = p->blocks[i]->data;
+		iov[i].iov_len = p->blocks[i]->len;
+	}
+	disk_put(c->disk, p->o->id, p->unit, &p->v, iov, p->n);
+	pthread_mutex_lock(&c->lock);
+	for (i = 0; i < p->n; i++)
+		block_unpin(c, p->blocks[i]);
+	c->put_bytes -= p->bytes;
+	p->o->refs--;
+	obj_check_idle(c, p->o);
+	pthread_cond_broadcast(&c->changed);
+	pthread_mutex_unlock(&c->lock);
+	free(p);
+}
+
+/* The thread that writes entries, so that no reader waits for the disk;
+ * at the end it writes what is queued still. */
+static void *writer_main(void *arg)
+{
+	struct cache *c = arg;
+
+	pthread_mutex_lock(&c->lock);
+	for (;;) {
+		struct put *p = c->puts;
+
+		if (!p && c->stopping)
+			break;
+		if (!p) {
+			pthread_cond_wait(&c->put_ready, &c->lock);
+			continue;
+		}
+		c->puts = p->next;
+		pthread_mutex_unlock(&c->lock);
+		put_write(c, p);
+		pthread_mutex_lock(&c->lock);
+	}
+	pthread_mutex_unlock(&c->lock);
+	return NULL;
+}
+
+/* Queue @p (its bytes counted in c->put_bytes already) for the writer,
+ * started on first use (after the daemon forked). Called with c->lock
+ * held; false when it must be written here: no writer, or too many bytes
+ * waiting for the disk already. */
+static bool put_queue(struct cache *c, struct put *p)
+{
+	struct put **tail = &c->puts;
+
+	if (!c->writer_started && !c->stopping)
+		c->writer_started =
+			pthread_create(&c->writer, NULL, writer_main, c) == 0;
+	if (!c->writer_started || c->stopping || c->put_bytes > PUT_QUEUE_MAX ||
+	    c->put_bytes > c->stats.budget / 4)
+		return false;
+	while (*tail)
+		tail = &(*tail)->next;
+	*tail = p;
+	pthread_cond_signal(&c->put_ready);
+	return true;
+}
+
 /* Keep on disk every unit of @o that [a, b] touched and that is now whole
- * in memory. */
+ * in memory: its blocks are pinned until written. */
 static void keep_on_disk(struct cache *c, struct cache_obj *o, unsigned gen,
 			 int64_t a, int64_t b)
 {
-	struct cache_block *pinned[UNIT_BLOCKS > 64 ? UNIT_BLOCKS : 64];
-	struct iovec iov[UNIT_BLOCKS > 64 ? UNIT_BLOCKS : 64];
-	struct disk_version v;
 	int64_t first, last, i, size;
 
 	for (;;) {
-		int n = 0;
+		struct put *p = calloc(1, sizeof(*p));
+		bool queued = false;
 
+		if (!p)
+			return;
 		pthread_mutex_lock(&c->lock);
 		size = o->size;
 		if (o->gen != gen || size <= 0 || a > b) {
 			pthread_mutex_unlock(&c->lock);
+			free(p);
 			return;
 		}
 		unit_of(size, a, &first, &last);
@@ -867,27 +963,26 @@ static void keep_on_disk(struct cache *c, struct cache_obj *o, unsigned gen,
 			if (!blk || !blk->ready || blk->len != blk->cap)
 				break;
 			blk->pins++;
-			pinned[n] = blk;
-			iov[n].iov_base = blk->data;
-			iov[n].iov_len = blk->len;
-			n++;
+			p->blocks[p->n++] = blk;
+			p->bytes += blk->len;
 		}
-		want_of(o, &v);
 		if (i <= last) {
-			while (n > 0)
-				block_unpin(c, pinned[--n]);
-			n = 0;
+			while (p->n > 0)
+				block_unpin(c, p->blocks[--p->n]);
+		} else {
+			p->o = o;
+			o->refs++;
+			p->unit = size <= DISK_WHOLE_MAX ? DISK_WHOLE
+							 : first / UNIT_BLOCKS;
+			want_of(o, &p->v);
+			c->put_bytes += p->bytes;
+			queued = put_queue(c, p);
 		}
 		pthread_mutex_unlock(&c->lock);
-		if (n)
-			disk_put(c->disk, o->id,
-				 size <= DISK_WHOLE_MAX ? DISK_WHOLE
-							: first / UNIT_BLOCKS,
-				 &v, iov, n);
-		pthread_mutex_lock(&c->lock);
-		while (n > 0)
-			block_unpin(c, pinned[--n]);
-		pthread_mutex_unlock(&c->lock);
+		if (!p->n)
+			free(p);
+		else if (!queued)
+			put_write(c, p);
 		a = last + 1;
 	}
 }

@@ -34,6 +34,8 @@
 #define NAME_MAX_LEN 64 /* "<32 hex>.<block>" */
 #define TOUCH_MAX 256 /* uses noted before they are written to the index */
 #define FREE_SHARE 20 /* keep 1/20 of the file system free */
+#define STMTS_MAX 24
+#define AGING_EVERY 256 /* puts between looks at the counts */
 
 /* The fixed part of an entry's header; the identity, ETag and listing time
  * follow it, then the bytes. Native byte order: the cache is this
@@ -57,6 +59,12 @@ struct disk {
 	int64_t cap;
 	unsigned seed; /* protected by lock */
 	uint64_t tmp_seq; /* protected by lock */
+	struct {
+		const char *sql;
+		sqlite3_stmt *q;
+	} stmts[STMTS_MAX]; /* protected by lock: prepared statements */
+	int n_stmts;
+	unsigned puts_since_aging; /* protected by lock */
 	char (*touched)[NAME_MAX_LEN]; /* protected by lock: hits to note */
 	size_t n_touched;
 	struct disk_stats stats; /* protected by lock */
@@ -97,16 +105,54 @@ static int db_exec(struct disk *d, const char *sql)
 	return 0;
 }
 
+/* The statement of @sql (a string literal: known by its address),
+ * prepared on first use. Give it back with db_done(). */
 static sqlite3_stmt *db_prepare(struct disk *d, const char *sql)
 {
 	sqlite3_stmt *q = NULL;
+	int i;
 
+	for (i = 0; i < d->n_stmts; i++) {
+		if (d->stmts[i].sql == sql)
+			return d->stmts[i].q;
+	}
 	if (sqlite3_prepare_v3(d->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &q,
 			       NULL) != SQLITE_OK) {
 		log_debug("data cache index: %s", sqlite3_errmsg(d->db));
 		return NULL;
 	}
+	if (d->n_stmts < STMTS_MAX) {
+		d->stmts[d->n_stmts].sql = sql;
+		d->stmts[d->n_stmts++].q = q;
+	}
 	return q;
+}
+
+static void db_close(struct disk *d)
+{
+	int i;
+
+	for (i = 0; i < d->n_stmts; i++)
+		sqlite3_finalize(d->stmts[i].q);
+	d->n_stmts = 0;
+	sqlite3_close(d->db);
+	d->db = NULL;
+}
+
+static void db_done(struct disk *d, sqlite3_stmt *q)
+{
+	int i;
+
+	if (!q)
+		return;
+	for (i = 0; i < d->n_stmts; i++) {
+		if (d->stmts[i].q == q) {
+			sqlite3_reset(q);
+			sqlite3_clear_bindings(q);
+			return;
+		}
+	}
+	db_done(d, q);
 }
 
 static int64_t meta_get(struct disk *d, const char *k)
@@ -119,7 +165,7 @@ static int64_t meta_get(struct disk *d, const char *k)
 	sqlite3_bind_text(q, 1, k, -1, SQLITE_STATIC);
 	if (sqlite3_step(q) == SQLITE_ROW)
 		v = sqlite3_column_int64(q, 0);
-	sqlite3_finalize(q);
+	db_done(d, q);
 	return v;
 }
 
@@ -134,7 +180,7 @@ static void meta_add(struct disk *d, const char *k, int64_t delta)
 	sqlite3_bind_text(q, 1, k, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(q, 2, delta);
 	sqlite3_step(q);
-	sqlite3_finalize(q);
+	db_done(d, q);
 }
 
 /* One row of the index. */
@@ -172,7 +218,7 @@ static bool row_find(struct disk *d, const char *name, struct row *r)
 		row_from(q, r);
 		found = true;
 	}
-	sqlite3_finalize(q);
+	db_done(d, q);
 	return found;
 }
 
@@ -194,7 +240,7 @@ static bool row_random(struct disk *d, bool present, struct row *r)
 
 		if (m && sqlite3_step(m) == SQLITE_ROW)
 			max = sqlite3_column_int64(m, 0);
-		sqlite3_finalize(m);
+		db_done(d, m);
 	}
 	/* from a random id on, then from the start */
 	for (pass = 0; pass < 2 && !found && max > 0; pass++) {
@@ -207,7 +253,7 @@ static bool row_random(struct disk *d, bool present, struct row *r)
 			found = true;
 		}
 	}
-	sqlite3_finalize(q);
+	db_done(d, q);
 	return found;
 }
 
@@ -225,7 +271,7 @@ static void row_evict(struct disk *d, const struct row *r)
 	if (q) {
 		sqlite3_bind_int64(q, 1, r->id);
 		sqlite3_step(q);
-		sqlite3_finalize(q);
+		db_done(d, q);
 	}
 	if (r->present)
 		meta_add(d, "used", -r->size);
@@ -248,7 +294,7 @@ static void flush_touches(struct disk *d, int64_t now)
 		sqlite3_bind_int64(q, 2, now);
 		sqlite3_step(q);
 	}
-	sqlite3_finalize(q);
+	db_done(d, q);
 	meta_add(d, "asks", (int64_t)d->n_touched);
 	d->n_touched = 0;
 }
@@ -269,7 +315,7 @@ static void age(struct disk *d)
 		rows = sqlite3_column_int64(q, 0);
 		ghosts = sqlite3_column_int64(q, 1);
 	}
-	sqlite3_finalize(q);
+	db_done(d, q);
 	if (meta_get(d, "asks") > 10 * (rows + 100)) {
 		db_exec(d, "UPDATE entries SET hits = hits / 2;"
 			   "UPDATE meta SET v = 0 WHERE k = 'asks'");
@@ -281,7 +327,7 @@ static void age(struct disk *d)
 		if (q) {
 			sqlite3_bind_int64(q, 1, r.id);
 			sqlite3_step(q);
-			sqlite3_finalize(q);
+			db_done(d, q);
 		}
 		ghosts--;
 	}
@@ -351,7 +397,7 @@ static bool admit(struct disk *d, const char *name, int64_t size, int64_t now)
 		sqlite3_bind_int(q, 5, in);
 		if (sqlite3_step(q) != SQLITE_DONE)
 			in = false;
-		sqlite3_finalize(q);
+		db_done(d, q);
 	}
 	if (in)
 		meta_add(d, "used", size);
@@ -589,7 +635,10 @@ int disk_put(struct disk *d, const char *id, int64_t unit,
 	if (db_exec(d, "BEGIN IMMEDIATE") == 0) {
 		flush_touches(d, now);
 		in = admit(d, name, size, now);
-		age(d);
+		if (++d->puts_since_aging >= AGING_EVERY) {
+			d->puts_since_aging = 0;
+			age(d);
+		}
 		if (db_exec(d, "COMMIT"))
 			in = false;
 	}
@@ -646,7 +695,7 @@ void disk_drop(struct disk *d, const char *id)
 				row_from(q, &r);
 				row_evict(d, &r);
 			}
-			sqlite3_finalize(q);
+			db_done(d, q);
 		}
 		db_exec(d, "COMMIT");
 	}
@@ -765,8 +814,7 @@ struct disk *disk_open(const char *dir, int64_t cap)
 		log_err("data cache: %s/index.db is unreadable, starting a "
 			"new one",
 			dir);
-		sqlite3_close(d->db);
-		d->db = NULL;
+		db_close(d);
 		snprintf(path, sizeof(path), "%s/index.db", dir);
 		snprintf(aside, sizeof(aside), "%s/index.db.bad", dir);
 		rename(path, aside);
@@ -794,8 +842,8 @@ void disk_close(struct disk *d)
 			flush_touches(d, time(NULL));
 			db_exec(d, "COMMIT");
 		}
+		db_close(d);
 		pthread_mutex_unlock(&d->lock);
-		sqlite3_close(d->db);
 	}
 	pthread_mutex_destroy(&d->lock);
 	free(d->touched);

@@ -65,6 +65,7 @@ struct size_window {
 };
 
 #define WINDOWS 16
+#define NO_WINDOW UINT64_MAX
 
 struct size_windows {
 	pthread_mutex_t lock;
@@ -89,13 +90,16 @@ void view_size_windows_free(struct size_windows *w)
 	}
 }
 
-/* Whether the sizes of the files of @dir around position @pos were asked
- * for already; with @last, note that those from @pos to @last are now. */
-static bool window_covers(struct size_windows *w, const struct node *dir,
-			  uint64_t pos, uint64_t last)
+/* Where the sizes of the files of @dir from position @pos on must be asked
+ * for: NO_WINDOW when they were asked for already and more than @ahead of
+ * them are still ahead of @pos, else the position after which to ask (the
+ * window moves on while half of it is still ahead, so that sizes keep
+ * coming at max_conns at once). */
+static uint64_t window_from(struct size_windows *w, const struct node *dir,
+			    uint64_t pos, uint64_t ahead)
 {
 	struct size_window *slot = NULL;
-	bool covered = false;
+	uint64_t from = pos - 1;
 	unsigned i;
 
 	pthread_mutex_lock(&w->lock);
@@ -104,20 +108,37 @@ static bool window_covers(struct size_windows *w, const struct node *dir,
 		    w->v[i].ds == dataset_index(dir->ds))
 			slot = &w->v[i];
 	}
-	if (slot && pos >= slot->first && pos <= slot->last) {
-		covered = true;
-	} else if (last) {
-		if (!slot) {
-			slot = &w->v[w->next++ % WINDOWS];
-			slot->kind = dir->ops;
-			slot->id = dir->id;
-			slot->ds = dataset_index(dir->ds);
-		}
-		slot->first = pos;
-		slot->last = last;
-	}
+	if (slot && pos >= slot->first && pos <= slot->last)
+		from = slot->last - pos >= ahead ? NO_WINDOW : slot->last;
 	pthread_mutex_unlock(&w->lock);
-	return covered;
+	return from;
+}
+
+/* Note that the sizes of @dir's files from @first to @last were asked
+ * for. */
+static void window_note(struct size_windows *w, const struct node *dir,
+			uint64_t first, uint64_t last)
+{
+	struct size_window *slot = NULL;
+	unsigned i;
+
+	pthread_mutex_lock(&w->lock);
+	for (i = 0; i < WINDOWS && !slot; i++) {
+		if (w->v[i].kind == dir->ops && w->v[i].id == dir->id &&
+		    w->v[i].ds == dataset_index(dir->ds))
+			slot = &w->v[i];
+	}
+	if (!slot) {
+		slot = &w->v[w->next++ % WINDOWS];
+		slot->kind = dir->ops;
+		slot->id = dir->id;
+		slot->ds = dataset_index(dir->ds);
+		slot->first = first;
+	} else if (first > slot->last + 1 || first < slot->first) {
+		slot->first = first; /* not a window that moves on */
+	}
+	slot->last = last;
+	pthread_mutex_unlock(&w->lock);
 }
 
 /* The objects of a window whose sizes no one knows. */
@@ -150,16 +171,19 @@ static void size_window(struct fs *fs, const struct path_view *pv,
 	struct store_filter filter = filter_of(pv, dir);
 	size_t want = 2 * (fs->max_background ? fs->max_background : 16);
 
+	uint64_t from;
+
 	w->which = pv->file == &view_thumb_ops ? VIEW_THUMB : VIEW_DATA;
-	if (window_covers(fs->size_windows, dir, pos, 0))
+	from = window_from(fs->size_windows, dir, pos, want / 2);
+	if (from == NO_WINDOW)
 		return;
 	w->oids = calloc(want, sizeof(*w->oids));
 	w->max = w->oids ? want : 0;
 	if (w->oids &&
-	    store_readdir(dataset_store(dir->ds), gen, folder_dir(dir), pos - 1,
+	    store_readdir(dataset_store(dir->ds), gen, folder_dir(dir), from,
 			  &filter, want, window_add, w) == 0 &&
 	    w->last)
-		window_covers(fs->size_windows, dir, pos, w->last);
+		window_note(fs->size_windows, dir, from + 1, w->last);
 }
 
 /* Ask for the sizes of a window's objects, all at once. */
