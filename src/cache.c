@@ -915,10 +915,9 @@ static void *writer_main(void *arg)
 	return NULL;
 }
 
-/* Queue @p (its bytes counted in c->put_bytes already) for the writer,
- * started on first use (after the daemon forked). Called with c->lock
- * held; false when it must be written here: no writer, or too many bytes
- * waiting for the disk already. */
+/* Queue @p for the writer, started on first use (after the daemon
+ * forked). Called with c->lock held; false when it must be written here
+ * (there is no writer). */
 static bool put_queue(struct cache *c, struct put *p)
 {
 	struct put **tail = &c->puts;
@@ -926,8 +925,7 @@ static bool put_queue(struct cache *c, struct put *p)
 	if (!c->writer_started && !c->stopping)
 		c->writer_started =
 			pthread_create(&c->writer, NULL, writer_main, c) == 0;
-	if (!c->writer_started || c->stopping || c->put_bytes > PUT_QUEUE_MAX ||
-	    c->put_bytes > c->stats.budget / 4)
+	if (!c->writer_started || c->stopping)
 		return false;
 	while (*tail)
 		tail = &(*tail)->next;
@@ -966,7 +964,10 @@ static void keep_on_disk(struct cache *c, struct cache_obj *o, unsigned gen,
 			p->blocks[p->n++] = blk;
 			p->bytes += blk->len;
 		}
-		if (i <= last) {
+		if (i <= last || c->put_bytes + p->bytes > PUT_QUEUE_MAX) {
+			/* not whole, or the disk cannot keep up: a reader is
+			 * never slowed down to fill it */
+			c->stats.disk_skipped += i > last;
 			while (p->n > 0)
 				block_unpin(c, p->blocks[--p->n]);
 		} else {

@@ -25,6 +25,7 @@ struct cache_stats {
 	uint64_t hits, misses; /* blocks found / made for a read */
 	uint64_t filled; /* bytes that came from the network */
 	uint64_t disk_read; /* bytes that came from the disk */
+	uint64_t disk_skipped; /* entries not kept: the disk was behind */
 };
 
 struct cache;

@@ -352,14 +352,16 @@ static int64_t limit_now(struct disk *d, int64_t used)
 
 /* Decide whether entry @name of @size bytes comes in, making room: victims
  * are the older of random pairs, and each must have been asked for less
- * often than @name was before. Records the entry (present) when it comes
- * in, or the ask (a ghost) when not. Called with d->lock held, in a
- * transaction. */
-static bool admit(struct disk *d, const char *name, int64_t size, int64_t now)
+ * often than @name was before. A block of a large object comes in the
+ * second time it is asked for: a file streamed once does not fill the
+ * disk. Records the entry (present) when it comes in, or the ask (a
+ * ghost) when not. Called with d->lock held, in a transaction. */
+static bool admit(struct disk *d, const char *name, int64_t size, bool block,
+		  int64_t now)
 {
 	struct row self, a, b;
 	int64_t used = meta_get(d, "used"), limit = limit_now(d, used);
-	bool known = row_find(d, name, &self), in = true;
+	bool known = row_find(d, name, &self), in = !block || known;
 	sqlite3_stmt *q;
 
 	if (known && self.present) {
@@ -634,7 +636,7 @@ int disk_put(struct disk *d, const char *id, int64_t unit,
 	pthread_mutex_lock(&d->lock);
 	if (db_exec(d, "BEGIN IMMEDIATE") == 0) {
 		flush_touches(d, now);
-		in = admit(d, name, size, now);
+		in = admit(d, name, size, unit != DISK_WHOLE, now);
 		if (++d->puts_since_aging >= AGING_EVERY) {
 			d->puts_since_aging = 0;
 			age(d);

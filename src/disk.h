@@ -5,7 +5,8 @@
  * entries) counts what is kept and chooses what goes: the older of random
  * pairs by last use. When the cache is full, an entry is admitted only if
  * it was asked for more often than the one it would evict, so a pass over
- * more data than fits keeps what it has instead of churning. Several mounts
+ * more data than fits keeps what it has instead of churning; a block of a
+ * large object is admitted the second time it is asked for. Several mounts
  * may share one folder. Nothing is scanned at start. */
 #ifndef AVALAFS_DISK_H
 #define AVALAFS_DISK_H
@@ -56,8 +57,10 @@ ssize_t disk_get(struct disk *d, const char *id, int64_t unit,
 		 void **bytes);
 
 /* Keep the bytes of @iov (@n pieces) as entry @unit of @id, at version @v,
- * when the admission rule lets it in and the disk has room. Returns 0,
- * -ENOSPC when it was not kept, or another negative errno. */
+ * when the admission rule lets it in and the disk has room; a block of a
+ * large object comes in the second time it is offered (a file streamed
+ * once does not fill the disk). Returns 0, -ENOSPC when it was not kept,
+ * or another negative errno. */
 int disk_put(struct disk *d, const char *id, int64_t unit,
 	     const struct disk_version *v, const struct iovec *iov, int n);
 

@@ -113,6 +113,21 @@ static void test_round_trip(const char *dir)
 	CHECK(!get(d, "x\n3"));
 	CHECK(access(path, F_OK) != 0);
 
+	/* a block of a large object: kept the second time it is offered */
+	{
+		struct disk_version v = version("t1"), want = { .total = -1 };
+		struct iovec iov = { buf, ENTRY };
+		void *bytes = NULL;
+
+		snprintf(want.listed, sizeof(want.listed), "t1");
+		CHECK(disk_put(d, "big", 0, &v, &iov, 1) == -ENOSPC);
+		CHECK(disk_get(d, "big", 0, &want, &got, &bytes) == -ENOENT);
+		CHECK(disk_put(d, "big", 0, &v, &iov, 1) == 0);
+		CHECK(disk_get(d, "big", 0, &want, &got, &bytes) == ENTRY);
+		free(bytes);
+		disk_drop(d, "big");
+	}
+
 	/* dropped: gone */
 	CHECK(put(d, "x\n4") == 0 && get(d, "x\n4"));
 	disk_drop(d, "x\n4");
