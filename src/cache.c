@@ -24,7 +24,7 @@
 #define UNIT_BLOCKS (DISK_BLOCK >> BLOCK_SHIFT) /* memory blocks a disk block */
 #define ERR_HOLD_MS 1000
 #define PUT_BLOCKS (DISK_WHOLE_MAX >> CACHE_BLOCK_SHIFT) /* of an entry */
-#define PUT_QUEUE_MAX ((size_t)64 << 20) /* bytes waiting for the disk */
+#define PUT_BATCH 32 /* entries written in one go */
 #define OBJ_IDLE_MAX 65536 /* idle objects kept for what they know */
 #define SENT_SHIFT 12 /* block->sent counts pages of 4 KiB */
 _Static_assert((BLOCK_SIZE >> SENT_SHIFT) <= 32, "block->sent is 32 bits");
@@ -493,6 +493,16 @@ int64_t cache_obj_size(struct cache *c, struct cache_obj *o)
 	return size;
 }
 
+bool cache_obj_was_opened(struct cache *c, struct cache_obj *o)
+{
+	bool opened;
+
+	pthread_mutex_lock(&c->lock);
+	opened = o->ino != 0;
+	pthread_mutex_unlock(&c->lock);
+	return opened;
+}
+
 bool cache_obj_changed(struct cache *c, struct cache_obj *o, unsigned gen)
 {
 	bool changed;
@@ -868,37 +878,49 @@ static void unit_of(int64_t size, int64_t i, int64_t *first, int64_t *last)
 	}
 }
 
-/* Write @p to the disk and let its blocks go. */
-static void put_write(struct cache *c, struct put *p)
+/* Write the puts of list @p to the disk in one go and let their blocks
+ * go. */
+static void puts_write(struct cache *c, struct put *p)
 {
-	struct iovec iov[PUT_BLOCKS];
-	int i;
+	struct disk_put many[PUT_BATCH];
+	struct iovec iov[PUT_BATCH][PUT_BLOCKS];
+	struct put *k, *next;
+	int n = 0, i;
 
-	for (i = 0; i < p->n; i++) {
-		iov[i].iov_base = p->blocks[i]->data;
-		iov[i].iov_len = p->blocks[i]->len;
+	for (k = p; k && n < PUT_BATCH; k = k->next, n++) {
+		for (i = 0; i < k->n; i++) {
+			iov[n][i].iov_base = k->blocks[i]->data;
+			iov[n][i].iov_len = k->blocks[i]->len;
+		}
+		many[n] = (struct disk_put){ k->o->id, k->unit, &k->v,
+					     iov[n],   k->n,	0 };
 	}
-	disk_put(c->disk, p->o->id, p->unit, &p->v, iov, p->n);
+	disk_put_many(c->disk, many, n);
 	pthread_mutex_lock(&c->lock);
-	for (i = 0; i < p->n; i++)
-		block_unpin(c, p->blocks[i]);
-	c->put_bytes -= p->bytes;
-	p->o->refs--;
-	obj_check_idle(c, p->o);
+	for (k = p; k; k = next) {
+		next = k->next;
+		for (i = 0; i < k->n; i++)
+			block_unpin(c, k->blocks[i]);
+		c->put_bytes -= k->bytes;
+		k->o->refs--;
+		obj_check_idle(c, k->o);
+		free(k);
+	}
 	pthread_cond_broadcast(&c->changed);
 	pthread_mutex_unlock(&c->lock);
-	free(p);
 }
 
-/* The thread that writes entries, so that no reader waits for the disk;
- * at the end it writes what is queued still. */
+/* The thread that writes entries, so that no reader waits for the disk:
+ * what queued up while it wrote goes in one batch. At the end it writes
+ * what is queued still. */
 static void *writer_main(void *arg)
 {
 	struct cache *c = arg;
 
 	pthread_mutex_lock(&c->lock);
 	for (;;) {
-		struct put *p = c->puts;
+		struct put *p = c->puts, *last = p;
+		int n = 1;
 
 		if (!p && c->stopping)
 			break;
@@ -906,9 +928,14 @@ static void *writer_main(void *arg)
 			pthread_cond_wait(&c->put_ready, &c->lock);
 			continue;
 		}
-		c->puts = p->next;
+		while (last->next && n < PUT_BATCH) {
+			last = last->next;
+			n++;
+		}
+		c->puts = last->next;
+		last->next = NULL;
 		pthread_mutex_unlock(&c->lock);
-		put_write(c, p);
+		puts_write(c, p);
 		pthread_mutex_lock(&c->lock);
 	}
 	pthread_mutex_unlock(&c->lock);
@@ -964,10 +991,7 @@ static void keep_on_disk(struct cache *c, struct cache_obj *o, unsigned gen,
 			p->blocks[p->n++] = blk;
 			p->bytes += blk->len;
 		}
-		if (i <= last || c->put_bytes + p->bytes > PUT_QUEUE_MAX) {
-			/* not whole, or the disk cannot keep up: a reader is
-			 * never slowed down to fill it */
-			c->stats.disk_skipped += i > last;
+		if (i <= last) {
 			while (p->n > 0)
 				block_unpin(c, p->blocks[--p->n]);
 		} else {
@@ -983,7 +1007,7 @@ static void keep_on_disk(struct cache *c, struct cache_obj *o, unsigned gen,
 		if (!p->n)
 			free(p);
 		else if (!queued)
-			put_write(c, p);
+			puts_write(c, p);
 		a = last + 1;
 	}
 }

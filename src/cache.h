@@ -25,7 +25,6 @@ struct cache_stats {
 	uint64_t hits, misses; /* blocks found / made for a read */
 	uint64_t filled; /* bytes that came from the network */
 	uint64_t disk_read; /* bytes that came from the disk */
-	uint64_t disk_skipped; /* entries not kept: the disk was behind */
 };
 
 struct cache;
@@ -72,6 +71,10 @@ int cache_obj_learn(struct cache *c, struct cache_obj *o, const char *etag,
  * server that just used up a deadline is not asked again at once), else
  * 0. */
 int cache_obj_error(struct cache *c, struct cache_obj *o);
+
+/* Whether @o was opened by a reader of this mount: then the kernel's page
+ * cache likely holds what it read. */
+bool cache_obj_was_opened(struct cache *c, struct cache_obj *o);
 
 /* Whether @o changed since generation @gen. */
 bool cache_obj_changed(struct cache *c, struct cache_obj *o, unsigned gen);

@@ -621,41 +621,17 @@ static int entry_write(struct disk *d, const char *id, int64_t unit,
 	return err;
 }
 
-int disk_put(struct disk *d, const char *id, int64_t unit,
-	     const struct disk_version *v, const struct iovec *iov, int n)
+/* Rename the entry written at @tmp to @path, making its folder when
+ * missing. */
+static int entry_rename(struct disk *d, const char *name, const char *tmp,
+			const char *path)
 {
-	char name[NAME_MAX_LEN], path[PATH_MAX], tmp[PATH_MAX];
-	int64_t size = 0, now = time(NULL);
-	bool in = false;
-	int i, err;
+	char sub[PATH_MAX];
+	int err = 0;
 
-	for (i = 0; i < n; i++)
-		size += iov[i].iov_len;
-	entry_name(id, unit, name, sizeof(name));
-	entry_path(d, name, path, sizeof(path));
-	pthread_mutex_lock(&d->lock);
-	if (db_exec(d, "BEGIN IMMEDIATE") == 0) {
-		flush_touches(d, now);
-		in = admit(d, name, size, unit != DISK_WHOLE, now);
-		if (++d->puts_since_aging >= AGING_EVERY) {
-			d->puts_since_aging = 0;
-			age(d);
-		}
-		if (db_exec(d, "COMMIT"))
-			in = false;
-	}
-	if (!in)
-		d->stats.refused++;
-	pthread_mutex_unlock(&d->lock);
-	if (!in)
-		return -ENOSPC;
-
-	err = entry_write(d, id, unit, v, iov, n, tmp, sizeof(tmp));
-	if (!err && rename(tmp, path)) {
+	if (rename(tmp, path)) {
 		err = -errno;
 		if (err == -ENOENT) {
-			char sub[PATH_MAX];
-
 			snprintf(sub, sizeof(sub), "%s/%.2s", d->dir, name);
 			if (mkdir(sub, 0700) == 0 || errno == EEXIST)
 				err = rename(tmp, path) ? -errno : 0;
@@ -663,16 +639,98 @@ int disk_put(struct disk *d, const char *id, int64_t unit,
 		if (err)
 			unlink(tmp);
 	}
+	return err;
+}
+
+void disk_put_many(struct disk *d, struct disk_put *puts, int n)
+{
+	char name[NAME_MAX_LEN], path[PATH_MAX], tmp[PATH_MAX];
+	int64_t now = time(NULL);
+	bool *lost = calloc(n, sizeof(*lost)), failed = false;
+	int i, k;
+
+	if (!lost) {
+		for (i = 0; i < n; i++)
+			puts[i].err = -ENOMEM;
+		return;
+	}
+	/* what comes in, decided in one transaction */
 	pthread_mutex_lock(&d->lock);
-	if (err) {
-		log_debug("data cache: cannot keep %s: %s", name,
-			  strerror(-err));
-		row_remove(d, name);
+	if (db_exec(d, "BEGIN IMMEDIATE") == 0) {
+		flush_touches(d, now);
+		for (i = 0; i < n; i++) {
+			int64_t size = 0;
+
+			for (k = 0; k < puts[i].n; k++)
+				size += puts[i].iov[k].iov_len;
+			entry_name(puts[i].id, puts[i].unit, name,
+				   sizeof(name));
+			puts[i].err = admit(d, name, size,
+					    puts[i].unit != DISK_WHOLE, now)
+					      ? 0
+					      : -ENOSPC;
+			if (++d->puts_since_aging >= AGING_EVERY) {
+				d->puts_since_aging = 0;
+				age(d);
+			}
+		}
+		if (db_exec(d, "COMMIT"))
+			for (i = 0; i < n; i++)
+				puts[i].err = -EIO;
 	} else {
-		d->stats.puts++;
+		for (i = 0; i < n; i++)
+			puts[i].err = -EIO;
+	}
+	for (i = 0; i < n; i++)
+		d->stats.refused += puts[i].err != 0;
+	pthread_mutex_unlock(&d->lock);
+
+	/* then written, each under a temporary name renamed in */
+	for (i = 0; i < n; i++) {
+		if (puts[i].err)
+			continue;
+		entry_name(puts[i].id, puts[i].unit, name, sizeof(name));
+		entry_path(d, name, path, sizeof(path));
+		puts[i].err = entry_write(d, puts[i].id, puts[i].unit,
+					  puts[i].v, puts[i].iov, puts[i].n,
+					  tmp, sizeof(tmp));
+		if (!puts[i].err)
+			puts[i].err = entry_rename(d, name, tmp, path);
+		if (puts[i].err) {
+			log_debug("data cache: cannot keep %s: %s", name,
+				  strerror(-puts[i].err));
+			lost[i] = failed = true;
+		}
+	}
+
+	/* what could not be written is not counted */
+	pthread_mutex_lock(&d->lock);
+	for (i = 0; i < n; i++)
+		d->stats.puts += puts[i].err == 0;
+	if (failed && db_exec(d, "BEGIN IMMEDIATE") == 0) {
+		for (i = 0; i < n; i++) {
+			struct row r;
+
+			if (!lost[i])
+				continue;
+			entry_name(puts[i].id, puts[i].unit, name,
+				   sizeof(name));
+			if (row_find(d, name, &r) && r.present)
+				row_evict(d, &r);
+		}
+		db_exec(d, "COMMIT");
 	}
 	pthread_mutex_unlock(&d->lock);
-	return err;
+	free(lost);
+}
+
+int disk_put(struct disk *d, const char *id, int64_t unit,
+	     const struct disk_version *v, const struct iovec *iov, int n)
+{
+	struct disk_put p = { id, unit, v, iov, n, 0 };
+
+	disk_put_many(d, &p, 1);
+	return p.err;
 }
 
 void disk_drop(struct disk *d, const char *id)

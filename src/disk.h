@@ -64,6 +64,20 @@ ssize_t disk_get(struct disk *d, const char *id, int64_t unit,
 int disk_put(struct disk *d, const char *id, int64_t unit,
 	     const struct disk_version *v, const struct iovec *iov, int n);
 
+/* One entry for disk_put_many(), with its result in @err. */
+struct disk_put {
+	const char *id;
+	int64_t unit;
+	const struct disk_version *v;
+	const struct iovec *iov;
+	int n;
+	int err;
+};
+
+/* disk_put() for @n entries at once: one transaction decides which come
+ * in. */
+void disk_put_many(struct disk *d, struct disk_put *puts, int n);
+
 /* Remove every entry of @id: the object changed. */
 void disk_drop(struct disk *d, const char *id);
 

@@ -303,15 +303,15 @@ static void log_stats(struct session_watch *w)
 		 "\"prefetched\": %" PRIu64 ", \"ordered_opens\": %" PRIu64
 		 ", \"disk\": %s, \"disk_used\": %" PRId64
 		 ", \"disk_limit\": %" PRId64 ", \"disk_read_bytes\": %" PRIu64
-		 ", \"disk_skipped\": %" PRIu64 ", \"disk_hits\": %" PRIu64
-		 ", \"disk_misses\": %" PRIu64 ", \"disk_puts\": %" PRIu64
-		 ", \"disk_refused\": %" PRIu64 ", \"disk_evicted\": %" PRIu64
-		 ", \"disk_damaged\": %" PRIu64 "}",
+		 ", \"disk_hits\": %" PRIu64 ", \"disk_misses\": %" PRIu64
+		 ", \"disk_puts\": %" PRIu64 ", \"disk_refused\": %" PRIu64
+		 ", \"disk_evicted\": %" PRIu64 ", \"disk_damaged\": %" PRIu64
+		 "}",
 		 st.used, st.peak, st.budget, ft.requests, st.filled, st.hits,
 		 st.misses, ft.jobs, st.kernel_held, tree_count(w->tree),
 		 ss.prefetched, ss.ordered, w->disk ? "true" : "false", ds.used,
-		 ds.limit, st.disk_read, st.disk_skipped, ds.hits, ds.misses,
-		 ds.puts, ds.refused, ds.evicted, ds.damaged);
+		 ds.limit, st.disk_read, ds.hits, ds.misses, ds.puts,
+		 ds.refused, ds.evicted, ds.damaged);
 }
 
 static void *watch_session(void *p)

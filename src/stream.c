@@ -210,9 +210,9 @@ void stream_prefetch(struct stream *s, struct fetch_src *src)
 		return;
 	size = cache_obj_size(s->cache, o);
 	/* a size not known yet: the first block's fetch brings a small file
-	 * whole */
+	 * whole; a file read before is in the kernel's page cache */
 	if (size != 0 && size <= (int64_t)s->small_file &&
-	    !cache_obj_error(s->cache, o))
+	    !cache_obj_error(s->cache, o) && !cache_obj_was_opened(s->cache, o))
 		started = fetch_ahead(s, src, o, 0,
 				      size < 0 ? 0 : (size - 1) >> BLOCK_SHIFT);
 	cache_obj_put(s->cache, o);

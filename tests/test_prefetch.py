@@ -40,6 +40,28 @@ def test_listing_order_is_fetched_ahead(fake_factory, mount_factory):
     assert m.cache_stats()["prefetched"] == len(files) - 3
 
 
+def test_second_pass_fetches_nothing_ahead(fake_factory, mount_factory):
+    # more than the memory cache holds, and no disk: whatever is fetched
+    # ahead of the second pass is a request
+    fake = fake_factory("--dataset", DS + ":items=80,size_known=1,"
+                        "min_size=100000,max_size=150000")
+    truth = fake.truth(DS)["items"]
+    m = mount_factory(fake, "dataset=" + DS, "prefetch=8", "cache_size=4M",
+                      "cache_dir=none")
+    files = item_files(m, truth)
+    for t, p in files:
+        read(t, p)
+    m.wait_idle()
+    fake.reset()
+    before = m.cache_stats()["prefetched"]
+    # the kernel's page cache has them all
+    for t, p in files:
+        read(t, p)
+    m.wait_idle()
+    assert fake.counts()["file"] == 0
+    assert m.cache_stats()["prefetched"] == before
+
+
 def test_shuffled_reader_causes_no_request_ahead(fake_factory, mount_factory):
     fake = fake_factory("--dataset", DS + ":items=300,size_known=0.5")
     truth = fake.truth(DS)["items"]
