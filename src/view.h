@@ -231,6 +231,11 @@ void view_object_cache_free(struct object_cache *c);
 int view_object(struct fs *fs, struct dataset *ds, enum item_kind kind,
 		uint64_t oid, struct item **out);
 
+/* Where object @oid of @kind stands in the current listing of @ds (kept
+ * with the parsed object). 0 or a negative errno. */
+int view_object_place(struct fs *fs, struct dataset *ds, enum item_kind kind,
+		      uint64_t oid, struct store_place *place);
+
 /* The kind and store number of an object identity. */
 static inline enum item_kind view_id_kind(uint64_t id)
 {

@@ -215,16 +215,9 @@ static void node_place(struct fs *fs, const struct node *n,
 	enum item_kind kind = view_id_kind(n->id);
 	enum view_which which = node_which(n);
 	struct store_place sp;
-	struct catalog_pin pin;
-	int err;
 
 	memset(place, 0, sizeof(*place));
-	if (catalog_pin(fs->cat, n->ds, kind, &pin))
-		return;
-	err = store_object_place(dataset_store(n->ds), pin.gen, kind,
-				 view_id_oid(n->id), &sp);
-	catalog_unpin(fs->cat, n->ds, kind, &pin);
-	if (err)
+	if (view_object_place(fs, n->ds, kind, view_id_oid(n->id), &sp))
 		return;
 	place->in[0].order = order_of(n->ds, kind, which, sp.list);
 	place->in[0].pos = sp.list_pos;

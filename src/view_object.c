@@ -33,6 +33,8 @@ struct cached {
 	struct cached_key key;
 	uint64_t gen;
 	struct item *it;
+	struct store_place place;
+	bool placed; /* place is known */
 	struct cached *prev, *next; /* LRU, head newest */
 	UT_hash_handle hh;
 };
@@ -146,6 +148,42 @@ int view_object(struct fs *fs, struct dataset *ds, enum item_kind kind,
 	}
 	catalog_unpin(fs->cat, ds, kind, &pin);
 	*out = it;
+	return err;
+}
+
+int view_object_place(struct fs *fs, struct dataset *ds, enum item_kind kind,
+		      uint64_t oid, struct store_place *place)
+{
+	struct object_cache *c = fs->objects;
+	struct cached_key key = { dataset_index(ds),
+				  view_object_id(kind, oid) };
+	struct cached *e;
+	struct catalog_pin pin;
+	bool found = false;
+	int err;
+
+	err = catalog_pin(fs->cat, ds, kind, &pin);
+	if (err)
+		return err;
+	pthread_mutex_lock(&c->lock);
+	HASH_FIND(hh, c->by_key, &key, sizeof(key), e);
+	if (e && e->gen == pin.gen && e->placed) {
+		*place = e->place;
+		found = true;
+	}
+	pthread_mutex_unlock(&c->lock);
+	if (!found) {
+		err = store_object_place(dataset_store(ds), pin.gen, kind, oid,
+					 place);
+		pthread_mutex_lock(&c->lock);
+		HASH_FIND(hh, c->by_key, &key, sizeof(key), e);
+		if (!err && e && e->gen == pin.gen) {
+			e->place = *place;
+			e->placed = true;
+		}
+		pthread_mutex_unlock(&c->lock);
+	}
+	catalog_unpin(fs->cat, ds, kind, &pin);
 	return err;
 }
 
