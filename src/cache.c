@@ -970,7 +970,7 @@ static void keep_on_disk(struct cache *c, struct cache_obj *o, unsigned gen,
 
 	for (;;) {
 		struct put *p = calloc(1, sizeof(*p));
-		bool queued = false;
+		bool queued = false, empty;
 
 		if (!p)
 			return;
@@ -1003,8 +1003,10 @@ static void keep_on_disk(struct cache *c, struct cache_obj *o, unsigned gen,
 			c->put_bytes += p->bytes;
 			queued = put_queue(c, p);
 		}
+		empty = p->n == 0;
 		pthread_mutex_unlock(&c->lock);
-		if (!p->n)
+		/* once queued, @p is the writer's */
+		if (empty)
 			free(p);
 		else if (!queued)
 			puts_write(c, p);
