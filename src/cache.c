@@ -414,11 +414,14 @@ static void obj_invalidate(struct cache *c, struct cache_obj *o)
 {
 	struct cache_block *b, *tmp;
 
+	/* blocks being filled go too: their runs write into them still, but
+	 * no reader of the new version finds them */
 	HASH_ITER(hh, c->blocks, b, tmp) {
-		if (b->key.o == o && b->ready)
+		if (b->key.o == o)
 			block_drop(c, b);
 	}
 	o->gen++;
+	pthread_cond_broadcast(&c->changed);
 	if (!o->ino || UTIL_GROW(c->inval, c->n_inval, c->cap_inval, 16))
 		return; /* without memory, the next open drops them anyway */
 	c->inval[c->n_inval++] = o->ino;
@@ -608,7 +611,7 @@ static struct cache_run *run_new(struct cache *c, struct cache_obj *o,
 	r->o = o;
 	r->gen = o->gen;
 	r->a = r->from = a;
-	r->b = b;
+	r->b = a - 1; /* no block yet */
 	o->refs++;
 	return r;
 }
@@ -730,6 +733,11 @@ static void fill_from(struct cache_run *r, int64_t start, const char *bytes,
 	int64_t i, last = (start + (int64_t)len - 1) >> BLOCK_SHIFT;
 
 	pthread_mutex_lock(&c->lock);
+	if (r->o->gen != r->gen) {
+		/* the object changed since the entry was read: not its bytes */
+		pthread_mutex_unlock(&c->lock);
+		return;
+	}
 	run_extend(r, last);
 	for (i = r->from; i <= r->b && i <= last; i++) {
 		struct cache_block *b = r->blocks[i - r->a];
@@ -759,21 +767,30 @@ static void want_of(const struct cache_obj *o, struct disk_version *v)
 		 o->listed ? o->listed : "");
 }
 
+/* Whether an entry of @unit with @n bytes agrees with the size it says
+ * its object has. */
+static bool entry_whole(int64_t unit, ssize_t n, int64_t total)
+{
+	int64_t start = unit == DISK_WHOLE ? 0 : unit * DISK_BLOCK;
+
+	if (unit == DISK_WHOLE)
+		return n == total;
+	return start < total &&
+	       n == (total - start < DISK_BLOCK ? total - start : DISK_BLOCK);
+}
+
 void cache_run_from_disk(struct cache_run *r)
 {
 	struct cache *c = r->c;
 	struct disk_version want, got;
-	char what[64];
 
 	if (!c->disk)
 		return;
-	snprintf(what, sizeof(what), "cached entry");
 	while (r->from <= r->b) {
-		int64_t size, unit, start;
+		int64_t size, unit;
 		void *bytes = NULL;
 		ssize_t n;
-		bool drop = false;
-		int err;
+		bool fits;
 
 		pthread_mutex_lock(&c->lock);
 		want_of(r->o, &want);
@@ -793,23 +810,28 @@ void cache_run_from_disk(struct cache_run *r)
 		}
 		if (n < 0)
 			return;
-		start = unit == DISK_WHOLE ? 0 : unit * DISK_BLOCK;
+		/* an entry at odds with itself, or with what was learned of
+		 * the object meanwhile, is not its bytes */
 		pthread_mutex_lock(&c->lock);
-		err = r->o->gen == r->gen ? obj_learn(c, r->o, got.etag,
-						      got.total, what, &drop)
-					  : -EIO;
+		fits = entry_whole(unit, n, got.total) && r->o->gen == r->gen &&
+		       (r->o->size < 0 || r->o->size == got.total) &&
+		       (!r->o->etag[0] || strcmp(r->o->etag, got.etag) == 0);
+		if (fits) {
+			if (r->o->size < 0)
+				r->o->size = got.total;
+			if (!r->o->etag[0])
+				snprintf(r->o->etag, sizeof(r->o->etag), "%s",
+					 got.etag);
+		}
 		pthread_mutex_unlock(&c->lock);
-		if (!err &&
-		    ((unit == DISK_WHOLE && n != got.total) ||
-		     (unit != DISK_WHOLE &&
-		      n != (got.total - start < DISK_BLOCK ? got.total - start
-							   : DISK_BLOCK))))
-			err = -EIO; /* an entry at odds with its own size */
-		if (!err)
-			fill_from(r, start, bytes, n);
+		if (fits && n > 0)
+			fill_from(r, unit == DISK_WHOLE ? 0 : unit * DISK_BLOCK,
+				  bytes, n);
 		free(bytes);
-		if (drop || err)
+		if (!fits) {
+			disk_drop(c->disk, r->o->id);
 			return;
+		}
 		if (n == 0) {
 			r->from = r->b + 1; /* an empty object */
 			return;
@@ -1039,12 +1061,13 @@ void cache_run_settle(struct cache_run *r, int err)
 			block_drop(c, b);
 		}
 	}
-	o->err = err;
-	/* a server that just used up a whole deadline is not asked again at
-	 * once: a kernel retrying the read would wait it out twice */
-	o->err_until = err == -EIO && o->gen == r->gen
-			       ? util_now_ms() + ERR_HOLD_MS
-			       : 0;
+	if (o->gen == r->gen) {
+		o->err = err;
+		/* a server that just used up a whole deadline is not asked
+		 * again at once: a kernel retrying the read would wait it out
+		 * twice */
+		o->err_until = err == -EIO ? util_now_ms() + ERR_HOLD_MS : 0;
+	}
 	pthread_cond_broadcast(&c->changed);
 	pthread_mutex_unlock(&c->lock);
 	if (c->disk && filled && r->net)

@@ -65,9 +65,13 @@ struct disk {
 	} stmts[STMTS_MAX]; /* protected by lock: prepared statements */
 	int n_stmts;
 	unsigned puts_since_aging; /* protected by lock */
-	char (*touched)[NAME_MAX_LEN]; /* protected by lock: hits to note */
-	size_t n_touched;
-	struct disk_stats stats; /* protected by lock */
+	struct disk_stats stats; /* protected by lock, but what readers count */
+	/* readers never wait for the index: what they saw goes here, and the
+	 * writer notes it in the index with its next puts */
+	pthread_mutex_t touch_lock;
+	char (*touched)[NAME_MAX_LEN]; /* protected by touch_lock: hits */
+	size_t n_touched; /* protected by touch_lock */
+	uint64_t hits, misses, damaged; /* protected by touch_lock */
 };
 
 /* ---- names ---- */
@@ -92,17 +96,38 @@ static void entry_path(const struct disk *d, const char *name, char *path,
 
 /* ---- the index ---- */
 
+/* 0, or what went wrong: -EBADMSG for a damaged file, -EBUSY when another
+ * mount held it too long, else -EIO. */
 static int db_exec(struct disk *d, const char *sql)
 {
 	char *msg = NULL;
 	int rc = sqlite3_exec(d->db, sql, NULL, NULL, &msg);
 
-	if (rc != SQLITE_OK) {
-		log_debug("data cache index: %s", msg ? msg : "error");
-		sqlite3_free(msg);
+	if (rc == SQLITE_OK)
+		return 0;
+	log_debug("data cache index: %s", msg ? msg : "error");
+	sqlite3_free(msg);
+	switch (rc & 0xff) {
+	case SQLITE_CORRUPT:
+	case SQLITE_NOTADB:
+		return -EBADMSG;
+	case SQLITE_BUSY:
+	case SQLITE_LOCKED:
+		return -EBUSY;
+	default:
 		return -EIO;
 	}
-	return 0;
+}
+
+/* End the transaction: committed, or rolled back when that fails, so that
+ * the next one can begin. */
+static int db_commit(struct disk *d)
+{
+	int err = db_exec(d, "COMMIT");
+
+	if (err)
+		sqlite3_exec(d->db, "ROLLBACK", NULL, NULL, NULL);
+	return err;
 }
 
 /* The statement of @sql (a string literal: known by its address),
@@ -152,7 +177,7 @@ static void db_done(struct disk *d, sqlite3_stmt *q)
 			return;
 		}
 	}
-	db_done(d, q);
+	sqlite3_finalize(q);
 }
 
 static int64_t meta_get(struct disk *d, const char *k)
@@ -277,26 +302,34 @@ static void row_evict(struct disk *d, const struct row *r)
 		meta_add(d, "used", -r->size);
 }
 
-/* Write the uses noted since the last time: each counts as asked for once
- * more. Called with d->lock held, in a transaction. */
+/* Write the uses readers noted since the last time: each counts as asked
+ * for once more. Called with d->lock held, in a transaction. */
 static void flush_touches(struct disk *d, int64_t now)
 {
+	char(*taken)[NAME_MAX_LEN];
 	sqlite3_stmt *q;
-	size_t i;
+	size_t i, n;
 
-	if (!d->n_touched)
+	pthread_mutex_lock(&d->touch_lock);
+	n = d->n_touched;
+	taken = n ? malloc(n * NAME_MAX_LEN) : NULL;
+	if (taken)
+		memcpy(taken, d->touched, n * NAME_MAX_LEN);
+	d->n_touched = 0;
+	pthread_mutex_unlock(&d->touch_lock);
+	if (!taken)
 		return;
 	q = db_prepare(d, "UPDATE entries SET used = ?2, hits = hits + 1"
 			  " WHERE name = ?1");
-	for (i = 0; q && i < d->n_touched; i++) {
+	for (i = 0; q && i < n; i++) {
 		sqlite3_reset(q);
-		sqlite3_bind_text(q, 1, d->touched[i], -1, SQLITE_STATIC);
+		sqlite3_bind_text(q, 1, taken[i], -1, SQLITE_STATIC);
 		sqlite3_bind_int64(q, 2, now);
 		sqlite3_step(q);
 	}
 	db_done(d, q);
-	meta_add(d, "asks", (int64_t)d->n_touched);
-	d->n_touched = 0;
+	meta_add(d, "asks", (int64_t)n);
+	free(taken);
 }
 
 /* Counts fade: once the index was asked as many times as ten times the
@@ -365,10 +398,23 @@ static bool admit(struct disk *d, const char *name, int64_t size, bool block,
 	sqlite3_stmt *q;
 
 	if (known && self.present) {
-		/* written again (another mount, or a new version) */
-		used -= self.size;
-		meta_add(d, "used", -self.size);
+		/* written again (another mount, or a new version): it takes
+		 * the place it has */
+		meta_add(d, "used", size - self.size);
+		q = db_prepare(d, "UPDATE entries SET size = ?2, used = ?3,"
+				  " hits = hits + 1 WHERE id = ?1");
+		if (q) {
+			sqlite3_bind_int64(q, 1, self.id);
+			sqlite3_bind_int64(q, 2, size);
+			sqlite3_bind_int64(q, 3, now);
+			sqlite3_step(q);
+		}
+		db_done(d, q);
+		meta_add(d, "asks", 1);
+		return true;
 	}
+	if (size > limit)
+		in = false;
 	while (in && used + size > limit) {
 		if (!row_random(d, true, &a) || !row_random(d, true, &b)) {
 			in = false;
@@ -384,8 +430,6 @@ static bool admit(struct disk *d, const char *name, int64_t size, bool block,
 		d->stats.evicted++;
 		used -= a.size;
 	}
-	if (size > limit)
-		in = false;
 	q = db_prepare(d, "INSERT INTO entries(name, size, used, hits, present)"
 			  " VALUES(?1, ?2, ?3, ?4, ?5) ON CONFLICT(name) DO"
 			  " UPDATE SET size = excluded.size,"
@@ -416,7 +460,7 @@ static void row_remove(struct disk *d, const char *name)
 		return;
 	if (row_find(d, name, &r) && r.present)
 		row_evict(d, &r);
-	db_exec(d, "COMMIT");
+	db_commit(d);
 }
 
 /* ---- entries ---- */
@@ -477,6 +521,7 @@ static ssize_t entry_read(int fd, const char *id, int64_t unit,
 	    h.head_len !=
 		    sizeof(h) + (size_t)h.id_len + h.etag_len + h.listed_len ||
 	    h.head_sum != head_sum(&h, s) || h.len < 0 ||
+	    h.len > (unit == DISK_WHOLE ? DISK_WHOLE_MAX : DISK_BLOCK) ||
 	    st.st_size != (off_t)h.head_len + h.len)
 		return -EBADMSG;
 	/* another identity with the same hash, or another block */
@@ -520,9 +565,9 @@ ssize_t disk_get(struct disk *d, const char *id, int64_t unit,
 	if (fd < 0 && errno == EPERM)
 		fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0) {
-		pthread_mutex_lock(&d->lock);
-		d->stats.misses++;
-		pthread_mutex_unlock(&d->lock);
+		pthread_mutex_lock(&d->touch_lock);
+		d->misses++;
+		pthread_mutex_unlock(&d->touch_lock);
 		return -ENOENT;
 	}
 	n = entry_read(fd, id, unit, want, got, bytes);
@@ -535,22 +580,22 @@ ssize_t disk_get(struct disk *d, const char *id, int64_t unit,
 		else
 			log_debug("data cache: %s is stale, removed", path);
 		unlink(path);
+		pthread_mutex_lock(&d->touch_lock);
+		d->misses++;
+		d->damaged += n == -EBADMSG;
+		pthread_mutex_unlock(&d->touch_lock);
+		/* rare: the index forgets it at once */
 		pthread_mutex_lock(&d->lock);
-		d->stats.misses++;
-		d->stats.damaged += n == -EBADMSG;
 		row_remove(d, name);
 		pthread_mutex_unlock(&d->lock);
 		return -ENOENT;
 	}
-	pthread_mutex_lock(&d->lock);
-	d->stats.hits++;
+	pthread_mutex_lock(&d->touch_lock);
+	d->hits++;
+	/* past TOUCH_MAX uses before the next put, the rest go unnoted */
 	if (d->n_touched < TOUCH_MAX)
 		memcpy(d->touched[d->n_touched++], name, NAME_MAX_LEN);
-	if (d->n_touched == TOUCH_MAX && db_exec(d, "BEGIN IMMEDIATE") == 0) {
-		flush_touches(d, time(NULL));
-		db_exec(d, "COMMIT");
-	}
-	pthread_mutex_unlock(&d->lock);
+	pthread_mutex_unlock(&d->touch_lock);
 	return n;
 }
 
@@ -646,7 +691,7 @@ void disk_put_many(struct disk *d, struct disk_put *puts, int n)
 {
 	char name[NAME_MAX_LEN], path[PATH_MAX], tmp[PATH_MAX];
 	int64_t now = time(NULL);
-	bool *lost = calloc(n, sizeof(*lost)), failed = false;
+	bool *lost = calloc(n, sizeof(*lost));
 	int i, k;
 
 	if (!lost) {
@@ -674,7 +719,7 @@ void disk_put_many(struct disk *d, struct disk_put *puts, int n)
 				age(d);
 			}
 		}
-		if (db_exec(d, "COMMIT"))
+		if (db_commit(d))
 			for (i = 0; i < n; i++)
 				puts[i].err = -EIO;
 	} else {
@@ -699,27 +744,36 @@ void disk_put_many(struct disk *d, struct disk_put *puts, int n)
 		if (puts[i].err) {
 			log_debug("data cache: cannot keep %s: %s", name,
 				  strerror(-puts[i].err));
-			lost[i] = failed = true;
+			lost[i] = true;
 		}
 	}
 
-	/* what could not be written is not counted */
+	/* what could not be written is not counted, and what was evicted
+	 * while it was written (by a later entry of the batch, or another
+	 * mount) goes: the index never counts less than the disk holds */
 	pthread_mutex_lock(&d->lock);
-	for (i = 0; i < n; i++)
-		d->stats.puts += puts[i].err == 0;
-	if (failed && db_exec(d, "BEGIN IMMEDIATE") == 0) {
+	if (db_exec(d, "BEGIN IMMEDIATE") == 0) {
 		for (i = 0; i < n; i++) {
 			struct row r;
+			bool present;
 
-			if (!lost[i])
+			if (puts[i].err && !lost[i])
 				continue;
 			entry_name(puts[i].id, puts[i].unit, name,
 				   sizeof(name));
-			if (row_find(d, name, &r) && r.present)
+			present = row_find(d, name, &r) && r.present;
+			if (lost[i] && present) {
 				row_evict(d, &r);
+			} else if (!lost[i] && !present) {
+				entry_path(d, name, path, sizeof(path));
+				unlink(path);
+				puts[i].err = -ENOSPC;
+			}
 		}
-		db_exec(d, "COMMIT");
+		db_commit(d);
 	}
+	for (i = 0; i < n; i++)
+		d->stats.puts += puts[i].err == 0;
 	pthread_mutex_unlock(&d->lock);
 	free(lost);
 }
@@ -741,8 +795,8 @@ void disk_drop(struct disk *d, const char *id)
 
 	entry_name(id, DISK_WHOLE, name, sizeof(name));
 	/* the whole entry and every block: names that start with the hash */
-	memcpy(high, name, sizeof(high));
-	high[strlen(high)] = '/'; /* after '.', before anything else */
+	strcpy(high, name);
+	strcat(high, "/"); /* after '.', before anything else */
 	pthread_mutex_lock(&d->lock);
 	if (db_exec(d, "BEGIN IMMEDIATE") == 0) {
 		q = db_prepare(d, "SELECT " ROW_COLS " FROM entries"
@@ -757,7 +811,7 @@ void disk_drop(struct disk *d, const char *id)
 			}
 			db_done(d, q);
 		}
-		db_exec(d, "COMMIT");
+		db_commit(d);
 	}
 	pthread_mutex_unlock(&d->lock);
 	/* an entry the index did not know of (its row was lost) */
@@ -776,6 +830,11 @@ void disk_get_stats(struct disk *d, struct disk_stats *st)
 	d->stats.limit = limit_now(d, d->stats.used);
 	*st = d->stats;
 	pthread_mutex_unlock(&d->lock);
+	pthread_mutex_lock(&d->touch_lock);
+	st->hits = d->hits;
+	st->misses = d->misses;
+	st->damaged = d->damaged;
+	pthread_mutex_unlock(&d->touch_lock);
 }
 
 /* ---- opening ---- */
@@ -814,10 +873,12 @@ static const char schema[] =
 	" present INTEGER NOT NULL);"
 	"INSERT OR IGNORE INTO meta(k, v) VALUES('schema', 1);";
 
+/* Open DIR/index.db: 0, -EBADMSG or -EPROTO for a damaged or foreign one,
+ * or another negative errno (-EBUSY: another mount holds it). */
 static int index_open(struct disk *d)
 {
 	char path[PATH_MAX];
-	int fd, rc;
+	int fd, err;
 
 	snprintf(path, sizeof(path), "%s/index.db", d->dir);
 	/* 0600 before SQLite makes its companions like it */
@@ -825,28 +886,34 @@ static int index_open(struct disk *d)
 	if (fd < 0)
 		return -errno;
 	close(fd);
-	rc = sqlite3_open_v2(path, &d->db,
-			     SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
-	if (rc != SQLITE_OK)
+	if (sqlite3_open_v2(path, &d->db,
+			    SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX,
+			    NULL) != SQLITE_OK)
 		return -EIO;
 	sqlite3_busy_timeout(d->db, 10000);
-	if (db_exec(d, "PRAGMA journal_mode = WAL;"
-		       "PRAGMA synchronous = OFF;"
-		       "PRAGMA cache_size = -1024;"
-		       "PRAGMA mmap_size = 0") ||
-	    db_exec(d, "BEGIN IMMEDIATE"))
-		return -EIO;
-	if (db_exec(d, schema) || meta_get(d, "schema") != 1) {
-		db_exec(d, "ROLLBACK");
-		return -EPROTO;
-	}
+	err = db_exec(d, "PRAGMA journal_mode = WAL;"
+			 "PRAGMA synchronous = OFF;"
+			 "PRAGMA cache_size = -1024;"
+			 "PRAGMA mmap_size = 0");
+	if (!err)
+		err = db_exec(d, "BEGIN IMMEDIATE");
+	if (err)
+		return err;
+	err = db_exec(d, schema);
+	if (!err && meta_get(d, "schema") != 1)
+		err = -EPROTO;
 	/* the count of bytes kept, made right again from the rows: a crash
 	 * between the index and the disk leaves it high, never low */
-	if (db_exec(d, "INSERT INTO meta(k, v) VALUES('used', (SELECT"
-		       " coalesce(sum(size), 0) FROM entries WHERE present))"
-		       " ON CONFLICT(k) DO UPDATE SET v = excluded.v"))
-		return -EIO;
-	return db_exec(d, "COMMIT");
+	if (!err)
+		err = db_exec(d, "INSERT INTO meta(k, v) VALUES('used', (SELECT"
+				 " coalesce(sum(size), 0) FROM entries WHERE"
+				 " present)) ON CONFLICT(k) DO UPDATE SET"
+				 " v = excluded.v");
+	if (err) {
+		sqlite3_exec(d->db, "ROLLBACK", NULL, NULL, NULL);
+		return err;
+	}
+	return db_commit(d);
 }
 
 struct disk *disk_open(const char *dir, int64_t cap)
@@ -858,6 +925,7 @@ struct disk *disk_open(const char *dir, int64_t cap)
 	    !(d->touched = calloc(TOUCH_MAX, NAME_MAX_LEN)))
 		goto fail;
 	pthread_mutex_init(&d->lock, NULL);
+	pthread_mutex_init(&d->touch_lock, NULL);
 	d->cap = cap;
 	d->seed = (unsigned)time(NULL) ^ (unsigned)getpid();
 	if (mkdir(dir, 0700) && errno != EEXIST) {
@@ -866,7 +934,7 @@ struct disk *disk_open(const char *dir, int64_t cap)
 	}
 	clean_tmp(d);
 	err = index_open(d);
-	if (err == -EPROTO || err == -EIO) {
+	if (err == -EPROTO || err == -EBADMSG) {
 		/* a damaged or foreign index: start a new one; entries it
 		 * counted are found again when read */
 		char path[PATH_MAX], aside[PATH_MAX];
@@ -900,11 +968,12 @@ void disk_close(struct disk *d)
 		pthread_mutex_lock(&d->lock);
 		if (d->n_touched && db_exec(d, "BEGIN IMMEDIATE") == 0) {
 			flush_touches(d, time(NULL));
-			db_exec(d, "COMMIT");
+			db_commit(d);
 		}
 		db_close(d);
 		pthread_mutex_unlock(&d->lock);
 	}
+	pthread_mutex_destroy(&d->touch_lock);
 	pthread_mutex_destroy(&d->lock);
 	free(d->touched);
 	free(d->dir);

@@ -26,7 +26,7 @@
 #define BLOCK_SIZE CACHE_BLOCK
 #define RA_MIN (2 * BLOCK_SIZE) /* first readahead window */
 #define SEQ_SLACK (1 << 20) /* reads this close to the last are sequential */
-#define MAX_TRIES 3
+#define MAX_TRIES 8 /* claims a read makes while eviction takes its blocks */
 #define ORDER_SLOTS 16 /* orders followed at once */
 #define CURSORS 8 /* readers of one order followed at once */
 #define AHEAD_MAX 64
