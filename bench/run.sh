@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Benchmark avalafs against curl on a local nginx: installs what is missing, builds,
-# runs bench/bench.py (arguments go to it: --rows 1,6); the table goes to stdout
+# runs bench/bench.py (arguments go to it: --rows 1,L); the table goes to stdout
 # and bench/results.md, progress to stderr.
 set -euo pipefail
 cd "$(dirname "$0")/.."
