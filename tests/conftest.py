@@ -34,7 +34,11 @@ def fuse_missing():
 
 def pytest_configure(config):
     config.addinivalue_line(
-        "markers", "slow: takes more than ten seconds (meson suite 'slow')")
+        "markers", "slow: takes seconds of waiting: deadlines, several mounts "
+        "(meson suite 'slow')")
+    config.addinivalue_line(
+        "markers", "drops_caches: drops the kernel's caches, so runs while no "
+        "other mount test does (meson test 'mount-drops-caches')")
     config.addinivalue_line(
         "markers", "fuse: mounts, so needs /dev/fuse and fusermount3")
 

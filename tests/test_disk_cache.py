@@ -74,6 +74,7 @@ def cars(fake_factory):
                         "min_size=20000,max_size=160000")
 
 
+@pytest.mark.drops_caches
 def test_second_mount_reads_from_disk(cars, mount_factory, tmpdir_short):
     cache = os.path.join(tmpdir_short, "cache")
     truth = cars.truth(DS)["items"]
@@ -94,6 +95,7 @@ def test_second_mount_reads_from_disk(cars, mount_factory, tmpdir_short):
     assert st["disk_hits"] == len(truth) and st["fetches"] == 0
 
 
+@pytest.mark.drops_caches
 def test_damaged_and_cut_short_entries_are_fetched_again(
         cars, mount_factory, tmpdir_short):
     cache = os.path.join(tmpdir_short, "cache")
@@ -136,6 +138,7 @@ def test_damaged_and_cut_short_entries_are_fetched_again(
     assert data_requests(cars) == 0
 
 
+@pytest.mark.drops_caches
 def test_kill_during_fetches_leaves_no_partial_entry(fake_factory,
                                                      mount_factory,
                                                      tmpdir_short):
@@ -230,6 +233,7 @@ def test_full_disk_still_reads(cars, mount_factory, tmpdir_short):
         subprocess.run(["umount", "-l", cache])
 
 
+@pytest.mark.drops_caches
 def test_two_mounts_share_the_cache_while_reading(cars, mount_factory,
                                                   tmpdir_short):
     cache = os.path.join(tmpdir_short, "cache")
@@ -261,6 +265,7 @@ def test_two_mounts_share_the_cache_while_reading(cars, mount_factory,
     assert data_requests(cars) == 0
 
 
+@pytest.mark.drops_caches
 def test_new_etag_replaces_the_entry_and_never_mixes(fake_factory,
                                                      mount_factory,
                                                      tmpdir_short):
@@ -308,6 +313,7 @@ def test_new_etag_replaces_the_entry_and_never_mixes(fake_factory,
     assert open(p, "rb").read() == new
 
 
+@pytest.mark.drops_caches
 def test_reupload_is_read_anew(cars, mount_factory, tmpdir_short):
     cache = os.path.join(tmpdir_short, "cache")
     truth = cars.truth(DS)["items"][:5]
@@ -328,6 +334,7 @@ def test_reupload_is_read_anew(cars, mount_factory, tmpdir_short):
     assert open(data_paths(m, truth)[uid], "rb").read() == new
 
 
+@pytest.mark.drops_caches
 def test_server_down_warm_cache_serves(cars, mount_factory, tmpdir_short):
     cache = os.path.join(tmpdir_short, "cache")
     truth = cars.truth(DS)["items"][:50]

@@ -109,6 +109,7 @@ def test_item_gone_gives_enoent(fake_factory, mount_factory):
         assert len(f.read()) == other["files"]["data"]["size"]
 
 
+@pytest.mark.slow
 def test_rejected_key_gives_eacces(fake_factory, mount_factory):
     fake = fake_factory("--dataset", "acme/cars:items=4")
     m = mount_factory(fake, "dataset=acme/cars", "ttl=1")

@@ -46,6 +46,7 @@ def test_retry_after_is_honoured(fake_factory, mount_factory):
     assert fake.counts()["file"] == 2
 
 
+@pytest.mark.slow
 def test_stalled_body_fails_within_the_deadline(fake_factory, mount_factory):
     fake = fake_factory("--dataset", "acme/cars:items=2,size_known=1")
     m = mount_factory(fake, "dataset=acme/cars", "timeout=4")
@@ -63,6 +64,7 @@ def test_stalled_body_fails_within_the_deadline(fake_factory, mount_factory):
     assert m.alive()
 
 
+@pytest.mark.slow
 def test_waiters_on_a_stalled_listing_are_answered_in_time(fake_factory,
                                                           mount_factory):
     """A lookup that waits for another thread's listing fetch gets its answer
@@ -225,6 +227,7 @@ def test_key_never_in_debug_output(fake_factory, mount_factory):
     assert fake.counts()["file_with_key"] == 0
 
 
+@pytest.mark.slow
 def test_server_gone_mid_read_then_back(fake_factory, mount_factory):
     spec = "acme/big:items=2,min_size=%d,max_size=%d,size_known=1" % (
         40 * MIB, 40 * MIB)

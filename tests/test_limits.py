@@ -127,6 +127,7 @@ def test_a_stalled_refresh_serves_the_last_listing_in_time(fake_factory,
 
 
 @pytest.mark.parametrize("size_known", [0, 1])
+@pytest.mark.slow
 def test_a_wrong_total_never_becomes_a_size(size_known, fake_factory,
                                             mount_factory):
     """A Content-Range whose total contradicts the bytes sent (or
@@ -157,6 +158,7 @@ def test_a_wrong_total_never_becomes_a_size(size_known, fake_factory,
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="drop_caches needs root")
+@pytest.mark.drops_caches
 def test_a_reread_after_the_kernel_dropped_its_pages_makes_no_request(
         fake_factory, mount_factory):
     fake = fake_factory("--dataset", "acme/cars:items=20,size_known=1,"

@@ -33,6 +33,7 @@ def names(m, *path):
     return sorted(os.listdir(m.p(*path)))
 
 
+@pytest.mark.slow
 def test_a_remount_answers_from_the_store_then_refreshes(fake_factory,
                                                         mount_factory,
                                                         tmpdir_short):
@@ -88,6 +89,7 @@ def test_a_reader_after_ttl_does_not_wait_for_the_refresh(fake_factory,
     fake.call("/_fake/fault", method="DELETE")
 
 
+@pytest.mark.slow
 def test_a_refresh_is_seen_everywhere_the_kernel_looked(fake_factory,
                                                        mount_factory):
     """Deleted, added and re-statused items after a refresh, through names
@@ -118,6 +120,7 @@ def test_a_refresh_is_seen_everywhere_the_kernel_looked(fake_factory,
     assert os.path.exists(os.path.join(files, kept["key"]))
 
 
+@pytest.mark.slow
 def test_a_first_listing_streams(fake_factory, mount_factory):
     """The entries of the first pages reach os.scandir before the last
     page is served; a lookup of a later name waits for it."""
@@ -156,6 +159,7 @@ def test_a_lookup_waits_for_the_page_that_has_it(fake_factory, mount_factory):
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="drop_caches needs root")
+@pytest.mark.drops_caches
 def test_nodes_are_freed_when_the_kernel_forgets_them(fake_factory,
                                                       mount_factory):
     fake = fake_factory("--dataset", "acme/many:items=3000")
@@ -169,6 +173,7 @@ def test_nodes_are_freed_when_the_kernel_forgets_them(fake_factory,
     wait_for(lambda: m.cache_stats()["nodes"] < 100, what="forgets")
 
 
+@pytest.mark.slow
 def test_kill_9_mid_refresh_leaves_the_last_listing(fake_factory,
                                                    mount_factory,
                                                    tmpdir_short):
@@ -265,6 +270,7 @@ def test_a_cache_dir_that_cannot_be_written_falls_back(fake_factory,
             subprocess.run(["umount", ro])
 
 
+@pytest.mark.slow
 def test_two_mounts_share_one_cache_dir(fake_factory, mount_factory,
                                        tmpdir_short):
     fake = fake_factory("--dataset", "acme/cars:items=300")

@@ -63,6 +63,7 @@ def test_large_listing_is_paged_once(fake_factory, mount_factory):
     assert m.alive()
 
 
+@pytest.mark.slow
 def test_short_ttl_lists_again_without_a_storm(fake_factory, mount_factory):
     # with ttl=0 every ls -l lookup comes to avalafs; a listing is trusted
     # for as long as it took to fetch, so they do not each list again

@@ -185,6 +185,7 @@ def test_imagefolder_and_a_shuffling_dataloader_read_every_image_once(
                                   for t in in_classes)
 
 
+@pytest.mark.slow
 def test_the_example_trains_over_a_mount(fake_factory, mount_factory):
     pytest.importorskip("torchvision")
     fake, m, truth = mount_photos(fake_factory, mount_factory)
@@ -228,6 +229,7 @@ def test_hostile_keys_never_make_bad_names_or_hide_an_item(fake_factory,
     assert b"dup.jpg" not in names
 
 
+@pytest.mark.slow
 def test_a_refresh_changes_every_view_together(fake_factory, mount_factory):
     fake, m, truth = mount_photos(fake_factory, mount_factory, SPEC,
                                   "ttl=1")
