@@ -556,14 +556,19 @@ static int obj_learn(struct cache *c, struct cache_obj *o, const char *etag,
 	return 0;
 }
 
-int cache_obj_learn(struct cache *c, struct cache_obj *o, const char *etag,
-		    int64_t total, const char *what)
+int cache_run_learn(struct cache_run *r, const char *etag, int64_t total,
+		    const char *what)
 {
+	struct cache *c = r->c;
+	struct cache_obj *o = r->o;
 	bool drop = false;
 	int err;
 
 	pthread_mutex_lock(&c->lock);
-	err = obj_learn(c, o, etag, total, what, &drop);
+	/* an answer to a claim of an older version teaches nothing of the
+	 * current one */
+	err = o->gen != r->gen ? -ESTALE
+			       : obj_learn(c, o, etag, total, what, &drop);
 	pthread_mutex_unlock(&c->lock);
 	if (drop && c->disk)
 		disk_drop(c->disk, o->id);
@@ -813,7 +818,15 @@ void cache_run_from_disk(struct cache_run *r)
 		/* an entry at odds with itself, or with what was learned of
 		 * the object meanwhile, is not its bytes */
 		pthread_mutex_lock(&c->lock);
-		fits = entry_whole(unit, n, got.total) && r->o->gen == r->gen &&
+		if (r->o->gen != r->gen) {
+			/* the object changed since the claim: this run's
+			 * bytes are not wanted, and the entry may well be
+			 * the new version's */
+			pthread_mutex_unlock(&c->lock);
+			free(bytes);
+			return;
+		}
+		fits = entry_whole(unit, n, got.total) &&
 		       (r->o->size < 0 || r->o->size == got.total) &&
 		       (!r->o->etag[0] || strcmp(r->o->etag, got.etag) == 0);
 		if (fits) {

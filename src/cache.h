@@ -60,13 +60,6 @@ int cache_obj_open(struct cache *c, struct cache_obj *o, const char *listed,
 /* The object's size, -1 when not known yet. */
 int64_t cache_obj_size(struct cache *c, struct cache_obj *o);
 
-/* Learn from an answer about @o (@etag may be "", @total -1). Returns 0,
- * -EAGAIN for an answer whose size contradicts the listing's (a bad
- * answer, never a size), or -EIO when the object changed: its bytes are
- * dropped, in memory and on disk. @what names it in logs. */
-int cache_obj_learn(struct cache *c, struct cache_obj *o, const char *etag,
-		    int64_t total, const char *what);
-
 /* The error of the object's last failed fill while it is recent (a
  * server that just used up a deadline is not asked again at once), else
  * 0. */
@@ -95,6 +88,15 @@ struct cache_run {
 	struct cache_block **blocks; /* b - a + 1; NULL once settled */
 	struct cache_run *next;
 };
+
+/* Learn from an answer to @r about its object (@etag may be "", @total
+ * -1). Returns 0, -EAGAIN for an answer whose size contradicts the
+ * listing's (a bad answer, never a size), -EIO when the object changed:
+ * its bytes are dropped, in memory and on disk, or -ESTALE when it
+ * changed after @r was claimed (the answer is of no use). @what names it
+ * in logs. */
+int cache_run_learn(struct cache_run *r, const char *etag, int64_t total,
+		    const char *what);
 
 /* Claim the blocks of [a, b] that are neither held nor coming: runs of
  * them go on @runs (a run per gap), to be filled, then settled. With

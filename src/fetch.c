@@ -173,8 +173,7 @@ static int job_check(void *ctx, const struct http_resp *r)
 	struct job *j = ctx;
 	struct cache_run *run = j->run;
 	int64_t size;
-	int err = cache_obj_learn(j->f->cache, run->o, r->etag, r->total,
-				  j->src->what);
+	int err = cache_run_learn(run, r->etag, r->total, j->src->what);
 
 	/* a first answer that says the object is small brings it whole */
 	size = cache_obj_size(j->f->cache, run->o);
@@ -223,8 +222,8 @@ static int job_fetch(struct job *j, struct http_resp *r)
 			return err == -ECANCELED || err == -EPERM ? -EIO : err;
 		if (r->status == 200 || r->status == 206 || r->status == 416) {
 			/* an empty object or one that shrank: learn its size */
-			err = cache_obj_learn(f->cache, run->o, r->etag,
-					      r->total, j->src->what);
+			err = cache_run_learn(run, r->etag, r->total,
+					      j->src->what);
 			return err == -EAGAIN ? -EIO : err;
 		}
 		if (r->status == 404 || r->status == 410) {
