@@ -434,7 +434,18 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	/* the handle may be released the moment the reply is out: it is
 	 * brought up to date first, and only the counts are kept back */
 	counted = calloc(df.n_sent ? df.n_sent : 1, sizeof(*counted));
-	for (i = 0; counted && i < df.n_sent; i++) {
+	if (!counted) {
+		/* nothing sent, so nothing counted */
+		for (i = 0; i < df.n_sent; i++) {
+			if (df.sent[i].counted)
+				tree_forget(fs->tree, df.sent[i].counted, 1);
+		}
+		free(df.sent);
+		fuse_reply_err(req, ENOMEM);
+		free(df.buf);
+		return;
+	}
+	for (i = 0; i < df.n_sent; i++) {
 		if (df.sent[i].counted)
 			counted[n_counted++] = df.sent[i].counted;
 	}
