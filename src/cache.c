@@ -375,6 +375,16 @@ static bool evict(struct cache *c, size_t need)
 	return c->stats.used + need <= c->stats.budget;
 }
 
+/* Back within the budget, once the pins that held it above are gone: a
+ * claim bigger than the budget (a small file fetched whole) is let through
+ * rather than waiting for ever, and must not stay. Called with c->lock
+ * held. */
+static void trim(struct cache *c)
+{
+	if (c->stats.used > c->stats.budget)
+		evict(c, 0);
+}
+
 /* A new not-ready block @i of @o, in the cache and pinned for its run;
  * NULL on ENOMEM. Called with c->lock held, after room was made. */
 static struct cache_block *block_new(struct cache *c, struct cache_obj *o,
@@ -621,15 +631,15 @@ static struct cache_run *run_new(struct cache *c, struct cache_obj *o,
 	return r;
 }
 
-int cache_claim(struct cache *c, struct cache_obj *o, int64_t a, int64_t b,
-		bool wait, struct cache_run **runs)
+/* cache_claim(), called with c->lock held. */
+static int claim_locked(struct cache *c, struct cache_obj *o, int64_t a,
+			int64_t b, bool wait, struct cache_run **runs)
 {
 	struct cache_run *run = NULL;
 	size_t missing;
 	int64_t i;
 	int err = 0;
 
-	pthread_mutex_lock(&c->lock);
 	/* wait holding nothing: blocks being filled and pinned ones are all
 	 * released without needing room themselves. Eviction may take blocks
 	 * of [a, b] too, so count again until the room made is enough. */
@@ -679,6 +689,16 @@ int cache_claim(struct cache *c, struct cache_obj *o, int64_t a, int64_t b,
 		run->blocks[i - run->a] = blk;
 		run->b = i;
 	}
+	return err;
+}
+
+int cache_claim(struct cache *c, struct cache_obj *o, int64_t a, int64_t b,
+		bool wait, struct cache_run **runs)
+{
+	int err;
+
+	pthread_mutex_lock(&c->lock);
+	err = claim_locked(c, o, a, b, wait, runs);
 	pthread_mutex_unlock(&c->lock);
 	return err;
 }
@@ -941,6 +961,7 @@ static void puts_write(struct cache *c, struct put *p)
 		obj_check_idle(c, k->o);
 		free(k);
 	}
+	trim(c);
 	pthread_cond_broadcast(&c->changed);
 	pthread_mutex_unlock(&c->lock);
 }
@@ -1088,6 +1109,7 @@ void cache_run_settle(struct cache_run *r, int err)
 	pthread_mutex_lock(&c->lock);
 	for (i = r->a; i <= r->b; i++)
 		block_unpin(c, r->blocks[i - r->a]); /* the run's own pin */
+	trim(c);
 	pthread_cond_broadcast(&c->changed);
 	pthread_mutex_unlock(&c->lock);
 	cache_obj_put(c, o);
@@ -1097,19 +1119,13 @@ void cache_run_settle(struct cache_run *r, int err)
 
 /* ---- reading ---- */
 
-int cache_pin(struct cache *c, struct cache_obj *o, int64_t off, size_t len,
-	      struct cache_view *v)
+/* Pin the blocks of [@off, @off + @len) of @o (@len > 0) that are held or
+ * coming, in @v, whose arrays are made. Called with c->lock held. */
+static void pin_locked(struct cache *c, struct cache_obj *o, int64_t off,
+		       size_t len, struct cache_view *v)
 {
 	int64_t a = off >> BLOCK_SHIFT, b = (off + len - 1) >> BLOCK_SHIFT, i;
 
-	memset(v, 0, sizeof(*v));
-	v->blocks = calloc(b - a + 1, sizeof(*v->blocks));
-	v->iov = calloc(b - a + 1, sizeof(*v->iov));
-	if (!v->blocks || !v->iov) {
-		cache_view_release(c, v, false);
-		return -ENOMEM;
-	}
-	pthread_mutex_lock(&c->lock);
 	for (i = a; i <= b; i++) {
 		struct cache_block *blk = block_find(c, o, i);
 
@@ -1118,8 +1134,32 @@ int cache_pin(struct cache *c, struct cache_obj *o, int64_t off, size_t len,
 		blk->pins++;
 		v->blocks[v->n++] = blk;
 	}
+}
+
+int cache_claim_pin(struct cache *c, struct cache_obj *o, int64_t a, int64_t b,
+		    int64_t off, size_t len, struct cache_run **runs,
+		    struct cache_view *v)
+{
+	size_t n = ((off + len - 1) >> BLOCK_SHIFT) - (off >> BLOCK_SHIFT) + 1;
+	int err;
+
+	memset(v, 0, sizeof(*v));
+	v->blocks = calloc(n, sizeof(*v->blocks));
+	v->iov = calloc(n, sizeof(*v->iov));
+	if (!v->blocks || !v->iov) {
+		cache_view_release(c, v, false);
+		return -ENOMEM;
+	}
+	/* in one hold of the lock: a block found ready is pinned before any
+	 * other reader's claim can evict it */
+	pthread_mutex_lock(&c->lock);
+	err = claim_locked(c, o, a, b, true, runs);
+	if (!err)
+		pin_locked(c, o, off, len, v);
 	pthread_mutex_unlock(&c->lock);
-	return 0;
+	if (err)
+		cache_view_release(c, v, false);
+	return err;
 }
 
 int cache_wait(struct cache *c, struct cache_obj *o, unsigned gen, int64_t off,
@@ -1205,6 +1245,7 @@ void cache_view_release(struct cache *c, struct cache_view *v, bool sent)
 			}
 			block_unpin(c, b);
 		}
+		trim(c);
 		pthread_cond_broadcast(&c->changed);
 		pthread_mutex_unlock(&c->lock);
 	}

@@ -144,11 +144,15 @@ struct cache_view {
 			   * it then holds whole are evicted first */
 };
 
-/* Pin the blocks of [@off, @off + @len) of @o (@len > 0) that are held or
- * coming, in @v, without waiting: pinned before a fill starts, a block
- * that fails stays visible to its reader, who learns why. 0 or -ENOMEM. */
-int cache_pin(struct cache *c, struct cache_obj *o, int64_t off, size_t len,
-	      struct cache_view *v);
+/* Claim [@a, @b] as cache_claim() does, waiting for room (a reader needs
+ * them), and pin the blocks of [@off, @off + @len) (@len > 0) that are then
+ * held or coming in @v, in the same hold: pinned before a fill starts, a
+ * block that fails stays visible to its reader, who learns why, and one
+ * found ready cannot be evicted before it is read. 0 or -ENOMEM (runs
+ * claimed are on @runs all the same). */
+int cache_claim_pin(struct cache *c, struct cache_obj *o, int64_t a, int64_t b,
+		    int64_t off, size_t len, struct cache_run **runs,
+		    struct cache_view *v);
 
 /* Wait until the blocks @v pinned are ready and describe [@off, @off +
  * @len) with them. Returns 0, -EAGAIN when one is missing or failed

@@ -140,9 +140,7 @@ static int obj_size(struct stream *s, struct fetch_src *src,
 		return 0;
 	err = cache_obj_error(s->cache, o);
 	if (!err)
-		err = cache_claim(s->cache, o, 0, 0, true, &runs);
-	if (!err)
-		err = cache_pin(s->cache, o, 0, 1, &v);
+		err = cache_claim_pin(s->cache, o, 0, 0, 0, 1, &runs, &v);
 	if (err) {
 		fetch_start(s->fetch, src, runs, false); /* what was claimed */
 		return err;
@@ -460,9 +458,8 @@ int stream_read(struct stream *s, struct stream_reader *r, size_t size,
 
 		err = cache_obj_error(s->cache, r->o);
 		if (!err)
-			err = cache_claim(s->cache, r->o, fa, fb, true, &runs);
-		if (!err)
-			err = cache_pin(s->cache, r->o, off, size, v);
+			err = cache_claim_pin(s->cache, r->o, fa, fb, off, size,
+					      &runs, v);
 		if (err) {
 			fetch_start(s->fetch, r->src, runs, false);
 			return err;

@@ -223,3 +223,46 @@ def test_blocks_the_kernel_holds_are_evicted_first(fake_factory,
     assert read(direct, os.O_DIRECT) == fake.file_bytes("acme/ev",
                                                          direct["uid"])
     assert requests(direct) == []
+
+
+def test_a_tight_budget_never_fails_a_read(fake_factory, mount_factory):
+    """16 readers of random ranges, with O_DIRECT so every read reaches the
+    cache, through a budget of 8 blocks: each gets the right bytes and no
+    read fails because another reader's claim evicted a block it found."""
+    size = 2 * MIB
+    fake = fake_factory("--dataset", "acme/tight:items=8,min_size=%d,"
+                        "max_size=%d,size_known=1" % (size, size))
+    m = mount_factory(fake, "dataset=acme/tight", "cache_size=1M",
+                      "readahead=0")
+    items = fake.truth("acme/tight")["items"]
+    truth = {t["uid"]: fake.file_bytes("acme/tight", t["uid"])
+             for t in items}
+    failures = []
+
+    def reader(seed):
+        rng = random.Random(seed)
+        for _ in range(40):
+            t = rng.choice(items)
+            off = rng.randrange(0, size // 4096) * 4096
+            n = min(rng.choice([4096, BLOCK, 2 * BLOCK]), size - off)
+            try:
+                fd = os.open(data_path(m, "acme/tight", t),
+                             os.O_RDONLY | os.O_DIRECT)
+                try:
+                    got = os.pread(fd, n, off)
+                finally:
+                    os.close(fd)
+            except OSError as e:
+                failures.append((t["uid"], off, n, e.errno))
+                continue
+            if got != truth[t["uid"]][off:off + n]:
+                failures.append((t["uid"], off, n, "wrong bytes"))
+
+    threads = [threading.Thread(target=reader, args=(i,)) for i in range(16)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert failures == [], failures[:5]
+    m.wait_idle()
+    assert m.cache_stats()["cache_used"] <= 1 << 20
