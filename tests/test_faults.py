@@ -33,6 +33,7 @@ def test_random_503s_lose_no_byte(fake_factory, mount_factory):
     assert m.alive()
 
 
+@pytest.mark.slow
 def test_retry_after_is_honoured(fake_factory, mount_factory):
     fake = fake_factory("--dataset", "acme/cars:items=3,size_known=1")
     m = mount_factory(fake, "dataset=acme/cars")
@@ -374,6 +375,7 @@ def test_redirects(fake_factory, mount_factory, tmpdir_short):
     assert m.alive()
 
 
+@pytest.mark.slow
 def test_sigterm_unmounts_and_exits_zero(fake_factory, mount_factory):
     fake = fake_factory("--dataset", "acme/cars:items=2,size_known=1")
     m = mount_factory(fake, "dataset=acme/cars", "timeout=30")
