@@ -840,8 +840,9 @@ void cache_run_from_disk(struct cache_run *r)
 		pthread_mutex_lock(&c->lock);
 		if (r->o->gen != r->gen) {
 			/* the object changed since the claim: this run's
-			 * bytes are not wanted, and the entry may well be
-			 * the new version's */
+			 * bytes are not wanted, from here or the network, and
+			 * the entry may well be the new version's */
+			r->from = r->b + 1;
 			pthread_mutex_unlock(&c->lock);
 			free(bytes);
 			return;
