@@ -419,6 +419,22 @@ static void conn_put(struct store *st, struct conn *c)
 	pthread_mutex_unlock(&st->lock);
 }
 
+/* A reader connection, in *@c, and its statement @which; NULL (and no
+ * connection) when either cannot be had. */
+static sqlite3_stmt *reader_stmt(struct store *st, enum stmt which,
+				 struct conn **c)
+{
+	sqlite3_stmt *q;
+
+	*c = conn_get(st);
+	q = *c ? stmt(*c, which) : NULL;
+	if (!q && *c) {
+		conn_put(st, *c);
+		*c = NULL;
+	}
+	return q;
+}
+
 static int meta_text(struct conn *c, const char *k, char *buf, size_t cap)
 {
 	sqlite3_stmt *q = stmt(c, S_META_GET);
@@ -1664,15 +1680,12 @@ static void bind_filter(sqlite3_stmt *q, const struct store_filter *filter)
 int store_lookup(struct store *st, uint64_t gen, uint64_t dir, const char *name,
 		 const struct store_filter *filter, struct store_entry *e)
 {
-	struct conn *c = conn_get(st);
-	sqlite3_stmt *q = c ? stmt(c, S_LOOKUP) : NULL;
+	struct conn *c;
+	sqlite3_stmt *q = reader_stmt(st, S_LOOKUP, &c);
 	int rc, err;
 
-	if (!q) {
-		if (c)
-			conn_put(st, c);
+	if (!q)
 		return -EIO;
-	}
 	sqlite3_bind_int64(q, 1, gen);
 	sqlite3_bind_int64(q, 2, dir);
 	sqlite3_bind_blob(q, 3, name, strlen(name), SQLITE_STATIC);
@@ -1696,15 +1709,13 @@ int store_readdir(struct store *st, uint64_t gen, uint64_t dir, uint64_t after,
 {
 	bool list = (dir == STORE_DIR_ITEMS || dir == STORE_DIR_SEQUENCES) &&
 		    (!filter || (!filter->has && !filter->status));
-	struct conn *c = conn_get(st);
-	sqlite3_stmt *q = c ? stmt(c, list ? S_READDIR_LIST : S_READDIR) : NULL;
+	struct conn *c;
+	sqlite3_stmt *q =
+		reader_stmt(st, list ? S_READDIR_LIST : S_READDIR, &c);
 	int rc, ret = 0;
 
-	if (!q) {
-		if (c)
-			conn_put(st, c);
+	if (!q)
 		return -EIO;
-	}
 	sqlite3_bind_int64(q, 1, gen);
 	sqlite3_bind_int64(q, 2, dir);
 	sqlite3_bind_int64(q, 3, after);
@@ -1729,16 +1740,13 @@ int store_readdir(struct store *st, uint64_t gen, uint64_t dir, uint64_t after,
 int store_object(struct store *st, uint64_t gen, enum item_kind kind,
 		 uint64_t oid, struct item **out)
 {
-	struct conn *c = conn_get(st);
-	sqlite3_stmt *q = c ? stmt(c, S_OBJECT) : NULL;
+	struct conn *c;
+	sqlite3_stmt *q = reader_stmt(st, S_OBJECT, &c);
 	int rc, err = 0;
 
 	*out = NULL;
-	if (!q) {
-		if (c)
-			conn_put(st, c);
+	if (!q)
 		return -EIO;
-	}
 	sqlite3_bind_int64(q, 1, gen);
 	sqlite3_bind_int64(q, 2, oid);
 	rc = sqlite3_step(q);
@@ -1760,15 +1768,12 @@ int store_object(struct store *st, uint64_t gen, enum item_kind kind,
 int store_object_entry(struct store *st, uint64_t gen, uint64_t oid,
 		       struct store_entry *e)
 {
-	struct conn *c = conn_get(st);
-	sqlite3_stmt *q = c ? stmt(c, S_OBJECT_ENTRY) : NULL;
+	struct conn *c;
+	sqlite3_stmt *q = reader_stmt(st, S_OBJECT_ENTRY, &c);
 	int rc, err = 0;
 
-	if (!q) {
-		if (c)
-			conn_put(st, c);
+	if (!q)
 		return -EIO;
-	}
 	sqlite3_bind_int64(q, 1, gen);
 	sqlite3_bind_int64(q, 2, oid);
 	rc = sqlite3_step(q);
@@ -1807,16 +1812,13 @@ static void place_in(struct conn *c, uint64_t gen, uint64_t dir,
 int store_object_place(struct store *st, uint64_t gen, enum item_kind kind,
 		       uint64_t oid, struct store_place *p)
 {
-	struct conn *c = conn_get(st);
-	sqlite3_stmt *q = c ? stmt(c, S_PLACE_NAMES) : NULL;
+	struct conn *c;
+	sqlite3_stmt *q = reader_stmt(st, S_PLACE_NAMES, &c);
 	int rc, err = 0;
 
 	memset(p, 0, sizeof(*p));
-	if (!q) {
-		if (c)
-			conn_put(st, c);
+	if (!q)
 		return -EIO;
-	}
 	sqlite3_bind_int64(q, 1, gen);
 	sqlite3_bind_int64(q, 2, oid);
 	rc = sqlite3_step(q);
@@ -1894,17 +1896,14 @@ int store_status_ensure(struct store *st, const char *name)
 
 long store_statuses(struct store *st, uint64_t gen, int **out)
 {
-	struct conn *c = conn_get(st);
-	sqlite3_stmt *q = c ? stmt(c, S_STATUSES) : NULL;
+	struct conn *c;
+	sqlite3_stmt *q = reader_stmt(st, S_STATUSES, &c);
 	size_t n = 0, cap = 0;
 	int *v = NULL, rc;
 
 	*out = NULL;
-	if (!q) {
-		if (c)
-			conn_put(st, c);
+	if (!q)
 		return -EIO;
-	}
 	sqlite3_bind_int64(q, 1, gen);
 	while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
 		if (UTIL_GROW(v, n, cap, 16)) {
