@@ -90,6 +90,20 @@ void view_size_windows_free(struct size_windows *w)
 	}
 }
 
+/* @dir's window, or NULL. Called with w->lock held. */
+static struct size_window *window_find(struct size_windows *w,
+				       const struct node *dir)
+{
+	unsigned i;
+
+	for (i = 0; i < WINDOWS; i++) {
+		if (w->v[i].kind == dir->ops && w->v[i].id == dir->id &&
+		    w->v[i].ds == dataset_index(dir->ds))
+			return &w->v[i];
+	}
+	return NULL;
+}
+
 /* Where the sizes of the files of @dir from position @pos on must be asked
  * for: NO_WINDOW when they were asked for already and more than @ahead of
  * them are still ahead of @pos, else the position after which to ask (the
@@ -98,16 +112,11 @@ void view_size_windows_free(struct size_windows *w)
 static uint64_t window_from(struct size_windows *w, const struct node *dir,
 			    uint64_t pos, uint64_t ahead)
 {
-	struct size_window *slot = NULL;
+	struct size_window *slot;
 	uint64_t from = pos - 1;
-	unsigned i;
 
 	pthread_mutex_lock(&w->lock);
-	for (i = 0; i < WINDOWS && !slot; i++) {
-		if (w->v[i].kind == dir->ops && w->v[i].id == dir->id &&
-		    w->v[i].ds == dataset_index(dir->ds))
-			slot = &w->v[i];
-	}
+	slot = window_find(w, dir);
 	if (slot && pos >= slot->first && pos <= slot->last)
 		from = slot->last - pos >= ahead ? NO_WINDOW : slot->last;
 	pthread_mutex_unlock(&w->lock);
@@ -119,15 +128,10 @@ static uint64_t window_from(struct size_windows *w, const struct node *dir,
 static void window_note(struct size_windows *w, const struct node *dir,
 			uint64_t first, uint64_t last)
 {
-	struct size_window *slot = NULL;
-	unsigned i;
+	struct size_window *slot;
 
 	pthread_mutex_lock(&w->lock);
-	for (i = 0; i < WINDOWS && !slot; i++) {
-		if (w->v[i].kind == dir->ops && w->v[i].id == dir->id &&
-		    w->v[i].ds == dataset_index(dir->ds))
-			slot = &w->v[i];
-	}
+	slot = window_find(w, dir);
 	if (!slot) {
 		slot = &w->v[w->next++ % WINDOWS];
 		slot->kind = dir->ops;
