@@ -388,12 +388,16 @@ static int64_t limit_now(struct disk *d, int64_t used)
  * often than @name was before. A block of a large object comes in the
  * second time it is asked for: a file streamed once does not fill the
  * disk. Records the entry (present) when it comes in, or the ask (a
- * ghost) when not. Called with d->lock held, in a transaction. */
+ * ghost) when not. @pending: the bytes of entries this batch admitted
+ * that are not written yet (the file system's free space does not show
+ * them), grown by those of @name when it comes in. Called with d->lock
+ * held, in a transaction. */
 static bool admit(struct disk *d, const char *name, int64_t size, bool block,
-		  int64_t now)
+		  int64_t now, int64_t *pending)
 {
 	struct row self, a, b;
-	int64_t used = meta_get(d, "used"), limit = limit_now(d, used);
+	int64_t used = meta_get(d, "used"),
+		limit = limit_now(d, used - *pending);
 	bool known = row_find(d, name, &self), in = !block || known;
 	sqlite3_stmt *q;
 
@@ -411,6 +415,8 @@ static bool admit(struct disk *d, const char *name, int64_t size, bool block,
 		}
 		db_done(d, q);
 		meta_add(d, "asks", 1);
+		*pending +=
+			size; /* the old file goes only once it is written */
 		return true;
 	}
 	if (size > limit)
@@ -445,8 +451,10 @@ static bool admit(struct disk *d, const char *name, int64_t size, bool block,
 			in = false;
 		db_done(d, q);
 	}
-	if (in)
+	if (in) {
 		meta_add(d, "used", size);
+		*pending += size;
+	}
 	meta_add(d, "asks", 1);
 	return in;
 }
@@ -690,7 +698,7 @@ static int entry_rename(struct disk *d, const char *name, const char *tmp,
 void disk_put_many(struct disk *d, struct disk_put *puts, int n)
 {
 	char name[NAME_MAX_LEN], path[PATH_MAX], tmp[PATH_MAX];
-	int64_t now = time(NULL);
+	int64_t now = time(NULL), pending = 0;
 	bool *lost = calloc(n, sizeof(*lost));
 	int i, k;
 
@@ -711,7 +719,8 @@ void disk_put_many(struct disk *d, struct disk_put *puts, int n)
 			entry_name(puts[i].id, puts[i].unit, name,
 				   sizeof(name));
 			puts[i].err = admit(d, name, size,
-					    puts[i].unit != DISK_WHOLE, now)
+					    puts[i].unit != DISK_WHOLE, now,
+					    &pending)
 					      ? 0
 					      : -ENOSPC;
 			if (++d->puts_since_aging >= AGING_EVERY) {
