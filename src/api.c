@@ -18,6 +18,9 @@
 #include <uthash.h>
 
 #define MAX_ITEMS 10000000 /* a dataset list longer than this is refused */
+#define DETAIL_CHARS 200 /* the most of an error's "detail" that is logged */
+#define API_AHEAD_MAX \
+	(4u << 20) /* pages up to this big fetch the next at once */
 
 /* A cursor already followed in one listing. */
 struct seen_cursor {
@@ -139,14 +142,159 @@ static bool has_escaped_nul(const char *p, const char *end)
 	return false;
 }
 
+/* The value of hex digit @c, or -1. */
+static int hex_digit(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+/* The UTF-16 code unit of the \uXXXX at @p, or -1 when [p, end) does not
+ * start with one. */
+static long json_code_unit(const char *p, const char *end)
+{
+	long v = 0;
+	int i, d;
+
+	if (end - p < 6 || p[0] != '\\' || p[1] != 'u')
+		return -1;
+	for (i = 2; i < 6; i++) {
+		d = hex_digit(p[i]);
+		if (d < 0)
+			return -1;
+		v = v * 16 + d;
+	}
+	return v;
+}
+
+static bool is_high_surrogate(long u)
+{
+	return u >= 0xd800 && u <= 0xdbff;
+}
+
+static bool is_low_surrogate(long u)
+{
+	return u >= 0xdc00 && u <= 0xdfff;
+}
+
+/* The length of the escape at @p, a backslash inside a string; *@bad tells
+ * whether those bytes are ill-formed. An ill-formed escape is only its
+ * longest start that could still have been a good one (a backslash before
+ * a character that starts no escape, or "\u" and the hex digits that
+ * follow it): what comes next is read as text again, and is never a quote
+ * or a backslash, so the strings of the text stay where they were. */
+static size_t json_escape_len(const char *p, const char *end, bool *bad)
+{
+	long u;
+	size_t n;
+
+	*bad = false;
+	if (end - p < 2)
+		return 1; /* the text ends here: cJSON refuses it */
+	if (p[1] && strchr("\"\\/bfnrt", p[1]))
+		return 2;
+	*bad = true;
+	if (p[1] != 'u')
+		return 1;
+	u = json_code_unit(p, end);
+	if (u < 0) {
+		for (n = 2; n < 5 && p + n < end && hex_digit(p[n]) >= 0; n++)
+			;
+		return n;
+	}
+	if (is_high_surrogate(u) &&
+	    is_low_surrogate(json_code_unit(p + 6, end))) {
+		*bad = false;
+		return 12;
+	}
+	*bad = is_high_surrogate(u) || is_low_surrogate(u);
+	return 6;
+}
+
+/* Copy [p, end) to @out, when not NULL, with each ill-formed escape inside
+ * a string written as U+FFFD; returns the length of the copy and counts
+ * the escapes repaired in *@n_bad. */
+static size_t json_repair(const char *p, const char *end, char *out,
+			  size_t *n_bad)
+{
+	static const char fffd[] = "\xef\xbf\xbd";
+	const char *run = p;
+	size_t o = 0, n;
+	bool in_string = false, bad;
+
+	*n_bad = 0;
+	while (p < end) {
+		if (*p == '"')
+			in_string = !in_string;
+		if (*p != '\\' || !in_string) {
+			p++;
+			continue;
+		}
+		n = json_escape_len(p, end, &bad);
+		if (bad) {
+			if (out) {
+				memcpy(out + o, run, p - run);
+				memcpy(out + o + (p - run), fffd, 3);
+			}
+			o += (p - run) + 3;
+			run = p + n;
+			(*n_bad)++;
+		}
+		p += n;
+	}
+	if (out)
+		memcpy(out + o, run, end - run);
+	return o + (end - run);
+}
+
+int api_json_repair(const char *text, size_t len, char **out, size_t *out_len)
+{
+	size_t n_bad, n;
+
+	*out = NULL;
+	*out_len = len;
+	/* most pages hold no escape at all: one fast scan says so */
+	if (len == 0 || !memchr(text, '\\', len))
+		return 0;
+	n = json_repair(text, text + len, NULL, &n_bad);
+	if (!n_bad)
+		return 0;
+	*out = malloc(n + 1);
+	if (!*out)
+		return -ENOMEM;
+	json_repair(text, text + len, *out, &n_bad);
+	(*out)[n] = '\0';
+	*out_len = n;
+	return 0;
+}
+
 /* A raw NUL is never valid JSON, and cJSON would end a string at it: a body
  * holding one is refused, as is, where noted, one with an escaped NUL. */
 static cJSON *parse_body(const char *body, size_t len, bool escaped_too)
 {
-	if (memchr(body, '\0', len) ||
+	if (!body || memchr(body, '\0', len) ||
 	    (escaped_too && has_escaped_nul(body, body + len)))
 		return NULL;
 	return cJSON_ParseWithLength(body, len);
+}
+
+/* parse_body() of @body with its ill-formed escapes repaired
+ * (api_json_repair). */
+static cJSON *parse_repaired(const char *body, size_t len, bool escaped_too)
+{
+	char *copy;
+	cJSON *root;
+
+	if (api_json_repair(body, len, &copy, &len))
+		return NULL;
+	root = parse_body(copy ? copy : body, len, escaped_too);
+	free(copy);
+	return root;
 }
 
 /* A string field, or NULL when absent or of another type. */
@@ -601,7 +749,7 @@ const char *api_item_pretty(struct item *it, size_t *len)
 		*len = it->pretty_len;
 		return text;
 	}
-	root = cJSON_ParseWithLength(it->json, it->json_len);
+	root = parse_repaired(it->json, it->json_len, false);
 	text = root ? pretty(root, &n) : NULL;
 	cJSON_Delete(root);
 	if (!text)
@@ -620,7 +768,7 @@ const char *api_item_pretty(struct item *it, size_t *len)
 
 struct item *api_parse_object(const char *body, size_t len, enum item_kind kind)
 {
-	cJSON *root = parse_body(body, len, true);
+	cJSON *root = parse_repaired(body, len, true);
 	struct item *it = item_from_json(root, NULL, kind);
 
 	cJSON_Delete(root);
@@ -651,6 +799,7 @@ static char *cursor_of(const char *url)
  * it could cut the cursor short, or without the spans to tell where, is
  * refused. */
 struct page {
+	char *text; /* the body with its escapes repaired, or NULL: as sent */
 	cJSON *root;
 	const cJSON *results;
 	struct span *spans; /* NULL: they did not line up with cJSON's view */
@@ -661,6 +810,7 @@ static void page_close(struct page *pg)
 {
 	cJSON_Delete(pg->root);
 	free(pg->spans);
+	free(pg->text);
 	memset(pg, 0, sizeof(*pg));
 }
 
@@ -682,12 +832,17 @@ static bool nul_outside_results(const struct page *pg, const char *body,
 static int page_open(const char *body, size_t len, struct page *pg,
 		     char **next_cursor)
 {
-	const char *end = body + len;
+	const char *end;
 	const cJSON *next;
 	int n;
 
 	memset(pg, 0, sizeof(*pg));
 	*next_cursor = NULL;
+	if (api_json_repair(body, len, &pg->text, &len))
+		return -ENOMEM;
+	if (pg->text)
+		body = pg->text;
+	end = body + len;
 	pg->root = parse_body(body, len, false);
 	pg->results = cJSON_GetObjectItemCaseSensitive(pg->root, "results");
 	next = cJSON_GetObjectItemCaseSensitive(pg->root, "next");
@@ -790,19 +945,46 @@ static char *dataset_url(struct api *api, const char *owner, const char *slug,
 	return url;
 }
 
-static void log_status(struct api *api, const char *what, long status,
-		       const char *body)
+/* The "detail" of an error body ({"detail": "..."}) into @out (of @cap
+ * bytes), JSON-decoded, secrets redacted, cut to DETAIL_CHARS characters;
+ * "" for any other body. A server's own words are worth a log line, but
+ * nothing else it sends is logged: an HTML page or a body that echoes the
+ * request is noise, and perhaps the key in a form not foreseen. */
+static void error_detail(const struct http_resp *resp, char *out, size_t cap)
 {
-	if (status == 401 || status == 403) {
-		if (__atomic_exchange_n(&api->auth_logged, (int)status,
-					__ATOMIC_RELAXED) == status)
+	cJSON *root = parse_repaired(resp->body, resp->len, false);
+	const char *detail = str_field(root, "detail");
+	size_t i, chars = 0;
+
+	*out = '\0';
+	if (cJSON_IsObject(root) && detail) {
+		/* redact before cutting, or a cut key would slip through */
+		log_redact(detail, out, cap);
+		for (i = 0; out[i]; i++) {
+			/* a character starts at every byte but 10xxxxxx */
+			if (((unsigned char)out[i] & 0xc0) != 0x80 &&
+			    chars++ == DETAIL_CHARS) {
+				out[i] = '\0';
+				break;
+			}
+		}
+	}
+	cJSON_Delete(root);
+}
+
+static void log_status(struct api *api, const char *what,
+		       const struct http_resp *resp)
+{
+	char detail[DETAIL_CHARS * 4 + 64];
+
+	if (resp->status == 401 || resp->status == 403) {
+		if (__atomic_exchange_n(&api->auth_logged, (int)resp->status,
+					__ATOMIC_RELAXED) == resp->status)
 			return;
 	}
-	char clean[256];
-
-	/* redact before cutting, or a cut key would slip through */
-	log_redact(body ? body : "", clean, sizeof(clean));
-	log_err("%s: HTTP %ld%s%s", what, status, *clean ? ": " : "", clean);
+	error_detail(resp, detail, sizeof(detail));
+	log_err("%s: HTTP %ld%s%s", what, resp->status, *detail ? ": " : "",
+		detail);
 }
 
 /* GET @url and hand back a 200 body in @resp. Returns 0 or -errno. */
@@ -818,7 +1000,7 @@ static int get_json(struct api *api, const char *url, const char *what,
 		return 0;
 	}
 	if (resp->status != 404)
-		log_status(api, what, resp->status, resp->body);
+		log_status(api, what, resp);
 	err = util_http_errno(resp->status);
 	http_resp_clear(resp);
 	return err;
@@ -839,6 +1021,7 @@ struct fetch {
 	struct item_list list; /* the page's objects */
 	char *cursor; /* its "next" cursor, or NULL */
 	size_t n_bad;
+	size_t bytes; /* the page's body */
 	int err;
 	pthread_t thread;
 	bool started;
@@ -852,10 +1035,11 @@ static int fetch_page(struct fetch *f)
 
 	if (err)
 		return err;
+	f->bytes = resp.len;
 	err = api_parse_page(resp.body, resp.len, f->kind, &f->list, &f->cursor,
 			     &f->n_bad);
 	http_resp_clear(&resp);
-	if (err)
+	if (err == -EIO)
 		log_err("%s: malformed page from %s", f->what, f->url);
 	return err;
 }
@@ -953,9 +1137,12 @@ int api_list(struct api *api, const char *owner, const char *slug,
 		} else if (cursor) {
 			next->url =
 				page_url(api, owner, slug, kind, ord, cursor);
-			if (next->url)
+			/* a large page is stored before the next one is asked
+			 * for: two at once would double what a listing holds
+			 * in memory, for no gain in time */
+			if (next->url && cur->bytes <= API_AHEAD_MAX)
 				fetch_start(next);
-			else
+			else if (!next->url)
 				err = -ENOMEM;
 		}
 		if (err)
@@ -1105,7 +1292,8 @@ int api_list_datasets(struct api *api, struct dataset_ref **out, size_t *n)
 		free(cursor);
 		err = page_open(resp.body, resp.len, &pg, &cursor);
 		if (err) {
-			log_err("dataset list: malformed page");
+			if (err == -EIO)
+				log_err("dataset list: malformed page");
 			http_resp_clear(&resp);
 			break;
 		}

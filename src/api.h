@@ -40,10 +40,21 @@ void api_free(struct api *api);
 /* Free every item of @list and its array. */
 void item_list_clear(struct item_list *list);
 
+/* @text with every ill-formed escape inside its strings (a lone surrogate,
+ * "\u" without four hex digits, a backslash before a character that starts
+ * no escape) written as U+FFFD, so one bad character costs that character,
+ * not the page; cJSON refuses the first and reads "\uZZZZ" as a NUL that
+ * ends the string. Only the ill-formed start of an escape is replaced: the
+ * text after it stays text. Sets *@out to NULL when nothing needs repair
+ * (no copy is made), else to a new NUL-terminated string of *@out_len
+ * bytes. Returns 0 or -ENOMEM. */
+int api_json_repair(const char *text, size_t len, char **out, size_t *out_len);
+
 /* Parse one page: append its valid objects to @list (entries that are not
  * objects or lack a string uid are skipped and counted in @n_bad) and set
  * @next_cursor to the raw cursor of "next" (a new string) or NULL at the
- * end. Returns 0, or -EIO for a body that is not a page. */
+ * end. Ill-formed escapes become U+FFFD (api_json_repair). Returns 0, -EIO
+ * for a body that is not a page, or -ENOMEM. */
 int api_parse_page(const char *body, size_t len, enum item_kind kind,
 		   struct item_list *list, char **next_cursor, size_t *n_bad);
 
@@ -51,7 +62,8 @@ int api_parse_page(const char *body, size_t len, enum item_kind kind,
  * 0, or -EINVAL when @s is not one (a time without a zone included). */
 int api_parse_time(const char *s, struct timespec *ts);
 
-/* Parse one object (the answer of a get call); NULL when it is not one. */
+/* Parse one object (the answer of a get call, or as stored), ill-formed
+ * escapes repaired; NULL when it is not one. */
 struct item *api_parse_object(const char *body, size_t len,
 			      enum item_kind kind);
 

@@ -21,7 +21,9 @@
 #include <unistd.h>
 
 #define HDR_KEY "X-Avala-Api-Key"
-#define ERR_BODY_MAX 1024 /* bytes of an error body kept for the log */
+/* bytes of an error body kept for the log: room for a "detail" of the 200
+ * characters logged, even written all in \u escapes */
+#define ERR_BODY_MAX 4096
 #define BACKOFF_BASE_MS 100
 #define BACKOFF_MAX_MS 5000
 
@@ -917,8 +919,11 @@ int http_api_get(struct http *h, const char *url, size_t max_body,
 		resp->len = x.len;
 	} else {
 		free(x.body);
-		resp->body = strdup(x.err_body);
-		resp->len = x.err_len;
+		/* all of it: a NUL inside must not make len overstate it */
+		resp->body = malloc(x.err_len + 1);
+		if (resp->body)
+			memcpy(resp->body, x.err_body, x.err_len + 1);
+		resp->len = resp->body ? x.err_len : 0;
 	}
 	return 0;
 }

@@ -35,6 +35,8 @@ DATASET SPEC (--dataset, repeatable)
                     (JPEG or PNG, drawn here, of the width and height the
                     metadata gives; a thumbnail is its data file's picture at
                     a quarter of the size); min_size and max_size are ignored
+    meta_pad=B      every item's metadata carries a "notes" string of B
+                    bytes (hostile listings: metadata far larger than a page)
     classes=N       keys shaped like an image dataset's: most are
                     "<class>/img_<n>.<ext>" over N class folders (some a level
                     deeper, "<class>/<front|rear>/img_<n>.<ext>"), every 7th
@@ -129,10 +131,13 @@ FAULTS (POST /_fake/fault body)
   probability  instead of counting: each matching request gets it with this
                chance, until cleared
   latency      sleep this many seconds first, then go on
-  status       answer this status with {"detail": "fault"}
+  status       answer this status with {"detail": "fault"}, or with body
   retry_after  with status: add Retry-After: <seconds>
   malformed    answer 200 with a broken JSON body
-  body         answer 200 with this string as the JSON body (wrong types...)
+  body         answer 200, or status, with this string as the body, sent as
+               UTF-8 but for "\\udc80".."\\udcff", each the raw byte it
+               stands for (wrong types, hand-made pages, error bodies that
+               echo the key or hold control bytes or invalid UTF-8...)
   oversize     answer 200 with a valid JSON object padded to this many bytes
   truncate     send the full Content-Length but half the body, then close
   stall        send the headers, then nothing for an hour (or until the
@@ -238,6 +243,7 @@ class DatasetSpec:
     files_dir: str | None = None
     images: bool = False
     classes: int = 0
+    meta_pad: int = 0
 
 
 def _count(text: str) -> int:
@@ -285,6 +291,7 @@ SPEC_OPTIONS: dict[str, Callable[[str], object]] = {
     "max_size": _byte_size,
     "images": _flag,
     "classes": _count,
+    "meta_pad": _count,
     "data_base": lambda text: text.rstrip("/"),
     "files_dir": str,
 }
@@ -508,6 +515,8 @@ class ItemSource(abc.Sequence):
         metadata = {"width": width, "height": height, "format": fmt}
         if chosen(index, self.total, spec.size_known, self.name + ":size"):
             metadata["size"] = data.size
+        if spec.meta_pad:
+            metadata["notes"] = "n" * spec.meta_pad
         updated_at = None
         if chosen(index, self.total, spec.updated, self.name + ":items:updated"):
             updated_at = moment(seconds + 3 * 86400 + 2 * 3600, micro, "+02:00")
@@ -1211,6 +1220,11 @@ FAULT_FIELD_CHECKS: dict[str, tuple[Callable[[object], bool], str]] = {
 }
 
 
+def fault_body(fault: Fault) -> bytes:
+    """A fault's body as sent: UTF-8, with surrogate-escaped characters as the raw bytes they stand for."""
+    return fault.body.encode("utf-8", "surrogateescape")
+
+
 def parse_fault(body: dict) -> Fault:
     """A Fault from a POST /_fake/fault body, or ApiError 400."""
     unknown = sorted(set(body) - set(FAULT_FIELD_CHECKS) - {"route"})
@@ -1382,11 +1396,12 @@ class FakeAvala:
                 time.sleep(fault.latency)
             if fault.status is not None:
                 retry = (("Retry-After", str(fault.retry_after)),) if fault.retry_after is not None else ()
-                return json_response(fault.status, {"detail": "fault"}, retry)
+                body = fault_body(fault) if fault.body is not None else encode_json({"detail": "fault"})
+                return Response(fault.status, body, [*JSON_HEADERS, *retry])
             if fault.malformed:
                 return Response(200, MALFORMED_BODY, list(JSON_HEADERS))
             if fault.body is not None:
-                return Response(200, fault.body.encode(), list(JSON_HEADERS))
+                return Response(200, fault_body(fault), list(JSON_HEADERS))
             if fault.oversize is not None:
                 head = b'{"results": [], "next": null, "pad": "'
                 pad = fault.oversize - len(head) - 2

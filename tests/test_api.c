@@ -1,6 +1,8 @@
 /* Unit tests of the JSON side of src/api.c, without network: pages, objects
- * of both field dialects, wrong types, cursors, sequences and their views. */
+ * of both field dialects, wrong types, cursors, sequences and their views,
+ * ill-formed escapes; and of what the log lets through of server text. */
 #include "api.h"
+#include "log.h"
 #include "util.h"
 
 #include <cjson/cJSON.h>
@@ -9,8 +11,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "check.h"
+
+#define FFFD "\xef\xbf\xbd" /* U+FFFD in UTF-8 */
 
 static struct item *parse_item(const char *body)
 {
@@ -1031,6 +1036,257 @@ static void test_item_time(void)
 	item_unref(it);
 }
 
+/* Ill-formed escapes in strings become U+FFFD; the rest of the text, and
+ * what is outside strings, is left as it is. */
+static void test_json_repair(void)
+{
+	static const struct {
+		const char *in, *out; /* out NULL: nothing to repair */
+	} cases[] = {
+		{ "\"a\\ud800b\"", "\"a" FFFD "b\"" },
+		{ "\"\\udc00x\"", "\"" FFFD "x\"" },
+		{ "\"\\ud800\\ud83d\\ude00\"", "\"" FFFD "\\ud83d\\ude00\"" },
+		{ "\"\\ud800\\ud800\"", "\"" FFFD FFFD "\"" },
+		{ "\"a\\ud800\"", "\"a" FFFD "\"" },
+		{ "\"a\\ud800", "\"a" FFFD },
+		{ "\"\\ud800\\u0041\"", "\"" FFFD "\\u0041\"" },
+		{ "\"\\uDBFF\\uDFFF \\uDBFF\"", "\"\\uDBFF\\uDFFF " FFFD "\"" },
+		{ "\"\\\\\\ud800\"", "\"\\\\" FFFD "\"" },
+		{ "{\"k\\udc00\": \"\\ud800\"}",
+		  "{\"k" FFFD "\": \"" FFFD "\"}" },
+		{ "\"\\uZZZZ\"", "\"" FFFD "ZZZZ\"" },
+		{ "\"\\u12G4\"", "\"" FFFD "G4\"" },
+		{ "\"\\u12\"", "\"" FFFD "\"" },
+		{ "\"\\u-123\"", "\"" FFFD "-123\"" },
+		{ "\"\\q\\x\"", "\"" FFFD "q" FFFD "x\"" },
+		{ "\"a\\", NULL },
+		{ "\"\\ud83d\\ude00\"", NULL },
+		{ "\"\\\\ud800\"", NULL },
+		{ "\"\\\\\\\\ud800\"", NULL },
+		{ "\"\\\"\\\\\\/\\b\\f\\n\\r\\t\\u00e9\\u0000\"", NULL },
+		{ "[1, \\ud800]", NULL },
+		{ "{\"a\": \"x\"} \\ud800", NULL },
+		{ "", NULL },
+	};
+	size_t i, len;
+	char *out;
+
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		out = (char *)"poison";
+		CHECK(api_json_repair(cases[i].in, strlen(cases[i].in), &out,
+				      &len) == 0);
+		CHECK_STR(out, cases[i].out);
+		CHECK(len == strlen(out ? out : cases[i].in));
+		free(out);
+	}
+}
+
+/* One bad character costs that character: the page parses, every item is
+ * listed, and the text kept and metadata.json hold U+FFFD. cJSON alone
+ * would refuse the page, or end "a\uZZZZb" at the \u. */
+static void test_page_bad_escapes(void)
+{
+	static const char body[] =
+		"{\"next\": null, \"results\": [{\"uid\": \"e1\"}, "
+		"{\"uid\": \"e2\", \"key\": \"k\\ud800.png\", "
+		"\"metadata\": {\"n\\udc00\": \"a\\uZZZZb\", "
+		"\"ok\": \"\\ud83d\\ude00\"}}, {\"uid\": \"e3\"}]}";
+	struct item_list list = { 0 };
+	struct item *it;
+	const char *text;
+	cJSON *back;
+	size_t n_bad;
+	char *cursor;
+
+	CHECK(parse_page(body, ITEM_KIND_ITEM, &list, &cursor, &n_bad) == 0);
+	CHECK(list.n == 3 && n_bad == 0 && cursor == NULL);
+	if (list.n == 3) {
+		it = list.v[1];
+		CHECK_STR(it->key, "k" FFFD ".png");
+		CHECK_STR(it->data_ext, ".png");
+		CHECK_STR(it->json, "{\"uid\":\"e2\",\"key\":\"k" FFFD ".png\","
+				    "\"metadata\":{\"n" FFFD "\":\"a" FFFD
+				    "ZZZZb\",\"ok\":\"\\ud83d\\ude00\"}}");
+		text = pretty_text(it);
+		back = text ? cJSON_Parse(text) : NULL;
+		CHECK(back != NULL);
+		CHECK(text && strstr(text, "\"n" FFFD "\": \"a" FFFD
+					   "ZZZZb\"") != NULL);
+		CHECK(text && strstr(text, "\xf0\x9f\x98\x80") != NULL);
+		cJSON_Delete(back);
+	}
+	item_list_clear(&list);
+
+	it = parse_item("{\"uid\": \"o\\udc00\", \"key\": \"\\ud800\"}");
+	CHECK(it && strcmp(it->uid, "o" FFFD) == 0);
+	CHECK(it && strcmp(it->key, FFFD) == 0);
+	item_unref(it);
+
+	/* text kept from before (a store) is repaired as it is read */
+	it = item_new(ITEM_KIND_ITEM);
+	if (it) {
+		it->json = strdup("{\"uid\":\"s\",\"k\":\"\\ud800\"}");
+		it->json_len = it->json ? strlen(it->json) : 0;
+		CHECK_STR(pretty_text(it),
+			  "{\n  \"uid\": \"s\",\n  \"k\": \"" FFFD "\"\n}\n");
+	}
+	item_unref(it);
+}
+
+/* Everything log_err() writes to stderr while @fn runs: a new string. */
+static char *stderr_of(void (*fn)(void))
+{
+	FILE *tmp = tmpfile();
+	int saved = dup(STDERR_FILENO);
+	char *text = NULL;
+	long len;
+
+	if (!tmp || saved < 0)
+		goto out;
+	fflush(stderr);
+	dup2(fileno(tmp), STDERR_FILENO);
+	fn();
+	fflush(stderr);
+	dup2(saved, STDERR_FILENO);
+	len = ftell(tmp);
+	text = calloc(1, len + 1);
+	rewind(tmp);
+	if (text && fread(text, 1, len, tmp) != (size_t)len) {
+		free(text);
+		text = NULL;
+	}
+out:
+	if (saved >= 0)
+		close(saved);
+	if (tmp)
+		fclose(tmp);
+	return text;
+}
+
+#define KEY "sk/live+Zq9~abc=def_ghi-jkl0123"
+
+/* @key with every byte written as @fmt ("%%%02X", "\\u%04x"...). */
+static void encode_all(const char *key, const char *fmt, char *out, size_t cap)
+{
+	size_t o = 0;
+
+	for (; *key && o + 7 < cap; key++)
+		o += snprintf(out + o, cap - o, fmt, (unsigned char)*key);
+}
+
+/* The key, in every form a server may echo it, is masked: as it is, JSON-
+ * escaped, percent-encoded, base64 and base64url at each alignment, and
+ * in a mix of these. */
+static void test_log_redact(void)
+{
+	static const struct {
+		const char *in, *out;
+	} cases[] = {
+		{ "a " KEY " b", "a [REDACTED] b" },
+		{ "a \"sk\\/live+Zq9~abc=def_ghi-jkl0123\" b",
+		  "a \"[REDACTED]\" b" },
+		{ "sk\\u002flive\\u002BZq9~abc\\u003ddef_ghi-jkl0123",
+		  "[REDACTED]" },
+		{ "key=sk%2Flive%2BZq9~abc%3Ddef_ghi-jkl0123&x=1",
+		  "key=[REDACTED]&x=1" },
+		{ "key=sk%2flive%2bZq9%7eabc%3ddef_ghi-jkl0123&x=1",
+		  "key=[REDACTED]&x=1" },
+		{ "key=sk%2flive+Zq9~abc\\u003ddef%5Fghi-jkl0123",
+		  "key=[REDACTED]" },
+		/* base64 of the key alone, padded or not */
+		{ "t c2svbGl2ZStacTl+YWJjPWRlZl9naGktamtsMDEyMw== u",
+		  "t [REDACTED] u" },
+		{ "t c2svbGl2ZStacTl-YWJjPWRlZl9naGktamtsMDEyMw u",
+		  "t [REDACTED] u" },
+		{ "t c2svbGl2ZStacTl%2BYWJjPWRlZl9naGktamtsMDEyMw%3D%3D u",
+		  "t [REDACTED] u" },
+		/* after 1 and 2 bytes of something else: the first character
+		 * holds bits of both and is all that is left */
+		{ "eHNrL2xpdmUrWnE5fmFiYz1kZWZfZ2hpLWprbDAxMjM=",
+		  "eH[REDACTED]" },
+		{ "eHlzay9saXZlK1pxOX5hYmM9ZGVmX2doaS1qa2wwMTIz",
+		  "eHl[REDACTED]" },
+		/* inside a longer encoded string */
+		{ "eyJhdXRoIjoic2svbGl2ZStacTl+YWJjPWRlZl9naGktamtsMDEyMyJ9",
+		  "eyJhdXRoIjoi[REDACTED]J9" },
+		{ "eyJhdXRoIjoic2svbGl2ZStacTl-YWJjPWRlZl9naGktamtsMDEyMyJ9",
+		  "eyJhdXRoIjoi[REDACTED]J9" },
+		/* not the key: left alone */
+		{ "sk/live+Zq9 and c2svbGl2 and sk%2Flive",
+		  "sk/live+Zq9 and c2svbGl2 and sk%2Flive" },
+	};
+	char in[512], out[512];
+	size_t i;
+
+	log_add_secret(KEY);
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		log_redact(cases[i].in, out, sizeof(out));
+		CHECK_STR(out, cases[i].out);
+	}
+	encode_all(KEY, "%%%02X", in, sizeof(in));
+	log_redact(in, out, sizeof(out));
+	CHECK_STR(out, "[REDACTED]");
+	encode_all(KEY, "%%%02x", in, sizeof(in));
+	log_redact(in, out, sizeof(out));
+	CHECK_STR(out, "[REDACTED]");
+	encode_all(KEY, "\\u%04x", in, sizeof(in));
+	log_redact(in, out, sizeof(out));
+	CHECK_STR(out, "[REDACTED]");
+	encode_all(KEY, "\\u%04X", in, sizeof(in));
+	log_redact(in, out, sizeof(out));
+	CHECK_STR(out, "[REDACTED]");
+
+	/* a secret too short for its base64 to be told from chance is
+	 * masked only as it is */
+	log_add_secret("s3cr");
+	log_redact("s3cr czNjcg== s%33cr", out, sizeof(out));
+	CHECK_STR(out, "[REDACTED] czNjcg== [REDACTED]");
+	/* a mark that does not fit is left out whole */
+	log_redact("abc " KEY, out, 10);
+	CHECK_STR(out, "abc ");
+}
+
+static void log_hostile_line(void)
+{
+	log_err("denied\n avalafs: forged\x1b[2J\r\x7f \xc2\x9b"
+		"1m \xff\xc3 caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80 "
+		"\xed\xa0\x80");
+}
+
+static void log_cut_line(void)
+{
+	char pad[2048 - 8 - 1 + 1];
+
+	/* the line holds 2047 bytes: the key is cut after 8 of them */
+	memset(pad, 'x', sizeof(pad) - 1);
+	pad[sizeof(pad) - 1] = '\0';
+	log_err("%s%s", pad, KEY);
+	log_err("%s%s", pad, "sk%2Flive%2BZq9");
+}
+
+/* A line is one line whatever the server sent: control bytes, C1 controls
+ * and bytes that are not UTF-8 are written as \xHH; UTF-8 is kept. */
+static void test_log_escape(void)
+{
+	char *text = stderr_of(log_hostile_line), *line;
+
+	CHECK_STR(text,
+		  "avalafs: denied\\x0a avalafs: forged\\x1b[2J\\x0d"
+		  "\\x7f \\xc2\\x9b1m \\xff\\xc3 caf\xc3\xa9 \xe2\x82\xac "
+		  "\xf0\x9f\x98\x80 \\xed\\xa0\\x80\n");
+	free(text);
+
+	/* a key cut by the end of a long line is masked as far as it got */
+	text = stderr_of(log_cut_line);
+	CHECK(text && !strstr(text, "sk/live") && !strstr(text, "sk%2F"));
+	line = text ? strchr(text, '\n') : NULL;
+	CHECK(line && line - text > 2000 &&
+	      strncmp(line - 10, "[REDACTED]\n", 11) == 0);
+	CHECK(text && strlen(text) > 11 &&
+	      strcmp(text + strlen(text) - 11, "[REDACTED]\n") == 0);
+	free(text);
+}
+
 int main(void)
 {
 	test_time();
@@ -1056,5 +1312,9 @@ int main(void)
 	test_page_append();
 	test_sequence();
 	test_sequence_dup_views();
+	test_json_repair();
+	test_page_bad_escapes();
+	test_log_redact();
+	test_log_escape();
 	return check_report();
 }
