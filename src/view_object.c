@@ -17,6 +17,7 @@
 #include <uthash.h>
 
 #define OBJECT_CACHE_MAX 1024 /* parsed objects kept */
+#define OBJECT_CACHE_BYTES (64 << 20) /* their JSON, and its pretty form */
 #define VIEW_INDEX_BITS 8 /* a view file's id: its sequence << 8 | index */
 
 extern struct node_ops view_metadata_ops, view_status_ops, view_views_ops;
@@ -44,7 +45,16 @@ struct object_cache {
 	struct cached *by_key; /* protected by lock */
 	struct cached *head, *tail; /* protected by lock */
 	size_t n; /* protected by lock */
+	size_t bytes; /* protected by lock: cost() of those kept */
 };
+
+/* What an object kept costs: its JSON, and the pretty form metadata.json
+ * makes of it (about as long), so that a few objects with huge metadata
+ * do not hold hundreds of MB. */
+static size_t cost(const struct item *it)
+{
+	return 2 * it->json_len + 1024;
+}
 
 struct object_cache *view_object_cache_new(void)
 {
@@ -83,6 +93,7 @@ static void cached_drop(struct object_cache *c, struct cached *e)
 {
 	HASH_DEL(c->by_key, e);
 	lru_unlink(c, e);
+	c->bytes -= cost(e->it);
 	item_unref(e->it);
 	free(e);
 	c->n--;
@@ -140,7 +151,10 @@ int view_object(struct fs *fs, struct dataset *ds, enum item_kind kind,
 				HASH_ADD(hh, c->by_key, key, sizeof(e->key), e);
 				lru_push(c, e);
 				c->n++;
-				if (c->n > OBJECT_CACHE_MAX)
+				c->bytes += cost(it);
+				while (c->n > 1 &&
+				       (c->n > OBJECT_CACHE_MAX ||
+					c->bytes > OBJECT_CACHE_BYTES))
 					cached_drop(c, c->tail);
 			}
 			pthread_mutex_unlock(&c->lock);
