@@ -80,6 +80,10 @@ struct catalog {
 	int64_t wait_ms;
 	char *origin;
 	char *store_dir;
+	int store_dir_fd;
+	int64_t store_budget;
+	int64_t (*give_back)(void *ctx);
+	void *give_back_ctx;
 	void (*replaced)(void *ctx, struct dataset *ds, enum item_kind kind,
 			 uint64_t old, uint64_t new);
 	void *replaced_ctx;
@@ -103,6 +107,10 @@ struct catalog *catalog_new(struct api *api, const struct catalog_config *cfg)
 	pthread_cond_init(&cat->loaders_done, NULL);
 	cat->origin = strdup(cfg->origin ? cfg->origin : "");
 	cat->store_dir = strdup(cfg->store_dir ? cfg->store_dir : ".");
+	cat->store_dir_fd = cfg->store_dir_fd;
+	cat->store_budget = cfg->store_budget;
+	cat->give_back = cfg->give_back;
+	cat->give_back_ctx = cfg->give_back_ctx;
 	if (!cat->origin || !cat->store_dir) {
 		catalog_free(cat);
 		return NULL;
@@ -424,47 +432,58 @@ struct store *dataset_store(struct dataset *ds)
 	return st;
 }
 
-/* The store's file for @ds: one per API origin and dataset. */
-static char *store_path(const struct catalog *cat, const struct dataset *ds)
-{
-	const char *parts[3] = { cat->origin, ds->owner, ds->slug };
-	uint64_t h = 0xcbf29ce484222325ull; /* FNV-1a */
-	char *path;
-	size_t i;
-
-	for (i = 0; i < 3; i++) {
-		const unsigned char *p = (const unsigned char *)parts[i];
-
-		do {
-			h ^= *p;
-			h *= 0x100000001b3ull;
-		} while (*p++);
-	}
-	if (asprintf(&path, "%s/%016" PRIx64 ".db", cat->store_dir, h) < 0)
-		return NULL;
-	return path;
-}
+static void listings_lost(void *ctx);
 
 /* Open the store of @ds on first use. */
 static int open_store(struct catalog *cat, struct dataset *ds)
 {
-	char *path;
 	int err = 0;
 
 	pthread_mutex_lock(&ds->store_lock);
 	if (!ds->store) {
-		path = store_path(cat, ds);
-		err = path ? store_open(path, cat->origin, ds->owner, ds->slug,
-					&ds->store)
-			   : -ENOMEM;
+		struct store_config cfg = {
+			.dir_fd = cat->store_dir_fd,
+			.dir = cat->store_dir,
+			.origin = cat->origin,
+			.owner = ds->owner,
+			.slug = ds->slug,
+			.budget = cat->store_budget,
+			.give_back = cat->give_back,
+			.give_back_ctx = cat->give_back_ctx,
+			.lost = listings_lost,
+			.lost_ctx = ds,
+		};
+
+		err = store_open(&cfg, &ds->store);
 		if (err)
-			log_err("%s/%s: cannot open the listing store %s: %s",
-				ds->owner, ds->slug, path ? path : "",
-				strerror(-err));
-		free(path);
+			log_err("%s/%s: cannot open its listing store: %s",
+				ds->owner, ds->slug, strerror(-err));
 	}
 	pthread_mutex_unlock(&ds->store_lock);
 	return err ? -EIO : 0;
+}
+
+/* The store of a dataset set its damaged database aside: the generations
+ * served are gone, and readers wait for a listing made anew. */
+static void listings_lost(void *ctx)
+{
+	struct dataset *ds = ctx;
+	struct fresh_clock clock = { .now = now_ms() };
+	int k;
+
+	for (k = 0; k < 2; k++) {
+		struct listing *l = &ds->lists[k];
+
+		pthread_mutex_lock(&l->lock);
+		fresh_apply(&l->fresh, FRESH_LOST, 0, &clock);
+		l->gen = 0;
+		l->pages = 0; /* a listing being made is in the lost one */
+		l->n_retired = 0;
+		gone_clear(l);
+		__atomic_store_n(&l->n_gone, 0, __ATOMIC_RELAXED);
+		pthread_cond_broadcast(&l->changed);
+		pthread_mutex_unlock(&l->lock);
+	}
 }
 
 /* Fetch a listing into a new generation and make it current, as the first
@@ -481,6 +500,10 @@ static int add_page(void *ctx, struct item *const *v, size_t n)
 	struct loader *ld = ctx;
 	int added = store_listing_add(ld->sl, v, n);
 
+	/* the store's failure, never one the server answered: the last
+	 * listing stays served */
+	if (added < 0 && added != -ENOMEM)
+		added = -EIO;
 	if (added >= 0) {
 		pthread_mutex_lock(&ld->l->lock);
 		ld->l->pages++;
@@ -542,7 +565,7 @@ static void *load_listing(void *p)
 	struct fresh_clock clock = { .ttl = (int64_t)cat->ttl_s * 1000,
 				     .hold = ERROR_HOLD_MS };
 	int64_t start = now_ms();
-	uint64_t prev, gen = 0;
+	uint64_t prev, gen = 0, resets;
 	char what[256];
 	int err;
 
@@ -551,7 +574,10 @@ static void *load_listing(void *p)
 	pthread_mutex_lock(&l->lock);
 	prev = l->gen;
 	pthread_mutex_unlock(&l->lock);
+	resets = store_resets(ds->store);
 	err = store_listing_begin(ds->store, l->kind, prev, &ld.sl);
+	if (err && err != -ENOMEM)
+		err = -EIO; /* the store's failure, not the server's answer */
 	if (!err) {
 		pthread_mutex_lock(&l->lock);
 		l->building = store_listing_gen(ld.sl);
@@ -570,6 +596,10 @@ static void *load_listing(void *p)
 	pthread_mutex_lock(&l->lock);
 	clock.now = now_ms();
 	clock.took = clock.now - start;
+	/* the database it went to was set aside meanwhile (the store counts
+	 * that before it takes this lock to say so) */
+	if (!err && store_resets(ds->store) != resets)
+		err = -EIO;
 	if (!err) {
 		retire(l, l->gen);
 		l->gen = gen;
@@ -578,10 +608,14 @@ static void *load_listing(void *p)
 		fresh_apply(&l->fresh, FRESH_LOADED, 0, &clock);
 	} else {
 		retire(l, l->building);
-		if (l->gen)
+		fresh_apply(&l->fresh, FRESH_LOAD_FAILED, err, &clock);
+		if (l->gen && fresh_servable(&l->fresh))
 			log_warn("%s: listing failed, serving the last one",
 				 what);
-		fresh_apply(&l->fresh, FRESH_LOAD_FAILED, err, &clock);
+		else if (l->gen)
+			log_warn("%s: listing refused (%s): not shown until "
+				 "it is accepted",
+				 what, strerror(-err));
 	}
 	l->building = 0;
 	pthread_cond_broadcast(&l->changed);

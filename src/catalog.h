@@ -22,6 +22,11 @@ struct catalog_config {
 	bool discover; /* ask the server for its dataset list */
 	const char *origin; /* the API's base URL, which stores are of */
 	const char *store_dir; /* where the stores' databases are made */
+	int store_dir_fd; /* its descriptor (cachedir.h): borrowed */
+	int64_t store_budget; /* store_config's budget */
+	/* the data cache gives back room for a listing, or NULL */
+	int64_t (*give_back)(void *ctx);
+	void *give_back_ctx;
 	/* called (on the loader's thread) when generation @new of a listing
 	 * replaced @old: what the kernel holds of @old may be out of date */
 	void (*replaced)(void *ctx, struct dataset *ds, enum item_kind kind,

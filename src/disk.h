@@ -32,15 +32,28 @@ struct disk_version {
 
 struct disk_stats {
 	int64_t used, limit; /* bytes kept, bytes allowed now */
+	int64_t listings; /* bytes the listings beside it take */
 	uint64_t hits, misses, puts, refused, evicted, damaged;
+	uint64_t write_errors; /* entries that could not be written */
+	bool writing; /* the last entry was written, or the disk is full */
 };
 
 struct disk;
 
-/* Open (making it 0700 when missing) the data cache in folder @dir, capped
- * at @cap bytes and at 95% of its file system. NULL when it cannot be used
- * (logged): avalafs then reads without it. */
-struct disk *disk_open(const char *dir, int64_t cap);
+struct disk_config {
+	int root_fd; /* the cache folder (cachedir.h): borrowed */
+	const char *root; /* its path */
+	int64_t cap; /* bytes for the data and the listings together */
+	/* the bytes the listings take (counted in @cap), or NULL */
+	int64_t (*others)(void *ctx);
+	void *ctx;
+};
+
+/* Open the data cache in folder "data" of the cache folder (made 0700 when
+ * missing), capped at @cfg->cap bytes with the listings and at 95% of its
+ * file system. NULL when it cannot be used (logged): avalafs then reads
+ * without it. */
+struct disk *disk_open(const struct disk_config *cfg);
 
 /* Accepts NULL. */
 void disk_close(struct disk *d);
@@ -80,6 +93,11 @@ void disk_put_many(struct disk *d, struct disk_put *puts, int n);
 
 /* Remove every entry of @id: the object changed. */
 void disk_drop(struct disk *d, const char *id);
+
+/* Evict entries until the data and the listings fit in the cap and the
+ * file system keeps its free share: a listing needs the room. Returns the
+ * bytes given back. */
+int64_t disk_give_back(struct disk *d);
 
 void disk_get_stats(struct disk *d, struct disk_stats *st);
 

@@ -41,13 +41,22 @@ bool fresh_apply(struct fresh *f, enum fresh_event ev, int err,
 	case FRESH_LOADED:
 		if (f->state != FRESH_LOADING && f->state != FRESH_REFRESHING)
 			return false;
+		if (f->lost) {
+			f->state = FRESH_EMPTY;
+			f->lost = f->again = false;
+			return false;
+		}
 		f->err = 0;
 		f->state = f->again ? FRESH_STALE : FRESH_CURRENT;
 		f->until = c->now + (c->took > c->ttl ? c->took : c->ttl);
 		f->again = false;
 		return false;
 	case FRESH_LOAD_FAILED:
-		if (f->state == FRESH_LOADING) {
+		if (f->lost) {
+			/* it failed for the database it wrote to: the next
+			 * reader starts one anew at once */
+			f->state = FRESH_EMPTY;
+		} else if (f->state == FRESH_LOADING) {
 			f->state = FRESH_FAILED;
 			f->err = err;
 			f->until = c->now + c->hold;
@@ -63,7 +72,7 @@ bool fresh_apply(struct fresh *f, enum fresh_event ev, int err,
 			f->err = err;
 			f->until = c->now + c->hold;
 		}
-		f->again = false;
+		f->again = f->lost = false;
 		return false;
 	case FRESH_FORGET:
 		if (f->state == FRESH_CURRENT)
@@ -71,6 +80,15 @@ bool fresh_apply(struct fresh *f, enum fresh_event ev, int err,
 		else if (f->state == FRESH_LOADING ||
 			 f->state == FRESH_REFRESHING)
 			f->again = true; /* what loads may still hold it */
+		return false;
+	case FRESH_LOST:
+		if (f->state == FRESH_LOADING || f->state == FRESH_REFRESHING) {
+			f->state = FRESH_LOADING; /* nothing served meanwhile */
+			f->lost = true;
+		} else {
+			f->state = FRESH_EMPTY;
+		}
+		f->err = 0;
 		return false;
 	}
 	return false;

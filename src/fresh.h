@@ -26,6 +26,8 @@ enum fresh_event {
 	FRESH_LOADED, /* the load in progress completed */
 	FRESH_LOAD_FAILED, /* it failed with @err */
 	FRESH_FORGET, /* an object went away (the API said 404): list again */
+	FRESH_LOST, /* the listings kept were lost (their database was set
+		     * aside): readers wait for a new one */
 };
 
 struct fresh {
@@ -33,6 +35,8 @@ struct fresh {
 	int64_t until; /* ms: CURRENT: when it goes stale; FAILED: retry */
 	int err; /* FAILED: the load's error */
 	bool again; /* a forget came during a load: list again after it */
+	bool lost; /* the load in progress writes to a lost database: its
+		    * end, whatever it is, leaves nothing to serve */
 };
 
 /* The times a transition depends on, in ms. */

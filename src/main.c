@@ -25,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -306,12 +307,14 @@ static void log_stats(struct session_watch *w)
 		 ", \"disk_hits\": %" PRIu64 ", \"disk_misses\": %" PRIu64
 		 ", \"disk_puts\": %" PRIu64 ", \"disk_refused\": %" PRIu64
 		 ", \"disk_evicted\": %" PRIu64 ", \"disk_damaged\": %" PRIu64
-		 "}",
+		 ", \"disk_write_errors\": %" PRIu64 ", \"disk_writing\": %s"
+		 ", \"listings_bytes\": %" PRId64 "}",
 		 st.used, st.peak, st.budget, ft.requests, st.filled, st.hits,
 		 st.misses, ft.jobs, st.kernel_held, tree_count(w->tree),
 		 ss.prefetched, ss.ordered, w->disk ? "true" : "false", ds.used,
 		 ds.limit, st.disk_read, ds.hits, ds.misses, ds.puts,
-		 ds.refused, ds.evicted, ds.damaged);
+		 ds.refused, ds.evicted, ds.damaged, ds.write_errors,
+		 !w->disk || ds.writing ? "true" : "false", ds.listings);
 }
 
 static void *watch_session(void *p)
@@ -443,6 +446,20 @@ static int check_discovery(struct api *api, struct catalog *cat,
 		catalog_add(cat, refs[i].owner, refs[i].slug);
 	api_free_datasets(refs, n);
 	return 0;
+}
+
+/* The bytes the listings take, counted in disk_cache_size. */
+static int64_t listings_bytes(void *ctx)
+{
+	const struct cachedir *cd = ctx;
+
+	return cachedir_bytes(cd->listings_fd);
+}
+
+/* A listing needs room: the data cache gives it back. */
+static int64_t give_back(void *ctx)
+{
+	return disk_give_back(ctx);
 }
 
 static void options_free(struct options *o)
@@ -578,6 +595,10 @@ int main(int argc, char *argv[])
 				"or -o api_key_file=PATH\n");
 		goto out_key;
 	}
+	/* no core dump of the mount (nor a debugger of the same user) gets
+	 * the key, as with ssh-agent; -d is for debugging */
+	if (!cmd.debug)
+		prctl(PR_SET_DUMPABLE, 0);
 	api_url = o.api_url ? o.api_url : getenv("AVALA_BASE_URL");
 	if (!api_url || !*api_url)
 		api_url = DEFAULT_API_URL;
@@ -603,26 +624,30 @@ int main(int argc, char *argv[])
 			    });
 	if (cachedir_open(&cache, o.cache_dir))
 		goto out_objs;
+	/* a temporary folder (cache_dir=none) keeps no data: it would be
+	 * gone before anyone read it again */
+	if (!cache.temporary && disk_cache_size > 0)
+		disk = disk_open(&(struct disk_config){
+			.root_fd = cache.root_fd,
+			.root = cache.root,
+			.cap = disk_cache_size,
+			.others = listings_bytes,
+			.ctx = &cache,
+		});
 	cat_cfg = (struct catalog_config){
 		.ttl_s = o.ttl,
 		.wait_ms = (int64_t)o.timeout * 1000,
 		.discover = true,
 		.origin = api_url,
 		.store_dir = cache.listings,
+		.store_dir_fd = cache.listings_fd,
+		.store_budget = cache.temporary ? 0 : disk_cache_size,
+		.give_back = disk ? give_back : NULL,
+		.give_back_ctx = disk,
 		.replaced = fs_listing_replaced,
 		.replaced_ctx = &fs,
 	};
 	cat = api ? catalog_new(api, &cat_cfg) : NULL;
-	/* a temporary folder (cache_dir=none) keeps no data: it would be
-	 * gone before anyone read it again */
-	if (!cache.temporary && disk_cache_size > 0) {
-		char *dir;
-
-		if (asprintf(&dir, "%s/data", cache.root) > 0) {
-			disk = disk_open(dir, disk_cache_size);
-			free(dir);
-		}
-	}
 	data_cache = cache_new(cache_size, disk);
 	fetch = data_cache ? fetch_new(http, data_cache, o.max_conns) : NULL;
 	stream = fetch ? stream_new(data_cache, fetch,

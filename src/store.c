@@ -9,12 +9,15 @@
  * status table); neither is held across a callback. */
 #include "store.h"
 #include "api.h"
+#include "cachedir.h"
 #include "log.h"
 #include "names.h"
+#include "sql.h"
 #include "util.h"
 
 #include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <pthread.h>
 #include <sqlite3.h>
 #include <stdio.h>
@@ -27,7 +30,7 @@
 #include <unistd.h>
 #include <uthash.h>
 
-#define SCHEMA_VERSION 3
+#define SCHEMA_VERSION 4
 #define MAX_READERS 16 /* connections open for readers at most */
 
 /* Entry flags: how an entry's name came about. */
@@ -40,12 +43,10 @@ static const char schema[] =
 	" kind INTEGER NOT NULL, uid TEXT NOT NULL);"
 	"CREATE UNIQUE INDEX IF NOT EXISTS objects_uid ON objects(kind, uid);"
 	/* generations: who builds one (a process), and when it was complete;
-	 * which one each mount on the machine reads */
+	 * which mounts read one is in the file's locks (LOCK_BASE) */
 	"CREATE TABLE IF NOT EXISTS gens(gen INTEGER PRIMARY KEY,"
 	" kind INTEGER NOT NULL, pid INTEGER NOT NULL,"
 	" complete INTEGER NOT NULL DEFAULT 0, listed_at INTEGER);"
-	"CREATE TABLE IF NOT EXISTS readers(pid INTEGER NOT NULL,"
-	" gen INTEGER NOT NULL, PRIMARY KEY(pid, gen)) WITHOUT ROWID;"
 	/* one row per object and generation: what getattr needs, and the
 	 * JSON for everything else */
 	"CREATE TABLE IF NOT EXISTS listed(gen INTEGER NOT NULL,"
@@ -116,7 +117,7 @@ enum stmt {
 	S_STATUSES,
 	S_LEARN,
 	S_LATEST,
-	S_READER,
+	S_GENS,
 	S_COUNT
 };
 
@@ -217,12 +218,12 @@ static const char *const stmt_sql[S_COUNT] = {
 		    " mtime) VALUES(?1, ?2, ?3, ?4, ?5)",
 	[S_LATEST] = "SELECT gen, listed_at FROM gens WHERE kind = ?1"
 		     " AND complete = 1 ORDER BY gen DESC LIMIT 1",
-	[S_READER] = "INSERT OR IGNORE INTO readers(pid, gen) VALUES(?1, ?2)",
+	[S_GENS] = "SELECT gen FROM gens WHERE kind = ?1",
 };
 
 struct conn {
-	sqlite3 *db;
-	sqlite3_stmt *stmt[S_COUNT];
+	struct sql_conn sql;
+	unsigned epoch; /* the database it is of (store->epoch) */
 	struct conn *next; /* protected by store->lock: the idle list */
 };
 
@@ -233,9 +234,16 @@ struct status_name {
 };
 
 struct store {
-	char *path;
+	char *name; /* the database's file name in the listings folder */
+	char *file; /* its path */
+	int dir_fd; /* the listings folder: borrowed */
+	struct store_config cfg; /* its strings borrowed */
 	pthread_mutex_t lock;
 	pthread_cond_t conn_free; /* a connection went back to the idle list */
+	char *path; /* protected by lock: where connections go, the file or
+		     * a database in memory */
+	unsigned epoch; /* protected by lock: bumped when that changes */
+	bool memory; /* protected by lock */
 	struct conn *idle; /* protected by lock */
 	int n_conns; /* protected by lock: reader connections open */
 	struct status_name *statuses; /* protected by lock: by name */
@@ -243,169 +251,111 @@ struct store {
 	size_t n_status_ids; /* protected by lock */
 	pthread_mutex_t write_lock; /* one writer at a time */
 	struct conn *writer; /* protected by write_lock */
+	int lock_fd; /* protected by write_lock: the database file, whose
+		      * bytes past LOCK_BASE readers lock; -1 in memory */
+	int old_fds[4]; /* protected by write_lock: files left, kept open
+			 * until the end (closing one would drop the locks
+			 * SQLite holds on them) */
+	bool full_said; /* protected by write_lock */
+	uint64_t max_oid, max_dir; /* atomic: the highest numbers shown */
+	uint64_t resets; /* atomic: databases set aside at run time */
 };
 
 static void conn_close(struct conn *c)
 {
-	int i;
-
 	if (!c)
 		return;
-	for (i = 0; i < S_COUNT; i++)
-		sqlite3_finalize(c->stmt[i]);
-	sqlite3_close(c->db);
+	sql_close(&c->sql);
 	free(c);
-}
-
-static int sql_errno(int rc)
-{
-	switch (rc & 0xff) {
-	case SQLITE_OK:
-	case SQLITE_ROW:
-	case SQLITE_DONE:
-		return 0;
-	case SQLITE_NOMEM:
-		return -ENOMEM;
-	case SQLITE_BUSY:
-	case SQLITE_LOCKED:
-		return -EBUSY;
-	case SQLITE_READONLY:
-	case SQLITE_PERM:
-	case SQLITE_CANTOPEN:
-		return -EACCES;
-	case SQLITE_FULL:
-		return -ENOSPC;
-	case SQLITE_CORRUPT:
-	case SQLITE_NOTADB:
-		return -EBADMSG; /* not a database that can be trusted */
-	default:
-		return -EIO;
-	}
-}
-
-static int conn_exec(struct conn *c, const char *sql)
-{
-	char *msg = NULL;
-	int rc = sqlite3_exec(c->db, sql, NULL, NULL, &msg);
-
-	if (rc != SQLITE_OK)
-		log_err("store: %s: %s", sql, msg ? msg : sqlite3_errstr(rc));
-	sqlite3_free(msg);
-	return sql_errno(rc);
-}
-
-/* A connection to @path, or NULL with the reason in @err. */
-static struct conn *conn_open(const char *path, int *err)
-{
-	struct conn *c = calloc(1, sizeof(*c));
-	int rc;
-
-	*err = -ENOMEM;
-	if (!c)
-		return NULL;
-	rc = sqlite3_open_v2(path, &c->db,
-			     SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
-				     SQLITE_OPEN_NOMUTEX,
-			     NULL);
-	if (rc != SQLITE_OK) {
-		*err = sql_errno(rc);
-		conn_close(c);
-		return NULL;
-	}
-	sqlite3_busy_timeout(c->db, 10000);
-	/* the first read of the file: a bad one is said once, by the caller */
-	rc = sqlite3_exec(c->db,
-			  "PRAGMA journal_mode = WAL;"
-			  "PRAGMA synchronous = NORMAL;"
-			  "PRAGMA temp_store = MEMORY;"
-			  "PRAGMA cache_size = -2048;"
-			  "PRAGMA mmap_size = 0",
-			  NULL, NULL, NULL);
-	if (rc != SQLITE_OK) {
-		*err = sql_errno(rc);
-		conn_close(c);
-		return NULL;
-	}
-	*err = 0;
-	return c;
 }
 
 /* The statement @s of @c, reset and unbound. */
 static sqlite3_stmt *stmt(struct conn *c, enum stmt s)
 {
-	if (!c->stmt[s]) {
-		int rc = sqlite3_prepare_v3(c->db, stmt_sql[s], -1,
-					    SQLITE_PREPARE_PERSISTENT,
-					    &c->stmt[s], NULL);
-
-		if (rc != SQLITE_OK) {
-			log_err("store: cannot prepare \"%s\": %s", stmt_sql[s],
-				sqlite3_errmsg(c->db));
-			return NULL;
-		}
-	}
-	sqlite3_reset(c->stmt[s]);
-	sqlite3_clear_bindings(c->stmt[s]);
-	return c->stmt[s];
+	return sql_stmt(&c->sql, s);
 }
 
-/* Step a statement that returns no row (or one ignored): 0 or -errno. */
-static int step_done(sqlite3_stmt *q)
+/* A connection to @path, opened with @flags (sql_open()), or NULL with the
+ * reason in @err. */
+static struct conn *conn_open(const char *path, int flags, int *err)
 {
-	int rc = sqlite3_step(q);
+	struct conn *c = calloc(1, sizeof(*c));
 
-	if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
-		log_err("store: %s: %s", sqlite3_sql(q),
-			sqlite3_errmsg(sqlite3_db_handle(q)));
-		sqlite3_reset(q);
-		return sql_errno(rc);
+	*err = -ENOMEM;
+	if (!c)
+		return NULL;
+	/* the first read of the file: a bad one is said once, by the caller */
+	*err = sql_open(&c->sql, path, flags, stmt_sql, S_COUNT,
+			"PRAGMA journal_mode = WAL;"
+			"PRAGMA synchronous = NORMAL;"
+			/* the log is cut back after each checkpoint: what a
+			 * listing takes on disk is the database, counted in
+			 * disk_cache_size, not a log that only grows */
+			"PRAGMA journal_size_limit = 4194304;"
+			"PRAGMA temp_store = MEMORY;"
+			"PRAGMA cache_size = -2048;"
+			"PRAGMA mmap_size = 0");
+	if (*err) {
+		free(c);
+		return NULL;
 	}
-	sqlite3_reset(q);
-	return 0;
-}
-
-/* Step a statement that returns one integer: 0 with it in @v, -ENOENT
- * when there is no row, or another negative errno. */
-static int step_int(sqlite3_stmt *q, int64_t *v)
-{
-	int rc = sqlite3_step(q);
-
-	if (rc == SQLITE_ROW) {
-		*v = sqlite3_column_int64(q, 0);
-		sqlite3_reset(q);
-		return 0;
-	}
-	sqlite3_reset(q);
-	if (rc == SQLITE_DONE)
-		return -ENOENT;
-	log_err("store: %s: %s", sqlite3_sql(q),
-		sqlite3_errmsg(sqlite3_db_handle(q)));
-	return sql_errno(rc);
+	return c;
 }
 
 static struct conn *conn_get(struct store *st)
 {
-	struct conn *c;
+	struct conn *c, *stale = NULL;
+	char *path;
+	unsigned epoch;
+	bool memory;
 	int err;
 
 	pthread_mutex_lock(&st->lock);
-	while (!st->idle && st->n_conns >= MAX_READERS)
-		pthread_cond_wait(&st->conn_free, &st->lock);
-	c = st->idle;
+	for (;;) {
+		while (!st->idle && st->n_conns >= MAX_READERS)
+			pthread_cond_wait(&st->conn_free, &st->lock);
+		c = st->idle;
+		if (!c || c->epoch == st->epoch)
+			break;
+		/* of a database left behind */
+		st->idle = c->next;
+		st->n_conns--;
+		c->next = stale;
+		stale = c;
+	}
 	if (c) {
 		st->idle = c->next;
 		pthread_mutex_unlock(&st->lock);
-		return c;
+		goto out;
 	}
 	st->n_conns++;
+	path = strdup(st->path);
+	epoch = st->epoch;
+	memory = st->memory;
 	pthread_mutex_unlock(&st->lock);
-	c = conn_open(st->path, &err);
+	c = path ? conn_open(path,
+			     SQLITE_OPEN_READWRITE |
+				     (memory ? SQLITE_OPEN_CREATE : 0),
+			     &err)
+		 : NULL;
+	if (c)
+		c->epoch = epoch;
+	else
+		log_err("store: cannot open %s: %s", path ? path : st->name,
+			strerror(path ? -err : ENOMEM));
+	free(path);
 	if (!c) {
-		log_err("store: cannot open %s: %s", st->path, strerror(-err));
 		pthread_mutex_lock(&st->lock);
 		st->n_conns--;
 		pthread_cond_signal(&st->conn_free);
 		pthread_mutex_unlock(&st->lock);
+	}
+out:
+	while (stale) {
+		struct conn *next = stale->next;
+
+		conn_close(stale);
+		stale = next;
 	}
 	return c;
 }
@@ -413,6 +363,13 @@ static struct conn *conn_get(struct store *st)
 static void conn_put(struct store *st, struct conn *c)
 {
 	pthread_mutex_lock(&st->lock);
+	if (c->epoch != st->epoch) {
+		st->n_conns--;
+		pthread_cond_signal(&st->conn_free);
+		pthread_mutex_unlock(&st->lock);
+		conn_close(c);
+		return;
+	}
 	c->next = st->idle;
 	st->idle = c;
 	pthread_cond_signal(&st->conn_free);
@@ -467,28 +424,60 @@ static int meta_set(struct conn *c, const char *k, const char *text,
 		sqlite3_bind_text(q, 2, text, -1, SQLITE_STATIC);
 	else
 		sqlite3_bind_int64(q, 2, num);
-	return step_done(q);
+	return sql_step_done(q);
 }
 
 /* Whether the database at the writer's connection is ours: schema, API
- * origin and dataset. A new database is made ours. */
-static int claim(struct conn *c, const char *origin, const char *owner,
-		 const char *slug)
+ * origin and dataset. A new (empty) database is made ours, its objects and
+ * folders numbered above @oid_floor and @dir_floor (what a database set
+ * aside at run time numbered, which the kernel may still hold); one that
+ * is there already is only read. */
+static int claim(struct conn *c, const struct store_config *cfg,
+		 uint64_t oid_floor, uint64_t dir_floor)
 {
-	const char *want[3][2] = { { "origin", origin },
-				   { "owner", owner },
-				   { "slug", slug } };
-	char buf[1024];
-	int i, err;
+	const char *want[3][2] = { { "origin", cfg->origin },
+				   { "owner", cfg->owner },
+				   { "slug", cfg->slug } };
+	char buf[1024], sql[256];
+	sqlite3_stmt *q;
+	int64_t tables = 0, metas = 0;
+	int i, rc, err;
 
-	err = conn_exec(c, "BEGIN IMMEDIATE");
-	if (err)
-		return err;
-	err = conn_exec(c, schema);
-	if (!err && meta_text(c, "schema", buf, sizeof(buf)) == -ENOENT) {
-		err = meta_set(c, "schema", NULL, SCHEMA_VERSION);
+	rc = sqlite3_prepare_v2(c->sql.db,
+				"SELECT count(*), count(*) FILTER (WHERE"
+				" name = 'meta') FROM sqlite_master",
+				-1, &q, NULL);
+	if (rc != SQLITE_OK)
+		return sql_errno(rc);
+	rc = sqlite3_step(q);
+	if (rc == SQLITE_ROW) {
+		tables = sqlite3_column_int64(q, 0);
+		metas = sqlite3_column_int64(q, 1);
+	}
+	err = sql_errno(rc);
+	sqlite3_finalize(q);
+	if (!err && tables && !metas)
+		return -EPROTO; /* a database of something else */
+	if (!err && !tables) {
+		err = sql_begin(&c->sql);
+		if (!err)
+			err = sql_exec(&c->sql, schema);
+		if (!err)
+			err = meta_set(c, "schema", NULL, SCHEMA_VERSION);
 		for (i = 0; i < 3 && !err; i++)
 			err = meta_set(c, want[i][0], want[i][1], 0);
+		snprintf(sql, sizeof(sql),
+			 "INSERT INTO objects(oid, kind, uid)"
+			 " VALUES(%" PRIu64 ", -1, '');"
+			 "INSERT INTO dirs(id, parent, name)"
+			 " VALUES(%" PRIu64 ", -1, '')",
+			 oid_floor, dir_floor);
+		if (!err && (oid_floor || dir_floor > STORE_DIR_PATHS))
+			err = sql_exec(&c->sql, sql);
+		if (err)
+			sql_rollback(&c->sql);
+		else
+			err = sql_commit(&c->sql);
 	}
 	if (!err && (meta_text(c, "schema", buf, sizeof(buf)) ||
 		     strtol(buf, NULL, 10) != SCHEMA_VERSION))
@@ -498,30 +487,46 @@ static int claim(struct conn *c, const char *origin, const char *owner,
 		    strcmp(buf, want[i][1]) != 0)
 			err = -EPROTO;
 	}
-	if (!err)
-		err = conn_exec(c, "COMMIT");
-	if (err)
-		sqlite3_exec(c->db, "ROLLBACK", NULL, NULL, NULL);
 	return err;
 }
 
-static int load_statuses(struct store *st, struct conn *c)
+static void statuses_clear(struct store *st)
 {
+	struct status_name *s, *tmp;
+
+	HASH_ITER(hh, st->statuses, s, tmp) {
+		HASH_DEL(st->statuses, s);
+		free(s->name);
+		free(s);
+	}
+	free(st->status_by_id);
+	st->status_by_id = NULL;
+	st->n_status_ids = 0;
+}
+
+/* Read the status names of the writer's database. Called with write_lock
+ * held. */
+static int load_statuses(struct store *st)
+{
+	struct conn *c = st->writer;
 	sqlite3_stmt *q;
 	int rc, err = 0;
 
-	rc = sqlite3_prepare_v2(c->db, "SELECT id, name FROM statuses", -1, &q,
-				NULL);
+	rc = sqlite3_prepare_v2(c->sql.db, "SELECT id, name FROM statuses", -1,
+				&q, NULL);
 	if (rc != SQLITE_OK)
 		return sql_errno(rc);
+	pthread_mutex_lock(&st->lock);
+	statuses_clear(st);
 	while ((rc = sqlite3_step(q)) == SQLITE_ROW && !err) {
 		struct status_name *s = calloc(1, sizeof(*s));
 		int id = sqlite3_column_int(q, 0);
 
-		if (!s || !(s->name = strdup(
-				    (const char *)sqlite3_column_text(q, 1)))) {
+		if (!s || id <= 0 ||
+		    !(s->name = strdup(
+			      (const char *)sqlite3_column_text(q, 1)))) {
 			free(s);
-			err = -ENOMEM;
+			err = id <= 0 ? -EBADMSG : -ENOMEM;
 			break;
 		}
 		s->id = id;
@@ -542,129 +547,204 @@ static int load_statuses(struct store *st, struct conn *c)
 		}
 		st->status_by_id[id] = s;
 	}
+	pthread_mutex_unlock(&st->lock);
 	sqlite3_finalize(q);
+	if (!err && rc != SQLITE_DONE)
+		err = sql_errno(rc);
 	return err;
-}
-
-static bool wal_has_frames(const char *path)
-{
-	char wal[4096];
-	struct stat st;
-
-	snprintf(wal, sizeof(wal), "%s-wal", path);
-	return stat(wal, &st) == 0 && st.st_size > 32;
 }
 
 /* Whether the file is as long as the database says: a truncated one would
  * fail later, at some page, with rows missing. */
-static int check_whole(struct conn *c, const char *path)
+static int check_whole(struct store *st)
 {
 	int64_t pages = 0, page_size = 0;
+	char wal[NAME_MAX + 1];
+	struct stat fs, ws;
 	sqlite3_stmt *q;
-	struct stat st;
 
-	if (sqlite3_prepare_v2(c->db, "PRAGMA page_count", -1, &q, NULL) ==
-	    SQLITE_OK) {
+	if (sqlite3_prepare_v2(st->writer->sql.db, "PRAGMA page_count", -1, &q,
+			       NULL) == SQLITE_OK) {
 		if (sqlite3_step(q) == SQLITE_ROW)
 			pages = sqlite3_column_int64(q, 0);
 		sqlite3_finalize(q);
 	}
-	if (sqlite3_prepare_v2(c->db, "PRAGMA page_size", -1, &q, NULL) ==
-	    SQLITE_OK) {
+	if (sqlite3_prepare_v2(st->writer->sql.db, "PRAGMA page_size", -1, &q,
+			       NULL) == SQLITE_OK) {
 		if (sqlite3_step(q) == SQLITE_ROW)
 			page_size = sqlite3_column_int64(q, 0);
 		sqlite3_finalize(q);
 	}
-	if (stat(path, &st) != 0)
+	if (fstat(st->lock_fd, &fs) != 0)
 		return -errno;
 	/* pages still in the write-ahead log are not in the file yet */
-	if (pages * page_size > st.st_size && !wal_has_frames(path))
+	snprintf(wal, sizeof(wal), "%s-wal", st->name);
+	if (pages * page_size > fs.st_size &&
+	    !(fstatat(st->dir_fd, wal, &ws, AT_SYMLINK_NOFOLLOW) == 0 &&
+	      ws.st_size > 32))
 		return -EBADMSG;
 	return 0;
 }
 
-/* Move a database that cannot be used out of the way, with one log line. */
-static void set_aside(const char *path, const char *why)
+/* Move the database that cannot be used out of the way: NAME.bad (one at
+ * most: it holds presigned URLs), its companions removed; one log line.
+ * Called with write_lock held, or before the store is shared. */
+static void set_aside(struct store *st, const char *why)
 {
-	char aside[4096];
-	const char *suffix[] = { "-wal", "-shm" };
-	int i;
+	static const char *const companions[] = { "-wal", "-shm", "-journal" };
+	char other[NAME_MAX + 1];
+	size_t i;
 
-	snprintf(aside, sizeof(aside), "%s.bad", path);
-	if (rename(path, aside) == 0)
-		log_err("store: %s %s: set aside as %s, making a new one", path,
-			why, aside);
+	snprintf(other, sizeof(other), "%s.bad", st->name);
+	if (renameat(st->dir_fd, st->name, st->dir_fd, other) == 0)
+		log_err("store: %s/%s %s: set aside as %s, listing again",
+			st->cfg.dir, st->name, why, other);
 	else
-		unlink(path);
-	for (i = 0; i < 2; i++) {
-		snprintf(aside, sizeof(aside), "%s%s", path, suffix[i]);
-		unlink(aside);
+		unlinkat(st->dir_fd, st->name, 0);
+	for (i = 0; i < sizeof(companions) / sizeof(*companions); i++) {
+		snprintf(other, sizeof(other), "%s%s", st->name, companions[i]);
+		unlinkat(st->dir_fd, other, 0);
 	}
 }
 
-int store_open(const char *path, const char *origin, const char *owner,
-	       const char *slug, struct store **out)
+/* Remove the database and its companions: it is not to be kept. */
+static void remove_files(struct store *st)
 {
-	struct store *st = calloc(1, sizeof(*st));
-	int err = -ENOMEM, tries;
+	static const char *const suffix[] = { "", "-wal", "-shm", "-journal" };
+	char name[NAME_MAX + 1];
+	size_t i;
 
-	*out = NULL;
-	if (!st || !(st->path = strdup(path))) {
-		free(st);
-		return -ENOMEM;
+	for (i = 0; i < sizeof(suffix) / sizeof(*suffix); i++) {
+		snprintf(name, sizeof(name), "%s%s", st->name, suffix[i]);
+		unlinkat(st->dir_fd, name, 0);
 	}
-	pthread_mutex_init(&st->lock, NULL);
-	pthread_cond_init(&st->conn_free, NULL);
-	pthread_mutex_init(&st->write_lock, NULL);
-	for (tries = 0; tries < 2; tries++) {
-		int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+}
 
-		/* made 0600 before SQLite makes its companions like it: the
-		 * listing holds presigned URLs */
-		if (fd < 0) {
-			err = -errno;
+/* Keep @fd open until the store is freed. Called with write_lock held. */
+static void keep_fd(struct store *st, int fd)
+{
+	size_t i;
+
+	for (i = 0; fd >= 0 && i < sizeof(st->old_fds) / sizeof(*st->old_fds);
+	     i++) {
+		if (st->old_fds[i] < 0) {
+			st->old_fds[i] = fd;
+			return;
+		}
+	}
+	if (fd >= 0)
+		close(fd);
+}
+
+/* Open the database file, made and checked as cachedir_prepare_db() does,
+ * as the writer's: one that is of another schema, origin or dataset, or
+ * damaged, is set aside and made anew. Called with write_lock held, or
+ * before the store is shared. */
+static int open_file(struct store *st, uint64_t oid_floor, uint64_t dir_floor)
+{
+	int err = 0, tries;
+
+	for (tries = 0; tries < 2; tries++) {
+		st->lock_fd = cachedir_prepare_db(st->dir_fd, st->name);
+		if (st->lock_fd < 0) {
+			err = st->lock_fd;
 			break;
 		}
-		close(fd);
-		st->writer = conn_open(path, &err);
+		st->writer = conn_open(st->file, SQLITE_OPEN_READWRITE, &err);
 		/* the writer walks the indexes of a whole listing: its pages
 		 * stay in memory rather than being read back from the file */
 		if (st->writer)
-			err = conn_exec(st->writer,
-					"PRAGMA cache_size = -32768");
+			err = sql_exec(&st->writer->sql,
+				       "PRAGMA cache_size = -32768");
 		if (!err)
-			err = claim(st->writer, origin, owner, slug);
+			err = claim(st->writer, &st->cfg, oid_floor, dir_floor);
 		if (!err)
-			err = check_whole(st->writer, path);
+			err = check_whole(st);
 		if (!err)
-			break;
+			err = load_statuses(st);
+		if (!err) {
+			st->writer->epoch = st->epoch;
+			return 0;
+		}
 		conn_close(st->writer);
 		st->writer = NULL;
+		close(st->lock_fd);
+		st->lock_fd = -1;
 		/* only a file that is not what it must be is set aside; an
 		 * error of the system (no memory, no room, a lock) is not
 		 * the file's */
 		if (err != -EPROTO && err != -EBADMSG)
 			break;
-		set_aside(path, err == -EPROTO
-					? "is of another schema or dataset"
-					: "is damaged or not a database");
+		set_aside(st, err == -EPROTO ? "is of another schema or dataset"
+					     : "is damaged or not a database");
 	}
+	return err;
+}
+
+/* The file name of the store of @cfg's dataset: one per API origin and
+ * dataset. */
+static char *file_name(const struct store_config *cfg)
+{
+	const char *parts[3] = { cfg->origin, cfg->owner, cfg->slug };
+	uint64_t h = 0xcbf29ce484222325ull; /* FNV-1a */
+	char *name;
+	size_t i;
+
+	for (i = 0; i < 3; i++) {
+		const unsigned char *p = (const unsigned char *)parts[i];
+
+		do {
+			h ^= *p;
+			h *= 0x100000001b3ull;
+		} while (*p++);
+	}
+	if (asprintf(&name, "%016" PRIx64 ".db", h) < 0)
+		return NULL;
+	return name;
+}
+
+static int to_memory(struct store *st, const char *why, bool copy, bool drop);
+
+int store_open(const struct store_config *cfg, struct store **out)
+{
+	struct store *st = calloc(1, sizeof(*st));
+	int err = -ENOMEM;
+	size_t i;
+
+	*out = NULL;
+	if (!st)
+		return -ENOMEM;
+	pthread_mutex_init(&st->lock, NULL);
+	pthread_cond_init(&st->conn_free, NULL);
+	pthread_mutex_init(&st->write_lock, NULL);
+	st->cfg = *cfg;
+	st->dir_fd = cfg->dir_fd;
+	st->lock_fd = -1;
+	for (i = 0; i < sizeof(st->old_fds) / sizeof(*st->old_fds); i++)
+		st->old_fds[i] = -1;
+	st->name = file_name(cfg);
+	if (!st->name || asprintf(&st->file, "%s/%s", cfg->dir, st->name) < 0 ||
+	    !(st->path = strdup(st->file)))
+		goto fail;
+	err = open_file(st, 0, 0);
+	/* a full disk: what was stored is served from memory */
+	if (err == -ENOSPC)
+		err = to_memory(st, "the disk is full", true, false);
 	if (err)
-		log_err("store: cannot use %s: %s", path, strerror(-err));
-	if (!err)
-		err = load_statuses(st, st->writer);
-	if (err) {
-		store_free(st);
-		return err;
-	}
+		goto fail;
 	*out = st;
 	return 0;
+fail:
+	log_err("store: cannot use %s/%s: %s", cfg->dir,
+		st->name ? st->name : "", strerror(-err));
+	store_free(st);
+	return err;
 }
 
 void store_free(struct store *st)
 {
-	struct status_name *s, *tmp;
 	struct conn *c;
+	size_t i;
 
 	if (!st)
 		return;
@@ -673,67 +753,311 @@ void store_free(struct store *st)
 		conn_close(c);
 	}
 	conn_close(st->writer);
-	HASH_ITER(hh, st->statuses, s, tmp) {
-		HASH_DEL(st->statuses, s);
-		free(s->name);
-		free(s);
+	statuses_clear(st);
+	if (st->lock_fd >= 0)
+		close(st->lock_fd);
+	for (i = 0; i < sizeof(st->old_fds) / sizeof(*st->old_fds); i++) {
+		if (st->old_fds[i] >= 0)
+			close(st->old_fds[i]);
 	}
-	free(st->status_by_id);
 	pthread_mutex_destroy(&st->write_lock);
 	pthread_cond_destroy(&st->conn_free);
 	pthread_mutex_destroy(&st->lock);
 	free(st->path);
+	free(st->file);
+	free(st->name);
 	free(st);
 }
 
-/* Note in the open transaction of @w that this process reads @gen. */
-static int add_reader(struct conn *w, uint64_t gen)
-{
-	sqlite3_stmt *q = stmt(w, S_READER);
+/* ---- when the database fails ---- */
 
-	if (!q)
-		return -EIO;
-	sqlite3_bind_int64(q, 1, getpid());
-	sqlite3_bind_int64(q, 2, gen);
-	return step_done(q);
+/* Raise *@max to @v: the numbers of objects and folders the kernel may
+ * hold, which a database made anew must not give to others. */
+static void note_max(uint64_t *max, uint64_t v)
+{
+	uint64_t cur = __atomic_load_n(max, __ATOMIC_RELAXED);
+
+	while (v > cur &&
+	       !__atomic_compare_exchange_n(max, &cur, v, true,
+					    __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+		;
+}
+
+/* Send connections to @path (a new string, taken) from now on: readers
+ * move as they come back. Called with write_lock held. */
+static void switch_to(struct store *st, char *path, bool memory)
+{
+	struct conn *idle, *c;
+
+	pthread_mutex_lock(&st->lock);
+	free(st->path);
+	st->path = path;
+	st->memory = memory;
+	st->epoch++;
+	idle = st->idle;
+	st->idle = NULL;
+	for (c = idle; c; c = c->next)
+		st->n_conns--;
+	pthread_cond_broadcast(&st->conn_free);
+	pthread_mutex_unlock(&st->lock);
+	while (idle) {
+		c = idle->next;
+		conn_close(idle);
+		idle = c;
+	}
+}
+
+/* @path as a URI path: '%', '?' and '#' escaped. A new string. */
+static char *uri_path(const char *path)
+{
+	char *out = malloc(strlen(path) * 3 + 1), *o = out;
+
+	for (; out && *path; path++) {
+		if (*path == '%' || *path == '?' || *path == '#')
+			o += sprintf(o, "%%%02X", (unsigned char)*path);
+		else
+			*o++ = *path;
+	}
+	if (out)
+		*o = '\0';
+	return out;
+}
+
+/* Serve the listings from a database in memory for the rest of the mount:
+ * with @copy, a copy of the writer's (or, when the file could not be
+ * opened, of the file as it is on disk), else an empty one. With @drop,
+ * the file is removed (the listing is larger than the cache may hold).
+ * Called with write_lock held, or before the store is shared. */
+static int to_memory(struct store *st, const char *why, bool copy, bool drop)
+{
+	static unsigned seq;
+	struct conn *mem, *src = st->writer;
+	char *uri = NULL, *ro = NULL, *esc, sql[128];
+	int err, copy_err = -ENOENT;
+
+	if (st->memory)
+		return -ENOSPC;
+	if (asprintf(&uri, "file:/avalafs-%ld-%u?vfs=memdb", (long)getpid(),
+		     __atomic_add_fetch(&seq, 1, __ATOMIC_RELAXED)) < 0)
+		return -ENOMEM;
+	mem = conn_open(uri, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, &err);
+	if (!mem) {
+		free(uri);
+		return err;
+	}
+	if (!copy)
+		src = NULL;
+	else if (!src && (esc = uri_path(st->file))) {
+		/* immutable: read as it is, no lock and no -shm to make on a
+		 * full disk (what only the -wal holds is left out) */
+		if (asprintf(&ro, "file:%s?immutable=1", esc) < 0)
+			ro = NULL;
+		free(esc);
+		src = ro ? conn_open(ro, SQLITE_OPEN_READONLY, &copy_err)
+			 : NULL;
+	}
+	if (src) {
+		snprintf(sql, sizeof(sql), "VACUUM INTO '%s'", uri);
+		copy_err = sql_exec(&src->sql, sql);
+		if (src != st->writer)
+			conn_close(src);
+	}
+	/* numbered above what was shown, when it starts empty */
+	err = claim(mem, &st->cfg,
+		    __atomic_load_n(&st->max_oid, __ATOMIC_RELAXED),
+		    __atomic_load_n(&st->max_dir, __ATOMIC_RELAXED));
+	if (err) {
+		conn_close(mem);
+		free(uri);
+		free(ro);
+		return err;
+	}
+	conn_close(st->writer);
+	st->writer = mem;
+	keep_fd(st, st->lock_fd);
+	st->lock_fd = -1;
+	switch_to(st, uri, true);
+	mem->epoch = st->epoch;
+	err = load_statuses(st);
+	if (drop)
+		remove_files(st);
+	log_warn("%s/%s: %s: listings kept in memory for this mount%s",
+		 st->cfg.owner, st->cfg.slug, why,
+		 copy && copy_err ? " (the stored one could not be read)" : "");
+	free(ro);
+	return err;
+}
+
+/* The database failed as damaged at run time (what @epoch names): set it
+ * aside and start a new one, numbered above what this mount showed, and
+ * tell the catalog, which lists the dataset again. Only the first caller
+ * of an epoch does it. */
+static void reset(struct store *st, unsigned epoch)
+{
+	uint64_t oid_floor = __atomic_load_n(&st->max_oid, __ATOMIC_RELAXED),
+		 dir_floor = __atomic_load_n(&st->max_dir, __ATOMIC_RELAXED);
+	char *path;
+	int err;
+
+	pthread_mutex_lock(&st->write_lock);
+	if (st->epoch != epoch) {
+		pthread_mutex_unlock(&st->write_lock);
+		return;
+	}
+	conn_close(st->writer);
+	st->writer = NULL;
+	keep_fd(st, st->lock_fd);
+	st->lock_fd = -1;
+	if (!st->memory) {
+		set_aside(st, "is damaged");
+		path = strdup(st->file);
+		switch_to(st, path, false);
+		err = path ? open_file(st, oid_floor, dir_floor) : -ENOMEM;
+		if (err == -ENOSPC)
+			err = to_memory(st, "the disk is full", false, false);
+	} else {
+		/* a new database in memory */
+		pthread_mutex_lock(&st->lock);
+		st->memory = false;
+		pthread_mutex_unlock(&st->lock);
+		err = to_memory(st, "the listing in memory is damaged", false,
+				false);
+	}
+	if (st->writer)
+		st->writer->epoch = st->epoch;
+	if (err)
+		log_err("%s/%s: cannot make a new listing store: %s",
+			st->cfg.owner, st->cfg.slug, strerror(-err));
+	__atomic_add_fetch(&st->resets, 1, __ATOMIC_RELEASE);
+	pthread_mutex_unlock(&st->write_lock);
+	if (st->cfg.lost)
+		st->cfg.lost(st->cfg.lost_ctx);
+}
+
+/* @err of an operation on the database of @epoch: a damaged one is reset
+ * (the caller gets -EIO, the next one a new listing). Called with no lock
+ * of the store held. */
+static int damaged(struct store *st, unsigned epoch, int err)
+{
+	if (err != -EBADMSG)
+		return err;
+	reset(st, epoch);
+	return -EIO;
+}
+
+uint64_t store_resets(struct store *st)
+{
+	return __atomic_load_n(&st->resets, __ATOMIC_ACQUIRE);
+}
+
+/* After a page: a listing that grew past the cache's whole budget goes to
+ * memory; below it, the data cache gives back what the listings took.
+ * Called with write_lock held. */
+static void room_check(struct store *st)
+{
+	char wal[NAME_MAX + 1];
+	struct stat fs, ws;
+	int64_t size;
+
+	if (st->lock_fd < 0 || fstat(st->lock_fd, &fs))
+		return;
+	size = (int64_t)fs.st_blocks * 512;
+	snprintf(wal, sizeof(wal), "%s-wal", st->name);
+	if (fstatat(st->dir_fd, wal, &ws, AT_SYMLINK_NOFOLLOW) == 0)
+		size += (int64_t)ws.st_blocks * 512;
+	if (st->cfg.budget > 0 && size > st->cfg.budget)
+		to_memory(st, "the listing is larger than disk_cache_size",
+			  true, true);
+	else if (st->cfg.give_back)
+		st->cfg.give_back(st->cfg.give_back_ctx);
+}
+
+/* ---- readers across mounts ---- */
+
+/* A mount that reads a generation holds a read lock on byte LOCK_BASE +
+ * gen of the database file (an open file description lock: its own, not
+ * SQLite's, and far from the bytes SQLite locks); one that removes a
+ * generation first takes the write lock on it. So serving a stored
+ * listing writes nothing, and a mount that dies lets go by itself. */
+#define LOCK_BASE ((off_t)1 << 48)
+
+/* Lock generation @gen for reading (F_RDLCK, waiting for a remover to
+ * finish), for removing (F_WRLCK, never waiting: -EAGAIN when another
+ * mount reads it), or let go of it (F_UNLCK). Called with write_lock
+ * held; nothing to do for a database in memory. */
+static int gen_lock(struct store *st, uint64_t gen, short type)
+{
+	struct flock fl = {
+		.l_type = type,
+		.l_whence = SEEK_SET,
+		.l_start = LOCK_BASE + (off_t)gen,
+		.l_len = 1,
+	};
+
+	if (st->lock_fd < 0)
+		return 0;
+	if (fcntl(st->lock_fd, type == F_RDLCK ? F_OFD_SETLKW : F_OFD_SETLK,
+		  &fl) == 0)
+		return 0;
+	return errno == EACCES ? -EAGAIN : -errno;
 }
 
 int store_latest(struct store *st, enum item_kind kind, uint64_t *gen,
 		 int64_t *listed_at)
 {
-	struct conn *w = st->writer;
-	sqlite3_stmt *q;
-	int rc, err;
+	unsigned epoch = 0;
+	uint64_t found = 0, again;
+	int64_t at = 0, at2;
+	int tries, err = -EIO;
 
 	*gen = 0;
 	*listed_at = 0;
 	pthread_mutex_lock(&st->write_lock);
-	/* found and claimed at once: no other mount collects it in between */
-	err = conn_exec(w, "BEGIN IMMEDIATE");
-	q = err ? NULL : stmt(w, S_LATEST);
-	if (q) {
+	for (tries = 0; tries < 8; tries++) {
+		struct conn *c;
+		sqlite3_stmt *q = reader_stmt(st, S_LATEST, &c);
+
+		if (!q)
+			break;
+		epoch = c->epoch;
 		sqlite3_bind_int(q, 1, kind);
-		rc = sqlite3_step(q);
-		if (rc == SQLITE_ROW) {
-			*gen = sqlite3_column_int64(q, 0);
-			*listed_at = sqlite3_column_int64(q, 1);
+		if (sqlite3_step(q) == SQLITE_ROW) {
+			found = sqlite3_column_int64(q, 0);
+			at = sqlite3_column_int64(q, 1);
+			err = 0;
+		} else {
+			err = sql_errno(sqlite3_reset(q));
+			err = err ? err : -ENOENT;
 		}
-		err = rc == SQLITE_ROW	  ? 0
-		      : rc == SQLITE_DONE ? -ENOENT
-					  : sql_errno(rc);
 		sqlite3_reset(q);
-	} else if (!err) {
-		err = -EIO;
-	}
-	if (!err)
-		err = add_reader(w, *gen);
-	if (!err)
-		err = conn_exec(w, "COMMIT");
-	if (err) {
-		sqlite3_exec(w->db, "ROLLBACK", NULL, NULL, NULL);
-		*gen = 0;
+		/* locked, then looked at again: another mount removes a
+		 * generation only while it holds the write lock on it */
+		if (!err)
+			err = gen_lock(st, found, F_RDLCK);
+		if (!err) {
+			sqlite3_bind_int(q, 1, kind);
+			again = sqlite3_step(q) == SQLITE_ROW
+					? (uint64_t)sqlite3_column_int64(q, 0)
+					: 0;
+			at2 = again ? sqlite3_column_int64(q, 1) : 0;
+			sqlite3_reset(q);
+			if (again != found) {
+				gen_lock(st, found, F_UNLCK);
+				err = -EAGAIN;
+				found = 0;
+			}
+			(void)at2;
+		}
+		conn_put(st, c);
+		if (err != -EAGAIN)
+			break;
 	}
 	pthread_mutex_unlock(&st->write_lock);
+	err = damaged(st, epoch, err);
+	if (!err) {
+		*gen = found;
+		*listed_at = at;
+	}
 	return err;
 }
 
@@ -767,7 +1091,10 @@ struct store_listing {
 	struct dir_seq *seqs;
 	uint8_t *seen; /* a bit per object number listed already */
 	size_t seen_bytes;
+	uint64_t *page_oids; /* the objects the page being added marked */
+	size_t n_page_oids, cap_page_oids;
 	uint64_t statuses; /* ids < 64 written to gen_status */
+	unsigned epoch; /* the database the listing is in */
 	bool failed;
 };
 
@@ -790,8 +1117,29 @@ static int seen_before(struct store_listing *l, uint64_t oid)
 	}
 	if (l->seen[byte] & bit)
 		return 1;
+	if (UTIL_GROW(l->page_oids, l->n_page_oids, l->cap_page_oids, 64))
+		return -ENOMEM;
+	l->page_oids[l->n_page_oids++] = oid;
 	l->seen[byte] |= bit;
 	return 0;
+}
+
+/* A page was rolled back: what @l remembers of it goes too (the objects it
+ * marked, the folders and statuses it wrote), so that it can be added
+ * again. */
+static void page_undo(struct store_listing *l)
+{
+	struct folder_memo *f, *tmp;
+	size_t i;
+
+	for (i = 0; i < l->n_page_oids; i++)
+		l->seen[l->page_oids[i] / 8] &= ~(1u << (l->page_oids[i] % 8));
+	l->n_page_oids = 0;
+	HASH_ITER(hh, l->folders, f, tmp) {
+		HASH_DEL(l->folders, f);
+		free(f);
+	}
+	l->statuses = 0;
 }
 
 static void memo_free(struct store_listing *l)
@@ -809,6 +1157,8 @@ static void memo_free(struct store_listing *l)
 	}
 	free(l->seen);
 	l->seen = NULL;
+	free(l->page_oids);
+	l->page_oids = NULL;
 }
 
 /* The next place in @dir's order (from 1), or 0 on ENOMEM. */
@@ -832,9 +1182,9 @@ int store_listing_begin(struct store *st, enum item_kind kind, uint64_t prev,
 			struct store_listing **out)
 {
 	struct store_listing *l = calloc(1, sizeof(*l));
-	sqlite3_stmt *q;
+	sqlite3_stmt *q = NULL;
 	int64_t gen = 0;
-	int err;
+	int err = -EIO;
 
 	*out = NULL;
 	if (!l)
@@ -843,14 +1193,29 @@ int store_listing_begin(struct store *st, enum item_kind kind, uint64_t prev,
 	l->kind = kind;
 	l->prev = prev;
 	pthread_mutex_lock(&st->write_lock);
-	q = stmt(st->writer, S_GEN_NEW);
-	err = q ? 0 : -EIO;
+	if (st->writer) {
+		l->epoch = st->writer->epoch;
+		err = sql_begin(&st->writer->sql);
+	}
+	if (!err) {
+		q = stmt(st->writer, S_GEN_NEW);
+		err = q ? 0 : -EIO;
+	}
 	if (!err) {
 		sqlite3_bind_int(q, 1, kind);
 		sqlite3_bind_int64(q, 2, getpid());
-		err = step_int(q, &gen);
+		err = sql_step_int(q, &gen);
 	}
+	/* locked before it is seen: no other mount removes it while this
+	 * one builds it */
+	if (!err)
+		err = gen_lock(st, gen, F_RDLCK);
+	if (!err)
+		err = sql_commit(&st->writer->sql);
+	else if (st->writer)
+		sql_rollback(&st->writer->sql);
 	pthread_mutex_unlock(&st->write_lock);
+	err = damaged(st, l->epoch, err);
 	if (err) {
 		free(l);
 		return err;
@@ -935,10 +1300,10 @@ static int entry_add(struct store_listing *l, uint64_t dir, const char *name,
 	sqlite3_bind_int(q, 6, has);
 	sqlite3_bind_int(q, 7, flags);
 	sqlite3_bind_int64(q, 8, seq);
-	err = step_done(q);
+	err = sql_step_done(q);
 	if (err)
 		return err;
-	return sqlite3_changes(l->st->writer->db) > 0;
+	return sqlite3_changes(l->st->writer->sql.db) > 0;
 }
 
 /* Turn the entry @name of @dir into a name held back (no object). */
@@ -951,7 +1316,7 @@ static int entry_drop(struct store_listing *l, uint64_t dir, const char *name)
 	sqlite3_bind_int64(q, 1, l->gen);
 	sqlite3_bind_int64(q, 2, dir);
 	sqlite3_bind_blob(q, 3, name, strlen(name), SQLITE_STATIC);
-	return step_done(q);
+	return sql_step_done(q);
 }
 
 static int listed_rename(struct store_listing *l, uint64_t oid, bool path,
@@ -965,7 +1330,7 @@ static int listed_rename(struct store_listing *l, uint64_t oid, bool path,
 	sqlite3_bind_int64(q, 1, l->gen);
 	sqlite3_bind_int64(q, 2, oid);
 	sqlite3_bind_blob(q, 3, name, strlen(name), SQLITE_TRANSIENT);
-	return step_done(q);
+	return sql_step_done(q);
 }
 
 /* Take the name @name of @dir, held back, for object @oid. 1 when taken. */
@@ -984,10 +1349,10 @@ static int entry_claim(struct store_listing *l, uint64_t dir, const char *name,
 	sqlite3_bind_int(q, 5, has);
 	sqlite3_bind_int(q, 6, flags);
 	sqlite3_bind_int64(q, 7, seq);
-	err = step_done(q);
+	err = sql_step_done(q);
 	if (err)
 		return err;
-	return sqlite3_changes(l->st->writer->db) > 0;
+	return sqlite3_changes(l->st->writer->sql.db) > 0;
 }
 
 static int place(struct store_listing *l, uint64_t dir, const char *base,
@@ -1122,8 +1487,9 @@ static int folder(struct store_listing *l, uint64_t parent, const char *name,
 		if (!err) {
 			sqlite3_bind_int64(q, 1, parent);
 			bind_name(q, 2, name);
-			err = step_int(q, &v);
+			err = sql_step_int(q, &v);
 			f->id = v;
+			note_max(&l->st->max_dir, f->id);
 		}
 		if (!err) {
 			uint64_t seq = next_seq(l, parent);
@@ -1156,7 +1522,7 @@ static int folder(struct store_listing *l, uint64_t parent, const char *name,
 			/* a name held back becomes the folder: its place is
 			 * new */
 			sqlite3_bind_int64(q, 6, next_seq(l, parent));
-			err = step_done(q);
+			err = sql_step_done(q);
 		}
 		if (!err)
 			f->has |= has;
@@ -1169,7 +1535,7 @@ static int folder(struct store_listing *l, uint64_t parent, const char *name,
 			sqlite3_bind_int64(q, 1, l->gen);
 			sqlite3_bind_int64(q, 2, f->id);
 			sqlite3_bind_int(q, 3, status);
-			err = step_done(q);
+			err = sql_step_done(q);
 		}
 		if (!err && status < 64)
 			f->statuses |= 1ull << status;
@@ -1197,7 +1563,7 @@ static int status_id_make(struct store *st, struct conn *w, const char *name,
 	if (!q)
 		return -EIO;
 	sqlite3_bind_text(q, 1, name, -1, SQLITE_STATIC);
-	err = step_int(q, &v);
+	err = sql_step_int(q, &v);
 	if (err)
 		return err;
 	s = calloc(1, sizeof(*s));
@@ -1335,19 +1701,20 @@ static int add_object(struct store_listing *l, const struct item *it)
 		return -EIO;
 	sqlite3_bind_int(q, 1, it->kind);
 	sqlite3_bind_text(q, 2, it->uid, -1, SQLITE_STATIC);
-	err = step_int(q, &v);
+	err = sql_step_int(q, &v);
 	if (err == -ENOENT) {
 		q = stmt(w, S_OBJECT_ADD);
 		if (!q)
 			return -EIO;
 		sqlite3_bind_int(q, 1, it->kind);
 		sqlite3_bind_text(q, 2, it->uid, -1, SQLITE_STATIC);
-		err = step_done(q);
-		v = sqlite3_last_insert_rowid(w->db);
+		err = sql_step_done(q);
+		v = sqlite3_last_insert_rowid(w->sql.db);
 	}
 	oid = v;
 	if (err)
 		return err;
+	note_max(&l->st->max_oid, oid);
 	err = seen_before(l, oid);
 	if (err)
 		return err > 0 ? 0
@@ -1401,7 +1768,7 @@ static int add_object(struct store_listing *l, const struct item *it)
 	if (it->has_mtime)
 		sqlite3_bind_int64(q, 10, time_ns(it));
 	sqlite3_bind_blob(q, 11, it->json, it->json_len, SQLITE_STATIC);
-	err = step_done(q);
+	err = sql_step_done(q);
 	if (!err && status != STORE_NO_STATUS &&
 	    (status >= 64 || !(l->statuses & (1ull << status)))) {
 		q = stmt(w, S_GEN_STATUS);
@@ -1409,7 +1776,7 @@ static int add_object(struct store_listing *l, const struct item *it)
 		if (!err) {
 			sqlite3_bind_int64(q, 1, l->gen);
 			sqlite3_bind_int(q, 2, status);
-			err = step_done(q);
+			err = sql_step_done(q);
 		}
 		if (!err && status < 64)
 			l->statuses |= 1ull << status;
@@ -1423,23 +1790,26 @@ out:
 	return err ? err : 1;
 }
 
-int store_listing_add(struct store_listing *l, struct item *const *v, size_t n)
+/* Add one page in one transaction, under write_lock: rolled back whole,
+ * with what @l remembers of it, when it fails. */
+static int add_page(struct store_listing *l, struct item *const *v, size_t n)
 {
 	struct store *st = l->st;
-	int err, added = 0;
+	int err = 0, added = 0;
 	size_t i;
-	if (l->failed)
-		return -EIO;
-	pthread_mutex_lock(&st->write_lock);
+
+	if (!st->writer || st->writer->epoch != l->epoch)
+		return -ESTALE; /* its database was set aside */
 	/* status ids are for ever, not for one page: made first, on their
 	 * own, so that a page rolled back leaves none behind in memory */
-	for (i = 0, err = 0; i < n && !err; i++) {
+	for (i = 0; i < n && !err; i++) {
 		int id;
 
 		err = status_id_make(st, st->writer, v[i]->status, &id);
 	}
+	l->n_page_oids = 0;
 	if (!err)
-		err = conn_exec(st->writer, "BEGIN IMMEDIATE");
+		err = sql_begin(&st->writer->sql);
 	for (i = 0; i < n && !err; i++) {
 		err = add_object(l, v[i]);
 		if (err > 0)
@@ -1447,22 +1817,61 @@ int store_listing_add(struct store_listing *l, struct item *const *v, size_t n)
 		err = err > 0 ? 0 : err;
 	}
 	if (!err)
-		err = conn_exec(st->writer, "COMMIT");
+		err = sql_commit(&st->writer->sql);
 	if (err) {
-		sqlite3_exec(st->writer->db, "ROLLBACK", NULL, NULL, NULL);
-		l->failed = true;
+		sql_rollback(&st->writer->sql);
+		page_undo(l);
+	}
+	return err ? err : added;
+}
+
+int store_listing_add(struct store_listing *l, struct item *const *v, size_t n)
+{
+	struct store *st = l->st;
+	int ret, tries;
+
+	if (l->failed)
+		return -EIO;
+	pthread_mutex_lock(&st->write_lock);
+	/* a full disk: the data cache gives room back, then the listings
+	 * go to memory */
+	for (tries = 0;; tries++) {
+		ret = add_page(l, v, n);
+		if (ret != -ENOSPC || tries == 2)
+			break;
+		if (tries == 0 && st->cfg.give_back)
+			st->cfg.give_back(st->cfg.give_back_ctx);
+		else if (to_memory(st, "the disk is full", true, false))
+			break;
+		if (st->writer)
+			l->epoch = st->writer->epoch;
+	}
+	if (ret >= 0)
+		room_check(st);
+	/* moved to memory here, under the lock: the listing goes along */
+	if (ret != -ESTALE && st->writer)
+		l->epoch = st->writer->epoch;
+	if (ret == -ENOSPC && !st->full_said) {
+		st->full_said = true;
+		log_err("%s/%s: the disk is full: the listing cannot be kept, "
+			"the last one is served",
+			st->cfg.owner, st->cfg.slug);
 	}
 	pthread_mutex_unlock(&st->write_lock);
-	return err ? err : added;
+	if (ret < 0) {
+		l->failed = true;
+		ret = damaged(st, l->epoch, ret);
+	}
+	return ret;
 }
 
 /* Remove every row of generation @gen. Called with write_lock held. */
 /* Delete generation @gen in the open transaction of @w. */
 static int drop_gen(struct conn *w, uint64_t gen)
 {
-	static const char *const tables[] = { "listed",	       "entries",
+	static const char *const tables[] = { "listed", "entries",
 					      "folder_status", "gen_status",
-					      "readers",       "gens" };
+					      "gens" };
 	char sql[128];
 	size_t i;
 	int err = 0;
@@ -1470,7 +1879,7 @@ static int drop_gen(struct conn *w, uint64_t gen)
 	for (i = 0; i < sizeof(tables) / sizeof(tables[0]) && !err; i++) {
 		snprintf(sql, sizeof(sql),
 			 "DELETE FROM %s WHERE gen = %" PRIu64, tables[i], gen);
-		err = conn_exec(w, sql);
+		err = sql_exec(&w->sql, sql);
 	}
 	return err;
 }
@@ -1478,32 +1887,32 @@ static int drop_gen(struct conn *w, uint64_t gen)
 uint64_t store_listing_commit(struct store_listing *l)
 {
 	struct store *st = l->st;
+	char bad[NAME_MAX + 1];
 	uint64_t gen = 0;
-	sqlite3_stmt *q;
+	sqlite3_stmt *q = NULL;
 	int err = l->failed ? -EIO : 0;
 
 	pthread_mutex_lock(&st->write_lock);
-	/* complete and read by this process at once: no other mount
-	 * sharing the database collects it in between */
-	if (!err)
-		err = conn_exec(st->writer, "BEGIN IMMEDIATE");
-	q = err ? NULL : stmt(st->writer, S_GEN_DONE);
-	if (q) {
+	if (!err && (!st->writer || st->writer->epoch != l->epoch))
+		err = -ESTALE;
+	if (!err) {
+		q = stmt(st->writer, S_GEN_DONE);
+		err = q ? 0 : -EIO;
+	}
+	if (!err) {
 		sqlite3_bind_int64(q, 1, l->gen);
 		sqlite3_bind_int64(q, 2, time(NULL));
-		err = step_done(q);
-	} else if (!err) {
-		err = -EIO;
+		err = sql_step_done(q);
 	}
-	if (!err)
-		err = add_reader(st->writer, l->gen);
-	if (!err)
-		err = conn_exec(st->writer, "COMMIT");
-	if (err)
-		sqlite3_exec(st->writer->db, "ROLLBACK", NULL, NULL, NULL);
-	else
+	if (!err) {
 		gen = l->gen;
+		/* a good listing replaces the one set aside, which holds
+		 * presigned URLs */
+		snprintf(bad, sizeof(bad), "%s.bad", st->name);
+		unlinkat(st->dir_fd, bad, 0);
+	}
 	pthread_mutex_unlock(&st->write_lock);
+	damaged(st, l->epoch, err);
 	return gen;
 }
 
@@ -1515,7 +1924,8 @@ void store_listing_free(struct store_listing *l)
 	/* the pages the writer kept for the listing are not needed until
 	 * the next one */
 	pthread_mutex_lock(&l->st->write_lock);
-	sqlite3_db_release_memory(l->st->writer->db);
+	if (l->st->writer)
+		sqlite3_db_release_memory(l->st->writer->sql.db);
 	pthread_mutex_unlock(&l->st->write_lock);
 	free(l);
 }
@@ -1527,24 +1937,24 @@ uint64_t store_listing_gen(const struct store_listing *l)
 
 int store_drop(struct store *st, uint64_t gen)
 {
-	int err;
+	unsigned epoch = 0;
+	int err = -EIO;
 
 	pthread_mutex_lock(&st->write_lock);
-	err = conn_exec(st->writer, "BEGIN IMMEDIATE");
+	if (st->writer) {
+		epoch = st->writer->epoch;
+		err = sql_begin(&st->writer->sql);
+	}
 	if (!err)
 		err = drop_gen(st->writer, gen);
 	if (!err)
-		err = conn_exec(st->writer, "COMMIT");
-	if (err)
-		sqlite3_exec(st->writer->db, "ROLLBACK", NULL, NULL, NULL);
+		err = sql_commit(&st->writer->sql);
+	else if (st->writer)
+		sql_rollback(&st->writer->sql);
+	if (!err)
+		gen_lock(st, gen, F_UNLCK);
 	pthread_mutex_unlock(&st->write_lock);
-	return err;
-}
-
-/* Whether process @pid is running. */
-static bool alive(int64_t pid)
-{
-	return pid > 0 && (kill((pid_t)pid, 0) == 0 || errno == EPERM);
+	return damaged(st, epoch, err);
 }
 
 static bool kept(const uint64_t *keep, size_t n_keep, uint64_t gen)
@@ -1561,90 +1971,52 @@ static bool kept(const uint64_t *keep, size_t n_keep, uint64_t gen)
 void store_collect(struct store *st, enum item_kind kind, const uint64_t *keep,
 		   size_t n_keep)
 {
-	struct conn *w = st->writer;
 	uint64_t *old = NULL;
 	size_t n = 0, cap = 0, i;
-	int64_t self = getpid();
-	sqlite3_stmt *q = NULL;
-	int err;
+	sqlite3_stmt *q;
+	unsigned epoch = 0;
+	int err = -EIO;
 
 	pthread_mutex_lock(&st->write_lock);
-	/* one transaction: a generation another mount adopts or completes
-	 * meanwhile is claimed by it before, or after, never in between */
-	err = conn_exec(w, "BEGIN IMMEDIATE");
-	/* this mount no longer reads what it does not keep */
-	if (!err && sqlite3_prepare_v2(w->db,
-				       "SELECT r.gen FROM readers r"
-				       " JOIN gens g ON g.gen = r.gen"
-				       " WHERE r.pid = ?1 AND g.kind = ?2",
-				       -1, &q, NULL) == SQLITE_OK) {
-		sqlite3_bind_int64(q, 1, self);
-		sqlite3_bind_int(q, 2, kind);
+	if (st->writer) {
+		epoch = st->writer->epoch;
+		/* one transaction: a generation another mount starts reading
+		 * meanwhile waits for its lock until this one is done */
+		err = sql_begin(&st->writer->sql);
+	}
+	q = err ? NULL : stmt(st->writer, S_GENS);
+	if (q) {
+		sqlite3_bind_int(q, 1, kind);
 		while (sqlite3_step(q) == SQLITE_ROW) {
 			uint64_t gen = sqlite3_column_int64(q, 0);
 
+			/* what this mount does not keep and no other reads
+			 * or builds: this mount's own lock gives way */
 			if (!kept(keep, n_keep, gen) &&
+			    gen_lock(st, gen, F_WRLCK) == 0 &&
 			    !UTIL_GROW(old, n, cap, 8))
 				old[n++] = gen;
 		}
-		sqlite3_finalize(q);
-		q = NULL;
-	}
-	for (i = 0; i < n && !err; i++) {
-		char sql[128];
-
-		snprintf(sql, sizeof(sql),
-			 "DELETE FROM readers WHERE pid = %" PRId64
-			 " AND gen = %" PRIu64,
-			 self, old[i]);
-		err = conn_exec(w, sql);
-	}
-	n = 0;
-	/* what other running mounts read, or build, stays */
-	if (!err &&
-	    sqlite3_prepare_v2(w->db,
-			       "SELECT g.gen, g.pid, g.complete,"
-			       " (SELECT group_concat(r.pid) FROM readers r"
-			       "  WHERE r.gen = g.gen AND r.pid != ?2)"
-			       " FROM gens g WHERE g.kind = ?1",
-			       -1, &q, NULL) != SQLITE_OK)
-		err = -EIO;
-	if (!err) {
-		sqlite3_bind_int(q, 1, kind);
-		sqlite3_bind_int64(q, 2, self);
-		while (sqlite3_step(q) == SQLITE_ROW) {
-			uint64_t gen = sqlite3_column_int64(q, 0);
-			int64_t pid = sqlite3_column_int64(q, 1);
-			bool complete = sqlite3_column_int(q, 2);
-			const char *readers =
-				(const char *)sqlite3_column_text(q, 3);
-			bool used = kept(keep, n_keep, gen);
-
-			if (!complete && pid != self && alive(pid))
-				used = true; /* another mount builds it */
-			while (readers && *readers && !used) {
-				used = alive(strtoll(readers, NULL, 10));
-				readers = strchr(readers, ',');
-				readers = readers ? readers + 1 : NULL;
-			}
-			if (!used && !UTIL_GROW(old, n, cap, 8))
-				old[n++] = gen;
-		}
-		sqlite3_finalize(q);
+		sqlite3_reset(q);
 	}
 	for (i = 0; i < n && !err; i++)
-		err = drop_gen(w, old[i]);
+		err = drop_gen(st->writer, old[i]);
 	if (!err)
-		err = conn_exec(w, "COMMIT");
-	if (err)
-		sqlite3_exec(w->db, "ROLLBACK", NULL, NULL, NULL);
+		err = sql_commit(&st->writer->sql);
+	else if (st->writer)
+		sql_rollback(&st->writer->sql);
+	/* let go once it is gone (or, failing, was not) */
+	for (i = 0; i < n; i++)
+		gen_lock(st, old[i], F_UNLCK);
 	pthread_mutex_unlock(&st->write_lock);
 	free(old);
+	damaged(st, epoch, err);
 }
 
 /* ---- reading ---- */
 
-static void entry_from_row(sqlite3_stmt *q, struct store_entry *e)
+static void entry_from_row(struct store *st, sqlite3_stmt *q,
+			   struct store_entry *e)
 {
 	int64_t ns;
 
@@ -1652,6 +2024,8 @@ static void entry_from_row(sqlite3_stmt *q, struct store_entry *e)
 	e->name_len = sqlite3_column_bytes(q, 0);
 	e->oid = sqlite3_column_int64(q, 1);
 	e->child = sqlite3_column_int64(q, 2);
+	note_max(&st->max_oid, e->oid);
+	note_max(&st->max_dir, e->child);
 	e->has = sqlite3_column_int(q, 3);
 	e->status = sqlite3_column_int(q, 4);
 	e->size = sqlite3_column_type(q, 5) == SQLITE_NULL
@@ -1680,6 +2054,7 @@ static void bind_filter(sqlite3_stmt *q, const struct store_filter *filter)
 int store_lookup(struct store *st, uint64_t gen, uint64_t dir, const char *name,
 		 const struct store_filter *filter, struct store_entry *e)
 {
+	unsigned epoch;
 	struct conn *c;
 	sqlite3_stmt *q = reader_stmt(st, S_LOOKUP, &c);
 	int rc, err;
@@ -1692,15 +2067,16 @@ int store_lookup(struct store *st, uint64_t gen, uint64_t dir, const char *name,
 	bind_filter(q, filter);
 	rc = sqlite3_step(q);
 	if (rc == SQLITE_ROW) {
-		entry_from_row(q, e);
+		entry_from_row(st, q, e);
 		e->name = name;
 		err = 0;
 	} else {
 		err = rc == SQLITE_DONE ? -ENOENT : sql_errno(rc);
 	}
 	sqlite3_reset(q);
+	epoch = c->epoch;
 	conn_put(st, c);
-	return err;
+	return damaged(st, epoch, err);
 }
 
 int store_readdir(struct store *st, uint64_t gen, uint64_t dir, uint64_t after,
@@ -1709,6 +2085,7 @@ int store_readdir(struct store *st, uint64_t gen, uint64_t dir, uint64_t after,
 {
 	bool list = (dir == STORE_DIR_ITEMS || dir == STORE_DIR_SEQUENCES) &&
 		    (!filter || (!filter->has && !filter->status));
+	unsigned epoch;
 	struct conn *c;
 	sqlite3_stmt *q =
 		reader_stmt(st, list ? S_READDIR_LIST : S_READDIR, &c);
@@ -1725,7 +2102,7 @@ int store_readdir(struct store *st, uint64_t gen, uint64_t dir, uint64_t after,
 	while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
 		struct store_entry e;
 
-		entry_from_row(q, &e);
+		entry_from_row(st, q, &e);
 		ret = fn(ctx, &e);
 		if (ret)
 			break;
@@ -1733,13 +2110,15 @@ int store_readdir(struct store *st, uint64_t gen, uint64_t dir, uint64_t after,
 	if (!ret && rc != SQLITE_DONE)
 		ret = sql_errno(rc);
 	sqlite3_reset(q);
+	epoch = c->epoch;
 	conn_put(st, c);
-	return ret;
+	return damaged(st, epoch, ret);
 }
 
 int store_object(struct store *st, uint64_t gen, enum item_kind kind,
 		 uint64_t oid, struct item **out)
 {
+	unsigned epoch;
 	struct conn *c;
 	sqlite3_stmt *q = reader_stmt(st, S_OBJECT, &c);
 	int rc, err = 0;
@@ -1761,13 +2140,15 @@ int store_object(struct store *st, uint64_t gen, enum item_kind kind,
 		err = rc == SQLITE_DONE ? -ENOENT : sql_errno(rc);
 	}
 	sqlite3_reset(q);
+	epoch = c->epoch;
 	conn_put(st, c);
-	return err;
+	return damaged(st, epoch, err);
 }
 
 int store_object_entry(struct store *st, uint64_t gen, uint64_t oid,
 		       struct store_entry *e)
 {
+	unsigned epoch;
 	struct conn *c;
 	sqlite3_stmt *q = reader_stmt(st, S_OBJECT_ENTRY, &c);
 	int rc, err = 0;
@@ -1778,15 +2159,16 @@ int store_object_entry(struct store *st, uint64_t gen, uint64_t oid,
 	sqlite3_bind_int64(q, 2, oid);
 	rc = sqlite3_step(q);
 	if (rc == SQLITE_ROW) {
-		entry_from_row(q, e);
+		entry_from_row(st, q, e);
 		e->name = NULL;
 		e->name_len = 0;
 	} else {
 		err = rc == SQLITE_DONE ? -ENOENT : sql_errno(rc);
 	}
 	sqlite3_reset(q);
+	epoch = c->epoch;
 	conn_put(st, c);
-	return err;
+	return damaged(st, epoch, err);
 }
 
 /* The position of entry @name (@len bytes) of @dir in @gen, and of the
@@ -1812,6 +2194,7 @@ static void place_in(struct conn *c, uint64_t gen, uint64_t dir,
 int store_object_place(struct store *st, uint64_t gen, enum item_kind kind,
 		       uint64_t oid, struct store_place *p)
 {
+	unsigned epoch;
 	struct conn *c;
 	sqlite3_stmt *q = reader_stmt(st, S_PLACE_NAMES, &c);
 	int rc, err = 0;
@@ -1840,8 +2223,9 @@ int store_object_place(struct store *st, uint64_t gen, enum item_kind kind,
 		err = rc == SQLITE_DONE ? -ENOENT : sql_errno(rc);
 	}
 	sqlite3_reset(q);
+	epoch = c->epoch;
 	conn_put(st, c);
-	return err;
+	return damaged(st, epoch, err);
 }
 
 uint64_t store_dir_parent(struct store *st, uint64_t dir)
@@ -1852,7 +2236,7 @@ uint64_t store_dir_parent(struct store *st, uint64_t dir)
 
 	if (q) {
 		sqlite3_bind_int64(q, 1, dir);
-		if (step_int(q, &parent))
+		if (sql_step_int(q, &parent))
 			parent = 0;
 	}
 	if (c)
@@ -1886,16 +2270,18 @@ int store_status_id(struct store *st, const char *name)
 
 int store_status_ensure(struct store *st, const char *name)
 {
-	int id, err;
+	int id, err = -EIO;
 
 	pthread_mutex_lock(&st->write_lock);
-	err = status_id_make(st, st->writer, name, &id);
+	if (st->writer)
+		err = status_id_make(st, st->writer, name, &id);
 	pthread_mutex_unlock(&st->write_lock);
 	return err ? err : id;
 }
 
 long store_statuses(struct store *st, uint64_t gen, int **out)
 {
+	unsigned epoch;
 	struct conn *c;
 	sqlite3_stmt *q = reader_stmt(st, S_STATUSES, &c);
 	size_t n = 0, cap = 0;
@@ -1913,10 +2299,11 @@ long store_statuses(struct store *st, uint64_t gen, int **out)
 		v[n++] = sqlite3_column_int(q, 0);
 	}
 	sqlite3_reset(q);
+	epoch = c->epoch;
 	conn_put(st, c);
 	if (rc != SQLITE_DONE) {
 		free(v);
-		return sql_errno(rc);
+		return damaged(st, epoch, sql_errno(rc));
 	}
 	*out = v;
 	return (long)n;
@@ -1948,6 +2335,7 @@ int store_changes(struct store *st, uint64_t old, uint64_t new,
 		" OR o.mtime IS NOT n.mtime OR o.size IS NOT n.size)",
 	};
 	struct conn *c = conn_get(st);
+	unsigned epoch;
 	size_t i;
 	int rc = SQLITE_DONE;
 
@@ -1957,7 +2345,7 @@ int store_changes(struct store *st, uint64_t old, uint64_t new,
 	     i++) {
 		sqlite3_stmt *q;
 
-		rc = sqlite3_prepare_v2(c->db, sql[i], -1, &q, NULL);
+		rc = sqlite3_prepare_v2(c->sql.db, sql[i], -1, &q, NULL);
 		if (rc != SQLITE_OK)
 			break;
 		sqlite3_bind_int64(q, 1, old);
@@ -1976,8 +2364,9 @@ int store_changes(struct store *st, uint64_t old, uint64_t new,
 		}
 		sqlite3_finalize(q);
 	}
+	epoch = c->epoch;
 	conn_put(st, c);
-	return rc == SQLITE_DONE ? 0 : sql_errno(rc);
+	return damaged(st, epoch, rc == SQLITE_DONE ? 0 : sql_errno(rc));
 }
 
 void store_learn_size(struct store *st, const struct item *it, int which,
@@ -1991,7 +2380,7 @@ void store_learn_size(struct store *st, const struct item *it, int which,
 	if (pthread_mutex_trylock(&st->write_lock))
 		return;
 	c = st->writer;
-	q = stmt(c, S_LEARN);
+	q = c ? stmt(c, S_LEARN) : NULL;
 	if (q) {
 		sqlite3_bind_int64(q, 1, it->oid);
 		sqlite3_bind_int(q, 2, which);
@@ -1999,7 +2388,7 @@ void store_learn_size(struct store *st, const struct item *it, int which,
 		sqlite3_bind_text(q, 4, etag ? etag : "", -1, SQLITE_STATIC);
 		if (it->has_mtime)
 			sqlite3_bind_int64(q, 5, time_ns(it));
-		step_done(q);
+		sql_step_done(q);
 	}
 	pthread_mutex_unlock(&st->write_lock);
 }

@@ -50,21 +50,44 @@ struct store_filter {
 
 struct store;
 
-/* Open (creating when missing) the database at @path for the dataset
- * OWNER/SLUG of the API at @origin; one that is of another schema,
- * another origin or dataset, or unreadable is set aside and made anew.
- * Returns 0 or a negative errno. */
-int store_open(const char *path, const char *origin, const char *owner,
-	       const char *slug, struct store **out);
+/* Where a store lives, whose it is, and what it may take. */
+struct store_config {
+	int dir_fd; /* the listings folder (cachedir.h): borrowed */
+	const char *dir; /* its path; SQLite opens files by name */
+	const char *origin, *owner, *slug; /* the API and the dataset */
+	int64_t budget; /* a database past this many bytes is kept in
+			 * memory instead (disk_cache_size); 0: none */
+	/* the data cache gives back room (listings count in its cap), or
+	 * NULL */
+	int64_t (*give_back)(void *ctx);
+	void *give_back_ctx;
+	/* the listings are gone: the database was damaged at run time and
+	 * is set aside; everything must be listed again. Called with no lock
+	 * of the store held. */
+	void (*lost)(void *ctx);
+	void *lost_ctx;
+};
+
+/* Open (creating when missing) the store of @cfg's dataset: one database
+ * file per API origin and dataset in the listings folder. One that is of
+ * another schema, origin or dataset, or damaged, is set aside (NAME.bad,
+ * one at most, removed once a listing is complete) and made anew; on a
+ * full disk, what it holds is served from memory. The strings of @cfg are
+ * borrowed for the life of the store. Returns 0 or a negative errno. */
+int store_open(const struct store_config *cfg, struct store **out);
+
+/* How many times a damaged database was set aside at run time (and the
+ * listings lost). */
+uint64_t store_resets(struct store *st);
 
 /* Accepts NULL. */
 void store_free(struct store *st);
 
 /* The newest complete generation of @kind in the database (made by this
  * mount or another) in @gen, with the time it was complete (seconds since
- * the epoch) in @listed_at, noted as read by this process so that no
- * other mount sharing the database collects it. Returns 0, -ENOENT when
- * there is none, or another negative errno. */
+ * the epoch) in @listed_at, locked as read by this process so that no
+ * other mount sharing the database collects it; nothing is written.
+ * Returns 0, -ENOENT when there is none, or another negative errno. */
 int store_latest(struct store *st, enum item_kind kind, uint64_t *gen,
 		 int64_t *listed_at);
 

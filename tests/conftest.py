@@ -78,8 +78,9 @@ class Fake:
 
     def __init__(self, args, tmp):
         self.tmp = tmp
-        port_file = os.path.join(tmp, "port")
-        self.log = open(os.path.join(tmp, "fake.log"), "wb")
+        # its own: a test may start more than one fake
+        port_file = tempfile.mktemp(prefix="port-", dir=tmp)
+        self.log = open(port_file + ".log", "wb")
         self.args = args
         self.proc = subprocess.Popen(
             [sys.executable, FAKE, "--port-file", port_file, "--quiet"] + args,

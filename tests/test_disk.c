@@ -79,9 +79,27 @@ static bool entry_file(const char *dir, char *path, size_t cap)
 	return found;
 }
 
-static void test_round_trip(const char *dir)
+/* The data cache in folder @root (made), capped at @cap; its entries in
+ * @dir (root/data). */
+static struct disk *open_disk(const char *root, int64_t cap, char *dir,
+			      size_t dir_cap)
 {
-	struct disk *d = disk_open(dir, 1 << 30);
+	struct disk *d;
+	int fd;
+
+	mkdir(root, 0700);
+	fd = open(root, O_RDONLY | O_DIRECTORY);
+	d = disk_open(&(struct disk_config){
+		.root_fd = fd, .root = root, .cap = cap });
+	close(fd);
+	snprintf(dir, dir_cap, "%s/data", root);
+	return d;
+}
+
+static void test_round_trip(const char *root)
+{
+	char dir[512];
+	struct disk *d = open_disk(root, 1 << 30, dir, sizeof(dir));
 	struct disk_version stale = { .total = -1 }, got;
 	struct stat st;
 	char path[1024];
@@ -135,9 +153,10 @@ static void test_round_trip(const char *dir)
 	disk_close(d);
 }
 
-static void test_cap_and_admission(const char *dir)
+static void test_cap_and_admission(const char *root)
 {
-	struct disk *d = disk_open(dir, 10 * ENTRY + 4096);
+	char dir[512];
+	struct disk *d = open_disk(root, 10 * ENTRY + 4096, dir, sizeof(dir));
 	struct disk_stats st;
 	char id[32];
 	int i, pass, hits[6] = { 0 };
@@ -189,12 +208,15 @@ static void test_cap_and_admission(const char *dir)
 	disk_close(d);
 }
 
-static void test_tmp_cleanup(const char *dir)
+static void test_tmp_cleanup(const char *root)
 {
-	char path[1024];
+	char path[1024], kept[1024], other[1024], dir[512];
 	struct disk *d;
 	int fd;
 
+	mkdir(root, 0700);
+	snprintf(dir, sizeof(dir), "%s/data", root);
+	mkdir(dir, 0700);
 	snprintf(path, sizeof(path), "%s/tmp", dir);
 	mkdir(path, 0700);
 	/* a writer that died: pid 2^22 + 1 is past the kernel's pid_max */
@@ -202,10 +224,99 @@ static void test_tmp_cleanup(const char *dir)
 	fd = open(path, O_CREAT | O_WRONLY, 0600);
 	CHECK(fd >= 0);
 	close(fd);
-	d = disk_open(dir, 1 << 20);
+	/* names no writer gives stay, whatever digits they start with */
+	snprintf(kept, sizeof(kept), "%s/tmp/2024-report.pdf", dir);
+	fd = open(kept, O_CREAT | O_WRONLY, 0600);
+	CHECK(fd >= 0);
+	close(fd);
+	/* a link under a writer's name goes, what it points to stays */
+	snprintf(other, sizeof(other), "%s/outside", root);
+	fd = open(other, O_CREAT | O_WRONLY, 0600);
+	close(fd);
+	snprintf(path, sizeof(path), "%s/tmp/4194305.8", dir);
+	CHECK(symlink(other, path) == 0);
+	d = open_disk(root, 1 << 20, dir, sizeof(dir));
 	CHECK(d != NULL);
+	snprintf(path, sizeof(path), "%s/tmp/4194305.7", dir);
 	CHECK(access(path, F_OK) != 0);
+	CHECK(access(kept, F_OK) == 0);
+	CHECK(access(other, F_OK) == 0);
 	disk_close(d);
+}
+
+/* What others may plant where entries go is never read nor followed, and
+ * no reader waits on it. */
+static void test_planted(const char *root)
+{
+	char dir[512], path[1024], outside[1024], sub[1100];
+	struct disk *d = open_disk(root, 1 << 30, dir, sizeof(dir));
+	struct stat st;
+	int fd;
+
+	CHECK(d != NULL);
+	snprintf(outside, sizeof(outside), "%s/outside", root);
+	fd = open(outside, O_CREAT | O_WRONLY, 0644);
+	CHECK(fd >= 0 && write(fd, "keep", 4) == 4);
+	close(fd);
+
+	/* a link at an entry's path: a miss, removed, never followed */
+	CHECK(put(d, "p\n1") == 0);
+	CHECK(entry_file(dir, path, sizeof(path)));
+	unlink(path);
+	CHECK(symlink(outside, path) == 0);
+	CHECK(!get(d, "p\n1"));
+	CHECK(lstat(path, &st) != 0);
+	CHECK(stat(outside, &st) == 0 && st.st_size == 4 &&
+	      (st.st_mode & 0777) == 0644);
+	/* written again: a file of its own, the link's target unchanged */
+	CHECK(put(d, "p\n1") == 0 && get(d, "p\n1"));
+	CHECK(lstat(path, &st) == 0 && S_ISREG(st.st_mode));
+	CHECK(stat(outside, &st) == 0 && st.st_size == 4);
+
+	/* a FIFO: a miss at once, not a reader waiting for ever */
+	unlink(path);
+	CHECK(mkfifo(path, 0600) == 0);
+	CHECK(!get(d, "p\n1"));
+	CHECK(lstat(path, &st) != 0);
+
+	/* a second link to the entry (someone's hard link): not trusted */
+	CHECK(put(d, "p\n1") == 0);
+	snprintf(sub, sizeof(sub), "%s/hard", root);
+	CHECK(link(path, sub) == 0);
+	CHECK(!get(d, "p\n1"));
+	unlink(sub);
+
+	/* a file of another user, when the test can make one */
+	if (geteuid() == 0) {
+		CHECK(put(d, "p\n1") == 0 && get(d, "p\n1"));
+		CHECK(chown(path, 65534, 65534) == 0);
+		CHECK(!get(d, "p\n1"));
+		CHECK(lstat(path, &st) != 0);
+	}
+	disk_close(d);
+
+	/* data/tmp a file, data/xx a link: set aside, the cache works */
+	snprintf(path, sizeof(path), "%s/tmp", dir);
+	snprintf(sub, sizeof(sub), "rm -rf %s", path);
+	CHECK(system(sub) == 0);
+	fd = open(path, O_CREAT | O_WRONLY, 0600);
+	close(fd);
+	d = open_disk(root, 1 << 30, dir, sizeof(dir));
+	CHECK(d != NULL);
+	CHECK(stat(path, &st) == 0 && S_ISDIR(st.st_mode));
+	CHECK(put(d, "p\n2") == 0 && get(d, "p\n2"));
+	CHECK(entry_file(dir, path, sizeof(path)));
+	*strrchr(path, '/') = '\0';
+	snprintf(sub, sizeof(sub), "rm -rf %s", path);
+	CHECK(system(sub) == 0);
+	CHECK(symlink(root, path) == 0);
+	disk_close(d);
+	d = open_disk(root, 1 << 30, dir, sizeof(dir));
+	CHECK(!get(d, "p\n2"));
+	CHECK(put(d, "p\n2") == 0 && get(d, "p\n2"));
+	CHECK(lstat(path, &st) == 0 && S_ISDIR(st.st_mode));
+	disk_close(d);
+	CHECK(stat(outside, &st) == 0 && st.st_size == 4);
 }
 
 int main(void)
@@ -220,8 +331,9 @@ int main(void)
 	snprintf(dir, sizeof(dir), "%s/b", tmpl);
 	test_cap_and_admission(dir);
 	snprintf(dir, sizeof(dir), "%s/c", tmpl);
-	mkdir(dir, 0700);
 	test_tmp_cleanup(dir);
+	snprintf(dir, sizeof(dir), "%s/d", tmpl);
+	test_planted(dir);
 	snprintf(cmd, sizeof(cmd), "rm -rf %s", tmpl);
 	if (system(cmd) != 0)
 		return 1;

@@ -219,7 +219,8 @@ def test_cap_holds_under_parallel_random_readers(fake_factory, mount_factory,
 def test_full_disk_still_reads(cars, mount_factory, tmpdir_short):
     cache = os.path.join(tmpdir_short, "small")
     os.mkdir(cache)
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", cache],
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m,mode=0700", "tmpfs",
+                    cache],
                    check=True)
     try:
         truth = cars.truth(DS)["items"][:60]

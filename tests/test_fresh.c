@@ -131,9 +131,43 @@ static void test_forget(void)
 	CHECK(fresh_state_name(FRESH_REFRESHING)[0] == 'r');
 }
 
+/* The listings kept were lost: nothing stale is served, the next reader
+ * loads anew, and a load that was writing to the lost database leaves
+ * nothing behind, whether it fails or completes. */
+static void test_lost(void)
+{
+	struct fresh f = in(FRESH_CURRENT, 5000);
+	struct fresh_clock c = at(100);
+
+	fresh_apply(&f, FRESH_LOST, 0, &c);
+	CHECK(f.state == FRESH_EMPTY && !fresh_servable(&f));
+	CHECK(fresh_apply(&f, FRESH_READ, 0, &c));
+	CHECK(f.state == FRESH_LOADING);
+
+	f = in(FRESH_REFRESHING, 0);
+	fresh_apply(&f, FRESH_LOST, 0, &c);
+	CHECK(f.state == FRESH_LOADING && !fresh_servable(&f));
+	/* no second load while the lost one runs */
+	CHECK(!fresh_apply(&f, FRESH_READ, 0, &c));
+	fresh_apply(&f, FRESH_LOAD_FAILED, -EIO, &c);
+	CHECK(f.state == FRESH_EMPTY && !f.lost);
+	CHECK(fresh_apply(&f, FRESH_READ, 0, &c));
+
+	f = in(FRESH_LOADING, 0);
+	fresh_apply(&f, FRESH_LOST, 0, &c);
+	fresh_apply(&f, FRESH_LOADED, 0, &c);
+	CHECK(f.state == FRESH_EMPTY && !fresh_servable(&f));
+
+	f = in(FRESH_FAILED, 9000);
+	f.err = -EACCES;
+	fresh_apply(&f, FRESH_LOST, 0, &c);
+	CHECK(f.state == FRESH_EMPTY && f.err == 0);
+}
+
 int main(void)
 {
 	test_first_listing();
+	test_lost();
 	test_stale_while_revalidating();
 	test_failures();
 	test_forget();

@@ -259,8 +259,8 @@ def test_a_cache_dir_that_cannot_be_written_falls_back(fake_factory,
     if os.geteuid() == 0:
         ro = os.path.join(tmpdir_short, "ro")
         os.mkdir(ro)
-        subprocess.run(["mount", "-t", "tmpfs", "-o", "ro", "none", ro],
-                       check=True)
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,mode=0700", "none",
+                        ro], check=True)
         try:
             m2 = mount_factory(fake, "dataset=acme/cars", "cache_dir=" + ro)
             assert len(names(m2, "acme", "cars", "items")) == 10

@@ -5,14 +5,17 @@
 #include "names.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/stat.h>
 
 #include "check.h"
 
 static char dir[] = "/tmp/avalafs-test-store-XXXXXX";
+static int dir_fd = -1;
 
 static struct item *make(const char *uid, const char *key, const char *status,
 			 bool data, bool thumb)
@@ -123,19 +126,31 @@ static bool has_name(const struct names *ns, const char *name)
 	return false;
 }
 
-static struct store *open_store(const char *name)
+/* The store of dataset acme/@slug of @origin in folder @fd (@path). */
+static struct store *open_in(int fd, const char *path, const char *origin,
+			     const char *slug)
 {
+	struct store_config cfg = {
+		.dir_fd = fd,
+		.dir = path,
+		.origin = origin,
+		.owner = "acme",
+		.slug = slug,
+	};
 	struct store *st = NULL;
-	char path[256];
 
-	snprintf(path, sizeof(path), "%s/%s", dir, name);
-	CHECK(store_open(path, "http://api", "acme", "cars", &st) == 0);
+	CHECK(store_open(&cfg, &st) == 0);
 	return st;
+}
+
+static struct store *open_store(const char *slug)
+{
+	return open_in(dir_fd, dir, "http://api", slug);
 }
 
 static void test_views(void)
 {
-	struct store *st = open_store("views.db");
+	struct store *st = open_store("views");
 	struct item *v[] = {
 		make("u-flat", "flat.png", "completed", true, true),
 		make("u-sedan", "cars/sedan/0001.jpg", "completed", true, true),
@@ -218,7 +233,7 @@ static void test_views(void)
 
 static void test_collisions(void)
 {
-	struct store *st = open_store("collide.db");
+	struct store *st = open_store("collide");
 	struct item *v[] = {
 		make("aaaaaaaa-1", "dup.jpg", NULL, true, true),
 		make("bbbbbbbb-2", "dup.jpg", NULL, true, true),
@@ -257,7 +272,7 @@ static void test_collisions(void)
 
 static void test_names_kept(void)
 {
-	struct store *st = open_store("kept.db");
+	struct store *st = open_store("kept");
 	struct item *first[] = { make("aaaaaaaa-1", "dup.jpg", "pending", true,
 				      true) };
 	struct item *second[] = {
@@ -330,28 +345,114 @@ static void test_names_kept(void)
 	store_free(st);
 }
 
+/* The one database file of folder @sub of the test's folder, in @path. */
+static bool only_db(const char *sub, char *path, size_t cap)
+{
+	char cmd[512];
+	FILE *p;
+	bool found;
+
+	snprintf(cmd, sizeof(cmd), "ls %s/%s/*.db", dir, sub);
+	p = popen(cmd, "r");
+	found = p && fgets(path, cap, p);
+	if (found)
+		path[strcspn(path, "\n")] = '\0';
+	if (p)
+		pclose(p);
+	return found;
+}
+
 static void test_set_aside(void)
 {
-	char path[256], aside[300];
+	char sub[300], path[512], aside[600];
 	struct store *st = NULL;
+	int fd;
 	FILE *f;
 
-	snprintf(path, sizeof(path), "%s/garbage.db", dir);
+	snprintf(sub, sizeof(sub), "%s/aside", dir);
+	CHECK(mkdir(sub, 0700) == 0);
+	fd = open(sub, O_RDONLY | O_DIRECTORY);
+	st = open_in(fd, sub, "http://api", "cars");
+	store_free(st);
+	CHECK(only_db("aside", path, sizeof(path)));
 	f = fopen(path, "w");
 	fputs("this is not a database, not even close, and it is long enough "
 	      "to be read as a header by SQLite, which it is not\n",
 	      f);
 	fclose(f);
-	CHECK(store_open(path, "http://api", "acme", "cars", &st) == 0);
+	st = open_in(fd, sub, "http://api", "cars");
 	CHECK(st != NULL && current(st) == 0);
 	store_free(st);
 	snprintf(aside, sizeof(aside), "%s.bad", path);
 	CHECK(access(aside, F_OK) == 0);
-	/* of another API origin: set aside too, never mixed */
-	CHECK(store_open(path, "http://other", "acme", "cars", &st) == 0);
+	/* of another API origin: another file, never mixed */
+	st = open_in(fd, sub, "http://other", "cars");
 	store_free(st);
-	CHECK(store_open(path, "http://other", "acme", "cars", &st) == 0);
+	close(fd);
+}
+
+/* Two mounts share a database: what one reads, the other never removes,
+ * and reading writes nothing. */
+static void test_shared(void)
+{
+	struct item *v[] = { make("s-1", "one.jpg", "completed", true, true),
+			     make("s-2", "two.jpg", "completed", true, true) };
+	struct store *a = open_store("shared"), *b = open_store("shared");
+	struct names ns;
+	uint64_t g1, g2, keep[1];
+
+	g1 = list(a, v, 2, 1);
+	CHECK(g1 != 0 && current(b) == g1); /* b reads g1 */
+	g2 = list(a, v, 2, 1);
+	CHECK(g2 > g1);
+	keep[0] = g2;
+	store_collect(a, ITEM_KIND_ITEM, keep, 1);
+	ls(b, g1, STORE_DIR_ITEMS, NULL, &ns);
+	CHECK(ns.n == 2);
+	/* b gone: a collects it */
+	store_free(b);
+	store_collect(a, ITEM_KIND_ITEM, keep, 1);
+	ls(a, g1, STORE_DIR_ITEMS, NULL, &ns);
+	CHECK(ns.n == 0);
+	ls(a, g2, STORE_DIR_ITEMS, NULL, &ns);
+	CHECK(ns.n == 2);
+	store_free(a);
+	free_items(v, 2);
+}
+
+/* A listing larger than its budget moves to memory; its file goes. */
+static void test_budget(void)
+{
+	char sub[300], path[512];
+	struct store_config cfg = {
+		.dir = sub,
+		.origin = "http://api",
+		.owner = "acme",
+		.slug = "huge",
+		.budget = 1,
+	};
+	struct item *v[] = { make("h-1", "one.jpg", "completed", true, true),
+			     make("h-2", "two.jpg", "completed", true, true) };
+	struct store *st = NULL;
+	struct names ns;
+	uint64_t gen;
+
+	snprintf(sub, sizeof(sub), "%s/budget", dir);
+	CHECK(mkdir(sub, 0700) == 0);
+	cfg.dir_fd = open(sub, O_RDONLY | O_DIRECTORY);
+	CHECK(store_open(&cfg, &st) == 0);
+	gen = list(st, v, 2, 1);
+	CHECK(gen != 0);
+	ls(st, gen, STORE_DIR_ITEMS, NULL, &ns);
+	CHECK(ns.n == 2);
+	CHECK(!only_db("budget", path, sizeof(path)));
+	/* and listings go on there */
+	gen = list(st, v, 2, 1);
+	ls(st, gen, STORE_DIR_ITEMS, NULL, &ns);
+	CHECK(gen != 0 && ns.n == 2);
 	store_free(st);
+	close(cfg.dir_fd);
+	free_items(v, 2);
 }
 
 int main(void)
@@ -362,10 +463,13 @@ int main(void)
 		perror("mkdtemp");
 		return 1;
 	}
+	dir_fd = open(dir, O_RDONLY | O_DIRECTORY);
 	test_views();
 	test_collisions();
 	test_names_kept();
 	test_set_aside();
+	test_shared();
+	test_budget();
 	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
 	if (system(cmd) != 0)
 		fprintf(stderr, "cannot remove %s\n", dir);
