@@ -1,7 +1,7 @@
 # Debian packages avalafs builds, tests and demonstrates with; sourced by the
 # other scripts. install_deps [LIST] installs the missing ones (root or sudo).
 AVALAFS_DEPS="gcc libc6-dev pkg-config meson ninja-build libfuse3-dev fuse3
-libcurl4-openssl-dev libcjson-dev uthash-dev libsqlite3-dev libxxhash-dev python3
+libcurl4-openssl-dev libssl-dev libcjson-dev uthash-dev libsqlite3-dev libxxhash-dev python3
 python3-pytest curl rsync clang libclang-rt-14-dev clang-format"
 # the clients the mount tests read with
 AVALAFS_TEST_DEPS="python3-pil python3-torchvision imagemagick"

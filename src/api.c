@@ -993,8 +993,10 @@ static int get_json(struct api *api, const char *url, const char *what,
 {
 	int err = http_api_get(api->http, url, API_MAX_BODY, resp);
 
+	/* no answer: a listing or a read fails as the server being away,
+	 * never as its refusal (resp->why tells which) */
 	if (err)
-		return err == -ECANCELED || err == -EPERM ? -EIO : err;
+		return err == -ENOMEM ? err : -EIO;
 	if (resp->status == 200) {
 		__atomic_store_n(&api->auth_logged, 0, __ATOMIC_RELAXED);
 		return 0;
@@ -1211,23 +1213,39 @@ int api_get(struct api *api, const char *owner, const char *slug,
 	return err;
 }
 
+/* What @resp tells of a call that ended with @err, in @ans. */
+static void answer_of(const struct http_resp *resp, int err,
+		      struct api_answer *ans)
+{
+	if (!ans)
+		return;
+	ans->status = resp->status;
+	ans->retry_after = resp->retry_after;
+	ans->err = resp->status ? 0 : resp->err ? resp->err : err;
+	snprintf(ans->why, sizeof(ans->why), "%s",
+		 resp->why[0] ? resp->why
+		 : err	      ? strerror(-err)
+			      : "");
+}
+
 int api_check_dataset(struct api *api, const char *owner, const char *slug,
-		      long *status)
+		      struct api_answer *ans)
 {
 	char *url = dataset_url(api, owner, slug, "items/?limit=1");
 	struct http_resp resp;
 	int err;
 
-	*status = 0;
+	memset(ans, 0, sizeof(*ans));
+	ans->retry_after = -1;
 	if (!url)
 		return -ENOMEM;
 	err = http_api_get(api->http, url, API_MAX_BODY, &resp);
 	free(url);
-	if (err)
-		return err;
-	*status = resp.status;
+	if (!err)
+		err = resp.status == 200 ? 0 : util_http_errno(resp.status);
+	answer_of(&resp, err, ans);
 	http_resp_clear(&resp);
-	return resp.status == 200 ? 0 : util_http_errno(resp.status);
+	return err;
 }
 
 void api_free_datasets(struct dataset_ref *v, size_t n)
@@ -1261,7 +1279,8 @@ static const char *dataset_ref_owner(const cJSON *obj)
 	return NULL;
 }
 
-int api_list_datasets(struct api *api, struct dataset_ref **out, size_t *n)
+int api_list_datasets(struct api *api, struct dataset_ref **out, size_t *n,
+		      struct api_answer *ans)
 {
 	struct dataset_ref *v = NULL;
 	struct seen_cursor *seen = NULL;
@@ -1287,6 +1306,7 @@ int api_list_datasets(struct api *api, struct dataset_ref **out, size_t *n)
 		}
 		err = get_json(api, url, "dataset list", &resp);
 		free(url);
+		answer_of(&resp, err, ans);
 		if (err)
 			break;
 		free(cursor);

@@ -83,14 +83,24 @@ int api_list(struct api *api, const char *owner, const char *slug,
 int api_get(struct api *api, const char *owner, const char *slug,
 	    enum item_kind kind, const char *uid, struct item **out);
 
+/* What the server answered a call, for a message that says it. */
+struct api_answer {
+	long status; /* the HTTP status, 0 when no answer came */
+	long retry_after; /* its Retry-After in seconds, or -1 */
+	int err; /* no answer: -EPROTO (not trusted), -EHOSTUNREACH, -EIO */
+	char why[HTTP_WHY_MAX]; /* and why, in words */
+};
+
 /* Ask for one item of OWNER/SLUG: the start-up check. Returns 0 or a
- * negative errno; @status gets the HTTP status (0 when none came). */
+ * negative errno, with what came in @ans. */
 int api_check_dataset(struct api *api, const char *owner, const char *slug,
-		      long *status);
+		      struct api_answer *ans);
 
 /* The datasets the key can see: a new array in @out of @n. Returns 0,
- * -ENOENT when the server has no such call, or another negative errno. */
-int api_list_datasets(struct api *api, struct dataset_ref **out, size_t *n);
+ * -ENOENT when the server has no such call, or another negative errno;
+ * what came, in @ans when not NULL. */
+int api_list_datasets(struct api *api, struct dataset_ref **out, size_t *n,
+		      struct api_answer *ans);
 
 /* Free an array from api_list_datasets(). */
 void api_free_datasets(struct dataset_ref *v, size_t n);

@@ -289,7 +289,7 @@ void catalog_discover(struct catalog *cat, bool force)
 	pthread_mutex_unlock(&cat->lock);
 
 	start = now_ms();
-	err = api_list_datasets(cat->api, &refs, &n);
+	err = api_list_datasets(cat->api, &refs, &n, NULL);
 	if (!err) {
 		for (i = 0; i < n; i++)
 			catalog_add(cat, refs[i].owner, refs[i].slug);

@@ -10,10 +10,14 @@
 
 struct http_config {
 	const char *api_url; /* base URL; its scheme, host and port get the key */
+	const char *ca_file; /* PEM bundle of the certificates trusted, or NULL
+			      * for the system's */
 	int timeout_s; /* deadline for one request, retries included */
 	int retry_after_max_s; /* longest Retry-After honoured */
 	int max_conns; /* connections per host */
 };
+
+#define HTTP_WHY_MAX 384
 
 /* What came back from one request (after retries). */
 struct http_resp {
@@ -22,12 +26,15 @@ struct http_resp {
 	size_t len; /* bytes of body, or bytes stored by a data call */
 	int64_t total; /* whole object size from Content-Range/-Length, or -1 */
 	char etag[128]; /* ETag of the answer, "" when none */
+	long retry_after; /* its Retry-After in seconds, or -1 */
+	int err; /* when no answer came: what the call returned */
+	char why[HTTP_WHY_MAX]; /* and why, in words */
 };
 
 struct http;
 
-/* A new engine, or NULL on a bad config (logged). Call after
- * curl_global_init(). */
+/* A new engine, or NULL on a bad config or a CA file that cannot be used
+ * (one line logged). Call after curl_global_init(). */
 struct http *http_new(const struct http_config *cfg);
 
 /* Stop the engine's requests (in flight and retry waits) and free it.
@@ -37,6 +44,11 @@ void http_free(struct http *h);
 /* Wait for requests in flight and stop the engine thread (before fork());
  * the next request starts it again. */
 void http_quiesce(struct http *h);
+
+/* While @starting, a server that is not there (connection refused, host
+ * unknown) fails a request after two tries instead of at its deadline, so
+ * that start-up says so at once. */
+void http_set_starting(struct http *h, bool starting);
 
 /* Make requests in flight and waiting retries give up with -ECANCELED. */
 void http_cancel_all(struct http *h);
@@ -51,9 +63,11 @@ bool http_is_api_url(struct http *h, const char *url);
 
 /* GET an API URL with the key; redirects are not followed and bodies over
  * @max_body are refused. Retries 429, 5xx and transport errors until the
- * deadline. Returns 0 when an answer came (see @resp->status; free it with
- * http_resp_clear()), -EIO when none did, -EPERM for a URL off the API's
- * origin, -ECANCELED on shutdown. */
+ * deadline; a certificate that does not verify is not retried. Returns 0
+ * when an answer came (see @resp->status; free it with http_resp_clear()),
+ * else with @resp->why in words: -EIO when none did, -EPROTO for a TLS
+ * failure, -EHOSTUNREACH for a server not there at start, -EPERM for a URL
+ * off the API's origin, -ECANCELED on shutdown. */
 int http_api_get(struct http *h, const char *url, size_t max_body,
 		 struct http_resp *resp);
 

@@ -35,6 +35,7 @@
 struct options {
 	char *api_url;
 	char *api_key_file;
+	char *ca_file;
 	char **datasets; /* OWNER/SLUG strings */
 	size_t n_datasets;
 	int page_size;
@@ -64,9 +65,10 @@ enum { KEY_DATASET, KEY_HELP, KEY_VERSION };
 	}
 static const struct fuse_opt opt_spec[] = {
 	OPT("api_url=%s", api_url, 0), OPT("api_key_file=%s", api_key_file, 0),
-	OPT("page_size=%d", page_size, 0), OPT("ordering=%s", ordering, 0),
-	OPT("ttl=%d", ttl, 0), OPT("cache_size=%s", cache_size, 0),
-	OPT("readahead=%s", readahead, 0), OPT("cache_dir=%s", cache_dir, 0),
+	OPT("ca_file=%s", ca_file, 0), OPT("page_size=%d", page_size, 0),
+	OPT("ordering=%s", ordering, 0), OPT("ttl=%d", ttl, 0),
+	OPT("cache_size=%s", cache_size, 0), OPT("readahead=%s", readahead, 0),
+	OPT("cache_dir=%s", cache_dir, 0),
 	OPT("disk_cache_size=%s", disk_cache_size, 0),
 	OPT("prefetch=%d", prefetch, 0), OPT("uid=%u", uid, 0),
 	OPT("uid=", uid_set, 1), OPT("gid=%u", gid, 0), OPT("gid=", gid_set, 1),
@@ -99,6 +101,8 @@ static void usage(void)
 	       "                            " DEFAULT_API_URL ")\n"
 	       "  -o api_key_file=PATH    file whose first line is the API key\n"
 	       "                            (default: $AVALA_API_KEY)\n"
+	       "  -o ca_file=PATH         PEM bundle of the certificates to trust\n"
+	       "                            (default: the system's)\n"
 	       "  -o dataset=OWNER/SLUG   a dataset to show; may repeat (default: the\n"
 	       "                            datasets the key can list)\n"
 	       "  -o page_size=N          items per list request, 1 to 1000 (100)\n"
@@ -358,6 +362,25 @@ static int split_dataset(const char *spec, char **owner, char **slug)
 	return *owner && *slug ? 0 : -ENOMEM;
 }
 
+/* Say, in one line, why the API at @api_url did not answer as it must. */
+static void say_unreachable(const char *api_url, const struct api_answer *ans)
+{
+	if (ans->err == -EPROTO)
+		fprintf(stderr, "avalafs: the API at %s is not trusted: %s\n",
+			api_url, ans->why);
+	else if (ans->status == 429 && ans->retry_after >= 0)
+		fprintf(stderr,
+			"avalafs: the API at %s answered HTTP 429, asked to "
+			"retry after %ld s\n",
+			api_url, ans->retry_after);
+	else if (ans->status)
+		fprintf(stderr, "avalafs: the API at %s answered HTTP %ld\n",
+			api_url, ans->status);
+	else
+		fprintf(stderr, "avalafs: cannot reach the API at %s: %s\n",
+			api_url, ans->why);
+}
+
 /* The start-up checks of DESIGN section 4: one small request per dataset.
  * Prints one line naming the cause and returns -1 when the mount must not
  * happen. */
@@ -368,7 +391,7 @@ static int check_datasets(struct api *api, struct catalog *cat,
 
 	for (i = 0; i < o->n_datasets; i++) {
 		char *owner = NULL, *slug = NULL;
-		long status = 0;
+		struct api_answer ans;
 		int err;
 
 		if (split_dataset(o->datasets[i], &owner, &slug)) {
@@ -379,38 +402,30 @@ static int check_datasets(struct api *api, struct catalog *cat,
 			free(slug);
 			return -1;
 		}
-		err = api_check_dataset(api, owner, slug, &status);
+		err = api_check_dataset(api, owner, slug, &ans);
 		if (!err)
 			err = catalog_add(cat, owner, slug);
 		free(owner);
 		free(slug);
 		if (!err)
 			continue;
-		if (status == 401)
+		if (ans.status == 401)
 			fprintf(stderr,
 				"avalafs: the API key was rejected "
 				"(HTTP 401 from %s)\n",
 				api_url);
-		else if (status == 403)
+		else if (ans.status == 403)
 			fprintf(stderr,
 				"avalafs: dataset %s: permission denied "
 				"(HTTP 403)\n",
 				o->datasets[i]);
-		else if (status == 404)
+		else if (ans.status == 404)
 			fprintf(stderr,
 				"avalafs: dataset %s: not found "
 				"(HTTP 404)\n",
 				o->datasets[i]);
-		else if (status)
-			fprintf(stderr,
-				"avalafs: dataset %s: HTTP %ld from "
-				"%s\n",
-				o->datasets[i], status, api_url);
 		else
-			fprintf(stderr,
-				"avalafs: cannot reach the API at %s: "
-				"%s\n",
-				api_url, strerror(-err));
+			say_unreachable(api_url, &ans);
 		return -1;
 	}
 	return 0;
@@ -422,8 +437,9 @@ static int check_discovery(struct api *api, struct catalog *cat,
 			   const char *api_url)
 {
 	struct dataset_ref *refs;
+	struct api_answer ans = { .retry_after = -1 };
 	size_t n, i;
-	int err = api_list_datasets(api, &refs, &n);
+	int err = api_list_datasets(api, &refs, &n, &ans);
 
 	if (err == -EACCES) {
 		fprintf(stderr, "avalafs: the API key was rejected by %s\n",
@@ -438,8 +454,7 @@ static int check_discovery(struct api *api, struct catalog *cat,
 		return -1;
 	}
 	if (err) {
-		fprintf(stderr, "avalafs: cannot reach the API at %s: %s\n",
-			api_url, strerror(-err));
+		say_unreachable(api_url, &ans);
 		return -1;
 	}
 	for (i = 0; i < n; i++)
@@ -471,6 +486,7 @@ static void options_free(struct options *o)
 	free(o->datasets);
 	free(o->api_url);
 	free(o->api_key_file);
+	free(o->ca_file);
 	free(o->ordering);
 	free(o->cache_size);
 	free(o->readahead);
@@ -609,6 +625,7 @@ int main(int argc, char *argv[])
 	}
 	http = http_new(&(struct http_config){
 		.api_url = api_url,
+		.ca_file = o.ca_file,
 		.timeout_s = o.timeout,
 		.retry_after_max_s = o.retry_after_max,
 		.max_conns = o.max_conns,
@@ -662,9 +679,12 @@ int main(int argc, char *argv[])
 		fprintf(stderr, "avalafs: out of memory\n");
 		goto out_objs;
 	}
+	/* a server not there is said at once, not after the deadline */
+	http_set_starting(http, true);
 	if (o.n_datasets ? check_datasets(api, cat, &o, api_url)
 			 : check_discovery(api, cat, api_url))
 		goto out_objs;
+	http_set_starting(http, false);
 	if (o.n_datasets)
 		catalog_discover(cat, true);
 

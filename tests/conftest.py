@@ -5,6 +5,8 @@ import json
 import os
 import shutil
 import signal
+import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -76,6 +78,9 @@ def escape_key(raw: bytes) -> bytes:
 class Fake:
     """A running fake_avala.py and its control path."""
 
+    # how the control calls check an https fake (None: plain http)
+    context = None
+
     def __init__(self, args, tmp):
         self.tmp = tmp
         # its own: a test may start more than one fake
@@ -100,7 +105,8 @@ class Fake:
                                      method=method or ("POST" if data else "GET"))
         if data:
             req.add_header("Content-Type", "application/json")
-        with urllib.request.urlopen(req, timeout=30) as r:
+        with urllib.request.urlopen(req, timeout=30,
+                                    context=self.context) as r:
             raw = r.read()
         if raw[:1] in (b"{", b"["):
             return json.loads(raw.decode("utf-8", "surrogateescape"))
@@ -109,7 +115,8 @@ class Fake:
     def file_bytes(self, dataset, uid, kind="data"):
         """The current bytes of a file, straight from the fake."""
         url = "%s/_fake/file/%s/%s/%s" % (self.base, dataset, uid, kind)
-        with urllib.request.urlopen(url, timeout=60) as r:
+        with urllib.request.urlopen(url, timeout=60,
+                                    context=self.context) as r:
             return r.read()
 
     def stats(self):
@@ -294,3 +301,276 @@ def sha256_file(path):
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+# ---------------------------------------------------------------- TLS
+# Certificates made at test time with the openssl command, the fake serving
+# HTTPS, and nginx serving a folder over HTTPS.
+
+PKI_CONFIG = """\
+# all `openssl req` and `openssl ca` need here, nothing from the system's
+[ca]
+default_ca = signer
+[signer]
+database = $ENV::CA_DB/index.txt
+serial = $ENV::CA_DB/serial
+new_certs_dir = $ENV::CA_DB
+default_md = sha256
+policy = anything
+unique_subject = no
+[anything]
+commonName = supplied
+[req]
+distinguished_name = dn
+prompt = no
+[dn]
+[ca_ext]
+basicConstraints = critical, CA:TRUE
+keyUsage = critical, keyCertSign, cRLSign
+subjectKeyIdentifier = hash
+[leaf]
+basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature
+extendedKeyUsage = serverAuth
+subjectAltName = $ENV::SAN
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid
+"""
+
+# the names every server certificate but wrong_host is for
+TLS_NAMES = "IP:127.0.0.1,DNS:localhost"
+
+
+class Cert:
+    """A certificate (PEM, the leaf alone) and its private key."""
+
+    def __init__(self, cert, key):
+        self.cert = cert
+        self.key = key
+
+
+class Pki:
+    """Two private CAs and server certificates, made in @folder:
+    ca (ca.pem): the CA the tests trust with ca_file=;
+    server: 127.0.0.1 and localhost, signed by ca;
+    other_ca, other: a second CA and a certificate it signed for the same
+      names (valid, but not from the CA the mount trusts);
+    expired: the same names, signed by ca, valid only in January 2020;
+    wrong_host: signed by ca for DNS:wrong.example alone."""
+
+    def __init__(self, folder):
+        self.folder = folder
+        with open(self.path("openssl.cnf"), "w") as f:
+            f.write(PKI_CONFIG)
+        self.ca = self.make_ca("ca", "avalafs test CA")
+        self.other_ca = self.make_ca("other-ca", "avalafs other CA")
+        self.server = self.make_leaf("server", "ca", TLS_NAMES)
+        self.other = self.make_leaf("other", "other-ca", TLS_NAMES)
+        self.expired = self.make_leaf("expired", "ca", TLS_NAMES,
+                                      ("20200101000000Z", "20200201000000Z"))
+        self.wrong_host = self.make_leaf("wrong-host", "ca",
+                                         "DNS:wrong.example")
+
+    def path(self, name):
+        return os.path.join(self.folder, name)
+
+    def openssl(self, *args, ca="ca", san="DNS:unused"):
+        """Run openssl in the folder; CA_DB and SAN fill in the config."""
+        env = dict(os.environ, OPENSSL_CONF=self.path("openssl.cnf"),
+                   CA_DB=self.path(ca + ".db"), SAN=san)
+        r = subprocess.run(["openssl"] + list(args), cwd=self.folder,
+                           env=env, capture_output=True)
+        if r.returncode != 0:
+            raise RuntimeError("openssl %s: %s" % (
+                " ".join(args), r.stderr.decode(errors="replace")))
+
+    def new_key(self, name, *req):
+        """A P-256 key in name.key, and `openssl req` on it with @req."""
+        self.openssl("req", "-config", "openssl.cnf", "-newkey", "ec",
+                     "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                     "-keyout", name + ".key", *req)
+
+    def make_ca(self, name, common_name):
+        """A self-signed CA in name.pem, with the database `openssl ca`
+        keeps for it in name.db/; returns the path of name.pem."""
+        self.new_key(name, "-x509", "-extensions", "ca_ext", "-days", "3650",
+                     "-subj", "/CN=" + common_name, "-out", name + ".pem")
+        os.mkdir(self.path(name + ".db"))
+        open(self.path(name + ".db/index.txt"), "w").close()
+        with open(self.path(name + ".db/serial"), "w") as f:
+            f.write("1000\n")
+        return self.path(name + ".pem")
+
+    def make_leaf(self, name, ca, names, dates=None):
+        """A server certificate for @names (subjectAltName syntax) signed
+        by @ca, valid for a year from now or between @dates (openssl ca
+        takes dates in the past, openssl x509 -req does not)."""
+        self.new_key(name, "-new", "-subj", "/CN=avalafs test server",
+                     "-out", name + ".csr")
+        validity = (["-startdate", dates[0], "-enddate", dates[1]] if dates
+                    else ["-days", "365"])
+        self.openssl("ca", "-batch", "-config", "openssl.cnf", "-notext",
+                     "-extensions", "leaf", "-cert", ca + ".pem",
+                     "-keyfile", ca + ".key", "-in", name + ".csr",
+                     "-out", name + ".pem", *validity, ca=ca, san=names)
+        return Cert(self.path(name + ".pem"), self.path(name + ".key"))
+
+
+@pytest.fixture(scope="session")
+def pki():
+    """The test certificates (see Pki), made once per session."""
+    folder = tempfile.mkdtemp(prefix="avalafs-pki-")
+    yield Pki(folder)
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+class TlsFake(Fake):
+    """fake_avala.py serving HTTPS with @cert: api_url is
+    https://127.0.0.1:PORT/api/v1, and so are its file URLs. The tests' own
+    control calls do not check the certificate (some certificates are there
+    to fail avalafs's checks)."""
+
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+
+    def __init__(self, args, tmp, cert):
+        super().__init__(list(args) + ["--tls-cert", cert.cert,
+                                       "--tls-key", cert.key], tmp)
+        self.cert = cert
+        self.base = "https://127.0.0.1:%d" % self.port
+        self.api_url = self.base + "/api/v1"
+
+
+@pytest.fixture
+def tls_fake_factory(tmpdir_short, pki):
+    """start(*args, cert=pki.server): a TlsFake with fake_avala.py @args."""
+    fakes = []
+
+    def start(*args, cert=None):
+        f = TlsFake(args, tmpdir_short, cert or pki.server)
+        fakes.append(f)
+        return f
+
+    yield start
+    for f in fakes:
+        f.stop()
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Nginx:
+    """nginx serving @root at https://127.0.0.1:PORT/ with @cert, from a
+    config, pid and logs of its own in @workdir; a connection is closed
+    after @keepalive_requests requests. Its access log has one line per
+    request: the connection's serial number, $ssl_session_reused ("r" when
+    the TLS session was resumed, else "."), the status and the URI."""
+
+    def __init__(self, workdir, root, cert, keepalive_requests=100000):
+        self.keepalive_requests = keepalive_requests
+        self.workdir = workdir
+        self.port = free_port()
+        self.url = "https://127.0.0.1:%d" % self.port
+        self.access_log = os.path.join(workdir, "access.log")
+        config = os.path.join(workdir, "nginx.conf")
+        with open(config, "w") as f:
+            f.write(self.config(root, cert))
+        self.errors = open(os.path.join(workdir, "stderr.log"), "wb")
+        self.proc = subprocess.Popen(
+            ["nginx", "-p", workdir, "-c", config,
+             "-e", os.path.join(workdir, "error.log")],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=self.errors)
+        deadline = time.time() + 10
+        while not self.answers():
+            if self.proc.poll() is not None or time.time() > deadline:
+                self.stop()
+                raise RuntimeError("nginx did not start: " + self.error_log())
+            time.sleep(0.05)
+
+    def config(self, root, cert):
+        w = self.workdir
+        # as root, workers read the test's private folders as root too
+        user = "user root;\n" if os.geteuid() == 0 else ""
+        temp = "".join("    %s_temp_path %s/%s_temp;\n" % (k, w, k)
+                       for k in ("client_body", "proxy", "fastcgi", "uwsgi",
+                                 "scgi"))
+        return (
+            "%sdaemon off;\nworker_processes 2;\npid %s/nginx.pid;\n"
+            "error_log %s/error.log;\n"
+            "events { worker_connections 1024; }\n"
+            "http {\n"
+            "    log_format tls '$connection $ssl_session_reused $status "
+            "$request_uri';\n"
+            "    access_log %s tls;\n"
+            "    keepalive_requests %d;\n    keepalive_timeout 60s;\n"
+            "    default_type application/octet-stream;\n"
+            "%s"
+            "    server {\n"
+            "        listen 127.0.0.1:%d ssl;\n"
+            "        ssl_certificate %s;\n        ssl_certificate_key %s;\n"
+            "        ssl_session_cache shared:tls:1m;\n"
+            "        ssl_session_timeout 10m;\n"
+            "        root %s;\n"
+            "    }\n"
+            "}\n" % (user, w, w, self.access_log, self.keepalive_requests,
+                      temp, self.port,
+                      cert.cert, cert.key, root))
+
+    def answers(self):
+        try:
+            with socket.create_connection(("127.0.0.1", self.port),
+                                          timeout=1):
+                return True
+        except OSError:
+            return False
+
+    def error_log(self):
+        path = os.path.join(self.workdir, "error.log")
+        if not os.path.exists(path):
+            return ""
+        with open(path, "rb") as f:
+            return f.read().decode(errors="replace")
+
+    def requests(self):
+        """The access log so far as (connection, reused, status, uri)."""
+        if not os.path.exists(self.access_log):
+            return []
+        with open(self.access_log) as f:
+            return [tuple(line.split(" ", 3)) for line in f.read().splitlines()]
+
+    def connections(self):
+        """{connection: whether its TLS session was resumed}, for the
+        connections that made a request."""
+        return {c: reused == "r" for c, reused, _, _ in self.requests()}
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.errors.close()
+
+
+@pytest.fixture
+def nginx_factory(tmpdir_short, pki):
+    """start(root, cert=pki.server, **kw): an Nginx serving the folder
+    @root (kw: keepalive_requests)."""
+    servers = []
+
+    def start(root, cert=None, **kw):
+        n = Nginx(tempfile.mkdtemp(prefix="nginx-", dir=tmpdir_short), root,
+                  cert or pki.server, **kw)
+        servers.append(n)
+        return n
+
+    yield start
+    for n in servers:
+        n.stop()

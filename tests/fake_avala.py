@@ -13,6 +13,15 @@ serves three trees:
 On start it prints "PORT <n>" on stdout (and writes "<n>\\n" to --port-file,
 atomically). Request logging goes to stderr unless --quiet.
 
+TLS
+  --tls-cert FILE --tls-key FILE (PEM; the certificate file may carry its
+  chain) make every tree HTTPS on the same port (Python's ssl module). The
+  handshake runs in the connection's own thread, so a client that stalls
+  or rejects the certificate holds up no one else, and its failure is not
+  logged. The fake's own URLs (next/previous, /files) then say https; a
+  data_base URL is used as given. Session tickets are OpenSSL's default
+  (on).
+
 DATASET SPEC (--dataset, repeatable)
   OWNER/SLUG[:opt=val[,opt=val...]] with options
     items=N         normal items (default 20)
@@ -168,6 +177,7 @@ import os
 import random
 import re
 import socket
+import ssl
 import sys
 import threading
 import time
@@ -1336,6 +1346,7 @@ class FakeAvala:
         self.signer = UrlSigner(url_ttl)
         self.blobs = BlobStore(BLOB_BUDGET)
         self.address = ""
+        self.scheme = "http"
         segment = r"([^/]+)"
         dataset = rf"/api/v1/datasets/{segment}/{segment}/"
         self.api_routes = [
@@ -1459,7 +1470,7 @@ class FakeAvala:
         if file.kind == "data" and dataset.spec.data_base:
             return f"{dataset.spec.data_base}/{entry.uid}{file.ext}"
         path = f"{dataset.files_path}/{entry.uid}/{file.kind}/{file.kind}{file.ext}"
-        return f"http://{self.address}{path}?expires={expires}&sig={self.signer.sign(path, expires)}"
+        return f"{self.scheme}://{self.address}{path}?expires={expires}&sig={self.signer.sign(path, expires)}"
 
     def object_of(self, dataset: Dataset, entry: Entry, expires: int) -> dict:
         """The entry as the API lists it in the current URL epoch."""
@@ -1484,7 +1495,7 @@ class FakeAvala:
             return None
         query = dict(request.query, cursor=cursor)
         host = request.headers.get("Host") or self.address
-        return f"http://{host}{request.path}?{urlencode(sorted(query.items()))}"
+        return f"{self.scheme}://{host}{request.path}?{urlencode(sorted(query.items()))}"
 
     def list_entries(self, request: Request, orders_of: Callable[[Dataset], dict[str, list]]) -> Response:
         dataset = self.readable_dataset(request)
@@ -1653,8 +1664,12 @@ class Handler(BaseHTTPRequestHandler):
     server: "FakeServer"
 
     def setup(self) -> None:
-        super().setup()
         self.server.app.state.count("connections")
+        if isinstance(self.request, ssl.SSLSocket):
+            # not in accept(): one slow or failing handshake must not stop
+            # the server taking the next connection
+            self.request.do_handshake()
+        super().setup()
 
     def do_GET(self) -> None:
         target = urlsplit(self.path)
@@ -1711,17 +1726,29 @@ class FakeServer(ThreadingHTTPServer):
     block_on_close = False
     request_queue_size = 256
 
-    def __init__(self, address: tuple[str, int], app: FakeAvala, quiet: bool):
+    def __init__(self, address: tuple[str, int], app: FakeAvala, quiet: bool,
+                 tls: ssl.SSLContext | None = None):
         self.app = app
         self.quiet = quiet
+        self.tls = tls
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         super().__init__(address, Handler)
         host, port = self.server_address[:2]
         app.address = f"{url_host(host)}:{port}"
+        if tls is not None:
+            app.scheme = "https"
+
+    def get_request(self) -> tuple[socket.socket, object]:
+        connection, client = super().get_request()
+        if self.tls is not None:
+            # the handshake waits for Handler.setup, in the connection's thread
+            connection = self.tls.wrap_socket(connection, server_side=True, do_handshake_on_connect=False)
+        return connection, client
 
     def handle_error(self, request: object, client_address: object) -> None:
-        if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+        # a client gone, slow, or refusing our certificate is not the fake's error
+        if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError, ssl.SSLError)):
             super().handle_error(request, client_address)
 
 
@@ -1765,7 +1792,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="lifetime of presigned URLs (default 3600)")
     parser.add_argument("--no-discovery", action="store_true", help="GET /api/v1/datasets/ answers 404")
     parser.add_argument("--quiet", action="store_true", help="log nothing")
+    parser.add_argument("--tls-cert", metavar="FILE", help="serve HTTPS with this PEM certificate (and chain)")
+    parser.add_argument("--tls-key", metavar="FILE", help="the private key of --tls-cert (PEM)")
     args = parser.parse_args(argv)
+    if bool(args.tls_cert) != bool(args.tls_key):
+        parser.error("--tls-cert and --tls-key go together")
     names = [(spec.owner, spec.slug) for spec in args.dataset]
     if len(set(names)) != len(names):
         parser.error("a dataset is given twice")
@@ -1786,7 +1817,11 @@ def main(argv: list[str] | None = None) -> None:
         if dataset.spec.files_dir:
             write_data_files(dataset)
     app = FakeAvala(datasets, key=args.key, url_ttl=args.url_ttl, discovery=not args.no_discovery)
-    server = FakeServer((args.host, args.port), app, quiet=args.quiet)
+    tls = None
+    if args.tls_cert:
+        tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        tls.load_cert_chain(args.tls_cert, args.tls_key)
+    server = FakeServer((args.host, args.port), app, quiet=args.quiet, tls=tls)
     announce(server.server_address[1], args.port_file)
     try:
         server.serve_forever()
