@@ -167,7 +167,8 @@ static bool row_random(struct disk_index *ix, bool present, struct row *r)
 			return false;
 		sqlite3_bind_int(q, 1, present);
 		sqlite3_bind_int64(
-			q, 2, pass ? 0 : 1 + (int64_t)(rand_r(&ix->seed) % max));
+			q, 2,
+			pass ? 0 : 1 + (int64_t)(rand_r(&ix->seed) % max));
 		if (row_step(q, r))
 			return true;
 	}

@@ -57,8 +57,8 @@ int sql_open(struct sql_conn *c, const char *name, int flags,
 	c->text = text;
 	c->n = n;
 	rc = sqlite3_open_v2(name, &c->db,
-			     flags | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_NOFOLLOW |
-				     SQLITE_OPEN_URI,
+			     flags | SQLITE_OPEN_NOMUTEX |
+				     SQLITE_OPEN_NOFOLLOW | SQLITE_OPEN_URI,
 			     NULL);
 	if (rc == SQLITE_OK) {
 		/* SQLITE_IOERR_WRITE and its kin tell a full disk */

@@ -107,7 +107,8 @@ static void test_room(struct disk_index *ix)
 
 static void test_batch_within_free_space(struct disk_index *ix)
 {
-	struct disk_room room = { .cap = 1000 * E, .fs_free = 5 * E,
+	struct disk_room room = { .cap = 1000 * E,
+				  .fs_free = 5 * E,
 				  .fs_reserve = 1 * E };
 	struct disk_offer v[8];
 	char names[8][16];
