@@ -55,14 +55,20 @@ static int entry_child(struct fs *fs, const struct path_view *pv,
 }
 
 /* Where the sizes of a folder's files were last asked for ahead: a
- * reader that stats them one by one (ls -l) finds each one's request
- * already out, up to max_conns at once. */
+ * reader that stats them one by one (ls -l, du) finds each one's request
+ * already out, up to max_conns at once. Only a walk is probed ahead: a
+ * lookup of one file costs that file, whatever its neighbours. */
 struct size_window {
 	size_t ds;
 	uint64_t id; /* the folder's node id */
 	const struct node_ops *kind;
 	uint64_t first, last; /* positions asked for */
+	uint64_t seen; /* the last position looked up */
+	unsigned run; /* lookups in a row, each just after the one before */
 };
+
+#define WALK_MIN 3 /* lookups in listing order that make a walk */
+#define WALK_STEP 8 /* how far after the last one the next may be */
 
 #define WINDOWS 16
 #define NO_WINDOW UINT64_MAX
@@ -123,6 +129,36 @@ static uint64_t window_from(struct size_windows *w, const struct node *dir,
 	return from;
 }
 
+/* Note a lookup of the file at @pos of @dir: whether it continues a walk
+ * in listing order (each lookup a little after the one before), as ls -l,
+ * du and a reader of the folder in order make. */
+static bool walk_seen(struct size_windows *w, const struct node *dir,
+		      uint64_t pos)
+{
+	struct size_window *slot;
+	bool walk;
+
+	pthread_mutex_lock(&w->lock);
+	slot = window_find(w, dir);
+	if (!slot) {
+		slot = &w->v[w->next++ % WINDOWS];
+		slot->kind = dir->ops;
+		slot->id = dir->id;
+		slot->ds = dataset_index(dir->ds);
+		slot->first = slot->last = 0;
+		slot->run = 0;
+		slot->seen = pos;
+	}
+	if (pos > slot->seen && pos <= slot->seen + WALK_STEP)
+		slot->run++;
+	else if (pos != slot->seen)
+		slot->run = 0;
+	slot->seen = pos;
+	walk = slot->run + 1 >= WALK_MIN;
+	pthread_mutex_unlock(&w->lock);
+	return walk;
+}
+
 /* Note that the sizes of @dir's files from @first to @last were asked
  * for. */
 static void window_note(struct size_windows *w, const struct node *dir,
@@ -138,6 +174,8 @@ static void window_note(struct size_windows *w, const struct node *dir,
 		slot->id = dir->id;
 		slot->ds = dataset_index(dir->ds);
 		slot->first = first;
+		slot->seen = first - 1;
+		slot->run = 0;
 	} else if (first > slot->last + 1 || first < slot->first) {
 		slot->first = first; /* not a window that moves on */
 	}
@@ -222,8 +260,10 @@ int view_path_lookup(struct fs *fs, const struct path_view *pv,
 	int err = view_dir_lookup(fs, dir, ITEM_KIND_ITEM, folder_dir(dir),
 				  name, &filter, &e, &pin);
 
+	/* sizes ahead only for a walk, and never with prefetch=0 */
 	if (!err && fetch && st && !e.child &&
-	    (pv->file == &view_thumb_ops ? e.thumb_size : e.size) < 0)
+	    (pv->file == &view_thumb_ops ? e.thumb_size : e.size) < 0 &&
+	    walk_seen(fs->size_windows, dir, e.pos) && fs->prefetch)
 		size_window(fs, pv, dir, pin.gen, e.pos, &w);
 	catalog_unpin(fs->cat, dir->ds, ITEM_KIND_ITEM, &pin);
 	window_prefetch(fs, dir, &w);
