@@ -7,8 +7,13 @@ cd "$(dirname "$0")/.."
 state=build/demo
 mnt=$PWD/mnt
 
+# Unmount (lazily, saying so, when a shell is still inside) and stop the
+# fake API whatever happened to the mount.
 stop() {
-	if mountpoint -q "$mnt"; then fusermount3 -u "$mnt"; fi
+	if mountpoint -q "$mnt" && ! fusermount3 -u "$mnt" 2>/dev/null; then
+		echo "$mnt is busy (a shell in it?): unmounted lazily; cd out of it" >&2
+		fusermount3 -u -z "$mnt" || true
+	fi
 	if [ -f "$state/fake.pid" ]; then
 		kill "$(cat "$state/fake.pid")" 2>/dev/null || true
 		rm -f "$state/fake.pid"
@@ -25,8 +30,14 @@ install_deps
 build_avalafs
 stop
 mkdir -p "$state" "$mnt"
+# the port of the last run, when free: the listings kept on disk are of
+# one API origin, so a new port each run would pile up another cache
+port=$(cat "$state/port" 2>/dev/null || echo 0)
 rm -f "$state/port"
-setsid nohup /usr/bin/python3 tests/fake_avala.py --quiet \
+if [ "$port" != 0 ] && (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+	port=0
+fi
+setsid nohup /usr/bin/python3 tests/fake_avala.py --quiet --port "$port" \
 	--port-file "$state/port" \
 	--dataset demo/cars:items=24,sequences=2,images=1,classes=3 \
 	--dataset demo/scans:items=5,dialect=sdk,images=1 \

@@ -96,6 +96,10 @@ man -w avalafs | grep -q '^/usr/share/man/man1/avalafs.1' ||
 	fail "man -w avalafs finds no page"
 systemd-analyze verify /lib/systemd/system/avalafs@.service \
 	/usr/share/doc/avalafs/examples/mnt-avala.mount
+[ -f /etc/avalafs/mnt-avala.conf.example ] ||
+	fail "no /etc/avalafs/mnt-avala.conf.example"
+ls /usr/share/doc/avalafs/examples/imagefolder.py* >/dev/null ||
+	fail "the example loader is not shipped"
 
 /usr/bin/python3 tests/fake_avala.py --quiet --port-file "$work/port" \
 	--dataset demo/cars:items=5 >/dev/null 2>"$work/fake.log" &
@@ -106,8 +110,12 @@ base=http://127.0.0.1:$(cat "$work/port")
 echo test-key >"$work/key"
 chmod 600 "$work/key"
 mkdir "$work/mnt"
-mount -t fuse.avalafs -o "ro,_netdev,nofail,api_key_file=$work/key,api_url=$base/api/v1,dataset=demo/cars,cache_dir=$work/cache" \
-	avalafs "$work/mnt"
+# README's fstab line, with the fake's API and the default cache folder
+echo "avalafs $work/mnt fuse.avalafs ro,_netdev,nofail,allow_other,api_key_file=$work/key,api_url=$base/api/v1,dataset=demo/cars 0 0" \
+	>"$work/fstab"
+mount -T "$work/fstab" "$work/mnt"
+[ -d /var/cache/avalafs/listings ] ||
+	fail "a root mount keeps nothing in /var/cache/avalafs"
 uid=$(curl -s "$base/_fake/truth/demo/cars" |
 	/usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["items"][0]["uid"])')
 item=$(grep -l "\"$uid\"" "$work"/mnt/demo/cars/items/*/metadata.json) ||
@@ -127,4 +135,6 @@ installed=
 if [ -e /usr/bin/avalafs ] || dpkg -s avalafs >/dev/null 2>&1; then
 	fail "avalafs is still installed after apt-get remove --purge"
 fi
+[ ! -e /var/cache/avalafs ] || fail "purge left /var/cache/avalafs"
+[ ! -e /etc/avalafs ] || fail "purge left /etc/avalafs"
 echo "installed, used and removed $(basename "$deb")"

@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/deps.sh
-install_deps "$AVALAFS_DEPS $AVALAFS_TEST_DEPS"
+install_deps "$AVALAFS_DEPS $AVALAFS_DEV_DEPS $AVALAFS_TEST_DEPS"
 build_avalafs build -Dwerror=true
 build_avalafs build-asan -Db_sanitize=address,undefined -Dwerror=true
 
