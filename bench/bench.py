@@ -10,6 +10,7 @@ import random
 import shutil
 import signal
 import socket
+import ssl
 import statistics
 import subprocess
 import sys
@@ -133,33 +134,44 @@ class Children:
 
 
 class Nginx:
-    """nginx on a free loopback port with its own config, logs and pid in the workdir."""
+    """nginx on a free loopback port with its own config, logs and pid in the workdir;
+    with @pki, over https, logging each request's connection and whether it resumed
+    a TLS session."""
 
-    def __init__(self, children, workdir, root):
+    def __init__(self, children, workdir, root, name="nginx", pki=None):
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.access_log = os.path.join(workdir, "nginx-access.log")
-        config = os.path.join(workdir, "nginx.conf")
+        self.pki = pki
+        self.url = f"{'https' if pki else 'http'}://127.0.0.1:{self.port}"
+        self.access_log = os.path.join(workdir, f"{name}-access.log")
+        config = os.path.join(workdir, f"{name}.conf")
         with open(config, "w") as out:
-            out.write(self.config(workdir, root))
-        self.process = children.start("nginx", ["nginx", "-p", workdir, "-c", config,
-                                                "-e", os.path.join(workdir, "nginx-error.log")])
-        wait_for(self.answers, 10, "nginx", self.process)
+            out.write(self.config(workdir, root, name))
+        self.process = children.start(name, ["nginx", "-p", workdir, "-c", config,
+                                              "-e", os.path.join(workdir, f"{name}-error.log")])
+        wait_for(self.answers, 10, name, self.process)
 
-    def config(self, workdir, root):
+    def config(self, workdir, root, name):
         user = "user root;\n" if os.geteuid() == 0 else ""
-        temp = "".join(f"    {kind}_temp_path {workdir}/{kind}_temp;\n"
+        temp = "".join(f"    {kind}_temp_path {workdir}/{name}-{kind}_temp;\n"
                        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
-        return (f"{user}daemon off;\nworker_processes auto;\npid {workdir}/nginx-master.pid;\n"
-                f"error_log {workdir}/nginx-error.log;\n"
+        tls = ""
+        listen = f"127.0.0.1:{self.port}"
+        if self.pki:
+            listen += " ssl"
+            tls = (f"        ssl_certificate {self.pki.cert};\n"
+                   f"        ssl_certificate_key {self.pki.key};\n"
+                   "        ssl_session_cache shared:tls:10m;\n")
+        return (f"{user}daemon off;\nworker_processes auto;\npid {workdir}/{name}-master.pid;\n"
+                f"error_log {workdir}/{name}-error.log;\n"
                 "events { worker_connections 1024; }\n"
                 "http {\n"
-                f"    access_log {self.access_log};\n"
+                "    log_format sessions '$connection $ssl_session_reused $status';\n"
+                f"    access_log {self.access_log} sessions;\n"
                 "    sendfile on;\n    tcp_nopush on;\n"
                 "    keepalive_requests 100000;\n    keepalive_timeout 60s;\n"
                 "    default_type application/octet-stream;\n"
                 f"{temp}"
-                f"    server {{\n        listen 127.0.0.1:{self.port};\n"
+                f"    server {{\n        listen {listen};\n{tls}"
                 f"        root {root};\n        autoindex on;\n    }}\n"
                 "}\n")
 
@@ -170,23 +182,61 @@ class Nginx:
         except OSError:
             return False
 
+    def lines(self):
+        if not os.path.exists(self.access_log):
+            return []
+        with open(self.access_log, "rb") as log_file:
+            return log_file.read().splitlines()
+
     def requests(self):
         """Lines in the access log so far: one per request served."""
-        if not os.path.exists(self.access_log):
-            return 0
-        with open(self.access_log, "rb") as log_file:
-            return log_file.read().count(b"\n")
+        return len(self.lines())
+
+    def connections_since(self, start):
+        """Connections that served the requests logged after line @start, and how
+        many of them resumed a TLS session."""
+        first = {}
+        for line in self.lines()[start:]:
+            connection, reused = line.split()[:2]
+            first.setdefault(connection, reused == b"r")
+        return len(first), sum(first.values())
+
+
+class Pki:
+    """A CA and a server certificate for 127.0.0.1, made with openssl for the https
+    rows; clients trust the CA alone (avalafs through ca_file=, curl --cacert)."""
+
+    def __init__(self, workdir):
+        d = os.path.join(workdir, "pki")
+        os.makedirs(d)
+        self.ca = os.path.join(d, "ca.pem")
+        self.cert = os.path.join(d, "server.pem")
+        self.key = os.path.join(d, "server.key")
+        ca_key, csr = os.path.join(d, "ca.key"), os.path.join(d, "server.csr")
+        ext = os.path.join(d, "san.ext")
+        with open(ext, "w") as out:
+            out.write("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+        for argv in (["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", ca_key,
+                      "-out", self.ca, "-days", "2", "-subj", "/CN=avalafs bench CA"],
+                     ["openssl", "req", "-newkey", "rsa:2048", "-nodes", "-keyout", self.key,
+                      "-out", csr, "-subj", "/CN=127.0.0.1"],
+                     ["openssl", "x509", "-req", "-in", csr, "-CA", self.ca, "-CAkey", ca_key,
+                      "-CAcreateserial", "-out", self.cert, "-days", "2", "-extfile", ext]):
+            timed(argv)
 
 
 class Fake:
-    """A tests/fake_avala.py process and its control calls."""
+    """A tests/fake_avala.py process and its control calls; with @pki, over https."""
 
-    def __init__(self, children, workdir, name, specs):
+    def __init__(self, children, workdir, name, specs, pki=None):
         port_file = os.path.join(workdir, f"{name}.port")
         argv = [sys.executable, FAKE, "--quiet", "--key", KEY, "--port-file", port_file]
+        if pki:
+            argv += ["--tls-cert", pki.cert, "--tls-key", pki.key]
         for spec in specs:
             argv += ["--dataset", spec]
         self.name = name
+        self.pki = pki
         self.process = children.start(name, argv)
         self.port_file = port_file
 
@@ -195,13 +245,16 @@ class Fake:
                  self.process)
         with open(self.port_file) as port:
             self.port = int(port.read())
-        self.api_url = f"http://127.0.0.1:{self.port}/api/v1"
+        self.api_url = f"{'https' if self.pki else 'http'}://127.0.0.1:{self.port}/api/v1"
+
+    def connection(self):
+        return connect(self.port, self.pki)
 
     def counts(self):
         return self.control("GET", "/_fake/stats")["counts"]
 
     def control(self, method, path, body=None):
-        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        connection = self.connection()
         try:
             connection.request(method, path, body=json.dumps(body) if body is not None else None,
                                headers={"Content-Type": "application/json"})
@@ -212,9 +265,17 @@ class Fake:
     def items(self, dataset, limit):
         """Every item of a dataset, as the list pages give them."""
         items = []
-        for page in list_pages(self.port, dataset, limit):
+        for page in list_pages(self.port, dataset, limit, self.pki):
             items += json.loads(page)["results"]
         return items
+
+
+def connect(port, pki=None):
+    """An http.client connection to the fake on @port, https trusting @pki's CA."""
+    if not pki:
+        return http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    return http.client.HTTPSConnection("127.0.0.1", port, timeout=30,
+                                       context=ssl.create_default_context(cafile=pki.ca))
 
 
 def count_delta(before, after):
@@ -227,10 +288,10 @@ def api_requests(delta):
     return sum(count for route, count in delta.items() if route != "connections")
 
 
-def list_pages(port, dataset, limit):
+def list_pages(port, dataset, limit, pki=None):
     """The raw bodies of every list page of a dataset, following next cursors over
-    one keep-alive connection with http.client."""
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    one keep-alive connection with http.client (https trusting @pki's CA)."""
+    connection = connect(port, pki)
     headers = {"X-Avala-Api-Key": KEY, "Accept": "application/json"}
     target = f"/api/v1/datasets/{dataset}/items/?limit={limit}"
     pages = []
@@ -294,6 +355,13 @@ class Mount:
     def memory(self):
         self.alive()
         return proc_status(self.pid)
+
+    def cpu(self):
+        """Seconds of CPU the process used so far, user and system."""
+        self.alive()
+        with open(f"/proc/{self.pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def avalafs_stats(self):
         """The cache counters avalafs logs on SIGUSR1."""
@@ -443,12 +511,13 @@ def dd_read(path):
     return seconds, copied
 
 
-def curl_read(url):
-    seconds, out, _ = timed(["curl", "-s", "--fail", "-o", "/dev/null", "-w", "%{size_download}", url])
+def curl_read(url, options=()):
+    seconds, out, _ = timed(["curl", "-s", "--fail", *options, "-o", "/dev/null", "-w", "%{size_download}",
+                             url])
     return seconds, int(out)
 
 
-def curl_parallel(urls, outputs=None, readers=READERS):
+def curl_parallel(urls, outputs=None, readers=READERS, options=()):
     """Seconds for @readers curl processes, each fetching its share of the URLs over
     one reused connection to /dev/null (or to the matching outputs); and the bytes
     downloaded."""
@@ -456,7 +525,7 @@ def curl_parallel(urls, outputs=None, readers=READERS):
     pairs = list(zip(urls, outputs or ["/dev/null"] * len(urls)))
     chunks = [pairs[at:at + share] for at in range(0, len(pairs), share)]
     start = time.perf_counter()
-    processes = [subprocess.Popen(["curl", "-s", "--fail", "-w", "%{size_download}\n"]
+    processes = [subprocess.Popen(["curl", "-s", "--fail", *options, "-w", "%{size_download}\n"]
                                   + [arg for url, out in chunk for arg in ("-o", out, url)],
                                   stdout=subprocess.PIPE)
                  for chunk in chunks]
@@ -1010,6 +1079,103 @@ def rows_million(bench):
                  "≤ 3 s, 0 requests", verdict(seconds <= 3 and lists == 0)))
     return rows
 
+TLS_NOTES = ("T rows: the fake API serves https (Python's ssl) and its data URLs point at a second nginx, "
+             "both with a certificate of a CA made for the run; avalafs trusts it through ca_file=, curl "
+             "through --cacert. Each run of (T2) mounts twice, over https then http, for the same "
+             "files; CPU is the mount's own (user + system), connections and resumed TLS sessions are "
+             "counted in nginx's access log.")
+
+
+def start_tls_servers(bench):
+    """The https twins of the servers of rows 1, 2 and 4: the same items (same datasets
+    and seeds), their data on an nginx over https with the same files."""
+    bench.pki = Pki(bench.workdir)
+    bench.nginx_tls = Nginx(bench.children, bench.workdir, bench.files_dir, "nginx-tls", bench.pki)
+    served = f"data_base={bench.nginx_tls.url},size_known=1"
+    bench.tls_fake = Fake(bench.children, bench.workdir, "fake-tls", [
+        f"{BIG}:items=1,min_size={BIG_SIZE},max_size={BIG_SIZE},{served}",
+        f"{SMALL}:items={SMALL_COUNT},min_size={SMALL_MIN},max_size={SMALL_MAX},{served}",
+        f"{TEN_K}:items={LIST_SMALL}"], bench.pki)
+    bench.tls_fake.wait()
+    bench.tls_big = bench.tls_fake.items(BIG, 1000)[0]
+    bench.tls_small = bench.tls_fake.items(SMALL, 1000)
+    if [served_name(i) for i in bench.tls_small] != [served_name(i) for i in bench.small]:
+        raise BenchError("the https fake lists other files than the http one")
+    bench.curl_tls = ("--cacert", bench.pki.ca)
+    curl_parallel([item["data_url"] for item in bench.tls_small], options=bench.curl_tls)
+    log(f"https: fake on {bench.tls_fake.api_url}, nginx on {bench.nginx_tls.url}")
+
+
+def tls_small_pass(bench, fake, nginx, label, run):
+    """Cold files/s of READERS cats over the small files through a fresh mount of
+    @fake, the mount's CPU ms per file, and the connections and resumed TLS
+    sessions @nginx saw per 1,000 files."""
+    options = f"ca_file={bench.pki.ca}" if fake.pki else ""
+    with bench.avalafs(fake, SMALL, options) as mount:
+        layout = DatasetLayout(SMALL)
+        os.listdir(layout.directory(mount))
+        paths = [layout.path(mount, item) for item in bench.small]
+        lines, cpu = nginx.requests(), mount.cpu()
+        seconds = parallel_cat(paths)
+        cpu = mount.cpu() - cpu
+        connections, resumed = nginx.connections_since(lines)
+        if run == 0:
+            verify_files([(path, original_path(bench, item)) for path, item in zip(paths, bench.small)])
+    per_k = 1000 / len(paths)
+    log(f"(T2) {label} run {run + 1}: {len(paths) / seconds:.0f} files/s, CPU {cpu / len(paths) * 1000:.2f} "
+        f"ms/file, {connections} connections ({resumed} resumed)")
+    return len(paths) / seconds, cpu / len(paths) * 1000, connections * per_k, resumed * per_k
+
+
+def rows_tls(bench):
+    start_tls_servers(bench)
+    https, http, curl, big, big_curl, lists, lists_ref = [], [], [], [], [], [], []
+    for run in range(RUNS):
+        https.append(tls_small_pass(bench, bench.tls_fake, bench.nginx_tls, "https", run))
+        http.append(tls_small_pass(bench, bench.data_fake, bench.nginx, "http", run))
+        seconds, size = curl_parallel([item["data_url"] for item in bench.tls_small], options=bench.curl_tls)
+        expect_bytes("curl", size, bench.small_bytes)
+        curl.append(len(bench.tls_small) / seconds)
+        log(f"(T2) {READERS} curls over https run {run + 1}: {curl[-1]:.0f} files/s")
+        with bench.avalafs(bench.tls_fake, BIG, f"ca_file={bench.pki.ca}") as mount:
+            seconds, copied = dd_read(DatasetLayout(BIG).path(mount, bench.tls_big))
+            expect_bytes("dd", copied, BIG_SIZE)
+        big.append(BIG_SIZE / seconds / 1e6)
+        seconds, size = curl_read(bench.tls_big["data_url"], bench.curl_tls)
+        expect_bytes("curl", size, BIG_SIZE)
+        big_curl.append(BIG_SIZE / seconds / 1e6)
+        log(f"(T1) run {run + 1}: avalafs {big[-1]:.0f} MB/s, curl {big_curl[-1]:.0f} MB/s over https")
+        with bench.avalafs(bench.tls_fake, TEN_K, f"ca_file={bench.pki.ca},page_size={LIST_SMALL_PAGE}") \
+                as mount:
+            start = time.perf_counter()
+            names = os.listdir(DatasetLayout(TEN_K).directory(mount))
+            lists.append(time.perf_counter() - start)
+            if len(names) != LIST_SMALL:
+                raise BenchError(f"{len(names)} items listed over https, {LIST_SMALL} expected")
+        start = time.perf_counter()
+        list_pages(bench.tls_fake.port, TEN_K, LIST_SMALL_PAGE, bench.pki)
+        lists_ref.append(time.perf_counter() - start)
+        log(f"(T4) run {run + 1}: avalafs {lists[-1]:.2f} s, http.client {lists_ref[-1]:.2f} s over https")
+    s_files, s_cpu, s_conns, s_resumed = (median(v) for v in zip(*https))
+    h_files, h_cpu, h_conns, _ = (median(v) for v in zip(*http))
+    curl, big, big_curl = median(curl), median(big), median(big_curl)
+    lists, lists_ref = median(lists), median(lists_ref)
+    pages = math.ceil(LIST_SMALL / LIST_SMALL_PAGE)
+    return [
+        (f"T2. {SMALL_COUNT:,} files of 60–160 KB, `xargs -P{READERS} cat`, cold, https",
+         f"{s_files:.0f} files/s, CPU {s_cpu:.2f} ms/file, {s_conns:.0f} connections and "
+         f"{s_resumed:.0f} resumed TLS sessions per 1,000 files",
+         f"same over http {h_files:.0f} files/s, CPU {h_cpu:.2f} ms/file, {h_conns:.0f} connections "
+         f"per 1,000 files", f"{s_files / h_files:.2f}", "≥ 0.9", verdict(s_files / h_files >= 0.9)),
+        ("T2c. same, against curl over https", f"{s_files:.0f} files/s",
+         f"{READERS} curls over https {curl:.0f} files/s", f"{s_files / curl:.2f}", "—", ""),
+        ("T1. 512 MiB file, `dd bs=1M`, cold, https", f"{big:.0f} MB/s", f"curl over https {big_curl:.0f} MB/s",
+         f"{big / big_curl:.2f}", "—", ""),
+        (f"T4. first listing of {LIST_SMALL:,} items, page_size={LIST_SMALL_PAGE}, https", f"{lists:.2f} s",
+         f"http.client over https, one keep-alive connection, {pages} pages: {lists_ref:.2f} s",
+         f"{lists / lists_ref:.2f}", "—", ""),
+    ]
+
 
 def verdict(ok):
     return "PASS" if ok else "FAIL"
@@ -1136,7 +1302,7 @@ def parse_args():
                         help="an empty scratch directory (data files, logs, mountpoint)")
     parser.add_argument("--results", default=os.path.join(ROOT, "bench", "results.md"),
                         help="where the report is also written")
-    parser.add_argument("--rows", default="1,2,4,5,7,8,L",
+    parser.add_argument("--rows", default="1,2,4,5,7,8,L,T",
                         help="which groups of rows to measure, comma-separated (default: all)")
     parser.add_argument("--latency", action="store_true",
                         help="the latency rows only (L): the same as --rows L")
@@ -1150,16 +1316,16 @@ def main():
     rows = []
     try:
         wanted = {"L"} if args.latency else set(args.rows.split(","))
-        if wanted & {"1", "2", "4", "5"}:
+        if wanted & {"1", "2", "4", "5", "T"}:
             bench.start_servers()
         for group, label, step in (("1", "1.", rows_big), ("2", "2./3.", rows_small), ("4", "4.", rows_listing),
-                                   ("5", "5.", rows_memory), ("L", "L.", rows_far),
+                                   ("5", "5.", rows_memory), ("L", "L.", rows_far), ("T", "T.", rows_tls),
                                    ("7", "7.", rows_views), ("8", "8.", rows_million)):
             if group in wanted:
                 measure(rows, label, lambda: step(bench))
     finally:
         bench.stop()
-    notes = [NOTES] + ([FAR_NOTES] if "L" in wanted else [])
+    notes = [NOTES] + ([FAR_NOTES] if "L" in wanted else []) + ([TLS_NOTES] if "T" in wanted else [])
     report = "\n".join(machine() + [""] + table(rows) + [""] + notes) + "\n"
     sys.stdout.write(report)
     with open(args.results, "w") as out:

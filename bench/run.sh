@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/deps.sh
-AVALAFS_DEPS="$AVALAFS_DEPS nginx"
+AVALAFS_DEPS="$AVALAFS_DEPS curl nginx openssl"
 
 workdir=
 bench_pid=
