@@ -123,12 +123,13 @@ int cachedir_open_file(int dir_fd, const char *name, int flags)
 	if (fd < 0) {
 		int err = -errno;
 
-		/* a link (ELOOP), a socket or a FIFO without a reader
-		 * (ENXIO), a folder (EISDIR), another's file (EPERM, asked
-		 * for O_NOATIME) */
-		if ((err == -ELOOP || err == -ENXIO || err == -EISDIR ||
-		     (err == -EPERM && (flags & O_NOATIME))) &&
-		    fstatat(dir_fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0) {
+		/* whatever is there and could not be opened: a link (ELOOP),
+		 * a socket or a FIFO without a reader (ENXIO), a folder
+		 * (EISDIR), a file of another user (EACCES, or EPERM for
+		 * O_NOATIME) goes; one of this user's stays (EMFILE, ...) */
+		if (err != -ENOENT && err != -EEXIST &&
+		    fstatat(dir_fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+		    !cachedir_trusted(&st)) {
 			set_aside(dir_fd, name, &st);
 			return -ENOENT;
 		}
@@ -233,34 +234,6 @@ static bool safe_root(const struct stat *st)
 	return st->st_uid == geteuid() && !(st->st_mode & 022);
 }
 
-/* @path with every link resolved, the folders that are missing kept as
- * they are: a new string, or NULL with errno. */
-static char *resolve(const char *path)
-{
-	char *head = strdup(path), *real = NULL, *cut, *out = NULL;
-
-	if (!head)
-		return NULL;
-	/* walk up to the deepest folder that exists */
-	for (;;) {
-		real = realpath(head, NULL);
-		if (real || errno != ENOENT)
-			break;
-		cut = strrchr(head, '/');
-		if (!cut || cut == head) {
-			free(head);
-			return strdup(path);
-		}
-		*cut = '\0';
-	}
-	if (real && asprintf(&out, "%s%s", strcmp(real, "/") ? real : "",
-			     path + strlen(head)) < 0)
-		out = NULL;
-	free(real);
-	free(head);
-	return out;
-}
-
 /* Say why the folder at @path cannot be the cache, and how to fix it. */
 static void refuse(const char *root, const char *path, const struct stat *st,
 		   bool is_root)
@@ -269,9 +242,10 @@ static void refuse(const char *root, const char *path, const struct stat *st,
 
 	if (S_ISLNK(st->st_mode))
 		fprintf(stderr,
-			"avalafs: cache_dir %s: %s became a link while it was "
-			"opened; a link there is never followed\n",
-			root, path);
+			"avalafs: cache_dir %s: the link %s is owned by uid %u: "
+			"only links of root or uid %u are followed; name the "
+			"folder it leads to, or choose another cache_dir=\n",
+			root, path, (unsigned)st->st_uid, uid);
 	else if (is_root)
 		fprintf(stderr,
 			"avalafs: cache_dir %s is owned by uid %u with mode "
@@ -298,52 +272,130 @@ static void refuse(const char *root, const char *path, const struct stat *st,
 			(unsigned)(st->st_mode & 07777), uid, path);
 }
 
+#define LINKS_MAX 40 /* links followed on the way, as the kernel allows */
+
+/* The path being walked: its components still to go, in one buffer. */
+struct walk {
+	char todo[PATH_MAX]; /* what is left, "a/b/c" */
+	char done[PATH_MAX]; /* where the walk is, with no link in it */
+	int links;
+};
+
+/* Take the next component of @w into @part: 1, or 0 at the end, or a
+ * negative errno. */
+static int walk_next(struct walk *w, char *part)
+{
+	char *p = w->todo + strspn(w->todo, "/");
+	size_t n = strcspn(p, "/");
+
+	if (!n)
+		return 0;
+	if (n > NAME_MAX)
+		return -ENAMETOOLONG;
+	memcpy(part, p, n);
+	part[n] = '\0';
+	memmove(w->todo, p + n, strlen(p + n) + 1);
+	return 1;
+}
+
+/* Put link target @target in front of what is left of @w; an absolute one
+ * starts the walk again at /. 0 or a negative errno. */
+static int walk_splice(struct walk *w, const char *target)
+{
+	char rest[PATH_MAX];
+
+	if (++w->links > LINKS_MAX)
+		return -ELOOP;
+	snprintf(rest, sizeof(rest), "%s", w->todo);
+	if (snprintf(w->todo, sizeof(w->todo), "%s/%s", target, rest) >=
+	    (int)sizeof(w->todo))
+		return -ENAMETOOLONG;
+	if (target[0] == '/')
+		strcpy(w->done, "/");
+	return 0;
+}
+
 /* Open the cache folder at absolute @path, making what is missing (0700),
- * each folder checked on the way down, none followed when a link. The
+ * each folder checked on the way down as it is named: a link is followed
+ * only when it and the folder holding it are root's or this user's (a
+ * link in a folder others may write to could lead anywhere). The
  * descriptor in @fd and the path with no link in it in @real. Returns 0,
  * -EPERM when a folder is not safe (said on stderr), or another negative
  * errno. */
 static int open_root(const char *path, int *fd, char **real)
 {
-	char *walk = resolve(path), *done = NULL, part[NAME_MAX + 1];
-	const char *p, *end;
+	struct walk *w = calloc(1, sizeof(*w));
+	char part[NAME_MAX + 1], target[PATH_MAX];
 	struct stat st;
-	int cur = -1, next, err = 0, parts = 0;
+	int cur, next, err = 0, more, parts = 0;
+	ssize_t n;
 
 	*fd = -1;
 	*real = NULL;
-	if (!walk)
-		return -errno;
-	done = calloc(1, strlen(walk) + 2);
 	cur = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
-	if (!done || cur < 0) {
+	if (!w || cur < 0) {
 		err = -ENOMEM;
 		goto out;
 	}
-	strcpy(done, "/");
+	if (snprintf(w->todo, sizeof(w->todo), "%s", path) >=
+	    (int)sizeof(w->todo)) {
+		err = -ENAMETOOLONG;
+		goto out;
+	}
+	strcpy(w->done, "/");
 	if (fstat(cur, &st) || !safe_above(&st)) {
 		refuse(path, "/", &st, false);
 		err = -EPERM;
 		goto out;
 	}
-	for (p = walk; *p; p = end) {
-		bool last;
+	while ((more = walk_next(w, part)) > 0) {
+		bool last = !w->todo[strspn(w->todo, "/")];
 
-		while (*p == '/')
-			p++;
-		if (!*p)
-			break;
-		end = strchrnul(p, '/');
-		if ((size_t)(end - p) > NAME_MAX) {
-			err = -ENAMETOOLONG;
-			goto out;
+		if (!strcmp(part, "."))
+			continue;
+		if (!strcmp(part, "..")) {
+			/* the folder above was checked on the way down */
+			char *slash = strrchr(w->done, '/');
+
+			next = openat(cur, "..",
+				      O_PATH | O_DIRECTORY | O_CLOEXEC);
+			if (next < 0) {
+				err = -errno;
+				goto out;
+			}
+			close(cur);
+			cur = next;
+			if (slash)
+				*(slash == w->done ? slash + 1 : slash) = '\0';
+			continue;
 		}
-		memcpy(part, p, end - p);
-		part[end - p] = '\0';
-		last = !end[strspn(end, "/")];
-		if (!strcmp(part, ".") || !strcmp(part, "..")) {
-			err = -EINVAL;
-			goto out;
+		if (fstatat(cur, part, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+		    S_ISLNK(st.st_mode)) {
+			/* the folder holding it passed safe_above() */
+			if (st.st_uid != 0 && st.st_uid != geteuid()) {
+				refuse(path, part, &st, false);
+				err = -EPERM;
+				goto out;
+			}
+			n = readlinkat(cur, part, target, sizeof(target) - 1);
+			if (n <= 0) {
+				err = n < 0 ? -errno : -ENOENT;
+				goto out;
+			}
+			target[n] = '\0';
+			err = walk_splice(w, target);
+			if (err)
+				goto out;
+			if (target[0] == '/') {
+				close(cur);
+				cur = open("/",
+					   O_PATH | O_DIRECTORY | O_CLOEXEC);
+				if (cur < 0) {
+					err = -errno;
+					goto out;
+				}
+			}
+			continue;
 		}
 		next = openat(cur, part,
 			      O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
@@ -356,20 +408,23 @@ static int open_root(const char *path, int *fd, char **real)
 				      O_PATH | O_DIRECTORY | O_NOFOLLOW |
 					      O_CLOEXEC);
 		}
-		if (strcmp(done, "/"))
-			strcat(done, "/");
-		strcat(done, part);
+		if (strlen(w->done) + strlen(part) + 2 > sizeof(w->done)) {
+			err = -ENAMETOOLONG;
+			goto out;
+		}
+		if (strcmp(w->done, "/"))
+			strcat(w->done, "/");
+		strcat(w->done, part);
 		if (next < 0) {
 			err = -errno;
-			/* a link that came after the path was resolved */
+			/* a link that came between the look and the open */
 			if (err == -ELOOP &&
 			    fstatat(cur, part, &st, AT_SYMLINK_NOFOLLOW) == 0) {
-				refuse(path, done, &st, last);
+				refuse(path, w->done, &st, last);
 				err = -EPERM;
 			}
 			goto out;
 		}
-		parts++;
 		close(cur);
 		cur = next;
 		if (fstat(cur, &st)) {
@@ -377,13 +432,14 @@ static int open_root(const char *path, int *fd, char **real)
 			goto out;
 		}
 		if (last ? !safe_root(&st) : !safe_above(&st)) {
-			refuse(path, done, &st, last);
+			refuse(path, w->done, &st, last);
 			err = -EPERM;
 			goto out;
 		}
+		parts++;
 	}
-	if (!parts) {
-		err = -EINVAL; /* not "/" */
+	if (more < 0 || !parts) {
+		err = more < 0 ? more : -EINVAL; /* not "/" */
 		goto out;
 	}
 	/* the folder itself, readable, through the checked descriptor */
@@ -393,13 +449,16 @@ static int open_root(const char *path, int *fd, char **real)
 		goto out;
 	}
 	*fd = next;
-	*real = done;
-	done = NULL;
+	*real = strdup(w->done);
+	if (!*real) {
+		close(next);
+		*fd = -1;
+		err = -ENOMEM;
+	}
 out:
 	if (cur >= 0)
 		close(cur);
-	free(done);
-	free(walk);
+	free(w);
 	return err;
 }
 

@@ -112,6 +112,9 @@ static void entry_remove(void *ctx, const char *name)
 	struct disk *d = ctx;
 	char rel[DISK_NAME_MAX + 4];
 
+	/* through its folder, checked: never through a planted link */
+	if (sub_ready(d, name, false))
+		return;
 	entry_rel(name, rel, sizeof(rel));
 	if (unlinkat(d->dir_fd, rel, 0) && errno != ENOENT)
 		log_debug("data cache: cannot remove %s/%s: %s", d->dir, rel,
@@ -481,7 +484,7 @@ void disk_get_stats(struct disk *d, struct disk_stats *st)
 	st->used = disk_index_used(d->index, &st->evicted);
 	room_now(d, &room);
 	st->limit = disk_room_limit(&room, st->used);
-	st->listings = room.others;
+	st->listings = d->others ? d->others(d->others_ctx) : 0;
 	pthread_mutex_lock(&d->lock);
 	st->hits = d->hits;
 	st->misses = d->misses;

@@ -508,6 +508,9 @@ int disk_index_open(const char *path, struct disk_index **out)
 	err = sql_open(&ix->c, path, SQLITE_OPEN_READWRITE, stmt_sql, S_COUNT,
 		       "PRAGMA journal_mode = WAL;"
 		       "PRAGMA synchronous = OFF;"
+		       /* the log cut back after each checkpoint: a row is
+			* ~100 bytes an entry, the log would only grow */
+		       "PRAGMA journal_size_limit = 1048576;"
 		       "PRAGMA cache_size = -1024;"
 		       "PRAGMA mmap_size = 0");
 	if (!err)

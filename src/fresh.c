@@ -85,10 +85,10 @@ bool fresh_apply(struct fresh *f, enum fresh_event ev, int err,
 		if (f->state == FRESH_LOADING || f->state == FRESH_REFRESHING) {
 			f->state = FRESH_LOADING; /* nothing served meanwhile */
 			f->lost = true;
-		} else {
+		} else if (f->state != FRESH_FAILED) {
+			/* a failure keeps its answer and its hold */
 			f->state = FRESH_EMPTY;
 		}
-		f->err = 0;
 		return false;
 	}
 	return false;

@@ -1,8 +1,14 @@
-/* Reference counting of struct item: the catalog's listing holds one
- * reference, and each reader that must outlive a refresh takes its own. */
+/* Items and sequences: reference counting of struct item (the catalog's
+ * listing holds one reference, each reader that outlives a refresh its own),
+ * and the item statuses every dataset shows. */
 #include "item.h"
 
 #include <stdlib.h>
+
+const char *const item_statuses[ITEM_N_STATUSES] = {
+	"unattempted", "pending",	  "ready_for_annotation", "in_progress",
+	"completed",   "rework_required", "customer_approved",
+};
 
 struct item *item_new(enum item_kind kind)
 {

@@ -12,6 +12,10 @@
 
 enum item_kind { ITEM_KIND_ITEM, ITEM_KIND_SEQUENCE };
 
+/* The item statuses of DESIGN section 1, in the platform's order. */
+#define ITEM_N_STATUSES 7
+extern const char *const item_statuses[ITEM_N_STATUSES];
+
 /* One entry of a sequence's "views": shown as views/<name>. */
 struct view {
 	char *name; /* file name, with .json */

@@ -31,6 +31,13 @@
 #include <uthash.h>
 
 #define SCHEMA_VERSION 4
+
+/* A mount that reads a generation holds a read lock on byte LOCK_BASE +
+ * gen of the database file (an open file description lock: its own, not
+ * SQLite's, and far from the bytes SQLite locks); one that removes a
+ * generation first takes the write lock on it. So serving a stored
+ * listing writes nothing, and a mount that dies lets go by itself. */
+#define LOCK_BASE ((off_t)1 << 48)
 #define MAX_READERS 16 /* connections open for readers at most */
 
 /* Entry flags: how an entry's name came about. */
@@ -233,6 +240,20 @@ struct status_name {
 	UT_hash_handle hh;
 };
 
+/* A generation this process has locked for reading, and how many times:
+ * the lock goes with the last. */
+struct held {
+	uint64_t gen;
+	unsigned n;
+};
+
+/* A file descriptor left, kept open until the end: closing one drops the
+ * locks SQLite holds on that file for connections still reading it. */
+struct old_fd {
+	int fd;
+	struct old_fd *next;
+};
+
 struct store {
 	char *name; /* the database's file name in the listings folder */
 	char *file; /* its path */
@@ -242,8 +263,9 @@ struct store {
 	pthread_cond_t conn_free; /* a connection went back to the idle list */
 	char *path; /* protected by lock: where connections go, the file or
 		     * a database in memory */
-	unsigned epoch; /* protected by lock: bumped when that changes */
-	bool memory; /* protected by lock */
+	unsigned epoch; /* protected by lock and write_lock (both to change):
+			 * bumped when path changes */
+	bool memory; /* protected by lock and write_lock */
 	struct conn *idle; /* protected by lock */
 	int n_conns; /* protected by lock: reader connections open */
 	struct status_name *statuses; /* protected by lock: by name */
@@ -253,11 +275,16 @@ struct store {
 	struct conn *writer; /* protected by write_lock */
 	int lock_fd; /* protected by write_lock: the database file, whose
 		      * bytes past LOCK_BASE readers lock; -1 in memory */
-	int old_fds[4]; /* protected by write_lock: files left, kept open
-			 * until the end (closing one would drop the locks
-			 * SQLite holds on them) */
+	struct held *held; /* protected by write_lock */
+	size_t n_held, cap_held; /* protected by write_lock */
+	uint64_t building[4]; /* protected by write_lock: generations this
+			       * process writes (one per kind, and spares) */
+	struct old_fd *old_fds; /* protected by write_lock */
+	int64_t room_at; /* protected by write_lock: the file's size when
+			  * the data cache last gave room back */
 	bool full_said; /* protected by write_lock */
-	uint64_t max_oid, max_dir; /* atomic: the highest numbers shown */
+	uint64_t max_oid, max_dir, max_gen; /* atomic: the highest numbers
+					     * shown */
 	uint64_t resets; /* atomic: databases set aside at run time */
 };
 
@@ -302,13 +329,15 @@ static struct conn *conn_open(const char *path, int flags, int *err)
 	return c;
 }
 
+static void reset(struct store *st, unsigned epoch, bool damaged);
+
 static struct conn *conn_get(struct store *st)
 {
 	struct conn *c, *stale = NULL;
 	char *path;
 	unsigned epoch;
 	bool memory;
-	int err;
+	int err = -ENOMEM;
 
 	pthread_mutex_lock(&st->lock);
 	for (;;) {
@@ -349,6 +378,9 @@ static struct conn *conn_get(struct store *st)
 		st->n_conns--;
 		pthread_cond_signal(&st->conn_free);
 		pthread_mutex_unlock(&st->lock);
+		/* damaged, or set aside or removed by another mount */
+		if (err == -EBADMSG || err == -EACCES)
+			reset(st, epoch, err == -EBADMSG);
 	}
 out:
 	while (stale) {
@@ -382,12 +414,19 @@ static sqlite3_stmt *reader_stmt(struct store *st, enum stmt which,
 				 struct conn **c)
 {
 	sqlite3_stmt *q;
+	unsigned epoch;
+	int err;
 
 	*c = conn_get(st);
 	q = *c ? stmt(*c, which) : NULL;
 	if (!q && *c) {
+		/* a statement that cannot be prepared: a damaged schema */
+		err = sql_errno(sqlite3_errcode((*c)->sql.db));
+		epoch = (*c)->epoch;
 		conn_put(st, *c);
 		*c = NULL;
+		if (err == -EBADMSG)
+			reset(st, epoch, true);
 	}
 	return q;
 }
@@ -427,18 +466,61 @@ static int meta_set(struct conn *c, const char *k, const char *text,
 	return sql_step_done(q);
 }
 
+/* Numbers a new database must give above: those of the database it
+ * replaces, which the kernel and open folders may still hold. */
+struct floors {
+	uint64_t oid, dir, gen;
+};
+
+/* Fill a new database in the open transaction of @c: the statuses every
+ * dataset shows (so that looking one up never writes), and a row at each
+ * floor, never shown, that later numbers go above. */
+static int seed(struct conn *c, const struct floors *f)
+{
+	char sql[512];
+	size_t i, o = 0;
+	int err = 0;
+
+	for (i = 0; i < ITEM_N_STATUSES && !err; i++) {
+		sqlite3_stmt *q = stmt(c, S_STATUS_ADD);
+
+		err = q ? 0 : -EIO;
+		if (!err) {
+			sqlite3_bind_text(q, 1, item_statuses[i], -1,
+					  SQLITE_STATIC);
+			err = sql_step_done(q);
+		}
+	}
+	if (f->oid)
+		o += snprintf(sql + o, sizeof(sql) - o,
+			      "INSERT INTO objects(oid, kind, uid)"
+			      " VALUES(%" PRIu64 ", -1, '');",
+			      f->oid);
+	if (f->dir > STORE_DIR_PATHS)
+		o += snprintf(sql + o, sizeof(sql) - o,
+			      "INSERT INTO dirs(id, parent, name)"
+			      " VALUES(%" PRIu64 ", -1, '');",
+			      f->dir);
+	if (f->gen)
+		o += snprintf(sql + o, sizeof(sql) - o,
+			      "INSERT INTO gens(gen, kind, pid)"
+			      " VALUES(%" PRIu64 ", -1, 0);",
+			      f->gen);
+	if (!err && o)
+		err = sql_exec(&c->sql, sql);
+	return err;
+}
+
 /* Whether the database at the writer's connection is ours: schema, API
- * origin and dataset. A new (empty) database is made ours, its objects and
- * folders numbered above @oid_floor and @dir_floor (what a database set
- * aside at run time numbered, which the kernel may still hold); one that
- * is there already is only read. */
+ * origin and dataset. A new (empty) database is made ours, seeded above
+ * @f; one that is there already is only read. */
 static int claim(struct conn *c, const struct store_config *cfg,
-		 uint64_t oid_floor, uint64_t dir_floor)
+		 const struct floors *f)
 {
 	const char *want[3][2] = { { "origin", cfg->origin },
 				   { "owner", cfg->owner },
 				   { "slug", cfg->slug } };
-	char buf[1024], sql[256];
+	char buf[1024];
 	sqlite3_stmt *q;
 	int64_t tables = 0, metas = 0;
 	int i, rc, err;
@@ -466,14 +548,8 @@ static int claim(struct conn *c, const struct store_config *cfg,
 			err = meta_set(c, "schema", NULL, SCHEMA_VERSION);
 		for (i = 0; i < 3 && !err; i++)
 			err = meta_set(c, want[i][0], want[i][1], 0);
-		snprintf(sql, sizeof(sql),
-			 "INSERT INTO objects(oid, kind, uid)"
-			 " VALUES(%" PRIu64 ", -1, '');"
-			 "INSERT INTO dirs(id, parent, name)"
-			 " VALUES(%" PRIu64 ", -1, '')",
-			 oid_floor, dir_floor);
-		if (!err && (oid_floor || dir_floor > STORE_DIR_PATHS))
-			err = sql_exec(&c->sql, sql);
+		if (!err)
+			err = seed(c, f);
 		if (err)
 			sql_rollback(&c->sql);
 		else
@@ -488,6 +564,18 @@ static int claim(struct conn *c, const struct store_config *cfg,
 			err = -EPROTO;
 	}
 	return err;
+}
+
+/* The floors of a database that replaces the one this store served. */
+static struct floors floors_now(struct store *st)
+{
+	struct floors f = {
+		__atomic_load_n(&st->max_oid, __ATOMIC_RELAXED),
+		__atomic_load_n(&st->max_dir, __ATOMIC_RELAXED),
+		__atomic_load_n(&st->max_gen, __ATOMIC_RELAXED),
+	};
+
+	return f;
 }
 
 static void statuses_clear(struct store *st)
@@ -586,15 +674,38 @@ static int check_whole(struct store *st)
 	return 0;
 }
 
-/* Move the database that cannot be used out of the way: NAME.bad (one at
- * most: it holds presigned URLs), its companions removed; one log line.
- * Called with write_lock held, or before the store is shared. */
+/* Whether @a and @b are one file. */
+static bool same_inode(const struct stat *a, const struct stat *b)
+{
+	return a->st_ino == b->st_ino && a->st_dev == b->st_dev;
+}
+
+/* Whether the file named st->name is not the one lock_fd holds: another
+ * mount set it aside, made it anew or removed it. Called with write_lock
+ * held. */
+static bool replaced(struct store *st)
+{
+	struct stat mine, named;
+
+	if (st->lock_fd < 0 || fstat(st->lock_fd, &mine))
+		return false;
+	return fstatat(st->dir_fd, st->name, &named, AT_SYMLINK_NOFOLLOW) ||
+	       !same_inode(&mine, &named);
+}
+
+/* Move the database this store holds out of the way, when the name is
+ * still its file (another mount may have done it already, and made a new
+ * one under the name): NAME.bad (one at most: it holds presigned URLs),
+ * its companions removed; one log line. Called with write_lock held, or
+ * before the store is shared. */
 static void set_aside(struct store *st, const char *why)
 {
 	static const char *const companions[] = { "-wal", "-shm", "-journal" };
 	char other[NAME_MAX + 1];
 	size_t i;
 
+	if (replaced(st))
+		return;
 	snprintf(other, sizeof(other), "%s.bad", st->name);
 	if (renameat(st->dir_fd, st->name, st->dir_fd, other) == 0)
 		log_err("store: %s/%s %s: set aside as %s, listing again",
@@ -607,40 +718,73 @@ static void set_aside(struct store *st, const char *why)
 	}
 }
 
-/* Remove the database and its companions: it is not to be kept. */
+/* Whether another mount reads or writes a generation of the file
+ * lock_fd holds. Called with write_lock held. */
+static bool shared(struct store *st)
+{
+	struct flock fl = {
+		.l_type = F_WRLCK,
+		.l_whence = SEEK_SET,
+		.l_start = LOCK_BASE,
+		.l_len = 0,
+	};
+
+	return st->lock_fd >= 0 && fcntl(st->lock_fd, F_OFD_GETLK, &fl) == 0 &&
+	       fl.l_type != F_UNLCK;
+}
+
+/* Remove the database and its companions, not to be kept: only when the
+ * name is still its file and no other mount uses it. Called with
+ * write_lock held. */
 static void remove_files(struct store *st)
 {
 	static const char *const suffix[] = { "", "-wal", "-shm", "-journal" };
 	char name[NAME_MAX + 1];
 	size_t i;
 
+	if (replaced(st) || shared(st))
+		return;
 	for (i = 0; i < sizeof(suffix) / sizeof(*suffix); i++) {
 		snprintf(name, sizeof(name), "%s%s", st->name, suffix[i]);
 		unlinkat(st->dir_fd, name, 0);
 	}
 }
 
-/* Keep @fd open until the store is freed. Called with write_lock held. */
-static void keep_fd(struct store *st, int fd)
+/* Let go of the file lock_fd holds: the generation locks this process
+ * holds on it are released (other mounts may then collect them), the
+ * descriptor kept open until the end (closing it would drop the locks
+ * SQLite holds on that file for connections still reading it). Called
+ * with write_lock held. */
+static void leave_file(struct store *st)
 {
-	size_t i;
+	struct flock fl = {
+		.l_type = F_UNLCK,
+		.l_whence = SEEK_SET,
+		.l_start = LOCK_BASE,
+		.l_len = 0,
+	};
+	struct old_fd *o;
 
-	for (i = 0; fd >= 0 && i < sizeof(st->old_fds) / sizeof(*st->old_fds);
-	     i++) {
-		if (st->old_fds[i] < 0) {
-			st->old_fds[i] = fd;
-			return;
-		}
+	st->n_held = 0;
+	if (st->lock_fd < 0)
+		return;
+	fcntl(st->lock_fd, F_OFD_SETLK, &fl);
+	o = malloc(sizeof(*o));
+	if (o) {
+		o->fd = st->lock_fd;
+		o->next = st->old_fds;
+		st->old_fds = o;
+	} else {
+		close(st->lock_fd);
 	}
-	if (fd >= 0)
-		close(fd);
+	st->lock_fd = -1;
 }
 
 /* Open the database file, made and checked as cachedir_prepare_db() does,
  * as the writer's: one that is of another schema, origin or dataset, or
- * damaged, is set aside and made anew. Called with write_lock held, or
- * before the store is shared. */
-static int open_file(struct store *st, uint64_t oid_floor, uint64_t dir_floor)
+ * damaged, is set aside and made anew (seeded above @f). Called with
+ * write_lock held, or before the store is shared. */
+static int open_file(struct store *st, const struct floors *f)
 {
 	int err = 0, tries;
 
@@ -648,6 +792,7 @@ static int open_file(struct store *st, uint64_t oid_floor, uint64_t dir_floor)
 		st->lock_fd = cachedir_prepare_db(st->dir_fd, st->name);
 		if (st->lock_fd < 0) {
 			err = st->lock_fd;
+			st->lock_fd = -1;
 			break;
 		}
 		st->writer = conn_open(st->file, SQLITE_OPEN_READWRITE, &err);
@@ -657,7 +802,7 @@ static int open_file(struct store *st, uint64_t oid_floor, uint64_t dir_floor)
 			err = sql_exec(&st->writer->sql,
 				       "PRAGMA cache_size = -32768");
 		if (!err)
-			err = claim(st->writer, &st->cfg, oid_floor, dir_floor);
+			err = claim(st->writer, &st->cfg, f);
 		if (!err)
 			err = check_whole(st);
 		if (!err)
@@ -668,15 +813,18 @@ static int open_file(struct store *st, uint64_t oid_floor, uint64_t dir_floor)
 		}
 		conn_close(st->writer);
 		st->writer = NULL;
-		close(st->lock_fd);
-		st->lock_fd = -1;
 		/* only a file that is not what it must be is set aside; an
 		 * error of the system (no memory, no room, a lock) is not
 		 * the file's */
+		if (err == -EPROTO || err == -EBADMSG)
+			set_aside(st,
+				  err == -EPROTO
+					  ? "is of another schema or dataset"
+					  : "is damaged or not a database");
+		close(st->lock_fd);
+		st->lock_fd = -1;
 		if (err != -EPROTO && err != -EBADMSG)
 			break;
-		set_aside(st, err == -EPROTO ? "is of another schema or dataset"
-					     : "is damaged or not a database");
 	}
 	return err;
 }
@@ -708,8 +856,8 @@ static int to_memory(struct store *st, const char *why, bool copy, bool drop);
 int store_open(const struct store_config *cfg, struct store **out)
 {
 	struct store *st = calloc(1, sizeof(*st));
+	struct floors none = { 0, 0, 0 };
 	int err = -ENOMEM;
-	size_t i;
 
 	*out = NULL;
 	if (!st)
@@ -720,13 +868,11 @@ int store_open(const struct store_config *cfg, struct store **out)
 	st->cfg = *cfg;
 	st->dir_fd = cfg->dir_fd;
 	st->lock_fd = -1;
-	for (i = 0; i < sizeof(st->old_fds) / sizeof(*st->old_fds); i++)
-		st->old_fds[i] = -1;
 	st->name = file_name(cfg);
 	if (!st->name || asprintf(&st->file, "%s/%s", cfg->dir, st->name) < 0 ||
 	    !(st->path = strdup(st->file)))
 		goto fail;
-	err = open_file(st, 0, 0);
+	err = open_file(st, &none);
 	/* a full disk: what was stored is served from memory */
 	if (err == -ENOSPC)
 		err = to_memory(st, "the disk is full", true, false);
@@ -743,8 +889,8 @@ fail:
 
 void store_free(struct store *st)
 {
+	struct old_fd *o;
 	struct conn *c;
-	size_t i;
 
 	if (!st)
 		return;
@@ -756,10 +902,12 @@ void store_free(struct store *st)
 	statuses_clear(st);
 	if (st->lock_fd >= 0)
 		close(st->lock_fd);
-	for (i = 0; i < sizeof(st->old_fds) / sizeof(*st->old_fds); i++) {
-		if (st->old_fds[i] >= 0)
-			close(st->old_fds[i]);
+	while ((o = st->old_fds)) {
+		st->old_fds = o->next;
+		close(o->fd);
+		free(o);
 	}
+	free(st->held);
 	pthread_mutex_destroy(&st->write_lock);
 	pthread_cond_destroy(&st->conn_free);
 	pthread_mutex_destroy(&st->lock);
@@ -825,13 +973,16 @@ static char *uri_path(const char *path)
 
 /* Serve the listings from a database in memory for the rest of the mount:
  * with @copy, a copy of the writer's (or, when the file could not be
- * opened, of the file as it is on disk), else an empty one. With @drop,
- * the file is removed (the listing is larger than the cache may hold).
- * Called with write_lock held, or before the store is shared. */
+ * opened, of the file as it is on disk), else an empty one numbered above
+ * what was shown. With @drop, the file is removed (the listing is larger
+ * than the cache may hold), unless another mount uses it. Generations keep
+ * their numbers: listings being written go on in the copy. Called with
+ * write_lock held, or before the store is shared. */
 static int to_memory(struct store *st, const char *why, bool copy, bool drop)
 {
 	static unsigned seq;
-	struct conn *mem, *src = st->writer;
+	struct conn *mem, *src = copy ? st->writer : NULL;
+	struct floors f = floors_now(st);
 	char *uri = NULL, *ro = NULL, *esc, sql[128];
 	int err, copy_err = -ENOENT;
 
@@ -845,9 +996,7 @@ static int to_memory(struct store *st, const char *why, bool copy, bool drop)
 		free(uri);
 		return err;
 	}
-	if (!copy)
-		src = NULL;
-	else if (!src && (esc = uri_path(st->file))) {
+	if (copy && !src && (esc = uri_path(st->file))) {
 		/* immutable: read as it is, no lock and no -shm to make on a
 		 * full disk (what only the -wal holds is left out) */
 		if (asprintf(&ro, "file:%s?immutable=1", esc) < 0)
@@ -862,25 +1011,21 @@ static int to_memory(struct store *st, const char *why, bool copy, bool drop)
 		if (src != st->writer)
 			conn_close(src);
 	}
-	/* numbered above what was shown, when it starts empty */
-	err = claim(mem, &st->cfg,
-		    __atomic_load_n(&st->max_oid, __ATOMIC_RELAXED),
-		    __atomic_load_n(&st->max_dir, __ATOMIC_RELAXED));
+	err = claim(mem, &st->cfg, &f);
 	if (err) {
 		conn_close(mem);
 		free(uri);
 		free(ro);
 		return err;
 	}
+	if (drop)
+		remove_files(st);
 	conn_close(st->writer);
 	st->writer = mem;
-	keep_fd(st, st->lock_fd);
-	st->lock_fd = -1;
+	leave_file(st);
 	switch_to(st, uri, true);
 	mem->epoch = st->epoch;
 	err = load_statuses(st);
-	if (drop)
-		remove_files(st);
 	log_warn("%s/%s: %s: listings kept in memory for this mount%s",
 		 st->cfg.owner, st->cfg.slug, why,
 		 copy && copy_err ? " (the stored one could not be read)" : "");
@@ -888,43 +1033,46 @@ static int to_memory(struct store *st, const char *why, bool copy, bool drop)
 	return err;
 }
 
-/* The database failed as damaged at run time (what @epoch names): set it
- * aside and start a new one, numbered above what this mount showed, and
- * tell the catalog, which lists the dataset again. Only the first caller
- * of an epoch does it. */
-static void reset(struct store *st, unsigned epoch)
+/* The database failed at run time (what @epoch names): damaged (@damaged),
+ * or set aside or removed by another mount. A damaged one still under its
+ * name is set aside, and a new one made, numbered above what this mount
+ * showed; the catalog is told, and lists the dataset again. Only the first
+ * caller of an epoch does it. Called with no lock of the store held. */
+static void reset(struct store *st, unsigned epoch, bool damaged)
 {
-	uint64_t oid_floor = __atomic_load_n(&st->max_oid, __ATOMIC_RELAXED),
-		 dir_floor = __atomic_load_n(&st->max_dir, __ATOMIC_RELAXED);
-	char *path;
-	int err;
+	struct floors f = floors_now(st);
+	char *path = NULL;
+	int err = 0;
 
 	pthread_mutex_lock(&st->write_lock);
-	if (st->epoch != epoch) {
+	if (st->epoch != epoch || (!damaged && (st->memory || !replaced(st)))) {
 		pthread_mutex_unlock(&st->write_lock);
 		return;
 	}
 	conn_close(st->writer);
 	st->writer = NULL;
-	keep_fd(st, st->lock_fd);
-	st->lock_fd = -1;
-	if (!st->memory) {
+	if (damaged && !st->memory)
 		set_aside(st, "is damaged");
+	leave_file(st);
+	/* what was being written went with the database */
+	memset(st->building, 0, sizeof(st->building));
+	if (!st->memory) {
 		path = strdup(st->file);
-		switch_to(st, path, false);
-		err = path ? open_file(st, oid_floor, dir_floor) : -ENOMEM;
-		if (err == -ENOSPC)
-			err = to_memory(st, "the disk is full", false, false);
-	} else {
-		/* a new database in memory */
-		pthread_mutex_lock(&st->lock);
-		st->memory = false;
-		pthread_mutex_unlock(&st->lock);
-		err = to_memory(st, "the listing in memory is damaged", false,
-				false);
+		err = path ? 0 : -ENOMEM;
 	}
-	if (st->writer)
-		st->writer->epoch = st->epoch;
+	if (path) {
+		switch_to(st, path, false);
+		err = open_file(st, &f);
+	}
+	if (err == -ENOSPC || st->memory) {
+		pthread_mutex_lock(&st->lock);
+		st->memory = false; /* a new database in memory */
+		pthread_mutex_unlock(&st->lock);
+		err = to_memory(st,
+				damaged ? "the listing store was damaged"
+					: "the disk is full",
+				false, false);
+	}
 	if (err)
 		log_err("%s/%s: cannot make a new listing store: %s",
 			st->cfg.owner, st->cfg.slug, strerror(-err));
@@ -941,7 +1089,7 @@ static int damaged(struct store *st, unsigned epoch, int err)
 {
 	if (err != -EBADMSG)
 		return err;
-	reset(st, epoch);
+	reset(st, epoch, true);
 	return -EIO;
 }
 
@@ -950,9 +1098,12 @@ uint64_t store_resets(struct store *st)
 	return __atomic_load_n(&st->resets, __ATOMIC_ACQUIRE);
 }
 
+#define ROOM_EVERY ((int64_t)4 << 20) /* growth between asks for room */
+
 /* After a page: a listing that grew past the cache's whole budget goes to
- * memory; below it, the data cache gives back what the listings took.
- * Called with write_lock held. */
+ * memory; below it, the data cache gives back what the listings took
+ * (asked again once the file grew by ROOM_EVERY). Called with write_lock
+ * held. */
 static void room_check(struct store *st)
 {
 	char wal[NAME_MAX + 1];
@@ -965,26 +1116,62 @@ static void room_check(struct store *st)
 	snprintf(wal, sizeof(wal), "%s-wal", st->name);
 	if (fstatat(st->dir_fd, wal, &ws, AT_SYMLINK_NOFOLLOW) == 0)
 		size += (int64_t)ws.st_blocks * 512;
-	if (st->cfg.budget > 0 && size > st->cfg.budget)
+	if (st->cfg.budget > 0 && size > st->cfg.budget) {
 		to_memory(st, "the listing is larger than disk_cache_size",
 			  true, true);
-	else if (st->cfg.give_back)
+	} else if (st->cfg.give_back &&
+		   (size > st->room_at + ROOM_EVERY || size < st->room_at)) {
+		st->room_at = size;
 		st->cfg.give_back(st->cfg.give_back_ctx);
+	}
+}
+
+/* Say once that the disk is full and listings cannot be kept. Called with
+ * write_lock held. */
+static void say_full(struct store *st)
+{
+	if (st->full_said)
+		return;
+	st->full_said = true;
+	if (st->memory)
+		log_err("%s/%s: the listing is larger than memory allows for "
+			"it: the last one is served",
+			st->cfg.owner, st->cfg.slug);
+	else
+		log_err("%s/%s: the disk is full: listings cannot be kept, "
+			"the last one is served",
+			st->cfg.owner, st->cfg.slug);
+}
+
+/* Run @op (a write of the writer's, rolled back whole when it fails) with
+ * write_lock held; on a full disk the data cache gives room back and it
+ * runs again, then the listings move to memory and it runs once more.
+ * Returns what @op returned. */
+static int writing(struct store *st, int (*op)(struct store *st, void *arg),
+		   void *arg)
+{
+	int err, tries;
+
+	for (tries = 0;; tries++) {
+		err = st->writer ? op(st, arg) : -EIO;
+		if (err != -ENOSPC || tries == 2)
+			break;
+		if (tries == 0 && st->cfg.give_back)
+			st->cfg.give_back(st->cfg.give_back_ctx);
+		else if (to_memory(st, "the disk is full", true, false))
+			break;
+	}
+	if (err == -ENOSPC)
+		say_full(st);
+	return err;
 }
 
 /* ---- readers across mounts ---- */
 
-/* A mount that reads a generation holds a read lock on byte LOCK_BASE +
- * gen of the database file (an open file description lock: its own, not
- * SQLite's, and far from the bytes SQLite locks); one that removes a
- * generation first takes the write lock on it. So serving a stored
- * listing writes nothing, and a mount that dies lets go by itself. */
-#define LOCK_BASE ((off_t)1 << 48)
-
-/* Lock generation @gen for reading (F_RDLCK, waiting for a remover to
- * finish), for removing (F_WRLCK, never waiting: -EAGAIN when another
- * mount reads it), or let go of it (F_UNLCK). Called with write_lock
- * held; nothing to do for a database in memory. */
+/* Lock generation @gen of the file for reading (F_RDLCK), for removing
+ * (F_WRLCK), or let go of it (F_UNLCK); never waits. Returns 0, -EAGAIN
+ * when another mount holds a conflicting lock, or another negative errno.
+ * Called with write_lock held; nothing to do for a database in memory. */
 static int gen_lock(struct store *st, uint64_t gen, short type)
 {
 	struct flock fl = {
@@ -996,63 +1183,147 @@ static int gen_lock(struct store *st, uint64_t gen, short type)
 
 	if (st->lock_fd < 0)
 		return 0;
-	if (fcntl(st->lock_fd, type == F_RDLCK ? F_OFD_SETLKW : F_OFD_SETLK,
-		  &fl) == 0)
+	if (fcntl(st->lock_fd, F_OFD_SETLK, &fl) == 0)
 		return 0;
-	return errno == EACCES ? -EAGAIN : -errno;
+	return errno == EACCES || errno == EAGAIN ? -EAGAIN : -errno;
+}
+
+static struct held *held_find(struct store *st, uint64_t gen)
+{
+	size_t i;
+
+	for (i = 0; i < st->n_held; i++) {
+		if (st->held[i].gen == gen)
+			return &st->held[i];
+	}
+	return NULL;
+}
+
+/* Hold @gen for reading once more: locked the first time. A mount that
+ * removes a generation holds its write lock only for one short
+ * transaction; a stopped one (Ctrl-Z) is not waited for past HOLD_WAIT_MS.
+ * Called with write_lock held. */
+#define HOLD_WAIT_MS 2000
+static int hold(struct store *st, uint64_t gen)
+{
+	struct held *h = held_find(st, gen);
+	int err = -EAGAIN, waited;
+
+	note_max(&st->max_gen, gen);
+	if (h) {
+		h->n++;
+		return 0;
+	}
+	if (UTIL_GROW(st->held, st->n_held, st->cap_held, 8))
+		return -ENOMEM;
+	for (waited = 0; err == -EAGAIN && waited <= HOLD_WAIT_MS;
+	     waited += 10) {
+		err = gen_lock(st, gen, F_RDLCK);
+		if (err == -EAGAIN)
+			usleep(10 * 1000);
+	}
+	if (err)
+		return err == -EAGAIN ? -EBUSY : err;
+	st->held[st->n_held++] = (struct held){ gen, 1 };
+	return 0;
+}
+
+/* Let go of @gen once: unlocked with the last. Called with write_lock
+ * held. */
+static void release(struct store *st, uint64_t gen)
+{
+	struct held *h = held_find(st, gen);
+
+	if (!h || --h->n > 0)
+		return;
+	gen_lock(st, gen, F_UNLCK);
+	*h = st->held[--st->n_held];
+}
+
+/* Whether this process writes @gen. Called with write_lock held. */
+static bool building(struct store *st, uint64_t gen)
+{
+	size_t i;
+
+	for (i = 0; i < sizeof(st->building) / sizeof(*st->building); i++) {
+		if (st->building[i] == gen)
+			return true;
+	}
+	return false;
+}
+
+static void building_set(struct store *st, uint64_t gen, bool on)
+{
+	size_t i;
+
+	for (i = 0; i < sizeof(st->building) / sizeof(*st->building); i++) {
+		if (on ? !st->building[i] : st->building[i] == gen) {
+			st->building[i] = on ? gen : 0;
+			return;
+		}
+	}
+}
+
+/* The newest complete generation of @kind, from a reader connection: 0
+ * with it in @gen and @at, -ENOENT, or another negative errno; the epoch
+ * of the connection in @epoch. */
+static int latest(struct store *st, enum item_kind kind, uint64_t *gen,
+		  int64_t *at, unsigned *epoch)
+{
+	struct conn *c;
+	sqlite3_stmt *q = reader_stmt(st, S_LATEST, &c);
+	int rc, err;
+
+	*gen = 0;
+	if (!q)
+		return -EIO;
+	sqlite3_bind_int(q, 1, kind);
+	rc = sqlite3_step(q);
+	if (rc == SQLITE_ROW) {
+		*gen = sqlite3_column_int64(q, 0);
+		*at = sqlite3_column_int64(q, 1);
+	}
+	err = rc == SQLITE_ROW	  ? 0
+	      : rc == SQLITE_DONE ? -ENOENT
+				  : sql_errno(rc);
+	sqlite3_reset(q);
+	*epoch = c->epoch;
+	conn_put(st, c);
+	return err;
 }
 
 int store_latest(struct store *st, enum item_kind kind, uint64_t *gen,
 		 int64_t *listed_at)
 {
-	unsigned epoch = 0;
 	uint64_t found = 0, again;
 	int64_t at = 0, at2;
+	unsigned epoch = 0;
 	int tries, err = -EIO;
 
 	*gen = 0;
 	*listed_at = 0;
-	pthread_mutex_lock(&st->write_lock);
 	for (tries = 0; tries < 8; tries++) {
-		struct conn *c;
-		sqlite3_stmt *q = reader_stmt(st, S_LATEST, &c);
-
-		if (!q)
-			break;
-		epoch = c->epoch;
-		sqlite3_bind_int(q, 1, kind);
-		if (sqlite3_step(q) == SQLITE_ROW) {
-			found = sqlite3_column_int64(q, 0);
-			at = sqlite3_column_int64(q, 1);
-			err = 0;
-		} else {
-			err = sql_errno(sqlite3_reset(q));
-			err = err ? err : -ENOENT;
-		}
-		sqlite3_reset(q);
+		err = latest(st, kind, &found, &at, &epoch);
 		/* locked, then looked at again: another mount removes a
 		 * generation only while it holds the write lock on it */
-		if (!err)
-			err = gen_lock(st, found, F_RDLCK);
 		if (!err) {
-			sqlite3_bind_int(q, 1, kind);
-			again = sqlite3_step(q) == SQLITE_ROW
-					? (uint64_t)sqlite3_column_int64(q, 0)
-					: 0;
-			at2 = again ? sqlite3_column_int64(q, 1) : 0;
-			sqlite3_reset(q);
-			if (again != found) {
-				gen_lock(st, found, F_UNLCK);
-				err = -EAGAIN;
-				found = 0;
-			}
-			(void)at2;
+			pthread_mutex_lock(&st->write_lock);
+			err = st->epoch == epoch ? hold(st, found) : -EAGAIN;
+			pthread_mutex_unlock(&st->write_lock);
 		}
-		conn_put(st, c);
+		if (!err) {
+			err = latest(st, kind, &again, &at2, &epoch);
+			if (!err && again != found)
+				err = -EAGAIN;
+			if (err) {
+				pthread_mutex_lock(&st->write_lock);
+				release(st, found);
+				pthread_mutex_unlock(&st->write_lock);
+			}
+		}
 		if (err != -EAGAIN)
 			break;
 	}
-	pthread_mutex_unlock(&st->write_lock);
 	err = damaged(st, epoch, err);
 	if (!err) {
 		*gen = found;
@@ -1094,7 +1365,8 @@ struct store_listing {
 	uint64_t *page_oids; /* the objects the page being added marked */
 	size_t n_page_oids, cap_page_oids;
 	uint64_t statuses; /* ids < 64 written to gen_status */
-	unsigned epoch; /* the database the listing is in */
+	uint64_t resets; /* store->resets when it began: the database it is
+			  * in (a copy to memory takes it along) */
 	bool failed;
 };
 
@@ -1178,13 +1450,45 @@ static uint64_t next_seq(struct store_listing *l, uint64_t dir)
 	return d->next++;
 }
 
+/* A new generation of the listing @arg, locked before it is seen: no other
+ * mount removes it while this one builds it. */
+static int begin_op(struct store *st, void *arg)
+{
+	struct store_listing *l = arg;
+	sqlite3_stmt *q;
+	int64_t gen = 0;
+	int err = sql_begin(&st->writer->sql);
+
+	q = err ? NULL : stmt(st->writer, S_GEN_NEW);
+	if (!err && !q)
+		err = -EIO;
+	if (!err) {
+		sqlite3_bind_int(q, 1, l->kind);
+		sqlite3_bind_int64(q, 2, getpid());
+		err = sql_step_int(q, &gen);
+	}
+	if (!err)
+		err = hold(st, gen);
+	if (!err) {
+		err = sql_commit(&st->writer->sql);
+		if (err)
+			release(st, gen);
+	} else {
+		sql_rollback(&st->writer->sql);
+	}
+	if (!err) {
+		l->gen = gen;
+		building_set(st, gen, true);
+	}
+	return err;
+}
+
 int store_listing_begin(struct store *st, enum item_kind kind, uint64_t prev,
 			struct store_listing **out)
 {
 	struct store_listing *l = calloc(1, sizeof(*l));
-	sqlite3_stmt *q = NULL;
-	int64_t gen = 0;
-	int err = -EIO;
+	unsigned epoch;
+	int err;
 
 	*out = NULL;
 	if (!l)
@@ -1193,34 +1497,15 @@ int store_listing_begin(struct store *st, enum item_kind kind, uint64_t prev,
 	l->kind = kind;
 	l->prev = prev;
 	pthread_mutex_lock(&st->write_lock);
-	if (st->writer) {
-		l->epoch = st->writer->epoch;
-		err = sql_begin(&st->writer->sql);
-	}
-	if (!err) {
-		q = stmt(st->writer, S_GEN_NEW);
-		err = q ? 0 : -EIO;
-	}
-	if (!err) {
-		sqlite3_bind_int(q, 1, kind);
-		sqlite3_bind_int64(q, 2, getpid());
-		err = sql_step_int(q, &gen);
-	}
-	/* locked before it is seen: no other mount removes it while this
-	 * one builds it */
-	if (!err)
-		err = gen_lock(st, gen, F_RDLCK);
-	if (!err)
-		err = sql_commit(&st->writer->sql);
-	else if (st->writer)
-		sql_rollback(&st->writer->sql);
+	l->resets = store_resets(st);
+	epoch = st->epoch;
+	err = writing(st, begin_op, l);
 	pthread_mutex_unlock(&st->write_lock);
-	err = damaged(st, l->epoch, err);
+	err = damaged(st, epoch, err);
 	if (err) {
 		free(l);
 		return err;
 	}
-	l->gen = gen;
 	*out = l;
 	return 0;
 }
@@ -1790,30 +2075,40 @@ out:
 	return err ? err : 1;
 }
 
-/* Add one page in one transaction, under write_lock: rolled back whole,
- * with what @l remembers of it, when it fails. */
-static int add_page(struct store_listing *l, struct item *const *v, size_t n)
+/* One page for add_op(). */
+struct page_add {
+	struct store_listing *l;
+	struct item *const *v;
+	size_t n;
+	int added;
+};
+
+/* Add one page in one transaction: rolled back whole, with what the
+ * listing remembers of it, when it fails. */
+static int add_op(struct store *st, void *arg)
 {
-	struct store *st = l->st;
-	int err = 0, added = 0;
+	struct page_add *pa = arg;
+	struct store_listing *l = pa->l;
+	int err = 0;
 	size_t i;
 
-	if (!st->writer || st->writer->epoch != l->epoch)
+	if (store_resets(st) != l->resets)
 		return -ESTALE; /* its database was set aside */
 	/* status ids are for ever, not for one page: made first, on their
 	 * own, so that a page rolled back leaves none behind in memory */
-	for (i = 0; i < n && !err; i++) {
+	for (i = 0; i < pa->n && !err; i++) {
 		int id;
 
-		err = status_id_make(st, st->writer, v[i]->status, &id);
+		err = status_id_make(st, st->writer, pa->v[i]->status, &id);
 	}
 	l->n_page_oids = 0;
+	pa->added = 0;
 	if (!err)
 		err = sql_begin(&st->writer->sql);
-	for (i = 0; i < n && !err; i++) {
-		err = add_object(l, v[i]);
+	for (i = 0; i < pa->n && !err; i++) {
+		err = add_object(l, pa->v[i]);
 		if (err > 0)
-			added += err;
+			pa->added += err;
 		err = err > 0 ? 0 : err;
 	}
 	if (!err)
@@ -1822,47 +2117,29 @@ static int add_page(struct store_listing *l, struct item *const *v, size_t n)
 		sql_rollback(&st->writer->sql);
 		page_undo(l);
 	}
-	return err ? err : added;
+	return err;
 }
 
 int store_listing_add(struct store_listing *l, struct item *const *v, size_t n)
 {
 	struct store *st = l->st;
-	int ret, tries;
+	struct page_add pa = { l, v, n, 0 };
+	unsigned epoch;
+	int err;
 
 	if (l->failed)
 		return -EIO;
 	pthread_mutex_lock(&st->write_lock);
-	/* a full disk: the data cache gives room back, then the listings
-	 * go to memory */
-	for (tries = 0;; tries++) {
-		ret = add_page(l, v, n);
-		if (ret != -ENOSPC || tries == 2)
-			break;
-		if (tries == 0 && st->cfg.give_back)
-			st->cfg.give_back(st->cfg.give_back_ctx);
-		else if (to_memory(st, "the disk is full", true, false))
-			break;
-		if (st->writer)
-			l->epoch = st->writer->epoch;
-	}
-	if (ret >= 0)
+	epoch = st->epoch;
+	err = writing(st, add_op, &pa);
+	if (!err)
 		room_check(st);
-	/* moved to memory here, under the lock: the listing goes along */
-	if (ret != -ESTALE && st->writer)
-		l->epoch = st->writer->epoch;
-	if (ret == -ENOSPC && !st->full_said) {
-		st->full_said = true;
-		log_err("%s/%s: the disk is full: the listing cannot be kept, "
-			"the last one is served",
-			st->cfg.owner, st->cfg.slug);
-	}
 	pthread_mutex_unlock(&st->write_lock);
-	if (ret < 0) {
+	if (err) {
 		l->failed = true;
-		ret = damaged(st, l->epoch, ret);
+		return damaged(st, epoch, err);
 	}
-	return ret;
+	return pa.added;
 }
 
 /* Remove every row of generation @gen. Called with write_lock held. */
@@ -1884,26 +2161,40 @@ static int drop_gen(struct conn *w, uint64_t gen)
 	return err;
 }
 
+/* Mark the listing @arg complete. */
+static int commit_op(struct store *st, void *arg)
+{
+	struct store_listing *l = arg;
+	sqlite3_stmt *q;
+	int err;
+
+	if (store_resets(st) != l->resets)
+		return -ESTALE;
+	q = stmt(st->writer, S_GEN_DONE);
+	if (!q)
+		return -EIO;
+	sqlite3_bind_int64(q, 1, l->gen);
+	sqlite3_bind_int64(q, 2, time(NULL));
+	err = sql_step_done(q);
+	/* its row gone (collected, or the database made anew): not a
+	 * listing to serve */
+	if (!err && sqlite3_changes(st->writer->sql.db) != 1)
+		err = -ESTALE;
+	return err;
+}
+
 uint64_t store_listing_commit(struct store_listing *l)
 {
 	struct store *st = l->st;
 	char bad[NAME_MAX + 1];
 	uint64_t gen = 0;
-	sqlite3_stmt *q = NULL;
+	unsigned epoch;
 	int err = l->failed ? -EIO : 0;
 
 	pthread_mutex_lock(&st->write_lock);
-	if (!err && (!st->writer || st->writer->epoch != l->epoch))
-		err = -ESTALE;
-	if (!err) {
-		q = stmt(st->writer, S_GEN_DONE);
-		err = q ? 0 : -EIO;
-	}
-	if (!err) {
-		sqlite3_bind_int64(q, 1, l->gen);
-		sqlite3_bind_int64(q, 2, time(NULL));
-		err = sql_step_done(q);
-	}
+	epoch = st->epoch;
+	if (!err)
+		err = writing(st, commit_op, l);
 	if (!err) {
 		gen = l->gen;
 		/* a good listing replaces the one set aside, which holds
@@ -1912,21 +2203,30 @@ uint64_t store_listing_commit(struct store_listing *l)
 		unlinkat(st->dir_fd, bad, 0);
 	}
 	pthread_mutex_unlock(&st->write_lock);
-	damaged(st, l->epoch, err);
+	damaged(st, epoch, err);
 	return gen;
 }
 
 void store_listing_free(struct store_listing *l)
 {
+	struct store *st;
+
 	if (!l)
 		return;
+	st = l->st;
 	memo_free(l);
+	pthread_mutex_lock(&st->write_lock);
+	if (l->gen && store_resets(st) == l->resets) {
+		building_set(st, l->gen, false);
+		/* a listing that failed is nobody's to read */
+		if (l->failed)
+			release(st, l->gen);
+	}
 	/* the pages the writer kept for the listing are not needed until
 	 * the next one */
-	pthread_mutex_lock(&l->st->write_lock);
-	if (l->st->writer)
-		sqlite3_db_release_memory(l->st->writer->sql.db);
-	pthread_mutex_unlock(&l->st->write_lock);
+	if (st->writer)
+		sqlite3_db_release_memory(st->writer->sql.db);
+	pthread_mutex_unlock(&st->write_lock);
 	free(l);
 }
 
@@ -1935,24 +2235,31 @@ uint64_t store_listing_gen(const struct store_listing *l)
 	return l->gen;
 }
 
-int store_drop(struct store *st, uint64_t gen)
+/* Remove generation @arg (a uint64_t). */
+static int drop_op(struct store *st, void *arg)
 {
-	unsigned epoch = 0;
-	int err = -EIO;
+	uint64_t gen = *(uint64_t *)arg;
+	int err = sql_begin(&st->writer->sql);
 
-	pthread_mutex_lock(&st->write_lock);
-	if (st->writer) {
-		epoch = st->writer->epoch;
-		err = sql_begin(&st->writer->sql);
-	}
 	if (!err)
 		err = drop_gen(st->writer, gen);
 	if (!err)
 		err = sql_commit(&st->writer->sql);
-	else if (st->writer)
+	else
 		sql_rollback(&st->writer->sql);
+	return err;
+}
+
+int store_drop(struct store *st, uint64_t gen)
+{
+	unsigned epoch;
+	int err;
+
+	pthread_mutex_lock(&st->write_lock);
+	epoch = st->epoch;
+	err = writing(st, drop_op, &gen);
 	if (!err)
-		gen_lock(st, gen, F_UNLCK);
+		release(st, gen);
 	pthread_mutex_unlock(&st->write_lock);
 	return damaged(st, epoch, err);
 }
@@ -1968,48 +2275,71 @@ static bool kept(const uint64_t *keep, size_t n_keep, uint64_t gen)
 	return false;
 }
 
-void store_collect(struct store *st, enum item_kind kind, const uint64_t *keep,
-		   size_t n_keep)
-{
-	uint64_t *old = NULL;
-	size_t n = 0, cap = 0, i;
-	sqlite3_stmt *q;
-	unsigned epoch = 0;
-	int err = -EIO;
+/* What store_collect() removes. */
+struct collecting {
+	enum item_kind kind;
+	const uint64_t *keep;
+	size_t n_keep;
+	uint64_t *old; /* the generations removed */
+	size_t n, cap;
+};
 
-	pthread_mutex_lock(&st->write_lock);
-	if (st->writer) {
-		epoch = st->writer->epoch;
-		/* one transaction: a generation another mount starts reading
-		 * meanwhile waits for its lock until this one is done */
-		err = sql_begin(&st->writer->sql);
-	}
+/* Remove the generations of a kind that this mount neither keeps nor
+ * builds and no other mount reads or builds: each is write-locked first
+ * (this mount's own read lock gives way), in one transaction, so that a
+ * mount that starts reading one meanwhile waits for it to be gone. */
+static int collect_op(struct store *st, void *arg)
+{
+	struct collecting *c = arg;
+	sqlite3_stmt *q;
+	size_t i;
+	int err = sql_begin(&st->writer->sql);
+
+	c->n = 0;
 	q = err ? NULL : stmt(st->writer, S_GENS);
 	if (q) {
-		sqlite3_bind_int(q, 1, kind);
+		sqlite3_bind_int(q, 1, c->kind);
 		while (sqlite3_step(q) == SQLITE_ROW) {
 			uint64_t gen = sqlite3_column_int64(q, 0);
 
-			/* what this mount does not keep and no other reads
-			 * or builds: this mount's own lock gives way */
-			if (!kept(keep, n_keep, gen) &&
-			    gen_lock(st, gen, F_WRLCK) == 0 &&
-			    !UTIL_GROW(old, n, cap, 8))
-				old[n++] = gen;
+			if (!kept(c->keep, c->n_keep, gen) &&
+			    !building(st, gen) &&
+			    !UTIL_GROW(c->old, c->n, c->cap, 8)) {
+				if (gen_lock(st, gen, F_WRLCK) == 0)
+					c->old[c->n++] = gen;
+			}
 		}
 		sqlite3_reset(q);
 	}
-	for (i = 0; i < n && !err; i++)
-		err = drop_gen(st->writer, old[i]);
+	for (i = 0; i < c->n && !err; i++)
+		err = drop_gen(st->writer, c->old[i]);
 	if (!err)
 		err = sql_commit(&st->writer->sql);
-	else if (st->writer)
+	else
 		sql_rollback(&st->writer->sql);
-	/* let go once it is gone (or, failing, was not) */
-	for (i = 0; i < n; i++)
-		gen_lock(st, old[i], F_UNLCK);
+	/* let go once they are gone (or, failing, were not) */
+	for (i = 0; i < c->n; i++) {
+		struct held *h = held_find(st, c->old[i]);
+
+		gen_lock(st, c->old[i], F_UNLCK);
+		if (h)
+			*h = st->held[--st->n_held];
+	}
+	return err;
+}
+
+void store_collect(struct store *st, enum item_kind kind, const uint64_t *keep,
+		   size_t n_keep)
+{
+	struct collecting c = { kind, keep, n_keep, NULL, 0, 0 };
+	unsigned epoch;
+	int err;
+
+	pthread_mutex_lock(&st->write_lock);
+	epoch = st->epoch;
+	err = writing(st, collect_op, &c);
 	pthread_mutex_unlock(&st->write_lock);
-	free(old);
+	free(c.old);
 	damaged(st, epoch, err);
 }
 

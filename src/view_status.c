@@ -11,12 +11,7 @@
 
 extern struct node_ops view_by_status_ops, view_status_dir_ops;
 
-static const char *const item_statuses[] = {
-	"unattempted", "pending",	  "ready_for_annotation", "in_progress",
-	"completed",   "rework_required", "customer_approved",
-};
-
-#define N_ITEM_STATUSES (sizeof(item_statuses) / sizeof(item_statuses[0]))
+#define N_ITEM_STATUSES ITEM_N_STATUSES
 
 static const struct path_view status_view = {
 	.dir = &view_status_dir_ops,

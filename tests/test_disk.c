@@ -211,6 +211,7 @@ static void test_cap_and_admission(const char *root)
 static void test_tmp_cleanup(const char *root)
 {
 	char path[1024], kept[1024], other[1024], dir[512];
+	struct stat st;
 	struct disk *d;
 	int fd;
 
@@ -229,7 +230,8 @@ static void test_tmp_cleanup(const char *root)
 	fd = open(kept, O_CREAT | O_WRONLY, 0600);
 	CHECK(fd >= 0);
 	close(fd);
-	/* a link under a writer's name goes, what it points to stays */
+	/* a link under a writer's name is not a writer's file: it stays,
+	 * and so does what it points to */
 	snprintf(other, sizeof(other), "%s/outside", root);
 	fd = open(other, O_CREAT | O_WRONLY, 0600);
 	close(fd);
@@ -240,7 +242,9 @@ static void test_tmp_cleanup(const char *root)
 	snprintf(path, sizeof(path), "%s/tmp/4194305.7", dir);
 	CHECK(access(path, F_OK) != 0);
 	CHECK(access(kept, F_OK) == 0);
-	CHECK(access(other, F_OK) == 0);
+	snprintf(path, sizeof(path), "%s/tmp/4194305.8", dir);
+	CHECK(lstat(path, &st) == 0 && S_ISLNK(st.st_mode));
+	CHECK(stat(other, &st) == 0 && st.st_size == 0);
 	disk_close(d);
 }
 

@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -386,9 +387,34 @@ static void test_set_aside(void)
 	snprintf(aside, sizeof(aside), "%s.bad", path);
 	CHECK(access(aside, F_OK) == 0);
 	/* of another API origin: another file, never mixed */
+	list(st = open_in(fd, sub, "http://api", "cars"), NULL, 0, 1);
+	CHECK(current(st) != 0);
+	store_free(st);
 	st = open_in(fd, sub, "http://other", "cars");
+	CHECK(st != NULL && current(st) == 0);
 	store_free(st);
 	close(fd);
+}
+
+/* The write-ahead log of the "shared" store, in @st: its file is named by
+ * an FNV-1a hash of the origin, owner and slug. */
+static bool wal_stat(struct stat *st)
+{
+	const char *parts[3] = { "http://api", "acme", "shared" };
+	uint64_t h = 0xcbf29ce484222325ull;
+	char path[512];
+	size_t i;
+
+	for (i = 0; i < 3; i++) {
+		const unsigned char *p = (const unsigned char *)parts[i];
+
+		do {
+			h ^= *p;
+			h *= 0x100000001b3ull;
+		} while (*p++);
+	}
+	snprintf(path, sizeof(path), "%s/%016" PRIx64 ".db-wal", dir, h);
+	return stat(path, st) == 0;
 }
 
 /* Two mounts share a database: what one reads, the other never removes,
@@ -398,11 +424,18 @@ static void test_shared(void)
 	struct item *v[] = { make("s-1", "one.jpg", "completed", true, true),
 			     make("s-2", "two.jpg", "completed", true, true) };
 	struct store *a = open_store("shared"), *b = open_store("shared");
+	struct stat before, after;
 	struct names ns;
 	uint64_t g1, g2, keep[1];
 
 	g1 = list(a, v, 2, 1);
-	CHECK(g1 != 0 && current(b) == g1); /* b reads g1 */
+	/* b reads g1, and reading writes nothing: not even to the log */
+	CHECK(wal_stat(&before));
+	CHECK(current(b) == g1);
+	CHECK(wal_stat(&after));
+	CHECK(before.st_size == after.st_size &&
+	      before.st_mtim.tv_nsec == after.st_mtim.tv_nsec &&
+	      before.st_mtim.tv_sec == after.st_mtim.tv_sec);
 	g2 = list(a, v, 2, 1);
 	CHECK(g2 > g1);
 	keep[0] = g2;
@@ -455,6 +488,88 @@ static void test_budget(void)
 	free_items(v, 2);
 }
 
+/* A listing of items and one of sequences written at once: when the store
+ * moves to memory for one, the other goes on there. */
+static void test_two_kinds_move_together(void)
+{
+	char sub[300];
+	struct store_config cfg = {
+		.dir = sub,
+		.origin = "http://api",
+		.owner = "acme",
+		.slug = "kinds",
+		.budget = 1,
+	};
+	struct item *v[] = { make("k-1", "one.jpg", "completed", true, true),
+			     make("k-2", "two.jpg", "completed", true, true) };
+	struct store_listing *items, *seqs;
+	struct store *st = NULL;
+	uint64_t g1, g2;
+
+	snprintf(sub, sizeof(sub), "%s/kinds", dir);
+	CHECK(mkdir(sub, 0700) == 0);
+	cfg.dir_fd = open(sub, O_RDONLY | O_DIRECTORY);
+	CHECK(store_open(&cfg, &st) == 0);
+	CHECK(store_listing_begin(st, ITEM_KIND_ITEM, 0, &items) == 0);
+	CHECK(store_listing_begin(st, ITEM_KIND_SEQUENCE, 0, &seqs) == 0);
+	CHECK(store_listing_add(items, v, 2) == 2); /* past the budget */
+	v[0]->kind = v[1]->kind = ITEM_KIND_SEQUENCE;
+	CHECK(store_listing_add(seqs, v, 2) == 2);
+	g1 = store_listing_commit(items);
+	g2 = store_listing_commit(seqs);
+	CHECK(g1 != 0 && g2 != 0);
+	store_listing_free(items);
+	store_listing_free(seqs);
+	store_free(st);
+	close(cfg.dir_fd);
+	free_items(v, 2);
+}
+
+/* On a file system with no room left, listings are still written (in
+ * memory) and a stored one is still served. As root only: it mounts a
+ * tmpfs. */
+static void test_full_disk(void)
+{
+	char sub[300], cmd[700];
+	struct item *v[] = { make("f-1", "one.jpg", "completed", true, true) };
+	struct store *st;
+	struct names ns;
+	uint64_t gen;
+	int fd;
+
+	if (geteuid() != 0)
+		return;
+	snprintf(sub, sizeof(sub), "%s/full", dir);
+	CHECK(mkdir(sub, 0700) == 0);
+	snprintf(cmd, sizeof(cmd), "mount -t tmpfs -o size=256k,mode=0700 t %s",
+		 sub);
+	if (system(cmd) != 0)
+		return;
+	fd = open(sub, O_RDONLY | O_DIRECTORY);
+	st = open_in(fd, sub, "http://api", "full");
+	gen = list(st, v, 1, 1);
+	CHECK(gen != 0);
+	store_free(st);
+	/* nothing left: not a page of the file system */
+	snprintf(cmd, sizeof(cmd),
+		 "dd if=/dev/zero of=%s/filler bs=4k 2>/dev/null; true", sub);
+	CHECK(system(cmd) == 0);
+	st = open_in(fd, sub, "http://api", "full");
+	CHECK(st != NULL && current(st) == gen);
+	ls(st, gen, STORE_DIR_ITEMS, NULL, &ns);
+	CHECK(ns.n == 1);
+	/* and a new listing is made, beginning to end */
+	gen = list(st, v, 1, 1);
+	CHECK(gen != 0);
+	ls(st, gen, STORE_DIR_ITEMS, NULL, &ns);
+	CHECK(ns.n == 1);
+	store_free(st);
+	close(fd);
+	snprintf(cmd, sizeof(cmd), "umount %s", sub);
+	CHECK(system(cmd) == 0);
+	free_items(v, 1);
+}
+
 int main(void)
 {
 	char cmd[128];
@@ -470,6 +585,8 @@ int main(void)
 	test_set_aside();
 	test_shared();
 	test_budget();
+	test_two_kinds_move_together();
+	test_full_disk();
 	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
 	if (system(cmd) != 0)
 		fprintf(stderr, "cannot remove %s\n", dir);

@@ -500,6 +500,91 @@ def test_a_database_damaged_while_mounted_heals(fake_factory, mount_factory,
     assert m.alive()
 
 
+def test_two_mounts_sharing_a_damaged_database_both_heal(
+        fake_factory, mount_factory, tmpdir_short):
+    cars = fake_factory("--dataset", DS + ":items=300,meta_pad=20000,"
+                        "min_size=3000,max_size=30000")
+    truth = cars.truth(DS)["items"]
+    want = sorted(t["key"] for t in truth)
+    cache = new_cache(tmpdir_short)
+    a = mount_factory(cars, "dataset=" + DS, "cache_dir=" + cache,
+                      "ttl=3600")
+    b = mount_factory(cars, "dataset=" + DS, "cache_dir=" + cache,
+                      "ttl=3600")
+    assert names(a) == want and names(b) == want
+    (db,) = glob.glob(os.path.join(cache, "listings", "*.db"))
+    damage(db)
+
+    def whole(m):
+        items = m.p("acme", "cars", "items")
+        if names(m) != want:
+            return False
+        for t in truth:
+            with open(os.path.join(items, t["key"], "metadata.json")) as f:
+                if json.load(f)["uid"] != t["uid"]:
+                    return False
+        return True
+
+    for m in (a, b, a, b):
+        ok, deadline = False, time.time() + 30
+        while not ok:
+            try:
+                ok = whole(m)
+            except (OSError, ValueError):
+                ok = False
+            assert time.time() < deadline, a.log() + b.log()
+            time.sleep(0.2)
+    # one database again, the damaged one set aside at most once
+    assert len(glob.glob(os.path.join(cache, "listings", "*.db"))) == 1
+    assert len(glob.glob(os.path.join(cache, "listings", "*.bad"))) <= 1
+    assert a.alive() and b.alive()
+
+
+def fnv_name(origin, owner, slug):
+    """The file name the store of a dataset has: FNV-1a of its origin,
+    owner and slug, each with its NUL."""
+    h = 0xcbf29ce484222325
+    for part in (origin, owner, slug):
+        for c in part.encode() + b"\0":
+            h = ((h ^ c) * 0x100000001b3) & (2 ** 64 - 1)
+    return "%016x.db" % h
+
+
+def test_an_ordinary_user_sets_aside_what_root_planted(cars, tmpdir_short,
+                                                       fuse_for_all):
+    os.chmod(tmpdir_short, 0o755)
+    home = os.path.join(tmpdir_short, "home")
+    os.mkdir(home, 0o755)
+    plant(home)
+    cache = os.path.join(home, "cache")
+    listings = os.path.join(cache, "listings")
+    os.makedirs(listings)
+    for d in (cache, listings):
+        plant(d)
+        os.chmod(d, 0o700)
+    # root's files where the listing goes: not the user's to read or use
+    name = fnv_name(cars.api_url, "acme", "cars")
+    for suffix in ("", "-wal", "-shm"):
+        with open(os.path.join(listings, name + suffix), "w") as f:
+            f.write("planted")
+        os.chmod(os.path.join(listings, name + suffix), 0o600)
+    p, mnt = start(cache, cars, home, "dataset=" + DS, user=OTHER)
+    try:
+        assert mounted(mnt), p.stderr.read().decode()
+        out = subprocess.run(["setpriv", "--reuid=%d" % OTHER,
+                              "--regid=%d" % OTHER, "--clear-groups",
+                              "ls", os.path.join(mnt, "acme", "cars",
+                                                 "items")],
+                             capture_output=True, check=True)
+        assert len(out.stdout.split()) == 30
+        st = os.stat(os.path.join(listings, name))
+        assert st.st_uid == OTHER and stat.S_IMODE(st.st_mode) == 0o600
+    finally:
+        unmount(mnt)
+        p.wait(10)
+    assert p.returncode == 0
+
+
 def test_a_listing_larger_than_the_cache_is_kept_in_memory(fake_factory,
                                                            mount_factory,
                                                            tmpdir_short):
