@@ -1231,19 +1231,36 @@ static void answer_of(const struct http_resp *resp, int err,
 int api_check_dataset(struct api *api, const char *owner, const char *slug,
 		      struct api_answer *ans)
 {
-	char *url = dataset_url(api, owner, slug, "items/?limit=1");
+	/* the listings' own ordering, so that one the server refuses is
+	 * said now, not as every listing failing once mounted */
+	char *ord = api->ordering ? escape(api->ordering) : NULL;
+	char *tail = strprintf("items/?limit=1%s%s", ord ? "&ordering=" : "",
+			       ord ? ord : "");
+	char *url = tail ? dataset_url(api, owner, slug, tail) : NULL;
 	struct http_resp resp;
 	int err;
 
 	memset(ans, 0, sizeof(*ans));
 	ans->retry_after = -1;
-	if (!url)
+	free(ord);
+	free(tail);
+	if (!url || (api->ordering && !ord)) {
+		free(url);
 		return -ENOMEM;
+	}
 	err = http_api_get(api->http, url, API_MAX_BODY, &resp);
 	free(url);
 	if (!err)
 		err = resp.status == 200 ? 0 : util_http_errno(resp.status);
 	answer_of(&resp, err, ans);
+	/* a refusal's reason, in the server's words */
+	if (resp.status >= 400 && resp.status < 500) {
+		char detail[sizeof(ans->why)];
+
+		error_detail(&resp, detail, sizeof(detail));
+		if (*detail)
+			snprintf(ans->why, sizeof(ans->why), "%s", detail);
+	}
 	http_resp_clear(&resp);
 	return err;
 }

@@ -91,8 +91,9 @@ struct api_answer {
 	char why[HTTP_WHY_MAX]; /* and why, in words */
 };
 
-/* Ask for one item of OWNER/SLUG: the start-up check. Returns 0 or a
- * negative errno, with what came in @ans. */
+/* Ask for one item of OWNER/SLUG, in the configured ordering: the start-up
+ * check. Returns 0 or a negative errno, with what came in @ans (for a 4xx,
+ * the server's "detail" in its why, redacted and cut). */
 int api_check_dataset(struct api *api, const char *owner, const char *slug,
 		      struct api_answer *ans);
 

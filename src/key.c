@@ -60,17 +60,45 @@ void key_source_free(struct key_source *ks)
 	free(ks);
 }
 
-/* Read the first line of the key file, trimmed; NULL with errno set. */
+/* A first line with nothing but spaces: an errno that neither fopen() nor
+ * getline() sets stands for it. */
+#define KEY_BLANK_LINE ENOMSG
+
+/* Why @path gave no key, for a log line. */
+static const char *key_problem(int err)
+{
+	switch (err) {
+	case EISDIR:
+		return "it is a folder, not the file that holds the key";
+	case ENODATA:
+		return "it is empty";
+	case KEY_BLANK_LINE:
+		return "its first line is blank, and the key must be on it";
+	default:
+		return strerror(err);
+	}
+}
+
+/* Read the first line of the key file, trimmed; NULL with errno set
+ * (EISDIR, ENODATA: empty, KEY_BLANK_LINE, or the system's). */
 static char *read_key_file(const char *path, struct stat *st)
 {
 	char *line = NULL;
 	size_t cap = 0;
 	ssize_t len;
-	FILE *f = fopen(path, "r");
+	int err;
+	FILE *f = fopen(path, "re");
 
 	if (!f)
 		return NULL;
-	if (fstat(fileno(f), st) == 0 && (st->st_mode & 077))
+	/* fopen() opens a folder too; reading it fails only later */
+	err = fstat(fileno(f), st) ? errno : S_ISDIR(st->st_mode) ? EISDIR : 0;
+	if (err) {
+		fclose(f);
+		errno = err;
+		return NULL;
+	}
+	if (st->st_mode & 077)
 		log_warn("api_key_file %s is readable by group or others",
 			 path);
 	len = getline(&line, &cap, f);
@@ -79,7 +107,7 @@ static char *read_key_file(const char *path, struct stat *st)
 		line[--len] = '\0';
 	if (len <= 0) {
 		free(line);
-		errno = ENODATA;
+		errno = len == 0 ? KEY_BLANK_LINE : ENODATA;
 		return NULL;
 	}
 	return line;
@@ -116,9 +144,8 @@ char *key_source_get(struct key_source *ks)
 			ks->last_errno = 0;
 		} else if (errno != ks->last_errno) {
 			ks->last_errno = errno;
-			log_err("cannot read api_key_file %s: %s%s", ks->file,
-				errno == ENODATA ? "it is empty"
-						 : strerror(errno),
+			log_err("cannot use api_key_file %s: %s%s", ks->file,
+				key_problem(errno),
 				ks->key ? " (keeping the last key)" : "");
 		}
 	}

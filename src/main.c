@@ -1,6 +1,5 @@
-/* avalafs: command line, start-up checks, and the FUSE session loop. The
- * checks run before the process detaches, so their message and exit code
- * reach the shell that started it. */
+/* avalafs: the start-up order and its checks, then the FUSE session loop.
+ * Every failure of a start reaches the shell that ran it, also without -f. */
 #include "api.h"
 #include "cachedir.h"
 #include "catalog.h"
@@ -9,14 +8,15 @@
 #include "http.h"
 #include "key.h"
 #include "log.h"
+#include "options.h"
 #include "stream.h"
 #include "tree.h"
 #include "view.h"
 
-#include <ctype.h>
-#include <inttypes.h>
 #include <curl/curl.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
 #include <limits.h>
 #include <malloc.h>
 #include <pthread.h>
@@ -27,122 +27,9 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <time.h>
 #include <unistd.h>
-
-#define DEFAULT_API_URL "https://api.avala.ai/api/v1"
-
-struct options {
-	char *api_url;
-	char *api_key_file;
-	char *ca_file;
-	char **datasets; /* OWNER/SLUG strings */
-	size_t n_datasets;
-	int page_size;
-	char *ordering;
-	int ttl;
-	char *cache_size;
-	char *readahead;
-	char *cache_dir;
-	char *disk_cache_size;
-	int prefetch;
-	unsigned uid, gid;
-	int uid_set, gid_set;
-	int timeout;
-	int list_timeout;
-	int retry_after_max;
-	int max_conns;
-	unsigned max_threads; /* 0: as many as max_conns needs */
-	char *mountpoint; /* the last non-option argument */
-	int show_help, show_version;
-};
-
-enum { KEY_DATASET, KEY_HELP, KEY_VERSION };
-
-#define OPT(t, p, v)                              \
-	{                                         \
-		t, offsetof(struct options, p), v \
-	}
-static const struct fuse_opt opt_spec[] = {
-	OPT("api_url=%s", api_url, 0), OPT("api_key_file=%s", api_key_file, 0),
-	OPT("ca_file=%s", ca_file, 0), OPT("page_size=%d", page_size, 0),
-	OPT("ordering=%s", ordering, 0), OPT("ttl=%d", ttl, 0),
-	OPT("cache_size=%s", cache_size, 0), OPT("readahead=%s", readahead, 0),
-	OPT("cache_dir=%s", cache_dir, 0),
-	OPT("disk_cache_size=%s", disk_cache_size, 0),
-	OPT("prefetch=%d", prefetch, 0), OPT("uid=%u", uid, 0),
-	OPT("uid=", uid_set, 1), OPT("gid=%u", gid, 0), OPT("gid=", gid_set, 1),
-	OPT("timeout=%d", timeout, 0), OPT("list_timeout=%d", list_timeout, 0),
-	OPT("retry_after_max=%d", retry_after_max, 0),
-	OPT("max_conns=%d", max_conns, 0),
-	/* FUSE's own, taken here: its default of 10 would starve readers */
-	OPT("max_threads=%u", max_threads, 0),
-	FUSE_OPT_KEY("dataset=", KEY_DATASET), FUSE_OPT_KEY("-h", KEY_HELP),
-	FUSE_OPT_KEY("--help", KEY_HELP), FUSE_OPT_KEY("-V", KEY_VERSION),
-	FUSE_OPT_KEY("--version", KEY_VERSION),
-	/* fstab words that mean nothing to a FUSE mount */
-	FUSE_OPT_KEY("_netdev", FUSE_OPT_KEY_DISCARD),
-	FUSE_OPT_KEY("nofail", FUSE_OPT_KEY_DISCARD),
-	FUSE_OPT_KEY("auto", FUSE_OPT_KEY_DISCARD),
-	FUSE_OPT_KEY("noauto", FUSE_OPT_KEY_DISCARD),
-	FUSE_OPT_KEY("user", FUSE_OPT_KEY_DISCARD),
-	FUSE_OPT_KEY("users", FUSE_OPT_KEY_DISCARD),
-	FUSE_OPT_KEY("defaults", FUSE_OPT_KEY_DISCARD), FUSE_OPT_END
-};
-
-/* GNU style: --help and --version print to stdout and exit 0; a usage
- * error says what is wrong and how to get help, on stderr, and exits 1. */
-static void usage(void)
-{
-	printf("Usage: avalafs [OPTION]... MOUNTPOINT\n"
-	       "Mount Avala datasets as a read-only directory tree.\n"
-	       "\n"
-	       "  -o api_url=URL          API base (default: $AVALA_BASE_URL, else\n"
-	       "                            " DEFAULT_API_URL ")\n"
-	       "  -o api_key_file=PATH    file whose first line is the API key\n"
-	       "                            (default: $AVALA_API_KEY)\n"
-	       "  -o ca_file=PATH         PEM bundle of the certificates to trust\n"
-	       "                            (default: the system's)\n"
-	       "  -o dataset=OWNER/SLUG   a dataset to show; may repeat (default: the\n"
-	       "                            datasets the key can list)\n"
-	       "  -o page_size=N          items per list request, 1 to 1000 (100)\n"
-	       "  -o ordering=FIELD       ordering of list requests\n"
-	       "  -o ttl=SECONDS          how long listings are trusted (60)\n"
-	       "  -o cache_size=BYTES     data cache budget, K/M/G suffixes (256M)\n"
-	       "  -o readahead=BYTES      largest readahead of one open file (64M)\n"
-	       "  -o cache_dir=DIR        what is kept on disk: listings and data\n"
-	       "                            (default: $XDG_CACHE_HOME/avalafs,\n"
-	       "                            ~/.cache/avalafs, /var/cache/avalafs for\n"
-	       "                            root); none: nothing\n"
-	       "  -o disk_cache_size=BYTES  data kept on disk, at most (10G; never\n"
-	       "                            past 95%% of the disk)\n"
-	       "  -o prefetch=N           files fetched ahead of a reader that opens\n"
-	       "                            them in listing order; 0: none (32)\n"
-	       "  -o max_conns=N          HTTP connections per host (64)\n"
-	       "  -o max_threads=N        threads serving FUSE requests (max_conns + 16)\n"
-	       "  -o timeout=SECONDS      deadline of one request, retries included,\n"
-	       "                            and longest wait for a listing (30)\n"
-	       "  -o list_timeout=SECONDS a listing still paging after this fails;\n"
-	       "                            0: never (3600)\n"
-	       "  -o retry_after_max=SECONDS  longest Retry-After honoured (60)\n"
-	       "  -o uid=N, -o gid=N      owner of every node (the mounting user)\n"
-	       "  -o allow_other          let other users in (a FUSE option; others\n"
-	       "                            pass through to FUSE)\n"
-	       "  -f                      stay in the foreground\n"
-	       "  -d                      print FUSE debug output (implies -f)\n"
-	       "  -s                      serve requests on one thread\n"
-	       "  -h, --help              display this help and exit\n"
-	       "  -V, --version           output version information and exit\n"
-	       "\n"
-	       "The key is never taken on the command line. fstab entries of type\n"
-	       "fuse.avalafs mount through mount.fuse3; _netdev, nofail, auto, noauto\n"
-	       "and user are accepted and ignored.\n"
-	       "\n"
-	       "Exit status: 0 after a clean unmount, 1 when the mount could not be\n"
-	       "made (bad option, no or rejected key, unknown dataset, no API).\n"
-	       "\n"
-	       "Full documentation: man avalafs\n");
-}
 
 static void version(void)
 {
@@ -157,78 +44,151 @@ static void version(void)
 	       PACKAGE_VERSION, fuse_pkgversion(), cv->version);
 }
 
-static void try_help(void)
+/* mountinfo writes a space, tab, newline or backslash of a path as \ooo. */
+static void mountinfo_unescape(char *s)
 {
-	fprintf(stderr, "Try 'avalafs --help' for more information.\n");
+	char *out = s;
+
+	for (; *s; s++) {
+		if (s[0] == '\\' && s[1] >= '0' && s[1] <= '3' && s[2] >= '0' &&
+		    s[2] <= '7' && s[3] >= '0' && s[3] <= '7') {
+			*out++ = (char)((s[1] - '0') << 6 | (s[2] - '0') << 3 |
+					(s[3] - '0'));
+			s += 3;
+		} else {
+			*out++ = *s;
+		}
+	}
+	*out = '\0';
 }
 
-static int opt_proc(void *data, const char *arg, int key,
-		    struct fuse_args *outargs)
+/* Whether a file system is mounted on @path (absolute, links resolved),
+ * with the device (MAJ:MIN) and type of the topmost one there. */
+static bool find_mount(const char *path, char dev[64], char type[64])
 {
-	struct options *o = data;
-	char **v;
+	FILE *f = fopen("/proc/self/mountinfo", "re");
+	char *line = NULL, *save, *tok;
+	size_t cap = 0;
+	bool found = false;
 
-	switch (key) {
-	case KEY_DATASET:
-		v = realloc(o->datasets, (o->n_datasets + 1) * sizeof(*v));
-		if (!v)
-			return -1;
-		o->datasets = v;
-		o->datasets[o->n_datasets] = strdup(arg + strlen("dataset="));
-		if (!o->datasets[o->n_datasets])
-			return -1;
-		o->n_datasets++;
-		return 0;
-	case KEY_HELP:
-		o->show_help = 1;
-		return 0;
-	case KEY_VERSION:
-		o->show_version = 1;
-		return 0;
-	case FUSE_OPT_KEY_NONOPT:
-		/* mount.fuse3 passes the fstab source first: keep the last */
-		free(o->mountpoint);
-		o->mountpoint = strdup(arg);
-		return o->mountpoint ? 0 : -1;
-	default:
-		return 1;
+	while (f && getline(&line, &cap, f) > 0) {
+		/* ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS [TAG...] - TYPE */
+		char *maj = NULL, *mnt = NULL, *fstype = NULL;
+		bool dash = false;
+		int i = 0;
+
+		for (tok = strtok_r(line, " \n", &save); tok && !fstype;
+		     tok = strtok_r(NULL, " \n", &save), i++) {
+			if (i == 2)
+				maj = tok;
+			else if (i == 4)
+				mnt = tok;
+			else if (i > 5 && dash)
+				fstype = tok;
+			else if (i > 5 && strcmp(tok, "-") == 0)
+				dash = true;
+		}
+		if (!fstype)
+			continue;
+		mountinfo_unescape(mnt);
+		if (strcmp(mnt, path) != 0)
+			continue;
+		found = true;
+		snprintf(dev, 64, "%s", maj);
+		snprintf(type, 64, "%s", fstype);
 	}
+	free(line);
+	if (f)
+		fclose(f);
+	return found;
 }
 
-/* "256M" and the like; -1 when malformed. */
-static long long parse_size(const char *s)
+/* A mount point whose FUSE process is gone (@err: ENOTCONN), or never
+ * answered INIT (ECONNREFUSED): clear it first. */
+static void say_dead(const char *path, int err)
 {
-	unsigned long long v;
-	char *end;
-	int shift = 0;
+	fprintf(stderr,
+		"avalafs: %s: a mount whose process is gone (%s): clear it "
+		"with fusermount3 -u %s\n",
+		path, strerror(err), path);
+}
 
-	errno = 0;
-	v = strtoull(s, &end, 10);
-	if (errno || end == s)
-		return -1;
-	switch (toupper((unsigned char)*end)) {
-	case 'K':
-		shift = 10;
-		break;
-	case 'M':
-		shift = 20;
-		break;
-	case 'G':
-		shift = 30;
-		break;
-	case '\0':
-		break;
-	default:
+/* Refuse a mount point that is no folder, or that is a mount already: a
+ * live one would be hidden under a second, and a dead one (its process
+ * killed) fails every look until it is cleared. Runs before any request;
+ * 0, or -1 after one line on stderr. */
+static int check_mountpoint(const char *path)
+{
+	char dev[64], type[64], *real;
+	struct statfs sfs;
+	struct stat st;
+	int found;
+
+	/* a /dev/fuse descriptor that mount.fuse3 opened and mounted */
+	if (strncmp(path, "/dev/fd/", 8) == 0)
+		return 0;
+	if (stat(path, &st) != 0) {
+		if (errno == ENOTCONN || errno == ECONNREFUSED)
+			say_dead(path, errno);
+		else if (errno == ENOENT)
+			fprintf(stderr,
+				"avalafs: %s: no such folder (make it with "
+				"mkdir -p %s)\n",
+				path, path);
+		else
+			fprintf(stderr, "avalafs: %s: %s\n", path,
+				strerror(errno));
 		return -1;
 	}
-	if (*end && end[1] &&
-	    !(toupper((unsigned char)end[1]) == 'B' && !end[2]) &&
-	    !(toupper((unsigned char)end[1]) == 'I' &&
-	      toupper((unsigned char)end[2]) == 'B' && !end[3]))
+	if (!S_ISDIR(st.st_mode)) {
+		fprintf(stderr,
+			"avalafs: %s: not a folder: the mount point must be "
+			"one\n",
+			path);
 		return -1;
-	if (v > (1ULL << 40) >> shift)
-		return -1;
-	return (long long)(v << shift);
+	}
+	real = realpath(path, NULL);
+	found = real && find_mount(real, dev, type);
+	free(real);
+	if (!found)
+		return 0;
+	/* stat() may answer from attributes the kernel kept; statfs asks */
+	if (strncmp(type, "fuse", 4) == 0 && statfs(path, &sfs) != 0 &&
+	    (errno == ENOTCONN || errno == ECONNREFUSED))
+		say_dead(path, errno);
+	else
+		fprintf(stderr,
+			"avalafs: %s is already a mount (%s): unmount it first "
+			"with %s %s\n",
+			path, type,
+			strncmp(type, "fuse", 4) == 0 ? "fusermount3 -u"
+						      : "umount",
+			path);
+	return -1;
+}
+
+/* After a mount that failed: what a user may do about /dev/fuse, when that
+ * was the cause. */
+static void hint_dev_fuse(void)
+{
+	int fd = open("/dev/fuse", O_RDWR | O_CLOEXEC);
+
+	if (fd >= 0) {
+		close(fd);
+		return;
+	}
+	if (errno == EACCES || errno == EPERM)
+		fprintf(stderr,
+			"avalafs: cannot open /dev/fuse: %s: add yourself to "
+			"the group that owns it (ls -l /dev/fuse), or ask root "
+			"to mount it\n",
+			strerror(errno));
+	else if (errno == ENOENT || errno == ENODEV || errno == ENXIO)
+		fprintf(stderr,
+			"avalafs: cannot open /dev/fuse: %s: load the fuse "
+			"module (modprobe fuse), or give a container the "
+			"device\n",
+			strerror(errno));
 }
 
 /* Let the kernel read ahead @kb KiB on the mount at @mountpoint, instead of
@@ -236,19 +196,11 @@ static long long parse_size(const char *s)
  * effort. */
 static void raise_kernel_readahead(const char *mountpoint, unsigned kb)
 {
-	char line[4096], dev[64], mnt[PATH_MAX], path[128];
+	char dev[64], type[64], path[128];
 	char *real = realpath(mountpoint, NULL);
-	FILE *f = fopen("/proc/self/mountinfo", "r");
-	bool found = false;
+	bool found = real && find_mount(real, dev, type);
+	FILE *f;
 
-	while (f && real && !found && fgets(line, sizeof(line), f)) {
-		/* ID PARENT MAJ:MIN ROOT MOUNTPOINT ... */
-		if (sscanf(line, "%*d %*d %63s %*s %4095s", dev, mnt) == 2 &&
-		    strcmp(mnt, real) == 0)
-			found = true;
-	}
-	if (f)
-		fclose(f);
 	free(real);
 	if (!found)
 		return;
@@ -350,13 +302,159 @@ static void *watch_session(void *p)
 	return NULL;
 }
 
-/* Split OWNER/SLUG; 0 or -EINVAL. */
+/* libfuse (3.14) fails INIT unless the file system's answer names the
+ * max_read of the mount options: a max_read given goes into both. */
+static unsigned init_max_read;
+
+static void init_with_max_read(void *userdata, struct fuse_conn_info *conn)
+{
+	fs_ops.init(userdata, conn);
+	conn->max_read = init_max_read;
+}
+
+/* How a start ends, told once: on stderr when it failed, and to the shell
+ * waiting on a start in the background (one byte, 0 once the mount
+ * serves). */
+struct start_report {
+	const char *mountpoint; /* resolved */
+	const char *api_url;
+	dev_t dev_before; /* the folder's device before the mount */
+	bool check; /* a mount point to look at, not a descriptor */
+	bool background;
+	int pipe_fd; /* to the waiting shell's process, or -1 */
+	int told; /* atomic */
+};
+
+/* Daemons keep no terminal: once the start is told, stdio is /dev/null. */
+static void detach_stdio(void)
+{
+	int fd = open("/dev/null", O_RDWR | O_CLOEXEC);
+
+	if (fd < 0)
+		return;
+	dup2(fd, STDIN_FILENO);
+	dup2(fd, STDOUT_FILENO);
+	dup2(fd, STDERR_FILENO);
+	if (fd > STDERR_FILENO)
+		close(fd);
+}
+
+/* Tell that the mount serves (@err 0) or failed as it started; false
+ * when that was told already. After a failure the pipe stays open until
+ * the process ends, so the shell gets its prompt back once the mount is
+ * gone too. */
+static bool tell_start(struct start_report *r, int err)
+{
+	char byte = err ? 1 : 0;
+
+	if (__atomic_exchange_n(&r->told, 1, __ATOMIC_ACQ_REL))
+		return false;
+	if (err) {
+		fprintf(stderr,
+			"avalafs: %s: the mount failed as it started (%s)\n",
+			r->mountpoint, strerror(err));
+	} else {
+		log_info("mounted %s on %s", r->api_url, r->mountpoint);
+		if (r->background)
+			detach_stdio();
+	}
+	if (r->pipe_fd >= 0) {
+		if (write(r->pipe_fd, &byte, 1) != 1)
+			log_debug("cannot tell the start: %s", strerror(errno));
+		if (!err) {
+			close(r->pipe_fd);
+			r->pipe_fd = -1;
+		}
+	}
+	return true;
+}
+
+/* From its own thread, while the loop answers INIT: the kernel holds a
+ * look at the mount point until INIT is answered, and fails it when the
+ * answer was an error. */
+static void *await_serving(void *p)
+{
+	struct start_report *r = p;
+	struct stat st;
+	int err = 0;
+
+	if (r->check && stat(r->mountpoint, &st) != 0)
+		err = errno;
+	else if (r->check && st.st_dev == r->dev_before)
+		err = ENOTCONN; /* unmounted already */
+	tell_start(r, err);
+	return NULL;
+}
+
+/* In the shell's process: wait for the report of the start and exit with
+ * it; after a failure, only once the child has unmounted and ended. */
+static void __attribute__((noreturn))
+exit_with_start(int fd, const char *mountpoint)
+{
+	char byte = 1, rest;
+	ssize_t n, m;
+
+	do
+		n = read(fd, &byte, 1);
+	while (n < 0 && errno == EINTR);
+	if (n != 1)
+		fprintf(stderr,
+			"avalafs: %s: the mount process ended before the "
+			"mount served\n",
+			mountpoint);
+	while (n == 1 && byte != 0) {
+		m = read(fd, &rest, 1);
+		if (m == 0 || (m < 0 && errno != EINTR))
+			break;
+	}
+	_exit(n == 1 && byte == 0 ? 0 : 1);
+}
+
+/* Leave the shell's process for the background. That process waits for
+ * the report of the start and exits with it, so a mount that fails after
+ * this still says so on the terminal, with a non-zero exit. Returns in the
+ * new process only: 0, or -1 after a line on stderr. */
+static int go_background(struct fuse_session *se, struct start_report *r)
+{
+	int p[2];
+	pid_t pid;
+
+	if (pipe2(p, O_CLOEXEC) != 0) {
+		fprintf(stderr, "avalafs: cannot go to the background: %s\n",
+			strerror(errno));
+		return -1;
+	}
+	pid = fork();
+	if (pid < 0) {
+		fprintf(stderr, "avalafs: cannot go to the background: %s\n",
+			strerror(errno));
+		close(p[0]);
+		close(p[1]);
+		return -1;
+	}
+	if (pid > 0) {
+		close(p[1]);
+		/* the mount is the child's alone: it ends with the child */
+		close(fuse_session_fd(se));
+		signal(SIGINT, SIG_DFL);
+		signal(SIGTERM, SIG_DFL);
+		signal(SIGHUP, SIG_DFL);
+		exit_with_start(p[0], r->mountpoint);
+	}
+	close(p[0]);
+	r->pipe_fd = p[1];
+	setsid();
+	if (chdir("/") != 0)
+		log_debug("cannot leave the working folder: %s",
+			  strerror(errno));
+	return 0;
+}
+
+/* Split OWNER/SLUG, which options.c checked has one '/'; 0 or -ENOMEM. */
 static int split_dataset(const char *spec, char **owner, char **slug)
 {
 	const char *slash = strchr(spec, '/');
 
-	if (!slash || slash == spec || !slash[1] || strchr(slash + 1, '/'))
-		return -EINVAL;
 	*owner = strndup(spec, slash - spec);
 	*slug = strdup(slash + 1);
 	return *owner && *slug ? 0 : -ENOMEM;
@@ -381,63 +479,68 @@ static void say_unreachable(const char *api_url, const struct api_answer *ans)
 			api_url, ans->why);
 }
 
-/* The start-up checks of DESIGN section 4: one small request per dataset.
- * Prints one line naming the cause and returns -1 when the mount must not
- * happen. */
-static int check_datasets(struct api *api, struct catalog *cat,
-			  const struct options *o, const char *api_url)
+/* Say why the start-up request for @dataset was refused. */
+static void say_refused(const char *dataset, const struct options *o,
+			const char *api_url, const struct api_answer *ans)
 {
-	size_t i;
+	/* the server's words go through the log, which escapes them */
+	if (ans->status == 400 && o->ordering)
+		log_err("ordering=%s: refused by the API (HTTP 400)%s%s",
+			o->ordering, *ans->why ? ": " : "", ans->why);
+	else if (ans->status == 400)
+		log_err("dataset %s: the API answered HTTP 400%s%s", dataset,
+			*ans->why ? ": " : "", ans->why);
+	else if (ans->status == 401)
+		fprintf(stderr,
+			"avalafs: the API key was rejected (HTTP 401 from "
+			"%s)\n",
+			api_url);
+	else if (ans->status == 403)
+		fprintf(stderr,
+			"avalafs: dataset %s: permission denied (HTTP 403)\n",
+			dataset);
+	else if (ans->status == 404)
+		fprintf(stderr,
+			"avalafs: dataset %s: not found at %s (HTTP 404)\n",
+			dataset, api_url);
+	else
+		say_unreachable(api_url, ans);
+}
 
-	for (i = 0; i < o->n_datasets; i++) {
-		char *owner = NULL, *slug = NULL;
-		struct api_answer ans;
-		int err;
+/* The start-up check of DESIGN section 4 for one dataset: one small
+ * request, with the ordering the listings will ask for. 0, or -1 after one
+ * line naming the cause. */
+static int check_dataset(struct api *api, struct catalog *cat,
+			 const char *dataset, const struct options *o,
+			 const char *api_url)
+{
+	char *owner = NULL, *slug = NULL;
+	struct api_answer ans;
+	int err = split_dataset(dataset, &owner, &slug);
 
-		if (split_dataset(o->datasets[i], &owner, &slug)) {
-			fprintf(stderr,
-				"avalafs: dataset=%s: expected OWNER/SLUG\n",
-				o->datasets[i]);
-			free(owner);
-			free(slug);
-			return -1;
-		}
+	if (!err)
 		err = api_check_dataset(api, owner, slug, &ans);
-		if (!err)
-			err = catalog_add(cat, owner, slug);
-		free(owner);
-		free(slug);
-		if (!err)
-			continue;
-		if (ans.status == 401)
-			fprintf(stderr,
-				"avalafs: the API key was rejected "
-				"(HTTP 401 from %s)\n",
-				api_url);
-		else if (ans.status == 403)
-			fprintf(stderr,
-				"avalafs: dataset %s: permission denied "
-				"(HTTP 403)\n",
-				o->datasets[i]);
-		else if (ans.status == 404)
-			fprintf(stderr,
-				"avalafs: dataset %s: not found "
-				"(HTTP 404)\n",
-				o->datasets[i]);
-		else
-			say_unreachable(api_url, &ans);
-		return -1;
-	}
-	return 0;
+	else
+		ans = (struct api_answer){ .err = err, .retry_after = -1 };
+	if (!err)
+		err = catalog_add(cat, owner, slug);
+	free(owner);
+	free(slug);
+	if (err == -ENOMEM)
+		fprintf(stderr, "avalafs: out of memory\n");
+	else if (err)
+		say_refused(dataset, o, api_url, &ans);
+	return err ? -1 : 0;
 }
 
 /* With no dataset= given, the dataset list must answer: it checks the key
- * and says what to show. */
+ * and says what to show. An ordering is checked on the first dataset. */
 static int check_discovery(struct api *api, struct catalog *cat,
-			   const char *api_url)
+			   const struct options *o, const char *api_url)
 {
 	struct dataset_ref *refs;
 	struct api_answer ans = { .retry_after = -1 };
+	char *first = NULL;
 	size_t n, i;
 	int err = api_list_datasets(api, &refs, &n, &ans);
 
@@ -448,8 +551,9 @@ static int check_discovery(struct api *api, struct catalog *cat,
 	}
 	if (err == -ENOENT) {
 		fprintf(stderr,
-			"avalafs: %s has no dataset list: give "
-			"-o dataset=OWNER/SLUG\n",
+			"avalafs: no dataset list at %s (HTTP 404): check "
+			"api_url, or name datasets with -o "
+			"dataset=OWNER/SLUG\n",
 			api_url);
 		return -1;
 	}
@@ -459,8 +563,17 @@ static int check_discovery(struct api *api, struct catalog *cat,
 	}
 	for (i = 0; i < n; i++)
 		catalog_add(cat, refs[i].owner, refs[i].slug);
+	/* the ordering's check: a 400 for the first dataset, nothing else */
+	if (n && o->ordering &&
+	    api_check_dataset(api, refs[0].owner, refs[0].slug, &ans) &&
+	    ans.status == 400 &&
+	    asprintf(&first, "%s/%s", refs[0].owner, refs[0].slug) >= 0) {
+		say_refused(first, o, api_url, &ans);
+		err = -1;
+	}
+	free(first);
 	api_free_datasets(refs, n);
-	return 0;
+	return err;
 }
 
 /* The bytes the listings take, counted in disk_cache_size. */
@@ -477,37 +590,12 @@ static int64_t give_back(void *ctx)
 	return disk_give_back(ctx);
 }
 
-static void options_free(struct options *o)
-{
-	size_t i;
-
-	for (i = 0; i < o->n_datasets; i++)
-		free(o->datasets[i]);
-	free(o->datasets);
-	free(o->api_url);
-	free(o->api_key_file);
-	free(o->ca_file);
-	free(o->ordering);
-	free(o->cache_size);
-	free(o->readahead);
-	free(o->cache_dir);
-	free(o->disk_cache_size);
-	free(o->mountpoint);
-}
-
 int main(int argc, char *argv[])
 {
-	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
-	struct options o = {
-		.page_size = 100,
-		.ttl = 60,
-		.timeout = 30,
-		.list_timeout = 3600,
-		.retry_after_max = 60,
-		.max_conns = 64,
-		.prefetch = 32,
-	};
+	struct fuse_args args = FUSE_ARGS_INIT(0, NULL);
+	struct options o;
 	struct fuse_cmdline_opts cmd = { 0 };
+	struct fuse_lowlevel_ops ops = fs_ops;
 	struct fuse_session *se = NULL;
 	struct http *http = NULL;
 	struct api *api = NULL;
@@ -520,23 +608,23 @@ int main(int argc, char *argv[])
 	struct stream *stream = NULL;
 	struct fs fs = { 0 };
 	struct session_watch watch;
-	pthread_t watcher;
-	bool watching;
+	struct start_report report;
+	struct stat st;
+	pthread_t watcher, awaiter;
+	bool watching, awaiting = false;
 	const char *api_url;
-	long long cache_size, readahead, disk_cache_size;
 	struct key_source *keys = NULL;
 	char *key = NULL;
-	int ret = 1;
+	size_t i;
+	int ret = 1, err;
 
 	/* cache blocks are 128 KiB: keep them on the heap, where freed ones are
 	 * reused, instead of an mmap and its page faults for each */
 	mallopt(M_MMAP_THRESHOLD, 8 << 20);
-	if (fuse_opt_parse(&args, &o, opt_spec, opt_proc) == -1) {
-		try_help();
+	if (options_parse(argc, argv, &o, &args))
 		goto out_opts;
-	}
 	if (o.show_help) {
-		usage();
+		options_usage(stdout);
 		ret = 0;
 		goto out_opts;
 	}
@@ -545,59 +633,17 @@ int main(int argc, char *argv[])
 		ret = 0;
 		goto out_opts;
 	}
-	if (!o.mountpoint) {
-		fprintf(stderr, "avalafs: missing mount point\n");
-		try_help();
-		goto out_opts;
-	}
-	if (fuse_opt_add_arg(&args, o.mountpoint) ||
-	    fuse_opt_add_arg(&args, "-oro,default_permissions,fsname=avalafs,"
-				    "subtype=avalafs") ||
+	/* before libfuse resolves the path, which a dead mount fails */
+	if (check_mountpoint(o.mountpoint) ||
 	    fuse_parse_cmdline(&args, &cmd) != 0)
-		goto out_opts;
-	if (o.page_size < 1 || o.page_size > 1000) {
-		fprintf(stderr, "avalafs: page_size must be 1 to 1000\n");
 		goto out_cmd;
+	if (o.max_read) {
+		init_max_read = (unsigned)o.max_read;
+		ops.init = init_with_max_read;
 	}
-	if (o.ttl < 0 || o.timeout < 1 || o.retry_after_max < 0 ||
-	    o.max_conns < 1 || o.list_timeout < 0 || o.prefetch < 0) {
-		fprintf(stderr, "avalafs: ttl, timeout, list_timeout, "
-				"retry_after_max, max_conns and prefetch must "
-				"be positive\n");
+	se = fuse_session_new(&args, &ops, sizeof(ops), &fs);
+	if (!se)
 		goto out_cmd;
-	}
-	cache_size = parse_size(o.cache_size ? o.cache_size : "256M");
-	if (cache_size < (1 << 20)) {
-		fprintf(stderr,
-			"avalafs: cache_size=%s: expected a size of "
-			"at least 1M, like 512M or 2G\n",
-			o.cache_size);
-		goto out_cmd;
-	}
-	readahead = parse_size(o.readahead ? o.readahead : "64M");
-	if (readahead < 0) {
-		fprintf(stderr,
-			"avalafs: readahead=%s: expected a size like "
-			"64M\n",
-			o.readahead);
-		goto out_cmd;
-	}
-	disk_cache_size =
-		parse_size(o.disk_cache_size ? o.disk_cache_size : "10G");
-	if (disk_cache_size < 0) {
-		fprintf(stderr,
-			"avalafs: disk_cache_size=%s: expected a size like "
-			"10G\n",
-			o.disk_cache_size);
-		goto out_cmd;
-	}
-	/* the session takes the FUSE options: an unknown one is refused now,
-	 * before any request is made */
-	se = fuse_session_new(&args, &fs_ops, sizeof(fs_ops), &fs);
-	if (!se) {
-		try_help();
-		goto out_cmd;
-	}
 	log_set_debug(cmd.debug);
 	keys = key_source_new(o.api_key_file, getenv("AVALA_API_KEY"));
 	if (!keys)
@@ -617,7 +663,7 @@ int main(int argc, char *argv[])
 		prctl(PR_SET_DUMPABLE, 0);
 	api_url = o.api_url ? o.api_url : getenv("AVALA_BASE_URL");
 	if (!api_url || !*api_url)
-		api_url = DEFAULT_API_URL;
+		api_url = OPTIONS_DEFAULT_API_URL;
 
 	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
 		fprintf(stderr, "avalafs: libcurl failed to start\n");
@@ -643,34 +689,35 @@ int main(int argc, char *argv[])
 		goto out_objs;
 	/* a temporary folder (cache_dir=none) keeps no data: it would be
 	 * gone before anyone read it again */
-	if (!cache.temporary && disk_cache_size > 0)
+	if (!cache.temporary && o.disk_cache_size > 0)
 		disk = disk_open(&(struct disk_config){
 			.root_fd = cache.root_fd,
 			.root = cache.root,
-			.cap = disk_cache_size,
+			.cap = o.disk_cache_size,
 			.others = listings_bytes,
 			.ctx = &cache,
 		});
 	cat_cfg = (struct catalog_config){
 		.ttl_s = o.ttl,
 		.wait_ms = (int64_t)o.timeout * 1000,
-		.discover = true,
+		/* dataset= names what the mount shows, and all it asks for */
+		.discover = o.n_datasets == 0,
 		.origin = api_url,
 		.store_dir = cache.listings,
 		.store_dir_fd = cache.listings_fd,
-		.store_budget = cache.temporary ? 0 : disk_cache_size,
+		.store_budget = cache.temporary ? 0 : o.disk_cache_size,
 		.give_back = disk ? give_back : NULL,
 		.give_back_ctx = disk,
 		.replaced = fs_listing_replaced,
 		.replaced_ctx = &fs,
 	};
 	cat = api ? catalog_new(api, &cat_cfg) : NULL;
-	data_cache = cache_new(cache_size, disk);
+	data_cache = cache_new(o.cache_size, disk);
 	fetch = data_cache ? fetch_new(http, data_cache, o.max_conns) : NULL;
 	stream = fetch ? stream_new(data_cache, fetch,
 				    &(struct stream_config){
 					    .small_file = DISK_WHOLE_MAX,
-					    .readahead_max = readahead,
+					    .readahead_max = o.readahead,
 					    .prefetch = o.prefetch,
 				    },
 				    &view_order_ops, &fs)
@@ -681,12 +728,12 @@ int main(int argc, char *argv[])
 	}
 	/* a server not there is said at once, not after the deadline */
 	http_set_starting(http, true);
-	if (o.n_datasets ? check_datasets(api, cat, &o, api_url)
-			 : check_discovery(api, cat, api_url))
+	for (i = 0; i < o.n_datasets; i++)
+		if (check_dataset(api, cat, o.datasets[i], &o, api_url))
+			goto out_objs;
+	if (!o.n_datasets && check_discovery(api, cat, &o, api_url))
 		goto out_objs;
 	http_set_starting(http, false);
-	if (o.n_datasets)
-		catalog_discover(cat, true);
 
 	view_init();
 	fs.tree = tree_new();
@@ -698,21 +745,37 @@ int main(int argc, char *argv[])
 	fs.ttl = o.ttl;
 	fs.wait_ms = (int64_t)o.timeout * 1000;
 	fs.max_background = o.max_conns;
-	fs.uid = o.uid_set ? o.uid : getuid();
-	fs.gid = o.gid_set ? o.gid : getgid();
+	fs.uid = o.uid != (uid_t)-1 ? o.uid : getuid();
+	fs.gid = o.gid != (gid_t)-1 ? o.gid : getgid();
 	clock_gettime(CLOCK_REALTIME, &fs.mounted);
 
 	if (fuse_set_signal_handlers(se) != 0)
 		goto out_tree;
 	signal(SIGUSR1, on_sigusr1);
-	if (fuse_session_mount(se, cmd.mountpoint) != 0)
+	report = (struct start_report){
+		.mountpoint = cmd.mountpoint,
+		.api_url = api_url,
+		.check = strncmp(cmd.mountpoint, "/dev/fd/", 8) != 0,
+		.background = !cmd.foreground,
+		.pipe_fd = -1,
+	};
+	if (report.check && stat(cmd.mountpoint, &st) == 0)
+		report.dev_before = st.st_dev;
+	if (fuse_session_mount(se, cmd.mountpoint) != 0) {
+		hint_dev_fuse();
 		goto out_signals;
+	}
 	http_quiesce(http); /* no thread may cross the fork */
-	if (fuse_daemonize(cmd.foreground) != 0)
+	if (!cmd.foreground && go_background(se, &report))
 		goto out_unmount;
 	if (!cmd.foreground)
 		log_use_syslog(true);
-	log_info("mounted %s on %s", api_url, cmd.mountpoint);
+	err = pthread_create(&awaiter, NULL, await_serving, &report);
+	if (err) {
+		tell_start(&report, err);
+		goto out_unmount;
+	}
+	awaiting = true;
 
 	watch = (struct session_watch){
 		.se = se,
@@ -739,7 +802,7 @@ int main(int argc, char *argv[])
 		/* enough threads for every request the kernel may have in
 		 * flight (max_background) and a few more */
 		fuse_loop_cfg_set_max_threads(
-			lc, o.max_threads ? o.max_threads
+			lc, o.max_threads ? (unsigned)o.max_threads
 					  : (unsigned)o.max_conns + 16);
 		ret = fuse_session_loop_mt(se, lc);
 		fuse_loop_cfg_destroy(lc);
@@ -752,12 +815,19 @@ int main(int argc, char *argv[])
 		ret = fuse_session_loop_mt(se, &lc);
 #endif
 	}
-	ret = ret < 0 ? 1 : 0;
+	/* a session that ended before it served: INIT failed, or a signal */
+	if (tell_start(&report, ret < 0 ? -ret : EINTR))
+		ret = 1;
+	else
+		ret = ret < 0 ? 1 : 0;
 	__atomic_store_n(&watch.done, 1, __ATOMIC_RELEASE);
 	if (watching)
 		pthread_join(watcher, NULL);
 out_unmount:
+	/* closes the descriptor, which ends a look still waiting on INIT */
 	fuse_session_unmount(se);
+	if (awaiting)
+		pthread_join(awaiter, NULL);
 out_signals:
 	fuse_remove_signal_handlers(se);
 out_tree:

@@ -17,7 +17,8 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FAKE = os.path.join(ROOT, "tests", "fake_avala.py")
-BINARY = os.environ.get("AVALAFS_BIN", os.path.join(ROOT, "build", "avalafs"))
+BINARY = os.path.abspath(os.environ.get("AVALAFS_BIN",
+                                       os.path.join(ROOT, "build", "avalafs")))
 KEY = "test-key"
 
 

@@ -1,0 +1,158 @@
+# A read costs what the reader asked for (DESIGN section 5), and the mount
+# shows what was named: one file's lookup and read fetch that file, random
+# readers cause no request ahead, prefetch=0 none of any kind, a walk in
+# listing order is still probed ahead, bytes a reader waits on are not
+# evicted under a small cache, and dataset= limits the mount to the
+# datasets named, with no dataset-list request.
+import os
+import random
+import subprocess
+import threading
+import time
+
+import pytest
+
+from conftest import sha256_file
+
+DS = "acme/cars"
+
+
+def data_requests(fake):
+    return fake.counts()["file"]
+
+
+@pytest.fixture
+def unsized(fake_factory):
+    # no size in the listing, as the real API: a stat must ask for it
+    return fake_factory("--dataset", DS + ":items=400,size_known=0,"
+                        "min_size=2000,max_size=20000,classes=4")
+
+
+def files_of(m, truth):
+    """Each item's file under files/, by uid."""
+    root = m.p("acme", "cars", "files")
+    out = {}
+    for t in truth:
+        key = t["key"]
+        if not os.path.splitext(key)[1]:
+            key += ".jpg"
+        out[t["uid"]] = os.path.join(root, key)
+    return out
+
+
+def test_one_cat_costs_one_file(unsized, mount_factory):
+    truth = unsized.truth(DS)["items"]
+    m = mount_factory(unsized, "dataset=" + DS)
+    os.listdir(m.p("acme", "cars", "items"))
+    t = truth[len(truth) // 2]
+    path = files_of(m, [t])[t["uid"]]
+    os.listdir(os.path.dirname(path))
+    unsized.reset()
+    assert sha256_file(path) == t["files"]["data"]["sha256"]
+    m.wait_idle()
+    assert data_requests(unsized) <= 2, unsized.counts()
+
+
+@pytest.mark.parametrize("prefetch", ["0", "32"])
+def test_random_files_cost_only_themselves(unsized, mount_factory,
+                                           prefetch):
+    truth = unsized.truth(DS)["items"]
+    m = mount_factory(unsized, "dataset=" + DS, "prefetch=" + prefetch)
+    picked = random.Random(7).sample(truth, 10)
+    paths = files_of(m, picked)
+    for p in paths.values():
+        os.listdir(os.path.dirname(p))
+    unsized.reset()
+    for t in picked:
+        path = paths[t["uid"]]
+        os.stat(path)
+        assert sha256_file(path) == t["files"]["data"]["sha256"]
+    m.wait_idle()
+    # each file: its size probe (the whole of a small file) and no more
+    assert data_requests(unsized) <= 20, unsized.counts()
+
+
+def test_a_walk_in_order_is_probed_ahead(fake_factory, mount_factory):
+    fake = fake_factory("--dataset", DS + ":items=120,size_known=0,"
+                        "min_size=2000,max_size=20000")
+    m = mount_factory(fake, "dataset=" + DS)
+    files = m.p("acme", "cars", "files")
+    os.listdir(files)  # the listing, before the clock starts
+    fake.fault(route="file", latency=0.05, count=-1)
+    start = time.time()
+    out = subprocess.run(["ls", "-lR", files], capture_output=True,
+                         check=True)
+    took = time.time() - start
+    sizes = [l for l in out.stdout.split(b"\n") if l.startswith(b"-")]
+    assert len(sizes) == 120
+    # one at a time would take 120 x 50 ms
+    assert took < 0.5 * 120 * 0.05, took
+    m.wait_idle()
+    assert data_requests(fake) <= 130
+
+
+def test_prefetch_0_asks_for_nothing_ahead(unsized, mount_factory):
+    m = mount_factory(unsized, "dataset=" + DS, "prefetch=0")
+    files = m.p("acme", "cars", "files")
+    os.listdir(files)
+    unsized.reset()
+    out = subprocess.run(["ls", "-lR", files], capture_output=True,
+                         check=True)
+    m.wait_idle()
+    # ls -l stats every file: one probe each, none ahead of it
+    n = out.stdout.count(b"\n-")
+    assert data_requests(unsized) <= n, (n, unsized.counts())
+    st = m.cache_stats()
+    assert st["prefetched"] == 0
+
+
+def test_a_small_cache_does_not_refetch_what_readers_wait_on(
+        fake_factory, mount_factory):
+    fake = fake_factory("--dataset", DS + ":items=100,size_known=0,"
+                        "min_size=100000,max_size=100000")
+    truth = fake.truth(DS)["items"]
+    m = mount_factory(fake, "dataset=" + DS, "cache_size=1M",
+                      "max_conns=2", "cache_dir=none")
+    paths = list(files_of(m, truth).values())
+    for p in paths:
+        os.listdir(os.path.dirname(p))
+    fake.reset()
+    want = {p: t["files"]["data"]["sha256"] for p, t in zip(paths, truth)}
+    bad, todo, lock = [], list(paths), threading.Lock()
+
+    def work():
+        while True:
+            with lock:
+                if not todo:
+                    return
+                p = todo.pop()
+            if sha256_file(p) != want[p]:
+                bad.append(p)
+
+    start = time.time()
+    threads = [threading.Thread(target=work) for _ in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert bad == []
+    m.wait_idle()
+    assert data_requests(fake) <= 110, (fake.counts(), time.time() - start)
+
+
+def test_dataset_limits_the_mount(fake_factory, mount_factory):
+    fake = fake_factory("--dataset", DS + ":items=5",
+                        "--dataset", "acme/bikes:items=5",
+                        "--dataset", "other/boats:items=5")
+    m = mount_factory(fake, "dataset=" + DS)
+    assert os.listdir(m.path) == ["acme"]
+    assert os.listdir(m.p("acme")) == ["cars"]
+    for name in ("bikes", "../other"):
+        assert not os.path.exists(m.p("acme", name))
+    assert not os.path.exists(m.p("other"))
+    assert len(os.listdir(m.p("acme", "cars", "items"))) == 5
+    assert fake.counts()["datasets_list"] == 0
+    # without dataset=, every dataset the key can list
+    m2 = mount_factory(fake)
+    assert sorted(os.listdir(m2.path)) == ["acme", "other"]
+    assert sorted(os.listdir(m2.p("acme"))) == ["bikes", "cars"]
