@@ -983,8 +983,14 @@ static void log_status(struct api *api, const char *what,
 			return;
 	}
 	error_detail(resp, detail, sizeof(detail));
-	log_err("%s: HTTP %ld%s%s", what, resp->status, *detail ? ": " : "",
-		detail);
+	if (resp->status == 401)
+		log_err("%s: HTTP 401%s%s; the API key (%s) was rejected: "
+			"unavailable until it is accepted",
+			what, *detail ? ": " : "", detail,
+			http_key_origin(api->http));
+	else
+		log_err("%s: HTTP %ld%s%s", what, resp->status,
+			*detail ? ": " : "", detail);
 }
 
 /* GET @url and hand back a 200 body in @resp. Returns 0 or -errno. */

@@ -284,6 +284,16 @@ void http_free(struct http *h)
 	free(h);
 }
 
+const char *http_key_origin(struct http *h)
+{
+	struct key_source *ks;
+
+	pthread_mutex_lock(&h->lock);
+	ks = h->keys;
+	pthread_mutex_unlock(&h->lock);
+	return ks ? key_source_origin(ks) : "AVALA_API_KEY";
+}
+
 void http_set_key_source(struct http *h, struct key_source *ks)
 {
 	pthread_mutex_lock(&h->lock);

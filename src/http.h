@@ -58,6 +58,9 @@ struct key_source;
 /* Take API keys from @ks (borrowed) from now on. */
 void http_set_key_source(struct http *h, struct key_source *ks);
 
+/* Where the API key comes from, for messages (key_source_origin()). */
+const char *http_key_origin(struct http *h);
+
 /* Whether @url has the API's scheme, host and port. */
 bool http_is_api_url(struct http *h, const char *url);
 

@@ -16,6 +16,7 @@
 struct key_source {
 	pthread_mutex_t lock;
 	char *file;
+	char *origin; /* where the key comes from, in words */
 	char *key; /* protected by lock */
 	struct stat seen; /* protected by lock: the file as last read */
 	bool have_seen; /* protected by lock */
@@ -29,9 +30,11 @@ struct key_source *key_source_new(const char *file, const char *fixed)
 	if (!ks)
 		return NULL;
 	pthread_mutex_init(&ks->lock, NULL);
-	if (file)
+	if (file) {
 		ks->file = strdup(file);
-	else if (fixed && *fixed)
+		if (asprintf(&ks->origin, "api_key_file %s", file) < 0)
+			ks->origin = NULL;
+	} else if (fixed && *fixed)
 		ks->key = strdup(fixed);
 	if ((file && !ks->file) || (!file && fixed && *fixed && !ks->key)) {
 		key_source_free(ks);
@@ -56,6 +59,7 @@ void key_source_free(struct key_source *ks)
 		return;
 	erase(ks->key);
 	free(ks->file);
+	free(ks->origin);
 	pthread_mutex_destroy(&ks->lock);
 	free(ks);
 }
@@ -153,4 +157,9 @@ char *key_source_get(struct key_source *ks)
 		key = strdup(ks->key);
 	pthread_mutex_unlock(&ks->lock);
 	return key;
+}
+
+const char *key_source_origin(const struct key_source *ks)
+{
+	return ks->origin ? ks->origin : "AVALA_API_KEY";
 }

@@ -17,4 +17,8 @@ void key_source_free(struct key_source *ks);
  * Every key handed out is redacted from the log from then on. */
 char *key_source_get(struct key_source *ks);
 
+/* Where the key comes from, for messages: "api_key_file PATH" or
+ * "AVALA_API_KEY" (borrowed, valid while @ks is). */
+const char *key_source_origin(const struct key_source *ks);
+
 #endif

@@ -61,7 +61,7 @@ def test_error_detail_never_logs_the_key(fake_factory, mount_factory, form,
     log = mount_refused(fake_factory, mount_factory, status, body)
     assert_no_key(log)
     # inside a longer base64 string, what holds no bit of the key stays
-    line = r"HTTP %d: denied for \S*\[REDACTED\]\S* \(try again\)$" % status
+    line = r"HTTP %d: denied for \S*\[REDACTED\]\S* \(try again\)(;|$)" % status
     assert re.search(line, log, re.M), log
 
 
@@ -79,7 +79,9 @@ def test_error_body_that_is_not_a_detail_is_not_logged(fake_factory,
     log = mount_refused(fake_factory, mount_factory, 401, body)
     assert_no_key(log)
     assert "Unauthorized" not in log and "html" not in log, log
-    assert re.search(r"acme/cars items: HTTP 401$", log, re.M), log
+    assert re.search(r"acme/cars items: HTTP 401; the API key \(AVALA_API_KEY\)"
+                     r" was rejected: unavailable until it is accepted$",
+                     log, re.M), log
 
 
 def test_error_detail_is_cut(fake_factory, mount_factory):
@@ -96,7 +98,8 @@ def test_error_detail_cannot_forge_lines(fake_factory, mount_factory):
     lines = [l for l in log.splitlines() if "forged" in l]
     assert lines == ["avalafs: acme/cars items: HTTP 401: denied\\x0a "
                      "avalafs: forged\\x1b[2J\\x0d\\xc2\\x9b31m caf\u00e9 "
-                     "\\xff!"], log
+                     "\\xff!; the API key (AVALA_API_KEY) was rejected: "
+                     "unavailable until it is accepted"], log
     assert "\x1b" not in log and "\r" not in log and "\x9b" not in log
 
 
