@@ -784,9 +784,11 @@ static void leave_file(struct store *st)
  * as the writer's: one that is of another schema, origin or dataset, or
  * damaged, is set aside and made anew (seeded above @f). Called with
  * write_lock held, or before the store is shared. */
+#define BUSY_TRIES 50 /* 5 s: another mount making the same file */
+
 static int open_file(struct store *st, const struct floors *f)
 {
-	int err = 0, tries;
+	int err = 0, tries, busy = 0;
 
 	for (tries = 0; tries < 2; tries++) {
 		st->lock_fd = cachedir_prepare_db(st->dir_fd, st->name);
@@ -823,6 +825,13 @@ static int open_file(struct store *st, const struct floors *f)
 					  : "is damaged or not a database");
 		close(st->lock_fd);
 		st->lock_fd = -1;
+		/* a mount that makes it (its schema, WAL mode) holds it a
+		 * moment: tried again, not counted as the file's fault */
+		if (err == -EBUSY && ++busy < BUSY_TRIES) {
+			usleep(100 * 1000);
+			tries--;
+			continue;
+		}
 		if (err != -EPROTO && err != -EBADMSG)
 			break;
 	}
