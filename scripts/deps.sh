@@ -6,7 +6,7 @@ libcurl4-openssl-dev libssl-dev libcjson-dev uthash-dev libsqlite3-dev
 libxxhash-dev python3"
 # what the tests, the sanitizers and the format check add
 AVALAFS_DEV_DEPS="python3-pytest curl rsync clang libclang-rt-14-dev
-clang-format nginx openssl"
+clang-format nginx libnginx-mod-http-js openssl"
 # the clients the mount tests read with
 AVALAFS_TEST_DEPS="python3-pil python3-torchvision imagemagick"
 # and what scripts/package.sh builds and checks the packages with

@@ -100,6 +100,9 @@ systemd-analyze verify /lib/systemd/system/avalafs@.service \
 	fail "no /etc/avalafs/mnt-avala.conf.example"
 ls /usr/share/doc/avalafs/examples/imagefolder.py* >/dev/null ||
 	fail "the example loader is not shipped"
+ls /usr/share/doc/avalafs/examples/avalafs-tier.conf* \
+	/usr/share/doc/avalafs/examples/avalafs-tier.js* >/dev/null ||
+	fail "the cache tier's configuration is not shipped"
 
 /usr/bin/python3 tests/fake_avala.py --quiet --port-file "$work/port" \
 	--dataset demo/cars:items=5 >/dev/null 2>"$work/fake.log" &

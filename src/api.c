@@ -995,9 +995,9 @@ static void log_status(struct api *api, const char *what,
 
 /* GET @url and hand back a 200 body in @resp. Returns 0 or -errno. */
 static int get_json(struct api *api, const char *url, const char *what,
-		    struct http_resp *resp)
+		    bool shared, struct http_resp *resp)
 {
-	int err = http_api_get(api->http, url, API_MAX_BODY, resp);
+	int err = http_api_get(api->http, url, API_MAX_BODY, shared, resp);
 
 	/* no answer: a listing or a read fails as the server being away,
 	 * never as its refusal (resp->why tells which) */
@@ -1039,7 +1039,7 @@ struct fetch {
 static int fetch_page(struct fetch *f)
 {
 	struct http_resp resp;
-	int err = get_json(f->api, f->url, f->what, &resp);
+	int err = get_json(f->api, f->url, f->what, true, &resp);
 
 	if (err)
 		return err;
@@ -1203,7 +1203,7 @@ int api_get(struct api *api, const char *owner, const char *slug,
 	if (tail)
 		url = dataset_url(api, owner, slug, tail);
 	if (url) {
-		err = get_json(api, url, url, &resp);
+		err = get_json(api, url, url, false, &resp);
 		if (!err) {
 			*out = api_parse_object(resp.body, resp.len, kind);
 			if (!*out) {
@@ -1254,7 +1254,7 @@ int api_check_dataset(struct api *api, const char *owner, const char *slug,
 		free(url);
 		return -ENOMEM;
 	}
-	err = http_api_get(api->http, url, API_MAX_BODY, &resp);
+	err = http_api_get(api->http, url, API_MAX_BODY, false, &resp);
 	free(url);
 	if (!err)
 		err = resp.status == 200 ? 0 : util_http_errno(resp.status);
@@ -1327,7 +1327,7 @@ int api_list_datasets(struct api *api, struct dataset_ref **out, size_t *n,
 			err = -ENOMEM;
 			break;
 		}
-		err = get_json(api, url, "dataset list", &resp);
+		err = get_json(api, url, "dataset list", true, &resp);
 		free(url);
 		answer_of(&resp, err, ans);
 		if (err)

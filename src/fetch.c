@@ -196,6 +196,7 @@ static int job_fetch(struct job *j, struct http_resp *r)
 	struct fetch *f = j->f;
 	struct cache_run *run = j->run;
 	struct http_sink sink = { job_check, job_write, j };
+	struct http_data_req req;
 	int64_t size = cache_obj_size(f->cache, run->o);
 	int64_t start = run->from << CACHE_BLOCK_SHIFT;
 	int64_t end = (run->b + 1) << CACHE_BLOCK_SHIFT;
@@ -215,7 +216,10 @@ static int job_fetch(struct job *j, struct http_resp *r)
 		pthread_mutex_lock(&f->lock);
 		f->stats.requests++;
 		pthread_mutex_unlock(&f->lock);
-		err = http_data_stream(f->http, url, start, end - start, &sink,
+		/* after a re-resolve, a tier asks the origin again */
+		req = (struct http_data_req){ url, j->src->id, j->src->listed,
+					      tries > 0 };
+		err = http_data_stream(f->http, &req, start, end - start, &sink,
 				       r);
 		free(url);
 		if (err)

@@ -7,6 +7,7 @@
 #include "http.h"
 #include "key.h"
 #include "log.h"
+#include "tier.h"
 #include "config.h"
 
 #include <curl/curl.h>
@@ -86,6 +87,11 @@ struct http {
 	int timeout_s;
 	int retry_after_max_s;
 	bool starting; /* a server not there fails at once: start-up */
+	struct tiers *tiers; /* data_proxy=, or NULL */
+	struct tiers *api_tiers; /* the caches api_url= lists first, or NULL */
+	size_t api_len; /* strlen(api_url) */
+	struct key_source *tier_auth; /* data_proxy_auth=, or NULL */
+	bool tier_refused; /* protected by lock: a 407 was logged */
 	struct trust trust;
 	char tls_said[8][128]; /* protected by lock: hosts whose TLS failure
 				* was logged */
@@ -121,6 +127,23 @@ struct xfer {
 	char err_body[ERR_BODY_MAX + 1];
 	size_t err_len;
 	char range[64]; /* the Range asked for */
+	/* through a tier: the origin URL asked for, the object's identity
+	 * and version, and where this attempt goes (NULL: the origin) */
+	const struct http_data_req *req;
+	struct tiers *tiers; /* where route comes from */
+	const char *route[TIER_MAX];
+	size_t n_route, at;
+	const char *via;
+	bool fresh; /* Cache-Control: no-cache: the last answer was bad */
+	bool tier_says; /* the answer is the tier's own (Proxy-Status) */
+	char *via_url; /* an API request's URL at the cache x->via */
+	/* a tier that sends nothing for stall_ms (0: no such limit) is left
+	 * for the next place: curl's own low-speed check averages over
+	 * seconds, and would wait out a stall after a burst */
+	int64_t stall_ms, moved_at;
+	curl_off_t seen;
+	bool stalled;
+	struct curl_slist *tier_headers;
 	char curl_err[CURL_ERROR_SIZE]; /* curl's words for a failure */
 	char cert_why[256]; /* the certificate that failed, and why */
 	char leaf_names[160]; /* the names the server's certificate is for */
@@ -175,6 +198,48 @@ static bool is_loopback(const char *host)
 	return strcmp(host, "localhost") == 0 ||
 	       strncmp(host, "127.", 4) == 0 || strcmp(host, "[::1]") == 0 ||
 	       strcmp(host, "::1") == 0;
+}
+
+/* The caches api_url= lists before the API itself, tried in order (the
+ * API last, as DIRECT): each gets the key, so each must be https, or
+ * http on loopback, like the API. 0 or -1, said. */
+static int api_tiers_open(struct http *h, const struct http_config *cfg)
+{
+	const char *urls[TIER_MAX];
+	char why[256], *spec;
+	size_t n, i;
+
+	if (asprintf(&spec, "%s;DIRECT", cfg->api_via) < 0)
+		return -1;
+	h->api_tiers = tiers_new(spec, (int64_t)cfg->data_proxy_reset_s * 1000,
+				 why, sizeof(why));
+	free(spec);
+	if (!h->api_tiers) {
+		log_err("api_url=%s: %s", cfg->api_via, why);
+		return -1;
+	}
+	n = tiers_all(h->api_tiers, urls);
+	for (i = 0; i < n; i++) {
+		char *scheme, *host, *port;
+		bool ok;
+
+		if (url_origin(urls[i], &scheme, &host, &port)) {
+			log_err("api_url: invalid URL: %s", urls[i]);
+			return -1;
+		}
+		ok = !strcmp(scheme, "https") ||
+		     (!strcmp(scheme, "http") && is_loopback(host));
+		curl_free(scheme);
+		curl_free(host);
+		curl_free(port);
+		if (!ok) {
+			log_err("api_url: %s gets the API key: it must be "
+				"https (plain http only for loopback)",
+				urls[i]);
+			return -1;
+		}
+	}
+	return 0;
 }
 
 struct http *http_new(const struct http_config *cfg)
@@ -237,6 +302,25 @@ struct http *http_new(const struct http_config *cfg)
 			  CURL_LOCK_DATA_SSL_SESSION);
 	if (trust_open(&h->trust, cfg->ca_file))
 		goto fail;
+	h->api_len = strlen(h->api_url);
+	if (cfg->api_via && api_tiers_open(h, cfg))
+		goto fail;
+	if (cfg->data_proxy) {
+		char why[256];
+
+		h->tiers = tiers_new(cfg->data_proxy,
+				     (int64_t)cfg->data_proxy_reset_s * 1000,
+				     why, sizeof(why));
+		if (!h->tiers) {
+			log_err("data_proxy=%s: %s", cfg->data_proxy, why);
+			goto fail;
+		}
+	}
+	if (cfg->data_proxy_auth) {
+		h->tier_auth = key_source_new(cfg->data_proxy_auth, NULL);
+		if (!h->tier_auth)
+			goto fail;
+	}
 	return h;
 fail:
 	http_free(h);
@@ -273,6 +357,9 @@ void http_free(struct http *h)
 	if (h->share)
 		curl_share_cleanup(h->share);
 	trust_close(&h->trust);
+	tiers_free(h->tiers);
+	tiers_free(h->api_tiers);
+	key_source_free(h->tier_auth);
 	for (i = 0; i < CURL_LOCK_DATA_LAST; i++)
 		pthread_mutex_destroy(&h->share_locks[i]);
 	pthread_cond_destroy(&h->wake);
@@ -548,6 +635,7 @@ static size_t on_header(char *data, size_t size, size_t n, void *p)
 		x->content_length = -1;
 		x->retry_after = -1;
 		x->etag[0] = '\0';
+		x->tier_says = false;
 		return len;
 	}
 	if (len >= sizeof(line))
@@ -569,6 +657,9 @@ static size_t on_header(char *data, size_t size, size_t n, void *p)
 		x->retry_after = parse_i64(v, NULL);
 	else if (strcasecmp(line, "ETag") == 0)
 		snprintf(x->etag, sizeof(x->etag), "%s", v);
+	else if (x->via && (strcasecmp(line, "Proxy-Status") == 0 ||
+			    strcasecmp(line, "X-Squid-Error") == 0))
+		x->tier_says = true;
 	return len;
 }
 
@@ -701,20 +792,33 @@ static size_t on_body(char *data, size_t size, size_t n, void *p)
 	return len;
 }
 
-static int on_progress(void *p, curl_off_t dt, curl_off_t dn, curl_off_t ut,
-		       curl_off_t un)
-{
-	struct xfer *x = p;
-
-	return is_cancelled(x->h) ? 1 : 0;
-}
-
 static int64_t now_ms(void)
 {
 	struct timespec ts;
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int on_progress(void *p, curl_off_t dt, curl_off_t dn, curl_off_t ut,
+		       curl_off_t un)
+{
+	struct xfer *x = p;
+	int64_t now;
+
+	if (is_cancelled(x->h))
+		return 1;
+	if (!x->stall_ms)
+		return 0;
+	now = now_ms();
+	if (!x->moved_at || dn != x->seen) {
+		x->seen = dn;
+		x->moved_at = now;
+	} else if (now - x->moved_at >= x->stall_ms) {
+		x->stalled = true;
+		return 1;
+	}
+	return 0;
 }
 
 /* Sleep @ms unless cancelled first; returns -ECANCELED then. */
@@ -1048,6 +1152,160 @@ static void tls_said(struct http *h, const char *url, const char *why)
 		log_debug("%s: %s", url, why);
 }
 
+/* ---- through a cache tier ---- */
+
+static const char b64[] =
+	"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/* @in in base64 into @out (of @cap bytes, NUL-terminated). */
+static void base64(const char *in, char *out, size_t cap)
+{
+	const unsigned char *p = (const unsigned char *)in;
+	size_t n = strlen(in), o = 0, i;
+
+	for (i = 0; i < n && o + 5 < cap; i += 3) {
+		unsigned v = p[i] << 16 | (i + 1 < n ? p[i + 1] << 8 : 0) |
+			     (i + 2 < n ? p[i + 2] : 0);
+
+		out[o++] = b64[v >> 18 & 63];
+		out[o++] = b64[v >> 12 & 63];
+		out[o++] = i + 1 < n ? b64[v >> 6 & 63] : '=';
+		out[o++] = i + 2 < n ? b64[v & 63] : '=';
+	}
+	out[o] = '\0';
+}
+
+/* "Host: " and the authority of @url (its port only when not the
+ * scheme's), in @out. 0 or -EINVAL. */
+static int host_header(const char *url, char *out, size_t cap)
+{
+	CURLU *u = curl_url();
+	char *host = NULL, *port = NULL;
+	int err = -EINVAL;
+
+	if (u && curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK &&
+	    curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK) {
+		if (curl_url_get(u, CURLUPART_PORT, &port, 0) != CURLUE_OK)
+			port = NULL;
+		snprintf(out, cap, "Host: %s%s%s", host, port ? ":" : "",
+			 port ? port : "");
+		err = 0;
+	}
+	curl_free(host);
+	curl_free(port);
+	curl_url_cleanup(u);
+	return err;
+}
+
+/* Set up @x's attempt to go through the tier at x->via: the origin's URL
+ * in absolute form (a CONNECT tunnel could be cached by nobody), its
+ * Host, the object's version for the tier's key (the signature changes at
+ * every listing, the object does not), the token, and no-cache when the
+ * last answer was bad (the tier's entry is to be replaced). 0 or a
+ * negative errno. */
+static int tier_setup(struct http *h, struct xfer *x)
+{
+	char line[512], auth[384];
+	struct curl_slist *l = NULL, *more;
+	char *token = h->tier_auth ? key_source_get(h->tier_auth) : NULL;
+	int err = host_header(x->req->url, line, sizeof(line));
+
+	curl_slist_free_all(x->tier_headers);
+	x->tier_headers = NULL;
+	if (err)
+		goto out;
+	l = curl_slist_append(NULL, line);
+	snprintf(line, sizeof(line), "X-Avalafs-Version: %.200s",
+		 x->req->version && *x->req->version ? x->req->version : "-");
+	if (l && (more = curl_slist_append(l, line)))
+		l = more;
+	if (l && (more = curl_slist_append(l, "Accept: */*")))
+		l = more;
+	if (l && x->fresh &&
+	    (more = curl_slist_append(l, "Cache-Control: "
+					 "no-cache")))
+		l = more;
+	if (l && token) {
+		base64(token, auth, sizeof(auth));
+		snprintf(line, sizeof(line), "Proxy-Authorization: Basic %s",
+			 auth);
+		more = curl_slist_append(l, line);
+		memset(line, 0, sizeof(line));
+		memset(auth, 0, sizeof(auth));
+		l = more ? more : l;
+	}
+	if (!l) {
+		err = -ENOMEM;
+		goto out;
+	}
+	x->tier_headers = l;
+	curl_easy_setopt(x->curl, CURLOPT_URL, x->via);
+	curl_easy_setopt(x->curl, CURLOPT_REQUEST_TARGET, x->req->url);
+	curl_easy_setopt(x->curl, CURLOPT_HTTPHEADER, l);
+	/* a redirect of the origin's is not the tier's to follow */
+	curl_easy_setopt(x->curl, CURLOPT_FOLLOWLOCATION, 0L);
+out:
+	if (token) {
+		memset(token, 0, strlen(token));
+		free(token);
+	}
+	return err;
+}
+
+/* Set up @x's attempt at the API's @url to go to the cache at x->via
+ * instead: the same path under its base. 0 or -ENOMEM. */
+static int api_tier_setup(struct http *h, struct xfer *x, const char *url)
+{
+	free(x->via_url);
+	x->via_url = NULL;
+	if (asprintf(&x->via_url, "%s%s", x->via, url + h->api_len) < 0) {
+		x->via_url = NULL;
+		return -ENOMEM;
+	}
+	curl_easy_setopt(x->curl, CURLOPT_URL, x->via_url);
+	return 0;
+}
+
+/* The tier at @via served: it is back, and its token is good. */
+static void tier_ok(struct http *h, struct tiers *t, const char *via)
+{
+	tiers_served(t, via);
+	pthread_mutex_lock(&h->lock);
+	h->tier_refused = false;
+	pthread_mutex_unlock(&h->lock);
+}
+
+/* A tier refused the token (a data_proxy_auth file changed to a wrong
+ * one): said once, not once a read, until a tier takes it again. */
+static void tier_refused(struct http *h, const char *why)
+{
+	bool said;
+
+	pthread_mutex_lock(&h->lock);
+	said = h->tier_refused;
+	h->tier_refused = true;
+	pthread_mutex_unlock(&h->lock);
+	if (!said)
+		log_err("%s: check data_proxy_auth; reads not in the cache "
+			"fail until it is accepted",
+			why);
+}
+
+/* Whether attempt ended with @rc and the answer in @x is the tier's
+ * failure, not the origin's: no connection to it, a timeout, or an answer
+ * it marks as its own. */
+static bool tier_failure(const struct xfer *x, CURLcode rc)
+{
+	if (!x->via)
+		return false;
+	if ((x->tier_says && x->status != 407) || x->stalled)
+		return true;
+	return rc == CURLE_COULDNT_CONNECT || rc == CURLE_OPERATION_TIMEDOUT ||
+	       rc == CURLE_GOT_NOTHING || rc == CURLE_RECV_ERROR ||
+	       rc == CURLE_SEND_ERROR || rc == CURLE_COULDNT_RESOLVE_HOST ||
+	       rc == CURLE_SSL_CONNECT_ERROR;
+}
+
 /* ---- one request: set up, classify, back off ---- */
 
 /* Set up attempt @attempt of @x at @url: its per-attempt state reset and a
@@ -1055,6 +1313,8 @@ static void tls_said(struct http *h, const char *url, const char *why)
 static int attempt_setup(struct http *h, struct xfer *x, const char *url,
 			 struct curl_slist *headers, int64_t left)
 {
+	int err = 0;
+
 	x->curl = handle_get(h);
 	if (!x->curl)
 		return -ENOMEM;
@@ -1062,6 +1322,9 @@ static int attempt_setup(struct http *h, struct xfer *x, const char *url,
 	x->pos = 0;
 	x->overflow = x->enough = x->checked = false;
 	x->bad_range = x->refused = false;
+	x->stalled = false;
+	x->stall_ms = x->moved_at = 0;
+	x->seen = 0;
 	x->status = 0;
 	x->err_len = 0;
 	x->err_body[0] = '\0';
@@ -1097,6 +1360,21 @@ static int attempt_setup(struct http *h, struct xfer *x, const char *url,
 	curl_easy_setopt(x->curl, CURLOPT_USERAGENT,
 			 "avalafs/" PACKAGE_VERSION);
 	tls_setup(h, x);
+	if (x->via) {
+		err = x->is_data ? tier_setup(h, x) : api_tier_setup(h, x, url);
+		if (!err && x->at + 1 < x->n_route) {
+			/* a tier that stalls leaves time for the next place */
+			int64_t c = left / 3 < 5000 ? left / 3 : 5000;
+
+			curl_easy_setopt(x->curl, CURLOPT_CONNECTTIMEOUT_MS,
+					 (long)(c < 500 ? 500 : c));
+			x->stall_ms = (int64_t)h->timeout_s * 1000 / 3;
+			if (x->stall_ms > 10000)
+				x->stall_ms = 10000;
+			if (x->stall_ms < 1000)
+				x->stall_ms = 1000;
+		}
+	}
 	if (!x->is_data)
 		curl_easy_setopt(x->curl, CURLOPT_ACCEPT_ENCODING, "");
 	if (x->is_data) {
@@ -1105,13 +1383,14 @@ static int attempt_setup(struct http *h, struct xfer *x, const char *url,
 			 x->next, x->end - 1);
 		curl_easy_setopt(x->curl, CURLOPT_RANGE, x->range);
 	}
-	return 0;
+	return err;
 }
 
 /* What to do after an attempt. */
 enum outcome {
 	DONE, /* an answer to hand back */
 	RETRY, /* try again, after a wait */
+	NEXT, /* the tier failed: the next place at once */
 	FAIL, /* give up now, with an errno */
 };
 
@@ -1166,6 +1445,25 @@ static enum outcome classify(struct http *h, struct xfer *x, CURLcode rc,
 	x->why[0] = '\0';
 	if (rc == CURLE_WRITE_ERROR && x->enough)
 		rc = CURLE_OK;
+	if (tier_failure(x, rc)) {
+		if (x->stalled)
+			snprintf(x->why, sizeof(x->why),
+				 "nothing came for %" PRId64 " ms",
+				 x->stall_ms);
+		else if (rc != CURLE_OK && rc != CURLE_WRITE_ERROR)
+			transport_why(x, rc, x->via);
+		else
+			snprintf(x->why, sizeof(x->why),
+				 "it answered HTTP %ld as its own", x->status);
+		return NEXT;
+	}
+	if (x->via && x->status == 407) {
+		snprintf(x->why, sizeof(x->why),
+			 "the tier %.200s refused the token (HTTP 407)",
+			 x->via);
+		*err = -EIO;
+		return FAIL;
+	}
 	if (x->sink_err) {
 		*err = x->sink_err;
 		return FAIL;
@@ -1217,6 +1515,10 @@ static enum outcome classify(struct http *h, struct xfer *x, CURLcode rc,
 	} else {
 		return DONE;
 	}
+	/* bytes that did not match: a tier asks the origin again */
+	if (x->is_data && (x->bad_range || x->refused || x->overflow ||
+			   is_success(x->status)))
+		x->fresh = true;
 	snprintf(x->why, sizeof(x->why), "%s", why);
 	return RETRY;
 }
@@ -1263,11 +1565,33 @@ static int perform(struct http *h, struct xfer *x, const char *url,
 		o = classify(h, x, rc, url, attempt, &wait, &err);
 		handle_put(h, x->curl);
 		x->curl = NULL;
-		if (o == DONE)
+		if (o == DONE) {
+			if (x->via)
+				tier_ok(h, x->tiers, x->via);
 			return 0;
+		}
+		if (o == NEXT) {
+			/* said once a switch, not once a request */
+			if (tiers_failed(x->tiers, x->via))
+				log_warn("%s: %s: next, %s", x->via, x->why,
+					 x->at + 1 < x->n_route &&
+							 x->route[x->at + 1]
+						 ? x->route[x->at + 1]
+					 : x->at + 1 < x->n_route
+						 ? "the origin"
+						 : "from the first again");
+			if (x->at + 1 < x->n_route) {
+				x->via = x->route[++x->at];
+				continue;
+			}
+			/* none left: from the first again, after a wait */
+			x->via = x->route[x->at = 0];
+		}
 		if (o == FAIL) {
 			if (err == -EPROTO)
 				tls_said(h, logurl, x->why);
+			else if (x->via && x->status == 407)
+				tier_refused(h, x->why);
 			else if (err == -EIO || err == -EPERM)
 				log_err("%s: %s", logurl, x->why);
 			return err;
@@ -1292,7 +1616,7 @@ static int perform(struct http *h, struct xfer *x, const char *url,
 	}
 }
 
-int http_api_get(struct http *h, const char *url, size_t max_body,
+int http_api_get(struct http *h, const char *url, size_t max_body, bool shared,
 		 struct http_resp *resp)
 {
 	struct curl_slist *headers = NULL, *more;
@@ -1325,8 +1649,23 @@ int http_api_get(struct http *h, const char *url, size_t max_body,
 		curl_slist_free_all(headers);
 		headers = NULL;
 	}
+	if (h->api_tiers && !strncmp(url, h->api_url, h->api_len)) {
+		/* what is not a listing's page is the origin's answer now,
+		 * and replaces the cache's */
+		if (headers && !shared &&
+		    !(more = curl_slist_append(headers, "Cache-Control: "
+							"no-cache"))) {
+			curl_slist_free_all(headers);
+			headers = NULL;
+		}
+		x.tiers = h->api_tiers;
+		x.n_route =
+			tiers_route(h->api_tiers, url + h->api_len, x.route);
+		x.via = x.route[0];
+	}
 	err = headers ? perform(h, &x, url, headers) : -ENOMEM;
 	curl_slist_free_all(headers);
+	free(x.via_url);
 	if (hdr) {
 		memset(hdr, 0, strlen(hdr));
 		free(hdr);
@@ -1353,9 +1692,11 @@ int http_api_get(struct http *h, const char *url, size_t max_body,
 	return 0;
 }
 
-int http_data_stream(struct http *h, const char *url, int64_t start, size_t len,
-		     const struct http_sink *sink, struct http_resp *resp)
+int http_data_stream(struct http *h, const struct http_data_req *req,
+		     int64_t start, size_t len, const struct http_sink *sink,
+		     struct http_resp *resp)
 {
+	const char *url = req->url;
 	struct xfer x = {
 		.h = h,
 		.is_data = true,
@@ -1379,8 +1720,16 @@ int http_data_stream(struct http *h, const char *url, int64_t start, size_t len,
 	headers = curl_slist_append(NULL, "Accept: */*");
 	if (!headers)
 		return -ENOMEM;
+	x.req = req;
+	x.fresh = req->fresh;
+	if (h->tiers) {
+		x.tiers = h->tiers;
+		x.n_route = tiers_route(h->tiers, req->id, x.route);
+		x.via = x.route[0];
+	}
 	err = perform(h, &x, url, headers);
 	curl_slist_free_all(headers);
+	curl_slist_free_all(x.tier_headers);
 	if (err) {
 		resp->err = err;
 		snprintf(resp->why, sizeof(resp->why), "%s",
@@ -1402,4 +1751,58 @@ void http_resp_clear(struct http_resp *resp)
 	free(resp->body);
 	resp->body = NULL;
 	resp->len = 0;
+}
+
+int http_tier_check(struct http *h, char *why, size_t cap)
+{
+	const char *urls[TIER_MAX];
+	size_t n, i;
+	int err = 0;
+
+	n = h->tiers ? tiers_all(h->tiers, urls) : 0;
+	for (i = 0; i < n && !err; i++) {
+		struct http_data_req req = { 0 };
+		struct xfer x = { .h = h, .req = &req, .via = urls[i] };
+		char *check;
+		CURLcode rc;
+
+		if (asprintf(&check, "%s/.well-known/avalafs-tier", urls[i]) <
+		    0)
+			return -ENOMEM;
+		req.url = check;
+		x.curl = handle_get(h);
+		err = x.curl ? tier_setup(h, &x) : -ENOMEM;
+		if (!err) {
+			/* to the tier itself: its own check, not an origin's */
+			curl_easy_setopt(x.curl, CURLOPT_URL, check);
+			curl_easy_setopt(x.curl, CURLOPT_REQUEST_TARGET, NULL);
+			curl_easy_setopt(x.curl, CURLOPT_NOBODY, 1L);
+			curl_easy_setopt(x.curl, CURLOPT_CONNECTTIMEOUT_MS,
+					 5000L);
+			curl_easy_setopt(x.curl, CURLOPT_TIMEOUT_MS, 10000L);
+			curl_easy_setopt(x.curl, CURLOPT_ERRORBUFFER,
+					 x.curl_err);
+			tls_setup(h, &x);
+			rc = engine_run(h, x.curl);
+			curl_easy_getinfo(x.curl, CURLINFO_RESPONSE_CODE,
+					  &x.status);
+			if (rc == CURLE_OK && x.status == 407) {
+				snprintf(why, cap,
+					 "the tier %.200s refused the token "
+					 "(HTTP 407): check data_proxy_auth",
+					 urls[i]);
+				err = -EACCES;
+			} else if (rc != CURLE_OK) {
+				/* down now: the others serve meanwhile */
+				transport_why(&x, rc, urls[i]);
+				log_warn("%s: %s", urls[i], x.why);
+				tiers_failed(h->tiers, urls[i]);
+			}
+		}
+		if (x.curl)
+			handle_put(h, x.curl);
+		curl_slist_free_all(x.tier_headers);
+		free(check);
+	}
+	return err;
 }

@@ -10,8 +10,14 @@
 
 struct http_config {
 	const char *api_url; /* base URL; its scheme, host and port get the key */
+	const char *api_via; /* caches of the API (tier.h's syntax, base URLs
+			      * where api_url's paths follow), tried before
+			      * it, or NULL */
 	const char *ca_file; /* PEM bundle of the certificates trusted, or NULL
 			      * for the system's */
+	const char *data_proxy; /* the tiers (tier.h), or NULL: direct */
+	const char *data_proxy_auth; /* file of "user:token", or NULL */
+	int data_proxy_reset_s; /* a failed tier is tried again after */
 	int timeout_s; /* deadline for one request, retries included */
 	int retry_after_max_s; /* longest Retry-After honoured */
 	int max_conns; /* connections per host */
@@ -50,6 +56,11 @@ void http_quiesce(struct http *h);
  * that start-up says so at once. */
 void http_set_starting(struct http *h, bool starting);
 
+/* Ask each tier of data_proxy= whether it takes the token: 0, or
+ * -EACCES with why in @why when one refuses it (407). A tier that cannot
+ * be reached now is logged and skipped (the next ones serve). */
+int http_tier_check(struct http *h, char *why, size_t cap);
+
 /* Make requests in flight and waiting retries give up with -ECANCELED. */
 void http_cancel_all(struct http *h);
 
@@ -64,14 +75,16 @@ const char *http_key_origin(struct http *h);
 /* Whether @url has the API's scheme, host and port. */
 bool http_is_api_url(struct http *h, const char *url);
 
-/* GET an API URL with the key; redirects are not followed and bodies over
- * @max_body are refused. Retries 429, 5xx and transport errors until the
+/* GET an API URL with the key, through the caches api_url= lists first
+ * (a listing's page, @shared, may be their cached answer; anything else
+ * is asked of the API through them with no-cache); redirects are not
+ * followed and bodies over @max_body are refused. Retries 429, 5xx and transport errors until the
  * deadline; a certificate that does not verify is not retried. Returns 0
  * when an answer came (see @resp->status; free it with http_resp_clear()),
  * else with @resp->why in words: -EIO when none did, -EPROTO for a TLS
  * failure, -EHOSTUNREACH for a server not there at start, -EPERM for a URL
  * off the API's origin, -ECANCELED on shutdown. */
-int http_api_get(struct http *h, const char *url, size_t max_body,
+int http_api_get(struct http *h, const char *url, size_t max_body, bool shared,
 		 struct http_resp *resp);
 
 /* Where http_data_stream() delivers a body. */
@@ -88,15 +101,27 @@ struct http_sink {
 	void *ctx;
 };
 
-/* GET bytes [@start, @start + @len) of a data URL (http or https only, never
- * with the key), handing them to @sink as they arrive: a body shorter or
- * longer than announced is retried, never passed on, and a retry after a
- * cut-off answer asks only for the bytes not yet delivered. A Range past
- * the end answers 416 with @resp->total set. Returns 0 when an answer came
+/* One object's bytes asked for. */
+struct http_data_req {
+	const char *url; /* the data URL, presigned */
+	const char *id; /* the object's identity: its tier member */
+	const char *version; /* its listing's time, for the tier's key; or
+			      * NULL */
+	bool fresh; /* not from a tier's cache: what came before was bad */
+};
+
+/* GET bytes [@start, @start + @len) of @req's data URL (http or https
+ * only, never with the key), through the tiers of data_proxy= when there
+ * are, handing them to @sink as they arrive: a body shorter or longer than
+ * announced is retried, never passed on, and a retry after a cut-off
+ * answer asks only for the bytes not yet delivered. A tier that fails
+ * hands the request to the next place at once. A Range past the end
+ * answers 416 with @resp->total set. Returns 0 when an answer came
  * (@resp->len: bytes delivered), the sink's errno, -EIO when none did,
  * -EPERM for a refused URL, -ECANCELED on shutdown. */
-int http_data_stream(struct http *h, const char *url, int64_t start, size_t len,
-		     const struct http_sink *sink, struct http_resp *resp);
+int http_data_stream(struct http *h, const struct http_data_req *req,
+		     int64_t start, size_t len, const struct http_sink *sink,
+		     struct http_resp *resp);
 
 /* Free what @resp holds; accepts a zeroed struct. */
 void http_resp_clear(struct http_resp *resp);

@@ -614,7 +614,7 @@ int main(int argc, char *argv[])
 	bool watching, awaiting = false;
 	const char *api_url;
 	struct key_source *keys = NULL;
-	char *key = NULL;
+	char *key = NULL, *api_list = NULL, *api_via = NULL;
 	size_t i;
 	int ret = 1, err;
 
@@ -664,6 +664,15 @@ int main(int argc, char *argv[])
 	api_url = o.api_url ? o.api_url : getenv("AVALA_BASE_URL");
 	if (!api_url || !*api_url)
 		api_url = OPTIONS_DEFAULT_API_URL;
+	/* a list: the caches first, the API itself last */
+	if (strchr(api_url, ';')) {
+		api_list = strdup(api_url);
+		if (!api_list)
+			goto out_key;
+		api_via = api_list;
+		*strrchr(api_list, ';') = '\0';
+		api_url = api_via + strlen(api_via) + 1;
+	}
 
 	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
 		fprintf(stderr, "avalafs: libcurl failed to start\n");
@@ -671,7 +680,11 @@ int main(int argc, char *argv[])
 	}
 	http = http_new(&(struct http_config){
 		.api_url = api_url,
+		.api_via = api_via,
 		.ca_file = o.ca_file,
+		.data_proxy = o.data_proxy,
+		.data_proxy_auth = o.data_proxy_auth,
+		.data_proxy_reset_s = o.data_proxy_reset,
 		.timeout_s = o.timeout,
 		.retry_after_max_s = o.retry_after_max,
 		.max_conns = o.max_conns,
@@ -733,6 +746,14 @@ int main(int argc, char *argv[])
 			goto out_objs;
 	if (!o.n_datasets && check_discovery(api, cat, &o, api_url))
 		goto out_objs;
+	{
+		char why[384];
+
+		if (http_tier_check(http, why, sizeof(why))) {
+			fprintf(stderr, "avalafs: %s\n", why);
+			goto out_objs;
+		}
+	}
 	http_set_starting(http, false);
 
 	view_init();
@@ -855,6 +876,7 @@ out_key:
 	if (key)
 		memset(key, 0, strlen(key));
 	free(key);
+	free(api_list);
 	key_source_free(keys);
 out_session:
 	/* last, after the tree and stream are gone: safe because fs_ops has

@@ -67,8 +67,9 @@ _Static_assert(sizeof(uid_t) == sizeof(gid_t), "OPT_ID keeps both");
 /* In --help's order. A range is inclusive, and a value outside it is
  * refused, never clamped. */
 static const struct option_row rows[] = {
-	{ "api_url", OPT_STRING, AT(api_url), .arg = "URL", .what = "a URL",
-	  .help = "API base",
+	{ "api_url", OPT_STRING, AT(api_url), .arg = "URL[;...]",
+	  .what = "a URL, or caches' URLs and the API's last, ';' between",
+	  .help = "API base (caches of it first, ';' between)",
 	  .def_words = "$AVALA_BASE_URL, else " OPTIONS_DEFAULT_API_URL },
 	{ "api_key_file", OPT_PATH, AT(api_key_file), .arg = "PATH",
 	  .what = "a file name", .help = "file whose first line is the API key",
@@ -77,6 +78,18 @@ static const struct option_row rows[] = {
 	  .what = "a file name",
 	  .help = "PEM bundle of the certificates to trust",
 	  .def_words = "the system's" },
+	{ "data_proxy", OPT_STRING, AT(data_proxy), .arg = "LIST",
+	  .what = "cache tiers, like http://tier1:3128|http://tier2:3128;DIRECT",
+	  .help = "cache tiers data goes through: | shares a group, ; fails "
+		  "over to the next, DIRECT is the origin",
+	  .def_words = "none: data straight from the origin" },
+	{ "data_proxy_auth", OPT_PATH, AT(data_proxy_auth), .arg = "PATH",
+	  .what = "a file name",
+	  .help = "file whose first line is the tiers' user:token",
+	  .def_words = "no token" },
+	{ "data_proxy_reset", OPT_TIME, AT(data_proxy_reset), "5m", 1, DAY,
+	  .arg = "TIME",
+	  .help = "a tier that failed is tried again after this" },
 	{ "dataset", OPT_DATASET, .arg = "OWNER/SLUG",
 	  .what = "OWNER/SLUG, like acme/cars",
 	  .help = "a dataset to show; may repeat",
@@ -675,6 +688,8 @@ void options_free(struct options *o)
 	free(o->api_url);
 	free(o->api_key_file);
 	free(o->ca_file);
+	free(o->data_proxy);
+	free(o->data_proxy_auth);
 	free(o->ordering);
 	free(o->cache_dir);
 	memset(o, 0, sizeof(*o));

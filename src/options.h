@@ -18,6 +18,9 @@ struct options {
 	char *api_url; /* NULL: $AVALA_BASE_URL, else the default */
 	char *api_key_file; /* absolute; NULL: $AVALA_API_KEY */
 	char *ca_file; /* absolute; NULL: the system's */
+	char *data_proxy; /* the tiers (tier.h); NULL: none */
+	char *data_proxy_auth; /* absolute; NULL: no token */
+	int data_proxy_reset; /* seconds */
 	char **datasets; /* OWNER/SLUG, each with one '/' between two names */
 	size_t n_datasets;
 	int page_size;

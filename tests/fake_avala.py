@@ -108,7 +108,9 @@ CONTROL (JSON in and out)
                          being answered at once. Counters:
                          the route names above plus file, file_with_key,
                          unauthorized (401s sent), connections (TCP
-                         connections accepted) and unknown (other paths).
+                         connections accepted), unknown (other paths) and
+                         proxy_auth (requests that carried a
+                         Proxy-Authorization header).
                          Control calls are neither counted nor logged.
   POST   /_fake/reset    zero the counters, clear the faults and the log
   POST   /_fake/fault    queue a fault (fields below)
@@ -227,7 +229,8 @@ API_ROUTES = (
     "datasets_list", "dataset_get", "items_list", "item_get",
     "sequences_list", "sequence_get", "file",
 )
-COUNTERS = API_ROUTES + ("file_with_key", "unauthorized", "connections", "unknown")
+COUNTERS = API_ROUTES + ("file_with_key", "unauthorized", "connections", "unknown",
+                         "proxy_auth")
 JSON_HEADERS = (("Content-Type", "application/json"),)
 
 
@@ -1288,6 +1291,9 @@ class State:
             self._log.append(entry)
             if status == 401:
                 self._counts["unauthorized"] += 1
+            # a cache tier's token is for the tier alone
+            if "Proxy-Authorization" in request.headers:
+                self._counts["proxy_auth"] += 1
 
     def snapshot(self) -> dict:
         with self._lock:
@@ -1781,6 +1787,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         prog="fake_avala.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=0, help="port to bind; 0 picks a free one (default)")
+    parser.add_argument("--name", metavar="HOST",
+                        help="the host name in file URLs (default: the address bound)")
     parser.add_argument("--port-file", metavar="PATH", help="also write the port to PATH, atomically")
     parser.add_argument("--key", default=DEFAULT_KEY, help=f"the valid API key (default {DEFAULT_KEY})")
     parser.add_argument("--dataset", metavar="SPEC", action="append", type=parse_dataset_spec, default=[],
@@ -1822,6 +1830,8 @@ def main(argv: list[str] | None = None) -> None:
         tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         tls.load_cert_chain(args.tls_cert, args.tls_key)
     server = FakeServer((args.host, args.port), app, quiet=args.quiet, tls=tls)
+    if args.name:
+        app.address = f"{args.name}:{server.server_address[1]}"
     announce(server.server_address[1], args.port_file)
     try:
         server.serve_forever()
