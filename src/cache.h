@@ -85,6 +85,7 @@ struct cache_run {
 	int64_t from; /* the first block not filled yet */
 	unsigned gen; /* the object's generation when claimed */
 	bool net; /* bytes came from the network */
+	bool probe; /* for a size (a stat): FETCH_PROBE_MAX bytes at most */
 	struct cache_block **blocks; /* b - a + 1; NULL once settled */
 	struct cache_run *next;
 };

@@ -173,12 +173,15 @@ static int job_check(void *ctx, const struct http_resp *r)
 	struct job *j = ctx;
 	struct cache_run *run = j->run;
 	int64_t size;
+	int64_t whole = run->probe ? FETCH_PROBE_MAX : DISK_WHOLE_MAX;
 	int err = cache_run_learn(run, r->etag, r->total, j->src->what);
 
-	/* a first answer that says the object is small brings it whole */
+	/* a first answer that says the object is small brings it whole, and
+	 * a probe what it asked for */
 	size = cache_obj_size(j->f->cache, run->o);
-	if (!err && run->a == 0 && size > 0 && size <= DISK_WHOLE_MAX)
-		cache_run_grow(run, (size - 1) >> CACHE_BLOCK_SHIFT);
+	if (!err && run->a == 0 && size > 0)
+		cache_run_grow(run, ((size < whole ? size : whole) - 1) >>
+					    CACHE_BLOCK_SHIFT);
 	return err;
 }
 
@@ -202,8 +205,12 @@ static int job_fetch(struct job *j, struct http_resp *r)
 	int64_t end = (run->b + 1) << CACHE_BLOCK_SHIFT;
 	int tries, err;
 
-	if (size < 0 && run->from == 0 && end < DISK_WHOLE_MAX)
-		end = DISK_WHOLE_MAX; /* small objects come whole */
+	/* small objects come whole; a size alone costs its first bytes */
+	if (size < 0 && run->from == 0 && run->probe && end < FETCH_PROBE_MAX)
+		end = FETCH_PROBE_MAX;
+	else if (size < 0 && run->from == 0 && !run->probe &&
+		 end < DISK_WHOLE_MAX)
+		end = DISK_WHOLE_MAX;
 	if (size >= 0 && end > size)
 		end = size;
 	if (end <= start)

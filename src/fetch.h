@@ -53,6 +53,11 @@ struct fetch;
  * threads for what is fetched ahead. NULL on ENOMEM. */
 struct fetch *fetch_new(struct http *http, struct cache *cache, int threads);
 
+/* What a size costs at most: a stat of a file whose size the listing
+ * lacks keeps the first bytes, or the whole of a file that fits, and the
+ * rest comes when it is read. */
+#define FETCH_PROBE_MAX ((int64_t)256 << 10)
+
 /* Stop the threads; runs still queued are settled as failed. Accepts
  * NULL. */
 void fetch_free(struct fetch *f);
@@ -62,7 +67,8 @@ void fetch_free(struct fetch *f);
  * anyway), the rest on the pool, or here when it cannot take them. A run
  * of an object whose size is not known yet that starts at its first block
  * asks for DISK_WHOLE_MAX bytes: a small object comes whole in one
- * request, and a large one stops after the run. */
+ * request, and a large one stops after the run; a run for a size alone
+ * (cache_run.probe) asks for FETCH_PROBE_MAX bytes and keeps them. */
 void fetch_start(struct fetch *f, struct fetch_src *src, struct cache_run *runs,
 		 bool inline_first);
 

@@ -129,9 +129,10 @@ static struct cache_obj *src_obj(struct stream *s, struct fetch_src *src,
  * for block 0 grows to the whole object when that answer says it is small.
  * Returns 0 or a negative errno. */
 static int obj_size(struct stream *s, struct fetch_src *src,
-		    struct cache_obj *o, unsigned gen, int64_t *size)
+		    struct cache_obj *o, unsigned gen, bool probe,
+		    int64_t *size)
 {
-	struct cache_run *runs = NULL;
+	struct cache_run *runs = NULL, *r;
 	struct cache_view v;
 	int err;
 
@@ -141,6 +142,8 @@ static int obj_size(struct stream *s, struct fetch_src *src,
 	err = cache_obj_error(s->cache, o);
 	if (!err)
 		err = cache_claim_pin(s->cache, o, 0, 0, 0, 1, &runs, &v);
+	for (r = runs; r; r = r->next)
+		r->probe = probe;
 	if (err) {
 		fetch_start(s->fetch, src, runs, false); /* what was claimed */
 		return err;
@@ -168,7 +171,7 @@ int stream_size(struct stream *s, struct fetch_src *src, int64_t *size)
 
 	if (!o)
 		return -ENOMEM;
-	err = obj_size(s, src, o, gen, size);
+	err = obj_size(s, src, o, gen, true, size);
 	cache_obj_put(s->cache, o);
 	return err;
 }
@@ -177,12 +180,14 @@ int stream_size(struct stream *s, struct fetch_src *src, int64_t *size)
  * fetch them on the fetching threads. Returns whether anything was
  * claimed. */
 static bool fetch_ahead(struct stream *s, struct fetch_src *src,
-			struct cache_obj *o, int64_t a, int64_t b)
+			struct cache_obj *o, int64_t a, int64_t b, bool probe)
 {
-	struct cache_run *runs = NULL;
+	struct cache_run *runs = NULL, *r;
 
 	if (cache_claim(s->cache, o, a, b, false, &runs) == 0 && !runs)
 		return false;
+	for (r = runs; r; r = r->next)
+		r->probe = probe;
 	fetch_start(s->fetch, src, runs, false);
 	return runs != NULL;
 }
@@ -194,7 +199,7 @@ void stream_size_prefetch(struct stream *s, struct fetch_src *src)
 	if (!o)
 		return;
 	if (cache_obj_size(s->cache, o) < 0)
-		fetch_ahead(s, src, o, 0, 0);
+		fetch_ahead(s, src, o, 0, 0, true);
 	cache_obj_put(s->cache, o);
 }
 
@@ -212,7 +217,8 @@ void stream_prefetch(struct stream *s, struct fetch_src *src)
 	if (size != 0 && size <= (int64_t)s->small_file &&
 	    !cache_obj_error(s->cache, o) && !cache_obj_was_opened(s->cache, o))
 		started = fetch_ahead(s, src, o, 0,
-				      size < 0 ? 0 : (size - 1) >> BLOCK_SHIFT);
+				      size < 0 ? 0 : (size - 1) >> BLOCK_SHIFT,
+				      false);
 	cache_obj_put(s->cache, o);
 	if (started) {
 		pthread_mutex_lock(&s->lock);
@@ -430,7 +436,7 @@ static void read_ahead(struct stream *s, struct stream_reader *r, int64_t off,
 	if (i > ra_b || i - ra_a > (ra_b - ra_a + 1) / 2)
 		return;
 	/* readahead is best effort: no room, no readahead */
-	fetch_ahead(s, r->src, r->o, i, ra_b);
+	fetch_ahead(s, r->src, r->o, i, ra_b, false);
 }
 
 int stream_read(struct stream *s, struct stream_reader *r, size_t size,
@@ -441,7 +447,7 @@ int stream_read(struct stream *s, struct stream_reader *r, size_t size,
 	int tries, err;
 
 	memset(v, 0, sizeof(*v));
-	err = obj_size(s, r->src, r->o, r->gen, &fsize);
+	err = obj_size(s, r->src, r->o, r->gen, false, &fsize);
 	if (err)
 		return err;
 	if (off >= fsize || size == 0)

@@ -91,6 +91,47 @@ def test_a_walk_in_order_is_probed_ahead(fake_factory, mount_factory):
     assert data_requests(fake) <= 130
 
 
+def ranges(fake):
+    """(start, length) of each data request the fake saw."""
+    out = []
+    for r in fake.stats()["requests"]:
+        if r["route"] == "file":
+            a, b = r["range"][len("bytes="):].split("-")
+            out.append((int(a), int(b) - int(a) + 1))
+    return out
+
+
+def test_a_stat_is_not_a_download(fake_factory, mount_factory):
+    size = 2 * 1000 * 1000
+    fake = fake_factory("--dataset", DS + ":items=30,size_known=0,"
+                        "min_size=%d,max_size=%d" % (size, size))
+    truth = fake.truth(DS)["items"]
+    m = mount_factory(fake, "dataset=" + DS, "cache_dir=none")
+    items = m.p("acme", "cars", "items")
+    names = sorted(os.listdir(items))
+    fake.reset()
+    data = [os.path.join(items, n, [f for f in os.listdir(
+        os.path.join(items, n)) if f.startswith("data")][0]) for n in names]
+    fake.reset()
+    out = subprocess.run(["ls", "-lL"] + data, capture_output=True,
+                         check=True, text=True)
+    m.wait_idle()
+    # every size right, at most 256 KiB asked for each
+    got = [int(l.split()[4]) for l in out.stdout.splitlines()]
+    assert got == [size] * 30
+    asked = ranges(fake)
+    assert 30 <= len(asked) <= 30 + 2 * 8, asked
+    assert all(a == 0 and n <= 256 << 10 for a, n in asked), asked
+    assert sum(n for _, n in asked) <= 30 * (256 << 10)
+    # a read then asks for the rest alone, and every byte is right
+    fake.reset()
+    path = data[0]
+    t = [x for x in truth if x["key"].replace("/", "%2F") == names[0]]
+    assert len(t) == 1
+    assert sha256_file(path) == t[0]["files"]["data"]["sha256"]
+    assert all(a >= 256 << 10 for a, _ in ranges(fake)), ranges(fake)
+
+
 def test_prefetch_0_asks_for_nothing_ahead(unsized, mount_factory):
     m = mount_factory(unsized, "dataset=" + DS, "prefetch=0")
     files = m.p("acme", "cars", "files")
