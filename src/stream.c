@@ -26,6 +26,11 @@
 #define BLOCK_SIZE CACHE_BLOCK
 #define RA_MIN (2 * BLOCK_SIZE) /* first readahead window */
 #define SEQ_SLACK (1 << 20) /* reads this close to the last are sequential */
+/* After a seek, a reader reads ahead only once it has read this much in a
+ * row: a random read fetches what it reads (the kernel splits a 1 MiB read
+ * into sequential pieces, which alone prove nothing). */
+#define SEQ_PROOF ((int64_t)2 << 20)
+#define READ_UNIT ((int64_t)256 << 10) /* a read's fetch ends on one */
 #define MAX_TRIES 8 /* claims a read makes while eviction takes its blocks */
 #define ORDER_SLOTS 16 /* orders followed at once */
 #define CURSORS 8 /* readers of one order followed at once */
@@ -37,6 +42,8 @@ struct stream_reader {
 	unsigned gen; /* the object's generation at open */
 	bool page_cached; /* the kernel keeps what it reads (no O_DIRECT) */
 	int64_t next_off; /* protected by s->lock: end of the last read */
+	int64_t run_from; /* protected by s->lock: where its reads in a row
+			   * began */
 	int64_t window; /* protected by s->lock: readahead bytes, 0 = none */
 };
 
@@ -405,14 +412,20 @@ static void readahead_plan(struct stream *s, struct stream_reader *r,
 
 	*ra_a = 1;
 	*ra_b = 0;
-	if (sequential)
-		r->window = r->window ? r->window * 2 : RA_MIN;
-	else
-		r->window = off == 0 ? RA_MIN : 0; /* a new reader or a seek */
-	if (r->window > s->readahead_max)
-		r->window = s->readahead_max;
+	if (!sequential)
+		r->run_from = off; /* a new reader or a seek */
 	if (off + (int64_t)size > r->next_off || !sequential)
 		r->next_off = off + size;
+	/* a reader from the start is taken as sequential at once; after a
+	 * seek, once it has proved it */
+	if (r->run_from != 0 && r->next_off - r->run_from < SEQ_PROOF)
+		r->window = 0;
+	else if (sequential || off == 0)
+		r->window = r->window ? r->window * 2 : RA_MIN;
+	else
+		r->window = 0;
+	if (r->window > s->readahead_max)
+		r->window = s->readahead_max;
 	wblocks = r->window >> BLOCK_SHIFT;
 	if (wblocks == 0 || b >= last)
 		return;
@@ -459,6 +472,15 @@ int stream_read(struct stream *s, struct stream_reader *r, size_t size,
 	fa = small ? 0 : off >> BLOCK_SHIFT;
 	fb = small ? (fsize - 1) >> BLOCK_SHIFT
 		   : (off + (int64_t)size - 1) >> BLOCK_SHIFT;
+	if (!small) {
+		/* the kernel asks in pieces: fewer, larger requests */
+		int64_t end = (off + (int64_t)size + READ_UNIT - 1) /
+			      READ_UNIT * READ_UNIT;
+
+		end = end < fsize ? end : fsize;
+		if ((end - 1) >> BLOCK_SHIFT > fb)
+			fb = (end - 1) >> BLOCK_SHIFT;
+	}
 	for (tries = 0; tries < MAX_TRIES; tries++) {
 		struct cache_run *runs = NULL;
 

@@ -2,8 +2,10 @@
 # shows what was named: one file's lookup and read fetch that file, random
 # readers cause no request ahead, prefetch=0 none of any kind, a walk in
 # listing order is still probed ahead, bytes a reader waits on are not
-# evicted under a small cache, and dataset= limits the mount to the
+# evicted under a small cache, a stat costs at most 256 KiB, a random read
+# fetches about what it reads, and dataset= limits the mount to the
 # datasets named, with no dataset-list request.
+import hashlib
 import os
 import random
 import subprocess
@@ -197,3 +199,33 @@ def test_dataset_limits_the_mount(fake_factory, mount_factory):
     m2 = mount_factory(fake)
     assert sorted(os.listdir(m2.path)) == ["acme", "other"]
     assert sorted(os.listdir(m2.p("acme"))) == ["bikes", "cars"]
+
+
+def test_random_reads_fetch_what_they_read(fake_factory, mount_factory):
+    size = 48 << 20
+    fake = fake_factory("--dataset", DS + ":items=1,size_known=1,"
+                        "min_size=%d,max_size=%d" % (size, size))
+    truth = fake.truth(DS)["items"][0]
+    m = mount_factory(fake, "dataset=" + DS, "cache_dir=none")
+    items = m.p("acme", "cars", "items")
+    d = os.path.join(items, os.listdir(items)[0])
+    path = os.path.join(d, [f for f in os.listdir(d)
+                            if f.startswith("data")][0])
+    fake.reset()
+    rnd = random.Random(7)
+    got = {}
+    with open(path, "rb") as f:
+        for _ in range(24):
+            off = rnd.randrange(0, size - (1 << 20))
+            f.seek(off)
+            got[off] = f.read(1 << 20)
+    m.wait_idle()
+    fetched = sum(n for _, n in ranges(fake))
+    assert fetched <= 1.5 * 24 * (1 << 20), fetched / (24 << 20)
+    # every byte right: the whole file, then each piece against it
+    with open(path, "rb") as f:
+        whole = f.read()
+    assert hashlib.sha256(whole).hexdigest() == \
+        truth["files"]["data"]["sha256"]
+    for off, piece in got.items():
+        assert piece == whole[off:off + (1 << 20)]
