@@ -31,6 +31,10 @@
  * into sequential pieces, which alone prove nothing). */
 #define SEQ_PROOF ((int64_t)2 << 20)
 #define READ_UNIT ((int64_t)256 << 10) /* a read's fetch ends on one */
+/* Readahead goes out in parts of this many blocks, fetched at once on as
+ * many connections: one connection to a far store carries a capped rate,
+ * and a window grown to tens of MiB would otherwise be one request. */
+#define PART_BLOCKS ((int64_t)(4 << 20) >> CACHE_BLOCK_SHIFT)
 #define MAX_TRIES 8 /* claims a read makes while eviction takes its blocks */
 #define ORDER_SLOTS 16 /* orders followed at once */
 #define CURSORS 8 /* readers of one order followed at once */
@@ -448,8 +452,14 @@ static void read_ahead(struct stream *s, struct stream_reader *r, int64_t off,
 	i = cache_first_missing(s->cache, r->o, ra_a, ra_b);
 	if (i > ra_b || i - ra_a > (ra_b - ra_a + 1) / 2)
 		return;
-	/* readahead is best effort: no room, no readahead */
-	fetch_ahead(s, r->src, r->o, i, ra_b, false);
+	/* readahead is best effort: no room, no readahead; in parts aligned
+	 * with the disk's units */
+	while (i <= ra_b) {
+		int64_t end = (i / PART_BLOCKS + 1) * PART_BLOCKS - 1;
+
+		fetch_ahead(s, r->src, r->o, i, end < ra_b ? end : ra_b, false);
+		i = end + 1;
+	}
 }
 
 int stream_read(struct stream *s, struct stream_reader *r, size_t size,

@@ -158,6 +158,9 @@ FAULTS (POST /_fake/fault body)
                other ETag), as if re-uploaded
   wrong_total  files: a 206 answer's Content-Range names this total instead
                of the object's size (the body is right)
+  rate         send the body at this many bytes per second at most (what
+               one connection to a far store carries); with count -1 and
+               latency, a far store
   nonce_cursor lists: the page asked for, with a "next" that points back at
                the same page under a new cursor text each time (a loop a
                client cannot spot by comparing cursors)
@@ -229,6 +232,7 @@ API_ROUTES = (
     "datasets_list", "dataset_get", "items_list", "item_get",
     "sequences_list", "sequence_get", "file",
 )
+RATE_CHUNK = 64 * 1024
 COUNTERS = API_ROUTES + ("file_with_key", "unauthorized", "connections", "unknown",
                          "proxy_auth")
 JSON_HEADERS = (("Content-Type", "application/json"),)
@@ -1201,6 +1205,7 @@ class Fault:
     redirect: str | None = None
     wrong_total: int | None = None
     nonce_cursor: bool = False
+    rate: int | None = None
 
 
 def _is_int(value: object) -> bool:
@@ -1230,6 +1235,7 @@ FAULT_FIELD_CHECKS: dict[str, tuple[Callable[[object], bool], str]] = {
     "redirect": (lambda value: isinstance(value, str) and value != "", "a URL"),
     "wrong_total": (lambda value: _is_int(value) and value >= 0, "a byte count"),
     "nonce_cursor": (_is_bool, "true or false"),
+    "rate": (lambda value: _is_int(value) and value >= 1024, "bytes per second"),
 }
 
 
@@ -1719,6 +1725,13 @@ class Handler(BaseHTTPRequestHandler):
         elif fault is not None and fault.truncate:
             self.wfile.write(body[:len(body) // 2])
             self.close_connection = True
+        elif fault is not None and fault.rate:
+            start = time.monotonic()
+            for at in range(0, len(body), RATE_CHUNK):
+                self.wfile.write(body[at:at + RATE_CHUNK])
+                ahead = start + (at + RATE_CHUNK) / fault.rate - time.monotonic()
+                if ahead > 0:
+                    time.sleep(ahead)
         else:
             self.wfile.write(body)
 
