@@ -705,7 +705,9 @@ static struct item *item_from_json(const cJSON *obj, const struct span *raw,
 	    dup_field(&it->status, str_field(obj, "status")) ||
 	    dup_field(&it->data_url, data_url) ||
 	    dup_field(&it->thumb_url, thumb_url) ||
-	    dup_field(&it->version, str_field(obj, "updated_at")))
+	    dup_field(&it->version, str_field(obj, "updated_at")
+						? str_field(obj, "updated_at")
+						: str_field(obj, "created_at")))
 		goto fail;
 	/* a field of the wrong type or an odd spelling only costs the time */
 	it->has_mtime =

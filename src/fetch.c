@@ -224,11 +224,18 @@ static int job_fetch(struct job *j, struct http_resp *r)
 		f->stats.requests++;
 		pthread_mutex_unlock(&f->lock);
 		/* after a re-resolve, a tier asks the origin again */
-		req = (struct http_data_req){ url, j->src->id, j->src->listed,
-					      tries > 0 };
+		req = (struct http_data_req){
+			url, j->src->id, j->src->listed,
+			tries > 0 || __atomic_load_n(&j->src->refused,
+						     __ATOMIC_RELAXED)
+		};
 		err = http_data_stream(f->http, &req, start, end - start, &sink,
 				       r);
 		free(url);
+		/* bytes refused (not what is known of the object): the reads
+		 * that try again go past a tier's copy */
+		__atomic_store_n(&j->src->refused, err && err != -ECANCELED,
+				 __ATOMIC_RELAXED);
 		if (err)
 			return err == -ECANCELED || err == -EPERM ? -EIO : err;
 		if (r->status == 200 || r->status == 206 || r->status == 416) {

@@ -30,9 +30,11 @@ struct fetch_src {
 	int refs; /* atomic */
 	char *id; /* the object's identity (cache_obj_get) */
 	char *url; /* the listing's URL */
-	char *listed; /* the listing's updated_at, or NULL */
+	char *listed; /* the listing's updated_at (else created_at), or NULL */
 	int64_t size; /* the listing's size, -1 when not given */
 	char *what; /* "owner/slug/uid data", for logs */
+	bool refused; /* atomic: its last answer was refused: a tier is to
+		       * ask the origin for the next */
 	const struct fetch_src_ops *ops;
 };
 

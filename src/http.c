@@ -136,6 +136,8 @@ struct xfer {
 	const char *via;
 	bool fresh; /* Cache-Control: no-cache: the last answer was bad */
 	bool tier_says; /* the answer is the tier's own (Proxy-Status) */
+	bool tier_down; /* the tier could not be reached: skip it a while */
+	bool headed; /* an answer's status line came */
 	char *via_url; /* an API request's URL at the cache x->via */
 	/* a tier that sends nothing for stall_ms (0: no such limit) is left
 	 * for the next place: curl's own low-speed check averages over
@@ -302,7 +304,10 @@ struct http *http_new(const struct http_config *cfg)
 			  CURL_LOCK_DATA_SSL_SESSION);
 	if (trust_open(&h->trust, cfg->ca_file))
 		goto fail;
+	/* as api.c builds its URLs: no slash at the end */
 	h->api_len = strlen(h->api_url);
+	while (h->api_len > 0 && h->api_url[h->api_len - 1] == '/')
+		h->api_url[--h->api_len] = '\0';
 	if (cfg->api_via && api_tiers_open(h, cfg))
 		goto fail;
 	if (cfg->data_proxy) {
@@ -636,6 +641,7 @@ static size_t on_header(char *data, size_t size, size_t n, void *p)
 		x->retry_after = -1;
 		x->etag[0] = '\0';
 		x->tier_says = false;
+		x->headed = true;
 		return len;
 	}
 	if (len >= sizeof(line))
@@ -808,7 +814,9 @@ static int on_progress(void *p, curl_off_t dt, curl_off_t dn, curl_off_t ut,
 
 	if (is_cancelled(x->h))
 		return 1;
-	if (!x->stall_ms)
+	/* a tier may hold an answer back while another node's fills its
+	 * cache (proxy_cache_lock): a stall counts once the answer began */
+	if (!x->stall_ms || !x->headed)
 		return 0;
 	now = now_ms();
 	if (!x->moved_at || dn != x->seen) {
@@ -1157,13 +1165,19 @@ static void tls_said(struct http *h, const char *url, const char *why)
 static const char b64[] =
 	"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
-/* @in in base64 into @out (of @cap bytes, NUL-terminated). */
-static void base64(const char *in, char *out, size_t cap)
+/* "Proxy-Authorization: Basic " and @in in base64, a new string, or
+ * NULL on ENOMEM. */
+static char *basic_auth(const char *in)
 {
+	static const char head[] = "Proxy-Authorization: Basic ";
 	const unsigned char *p = (const unsigned char *)in;
-	size_t n = strlen(in), o = 0, i;
+	size_t n = strlen(in), o = sizeof(head) - 1, i;
+	char *out = malloc(sizeof(head) + (n + 2) / 3 * 4);
 
-	for (i = 0; i < n && o + 5 < cap; i += 3) {
+	if (!out)
+		return NULL;
+	memcpy(out, head, o);
+	for (i = 0; i < n; i += 3) {
 		unsigned v = p[i] << 16 | (i + 1 < n ? p[i + 1] << 8 : 0) |
 			     (i + 2 < n ? p[i + 2] : 0);
 
@@ -1173,6 +1187,21 @@ static void base64(const char *in, char *out, size_t cap)
 		out[o++] = i + 2 < n ? b64[v & 63] : '=';
 	}
 	out[o] = '\0';
+	return out;
+}
+
+/* The object's version as the tier's key takes it: a listing's time, in
+ * the characters one has; anything else (or none) is "-", which the tier
+ * does not cache. */
+static void version_header(const char *v, char *out, size_t cap)
+{
+	size_t n = v ? strspn(v, "0123456789abcdefghijklmnopqrstuvwxyz"
+				 "ABCDEFGHIJKLMNOPQRSTUVWXYZ:.+-")
+		     : 0;
+
+	if (!v || !*v || v[n] || n > 64)
+		v = "-";
+	snprintf(out, cap, "X-Avalafs-Version: %s", v);
 }
 
 /* "Host: " and the authority of @url (its port only when not the
@@ -1205,37 +1234,32 @@ static int host_header(const char *url, char *out, size_t cap)
  * negative errno. */
 static int tier_setup(struct http *h, struct xfer *x)
 {
-	char line[512], auth[384];
+	char host[512], version[96];
+	const char *fixed[] = { host, version, "Accept: */*",
+				x->fresh ? "Cache-Control: no-cache" : NULL };
 	struct curl_slist *l = NULL, *more;
 	char *token = h->tier_auth ? key_source_get(h->tier_auth) : NULL;
-	int err = host_header(x->req->url, line, sizeof(line));
+	char *auth = token ? basic_auth(token) : NULL;
+	int err = host_header(x->req->url, host, sizeof(host));
+	size_t i;
 
 	curl_slist_free_all(x->tier_headers);
 	x->tier_headers = NULL;
-	if (err)
-		goto out;
-	l = curl_slist_append(NULL, line);
-	snprintf(line, sizeof(line), "X-Avalafs-Version: %.200s",
-		 x->req->version && *x->req->version ? x->req->version : "-");
-	if (l && (more = curl_slist_append(l, line)))
-		l = more;
-	if (l && (more = curl_slist_append(l, "Accept: */*")))
-		l = more;
-	if (l && x->fresh &&
-	    (more = curl_slist_append(l, "Cache-Control: "
-					 "no-cache")))
-		l = more;
-	if (l && token) {
-		base64(token, auth, sizeof(auth));
-		snprintf(line, sizeof(line), "Proxy-Authorization: Basic %s",
-			 auth);
-		more = curl_slist_append(l, line);
-		memset(line, 0, sizeof(line));
-		memset(auth, 0, sizeof(auth));
+	version_header(x->req->version, version, sizeof(version));
+	for (i = 0; !err && i < sizeof(fixed) / sizeof(*fixed); i++) {
+		if (!fixed[i])
+			continue;
+		more = curl_slist_append(l, fixed[i]);
+		if (!more)
+			err = -ENOMEM;
 		l = more ? more : l;
 	}
-	if (!l) {
+	if (!err && token && !(auth && (more = curl_slist_append(l, auth))))
 		err = -ENOMEM;
+	else if (!err && token)
+		l = more;
+	if (err) {
+		curl_slist_free_all(l);
 		goto out;
 	}
 	x->tier_headers = l;
@@ -1248,6 +1272,10 @@ out:
 	if (token) {
 		memset(token, 0, strlen(token));
 		free(token);
+	}
+	if (auth) {
+		memset(auth, 0, strlen(auth));
+		free(auth);
 	}
 	return err;
 }
@@ -1266,10 +1294,13 @@ static int api_tier_setup(struct http *h, struct xfer *x, const char *url)
 	return 0;
 }
 
-/* The tier at @via served: it is back, and its token is good. */
-static void tier_ok(struct http *h, struct tiers *t, const char *via)
+/* The tier at @via served: it is back, and a data tier's token is
+ * good. */
+static void tier_ok(struct http *h, struct tiers *t, const char *via, bool data)
 {
 	tiers_served(t, via);
+	if (!data)
+		return; /* the API's caches take no token */
 	pthread_mutex_lock(&h->lock);
 	h->tier_refused = false;
 	pthread_mutex_unlock(&h->lock);
@@ -1291,19 +1322,28 @@ static void tier_refused(struct http *h, const char *why)
 			why);
 }
 
-/* Whether attempt ended with @rc and the answer in @x is the tier's
- * failure, not the origin's: no connection to it, a timeout, or an answer
- * it marks as its own. */
-static bool tier_failure(const struct xfer *x, CURLcode rc)
+/* Whether the attempt of @x that ended with @rc is the tier's failure,
+ * not the origin's answer: the tier could not be reached (x->tier_down:
+ * it is skipped until the reset), or it could not serve this one request
+ * (an answer cut off or stalled, an error it marks as its own, a redirect
+ * it does not follow): that request alone goes on to the next place. */
+static bool tier_failure(struct xfer *x, CURLcode rc)
 {
+	x->tier_down = false;
 	if (!x->via)
 		return false;
-	if ((x->tier_says && x->status != 407) || x->stalled)
+	if (rc == CURLE_COULDNT_CONNECT || rc == CURLE_COULDNT_RESOLVE_HOST ||
+	    rc == CURLE_SSL_CONNECT_ERROR || is_tls_failure(rc) ||
+	    (rc == CURLE_OPERATION_TIMEDOUT && !x->headed)) {
+		x->tier_down = true;
 		return true;
-	return rc == CURLE_COULDNT_CONNECT || rc == CURLE_OPERATION_TIMEDOUT ||
+	}
+	if (rc == CURLE_OK || rc == CURLE_WRITE_ERROR)
+		return (x->tier_says && x->status >= 400 && x->status != 407) ||
+		       (x->status >= 300 && x->status < 400);
+	return x->stalled || rc == CURLE_OPERATION_TIMEDOUT ||
 	       rc == CURLE_GOT_NOTHING || rc == CURLE_RECV_ERROR ||
-	       rc == CURLE_SEND_ERROR || rc == CURLE_COULDNT_RESOLVE_HOST ||
-	       rc == CURLE_SSL_CONNECT_ERROR;
+	       rc == CURLE_SEND_ERROR || rc == CURLE_PARTIAL_FILE;
 }
 
 /* ---- one request: set up, classify, back off ---- */
@@ -1322,7 +1362,7 @@ static int attempt_setup(struct http *h, struct xfer *x, const char *url,
 	x->pos = 0;
 	x->overflow = x->enough = x->checked = false;
 	x->bad_range = x->refused = false;
-	x->stalled = false;
+	x->stalled = x->headed = false;
 	x->stall_ms = x->moved_at = 0;
 	x->seen = 0;
 	x->status = 0;
@@ -1363,11 +1403,15 @@ static int attempt_setup(struct http *h, struct xfer *x, const char *url,
 	if (x->via) {
 		err = x->is_data ? tier_setup(h, x) : api_tier_setup(h, x, url);
 		if (!err && x->at + 1 < x->n_route) {
-			/* a tier that stalls leaves time for the next place */
+			/* a tier that stalls or crawls leaves time for the
+			 * next place */
 			int64_t c = left / 3 < 5000 ? left / 3 : 5000;
 
 			curl_easy_setopt(x->curl, CURLOPT_CONNECTTIMEOUT_MS,
 					 (long)(c < 500 ? 500 : c));
+			curl_easy_setopt(x->curl, CURLOPT_TIMEOUT_MS,
+					 (long)(left / 2 < 1000 ? 1000
+								: left / 2));
 			x->stall_ms = (int64_t)h->timeout_s * 1000 / 3;
 			if (x->stall_ms > 10000)
 				x->stall_ms = 10000;
@@ -1452,6 +1496,10 @@ static enum outcome classify(struct http *h, struct xfer *x, CURLcode rc,
 				 x->stall_ms);
 		else if (rc != CURLE_OK && rc != CURLE_WRITE_ERROR)
 			transport_why(x, rc, x->via);
+		else if (x->status >= 300 && x->status < 400)
+			snprintf(x->why, sizeof(x->why),
+				 "it passed on a redirect (HTTP %ld)",
+				 x->status);
 		else
 			snprintf(x->why, sizeof(x->why),
 				 "it answered HTTP %ld as its own", x->status);
@@ -1556,8 +1604,12 @@ static int perform(struct http *h, struct xfer *x, const char *url,
 		if (left < 1000)
 			left = 1000;
 		err = attempt_setup(h, x, url, headers, left);
-		if (err)
+		if (err) {
+			if (x->curl)
+				handle_put(h, x->curl);
+			x->curl = NULL;
 			return err;
+		}
 		rc = engine_run(h, x->curl);
 		if (x->status == 0)
 			curl_easy_getinfo(x->curl, CURLINFO_RESPONSE_CODE,
@@ -1567,20 +1619,27 @@ static int perform(struct http *h, struct xfer *x, const char *url,
 		x->curl = NULL;
 		if (o == DONE) {
 			if (x->via)
-				tier_ok(h, x->tiers, x->via);
+				tier_ok(h, x->tiers, x->via, x->is_data);
 			return 0;
 		}
 		if (o == NEXT) {
+			const char *next =
+				x->at + 1 >= x->n_route ? "from the first again"
+				: x->route[x->at + 1]	? x->route[x->at + 1]
+							: "the origin";
+
+			/* what the tier could not serve, it is to ask the
+			 * origin for when it is tried again */
+			if (!x->tier_down && x->is_data)
+				x->fresh = true;
 			/* said once a switch, not once a request */
-			if (tiers_failed(x->tiers, x->via))
-				log_warn("%s: %s: next, %s", x->via, x->why,
-					 x->at + 1 < x->n_route &&
-							 x->route[x->at + 1]
-						 ? x->route[x->at + 1]
-					 : x->at + 1 < x->n_route
-						 ? "the origin"
-						 : "from the first again");
-			if (x->at + 1 < x->n_route) {
+			if (x->tier_down ? tiers_failed(x->tiers, x->via)
+					 : tiers_missed(x->tiers, x->via))
+				log_warn("%s: %s%s: next, %s", x->via, x->why,
+					 x->tier_down ? "" : " (this request)",
+					 next);
+			if (x->at + 1 < x->n_route &&
+			    now_ms() < deadline - 1000) {
 				x->via = x->route[++x->at];
 				continue;
 			}
@@ -1605,8 +1664,14 @@ static int perform(struct http *h, struct xfer *x, const char *url,
 			wait = deadline - now_ms() - 1000;
 		}
 		if (now_ms() + wait >= deadline) {
-			log_err("%s: %s (status %ld), giving up after %d tries",
-				logurl, x->why, x->status, attempt + 1);
+			/* a tier's failure was said as it happened */
+			if (o == NEXT)
+				log_debug("%s: %s, giving up after %d tries",
+					  logurl, x->why, attempt + 1);
+			else
+				log_err("%s: %s (status %ld), giving up after "
+					"%d tries",
+					logurl, x->why, x->status, attempt + 1);
 			return -EIO;
 		}
 		log_debug("%s: %s (status %ld), retry in %" PRId64 " ms",

@@ -36,7 +36,7 @@ struct item {
 	char data_ext[NAMES_EXT_MAX];
 	char thumb_ext[NAMES_EXT_MAX];
 	int64_t size; /* metadata.size of the data file, -1 when not given */
-	char *version; /* updated_at, or NULL */
+	char *version; /* updated_at, else created_at, or NULL */
 	struct timespec mtime; /* updated_at, else created_at */
 	bool has_mtime; /* false when neither is a valid time */
 	char *json; /* the object as compact JSON */

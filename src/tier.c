@@ -15,6 +15,7 @@ struct member {
 	char *url; /* NULL: DIRECT */
 	int group;
 	int64_t down_until; /* ms; protected by tiers->lock */
+	bool missed; /* protected by tiers->lock: a miss was said */
 };
 
 struct tiers {
@@ -186,6 +187,21 @@ int tiers_failed(struct tiers *t, const char *url)
 	return first;
 }
 
+int tiers_missed(struct tiers *t, const char *url)
+{
+	struct member *m;
+	int first = 0;
+
+	pthread_mutex_lock(&t->lock);
+	m = url ? find(t, url) : NULL;
+	if (m) {
+		first = !m->missed;
+		m->missed = true;
+	}
+	pthread_mutex_unlock(&t->lock);
+	return first;
+}
+
 void tiers_served(struct tiers *t, const char *url)
 {
 	struct member *m;
@@ -194,6 +210,8 @@ void tiers_served(struct tiers *t, const char *url)
 	m = url ? find(t, url) : NULL;
 	if (m && m->down_until && m->down_until <= util_now_ms())
 		m->down_until = 0;
+	if (m)
+		m->missed = false;
 	pthread_mutex_unlock(&t->lock);
 }
 

@@ -34,6 +34,10 @@ size_t tiers_route(struct tiers *t, const char *id, const char **out);
  * time since it last worked (say it), else 0. */
 int tiers_failed(struct tiers *t, const char *url);
 
+/* The member @url could not serve one request (it is not skipped for
+ * that). Returns 1 the first time since it last served (say it), else 0. */
+int tiers_missed(struct tiers *t, const char *url);
+
 /* The member @url served: it is back. */
 void tiers_served(struct tiers *t, const char *url);
 

@@ -158,6 +158,8 @@ FAULTS (POST /_fake/fault body)
                other ETag), as if re-uploaded
   wrong_total  files: a 206 answer's Content-Range names this total instead
                of the object's size (the body is right)
+  headers      add these headers ({"Name": "value"}) to the answer, whatever
+               it is (cache headers on an error, a Proxy-Status...)
   rate         send the body at this many bytes per second at most (what
                one connection to a far store carries); with count -1 and
                latency, a far store
@@ -1206,6 +1208,7 @@ class Fault:
     wrong_total: int | None = None
     nonce_cursor: bool = False
     rate: int | None = None
+    headers: dict | None = None
 
 
 def _is_int(value: object) -> bool:
@@ -1236,6 +1239,9 @@ FAULT_FIELD_CHECKS: dict[str, tuple[Callable[[object], bool], str]] = {
     "wrong_total": (lambda value: _is_int(value) and value >= 0, "a byte count"),
     "nonce_cursor": (_is_bool, "true or false"),
     "rate": (lambda value: _is_int(value) and value >= 1024, "bytes per second"),
+    "headers": (lambda value: isinstance(value, dict) and all(
+        isinstance(k, str) and isinstance(v, str) and "\n" not in k + v
+        for k, v in value.items()), "an object of header names and values"),
 }
 
 
@@ -1414,6 +1420,13 @@ class FakeAvala:
         return response, fault
 
     def answer(self, handler: Callable[[Request], Response], request: Request, fault: Fault | None) -> Response:
+        response = self.answer_plain(handler, request, fault)
+        if fault is not None and fault.headers:
+            response.headers = [*response.headers, *fault.headers.items()]
+        return response
+
+    def answer_plain(self, handler: Callable[[Request], Response], request: Request,
+                     fault: Fault | None) -> Response:
         if fault is not None:
             if fault.latency:
                 time.sleep(fault.latency)

@@ -82,6 +82,14 @@ static void test_routes(void)
 	CHECK(again[0] == r[0]); /* tried again after the reset */
 	tiers_served(t, r[0]);
 	CHECK(tiers_failed(t, r[0]) == 1); /* back: a new failure is said */
+
+	/* a request it could not serve: said once, the member not skipped */
+	CHECK(tiers_missed(t, "http://c:3128") == 1);
+	CHECK(tiers_missed(t, "http://c:3128") == 0);
+	tiers_route(t, "object-1", again);
+	CHECK_STR(again[1], "http://c:3128");
+	tiers_served(t, "http://c:3128");
+	CHECK(tiers_missed(t, "http://c:3128") == 1);
 	tiers_free(t);
 }
 
