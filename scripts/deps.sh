@@ -3,7 +3,7 @@
 # What building and running it takes (the demo needs no more):
 AVALAFS_DEPS="gcc libc6-dev pkg-config meson ninja-build libfuse3-dev fuse3
 libcurl4-openssl-dev libssl-dev libcjson-dev uthash-dev libsqlite3-dev
-libxxhash-dev python3"
+libxxhash-dev libsystemd-dev python3"
 # what the tests, the sanitizers and the format check add
 AVALAFS_DEV_DEPS="python3-pytest curl rsync clang libclang-rt-14-dev
 clang-format nginx libnginx-mod-http-js openssl"

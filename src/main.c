@@ -28,6 +28,7 @@
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
+#include <systemd/sd-daemon.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -355,6 +356,8 @@ static bool tell_start(struct start_report *r, int err)
 			r->mountpoint, strerror(err));
 	} else {
 		log_info("mounted %s on %s", r->api_url, r->mountpoint);
+		/* a Type=notify unit: the units ordered after it start now */
+		sd_notifyf(0, "READY=1\nSTATUS=Serving %s", r->mountpoint);
 		if (r->background)
 			detach_stdio();
 	}
@@ -741,6 +744,7 @@ int main(int argc, char *argv[])
 	}
 	/* a server not there is said at once, not after the deadline */
 	http_set_starting(http, true);
+	sd_notifyf(0, "STATUS=Asking %s", api_url);
 	for (i = 0; i < o.n_datasets; i++)
 		if (check_dataset(api, cat, o.datasets[i], &o, api_url))
 			goto out_objs;
@@ -836,6 +840,7 @@ int main(int argc, char *argv[])
 		ret = fuse_session_loop_mt(se, &lc);
 #endif
 	}
+	sd_notify(0, "STOPPING=1");
 	/* a session that ended before it served: INIT failed, or a signal */
 	if (tell_start(&report, ret < 0 ? -ret : EINTR))
 		ret = 1;

@@ -460,3 +460,28 @@ def test_mount_t_reports_a_rejected_key(fake_factory, tmpdir_short, installed):
     assert r.returncode != 0
     assert "avalafs:" in r.stderr and "not-the-key" not in r.stderr
     assert not os.path.ismount(mnt) and not daemons_on(mnt)
+
+
+def test_systemd_hears_ready_once_it_serves(fake_factory, mount_factory,
+                                            tmpdir_short):
+    import socket
+    fake = fake_factory("--dataset", "acme/cars:items=3")
+    path = os.path.join(tmpdir_short, "notify")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(path)
+    sock.settimeout(20)
+    try:
+        m = mount_factory(fake, "dataset=acme/cars",
+                          env={"NOTIFY_SOCKET": path})
+        said = []
+        while not any("READY=1" in s for s in said):
+            said.append(sock.recv(4096).decode())
+        # what it was doing, then ready once the mount serves
+        assert said[0].startswith("STATUS=Asking http://127.0.0.1:")
+        assert "STATUS=Serving " + m.path in said[-1]
+        assert os.listdir(m.p("acme", "cars", "items"))
+        unmount(m.path)
+        assert m.proc.wait(20) == 0
+        assert "STOPPING=1" in sock.recv(4096).decode()
+    finally:
+        sock.close()
