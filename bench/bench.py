@@ -2,6 +2,10 @@
 # Measures avalafs against curl on one local nginx and the fake Avala API:
 # big and small file reads, cached rereads, listing and memory; one markdown table.
 import argparse
+import base64
+import collections
+import contextlib
+import hashlib
 import http.client
 import json
 import math
@@ -15,6 +19,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.parse
 
@@ -50,6 +55,14 @@ WIDE_READERS = 32
 MAX_CONNS = 64
 START_TIMEOUT = 120
 STEP_TIMEOUT = 180
+TIER_CONF = os.path.join(ROOT, "packaging", "nginx", "avalafs-tier.conf")
+TIER_JS = os.path.join(ROOT, "packaging", "nginx", "avalafs-tier.js")
+TIER_JS_MODULE = "/usr/lib/nginx/modules/ngx_http_js_module.so"
+TIER_TOKEN = "node:bench-tier-token"
+NODES = 4
+SHARED = "bench/shared"
+SHARED_LIST = "bench/shared-10k"
+SHARED_SAMPLE = 200
 
 NOTES = (f"MB = 10^6 bytes. Each run of (1), (2), (4), (5) uses a fresh mount. Readers in (2) and (3): "
          f"`xargs -0 -P{READERS} -n {SMALL_COUNT // READERS} cat`; curls: {READERS} processes of "
@@ -326,12 +339,13 @@ def proc_status(pid):
 
 
 class Mount:
-    """One FUSE mount (avalafs or rclone) on workdir/mnt, up until stop()."""
+    """One FUSE mount (avalafs or rclone) on workdir/mnt (or workdir/@where), up until
+    stop()."""
 
-    def __init__(self, children, workdir, name, argv, env=None):
+    def __init__(self, children, workdir, name, argv, env=None, where="mnt"):
         self.children = children
         self.name = name
-        self.path = os.path.join(workdir, "mnt")
+        self.path = os.path.join(workdir, where)
         os.makedirs(self.path, exist_ok=True)
         self.process = children.start(name, argv + [self.path], env=env)
         try:
@@ -425,17 +439,19 @@ class Bench:
         curl_parallel([item["data_url"] for item in self.small])
         log("nginx warmed up: every file read once")
 
-    def avalafs(self, fake, dataset, options=""):
+    def avalafs(self, fake, dataset, options="", where="mnt"):
         self.mounts += 1
         # each mount keeps what it learns in a folder of its own, to be
         # measured, unless the options name one (a remount)
         self.tmp = os.path.join(self.workdir, f"cache-{self.mounts}")
         if "cache_dir=" not in options:
             options = f"cache_dir={self.tmp}" + (f",{options}" if options else "")
-        opts = f"api_url={fake.api_url},dataset={dataset}" + (f",{options}" if options else "")
+        # the API's own URL, unless the options name a list of them (a tier's first)
+        api = "" if "api_url=" in options else f"api_url={fake.api_url},"
+        opts = f"{api}dataset={dataset}" + (f",{options}" if options else "")
         env = dict(os.environ, AVALA_API_KEY=KEY)
         return Mount(self.children, self.workdir, f"avalafs-{self.mounts}",
-                     [self.binary, "-f", "-o", opts], env=env)
+                     [self.binary, "-f", "-o", opts], env=env, where=where)
 
     def store_bytes(self):
         """Bytes of the listing stores of the last mount (databases and their
@@ -764,10 +780,22 @@ def start_far_fake(bench):
         f"{UNSIZED}:items={UNSIZED_COUNT},size_known=0,min_size=1000,max_size=20000"])
     fake.wait()
     items = fake.items(FAR, 1000)
+    far_latency(fake)
+    return fake, items
+
+
+def far_latency(fake):
+    """LATENCY_DATA on every data request of @fake, LATENCY_API on every API call."""
     # the first fault that matches applies: files, then every API call
     fake.control("POST", "/_fake/fault", {"route": "file", "latency": LATENCY_DATA, "count": -1})
     fake.control("POST", "/_fake/fault", {"route": "*", "latency": LATENCY_API, "count": -1})
-    return fake, items
+
+
+def far_reset(fake):
+    """Zero @fake's counters (POST /_fake/reset, which also clears its faults), then
+    the latency again."""
+    fake.control("POST", "/_fake/reset")
+    far_latency(fake)
 
 
 def data_requests(fake, before):
@@ -1177,6 +1205,309 @@ def rows_tls(bench):
     ]
 
 
+TIER_NOTES = (f"Tier rows (S): mounts (nodes) on this machine read through one nginx running the shipped "
+              f"tier configuration (packaging/nginx/avalafs-tier.conf and avalafs-tier.js, "
+              f"`worker_processes auto`), its values filled in as tests/test_tier.py does (a token, the "
+              f"fake as the one origin of data and API, loopback ports, cache and logs in the workdir) and "
+              f"$request_time added to its logs; a new tier, cold, for each run of S1/S2 and of S3. Nodes "
+              f"mount with data_proxy=, data_proxy_auth= and api_url='TIER;API', each with a cold cache_dir "
+              f"of its own; the references are the same mounts without the tier. The fake answers data "
+              f"requests after {LATENCY_DATA * 1000:.0f} ms and API calls after {LATENCY_API * 1000:.0f} ms, "
+              f"as in (L). Origin requests are the fake's own counters (`file`, `items_list`), zeroed once "
+              f"the mounts are up and listed; HIT and MISS are the tier's $upstream_cache_status, and a HIT "
+              f"of 0.45 s and more waited for nginx's cache lock (proxy_cache_lock: its waiters look again "
+              f"every 500 ms). The S2 node mounts once the S1 nodes are unmounted, as its reference mounts "
+              f"alone. {SHARED_SAMPLE} files of each node are checked against the fake's SHA-256 after "
+              f"each pass.")
+
+
+class Tier:
+    """nginx running the shipped cache tier configuration (packaging/nginx), its values
+    filled in as tests/test_tier.py does: the token, @fake as the one origin of data
+    and API, ports on loopback, cache and logs in workdir/<name>."""
+
+    def __init__(self, children, workdir, name, fake):
+        self.children = children
+        self.name = name
+        self.dir = os.path.join(workdir, name)
+        os.makedirs(self.dir)
+        self.port, self.api_port = free_port(), free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.api_url = f"http://127.0.0.1:{self.api_port}/api/v1"
+        self.access_log = os.path.join(self.dir, "access.log")
+        self.api_log = os.path.join(self.dir, "api.log")
+        origin = f"http://127.0.0.1:{fake.port}"
+        basic = base64.b64encode(TIER_TOKEN.encode()).decode()
+        with open(TIER_CONF) as source:
+            conf = source.read()
+        for old, new in (
+                ('"Basic CHANGE-ME" 1;', f'"Basic {basic}" 1;'),
+                ('"example-bucket.s3.amazonaws.com" "https://example-bucket.s3.amazonaws.com";',
+                 f'"127.0.0.1:{fake.port}" "{origin}";'),
+                ("listen 3128;", f"listen 127.0.0.1:{self.port};"),
+                ("listen 3129;", f"listen 127.0.0.1:{self.api_port};"),
+                ("proxy_pass https://api.avala.ai;", f"proxy_pass {origin};"),
+                ("/etc/nginx/avalafs-tier.js", TIER_JS),
+                ("/var/cache/nginx/avalafs", os.path.join(self.dir, "cache")),
+                ("/var/log/nginx/avalafs-tier.log", self.access_log),
+                ("/var/log/nginx/avalafs-api.log", self.api_log),
+                ("/var/log/nginx/avalafs-tier.error.log", os.path.join(self.dir, "tier-error.log"))):
+            if old not in conf:
+                raise BenchError(f"{TIER_CONF} has no {old!r} to fill in")
+            conf = conf.replace(old, new)
+        # the bench's own word in both logs: how long each request took
+        if conf.count("'$upstream_cache_status';") != 2:
+            raise BenchError(f"{TIER_CONF}: its two log formats no longer end in $upstream_cache_status")
+        conf = conf.replace("'$upstream_cache_status';", "'$upstream_cache_status $request_time';")
+        with open(os.path.join(self.dir, "tier.conf"), "w") as out:
+            out.write(conf)
+        user = "user root;\n" if os.geteuid() == 0 else ""
+        temp = "".join(f"    {kind}_temp_path {self.dir}/{kind}_temp;\n"
+                       for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+        config = os.path.join(self.dir, "nginx.conf")
+        with open(config, "w") as out:
+            out.write(f"{user}load_module {TIER_JS_MODULE};\ndaemon off;\nworker_processes auto;\n"
+                      f"pid {self.dir}/nginx.pid;\nerror_log {self.dir}/error.log;\n"
+                      "events { worker_connections 1024; }\n"
+                      f"http {{\n{temp}    include {self.dir}/tier.conf;\n}}\n")
+        self.process = children.start(name, ["nginx", "-p", self.dir, "-c", config,
+                                              "-e", os.path.join(self.dir, "error.log")])
+        try:
+            wait_for(lambda: answers(self.port) and answers(self.api_port), 10, name, self.process)
+        except BenchError as error:
+            children.stop(name)
+            raise BenchError(f"{error}; stderr: {children.log_tail(name)}")
+
+    def stop(self):
+        if self.name in self.children.running:
+            self.children.stop(self.name)
+
+    def lines(self, path):
+        if not os.path.exists(path):
+            return []
+        with open(path, "rb") as log_file:
+            return log_file.read().decode(errors="replace").splitlines()
+
+    def cache_counts(self, path, start=0):
+        """The requests logged in @path after line @start: how many were HIT, MISS...
+        ($upstream_cache_status) as "HIT 1234, MISS 56", and how many HITs took half a
+        second and more ($request_time): those that waited for nginx's cache lock, which
+        its waiters check every 500 ms."""
+        counts, waited = collections.Counter(), 0
+        for line in self.lines(path)[start:]:
+            status, seconds = line.rsplit(" ", 2)[-2:]
+            counts[status] += 1
+            waited += status == "HIT" and float(seconds) >= 0.45
+        return ", ".join(f"{status} {count}" for status, count in counts.most_common()), waited
+
+
+def answers(port):
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def tier_node(bench, tier, fake, dataset, where, options=""):
+    """A mount that reads data and lists through @tier, with a cold cache_dir."""
+    return bench.avalafs(fake, dataset, f"api_url={tier.api_url};{fake.api_url},data_proxy={tier.url},"
+                                        f"data_proxy_auth={bench.tier_token}" + options, where=where)
+
+
+def at_once(steps):
+    """Run the callables together, one thread each: the wall seconds of all, and their
+    results in order. The first error of any is raised once all are done."""
+    results, errors = [None] * len(steps), []
+
+    def run(at, step):
+        try:
+            results[at] = step()
+        except Exception as error:  # noqa: BLE001 - handed to the caller
+            errors.append(error)
+
+    threads = [threading.Thread(target=run, args=(at, step)) for at, step in enumerate(steps)]
+    start = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    seconds = time.perf_counter() - start
+    if errors:
+        raise errors[0]
+    return seconds, results
+
+
+def verify_sha256(pairs):
+    """BenchError unless every (path, sha256) pair holds."""
+    for path, want in pairs:
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(MiB), b""):
+                digest.update(chunk)
+        if digest.hexdigest() != want:
+            raise BenchError(f"wrong bytes in {path}")
+
+
+def start_tier_fake(bench):
+    """The fake of the S rows, its latency as in (L); the items of SHARED in listing
+    order and each one's data SHA-256; the token file of the nodes."""
+    fake = Fake(bench.children, bench.workdir, "fake-shared", [
+        f"{SHARED}:items={SMALL_COUNT},min_size={SMALL_MIN},max_size={SMALL_MAX},size_known=1,updated=1",
+        f"{SHARED_LIST}:items={LIST_SMALL}"])
+    fake.wait()
+    items = fake.items(SHARED, 1000)
+    truth = fake.control("GET", f"/_fake/truth/{SHARED}/")["items"]
+    sha = {item["uid"]: item["files"]["data"]["sha256"] for item in truth}
+    if len(sha) != len(items):
+        raise BenchError(f"{len(items)} items listed, {len(sha)} in the fake's truth")
+    far_latency(fake)
+    bench.tier_token = os.path.join(bench.workdir, "tier-token")
+    with open(bench.tier_token, "w") as out:
+        out.write(TIER_TOKEN + "\n")
+    os.chmod(bench.tier_token, 0o600)
+    return fake, items, sha
+
+
+def node_paths(nodes, items):
+    """Each node's paths of @items, once its listing of SHARED is in (all at once)."""
+    layout = DatasetLayout(SHARED)
+    at_once([lambda node=node: os.listdir(layout.directory(node)) for node in nodes])
+    return [[layout.path(node, item) for item in items] for node in nodes]
+
+
+def verify_sample(paths, items, sha, run):
+    """The bytes of SHARED_SAMPLE of a node's files against the fake's truth."""
+    chosen = random.Random(run).sample(range(len(items)), SHARED_SAMPLE)
+    verify_sha256([(paths[at], sha[items[at]["uid"]]) for at in chosen])
+
+
+def tier_reads(bench, fake, items, sha, run):
+    """S1 and S2 of one run: NODES nodes reading every file of SHARED at once through
+    a new tier; once they are gone, a fifth joining; the same without the tier.
+    Seconds, origin data requests and the tier's log of each pass."""
+    tier = Tier(bench.children, bench.workdir, f"tier-{run + 1}", fake)
+    try:
+        with contextlib.ExitStack() as stack:
+            nodes = [stack.enter_context(tier_node(bench, tier, fake, SHARED, f"node-{at + 1}"))
+                     for at in range(NODES)]
+            paths = node_paths(nodes, items)
+            far_reset(fake)
+            start = len(tier.lines(tier.access_log))
+            shared, _ = at_once([lambda p=p: parallel_cat(p) for p in paths])
+            shared_asked = fake.counts()["file"]
+            shared_cache, shared_waited = tier.cache_counts(tier.access_log, start)
+            for one in paths:
+                verify_sample(one, items, sha, run)
+        log(f"(S1) run {run + 1}: {NODES} nodes through the tier {shared:.2f} s, "
+            f"{shared_asked} origin data requests; tier {shared_cache}, {shared_waited} HITs waited ≥ 0.45 s")
+        # the first nodes unmounted (as the reference below is alone on the machine)
+        with tier_node(bench, tier, fake, SHARED, f"node-{NODES + 1}") as joiner:
+            [joined_paths] = node_paths([joiner], items)
+            far_reset(fake)
+            start = len(tier.lines(tier.access_log))
+            joined = parallel_cat(joined_paths)
+            joined_asked = fake.counts()["file"]
+            joined_cache, _ = tier.cache_counts(tier.access_log, start)
+            verify_sample(joined_paths, items, sha, run)
+        log(f"(S2) run {run + 1}: node {NODES + 1} through the warm tier {joined:.2f} s, "
+            f"{joined_asked} origin data requests; tier {joined_cache}")
+    finally:
+        tier.stop()
+    with contextlib.ExitStack() as stack:
+        nodes = [stack.enter_context(bench.avalafs(fake, SHARED, where=f"node-{at + 1}"))
+                 for at in range(NODES)]
+        paths = node_paths(nodes, items)
+        far_reset(fake)
+        direct, _ = at_once([lambda p=p: parallel_cat(p) for p in paths])
+        direct_asked = fake.counts()["file"]
+    with bench.avalafs(fake, SHARED, where="node-1") as mount:
+        [alone_paths] = node_paths([mount], items)
+        far_reset(fake)
+        alone = parallel_cat(alone_paths)
+        alone_asked = fake.counts()["file"]
+    log(f"(S1,S2) run {run + 1}: {NODES} direct mounts {direct:.2f} s, {direct_asked} data requests; "
+        f"one direct mount alone {alone:.2f} s, {alone_asked} data requests")
+    return dict(shared=shared, shared_asked=shared_asked, shared_cache=shared_cache, waited=shared_waited,
+                joined=joined, joined_asked=joined_asked, direct=direct, direct_asked=direct_asked,
+                alone=alone)
+
+
+def rows_tier_reads(bench, fake, items, sha):
+    runs = [tier_reads(bench, fake, items, sha, run) for run in range(RUNS)]
+    shared, joined, direct, alone, waited = (median([r[k] for r in runs])
+                                             for k in ("shared", "joined", "direct", "alone", "waited"))
+    shared_asked, joined_asked, direct_asked = (max(r[k] for r in runs)
+                                                for k in ("shared_asked", "joined_asked", "direct_asked"))
+    count = len(items)
+    return [
+        (f"S1. {NODES} nodes read the same {count:,} files of 60–160 KB at once, `xargs -P{READERS} cat` "
+         f"each, cold, through the tier; origin {LATENCY_DATA * 1000:.0f} ms a data request",
+         f"{shared_asked} origin data requests (tier, run 1: {runs[0]['shared_cache']})",
+         f"{NODES} direct mounts: {direct_asked} data requests", f"{shared_asked / direct_asked:.2f}",
+         f"{count:,} (1 an object)", verdict(shared_asked == count)),
+        (f"S1b. same, wall time of the {NODES} nodes",
+         f"{shared:.2f} s ({NODES * count / shared:.0f} files/s in all; {waited:.0f} HITs waited 0.5 s "
+         f"for the cache lock)",
+         f"{NODES} direct mounts at once {direct:.2f} s ({NODES * count / direct:.0f} files/s)",
+         f"{shared / direct:.2f}", "≤ 1.0", verdict(shared / direct <= 1.0)),
+        (f"S2. a fifth node joins later: cold cache_dir, warm tier, reads the {count:,} files",
+         f"{count / joined:.0f} files/s, {joined_asked} origin data requests",
+         f"one cold direct mount {count / alone:.0f} files/s", f"{alone / joined:.2f}",
+         "≥ 3, 0 requests", verdict(alone / joined >= 3 and joined_asked == 0)),
+    ]
+
+
+def tier_lists(bench, fake, run):
+    """S3 of one run: the origin list requests of NODES nodes listing SHARED_LIST at
+    once through a new tier, and of one direct mount listing it."""
+    page = f",page_size={LIST_SMALL_PAGE}"
+    tier = Tier(bench.children, bench.workdir, f"tier-list-{run + 1}", fake)
+    try:
+        with contextlib.ExitStack() as stack:
+            nodes = [stack.enter_context(tier_node(bench, tier, fake, SHARED_LIST, f"node-{at + 1}", page))
+                     for at in range(NODES)]
+            far_reset(fake)
+            start = len(tier.lines(tier.api_log))
+            seconds, names = at_once([lambda n=n: sorted(os.listdir(DatasetLayout(SHARED_LIST).directory(n)))
+                                      for n in nodes])
+            shared = fake.counts()["items_list"]
+            cache, _ = tier.cache_counts(tier.api_log, start)
+            if len(names[0]) != LIST_SMALL or any(n != names[0] for n in names):
+                raise BenchError(f"the nodes listed {[len(n) for n in names]} items, {LIST_SMALL} expected")
+    finally:
+        tier.stop()
+    with bench.avalafs(fake, SHARED_LIST, page[1:], where="node-1") as mount:
+        far_reset(fake)
+        start_direct = time.perf_counter()
+        listed = os.listdir(DatasetLayout(SHARED_LIST).directory(mount))
+        direct_seconds = time.perf_counter() - start_direct
+        direct = fake.counts()["items_list"]
+        if sorted(listed) != names[0]:
+            raise BenchError(f"the direct mount listed {len(listed)} items, other than the nodes'")
+    log(f"(S3) run {run + 1}: {NODES} nodes through the tier {seconds:.2f} s, {shared} origin list "
+        f"requests, tier {cache}; one direct mount {direct_seconds:.2f} s, {direct} list requests")
+    return shared, direct, cache, seconds, direct_seconds
+
+
+def rows_tier_lists(bench, fake):
+    runs = [tier_lists(bench, fake, run) for run in range(RUNS)]
+    shared, direct = max(r[0] for r in runs), max(r[1] for r in runs)
+    seconds, direct_seconds = median([r[3] for r in runs]), median([r[4] for r in runs])
+    return [(f"S3. {NODES} nodes list {LIST_SMALL:,} items at once through the tier, page_size={LIST_SMALL_PAGE}",
+             f"{shared} origin list requests in {seconds:.2f} s (tier, run 1: {runs[0][2]})",
+             f"one direct mount's listing: {direct} list requests in {direct_seconds:.2f} s",
+             f"{shared / direct:.2f}", "≤ 1.1", verdict(shared <= 1.1 * direct))]
+
+
+def rows_tier(bench):
+    fake, items, sha = start_tier_fake(bench)
+    rows = []
+    measure(rows, "S1./S2.", lambda: rows_tier_reads(bench, fake, items, sha))
+    measure(rows, "S3.", lambda: rows_tier_lists(bench, fake))
+    return rows
+
+
 def verdict(ok):
     return "PASS" if ok else "FAIL"
 
@@ -1333,7 +1664,7 @@ def parse_args():
                         help="an empty scratch directory (data files, logs, mountpoint)")
     parser.add_argument("--results", default=os.path.join(ROOT, "bench", "results.md"),
                         help="where the report is also written")
-    parser.add_argument("--rows", default="1,2,4,5,7,8,L,T",
+    parser.add_argument("--rows", default="1,2,4,5,7,8,L,T,S",
                         help="which groups of rows to measure, comma-separated (default: all)")
     parser.add_argument("--latency", action="store_true",
                         help="the latency rows only (L): the same as --rows L")
@@ -1351,12 +1682,14 @@ def main():
             bench.start_servers()
         for group, label, step in (("1", "1.", rows_big), ("2", "2./3.", rows_small), ("4", "4.", rows_listing),
                                    ("5", "5.", rows_memory), ("L", "L.", rows_far), ("T", "T.", rows_tls),
-                                   ("7", "7.", rows_views), ("8", "8.", rows_million)):
+                                   ("7", "7.", rows_views), ("8", "8.", rows_million),
+                                   ("S", "S.", rows_tier)):
             if group in wanted:
                 measure(rows, label, lambda: step(bench))
     finally:
         bench.stop()
-    notes = [NOTES] + ([FAR_NOTES] if "L" in wanted else []) + ([TLS_NOTES] if "T" in wanted else [])
+    notes = [NOTES] + ([FAR_NOTES] if "L" in wanted else []) + ([TLS_NOTES] if "T" in wanted else []) + \
+        ([TIER_NOTES] if "S" in wanted else [])
     report = "\n".join(machine() + [""] + table(rows) + [""] + notes) + "\n"
     sys.stdout.write(report)
     with open(args.results, "w") as out:
