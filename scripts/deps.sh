@@ -8,7 +8,7 @@ libxxhash-dev libsystemd-dev python3"
 AVALAFS_DEV_DEPS="python3-pytest curl rsync clang libclang-rt-14-dev
 clang-format nginx libnginx-mod-http-js openssl"
 # the clients the mount tests read with
-AVALAFS_TEST_DEPS="python3-pil python3-torchvision imagemagick"
+AVALAFS_TEST_DEPS="python3-pil python3-torchvision imagemagick attr"
 # and what scripts/package.sh builds and checks the packages with
 AVALAFS_PKG_DEPS="build-essential debhelper rpm man-db systemd procps curl"
 

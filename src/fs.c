@@ -5,6 +5,7 @@
 #include "fs.h"
 #include "log.h"
 #include "util.h"
+#include "view_xattr.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -639,14 +640,75 @@ static void fs_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
 	fuse_reply_err(req, EROFS);
 }
 
+/* ---- extended attributes: an object's fields, read only ---- */
+
+static void fs_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
+			size_t size)
+{
+	struct fs *fs = fs_of(req);
+	struct view_xattrs x = { .n = 0 };
+	const struct view_xattr *a = NULL;
+	struct node n;
+	int err = 0;
+
+	/* without -o xattr, ENOSYS: the kernel stops asking, where
+	 * ENODATA would cost `ls -l` a request per file */
+	if (!fs->xattr) {
+		fuse_reply_err(req, ENOSYS);
+		return;
+	}
+	/* ls -l asks for security.selinux of every file: no lookup for
+	 * what is never there */
+	if (strncmp(name, "user.avala.", 11) != 0) {
+		fuse_reply_err(req, ENODATA);
+		return;
+	}
+	err = view_node(fs, ino, &n);
+	if (!err)
+		err = view_xattrs_of(fs, &n, &x);
+	if (!err && !(a = view_xattr_find(&x, name)))
+		err = -ENODATA;
+	if (err)
+		fuse_reply_err(req, -err);
+	else if (size == 0)
+		fuse_reply_xattr(req, a->len);
+	else if (size < a->len)
+		fuse_reply_err(req, ERANGE);
+	else
+		fuse_reply_buf(req, a->value, a->len);
+	view_xattrs_clear(&x);
+}
+
+static void fs_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
+{
+	struct fs *fs = fs_of(req);
+	struct view_xattrs x = { .n = 0 };
+	char buf[VIEW_XATTR_MAX * VIEW_XATTR_NAME];
+	struct node n;
+	size_t need = 0;
+	int err = fs->xattr ? view_node(fs, ino, &n) : -ENOSYS;
+
+	if (!err)
+		err = view_xattrs_of(fs, &n, &x);
+	if (!err)
+		need = view_xattr_names(&x, buf, sizeof(buf));
+	if (err)
+		fuse_reply_err(req, -err);
+	else if (size == 0)
+		fuse_reply_xattr(req, need);
+	else if (size < need)
+		fuse_reply_err(req, ERANGE);
+	else
+		fuse_reply_buf(req, buf, need);
+	view_xattrs_clear(&x);
+}
+
 static void fs_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset,
 			 off_t length, struct fuse_file_info *fi)
 {
 	fuse_reply_err(req, EROFS);
 }
 
-/* No getxattr or listxattr: libfuse answers ENOSYS, and the kernel stops
- * asking, where ENODATA would cost `ls -l` three requests per file. */
 const struct fuse_lowlevel_ops fs_ops = {
 	.init = fs_conn_init,
 	.lookup = fs_lookup,
@@ -672,6 +734,8 @@ const struct fuse_lowlevel_ops fs_ops = {
 	.write = fs_write,
 	.create = fs_create,
 	.setxattr = fs_setxattr,
+	.getxattr = fs_getxattr,
+	.listxattr = fs_listxattr,
 	.removexattr = fs_removexattr,
 	.fallocate = fs_fallocate,
 };

@@ -37,6 +37,7 @@ struct fs {
 	struct object_cache *objects; /* recently used objects, parsed */
 	struct size_windows *size_windows; /* sizes asked for ahead */
 	double ttl; /* seconds the kernel may trust entries and attributes */
+	bool xattr; /* objects' fields as extended attributes (-o xattr) */
 	int64_t wait_ms; /* longest a request waits for a listing's pages */
 	unsigned max_background; /* requests the kernel may have in flight */
 	bool prefetch; /* opens tell the stream where their files stand */

@@ -768,6 +768,7 @@ int main(int argc, char *argv[])
 	fs.stream = stream;
 	fs.prefetch = o.prefetch > 0;
 	fs.ttl = o.ttl;
+	fs.xattr = o.xattr;
 	fs.wait_ms = (int64_t)o.timeout * 1000;
 	fs.max_background = o.max_conns;
 	fs.uid = o.uid != (uid_t)-1 ? o.uid : getuid();

@@ -138,6 +138,10 @@ static const struct option_row rows[] = {
 	{ "gid", OPT_ID, AT(gid), NULL, 0, ID_MAX, .arg = "N",
 	  .what = "a group id", .help = "group of every node",
 	  .def_words = "the mounting user's" },
+	{ "xattr", OPT_FLAG, AT(xattr),
+	  .help = "an item's fields as extended attributes (user.avala.*) of "
+		  "its folder and files; ls -l then asks for them of every "
+		  "file" },
 	{ "allow_other", OPT_FLAG, .fuse = true,
 	  .help = "let other users in, a FUSE option" },
 	{ "allow_root", OPT_FLAG, .fuse = true,
@@ -510,6 +514,8 @@ static int take_option(struct parse *ps, const char *arg,
 			say("%s: takes no value", arg);
 			return -1;
 		}
+		if (row->where)
+			*(bool *)((char *)ps->o + row->where) = true;
 		return row->fuse ? 1 : 0;
 	}
 	if (!eq) {

@@ -295,7 +295,8 @@ static void test_bad_values(void)
 				       "like acme/cars");
 	check_refused("dataset=a/b/c", "dataset=a/b/c: expected OWNER/SLUG, "
 				       "like acme/cars");
-	check_refused("api_url=", "api_url=: expected a URL");
+	check_refused("api_url=", "api_url=: expected a URL, or caches' URLs "
+				    "and the API's last, ';' between");
 	check_refused("ordering=", "ordering=: expected a field name, like "
 				   "created_at");
 	check_refused("cache_dir=", "cache_dir=: expected a folder, or none");

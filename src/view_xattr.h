@@ -1,0 +1,37 @@
+/* Extended attributes of nodes: an object's folder and its files in every
+ * view carry its fields (user.avala.uid, .key, .status, .dataset,
+ * .created_at, .updated_at, .annotations_count: those it has). */
+#ifndef AVALAFS_VIEW_XATTR_H
+#define AVALAFS_VIEW_XATTR_H
+
+#include "view.h"
+
+#define VIEW_XATTR_MAX 8
+#define VIEW_XATTR_NAME 48
+
+struct view_xattr {
+	char name[VIEW_XATTR_NAME];
+	char *value; /* not NUL-terminated for the caller: len bytes */
+	size_t len;
+};
+
+struct view_xattrs {
+	struct view_xattr a[VIEW_XATTR_MAX];
+	int n;
+};
+
+/* The attributes of @n in @x (none for a node that is no object's): 0 or
+ * a negative errno. Clear @x after. */
+int view_xattrs_of(struct fs *fs, const struct node *n, struct view_xattrs *x);
+
+/* The attribute @name of @x, or NULL. */
+const struct view_xattr *view_xattr_find(const struct view_xattrs *x,
+					 const char *name);
+
+/* The names of @x, each NUL-terminated, into @buf of @cap bytes (when it
+ * fits; @buf may be NULL): the bytes they take. */
+size_t view_xattr_names(const struct view_xattrs *x, char *buf, size_t cap);
+
+void view_xattrs_clear(struct view_xattrs *x);
+
+#endif
