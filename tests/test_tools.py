@@ -151,7 +151,7 @@ def test_rsync_again_after_a_remount_reads_nothing(fake_factory,
     assert len(files) == 8 * 2 + 2 * 2 + sum(
         len(t["views"]) for t in truth["sequences"])
     # no data file is read; a thumbnail's size, which no listing gives, is
-    # learned once, from a first request that asks for up to 8 MiB: it
+    # learned once, from a first request that asks for up to 256 KiB: it
     # brings a small file whole
     asked = [(q["path"].split("?")[0], q["range"])
              for q in fake.stats()["requests"] if q["route"] == "file"]
@@ -159,7 +159,7 @@ def test_rsync_again_after_a_remount_reads_nothing(fake_factory,
     assert len({path for path, _ in asked}) == len(asked)
     assert {path.split("/")[-2] for path, _ in asked} == \
         {"thumbnail", "featured"}
-    assert {rng for _, rng in asked} == {"bytes=0-8388607"}
+    assert {rng for _, rng in asked} == {"bytes=0-262143"}
 
 
 def test_tar_sees_nothing_change(fake_factory, mount_factory, tmpdir_short):
