@@ -39,6 +39,9 @@
 #define ORDER_SLOTS 16 /* orders followed at once */
 #define CURSORS 8 /* readers of one order followed at once */
 #define AHEAD_MAX 64
+/* an open this close to a walk's front (in positions) is the walk's: the
+ * reorderings that readers running at once bring */
+#define WALK_SLACK 16
 
 struct stream_reader {
 	struct fetch_src *src; /* a reference */
@@ -51,12 +54,17 @@ struct stream_reader {
 	int64_t window; /* protected by s->lock: readahead bytes, 0 = none */
 };
 
-/* A reader going through an order: the position that would follow its
- * last open, and the files fetched ahead of it. */
+/* A walk through an order: the furthest position opened, the one that
+ * would follow it, and the files fetched ahead of it. The opens of a walk
+ * may come from many readers at once (threads taking the next file of one
+ * list, a loader's workers, xargs -P8): an open near the front, ahead of
+ * it or a little behind, is the walk's, whoever makes it. */
 struct cursor {
-	uint64_t reader; /* who opens (a thread) */
-	uint64_t next; /* 0: free */
-	unsigned run; /* opens in a row that followed */
+	uint64_t start; /* the position it began at */
+	uint64_t opens; /* opens it took */
+	uint64_t front; /* the furthest position opened */
+	uint64_t next; /* the one after it; 0: free */
+	unsigned run; /* opens in a row that moved the front on */
 	uint64_t used; /* when it last moved, for reuse */
 	uint64_t ahead[AHEAD_MAX]; /* ring: positions fetched ahead */
 	unsigned ahead_first, ahead_n;
@@ -263,55 +271,77 @@ static struct order *order_slot(struct stream *s, uint64_t order)
 	return o->order == order ? o : NULL;
 }
 
-/* Note an open by @reader at @pos (followed by @next) in @order. When it
- * continues the reader's run of opens in order, returns how many files are
- * wanted ahead of it, after position *@after, by cursor *@cur (then busy).
- * Called with s->lock held. */
-static size_t order_open(struct stream *s, struct order *o, uint64_t reader,
-			 uint64_t pos, uint64_t next, uint64_t *after,
-			 struct cursor **cur)
+/* The walk of @o that an open at @pos belongs to: the one whose front is
+ * nearest, within WALK_SLACK; or NULL. */
+static struct cursor *walk_of(struct order *o, uint64_t pos)
 {
-	struct cursor *c = NULL, *oldest = NULL;
+	struct cursor *best = NULL;
+	uint64_t best_d = WALK_SLACK + 1, d;
+	int i;
+
+	for (i = 0; i < CURSORS; i++) {
+		struct cursor *k = &o->cursors[i];
+
+		if (!k->next)
+			continue;
+		d = pos > k->front ? pos - k->front : k->front - pos;
+		if (d < best_d) {
+			best = k;
+			best_d = d;
+		}
+	}
+	return best;
+}
+
+/* Note an open at @pos (followed by @next) in @order. When it moves a walk
+ * on, returns how many files are wanted ahead of it, after position
+ * *@after, by cursor *@cur (then busy). Called with s->lock held. */
+static size_t order_open(struct stream *s, struct order *o, uint64_t pos,
+			 uint64_t next, uint64_t *after, struct cursor **cur)
+{
+	struct cursor *c = walk_of(o, pos), *oldest = NULL;
+	uint64_t span;
 	size_t want;
 	int i;
 
-	for (i = 0; i < CURSORS && !c; i++) {
-		struct cursor *k = &o->cursors[i];
-
-		if (k->next && k->reader == reader)
-			c = k;
-		else if (!k->busy && (!oldest || k->used < oldest->used))
-			oldest = k;
-	}
-	if (c && c->next != pos) {
-		/* out of order: what was fetched ahead stays, no more */
-		c->run = 0;
-		c->ahead_n = 0;
-		c->next = next;
-		c->used = ++o->tick;
-		return 0;
-	}
 	if (!c) {
-		/* a new reader takes the place of the one that read last
+		/* a new walk takes the place of the one that moved last
 		 * longest ago */
+		for (i = 0; i < CURSORS; i++) {
+			struct cursor *k = &o->cursors[i];
+
+			if (!k->busy && (!oldest || k->used < oldest->used))
+				oldest = k;
+		}
 		if (oldest && next) {
 			memset(oldest, 0, sizeof(*oldest));
-			oldest->reader = reader;
+			oldest->start = pos;
+			oldest->opens = 1;
+			oldest->front = pos;
 			oldest->next = next;
 			oldest->used = ++o->tick;
 		}
 		return 0;
 	}
-	c->next = next;
 	c->used = ++o->tick;
+	if (pos >= c->start)
+		c->opens++;
+	if (pos <= c->front)
+		return 0; /* a reader a little behind the others */
+	c->front = pos;
+	c->next = next;
 	c->run++;
 	s->stats.ordered++;
-	/* the files fetched ahead that are now behind the reader */
+	/* the files fetched ahead that are now behind the front */
 	while (c->ahead_n && c->ahead[c->ahead_first % AHEAD_MAX] <= pos) {
 		c->ahead_first++;
 		c->ahead_n--;
 	}
-	if (c->run < 2 || c->busy || c->ahead_n >= s->prefetch || !next)
+	/* a walk opens most of what it passes, all of it at first; readers
+	 * in random order land near a front now and then, far apart */
+	span = c->front - c->start + 1;
+	if (c->run < 2 || c->opens < (span < 8 ? span : span * 3 / 4) ||
+	    c->busy || c->ahead_n >= s->prefetch || !next)
 		return 0;
 	want = s->prefetch - c->ahead_n;
 	/* fetch in batches, not one file per open */
@@ -347,8 +377,8 @@ static void follow_orders(struct stream *s, const struct stream_place *place)
 		o = order_slot(s, place->in[k].order);
 		if (!o)
 			continue;
-		w = order_open(s, o, place->reader, place->in[k].pos,
-			       place->in[k].next, &a, &c);
+		w = order_open(s, o, place->in[k].pos, place->in[k].next, &a,
+			       &c);
 		if (w && !want) {
 			want = w;
 			after = a;

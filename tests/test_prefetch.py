@@ -70,11 +70,13 @@ def test_shuffled_reader_causes_no_request_ahead(fake_factory, mount_factory):
     files = item_files(m, truth)
     random.Random(7).shuffle(files)
     fake.reset()
-    for t, p in files:
+    for t, p in files[:150]:
         read(t, p)
     m.wait_idle()
-    assert fake.counts()["file"] == len(files)
-    assert m.cache_stats()["prefetched"] == 0
+    # a shuffled reader lands near a walk's front only now and then: what
+    # was fetched ahead and never read is at most 5% of what was read
+    assert fake.counts()["file"] <= 150 * 1.05, fake.counts()
+    assert m.cache_stats()["prefetched"] <= 150 * 0.05
 
 
 def test_folder_order_is_fetched_ahead(fake_factory, mount_factory):
@@ -106,3 +108,73 @@ def test_prefetch_off(fake_factory, mount_factory):
     m.wait_idle()
     assert fake.counts()["file"] == len(truth)
     assert m.cache_stats()["prefetched"] == 0
+
+
+def test_a_pool_of_readers_in_order_is_fetched_ahead(fake_factory,
+                                                     mount_factory):
+    # 8 threads, each taking the next file of one shared list: their opens
+    # walk the listing together, a little out of order
+    import threading
+    fake = fake_factory("--dataset", DS + ":items=300,size_known=1,"
+                        "min_size=2000,max_size=20000")
+    truth = fake.truth(DS)["items"]
+    m = mount_factory(fake, "dataset=" + DS, "prefetch=16")
+    files = item_files(m, truth)
+    os.listdir(os.path.dirname(files[0][1]))
+    fake.reset()
+    fake.fault(route="file", latency=0.03, count=-1)
+    todo, lock, bad = list(files), threading.Lock(), []
+
+    def work():
+        while True:
+            with lock:
+                if not todo:
+                    return
+                t, p = todo.pop(0)
+            try:
+                read(t, p)
+            except AssertionError as e:
+                bad.append(e)
+
+    threads = [threading.Thread(target=work) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    m.wait_idle()
+    assert bad == []
+    st = m.cache_stats()
+    # most files were on their way before their reader opened them, and
+    # none was asked for twice
+    assert st["prefetched"] >= len(files) // 2, st
+    assert fake.counts()["file"] == len(files)
+
+
+def test_a_shuffled_pool_causes_no_request_ahead(fake_factory,
+                                                 mount_factory):
+    import threading
+    fake = fake_factory("--dataset", DS + ":items=300,size_known=1,"
+                        "min_size=2000,max_size=20000")
+    truth = fake.truth(DS)["items"]
+    m = mount_factory(fake, "dataset=" + DS, "prefetch=16")
+    files = item_files(m, truth)
+    random.Random(3).shuffle(files)
+    fake.reset()
+    todo, lock = list(files[:150]), threading.Lock()
+
+    def work():
+        while True:
+            with lock:
+                if not todo:
+                    return
+                t, p = todo.pop(0)
+            read(t, p)
+
+    threads = [threading.Thread(target=work) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    m.wait_idle()
+    # what was fetched ahead and never read: at most 5% of what was read
+    assert fake.counts()["file"] <= 150 * 1.05, fake.counts()
