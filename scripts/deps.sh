@@ -3,12 +3,13 @@
 # What building and running it takes (the demo needs no more):
 AVALAFS_DEPS="gcc libc6-dev pkg-config meson ninja-build libfuse3-dev fuse3
 libcurl4-openssl-dev libssl-dev libcjson-dev uthash-dev libsqlite3-dev
-libxxhash-dev libsystemd-dev python3"
+libxxhash-dev libsystemd-dev libmicrohttpd-dev python3"
 # what the tests, the sanitizers and the format check add
 AVALAFS_DEV_DEPS="python3-pytest curl rsync clang libclang-rt-14-dev
 clang-format nginx libnginx-mod-http-js openssl"
 # the clients the mount tests read with
-AVALAFS_TEST_DEPS="python3-pil python3-torchvision imagemagick attr"
+AVALAFS_TEST_DEPS="python3-pil python3-torchvision imagemagick attr
+prometheus"
 # and what scripts/package.sh builds and checks the packages with
 AVALAFS_PKG_DEPS="build-essential debhelper rpm man-db systemd procps curl"
 

@@ -9,4 +9,4 @@ build_avalafs build-tsan -Db_sanitize=thread -Dwerror=true
 TSAN_OPTIONS=halt_on_error=0:exitcode=66 \
 	meson test -C build-tsan --print-errorlogs mount-stream mount-tree \
 		mount-limits mount-disk_cache mount-prefetch mount-drops-caches \
-		mount-trust
+		mount-trust mount-metrics

@@ -62,6 +62,7 @@ struct api {
 	char *ordering;
 	int64_t list_timeout_ms;
 	int auth_logged; /* last 401/403 logged, so each cause logs once */
+	struct api_stats stats; /* atomic */
 };
 
 struct api *api_new(struct http *http, const struct api_config *cfg)
@@ -706,8 +707,8 @@ static struct item *item_from_json(const cJSON *obj, const struct span *raw,
 	    dup_field(&it->data_url, data_url) ||
 	    dup_field(&it->thumb_url, thumb_url) ||
 	    dup_field(&it->version, str_field(obj, "updated_at")
-						? str_field(obj, "updated_at")
-						: str_field(obj, "created_at")))
+					    ? str_field(obj, "updated_at")
+					    : str_field(obj, "created_at")))
 		goto fail;
 	/* a field of the wrong type or an odd spelling only costs the time */
 	it->has_mtime =
@@ -995,11 +996,44 @@ static void log_status(struct api *api, const char *what,
 			*detail ? ": " : "", detail);
 }
 
-/* GET @url and hand back a 200 body in @resp. Returns 0 or -errno. */
-static int get_json(struct api *api, const char *url, const char *what,
-		    bool shared, struct http_resp *resp)
+void api_get_stats(struct api *api, struct api_stats *st)
+{
+	int c, o;
+
+	for (c = 0; c < API_CALLS; c++)
+		for (o = 0; o < UTIL_OUTCOMES; o++)
+			st->calls[c][o] = __atomic_load_n(
+				&api->stats.calls[c][o], __ATOMIC_RELAXED);
+}
+
+const char *api_call_name(enum api_call call)
+{
+	static const char *const names[API_CALLS] = {
+		[API_CALL_LIST] = "list",
+		[API_CALL_GET] = "get",
+		[API_CALL_DATASETS] = "datasets",
+		[API_CALL_CHECK] = "check",
+	};
+
+	return (unsigned)call < API_CALLS ? names[call] : "unknown";
+}
+
+/* GET @url with the key, counted as a @call. */
+static int api_request(struct api *api, enum api_call call, const char *url,
+		       bool shared, struct http_resp *resp)
 {
 	int err = http_api_get(api->http, url, API_MAX_BODY, shared, resp);
+	enum util_outcome o = util_http_outcome(err ? 0 : resp->status, err);
+
+	__atomic_add_fetch(&api->stats.calls[call][o], 1, __ATOMIC_RELAXED);
+	return err;
+}
+
+/* GET @url and hand back a 200 body in @resp. Returns 0 or -errno. */
+static int get_json(struct api *api, enum api_call call, const char *url,
+		    const char *what, bool shared, struct http_resp *resp)
+{
+	int err = api_request(api, call, url, shared, resp);
 
 	/* no answer: a listing or a read fails as the server being away,
 	 * never as its refusal (resp->why tells which) */
@@ -1041,7 +1075,7 @@ struct fetch {
 static int fetch_page(struct fetch *f)
 {
 	struct http_resp resp;
-	int err = get_json(f->api, f->url, f->what, true, &resp);
+	int err = get_json(f->api, API_CALL_LIST, f->url, f->what, true, &resp);
 
 	if (err)
 		return err;
@@ -1205,7 +1239,7 @@ int api_get(struct api *api, const char *owner, const char *slug,
 	if (tail)
 		url = dataset_url(api, owner, slug, tail);
 	if (url) {
-		err = get_json(api, url, url, false, &resp);
+		err = get_json(api, API_CALL_GET, url, url, false, &resp);
 		if (!err) {
 			*out = api_parse_object(resp.body, resp.len, kind);
 			if (!*out) {
@@ -1256,7 +1290,7 @@ int api_check_dataset(struct api *api, const char *owner, const char *slug,
 		free(url);
 		return -ENOMEM;
 	}
-	err = http_api_get(api->http, url, API_MAX_BODY, false, &resp);
+	err = api_request(api, API_CALL_CHECK, url, false, &resp);
 	free(url);
 	if (!err)
 		err = resp.status == 200 ? 0 : util_http_errno(resp.status);
@@ -1329,7 +1363,8 @@ int api_list_datasets(struct api *api, struct dataset_ref **out, size_t *n,
 			err = -ENOMEM;
 			break;
 		}
-		err = get_json(api, url, "dataset list", true, &resp);
+		err = get_json(api, API_CALL_DATASETS, url, "dataset list",
+			       true, &resp);
 		free(url);
 		answer_of(&resp, err, ans);
 		if (err)

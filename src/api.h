@@ -7,6 +7,7 @@
 
 #include "http.h"
 #include "item.h"
+#include "util.h"
 
 #define API_MAX_BODY (64u << 20) /* largest page accepted */
 
@@ -30,6 +31,26 @@ struct dataset_ref {
 };
 
 struct api;
+
+/* The calls an api makes, as its counters name them. */
+enum api_call {
+	API_CALL_LIST, /* a page of a listing */
+	API_CALL_GET, /* one object: a fresh data URL */
+	API_CALL_DATASETS, /* a page of the dataset list */
+	API_CALL_CHECK, /* the start-up check of a dataset */
+	API_CALLS
+};
+
+/* Calls made, by how they ended (after the engine's retries). */
+struct api_stats {
+	uint64_t calls[API_CALLS][UTIL_OUTCOMES];
+};
+
+/* The counters of @api, read as they are now. */
+void api_get_stats(struct api *api, struct api_stats *st);
+
+/* The name of @call in counters: "list", "get", "datasets", "check". */
+const char *api_call_name(enum api_call call);
 
 /* A client over @http (borrowed); NULL on ENOMEM. */
 struct api *api_new(struct http *http, const struct api_config *cfg);

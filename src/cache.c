@@ -367,8 +367,10 @@ static bool evict(struct cache *c, size_t need)
 
 		while (b && c->stats.used + need > c->stats.budget) {
 			prev = b->lru_prev;
-			if (b->ready && b->pins == 0)
+			if (b->ready && b->pins == 0) {
 				block_drop(c, b);
+				c->stats.evicted++;
+			}
 			b = prev;
 		}
 	}
@@ -1121,7 +1123,9 @@ void cache_run_settle(struct cache_run *r, int err)
 /* ---- reading ---- */
 
 /* Pin the blocks of [@off, @off + @len) of @o (@len > 0) that are held or
- * coming, in @v, whose arrays are made. Called with c->lock held. */
+ * coming, in @v, whose arrays are made; the bytes of the read that are
+ * ready in them already count as read from memory. Called with c->lock
+ * held. */
 static void pin_locked(struct cache *c, struct cache_obj *o, int64_t off,
 		       size_t len, struct cache_view *v)
 {
@@ -1129,11 +1133,20 @@ static void pin_locked(struct cache *c, struct cache_obj *o, int64_t off,
 
 	for (i = a; i <= b; i++) {
 		struct cache_block *blk = block_find(c, o, i);
+		int64_t start = i << BLOCK_SHIFT, from, to;
 
 		if (!blk)
 			break;
 		blk->pins++;
 		v->blocks[v->n++] = blk;
+		if (!blk->ready)
+			continue;
+		from = off > start ? off : start;
+		to = off + (int64_t)len < start + (int64_t)blk->len
+			     ? off + (int64_t)len
+			     : start + (int64_t)blk->len;
+		if (to > from)
+			c->stats.memory_read += to - from;
 	}
 }
 

@@ -23,8 +23,10 @@ struct cache_stats {
 	size_t budget;
 	size_t kernel_held; /* held by blocks the kernel's page cache has too */
 	uint64_t hits, misses; /* blocks found / made for a read */
+	uint64_t evicted; /* blocks dropped to make room */
 	uint64_t filled; /* bytes that came from the network */
 	uint64_t disk_read; /* bytes that came from the disk */
+	uint64_t memory_read; /* bytes of reads found in memory, ready */
 };
 
 struct cache;

@@ -55,6 +55,12 @@ struct listing {
 	size_t n_retired, cap_retired; /* protected by lock */
 	struct gone *gone; /* protected by lock */
 	size_t n_gone; /* atomic */
+	/* for counters, all protected by lock: */
+	int64_t objects; /* objects of gen; -1: not counted yet */
+	int64_t building_objects; /* objects of building so far */
+	int64_t listed_at; /* when gen was complete: seconds since the epoch */
+	int last_err; /* the last load's error; 0 once one succeeds */
+	uint64_t loads, failures; /* loads ended, and those that failed */
 };
 
 struct dataset {
@@ -477,6 +483,8 @@ static void listings_lost(void *ctx)
 		pthread_mutex_lock(&l->lock);
 		fresh_apply(&l->fresh, FRESH_LOST, 0, &clock);
 		l->gen = 0;
+		l->objects = 0;
+		l->listed_at = 0;
 		l->pages = 0; /* a listing being made is in the lost one */
 		l->n_retired = 0;
 		gone_clear(l);
@@ -507,6 +515,7 @@ static int add_page(void *ctx, struct item *const *v, size_t n)
 	if (added >= 0) {
 		pthread_mutex_lock(&ld->l->lock);
 		ld->l->pages++;
+		ld->l->building_objects += added;
 		pthread_cond_broadcast(&ld->l->changed);
 		pthread_mutex_unlock(&ld->l->lock);
 	}
@@ -582,6 +591,7 @@ static void *load_listing(void *p)
 		pthread_mutex_lock(&l->lock);
 		l->building = store_listing_gen(ld.sl);
 		l->pages = 0;
+		l->building_objects = 0;
 		pthread_mutex_unlock(&l->lock);
 		err = api_list(cat->api, ds->owner, ds->slug, l->kind, add_page,
 			       &ld);
@@ -600,13 +610,18 @@ static void *load_listing(void *p)
 	 * that before it takes this lock to say so) */
 	if (!err && store_resets(ds->store) != resets)
 		err = -EIO;
+	l->loads++;
+	l->last_err = err;
 	if (!err) {
 		retire(l, l->gen);
 		l->gen = gen;
+		l->objects = l->building_objects;
+		l->listed_at = time(NULL);
 		if (!l->fresh.again)
 			gone_clear(l);
 		fresh_apply(&l->fresh, FRESH_LOADED, 0, &clock);
 	} else {
+		l->failures++;
 		retire(l, l->building);
 		fresh_apply(&l->fresh, FRESH_LOAD_FAILED, err, &clock);
 		if (l->gen && fresh_servable(&l->fresh))
@@ -671,6 +686,8 @@ static void adopt_stored(struct catalog *cat, struct listing *l)
 	if (!l->gen && l->fresh.state == FRESH_EMPTY) {
 		age = (int64_t)time(NULL) - listed_at;
 		l->gen = gen;
+		l->objects = -1; /* counted when asked for */
+		l->listed_at = listed_at;
 		l->fresh.state = FRESH_CURRENT;
 		l->fresh.until =
 			now_ms() +
@@ -853,4 +870,34 @@ int catalog_reresolve(struct catalog *cat, struct dataset *ds,
 const char *catalog_origin(const struct catalog *cat)
 {
 	return cat->origin;
+}
+
+void catalog_listing_info(struct catalog *cat, struct dataset *ds,
+			  enum item_kind kind, struct catalog_listing_info *out)
+{
+	struct listing *l = &ds->lists[kind];
+	struct store *st = dataset_store(ds);
+	int64_t n;
+
+	pthread_mutex_lock(&l->lock);
+	out->gen = l->gen;
+	out->objects = l->gen ? l->objects : 0;
+	out->listed_at = l->gen ? l->listed_at : 0;
+	out->state = l->fresh.state;
+	/* it goes stale when next read: say so from its time */
+	if (out->state == FRESH_CURRENT && now_ms() >= l->fresh.until)
+		out->state = FRESH_STALE;
+	out->last_err = l->last_err;
+	out->loads = l->loads;
+	out->failures = l->failures;
+	pthread_mutex_unlock(&l->lock);
+	if (out->objects >= 0 || !st)
+		return;
+	/* a listing kept from before this mount: counted once */
+	n = store_objects(st, out->gen);
+	pthread_mutex_lock(&l->lock);
+	if (l->gen == out->gen && n >= 0)
+		l->objects = n;
+	pthread_mutex_unlock(&l->lock);
+	out->objects = n;
 }

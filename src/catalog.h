@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 #include "api.h"
+#include "fresh.h"
 #include "item.h"
 #include "store.h"
 
@@ -123,6 +124,25 @@ bool catalog_gone(struct catalog *cat, struct dataset *ds, enum item_kind kind,
 
 /* The API's base URL the catalog's stores are of. */
 const char *catalog_origin(const struct catalog *cat);
+
+/* What one listing of a dataset is now, for counters. */
+struct catalog_listing_info {
+	uint64_t gen; /* the complete generation held, 0: none */
+	int64_t objects; /* objects it lists; -1: they cannot be counted */
+	int64_t listed_at; /* when it was complete, seconds since the epoch;
+			    * 0: none */
+	enum fresh_state state; /* stale once past its time */
+	int last_err; /* the last load's error (negative), 0 once one
+		       * succeeds */
+	uint64_t loads, failures; /* loads ended, and those that failed */
+};
+
+/* What the listing of @kind in @ds is now, in @out. The objects of a
+ * listing an earlier mount kept are counted in the store the first time
+ * they are asked for. */
+void catalog_listing_info(struct catalog *cat, struct dataset *ds,
+			  enum item_kind kind,
+			  struct catalog_listing_info *out);
 
 /* Fetch @it afresh through "get item" (for a new data URL): a new reference
  * in @out. Returns 0 or a negative errno. */

@@ -122,6 +122,11 @@ void fetch_get_stats(struct fetch *f, struct fetch_stats *st)
 	pthread_mutex_unlock(&f->lock);
 }
 
+const char *fetch_kind_name(enum fetch_kind kind)
+{
+	return kind == FETCH_THUMBNAIL ? "thumbnail" : "data";
+}
+
 /* The URL to fetch @src from: the re-resolved one when its listing URL
  * expired. A new string. */
 static char *src_url(struct fetch *f, struct fetch_src *src)
@@ -232,6 +237,15 @@ static int job_fetch(struct job *j, struct http_resp *r)
 		err = http_data_stream(f->http, &req, start, end - start, &sink,
 				       r);
 		free(url);
+		/* a URL refused here, or no memory to ask: nothing was sent */
+		if (r->status ||
+		    (err != -EPERM && err != -EINVAL && err != -ENOMEM)) {
+			enum util_outcome o = util_http_outcome(r->status, err);
+
+			pthread_mutex_lock(&f->lock);
+			f->stats.ended[j->src->kind][o]++;
+			pthread_mutex_unlock(&f->lock);
+		}
 		/* bytes refused (not what is known of the object): the reads
 		 * that try again go past a tier's copy */
 		__atomic_store_n(&j->src->refused, err && err != -ECANCELED,

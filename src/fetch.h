@@ -10,6 +10,7 @@
 
 #include "cache.h"
 #include "http.h"
+#include "util.h"
 
 struct fetch_src;
 
@@ -24,6 +25,13 @@ struct fetch_src_ops {
 	void (*free)(struct fetch_src *src);
 };
 
+/* What a file is, for the counters of its requests. */
+enum fetch_kind {
+	FETCH_DATA, /* a data file */
+	FETCH_THUMBNAIL, /* a thumbnail */
+	FETCH_KINDS
+};
+
 /* Where the bytes of one file come from, made by the layer above (which
  * embeds it) and counted: fetches queued hold a reference. */
 struct fetch_src {
@@ -33,6 +41,7 @@ struct fetch_src {
 	char *listed; /* the listing's updated_at (else created_at), or NULL */
 	int64_t size; /* the listing's size, -1 when not given */
 	char *what; /* "owner/slug/uid data", for logs */
+	enum fetch_kind kind;
 	bool refused; /* atomic: its last answer was refused: a tier is to
 		       * ask the origin for the next */
 	const struct fetch_src_ops *ops;
@@ -46,8 +55,13 @@ void fetch_src_unref(struct fetch_src *src);
 
 struct fetch_stats {
 	uint64_t requests; /* GET requests for data */
+	/* those that were sent, by kind and how they ended */
+	uint64_t ended[FETCH_KINDS][UTIL_OUTCOMES];
 	size_t jobs; /* runs being filled or waiting for a thread */
 };
+
+/* The name of @kind in counters: "data", "thumbnail". */
+const char *fetch_kind_name(enum fetch_kind kind);
 
 struct fetch;
 

@@ -1,7 +1,7 @@
 /* FUSE low-level operations. Every operation replies exactly once, with no
  * lock held: the node kinds of view.h return 0 or a negative errno and the
  * op replies. This file knows handles, offsets and lookup counts, and no
- * kind by name. */
+ * kind by name; it counts every request and every error it answers. */
 #include "fs.h"
 #include "log.h"
 #include "util.h"
@@ -19,6 +19,91 @@ static struct fs *fs_of(fuse_req_t req)
 	return fuse_req_userdata(req);
 }
 
+/* ---- counters ---- */
+
+static const char *const op_names[FS_OPS] = {
+	[FS_OP_LOOKUP] = "lookup",
+	[FS_OP_FORGET] = "forget",
+	[FS_OP_GETATTR] = "getattr",
+	[FS_OP_OPENDIR] = "opendir",
+	[FS_OP_READDIR] = "readdir",
+	[FS_OP_READDIRPLUS] = "readdirplus",
+	[FS_OP_RELEASEDIR] = "releasedir",
+	[FS_OP_OPEN] = "open",
+	[FS_OP_READ] = "read",
+	[FS_OP_RELEASE] = "release",
+	[FS_OP_STATFS] = "statfs",
+	[FS_OP_GETXATTR] = "getxattr",
+	[FS_OP_LISTXATTR] = "listxattr",
+	[FS_OP_SETATTR] = "setattr",
+	[FS_OP_MKNOD] = "mknod",
+	[FS_OP_MKDIR] = "mkdir",
+	[FS_OP_UNLINK] = "unlink",
+	[FS_OP_RMDIR] = "rmdir",
+	[FS_OP_SYMLINK] = "symlink",
+	[FS_OP_RENAME] = "rename",
+	[FS_OP_LINK] = "link",
+	[FS_OP_WRITE] = "write",
+	[FS_OP_CREATE] = "create",
+	[FS_OP_SETXATTR] = "setxattr",
+	[FS_OP_REMOVEXATTR] = "removexattr",
+	[FS_OP_FALLOCATE] = "fallocate",
+};
+
+const char *fs_op_name(enum fs_op op)
+{
+	return (unsigned)op < FS_OPS ? op_names[op] : "unknown";
+}
+
+void fs_get_stats(struct fs *fs, struct fs_stats *st)
+{
+	const uint64_t *from = (const uint64_t *)fs->stats;
+	uint64_t *to = (uint64_t *)st;
+	size_t i;
+
+	_Static_assert(sizeof(*st) % sizeof(uint64_t) == 0,
+		       "fs_stats holds counters only");
+	for (i = 0; i < sizeof(*st) / sizeof(uint64_t); i++)
+		to[i] = __atomic_load_n(&from[i], __ATOMIC_RELAXED);
+}
+
+/* A request being served: counted when its op begins, and as done when
+ * the op returns, whichever way (COUNT_OP's cleanup). */
+struct op_count {
+	struct fs_stats *st;
+};
+
+static struct op_count op_begin(fuse_req_t req, enum fs_op op)
+{
+	struct fs_stats *st = fs_of(req)->stats;
+
+	__atomic_add_fetch(&st->ops[op], 1, __ATOMIC_RELAXED);
+	__atomic_add_fetch(&st->in_flight, 1, __ATOMIC_RELAXED);
+	return (struct op_count){ st };
+}
+
+static void op_end(struct op_count *c)
+{
+	__atomic_sub_fetch(&c->st->in_flight, 1, __ATOMIC_RELAXED);
+}
+
+/* The first line of every op: count @op of @req until the op returns. */
+#define COUNT_OP(req, op)         \
+	struct op_count op_count_ \
+		__attribute__((cleanup(op_end), unused)) = op_begin(req, op)
+
+/* fuse_reply_err(), counting an error (@err > 0) of @op. */
+static void reply_err(fuse_req_t req, enum fs_op op, int err)
+{
+	struct fs_stats *st = fs_of(req)->stats;
+
+	if (err > 0)
+		__atomic_add_fetch(
+			&st->errors[op][err < FS_ERRNO_MAX ? err : 0], 1,
+			__ATOMIC_RELAXED);
+	fuse_reply_err(req, err);
+}
+
 /* ---- handles ---- */
 
 int fs_init(struct fs *fs)
@@ -28,7 +113,8 @@ int fs_init(struct fs *fs)
 	fs->handles.prev = fs->handles.next = &fs->handles;
 	fs->objects = view_object_cache_new();
 	fs->size_windows = view_size_windows_new();
-	return fs->objects && fs->size_windows ? 0 : -ENOMEM;
+	fs->stats = calloc(1, sizeof(*fs->stats));
+	return fs->objects && fs->size_windows && fs->stats ? 0 : -ENOMEM;
 }
 
 static void handle_add(struct fs *fs, struct fs_handle *h,
@@ -68,6 +154,8 @@ void fs_destroy(struct fs *fs)
 	fs->objects = NULL;
 	view_size_windows_free(fs->size_windows);
 	fs->size_windows = NULL;
+	free(fs->stats);
+	fs->stats = NULL;
 	while (fs->n_forgets > 0)
 		free(fs->forgets[--fs->n_forgets].name);
 	free(fs->forgets);
@@ -161,6 +249,7 @@ static void fs_conn_init(void *userdata, struct fuse_conn_info *conn)
 
 static void fs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
+	COUNT_OP(req, FS_OP_LOOKUP);
 	struct fs *fs = fs_of(req);
 	struct fuse_entry_param e;
 	struct node dir, child;
@@ -181,7 +270,7 @@ static void fs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	if (!err)
 		err = tree_ref(fs->tree, child.ino);
 	if (err) {
-		fuse_reply_err(req, -err);
+		reply_err(req, FS_OP_LOOKUP, -err);
 		return;
 	}
 	e.ino = child.ino;
@@ -193,6 +282,7 @@ static void fs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 
 static void fs_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
 {
+	COUNT_OP(req, FS_OP_FORGET);
 	tree_forget(fs_of(req)->tree, ino, nlookup);
 	fuse_reply_none(req);
 }
@@ -200,6 +290,7 @@ static void fs_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
 static void fs_forget_multi(fuse_req_t req, size_t count,
 			    struct fuse_forget_data *forgets)
 {
+	COUNT_OP(req, FS_OP_FORGET);
 	size_t i;
 
 	for (i = 0; i < count; i++)
@@ -211,6 +302,7 @@ static void fs_forget_multi(fuse_req_t req, size_t count,
 static void fs_getattr(fuse_req_t req, fuse_ino_t ino,
 		       struct fuse_file_info *fi)
 {
+	COUNT_OP(req, FS_OP_GETATTR);
 	struct fs *fs = fs_of(req);
 	struct node n;
 	struct stat st;
@@ -219,7 +311,7 @@ static void fs_getattr(fuse_req_t req, fuse_ino_t ino,
 	if (!err)
 		err = n.ops->getattr(fs, &n, &st);
 	if (err)
-		fuse_reply_err(req, -err);
+		reply_err(req, FS_OP_GETATTR, -err);
 	else
 		fuse_reply_attr(req, &st, fs->ttl);
 }
@@ -262,6 +354,7 @@ static void dir_release(struct fs *fs, struct fs_handle *h)
 static void fs_opendir(fuse_req_t req, fuse_ino_t ino,
 		       struct fuse_file_info *fi)
 {
+	COUNT_OP(req, FS_OP_OPENDIR);
 	struct fs *fs = fs_of(req);
 	struct dir_handle *d;
 	struct node n;
@@ -270,12 +363,12 @@ static void fs_opendir(fuse_req_t req, fuse_ino_t ino,
 	if (!err && !n.ops->dir)
 		err = -ENOTDIR;
 	if (err) {
-		fuse_reply_err(req, -err);
+		reply_err(req, FS_OP_OPENDIR, -err);
 		return;
 	}
 	d = calloc(1, sizeof(*d));
 	if (!d) {
-		fuse_reply_err(req, ENOMEM);
+		reply_err(req, FS_OP_OPENDIR, ENOMEM);
 		return;
 	}
 	d->node = n;
@@ -389,6 +482,7 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		       struct fuse_file_info *fi, bool plus)
 {
 	struct fs *fs = fs_of(req);
+	enum fs_op op = plus ? FS_OP_READDIRPLUS : FS_OP_READDIR;
 	struct dir_handle *d = (struct dir_handle *)(uintptr_t)fi->fh;
 	struct dir_fill df = {
 		.req = req,
@@ -403,7 +497,7 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 
 	df.buf = malloc(size);
 	if (!df.buf) {
-		fuse_reply_err(req, ENOMEM);
+		reply_err(req, op, ENOMEM);
 		return;
 	}
 	resume_point(d, off, &after, &df.next_off, &df.skip);
@@ -428,7 +522,7 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	/* an error after some entries: send those, the next call reports it */
 	if (err && df.used == 0) {
 		free(df.sent);
-		fuse_reply_err(req, -err);
+		reply_err(req, op, -err);
 		free(df.buf);
 		return;
 	}
@@ -442,7 +536,7 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 				tree_forget(fs->tree, df.sent[i].counted, 1);
 		}
 		free(df.sent);
-		fuse_reply_err(req, ENOMEM);
+		reply_err(req, op, ENOMEM);
 		free(df.buf);
 		return;
 	}
@@ -466,20 +560,23 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 static void fs_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		       struct fuse_file_info *fi)
 {
+	COUNT_OP(req, FS_OP_READDIR);
 	do_readdir(req, ino, size, off, fi, false);
 }
 
 static void fs_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size,
 			   off_t off, struct fuse_file_info *fi)
 {
+	COUNT_OP(req, FS_OP_READDIRPLUS);
 	do_readdir(req, ino, size, off, fi, true);
 }
 
 static void fs_releasedir(fuse_req_t req, fuse_ino_t ino,
 			  struct fuse_file_info *fi)
 {
+	COUNT_OP(req, FS_OP_RELEASEDIR);
 	dir_free(fs_of(req), (struct dir_handle *)(uintptr_t)fi->fh);
-	fuse_reply_err(req, 0);
+	reply_err(req, FS_OP_RELEASEDIR, 0);
 }
 
 /* ---- files ---- */
@@ -504,6 +601,7 @@ static void file_release(struct fs *fs, struct fs_handle *h)
 
 static void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
+	COUNT_OP(req, FS_OP_OPEN);
 	struct fs *fs = fs_of(req);
 	struct open_file *fh;
 	struct view_file *vf = NULL;
@@ -525,7 +623,7 @@ static void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		err = -ENOMEM;
 	}
 	if (err) {
-		fuse_reply_err(req, -err);
+		reply_err(req, FS_OP_OPEN, -err);
 		return;
 	}
 	fh->vf = vf;
@@ -539,6 +637,7 @@ static void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 static void fs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		    struct fuse_file_info *fi)
 {
+	COUNT_OP(req, FS_OP_READ);
 	struct fs *fs = fs_of(req);
 	struct open_file *fh = (struct open_file *)(uintptr_t)fi->fh;
 	struct view_read r;
@@ -547,7 +646,7 @@ static void fs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	memset(&r, 0, sizeof(r));
 	err = fh->vf->ops->read(fs, fh->vf, size, off, &r);
 	if (err) {
-		fuse_reply_err(req, -err);
+		reply_err(req, FS_OP_READ, -err);
 		return;
 	}
 	/* one writev to the kernel, straight from where the bytes are */
@@ -558,12 +657,14 @@ static void fs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 static void fs_release(fuse_req_t req, fuse_ino_t ino,
 		       struct fuse_file_info *fi)
 {
+	COUNT_OP(req, FS_OP_RELEASE);
 	file_free(fs_of(req), (struct open_file *)(uintptr_t)fi->fh);
-	fuse_reply_err(req, 0);
+	reply_err(req, FS_OP_RELEASE, 0);
 }
 
 static void fs_statfs(fuse_req_t req, fuse_ino_t ino)
 {
+	COUNT_OP(req, FS_OP_STATFS);
 	struct statvfs st;
 
 	memset(&st, 0, sizeof(st));
@@ -578,66 +679,83 @@ static void fs_statfs(fuse_req_t req, fuse_ino_t ino)
 static void fs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
 		       int to_set, struct fuse_file_info *fi)
 {
-	fuse_reply_err(req, EROFS);
+	COUNT_OP(req, FS_OP_SETATTR);
+	reply_err(req, FS_OP_SETATTR, EROFS);
 }
 
 static void fs_mknod(fuse_req_t req, fuse_ino_t parent, const char *name,
 		     mode_t mode, dev_t rdev)
 {
-	fuse_reply_err(req, EROFS);
+	COUNT_OP(req, FS_OP_MKNOD);
+	reply_err(req, FS_OP_MKNOD, EROFS);
 }
 
 static void fs_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name,
 		     mode_t mode)
 {
-	fuse_reply_err(req, EROFS);
+	COUNT_OP(req, FS_OP_MKDIR);
+	reply_err(req, FS_OP_MKDIR, EROFS);
 }
 
 static void fs_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
-	fuse_reply_err(req, EROFS);
+	COUNT_OP(req, FS_OP_UNLINK);
+	reply_err(req, FS_OP_UNLINK, EROFS);
+}
+
+static void fs_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	COUNT_OP(req, FS_OP_RMDIR);
+	reply_err(req, FS_OP_RMDIR, EROFS);
 }
 
 static void fs_symlink(fuse_req_t req, const char *link, fuse_ino_t parent,
 		       const char *name)
 {
-	fuse_reply_err(req, EROFS);
+	COUNT_OP(req, FS_OP_SYMLINK);
+	reply_err(req, FS_OP_SYMLINK, EROFS);
 }
 
 static void fs_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
 		      fuse_ino_t newparent, const char *newname,
 		      unsigned int flags)
 {
-	fuse_reply_err(req, EROFS);
+	COUNT_OP(req, FS_OP_RENAME);
+	reply_err(req, FS_OP_RENAME, EROFS);
 }
 
 static void fs_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent,
 		    const char *newname)
 {
-	fuse_reply_err(req, EROFS);
+	COUNT_OP(req, FS_OP_LINK);
+	reply_err(req, FS_OP_LINK, EROFS);
 }
 
 static void fs_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
 		     size_t size, off_t off, struct fuse_file_info *fi)
 {
-	fuse_reply_err(req, EROFS);
+	COUNT_OP(req, FS_OP_WRITE);
+	reply_err(req, FS_OP_WRITE, EROFS);
 }
 
 static void fs_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 		      mode_t mode, struct fuse_file_info *fi)
 {
-	fuse_reply_err(req, EROFS);
+	COUNT_OP(req, FS_OP_CREATE);
+	reply_err(req, FS_OP_CREATE, EROFS);
 }
 
 static void fs_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 			const char *value, size_t size, int flags)
 {
-	fuse_reply_err(req, EROFS);
+	COUNT_OP(req, FS_OP_SETXATTR);
+	reply_err(req, FS_OP_SETXATTR, EROFS);
 }
 
 static void fs_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
 {
-	fuse_reply_err(req, EROFS);
+	COUNT_OP(req, FS_OP_REMOVEXATTR);
+	reply_err(req, FS_OP_REMOVEXATTR, EROFS);
 }
 
 /* ---- extended attributes: an object's fields, read only ---- */
@@ -645,6 +763,7 @@ static void fs_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
 static void fs_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 			size_t size)
 {
+	COUNT_OP(req, FS_OP_GETXATTR);
 	struct fs *fs = fs_of(req);
 	struct view_xattrs x = { .n = 0 };
 	const struct view_xattr *a = NULL;
@@ -654,13 +773,13 @@ static void fs_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 	/* without -o xattr, ENOSYS: the kernel stops asking, where
 	 * ENODATA would cost `ls -l` a request per file */
 	if (!fs->xattr) {
-		fuse_reply_err(req, ENOSYS);
+		reply_err(req, FS_OP_GETXATTR, ENOSYS);
 		return;
 	}
 	/* ls -l asks for security.selinux of every file: no lookup for
 	 * what is never there */
 	if (strncmp(name, "user.avala.", 11) != 0) {
-		fuse_reply_err(req, ENODATA);
+		reply_err(req, FS_OP_GETXATTR, ENODATA);
 		return;
 	}
 	err = view_node(fs, ino, &n);
@@ -669,11 +788,11 @@ static void fs_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 	if (!err && !(a = view_xattr_find(&x, name)))
 		err = -ENODATA;
 	if (err)
-		fuse_reply_err(req, -err);
+		reply_err(req, FS_OP_GETXATTR, -err);
 	else if (size == 0)
 		fuse_reply_xattr(req, a->len);
 	else if (size < a->len)
-		fuse_reply_err(req, ERANGE);
+		reply_err(req, FS_OP_GETXATTR, ERANGE);
 	else
 		fuse_reply_buf(req, a->value, a->len);
 	view_xattrs_clear(&x);
@@ -681,6 +800,7 @@ static void fs_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 
 static void fs_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 {
+	COUNT_OP(req, FS_OP_LISTXATTR);
 	struct fs *fs = fs_of(req);
 	struct view_xattrs x = { .n = 0 };
 	char buf[VIEW_XATTR_MAX * VIEW_XATTR_NAME];
@@ -693,11 +813,11 @@ static void fs_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 	if (!err)
 		need = view_xattr_names(&x, buf, sizeof(buf));
 	if (err)
-		fuse_reply_err(req, -err);
+		reply_err(req, FS_OP_LISTXATTR, -err);
 	else if (size == 0)
 		fuse_reply_xattr(req, need);
 	else if (size < need)
-		fuse_reply_err(req, ERANGE);
+		reply_err(req, FS_OP_LISTXATTR, ERANGE);
 	else
 		fuse_reply_buf(req, buf, need);
 	view_xattrs_clear(&x);
@@ -706,7 +826,8 @@ static void fs_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 static void fs_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset,
 			 off_t length, struct fuse_file_info *fi)
 {
-	fuse_reply_err(req, EROFS);
+	COUNT_OP(req, FS_OP_FALLOCATE);
+	reply_err(req, FS_OP_FALLOCATE, EROFS);
 }
 
 const struct fuse_lowlevel_ops fs_ops = {
@@ -727,7 +848,7 @@ const struct fuse_lowlevel_ops fs_ops = {
 	.mknod = fs_mknod,
 	.mkdir = fs_mkdir,
 	.unlink = fs_unlink,
-	.rmdir = fs_unlink,
+	.rmdir = fs_rmdir,
 	.symlink = fs_symlink,
 	.rename = fs_rename,
 	.link = fs_link,

@@ -22,6 +22,48 @@ struct fs_handle {
 struct object_cache;
 struct size_windows;
 
+/* The FUSE operations, as the counters name them. */
+enum fs_op {
+	FS_OP_LOOKUP,
+	FS_OP_FORGET, /* forget and forget_multi */
+	FS_OP_GETATTR,
+	FS_OP_OPENDIR,
+	FS_OP_READDIR,
+	FS_OP_READDIRPLUS,
+	FS_OP_RELEASEDIR,
+	FS_OP_OPEN,
+	FS_OP_READ,
+	FS_OP_RELEASE,
+	FS_OP_STATFS,
+	FS_OP_GETXATTR,
+	FS_OP_LISTXATTR,
+	/* refused: the mount is read-only */
+	FS_OP_SETATTR,
+	FS_OP_MKNOD,
+	FS_OP_MKDIR,
+	FS_OP_UNLINK,
+	FS_OP_RMDIR,
+	FS_OP_SYMLINK,
+	FS_OP_RENAME,
+	FS_OP_LINK,
+	FS_OP_WRITE,
+	FS_OP_CREATE,
+	FS_OP_SETXATTR,
+	FS_OP_REMOVEXATTR,
+	FS_OP_FALLOCATE,
+	FS_OPS
+};
+
+/* Errors are counted by number below this, the rarer ones at 0. */
+#define FS_ERRNO_MAX 134
+
+/* The counters of the FUSE requests. */
+struct fs_stats {
+	uint64_t ops[FS_OPS]; /* requests received */
+	uint64_t errors[FS_OPS][FS_ERRNO_MAX]; /* answered with an errno */
+	uint64_t in_flight; /* being served now */
+};
+
 /* Something the kernel must forget: a name in a directory, or (name NULL)
  * what it holds of an inode. */
 struct fs_forget {
@@ -36,6 +78,7 @@ struct fs {
 	struct stream *stream;
 	struct object_cache *objects; /* recently used objects, parsed */
 	struct size_windows *size_windows; /* sizes asked for ahead */
+	struct fs_stats *stats; /* atomic counters */
 	double ttl; /* seconds the kernel may trust entries and attributes */
 	bool xattr; /* objects' fields as extended attributes (-o xattr) */
 	int64_t wait_ms; /* longest a request waits for a listing's pages */
@@ -51,11 +94,17 @@ struct fs {
 	size_t n_forgets, cap_forgets; /* protected by forgets_lock */
 };
 
-/* Ready @fs's handle list and object cache: 0 or -ENOMEM. */
+/* Ready @fs's handle list, object cache and counters: 0 or -ENOMEM. */
 int fs_init(struct fs *fs);
 
 /* Free the handles still open (after the session ended) and the cache. */
 void fs_destroy(struct fs *fs);
+
+/* A copy of the counters of the requests, as they are now. */
+void fs_get_stats(struct fs *fs, struct fs_stats *st);
+
+/* The name of @op in counters: "lookup", "read", ... */
+const char *fs_op_name(enum fs_op op);
 
 /* What the catalog calls when generation @new of a listing replaced @old
  * (@fs is a struct fs): what the kernel holds of what changed is noted, to

@@ -8,6 +8,7 @@
 #include "http.h"
 #include "key.h"
 #include "log.h"
+#include "metrics.h"
 #include "options.h"
 #include "stream.h"
 #include "tree.h"
@@ -600,6 +601,7 @@ int main(int argc, char *argv[])
 	struct fuse_cmdline_opts cmd = { 0 };
 	struct fuse_lowlevel_ops ops = fs_ops;
 	struct fuse_session *se = NULL;
+	struct metrics *metrics = NULL;
 	struct http *http = NULL;
 	struct api *api = NULL;
 	struct catalog *cat = NULL;
@@ -648,9 +650,12 @@ int main(int argc, char *argv[])
 	if (!se)
 		goto out_cmd;
 	log_set_debug(cmd.debug);
+	/* bound first: an address in use refuses the mount at once */
+	if (o.metrics && !(metrics = metrics_open(o.metrics)))
+		goto out_session;
 	keys = key_source_new(o.api_key_file, getenv("AVALA_API_KEY"));
 	if (!keys)
-		goto out_session;
+		goto out_metrics;
 	key = key_source_get(keys);
 	if (!key) {
 		/* an unreadable key file has said so already */
@@ -796,6 +801,20 @@ int main(int argc, char *argv[])
 		goto out_unmount;
 	if (!cmd.foreground)
 		log_use_syslog(true);
+	/* its thread starts after the fork */
+	err = metrics ? metrics_start(metrics,
+				      &(struct metrics_sources){
+					      .fs = &fs,
+					      .api = api,
+					      .cache = data_cache,
+					      .disk = disk,
+					      .fetch = fetch,
+				      })
+		      : 0;
+	if (err) {
+		tell_start(&report, -err);
+		goto out_unmount;
+	}
 	err = pthread_create(&awaiter, NULL, await_serving, &report);
 	if (err) {
 		tell_start(&report, err);
@@ -858,7 +877,8 @@ out_unmount:
 out_signals:
 	fuse_remove_signal_handlers(se);
 out_tree:
-	/* no listing may call into what is freed next */
+	/* no scrape nor listing may call into what is freed next */
+	metrics_stop(metrics);
 	http_cancel_all(http);
 	catalog_quiesce(cat);
 	if (fs.objects)
@@ -884,6 +904,8 @@ out_key:
 	free(key);
 	free(api_list);
 	key_source_free(keys);
+out_metrics:
+	metrics_free(metrics);
 out_session:
 	/* last, after the tree and stream are gone: safe because fs_ops has
 	 * no .destroy that could still reach them */

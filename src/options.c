@@ -1,6 +1,7 @@
 /* The command line: every option in one table (where its value goes, its
  * default, range and help), the strict parser over it, and --help. */
 #include "options.h"
+#include "metrics.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -36,6 +37,7 @@ struct option_row {
 	const char *keep; /* a value taken as it is, not as a path */
 	const char *help; /* NULL: named only in --help's last lines */
 	const char *def_words; /* a default that is not a value */
+	bool (*check)(const char *value); /* a string's syntax, or NULL */
 };
 
 #define AT(field) .where = offsetof(struct options, field)
@@ -138,6 +140,10 @@ static const struct option_row rows[] = {
 	{ "gid", OPT_ID, AT(gid), NULL, 0, ID_MAX, .arg = "N",
 	  .what = "a group id", .help = "group of every node",
 	  .def_words = "the mounting user's" },
+	{ "metrics", OPT_STRING, AT(metrics), .arg = "ADDR",
+	  .what = METRICS_ADDR_WHAT, .check = metrics_addr_valid,
+	  .help = "serve Prometheus metrics at /metrics on ADDR: " METRICS_ADDR_WHAT,
+	  .def_words = "off" },
 	{ "xattr", OPT_FLAG, AT(xattr),
 	  .help = "an item's fields as extended attributes (user.avala.*) of "
 		  "its folder and files; ls -l then asks for them of every "
@@ -441,7 +447,8 @@ static int take_value(struct options *o, const struct option_row *row,
 	case OPT_PATH:
 	case OPT_DATASET:
 		if (!*value ||
-		    (row->kind == OPT_DATASET && !is_dataset(value))) {
+		    (row->kind == OPT_DATASET && !is_dataset(value)) ||
+		    (row->check && !row->check(value))) {
 			say("%s=%s: expected %s", row->name, value, row->what);
 			return -EINVAL;
 		}
@@ -698,6 +705,7 @@ void options_free(struct options *o)
 	free(o->data_proxy_auth);
 	free(o->ordering);
 	free(o->cache_dir);
+	free(o->metrics);
 	memset(o, 0, sizeof(*o));
 }
 

@@ -39,6 +39,7 @@ struct options {
 	int64_t max_read; /* FUSE's own, passed on too; 0: not given */
 	uid_t uid; /* (uid_t)-1: the mounting user */
 	gid_t gid; /* (gid_t)-1: the mounting user's group */
+	char *metrics; /* where the metrics are served; NULL: nowhere */
 	bool xattr; /* the objects' fields as extended attributes */
 	bool show_help, show_version;
 };

@@ -125,6 +125,7 @@ enum stmt {
 	S_LEARN,
 	S_LATEST,
 	S_GENS,
+	S_OBJECTS,
 	S_COUNT
 };
 
@@ -226,6 +227,7 @@ static const char *const stmt_sql[S_COUNT] = {
 	[S_LATEST] = "SELECT gen, listed_at FROM gens WHERE kind = ?1"
 		     " AND complete = 1 ORDER BY gen DESC LIMIT 1",
 	[S_GENS] = "SELECT gen FROM gens WHERE kind = ?1",
+	[S_OBJECTS] = "SELECT count(*) FROM listed WHERE gen = ?1",
 };
 
 struct conn {
@@ -2581,6 +2583,22 @@ uint64_t store_dir_parent(struct store *st, uint64_t dir)
 	if (c)
 		conn_put(st, c);
 	return parent;
+}
+
+int64_t store_objects(struct store *st, uint64_t gen)
+{
+	struct conn *c = conn_get(st);
+	sqlite3_stmt *q = c ? stmt(c, S_OBJECTS) : NULL;
+	int64_t n = -1;
+
+	if (q) {
+		sqlite3_bind_int64(q, 1, gen);
+		if (sql_step_int(q, &n))
+			n = -1;
+	}
+	if (c)
+		conn_put(st, c);
+	return n;
 }
 
 char *store_status_name(struct store *st, int status)

@@ -163,6 +163,10 @@ int store_object_place(struct store *st, uint64_t gen, enum item_kind kind,
 /* The parent of folder @dir (STORE_DIR_PATHS for a top folder), or 0. */
 uint64_t store_dir_parent(struct store *st, uint64_t dir);
 
+/* How many objects generation @gen lists, or -1 when that cannot be
+ * read. */
+int64_t store_objects(struct store *st, uint64_t gen);
+
 /* The status with id @status as a new string, or NULL; the id of @name
  * (0 when unknown). */
 char *store_status_name(struct store *st, int status);

@@ -50,6 +50,39 @@ int util_http_errno(long status)
 	}
 }
 
+enum util_outcome util_http_outcome(long status, int err)
+{
+	if (err == -ECANCELED)
+		return UTIL_CANCELLED;
+	if (status == 0)
+		return UTIL_NO_ANSWER;
+	if ((status >= 200 && status < 300) || status == 416)
+		return UTIL_OK;
+	if (status == 401 || status == 403)
+		return UTIL_DENIED;
+	if (status == 404 || status == 410)
+		return UTIL_NOT_FOUND;
+	if (status == 429)
+		return UTIL_THROTTLED;
+	return status >= 500 ? UTIL_SERVER_ERROR : UTIL_REFUSED;
+}
+
+const char *util_outcome_name(enum util_outcome o)
+{
+	static const char *const names[UTIL_OUTCOMES] = {
+		[UTIL_OK] = "ok",
+		[UTIL_DENIED] = "denied",
+		[UTIL_NOT_FOUND] = "not_found",
+		[UTIL_THROTTLED] = "throttled",
+		[UTIL_REFUSED] = "refused",
+		[UTIL_SERVER_ERROR] = "server_error",
+		[UTIL_NO_ANSWER] = "no_answer",
+		[UTIL_CANCELLED] = "cancelled",
+	};
+
+	return (unsigned)o < UTIL_OUTCOMES ? names[o] : "unknown";
+}
+
 int util_grow(void **v, size_t size, size_t n, size_t *cap, size_t first)
 {
 	size_t want;

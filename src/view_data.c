@@ -113,6 +113,7 @@ int view_data_src(struct fs *fs, struct dataset *ds, struct item *it,
 	os->src.url = (char *)url; /* lives as long as the item */
 	os->src.listed = it->version;
 	os->src.size = which == VIEW_DATA ? it->size : -1;
+	os->src.kind = which == VIEW_DATA ? FETCH_DATA : FETCH_THUMBNAIL;
 	os->src.ops = &object_src_ops;
 	os->cat = fs->cat;
 	os->ds = ds;

@@ -296,7 +296,7 @@ static void test_bad_values(void)
 	check_refused("dataset=a/b/c", "dataset=a/b/c: expected OWNER/SLUG, "
 				       "like acme/cars");
 	check_refused("api_url=", "api_url=: expected a URL, or caches' URLs "
-				    "and the API's last, ';' between");
+				  "and the API's last, ';' between");
 	check_refused("ordering=", "ordering=: expected a field name, like "
 				   "created_at");
 	check_refused("cache_dir=", "cache_dir=: expected a folder, or none");
@@ -443,6 +443,51 @@ static void test_words(void)
 	options_free(&p.o);
 }
 
+/* metrics=: the syntax of its address, checked when parsed; nothing is
+ * bound here. */
+static void test_metrics_address(void)
+{
+	static const char *const good[] = {
+		"metrics=127.0.0.1:9100",
+		"metrics=0.0.0.0:0",
+		"metrics=[::1]:65535",
+		"metrics=[::]:9100",
+		"metrics=unix:/run/avalafs.sock",
+		"metrics=unix:m.sock",
+	};
+	static const char *const bad[] = {
+		"metrics=localhost:9100", "metrics=127.0.0.1",
+		"metrics=127.0.0.1:",	  "metrics=127.0.0.1:65536",
+		"metrics=127.0.0.1:-1",	  "metrics=127.0.0.1:9100x",
+		"metrics=[::1]9100",	  "metrics=::1:9100",
+		"metrics=[::1:9100",	  "metrics=[]:9100",
+		"metrics=1.2.3:9100",	  "metrics=unix:",
+		"metrics=:9100",
+	};
+	char line[256];
+	struct parsed p;
+	size_t i;
+
+	for (i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+		parse_o(&p, good[i]);
+		CHECK(p.err == 0);
+		CHECK_STR(p.said, "");
+		CHECK_STR(p.o.metrics, strchr(good[i], '=') + 1);
+		options_free(&p.o);
+	}
+	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		snprintf(line, sizeof(line),
+			 "%s: expected 127.0.0.1:PORT, [::1]:PORT or "
+			 "unix:PATH",
+			 bad[i]);
+		check_refused(bad[i], line);
+	}
+	/* off unless given */
+	parse_o(&p, "ttl=1");
+	CHECK(p.err == 0 && !p.o.metrics);
+	options_free(&p.o);
+}
+
 static void test_usage(void)
 {
 	char *text = NULL;
@@ -479,6 +524,7 @@ int main(void)
 	test_unknown();
 	test_passed_on();
 	test_words();
+	test_metrics_address();
 	test_usage();
 	rmdir(mnt);
 	rmdir(other);
