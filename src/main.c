@@ -739,6 +739,7 @@ int main(int argc, char *argv[])
 				    &(struct stream_config){
 					    .small_file = DISK_WHOLE_MAX,
 					    .readahead_max = o.readahead,
+					    .connections = o.max_conns,
 					    .prefetch = o.prefetch,
 				    },
 				    &view_order_ops, &fs)

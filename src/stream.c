@@ -28,8 +28,9 @@
 #define SEQ_SLACK (1 << 20) /* reads this close to the last are sequential */
 /* After a seek, a reader reads ahead only once it has read this much in a
  * row: a random read fetches what it reads (the kernel splits a 1 MiB read
- * into sequential pieces, which alone prove nothing). */
-#define SEQ_PROOF ((int64_t)2 << 20)
+ * into sequential pieces and reads another 1 MiB ahead of it, which alone
+ * prove nothing). */
+#define SEQ_PROOF ((int64_t)4 << 20)
 #define READ_UNIT ((int64_t)256 << 10) /* a read's fetch ends on one */
 /* Readahead goes out in parts of this many blocks, fetched at once on as
  * many connections: one connection to a far store carries a capped rate,
@@ -52,6 +53,7 @@ struct stream_reader {
 	int64_t run_from; /* protected by s->lock: where its reads in a row
 			   * began */
 	int64_t window; /* protected by s->lock: readahead bytes, 0 = none */
+	bool big; /* protected by s->lock: counted in s->big */
 };
 
 /* A walk through an order: the furthest position opened, the one that
@@ -87,6 +89,8 @@ struct stream {
 	struct fetch *fetch;
 	size_t small_file;
 	int64_t readahead_max;
+	unsigned connections;
+	unsigned big; /* protected by lock: readers whose window holds parts */
 	unsigned prefetch;
 	const struct stream_order_ops *order_ops;
 	void *order_ctx;
@@ -105,6 +109,7 @@ struct stream *stream_new(struct cache *cache, struct fetch *fetch,
 	s->fetch = fetch;
 	s->small_file = cfg->small_file;
 	s->readahead_max = cfg->readahead_max;
+	s->connections = cfg->connections;
 	s->prefetch = cfg->prefetch < AHEAD_MAX ? cfg->prefetch : AHEAD_MAX;
 	s->order_ops = order;
 	s->order_ctx = order_ctx;
@@ -428,6 +433,10 @@ void stream_reader_free(struct stream *s, struct stream_reader *r)
 {
 	if (!r)
 		return;
+	pthread_mutex_lock(&s->lock);
+	if (r->big)
+		s->big--;
+	pthread_mutex_unlock(&s->lock);
 	cache_obj_put(s->cache, r->o);
 	fetch_src_unref(r->src);
 	free(r);
@@ -460,6 +469,18 @@ static void readahead_plan(struct stream *s, struct stream_reader *r,
 		r->window = 0;
 	if (r->window > s->readahead_max)
 		r->window = s->readahead_max;
+	/* big readers share the connections: each its part of them */
+	if (!r->big && r->window >= 2 * (PART_BLOCKS << BLOCK_SHIFT)) {
+		r->big = true;
+		s->big++;
+	}
+	if (r->big && s->connections) {
+		int64_t parts = s->connections / s->big;
+
+		parts = parts < 2 ? 2 : parts;
+		if (r->window > parts * (PART_BLOCKS << BLOCK_SHIFT))
+			r->window = parts * (PART_BLOCKS << BLOCK_SHIFT);
+	}
 	wblocks = r->window >> BLOCK_SHIFT;
 	if (wblocks == 0 || b >= last)
 		return;
@@ -467,20 +488,28 @@ static void readahead_plan(struct stream *s, struct stream_reader *r,
 	*ra_b = b + wblocks < last ? b + wblocks : last;
 }
 
-/* Start reading ahead of @r after block @b, when less than half the window
- * is still ahead, so readahead goes out in large requests. */
+/* Start reading ahead of @r after block @b: the one big reader's window
+ * whenever a whole part of it is missing, so that as many parts are on
+ * their way as the window holds; else when less than half of the window is
+ * still ahead, so that it goes out in large requests and big readers take
+ * turns fairly (one that refilled at every part would outrun the others). */
 static void read_ahead(struct stream *s, struct stream_reader *r, int64_t off,
 		       size_t size, int64_t b, int64_t fsize)
 {
 	int64_t ra_a, ra_b, i;
+	bool alone;
 
 	pthread_mutex_lock(&s->lock);
 	readahead_plan(s, r, off, size, b, fsize, &ra_a, &ra_b);
+	alone = r->big && s->big == 1;
 	pthread_mutex_unlock(&s->lock);
 	if (ra_a > ra_b)
 		return;
 	i = cache_first_missing(s->cache, r->o, ra_a, ra_b);
-	if (i > ra_b || i - ra_a > (ra_b - ra_a + 1) / 2)
+	if (i > ra_b)
+		return;
+	if (alone ? ra_b - i + 1 < PART_BLOCKS
+		  : i - ra_a > (ra_b - ra_a + 1) / 2)
 		return;
 	/* readahead is best effort: no room, no readahead; in parts aligned
 	 * with the disk's units */

@@ -17,6 +17,8 @@
 struct stream_config {
 	size_t small_file; /* files up to this size are fetched whole */
 	size_t readahead_max; /* largest readahead window of one reader */
+	unsigned connections; /* readahead parts of all readers on their way
+			       * at once, about (0: no bound) */
 	unsigned prefetch; /* files fetched ahead of an ordered reader */
 };
 
