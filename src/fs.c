@@ -615,8 +615,7 @@ static void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	if (!err && n.ops->dir)
 		err = -EISDIR;
 	if (!err)
-		err = n.ops->open(fs, &n, fi->flags, fuse_req_ctx(req)->pid,
-				  &vf, &keep);
+		err = n.ops->open(fs, &n, fi->flags, &vf, &keep);
 	fh = err ? NULL : calloc(1, sizeof(*fh));
 	if (!err && !fh) {
 		vf->ops->release(fs, vf);

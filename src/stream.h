@@ -24,14 +24,13 @@ struct stream_config {
 
 /* Where an open file stands in the orders a reader may follow: in each,
  * @order names it (0: none), @pos is the file's place and @next that of
- * the file after it (0: the last). Positions grow along an order. @reader
- * names who opens it (a thread). */
+ * the file after it (0: the last). Positions grow along an order; who
+ * opens does not matter (many readers may walk one order together). */
 #define STREAM_ORDERS 2
 struct stream_place {
 	struct {
 		uint64_t order, pos, next;
 	} in[STREAM_ORDERS];
-	uint64_t reader;
 };
 
 /* What the layer above tells of orders. */

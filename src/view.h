@@ -96,9 +96,9 @@ struct node_ops {
 		       uint64_t after, bool plus, view_fill_fn fill, void *ctx);
 	void (*dir_release)(struct fs *fs, const struct node *dir, void *state);
 	int (*getattr)(struct fs *fs, const struct node *n, struct stat *st);
-	/* files: open for reading, by thread @who; @keep_cache says whether
-	 * the kernel may keep the pages it has */
-	int (*open)(struct fs *fs, const struct node *n, int flags, pid_t who,
+	/* files: open for reading; @keep_cache says whether the kernel may
+	 * keep the pages it has */
+	int (*open)(struct fs *fs, const struct node *n, int flags,
 		    struct view_file **out, bool *keep_cache);
 	/* the ids of this kind's nodes (in @ds) that show directory @sdir
 	 * of the store's listing of @kind, each to @fn: for telling the

@@ -334,7 +334,7 @@ static const struct view_file_ops data_file_ops = {
 	.release = data_release,
 };
 
-static int data_open(struct fs *fs, const struct node *n, int flags, pid_t who,
+static int data_open(struct fs *fs, const struct node *n, int flags,
 		     struct view_file **out, bool *keep_cache)
 {
 	struct data_file *df = calloc(1, sizeof(*df));
@@ -350,10 +350,8 @@ static int data_open(struct fs *fs, const struct node *n, int flags, pid_t who,
 	if (!err)
 		err = view_data_src(fs, n->ds, it, node_which(n), &src);
 	if (!err) {
-		if (fs->prefetch) {
+		if (fs->prefetch)
 			node_place(fs, n, &place);
-			place.reader = who;
-		}
 		err = stream_open(fs->stream, src, n->ino, flags & O_DIRECT,
 				  fs->prefetch ? &place : NULL, keep_cache,
 				  &df->reader);

@@ -427,7 +427,7 @@ static int text_getattr(struct fs *fs, const struct node *n, struct stat *st)
 	return 0;
 }
 
-static int text_open(struct fs *fs, const struct node *n, int flags, pid_t who,
+static int text_open(struct fs *fs, const struct node *n, int flags,
 		     struct view_file **out, bool *keep_cache)
 {
 	struct text_file *tf = calloc(1, sizeof(*tf));
