@@ -872,6 +872,38 @@ const char *catalog_origin(const struct catalog *cat)
 	return cat->origin;
 }
 
+int catalog_kept(struct catalog *cat, const char *owner, const char *slug,
+		 int64_t *listed_at)
+{
+	struct dataset *ds = NULL;
+	struct listing *l;
+	size_t i;
+	int err, k;
+
+	for (i = 0; (ds = catalog_dataset_at(cat, i)); i++) {
+		if (!strcmp(ds->owner, owner) && !strcmp(ds->slug, slug))
+			break;
+	}
+	if (!ds)
+		return -ENOENT;
+	err = open_store(cat, ds);
+	if (err)
+		return err;
+	for (k = 0; k < 2; k++) {
+		l = &ds->lists[k];
+		if (!__atomic_load_n(&l->opened, __ATOMIC_ACQUIRE)) {
+			adopt_stored(cat, l);
+			__atomic_store_n(&l->opened, true, __ATOMIC_RELEASE);
+		}
+	}
+	l = &ds->lists[ITEM_KIND_ITEM];
+	pthread_mutex_lock(&l->lock);
+	err = l->gen ? 0 : -ENOENT;
+	*listed_at = l->listed_at;
+	pthread_mutex_unlock(&l->lock);
+	return err;
+}
+
 void catalog_listing_info(struct catalog *cat, struct dataset *ds,
 			  enum item_kind kind, struct catalog_listing_info *out)
 {

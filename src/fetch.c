@@ -251,7 +251,10 @@ static int job_fetch(struct job *j, struct http_resp *r)
 		__atomic_store_n(&j->src->refused, err && err != -ECANCELED,
 				 __ATOMIC_RELAXED);
 		if (err)
-			return err == -ECANCELED || err == -EPERM ? -EIO : err;
+			return err == -ECANCELED || err == -EPERM ||
+					       err == -EHOSTUNREACH
+				       ? -EIO
+				       : err;
 		if (r->status == 200 || r->status == 206 || r->status == 416) {
 			/* an empty object or one that shrank: learn its size */
 			err = cache_run_learn(run, r->etag, r->total,

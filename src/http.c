@@ -87,6 +87,8 @@ struct http {
 	int timeout_s;
 	int retry_after_max_s;
 	bool starting; /* a server not there fails at once: start-up */
+	bool offline; /* atomic: mounted without the API: a server not there
+		       * fails at once until the API answers */
 	struct tiers *tiers; /* data_proxy=, or NULL */
 	struct tiers *api_tiers; /* the caches api_url= lists first, or NULL */
 	size_t api_len; /* strlen(api_url) */
@@ -330,6 +332,11 @@ struct http *http_new(const struct http_config *cfg)
 fail:
 	http_free(h);
 	return NULL;
+}
+
+void http_set_offline(struct http *h)
+{
+	__atomic_store_n(&h->offline, true, __ATOMIC_RELAXED);
 }
 
 void http_set_starting(struct http *h, bool starting)
@@ -1539,11 +1546,14 @@ static enum outcome classify(struct http *h, struct xfer *x, CURLcode rc,
 		transport_why(x, rc, url);
 		/* a certificate that does not verify does not heal by
 		 * itself; at start, a server not there is said at once */
-		if (is_tls_failure(rc) || (h->starting && attempt >= 1 &&
-					   (rc == CURLE_COULDNT_CONNECT ||
-					    rc == CURLE_COULDNT_RESOLVE_HOST ||
-					    rc == CURLE_COULDNT_RESOLVE_PROXY ||
-					    rc == CURLE_SSL_CONNECT_ERROR))) {
+		if (is_tls_failure(rc) ||
+		    ((h->starting ||
+		      __atomic_load_n(&h->offline, __ATOMIC_RELAXED)) &&
+		     attempt >= 1 &&
+		     (rc == CURLE_COULDNT_CONNECT ||
+		      rc == CURLE_COULDNT_RESOLVE_HOST ||
+		      rc == CURLE_COULDNT_RESOLVE_PROXY ||
+		      rc == CURLE_SSL_CONNECT_ERROR))) {
 			*err = is_tls_failure(rc) ? -EPROTO : -EHOSTUNREACH;
 			return FAIL;
 		}
@@ -1731,6 +1741,10 @@ int http_api_get(struct http *h, const char *url, size_t max_body, bool shared,
 	err = headers ? perform(h, &x, url, headers) : -ENOMEM;
 	curl_slist_free_all(headers);
 	free(x.via_url);
+	/* the API answers: offline no more */
+	if (!err && __atomic_load_n(&h->offline, __ATOMIC_RELAXED) &&
+	    __atomic_exchange_n(&h->offline, false, __ATOMIC_RELAXED))
+		log_info("the API answers again: online");
 	if (hdr) {
 		memset(hdr, 0, strlen(hdr));
 		free(hdr);

@@ -56,6 +56,10 @@ void http_quiesce(struct http *h);
  * that start-up says so at once. */
 void http_set_starting(struct http *h, bool starting);
 
+/* Mounted without the API (from listings kept on disk): a server not
+ * there fails at once, as at start, until the API first answers. */
+void http_set_offline(struct http *h);
+
 /* Ask each tier of data_proxy= whether it takes the token: 0, or
  * -EACCES with why in @why when one refuses it (407). A tier that cannot
  * be reached now is logged and skipped (the next ones serve). */

@@ -514,9 +514,38 @@ static void say_refused(const char *dataset, const struct options *o,
 /* The start-up check of DESIGN section 4 for one dataset: one small
  * request, with the ordering the listings will ask for. 0, or -1 after one
  * line naming the cause. */
+/* Whether @ans is the API not there (no answer, or a server error), where
+ * a listing kept on disk can be served: not a refusal, nor a certificate
+ * that does not verify. */
+static bool unreachable(const struct api_answer *ans)
+{
+	return (ans->status == 0 && ans->err != -EPROTO) || ans->status >= 500;
+}
+
+/* With the API not there, mount @dataset from the listing kept in
+ * cache_dir, if there is one: 0 (said in the log), else -1. */
+static int check_offline(struct catalog *cat, const char *owner,
+			 const char *slug, const struct api_answer *ans)
+{
+	int64_t listed_at;
+	char when[32];
+	time_t t;
+
+	if (!unreachable(ans) || catalog_add(cat, owner, slug) ||
+	    catalog_kept(cat, owner, slug, &listed_at))
+		return -1;
+	t = (time_t)listed_at;
+	strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S UTC", gmtime(&t));
+	log_warn("%s/%s: %s; offline: serving the listing of %s kept in "
+		 "cache_dir, and asking again",
+		 owner, slug, ans->why[0] ? ans->why : "the API is not there",
+		 when);
+	return 0;
+}
+
 static int check_dataset(struct api *api, struct catalog *cat,
 			 const char *dataset, const struct options *o,
-			 const char *api_url)
+			 const char *api_url, bool *offline)
 {
 	char *owner = NULL, *slug = NULL;
 	struct api_answer ans;
@@ -526,6 +555,11 @@ static int check_dataset(struct api *api, struct catalog *cat,
 		err = api_check_dataset(api, owner, slug, &ans);
 	else
 		ans = (struct api_answer){ .err = err, .retry_after = -1 };
+	if (err && err != -ENOMEM && owner &&
+	    check_offline(cat, owner, slug, &ans) == 0) {
+		*offline = true;
+		err = 0;
+	}
 	if (!err)
 		err = catalog_add(cat, owner, slug);
 	free(owner);
@@ -621,6 +655,7 @@ int main(int argc, char *argv[])
 	struct key_source *keys = NULL;
 	char *key = NULL, *api_list = NULL, *api_via = NULL;
 	size_t i;
+	bool offline = false;
 	int ret = 1, err;
 
 	/* cache blocks are 128 KiB: keep them on the heap, where freed ones are
@@ -752,7 +787,8 @@ int main(int argc, char *argv[])
 	http_set_starting(http, true);
 	sd_notifyf(0, "STATUS=Asking %s", api_url);
 	for (i = 0; i < o.n_datasets; i++)
-		if (check_dataset(api, cat, o.datasets[i], &o, api_url))
+		if (check_dataset(api, cat, o.datasets[i], &o, api_url,
+				  &offline))
 			goto out_objs;
 	if (!o.n_datasets && check_discovery(api, cat, &o, api_url))
 		goto out_objs;
@@ -765,6 +801,8 @@ int main(int argc, char *argv[])
 		}
 	}
 	http_set_starting(http, false);
+	if (offline)
+		http_set_offline(http);
 
 	view_init();
 	fs.tree = tree_new();
