@@ -1098,7 +1098,9 @@ void cache_run_settle(struct cache_run *r, int err)
 			block_drop(c, b);
 		}
 	}
-	if (o->gen == r->gen) {
+	/* a part fetched ahead that timed out fails no read: the reader
+	 * that comes to its blocks asks for them again */
+	if (o->gen == r->gen && !(r->ahead && err == -EIO)) {
 		o->err = err;
 		/* a server that just used up a whole deadline is not asked
 		 * again at once: a kernel retrying the read would wait it out

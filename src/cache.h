@@ -88,6 +88,7 @@ struct cache_run {
 	unsigned gen; /* the object's generation when claimed */
 	bool net; /* bytes came from the network */
 	bool probe; /* for a size (a stat): FETCH_PROBE_MAX bytes at most */
+	bool ahead; /* for no reader yet: a failure is not the object's */
 	struct cache_block **blocks; /* b - a + 1; NULL once settled */
 	struct cache_run *next;
 };

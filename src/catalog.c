@@ -875,32 +875,24 @@ const char *catalog_origin(const struct catalog *cat)
 int catalog_kept(struct catalog *cat, const char *owner, const char *slug,
 		 int64_t *listed_at)
 {
-	struct dataset *ds = NULL;
-	struct listing *l;
-	size_t i;
-	int err, k;
+	/* a store of its own, closed again: the mount may yet fork to the
+	 * background, and a database is not to be used across a fork */
+	struct store_config cfg = {
+		.dir_fd = cat->store_dir_fd,
+		.dir = cat->store_dir,
+		.origin = cat->origin,
+		.owner = owner,
+		.slug = slug,
+		.budget = cat->store_budget,
+	};
+	struct store *st;
+	uint64_t gen;
+	int err = store_open(&cfg, &st);
 
-	for (i = 0; (ds = catalog_dataset_at(cat, i)); i++) {
-		if (!strcmp(ds->owner, owner) && !strcmp(ds->slug, slug))
-			break;
-	}
-	if (!ds)
-		return -ENOENT;
-	err = open_store(cat, ds);
 	if (err)
 		return err;
-	for (k = 0; k < 2; k++) {
-		l = &ds->lists[k];
-		if (!__atomic_load_n(&l->opened, __ATOMIC_ACQUIRE)) {
-			adopt_stored(cat, l);
-			__atomic_store_n(&l->opened, true, __ATOMIC_RELEASE);
-		}
-	}
-	l = &ds->lists[ITEM_KIND_ITEM];
-	pthread_mutex_lock(&l->lock);
-	err = l->gen ? 0 : -ENOENT;
-	*listed_at = l->listed_at;
-	pthread_mutex_unlock(&l->lock);
+	err = store_latest(st, ITEM_KIND_ITEM, &gen, listed_at);
+	store_free(st);
 	return err;
 }
 

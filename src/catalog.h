@@ -144,10 +144,11 @@ void catalog_listing_info(struct catalog *cat, struct dataset *ds,
 			  enum item_kind kind,
 			  struct catalog_listing_info *out);
 
-/* Whether the store of OWNER/SLUG (added) keeps a complete listing of its
- * items, made by an earlier mount: 0 with the time it was complete in
- * @listed_at (seconds since the epoch), else -ENOENT (or another negative
- * errno). Nothing is asked of the server: for a start without it. */
+/* Whether the store of OWNER/SLUG keeps a complete listing of its items,
+ * made by an earlier mount: 0 with the time it was complete in @listed_at
+ * (seconds since the epoch), else -ENOENT (or another negative errno).
+ * Nothing is asked of the server, and nothing stays open: for a start
+ * without it. */
 int catalog_kept(struct catalog *cat, const char *owner, const char *slug,
 		 int64_t *listed_at);
 

@@ -811,6 +811,8 @@ static void fs_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 		err = view_xattrs_of(fs, &n, &x);
 	if (!err)
 		need = view_xattr_names(&x, buf, sizeof(buf));
+	if (!err && need > sizeof(buf))
+		err = -EIO; /* names are cut to fit: never */
 	if (err)
 		reply_err(req, FS_OP_LISTXATTR, -err);
 	else if (size == 0)

@@ -1554,7 +1554,11 @@ static enum outcome classify(struct http *h, struct xfer *x, CURLcode rc,
 		      rc == CURLE_COULDNT_RESOLVE_HOST ||
 		      rc == CURLE_COULDNT_RESOLVE_PROXY ||
 		      rc == CURLE_SSL_CONNECT_ERROR))) {
-			*err = is_tls_failure(rc) ? -EPROTO : -EHOSTUNREACH;
+			/* a handshake that fails is no server away */
+			*err = is_tls_failure(rc) ||
+					       rc == CURLE_SSL_CONNECT_ERROR
+				       ? -EPROTO
+				       : -EHOSTUNREACH;
 			return FAIL;
 		}
 		return RETRY;

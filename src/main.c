@@ -514,12 +514,14 @@ static void say_refused(const char *dataset, const struct options *o,
 /* The start-up check of DESIGN section 4 for one dataset: one small
  * request, with the ordering the listings will ask for. 0, or -1 after one
  * line naming the cause. */
-/* Whether @ans is the API not there (no answer, or a server error), where
- * a listing kept on disk can be served: not a refusal, nor a certificate
- * that does not verify. */
+/* Whether @ans is the API not there (no connection, no answer in time, or
+ * a server error), where a listing kept on disk can be served: not a
+ * refusal, a URL refused, nor TLS that does not verify. */
 static bool unreachable(const struct api_answer *ans)
 {
-	return (ans->status == 0 && ans->err != -EPROTO) || ans->status >= 500;
+	return (ans->status == 0 &&
+		(ans->err == -EHOSTUNREACH || ans->err == -EIO)) ||
+	       ans->status >= 500;
 }
 
 /* With the API not there, mount @dataset from the listing kept in
@@ -531,8 +533,7 @@ static int check_offline(struct catalog *cat, const char *owner,
 	char when[32];
 	time_t t;
 
-	if (!unreachable(ans) || catalog_add(cat, owner, slug) ||
-	    catalog_kept(cat, owner, slug, &listed_at))
+	if (!unreachable(ans) || catalog_kept(cat, owner, slug, &listed_at))
 		return -1;
 	t = (time_t)listed_at;
 	strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S UTC", gmtime(&t));

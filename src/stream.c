@@ -63,7 +63,7 @@ struct stream_reader {
  * it or a little behind, is the walk's, whoever makes it. */
 struct cursor {
 	uint64_t start; /* the position it began at */
-	uint64_t opens; /* opens it took */
+	uint64_t opens; /* its opens at or after start */
 	uint64_t front; /* the furthest position opened */
 	uint64_t next; /* the one after it; 0: free */
 	unsigned run; /* opens in a row that moved the front on */
@@ -210,8 +210,10 @@ static bool fetch_ahead(struct stream *s, struct fetch_src *src,
 
 	if (cache_claim(s->cache, o, a, b, false, &runs) == 0 && !runs)
 		return false;
-	for (r = runs; r; r = r->next)
+	for (r = runs; r; r = r->next) {
 		r->probe = probe;
+		r->ahead = true;
+	}
 	fetch_start(s->fetch, src, runs, false);
 	return runs != NULL;
 }
@@ -343,7 +345,9 @@ static size_t order_open(struct stream *s, struct order *o, uint64_t pos,
 		c->ahead_n--;
 	}
 	/* a walk opens most of what it passes, all of it at first; readers
-	 * in random order land near a front now and then, far apart */
+	 * in random order land near a front now and then, far apart (a
+	 * folder whose files are between folders of its own is walked with
+	 * gaps, and not taken for a walk) */
 	span = c->front - c->start + 1;
 	if (c->run < 2 || c->opens < (span < 8 ? span : span * 3 / 4) ||
 	    c->busy || c->ahead_n >= s->prefetch || !next)
@@ -469,10 +473,16 @@ static void readahead_plan(struct stream *s, struct stream_reader *r,
 		r->window = 0;
 	if (r->window > s->readahead_max)
 		r->window = s->readahead_max;
-	/* big readers share the connections: each its part of them */
-	if (!r->big && r->window >= 2 * (PART_BLOCKS << BLOCK_SHIFT)) {
+	/* big readers share the connections: each its part of them; one
+	 * that seeks or reaches the end is big no more */
+	if (!r->big && r->window >= 2 * (PART_BLOCKS << BLOCK_SHIFT) &&
+	    b < last) {
 		r->big = true;
 		s->big++;
+	} else if (r->big && (r->window < 2 * (PART_BLOCKS << BLOCK_SHIFT) ||
+			      b >= last)) {
+		r->big = false;
+		s->big--;
 	}
 	if (r->big && s->connections) {
 		int64_t parts = s->connections / s->big;

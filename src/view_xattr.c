@@ -29,7 +29,8 @@ static char *field_text(const cJSON *v)
 		return strdup(v->valuestring);
 	if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble))
 		return NULL;
-	if (v->valuedouble == (double)(int64_t)v->valuedouble) {
+	if (fabs(v->valuedouble) < 9.0e15 &&
+	    v->valuedouble == (double)(int64_t)v->valuedouble) {
 		if (asprintf(&out, "%" PRId64, (int64_t)v->valuedouble) < 0)
 			out = NULL;
 	} else if (asprintf(&out, "%.17g", v->valuedouble) < 0) {
@@ -66,6 +67,8 @@ int view_xattrs_of(struct fs *fs, const struct node *n, struct view_xattrs *x)
 		return 0; /* none of its own */
 	err = view_object(fs, n->ds, view_id_kind(n->id), view_id_oid(n->id),
 			  &it);
+	if (err == -ENOENT)
+		return 0; /* gone since: nothing to say of it */
 	if (err)
 		return err;
 	root = cJSON_ParseWithLength(it->json, it->json_len);

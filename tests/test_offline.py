@@ -99,3 +99,24 @@ def test_a_server_error_mounts_offline_and_comes_back(fake_factory,
     assert "the API answers again: online" in m.log(), m.log()
     assert fake.counts()["items_list"] >= 1, fake.counts()
     assert sorted(os.listdir(m.p("acme", "cars", "items"))) == names
+
+
+def test_a_refusal_or_bad_tls_still_refuses_with_a_listing_kept(
+        tls_fake_factory, pki, mount_factory, tmpdir_short):
+    fake = tls_fake_factory("--dataset", SPEC)
+    cache = tempfile.mkdtemp(prefix="cache-", dir=tmpdir_short)
+    m = mount_factory(fake, "dataset=" + DS, "cache_dir=" + cache,
+                      "ca_file=" + pki.ca)
+    os.listdir(m.p("acme", "cars", "items"))
+    m.stop()
+    # a certificate the mount does not trust: the platform is there, the
+    # mount must not pretend it is not
+    with pytest.raises(RuntimeError) as e:
+        mount_factory(fake, "dataset=" + DS, "cache_dir=" + cache)
+    assert "TLS" in str(e.value) and "offline" not in str(e.value)
+    # a 403: the platform's answer
+    fake.fault(route="*", status=403, count=-1)
+    with pytest.raises(RuntimeError) as e:
+        mount_factory(fake, "dataset=" + DS, "cache_dir=" + cache,
+                      "ca_file=" + pki.ca)
+    assert "offline" not in str(e.value)

@@ -123,7 +123,7 @@ def test_a_pool_of_readers_in_order_is_fetched_ahead(fake_factory,
     os.listdir(os.path.dirname(files[0][1]))
     fake.reset()
     fake.fault(route="file", latency=0.03, count=-1)
-    todo, lock, bad = list(files), threading.Lock(), []
+    todo, lock, bad, done = list(files), threading.Lock(), [], []
 
     def work():
         while True:
@@ -133,7 +133,8 @@ def test_a_pool_of_readers_in_order_is_fetched_ahead(fake_factory,
                 t, p = todo.pop(0)
             try:
                 read(t, p)
-            except AssertionError as e:
+                done.append(t["uid"])
+            except Exception as e:
                 bad.append(e)
 
     threads = [threading.Thread(target=work) for _ in range(8)]
@@ -142,7 +143,7 @@ def test_a_pool_of_readers_in_order_is_fetched_ahead(fake_factory,
     for t in threads:
         t.join()
     m.wait_idle()
-    assert bad == []
+    assert bad == [] and len(done) == len(files)
     st = m.cache_stats()
     # most files were on their way before their reader opened them, and
     # none was asked for twice
@@ -160,7 +161,7 @@ def test_a_shuffled_pool_causes_no_request_ahead(fake_factory,
     files = item_files(m, truth)
     random.Random(3).shuffle(files)
     fake.reset()
-    todo, lock = list(files[:150]), threading.Lock()
+    todo, lock, bad, done = list(files[:150]), threading.Lock(), [], []
 
     def work():
         while True:
@@ -168,7 +169,11 @@ def test_a_shuffled_pool_causes_no_request_ahead(fake_factory,
                 if not todo:
                     return
                 t, p = todo.pop(0)
-            read(t, p)
+            try:
+                read(t, p)
+                done.append(t["uid"])
+            except Exception as e:
+                bad.append(e)
 
     threads = [threading.Thread(target=work) for _ in range(8)]
     for t in threads:
@@ -176,5 +181,7 @@ def test_a_shuffled_pool_causes_no_request_ahead(fake_factory,
     for t in threads:
         t.join()
     m.wait_idle()
+    assert bad == [] and len(done) == 150
     # what was fetched ahead and never read: at most 5% of what was read
     assert fake.counts()["file"] <= 150 * 1.05, fake.counts()
+    assert m.cache_stats()["prefetched"] <= 150 * 0.05

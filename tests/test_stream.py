@@ -302,5 +302,6 @@ def test_a_seek_in_the_middle_of_a_fan_out(fake_factory, mount_factory):
     fake.reset()  # the faults cleared
     with open(path, "rb") as f:
         whole = f.read()
+    assert hashlib.sha256(whole).hexdigest() == t["files"]["data"]["sha256"]
     assert head == whole[:6 * MIB]
     assert tail == whole[31 * MIB + 12345:35 * MIB + 12345]
