@@ -568,8 +568,10 @@ static int obj_learn(struct cache *c, struct cache_obj *o, const char *etag,
 	return 0;
 }
 
+static void run_extend(struct cache_run *r, int64_t b);
+
 int cache_run_learn(struct cache_run *r, const char *etag, int64_t total,
-		    const char *what)
+		    int64_t whole, const char *what)
 {
 	struct cache *c = r->c;
 	struct cache_obj *o = r->o;
@@ -581,6 +583,12 @@ int cache_run_learn(struct cache_run *r, const char *etag, int64_t total,
 	 * current one */
 	err = o->gen != r->gen ? -ESTALE
 			       : obj_learn(c, o, etag, total, what, &drop);
+	/* the size known, the run takes the blocks it brings before a
+	 * reader that learns the size with it claims them again */
+	if (!err && whole > 0 && r->a == 0 && o->size > 0 &&
+	    (o->size <= whole || r->probe))
+		run_extend(r, ((o->size < whole ? o->size : whole) - 1) >>
+				      BLOCK_SHIFT);
 	pthread_mutex_unlock(&c->lock);
 	if (drop && c->disk)
 		disk_drop(c->disk, o->id);
@@ -742,13 +750,6 @@ static void run_extend(struct cache_run *r, int64_t b)
 		r->blocks[i - r->a] = blk;
 		r->b = i;
 	}
-}
-
-void cache_run_grow(struct cache_run *r, int64_t b)
-{
-	pthread_mutex_lock(&r->c->lock);
-	run_extend(r, b);
-	pthread_mutex_unlock(&r->c->lock);
 }
 
 /* Blocks [r->from, ...] of the unit at object offset @start, from @bytes

@@ -97,10 +97,13 @@ struct cache_run {
  * -1). Returns 0, -EAGAIN for an answer whose size contradicts the
  * listing's (a bad answer, never a size), -EIO when the object changed:
  * its bytes are dropped, in memory and on disk, or -ESTALE when it
- * changed after @r was claimed (the answer is of no use). @what names it
- * in logs. */
+ * changed after @r was claimed (the answer is of no use). Once the size
+ * is known, a run from the first block of an object of at most @whole
+ * bytes grows to all of it, and a probe's to its first @whole bytes (0:
+ * none grows), as far as blocks are free: no reader that learns the size
+ * with it claims them meanwhile. @what names it in logs. */
 int cache_run_learn(struct cache_run *r, const char *etag, int64_t total,
-		    const char *what);
+		    int64_t whole, const char *what);
 
 /* Claim the blocks of [a, b] that are neither held nor coming: runs of
  * them go on @runs (a run per gap), to be filled, then settled. With
@@ -119,11 +122,6 @@ int64_t cache_first_missing(struct cache *c, struct cache_obj *o, int64_t a,
  * where the rest starts (past r->b: all came). Never fails: what the disk
  * lacks is the network's to fill. */
 void cache_run_from_disk(struct cache_run *r);
-
-/* Grow @r to block @b, or as far as blocks fit and none is held already:
- * the object's size just became known, and it is small enough to come
- * whole. */
-void cache_run_grow(struct cache_run *r, int64_t b);
 
 /* Bytes of @r at object offset @off, in order and never twice; each block
  * becomes readable once whole. Returns 0, 1 for bytes past the run (it has

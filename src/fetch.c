@@ -177,17 +177,12 @@ static int job_check(void *ctx, const struct http_resp *r)
 {
 	struct job *j = ctx;
 	struct cache_run *run = j->run;
-	int64_t size;
-	int64_t whole = run->probe ? FETCH_PROBE_MAX : DISK_WHOLE_MAX;
-	int err = cache_run_learn(run, r->etag, r->total, j->src->what);
 
 	/* a first answer that says the object is small brings it whole, and
 	 * a probe what it asked for */
-	size = cache_obj_size(j->f->cache, run->o);
-	if (!err && run->a == 0 && size > 0)
-		cache_run_grow(run, ((size < whole ? size : whole) - 1) >>
-					    CACHE_BLOCK_SHIFT);
-	return err;
+	return cache_run_learn(run, r->etag, r->total,
+			       run->probe ? FETCH_PROBE_MAX : DISK_WHOLE_MAX,
+			       j->src->what);
 }
 
 static int job_write(void *ctx, int64_t off, const char *data, size_t len)
@@ -257,7 +252,7 @@ static int job_fetch(struct job *j, struct http_resp *r)
 				       : err;
 		if (r->status == 200 || r->status == 206 || r->status == 416) {
 			/* an empty object or one that shrank: learn its size */
-			err = cache_run_learn(run, r->etag, r->total,
+			err = cache_run_learn(run, r->etag, r->total, 0,
 					      j->src->what);
 			return err == -EAGAIN ? -EIO : err;
 		}
