@@ -10,6 +10,7 @@ import ssl
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 
@@ -302,6 +303,33 @@ def sha256_file(path):
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def read_all(paths, truth, workers=8, in_order=False):
+    """Read every file of @paths (by uid) with @workers threads, as a
+    loader's pool does (each taking the next of one list: @paths' own order
+    with @in_order); the files whose bytes are not the fake's, with why."""
+    want = {t["uid"]: t["files"]["data"]["sha256"] for t in truth}
+    bad, todo, lock = [], list(paths.items()), threading.Lock()
+
+    def work():
+        while True:
+            with lock:
+                if not todo:
+                    return
+                uid, p = todo.pop(0 if in_order else -1)
+            try:
+                if sha256_file(p) != want[uid]:
+                    bad.append((uid, "bytes"))
+            except OSError as e:
+                bad.append((uid, e))
+
+    threads = [threading.Thread(target=work) for _ in range(workers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return bad
 
 
 # ---------------------------------------------------------------- TLS

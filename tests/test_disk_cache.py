@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from conftest import KEY, Mount, sha256_file, unmount
+from conftest import KEY, Mount, read_all, sha256_file, unmount
 
 DS = "acme/cars"
 
@@ -30,33 +30,6 @@ def data_paths(m, truth):
     return {t["uid"]: os.path.join(items, t["key"], "data" +
                                    os.path.splitext(t["key"])[1])
             for t in truth}
-
-
-def read_all(paths, truth, workers=8):
-    """Read every file with @workers threads and check its bytes."""
-    want = {t["uid"]: t["files"]["data"]["sha256"] for t in truth}
-    bad = []
-    todo = list(paths.items())
-    lock = threading.Lock()
-
-    def work():
-        while True:
-            with lock:
-                if not todo:
-                    return
-                uid, p = todo.pop()
-            try:
-                if sha256_file(p) != want[uid]:
-                    bad.append((uid, "bytes"))
-            except OSError as e:
-                bad.append((uid, e))
-
-    threads = [threading.Thread(target=work) for _ in range(workers)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return bad
 
 
 def entries(cache_dir):

@@ -3,7 +3,7 @@
 import os
 import random
 
-from conftest import sha256_file
+from conftest import read_all, sha256_file
 
 DS = "acme/cars"
 
@@ -114,7 +114,6 @@ def test_a_pool_of_readers_in_order_is_fetched_ahead(fake_factory,
                                                      mount_factory):
     # 8 threads, each taking the next file of one shared list: their opens
     # walk the listing together, a little out of order
-    import threading
     fake = fake_factory("--dataset", DS + ":items=300,size_known=1,"
                         "min_size=2000,max_size=20000")
     truth = fake.truth(DS)["items"]
@@ -123,27 +122,9 @@ def test_a_pool_of_readers_in_order_is_fetched_ahead(fake_factory,
     os.listdir(os.path.dirname(files[0][1]))
     fake.reset()
     fake.fault(route="file", latency=0.03, count=-1)
-    todo, lock, bad, done = list(files), threading.Lock(), [], []
-
-    def work():
-        while True:
-            with lock:
-                if not todo:
-                    return
-                t, p = todo.pop(0)
-            try:
-                read(t, p)
-                done.append(t["uid"])
-            except Exception as e:
-                bad.append(e)
-
-    threads = [threading.Thread(target=work) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    bad = read_all({t["uid"]: p for t, p in files}, truth, in_order=True)
     m.wait_idle()
-    assert bad == [] and len(done) == len(files)
+    assert bad == []
     st = m.cache_stats()
     # most files were on their way before their reader opened them, and
     # none was asked for twice
@@ -153,7 +134,6 @@ def test_a_pool_of_readers_in_order_is_fetched_ahead(fake_factory,
 
 def test_a_shuffled_pool_causes_no_request_ahead(fake_factory,
                                                  mount_factory):
-    import threading
     fake = fake_factory("--dataset", DS + ":items=300,size_known=1,"
                         "min_size=2000,max_size=20000")
     truth = fake.truth(DS)["items"]
@@ -161,27 +141,10 @@ def test_a_shuffled_pool_causes_no_request_ahead(fake_factory,
     files = item_files(m, truth)
     random.Random(3).shuffle(files)
     fake.reset()
-    todo, lock, bad, done = list(files[:150]), threading.Lock(), [], []
-
-    def work():
-        while True:
-            with lock:
-                if not todo:
-                    return
-                t, p = todo.pop(0)
-            try:
-                read(t, p)
-                done.append(t["uid"])
-            except Exception as e:
-                bad.append(e)
-
-    threads = [threading.Thread(target=work) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    bad = read_all({t["uid"]: p for t, p in files[:150]}, truth,
+                   in_order=True)
     m.wait_idle()
-    assert bad == [] and len(done) == 150
+    assert bad == []
     # what was fetched ahead and never read: at most 5% of what was read
     assert fake.counts()["file"] <= 150 * 1.05, fake.counts()
     assert m.cache_stats()["prefetched"] <= 150 * 0.05

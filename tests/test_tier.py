@@ -19,6 +19,7 @@ import time
 import pytest
 
 from conftest import KEY, ROOT, free_port, sha256_file, unmount
+from conftest import read_all as read_files
 
 from test_costs import files_of
 
@@ -173,28 +174,7 @@ def assert_no_secret(tier):
 
 def read_all(m, truth):
     """Read every item's file under files/ with 8 threads: the failures."""
-    paths = files_of(m, truth)
-    want = {t["uid"]: t["files"]["data"]["sha256"] for t in truth}
-    bad, todo, lock = [], list(paths.items()), threading.Lock()
-
-    def work():
-        while True:
-            with lock:
-                if not todo:
-                    return
-                uid, p = todo.pop()
-            try:
-                if sha256_file(p) != want[uid]:
-                    bad.append((uid, "bytes"))
-            except OSError as e:
-                bad.append((uid, e))
-
-    threads = [threading.Thread(target=work) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return bad
+    return read_files(files_of(m, truth), truth)
 
 
 def through(tier, token_file, *more):

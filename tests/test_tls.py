@@ -9,12 +9,11 @@
 import errno
 import os
 import subprocess
-import threading
 import time
 
 import pytest
 
-from conftest import BINARY, KEY, sha256_file
+from conftest import BINARY, KEY, read_all, sha256_file
 
 DS = "acme/cars"
 
@@ -25,34 +24,6 @@ def data_paths(m, truth):
     return {t["uid"]: os.path.join(items, t["key"], "data" +
                                    os.path.splitext(t["key"])[1])
             for t in truth}
-
-
-def read_all(paths, truth, workers=8):
-    """Read every file with @workers threads; the files whose bytes are not
-    the fake's, with why."""
-    want = {t["uid"]: t["files"]["data"]["sha256"] for t in truth}
-    bad = []
-    todo = list(paths.items())
-    lock = threading.Lock()
-
-    def work():
-        while True:
-            with lock:
-                if not todo:
-                    return
-                uid, p = todo.pop()
-            try:
-                if sha256_file(p) != want[uid]:
-                    bad.append((uid, "bytes"))
-            except OSError as e:
-                bad.append((uid, e))
-
-    threads = [threading.Thread(target=work) for _ in range(workers)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return bad
 
 
 def sessions(web, what):
