@@ -7,6 +7,7 @@
 #include "catalog.h"
 #include "fresh.h"
 #include "log.h"
+#include "names.h"
 #include "util.h"
 
 #include <errno.h>
@@ -18,6 +19,7 @@
 #include <string.h>
 #include <time.h>
 #include <uthash.h>
+#include <xxhash.h>
 
 #define ERROR_HOLD_MS \
 	1000 /* a failed fetch is answered from memory this long */
@@ -61,6 +63,8 @@ struct listing {
 	int64_t listed_at; /* when gen was complete: seconds since the epoch */
 	int last_err; /* the last load's error; 0 once one succeeds */
 	uint64_t loads, failures; /* loads ended, and those that failed */
+	uint64_t digest_gen; /* protected by lock: the generation of digest */
+	char digest[33]; /* protected by lock */
 };
 
 struct dataset {
@@ -872,6 +876,80 @@ const char *catalog_origin(const struct catalog *cat)
 	return cat->origin;
 }
 
+/* The running sum of the digests of a listing's objects. */
+struct digest {
+	uint64_t lo, hi;
+	uint64_t after; /* the position of the last entry summed */
+	size_t n; /* entries of this round */
+};
+
+#define DIGEST_ROUND 4096 /* entries read at once */
+
+static int digest_entry(void *p, const struct store_entry *e)
+{
+	struct digest *d = p;
+	char buf[NAMES_MAX + 48];
+	XXH128_hash_t h;
+	int len;
+
+	d->after = e->pos;
+	d->n++;
+	if (!e->oid || e->name_len > NAMES_MAX)
+		return 0;
+	memcpy(buf, e->name, e->name_len);
+	len = (int)e->name_len;
+	len += snprintf(buf + len, sizeof(buf) - len, "%c%lld.%09ld", '\0',
+			e->has_mtime ? (long long)e->mtime.tv_sec : 0LL,
+			e->has_mtime ? e->mtime.tv_nsec : 0L);
+	h = XXH3_128bits(buf, len);
+	d->lo += h.low64;
+	d->hi += h.high64 + (d->lo < h.low64); /* the carry */
+	return 0;
+}
+
+int catalog_listing_digest(struct catalog *cat, struct dataset *ds,
+			   enum item_kind kind, uint64_t *gen, char hex[33])
+{
+	struct listing *l = &ds->lists[kind];
+	uint64_t dir = kind == ITEM_KIND_ITEM ? STORE_DIR_ITEMS
+					      : STORE_DIR_SEQUENCES;
+	struct digest d = { 0, 0, 0, 0 };
+	struct catalog_pin pin;
+	bool known;
+	int err = catalog_pin(cat, ds, kind, &pin);
+
+	if (err)
+		return err;
+	if (pin.partial) {
+		catalog_unpin(cat, ds, kind, &pin);
+		return -ENOENT; /* a first listing still coming */
+	}
+	pthread_mutex_lock(&l->lock);
+	known = l->digest_gen == pin.gen;
+	if (known)
+		memcpy(hex, l->digest, 33);
+	pthread_mutex_unlock(&l->lock);
+	/* once per generation, in rounds: a read of a million names holds
+	 * no read of the store for long */
+	while (!known && !err) {
+		d.n = 0;
+		err = store_readdir(dataset_store(ds), pin.gen, dir, d.after,
+				    NULL, DIGEST_ROUND, digest_entry, &d);
+		if (!err && d.n < DIGEST_ROUND)
+			break;
+	}
+	if (!known && !err) {
+		snprintf(hex, 33, "%016" PRIx64 "%016" PRIx64, d.hi, d.lo);
+		pthread_mutex_lock(&l->lock);
+		l->digest_gen = pin.gen;
+		memcpy(l->digest, hex, 33);
+		pthread_mutex_unlock(&l->lock);
+	}
+	*gen = pin.gen;
+	catalog_unpin(cat, ds, kind, &pin);
+	return err;
+}
+
 int catalog_kept(struct catalog *cat, const char *owner, const char *slug,
 		 int64_t *listed_at)
 {
@@ -914,6 +992,8 @@ void catalog_listing_info(struct catalog *cat, struct dataset *ds,
 	out->last_err = l->last_err;
 	out->loads = l->loads;
 	out->failures = l->failures;
+	out->building = l->building ? l->building_objects : 0;
+	out->pages = l->building ? l->pages : 0;
 	pthread_mutex_unlock(&l->lock);
 	if (out->objects >= 0 || !st)
 		return;

@@ -135,6 +135,8 @@ struct catalog_listing_info {
 	int last_err; /* the last load's error (negative), 0 once one
 		       * succeeds */
 	uint64_t loads, failures; /* loads ended, and those that failed */
+	int64_t building; /* objects of a listing being made, so far */
+	uint64_t pages; /* its pages so far */
 };
 
 /* What the listing of @kind in @ds is now, in @out. The objects of a
@@ -143,6 +145,15 @@ struct catalog_listing_info {
 void catalog_listing_info(struct catalog *cat, struct dataset *ds,
 			  enum item_kind kind,
 			  struct catalog_listing_info *out);
+
+/* A digest of the listing of @kind in @ds served now, in @hex (32 hex
+ * digits): the sum of the XXH3-128 of every object's name and version
+ * (updated_at, else created_at), so the same objects at the same versions
+ * give the same digest on any machine, in any order. Reckoned once per
+ * generation; @gen says which. 0, or a negative errno (-ENOENT: no
+ * listing yet). */
+int catalog_listing_digest(struct catalog *cat, struct dataset *ds,
+			   enum item_kind kind, uint64_t *gen, char hex[33]);
 
 /* Whether the store of OWNER/SLUG keeps a complete listing of its items,
  * made by an earlier mount: 0 with the time it was complete in @listed_at

@@ -777,7 +777,8 @@ static void fs_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 	}
 	/* ls -l asks for security.selinux of every file: no lookup for
 	 * what is never there */
-	if (strncmp(name, "user.avala.", 11) != 0) {
+	if (strncmp(name, "user.avala.", 11) != 0 &&
+	    strncmp(name, "user.avalafs.", 13) != 0) {
 		reply_err(req, FS_OP_GETXATTR, ENODATA);
 		return;
 	}

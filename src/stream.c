@@ -131,6 +131,16 @@ void stream_get_stats(struct stream *s, struct stream_stats *st)
 	pthread_mutex_unlock(&s->lock);
 }
 
+struct cache *stream_cache(struct stream *s)
+{
+	return s->cache;
+}
+
+struct fetch *stream_fetch(struct stream *s)
+{
+	return s->fetch;
+}
+
 /* @src's object, told what the listing says of it: a reference, or NULL
  * on ENOMEM. */
 static struct cache_obj *src_obj(struct stream *s, struct fetch_src *src,

@@ -98,4 +98,8 @@ void stream_prefetch(struct stream *s, struct fetch_src *src);
 
 void stream_get_stats(struct stream *s, struct stream_stats *st);
 
+/* The cache and the fetcher @s reads over (borrowed), for their counters. */
+struct cache *stream_cache(struct stream *s);
+struct fetch *stream_fetch(struct stream *s);
+
 #endif

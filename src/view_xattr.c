@@ -1,18 +1,28 @@
 /* The platform's fields of an object where tools look for them: extended
  * attributes of its folder and of its files in every view (user.avala.*),
- * read from the listing, never from the network. */
+ * read from the listing, never from the network. A dataset's folder tells
+ * which listing it shows, and the mount's root its counters
+ * (user.avalafs.*), as CernVM-FS's user.hitrate and its kin do. */
 #include "view_xattr.h"
 
+#include "cache.h"
 #include "catalog.h"
+#include "config.h"
+#include "fetch.h"
+#include "fs.h"
 #include "item.h"
+#include "stream.h"
 
 #include <cJSON.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 /* The object's fields shown, by their names in its JSON. */
 static const char *const fields[] = {
@@ -54,19 +64,107 @@ static int add(struct view_xattrs *x, const char *name, char *value)
 	return 0;
 }
 
-int view_xattrs_of(struct fs *fs, const struct node *n, struct view_xattrs *x)
+static int addf(struct view_xattrs *x, const char *name, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static int addf(struct view_xattrs *x, const char *name, const char *fmt, ...)
+{
+	char *value = NULL;
+	va_list ap;
+
+	va_start(ap, fmt);
+	if (vasprintf(&value, fmt, ap) < 0)
+		value = NULL;
+	va_end(ap);
+	return add(x, name, value);
+}
+
+/* The root: what a user asks of a mount first. */
+static int root_xattrs(struct fs *fs, struct view_xattrs *x)
+{
+	struct cache_stats cs;
+	struct fetch_stats fst;
+	struct timespec now;
+	uint64_t cached, all;
+	int err;
+
+	cache_get_stats(stream_cache(fs->stream), &cs);
+	fetch_get_stats(stream_fetch(fs->stream), &fst);
+	clock_gettime(CLOCK_REALTIME, &now);
+	cached = cs.disk_read + cs.memory_read;
+	all = cached + cs.filled;
+	err = addf(x, "user.avalafs.version", "%s", PACKAGE_VERSION);
+	if (!err)
+		err = addf(x, "user.avalafs.pid", "%ld", (long)getpid());
+	if (!err)
+		err = addf(x, "user.avalafs.uptime", "%lld",
+			   (long long)(now.tv_sec - fs->mounted.tv_sec));
+	/* of the bytes that came to the mount, the share no request
+	 * fetched: from the disk cache, or found in memory */
+	if (!err)
+		err = addf(x, "user.avalafs.hitrate", "%.1f",
+			   all ? 100.0 * (double)cached / (double)all : 0.0);
+	if (!err)
+		err = addf(x, "user.avalafs.bytes_origin", "%" PRIu64,
+			   cs.filled);
+	if (!err)
+		err = addf(x, "user.avalafs.bytes_disk", "%" PRIu64,
+			   cs.disk_read);
+	if (!err)
+		err = addf(x, "user.avalafs.bytes_memory", "%" PRIu64,
+			   cs.memory_read);
+	if (!err)
+		err = addf(x, "user.avalafs.requests", "%" PRIu64,
+			   fst.requests);
+	return err;
+}
+
+/* A dataset's folder: which listing of its items it shows (what a
+ * training run records to know what it read), or how far the first one
+ * came. One line of JSON. */
+static int dataset_xattrs(struct fs *fs, struct dataset *ds,
+			  struct view_xattrs *x)
+{
+	struct catalog_listing_info li;
+	char listed[32] = "", digest[33];
+	uint64_t gen = 0;
+	struct tm tm;
+	time_t t;
+	int err;
+
+	catalog_listing_info(fs->cat, ds, ITEM_KIND_ITEM, &li);
+	if (!li.gen)
+		return addf(x, "user.avalafs.listing",
+			    "{\"state\":\"%s\",\"items_so_far\":%" PRId64
+			    ",\"pages\":%" PRIu64 "}",
+			    fresh_state_name(li.state), li.building, li.pages);
+	err = catalog_listing_digest(fs->cat, ds, ITEM_KIND_ITEM, &gen, digest);
+	if (err)
+		return err == -ENOENT ? 0 : err;
+	if (gen != li.gen) /* replaced meanwhile: say what was digested */
+		catalog_listing_info(fs->cat, ds, ITEM_KIND_ITEM, &li);
+	t = (time_t)li.listed_at;
+	if (gmtime_r(&t, &tm))
+		strftime(listed, sizeof(listed), "%Y-%m-%dT%H:%M:%SZ", &tm);
+	return addf(x, "user.avalafs.listing",
+		    "{\"generation\":%" PRIu64 ",\"items\":%" PRId64
+		    ",\"listed_at\":\"%s\",\"state\":\"%s\","
+		    "\"digest\":\"xxh3-128:%s\"}",
+		    gen, li.objects, listed, fresh_state_name(li.state),
+		    digest);
+}
+
+/* An object's folder or file: its fields, as listed. */
+static int object_xattrs(struct fs *fs, const struct node *n,
+			 struct view_xattrs *x)
 {
 	struct item *it = NULL;
 	cJSON *root;
 	char name[VIEW_XATTR_NAME];
 	size_t i;
-	int err;
+	int err = view_object(fs, n->ds, view_id_kind(n->id),
+			      view_id_oid(n->id), &it);
 
-	memset(x, 0, sizeof(*x));
-	if (!n->ops->object_id || !n->ds)
-		return 0; /* none of its own */
-	err = view_object(fs, n->ds, view_id_kind(n->id), view_id_oid(n->id),
-			  &it);
 	if (err == -ENOENT)
 		return 0; /* gone since: nothing to say of it */
 	if (err)
@@ -82,16 +180,25 @@ int view_xattrs_of(struct fs *fs, const struct node *n, struct view_xattrs *x)
 		snprintf(name, sizeof(name), "user.avala.%s", fields[i]);
 		err = add(x, name, field_text(v));
 	}
-	if (!err) {
-		char *ds = NULL;
-
-		if (asprintf(&ds, "%s/%s", dataset_owner(n->ds),
-			     dataset_slug(n->ds)) < 0)
-			ds = NULL;
-		err = add(x, "user.avala.dataset", ds);
-	}
+	if (!err)
+		err = addf(x, "user.avala.dataset", "%s/%s",
+			   dataset_owner(n->ds), dataset_slug(n->ds));
 	cJSON_Delete(root);
 	item_unref(it);
+	return err;
+}
+
+int view_xattrs_of(struct fs *fs, const struct node *n, struct view_xattrs *x)
+{
+	int err = 0;
+
+	memset(x, 0, sizeof(*x));
+	if (n->ops == &view_root_ops)
+		err = root_xattrs(fs, x);
+	else if (n->ops == &view_dataset_ops && n->ds)
+		err = dataset_xattrs(fs, n->ds, x);
+	else if (n->ops->object_id && n->ds)
+		err = object_xattrs(fs, n, x);
 	if (err)
 		view_xattrs_clear(x);
 	return err;

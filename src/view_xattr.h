@@ -1,12 +1,14 @@
 /* Extended attributes of nodes: an object's folder and its files in every
  * view carry its fields (user.avala.uid, .key, .status, .dataset,
- * .created_at, .updated_at, .annotations_count: those it has). */
+ * .created_at, .updated_at, .annotations_count: those it has); a
+ * dataset's folder the listing it shows (user.avalafs.listing), the root
+ * the mount's counters (user.avalafs.hitrate, ...). */
 #ifndef AVALAFS_VIEW_XATTR_H
 #define AVALAFS_VIEW_XATTR_H
 
 #include "view.h"
 
-#define VIEW_XATTR_MAX 8
+#define VIEW_XATTR_MAX 10
 #define VIEW_XATTR_NAME 48
 
 struct view_xattr {
@@ -20,7 +22,7 @@ struct view_xattrs {
 	int n;
 };
 
-/* The attributes of @n in @x (none for a node that is no object's): 0 or
+/* The attributes of @n in @x (none for most folders): 0 or
  * a negative errno. Clear @x after. */
 int view_xattrs_of(struct fs *fs, const struct node *n, struct view_xattrs *x);
 
