@@ -26,9 +26,14 @@
 
 #define now_ms util_now_ms
 
-/* An object the API answered 404 for since the listing. */
+/* An object the API answered 404 for since the listing. The mark hides
+ * it in every generation until a listing made after the answer is served
+ * (@until: that generation) and nobody reads an older one any more: a
+ * lookup or a listing that pinned the old generation as the new one came
+ * would otherwise show it again. */
 struct gone {
 	uint64_t oid;
+	uint64_t until; /* 0: no listing made since */
 	UT_hash_handle hh;
 };
 
@@ -137,6 +142,32 @@ static void gone_clear(struct listing *l)
 		free(g);
 	}
 	__atomic_store_n(&l->n_gone, 0, __ATOMIC_RELAXED);
+}
+
+/* Whether a generation older than @gen is read. */
+static bool pinned_below(const struct listing *l, uint64_t gen)
+{
+	size_t i;
+
+	for (i = 0; i < l->n_pins; i++) {
+		if (l->pins[i].n && l->pins[i].gen < gen)
+			return true;
+	}
+	return false;
+}
+
+/* Drop the marks no reader needs any more; under the listing's lock. */
+static void gone_settle(struct listing *l)
+{
+	struct gone *g, *tmp;
+
+	HASH_ITER(hh, l->gone, g, tmp) {
+		if (!g->until || pinned_below(l, g->until))
+			continue;
+		HASH_DEL(l->gone, g);
+		free(g);
+		__atomic_sub_fetch(&l->n_gone, 1, __ATOMIC_RELAXED);
+	}
 }
 
 static void dataset_free(struct dataset *ds)
@@ -621,8 +652,16 @@ static void *load_listing(void *p)
 		l->gen = gen;
 		l->objects = l->building_objects;
 		l->listed_at = time(NULL);
-		if (!l->fresh.again)
-			gone_clear(l);
+		/* made after every mark but those of a load that was on
+		 * its way (again): those wait for the next */
+		if (!l->fresh.again) {
+			struct gone *g, *tmp;
+
+			HASH_ITER(hh, l->gone, g, tmp) {
+				if (!g->until)
+					g->until = gen;
+			}
+		}
 		fresh_apply(&l->fresh, FRESH_LOADED, 0, &clock);
 	} else {
 		l->failures++;
@@ -637,6 +676,7 @@ static void *load_listing(void *p)
 				 what, strerror(-err));
 	}
 	l->building = 0;
+	gone_settle(l);
 	pthread_cond_broadcast(&l->changed);
 	pthread_mutex_unlock(&l->lock);
 
@@ -793,7 +833,9 @@ void catalog_unpin(struct catalog *cat, struct dataset *ds, enum item_kind kind,
 	pthread_mutex_lock(&l->lock);
 	for (i = 0; i < l->n_pins; i++) {
 		if (l->pins[i].gen == pin->gen && l->pins[i].n > 0) {
-			l->pins[i].n--;
+			if (!--l->pins[i].n &&
+			    __atomic_load_n(&l->n_gone, __ATOMIC_RELAXED))
+				gone_settle(l);
 			break;
 		}
 	}
@@ -836,7 +878,9 @@ void catalog_forget(struct catalog *cat, struct dataset *ds,
 	(void)cat;
 	pthread_mutex_lock(&l->lock);
 	HASH_FIND(hh, l->gone, &oid, sizeof(oid), g);
-	if (!g && (g = calloc(1, sizeof(*g)))) {
+	if (g) {
+		g->until = 0; /* gone again after a listing that held it */
+	} else if ((g = calloc(1, sizeof(*g)))) {
 		g->oid = oid;
 		HASH_ADD(hh, l->gone, oid, sizeof(g->oid), g);
 		__atomic_add_fetch(&l->n_gone, 1, __ATOMIC_RELAXED);
