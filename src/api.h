@@ -1,5 +1,5 @@
-/* The Avala API calls of DESIGN section 1 and their JSON, turned into
- * struct item. cJSON is used only inside api.c. */
+/* The Avala API calls of DESIGN section 1: listings paged by cursor, one
+ * object, the start-up check, the dataset list. Their JSON: item_json.h. */
 #ifndef AVALAFS_API_H
 #define AVALAFS_API_H
 
@@ -16,12 +16,6 @@ struct api_config {
 	int page_size;
 	const char *ordering; /* or NULL */
 	int list_timeout_s; /* a listing still paging after this fails; 0: never */
-};
-
-/* A list of items, as one listing returns them. */
-struct item_list {
-	struct item **v;
-	size_t n, cap;
 };
 
 /* A dataset named by the discovery call. */
@@ -57,36 +51,6 @@ struct api *api_new(struct http *http, const struct api_config *cfg);
 
 /* Accepts NULL. */
 void api_free(struct api *api);
-
-/* Free every item of @list and its array. */
-void item_list_clear(struct item_list *list);
-
-/* @text with every ill-formed escape inside its strings (a lone surrogate,
- * "\u" without four hex digits, a backslash before a character that starts
- * no escape) written as U+FFFD, so one bad character costs that character,
- * not the page; cJSON refuses the first and reads "\uZZZZ" as a NUL that
- * ends the string. Only the ill-formed start of an escape is replaced: the
- * text after it stays text. Sets *@out to NULL when nothing needs repair
- * (no copy is made), else to a new NUL-terminated string of *@out_len
- * bytes. Returns 0 or -ENOMEM. */
-int api_json_repair(const char *text, size_t len, char **out, size_t *out_len);
-
-/* Parse one page: append its valid objects to @list (entries that are not
- * objects or lack a string uid are skipped and counted in @n_bad) and set
- * @next_cursor to the raw cursor of "next" (a new string) or NULL at the
- * end. Ill-formed escapes become U+FFFD (api_json_repair). Returns 0, -EIO
- * for a body that is not a page, or -ENOMEM. */
-int api_parse_page(const char *body, size_t len, enum item_kind kind,
-		   struct item_list *list, char **next_cursor, size_t *n_bad);
-
-/* An RFC 3339 time ("2024-05-01T12:34:56.789Z", "...+02:00") into @ts:
- * 0, or -EINVAL when @s is not one (a time without a zone included). */
-int api_parse_time(const char *s, struct timespec *ts);
-
-/* Parse one object (the answer of a get call, or as stored), ill-formed
- * escapes repaired; NULL when it is not one. */
-struct item *api_parse_object(const char *body, size_t len,
-			      enum item_kind kind);
 
 /* Takes one page of a listing (the objects are borrowed, and freed once it
  * returns): returns how many of them are new to the listing, or a negative
@@ -126,10 +90,5 @@ int api_list_datasets(struct api *api, struct dataset_ref **out, size_t *n,
 
 /* Free an array from api_list_datasets(). */
 void api_free_datasets(struct dataset_ref *v, size_t n);
-
-/* The text of metadata.json for @it (pretty-printed, ending in \n, made on
- * first use and kept): borrowed from @it, with its length in @len. NULL on
- * ENOMEM. Safe from many threads at once. */
-const char *api_item_pretty(struct item *it, size_t *len);
 
 #endif

@@ -1,7 +1,7 @@
 /* Generated files, served straight from the parsed item: no copies, no
  * allocation, and the size known before any read. */
 #include "render.h"
-#include "api.h"
+#include "item_json.h"
 
 #include <errno.h>
 #include <string.h>
@@ -28,7 +28,7 @@ static int parts(const struct item *it, enum render_file which,
 	*l2 = 0;
 	switch (which) {
 	case RENDER_METADATA:
-		*p1 = api_item_pretty((struct item *)it, l1);
+		*p1 = item_json_pretty((struct item *)it, l1);
 		return *p1 ? 0 : -ENOMEM;
 	case RENDER_STATUS:
 		if (!it->status)

@@ -8,7 +8,7 @@
  * Lock order: st->write_lock, then st->lock (the connection pool and the
  * status table); neither is held across a callback. */
 #include "store.h"
-#include "api.h"
+#include "item_json.h"
 #include "cachedir.h"
 #include "log.h"
 #include "names.h"
@@ -2471,7 +2471,7 @@ int store_object(struct store *st, uint64_t gen, enum item_kind kind,
 	sqlite3_bind_int64(q, 2, oid);
 	rc = sqlite3_step(q);
 	if (rc == SQLITE_ROW) {
-		*out = api_parse_object(sqlite3_column_blob(q, 0),
+		*out = item_json_decode(sqlite3_column_blob(q, 0),
 					sqlite3_column_bytes(q, 0), kind);
 		if (*out)
 			(*out)->oid = oid;

@@ -1,7 +1,7 @@
-/* Unit tests of the JSON side of src/api.c, without network: pages, objects
- * of both field dialects, wrong types, cursors, sequences and their views,
+/* Unit tests of src/item_json.c, without network: pages, objects of both
+ * field dialects, wrong types, cursors, sequences and their views,
  * ill-formed escapes; and of what the log lets through of server text. */
-#include "api.h"
+#include "item_json.h"
 #include "log.h"
 #include "util.h"
 
@@ -19,12 +19,12 @@
 
 static struct item *parse_item(const char *body)
 {
-	return api_parse_object(body, strlen(body), ITEM_KIND_ITEM);
+	return item_json_decode(body, strlen(body), ITEM_KIND_ITEM);
 }
 
 static struct item *parse_seq(const char *body)
 {
-	return api_parse_object(body, strlen(body), ITEM_KIND_SEQUENCE);
+	return item_json_decode(body, strlen(body), ITEM_KIND_SEQUENCE);
 }
 
 /* Whether @json (of @len bytes) is pretty-printed text ending in \n, laid
@@ -52,19 +52,19 @@ static const char *pretty_text(struct item *it)
 {
 	size_t len;
 
-	return api_item_pretty(it, &len);
+	return item_json_pretty(it, &len);
 }
 
 static size_t pretty_len(struct item *it)
 {
 	size_t len = 0;
 
-	api_item_pretty(it, &len);
+	item_json_pretty(it, &len);
 	return len;
 }
 
 /* Whether metadata.json of @it parses back to the object of @body. */
-static bool item_json_is(struct item *it, const char *body)
+static bool metadata_is(struct item *it, const char *body)
 {
 	cJSON *want = cJSON_Parse(body);
 	bool ok = it && json_matches(pretty_text(it), pretty_len(it), want);
@@ -122,7 +122,7 @@ static void test_item_documented(void)
 	CHECK_STR(it->thumb_ext, ".jpg");
 	CHECK(it->oid == 0);
 	CHECK(it->n_views == 0 && it->views == NULL);
-	CHECK(item_json_is(it, documented_item));
+	CHECK(metadata_is(it, documented_item));
 	item_unref(it);
 }
 
@@ -142,7 +142,7 @@ static void test_item_sdk(void)
 	CHECK(it->version == NULL);
 	CHECK_STR(it->data_ext, ".jpeg");
 	CHECK_STR(it->thumb_ext, ".webp");
-	CHECK(item_json_is(it, sdk_item));
+	CHECK(metadata_is(it, sdk_item));
 	item_unref(it);
 }
 
@@ -186,7 +186,7 @@ static void test_item_thumbnail_fallbacks(void)
 		CHECK_STR(it->thumb_url, cases[i].thumb);
 		if (cases[i].ext)
 			CHECK_STR(it->thumb_ext, cases[i].ext);
-		CHECK(item_json_is(it, cases[i].body));
+		CHECK(metadata_is(it, cases[i].body));
 		item_unref(it);
 	}
 }
@@ -294,7 +294,7 @@ static void test_item_wrong_types(void)
 	CHECK_STR(it->data_ext, "");
 	CHECK_STR(it->thumb_ext, "");
 	CHECK(it->n_views == 0);
-	CHECK(item_json_is(it, body));
+	CHECK(metadata_is(it, body));
 	item_unref(it);
 
 	it = parse_item("{\"uid\": \"w2\", \"key\": null, \"status\": null,"
@@ -325,7 +325,7 @@ static void test_item_json(void)
 	CHECK(it != NULL);
 	if (!it)
 		return;
-	CHECK(item_json_is(it, body));
+	CHECK(metadata_is(it, body));
 	CHECK(strstr(pretty_text(it), "\n  \"uid\": \"j1\",\n") != NULL);
 	CHECK(strstr(pretty_text(it), "\n    \"format\": \"jpeg\",\n") != NULL);
 	CHECK(strstr(pretty_text(it), "\"tab\\there:\\tx.png\"") != NULL);
@@ -355,7 +355,7 @@ static void test_item_invalid_utf8_key(void)
 	CHECK(it->key && memcmp(it->key, key, sizeof(key)) == 0);
 	CHECK_STR(it->data_ext, ".png");
 	CHECK(pretty_text(it) && strstr(pretty_text(it), key) != NULL);
-	CHECK(item_json_is(it, body));
+	CHECK(metadata_is(it, body));
 	item_unref(it);
 }
 
@@ -433,7 +433,7 @@ static void test_item_ext(void)
 	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		const char *body = cases[i].body;
 		struct item *it =
-			api_parse_object(body, strlen(body), cases[i].kind);
+			item_json_decode(body, strlen(body), cases[i].kind);
 
 		CHECK(it != NULL);
 		if (!it)
@@ -484,7 +484,7 @@ static void test_object_bad(void)
 		item_unref(it);
 	}
 	/* only @len bytes count */
-	CHECK(api_parse_object(documented_item, sizeof(documented_item) / 2,
+	CHECK(item_json_decode(documented_item, sizeof(documented_item) / 2,
 			       ITEM_KIND_ITEM) == NULL);
 }
 
@@ -494,7 +494,8 @@ static int parse_page(const char *body, enum item_kind kind,
 {
 	*n_bad = 0;
 	*cursor = (char *)"poison";
-	return api_parse_page(body, strlen(body), kind, list, cursor, n_bad);
+	return item_json_decode_page(body, strlen(body), kind, list, cursor,
+				     n_bad);
 }
 
 /* Both dialects in one page, item by item, and "next": null. */
@@ -611,10 +612,11 @@ static void test_page_raw_text(void)
 
 	/* a raw NUL is not JSON: cJSON would end the key "results\0x" at it
 	 * and take the wrong array; the page is refused whole */
-	CHECK(api_parse_page(nul_key, sizeof(nul_key) - 1, ITEM_KIND_ITEM,
-			     &list, &cursor, &n_bad) == -EIO);
+	CHECK(item_json_decode_page(nul_key, sizeof(nul_key) - 1,
+				    ITEM_KIND_ITEM, &list, &cursor,
+				    &n_bad) == -EIO);
 	CHECK(list.n == 0 && cursor == NULL);
-	CHECK(api_parse_object("{\"uid\": \"a\0b\"}", 14, ITEM_KIND_ITEM) ==
+	CHECK(item_json_decode("{\"uid\": \"a\0b\"}", 14, ITEM_KIND_ITEM) ==
 	      NULL);
 
 	/* an escaped NUL would cut a string short too ("a\u0000b" passing for
@@ -792,8 +794,9 @@ static void test_page_not_page(void)
 
 		cursor = NULL;
 		n_bad = 0;
-		err = api_parse_page(page, sizeof(page) - 3, ITEM_KIND_ITEM,
-				     &list, &cursor, &n_bad);
+		err = item_json_decode_page(page, sizeof(page) - 3,
+					    ITEM_KIND_ITEM, &list, &cursor,
+					    &n_bad);
 		CHECK(err == -EIO && cursor == NULL && list.n == 1);
 	}
 	item_list_clear(&list);
@@ -877,7 +880,7 @@ static void test_sequence(void)
 	CHECK(it->thumb_url == NULL);
 	CHECK_STR(it->data_ext, ".jpeg");
 	CHECK(it->size == -1);
-	CHECK(item_json_is(it, sequence));
+	CHECK(metadata_is(it, sequence));
 	CHECK(it->n_views == 9);
 	if (it->n_views != 9) {
 		item_unref(it);
@@ -992,7 +995,7 @@ static void test_time(void)
 
 	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		struct timespec ts = { -7, -7 };
-		int err = api_parse_time(cases[i].s, &ts);
+		int err = item_json_parse_time(cases[i].s, &ts);
 
 		if (cases[i].sec < 0) {
 			CHECK(err == -EINVAL);
@@ -1007,7 +1010,7 @@ static void test_time(void)
 					ts.tv_nsec);
 		}
 	}
-	CHECK(api_parse_time(NULL, &(struct timespec){ 0 }) == -EINVAL);
+	CHECK(item_json_parse_time(NULL, &(struct timespec){ 0 }) == -EINVAL);
 }
 
 /* An object's time is its updated_at, else its created_at; one of the wrong
@@ -1073,8 +1076,8 @@ static void test_json_repair(void)
 
 	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		out = (char *)"poison";
-		CHECK(api_json_repair(cases[i].in, strlen(cases[i].in), &out,
-				      &len) == 0);
+		CHECK(item_json_repair(cases[i].in, strlen(cases[i].in), &out,
+				       &len) == 0);
 		CHECK_STR(out, cases[i].out);
 		CHECK(len == strlen(out ? out : cases[i].in));
 		free(out);

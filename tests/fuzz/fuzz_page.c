@@ -1,7 +1,7 @@
 /* libFuzzer target: any bytes as a list page and as one object, in both
  * kinds. Nothing may crash, leak, or hand back an item without a uid, and
  * the text kept for each item is the JSON cJSON sees for it. */
-#include "api.h"
+#include "item_json.h"
 
 #include <cjson/cJSON.h>
 #include <stdbool.h>
@@ -11,7 +11,8 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-/* Whether @obj is one api_parse_page keeps: an object with a string uid. */
+/* Whether @obj is one item_json_decode_page() keeps: an object with a string
+ * uid. */
 static int has_uid(const cJSON *obj)
 {
 	const cJSON *uid = cJSON_GetObjectItemCaseSensitive(obj, "uid");
@@ -33,8 +34,8 @@ static void check_texts(const uint8_t *data, size_t size,
 	const cJSON *obj;
 	size_t i = 0;
 
-	/* the text api_parse_page() parses: ill-formed escapes repaired */
-	if (api_json_repair((const char *)data, size, &fixed, &len))
+	/* what item_json_decode_page() reads: ill-formed escapes repaired */
+	if (item_json_repair((const char *)data, size, &fixed, &len))
 		abort();
 	if (fixed)
 		data = (const uint8_t *)fixed;
@@ -84,20 +85,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	char *next = NULL;
 	struct item *it;
 
-	if (api_parse_page((const char *)data, size, kind, &list, &next,
-			   &n_bad) == 0) {
+	if (item_json_decode_page((const char *)data, size, kind, &list, &next,
+				  &n_bad) == 0) {
 		for (i = 0; i < list.n; i++) {
 			if (!list.v[i]->uid || !*list.v[i]->uid)
 				abort();
-			if (!api_item_pretty(list.v[i], &len))
+			if (!item_json_pretty(list.v[i], &len))
 				abort();
 		}
 		check_texts(data, size, &list);
 	}
 	free(next);
 	item_list_clear(&list);
-	it = api_parse_object((const char *)data, size, kind);
-	if (it && (!it->uid || !api_item_pretty(it, &len)))
+	it = item_json_decode((const char *)data, size, kind);
+	if (it && (!it->uid || !item_json_pretty(it, &len)))
 		abort();
 	item_unref(it);
 	return 0;
