@@ -242,19 +242,50 @@ static int get_json(struct api *api, enum api_call call, const char *url,
 	return err;
 }
 
-static const char *kind_path(enum item_kind kind)
+/* What @resp tells of a call that ended with @err, in @ans. */
+static void answer_of(const struct http_resp *resp, int err,
+		      struct api_answer *ans)
 {
-	return kind == ITEM_KIND_ITEM ? "items" : "sequences";
+	if (!ans)
+		return;
+	ans->status = resp->status;
+	ans->retry_after = resp->retry_after;
+	ans->err = resp->status ? 0 : resp->err ? resp->err : err;
+	snprintf(ans->why, sizeof(ans->why), "%s",
+		 resp->why[0] ? resp->why
+		 : err	      ? strerror(-err)
+			      : "");
 }
 
-/* A page asked for on a thread of its own while the last one is stored:
- * the server and the store work at once. */
-struct fetch {
+/* A listing paged by cursor: the items or sequences of a dataset, or the
+ * datasets. Each kind says how a page is read and taken. */
+struct listing {
 	struct api *api;
-	const char *what;
-	enum item_kind kind;
+	enum api_call call;
+	const char *what; /* the listing, in log lines */
+	int64_t timeout_ms; /* paging past this fails it; 0: never */
+	bool ahead; /* ask for the next page while this one is taken */
+	struct api_answer *ans; /* what the last call got, or NULL */
+	/* Read a page's @body into *@objs (set even on failure, for drop) and
+	 * its "next" cursor, counting skipped entries in @n_bad: 0, -EIO for
+	 * a body that is not a page, or -ENOMEM. Runs on any thread. */
+	int (*parse)(void *ctx, const char *body, size_t len, void **objs,
+		     char **cursor, size_t *n_bad);
+	/* Take the objects of the page from @url, @more when another page
+	 * follows: how many are new, or a negative errno that ends it. */
+	int (*take)(void *ctx, void *objs, const char *url, bool more);
+	/* Free what parse made. Accepts NULL. */
+	void (*drop)(void *objs);
+	void *ctx;
+	size_t n_bad; /* entries skipped, over every page */
+};
+
+/* One page of a listing, asked for on a thread of its own while the last
+ * one is taken: the server and the taker work at once. */
+struct list_page {
+	struct listing *l;
 	char *url;
-	struct item_list list; /* the page's objects */
+	void *objs; /* what l->parse made of it */
 	char *cursor; /* its "next" cursor, or NULL */
 	size_t n_bad;
 	size_t bytes; /* the page's body */
@@ -263,156 +294,219 @@ struct fetch {
 	bool started;
 };
 
-/* Ask for @f's page and parse it. */
-static int fetch_page(struct fetch *f)
+/* Ask for @pg and parse it. */
+static int list_page_get(struct list_page *pg)
 {
+	struct listing *l = pg->l;
 	struct http_resp resp;
-	int err = get_json(f->api, API_CALL_LIST, f->url, f->what, true, &resp);
+	int err = get_json(l->api, l->call, pg->url, l->what, true, &resp);
 
+	answer_of(&resp, err, l->ans);
 	if (err)
 		return err;
-	f->bytes = resp.len;
-	err = item_json_decode_page(resp.body, resp.len, f->kind, &f->list,
-				    &f->cursor, &f->n_bad);
+	pg->bytes = resp.len;
+	err = l->parse(l->ctx, resp.body, resp.len, &pg->objs, &pg->cursor,
+		       &pg->n_bad);
 	http_resp_clear(&resp);
 	if (err == -EIO)
-		log_err("%s: malformed page from %s", f->what, f->url);
+		log_err("%s: malformed page from %s", l->what, pg->url);
 	return err;
 }
 
-static void *fetch_main(void *p)
+static void *list_page_main(void *p)
 {
-	struct fetch *f = p;
+	struct list_page *pg = p;
 
-	f->err = fetch_page(f);
+	pg->err = list_page_get(pg);
 	return NULL;
 }
 
-/* Ask for @f's page now, on a thread; if none can start, fetch_wait()
- * asks itself. */
-static void fetch_start(struct fetch *f)
+/* Ask for @pg now, on a thread; if none can start, list_page_wait() asks
+ * itself. */
+static void list_page_start(struct list_page *pg)
 {
-	f->started = pthread_create(&f->thread, NULL, fetch_main, f) == 0;
+	pg->started = pthread_create(&pg->thread, NULL, list_page_main, pg) ==
+		      0;
 }
 
-/* @f's page: waited for when it was started, else asked for now. */
-static int fetch_wait(struct fetch *f)
+/* @pg: waited for when it was started, else asked for now. */
+static int list_page_wait(struct list_page *pg)
 {
-	if (!f->started)
-		return fetch_page(f);
-	pthread_join(f->thread, NULL);
-	f->started = false;
-	return f->err;
+	if (!pg->started)
+		return list_page_get(pg);
+	pthread_join(pg->thread, NULL);
+	pg->started = false;
+	return pg->err;
 }
 
-/* Drop @f: its page, once it came, and its URL. */
-static void fetch_clear(struct fetch *f)
+/* Drop @pg: its objects, once they came, and its URL. */
+static void list_page_clear(struct list_page *pg)
 {
-	if (f->started)
-		fetch_wait(f);
-	item_list_clear(&f->list);
-	free(f->cursor);
-	free(f->url);
-	f->cursor = f->url = NULL;
-	f->n_bad = 0;
+	if (pg->started)
+		list_page_wait(pg);
+	pg->l->drop(pg->objs);
+	free(pg->cursor);
+	free(pg->url);
+	pg->objs = NULL;
+	pg->cursor = pg->url = NULL;
+	pg->n_bad = 0;
 }
 
-static char *page_url(struct api *api, const char *owner, const char *slug,
-		      enum item_kind kind, const char *ord, const char *cursor)
+/* Every page of @l, from @url on (the next ones add "&cursor="), each
+ * handed to l->take as it comes. A cursor seen before, or paging past
+ * l->timeout_ms, ends it with -EIO. Returns 0 or a negative errno. */
+static int listing_walk(struct listing *l, const char *url)
 {
-	char *tail, *url;
-
-	tail = strprintf("%s/?limit=%d%s%s%s%s", kind_path(kind),
-			 api->page_size, ord ? "&ordering=" : "",
-			 ord ? ord : "", cursor ? "&cursor=" : "",
-			 cursor ? cursor : "");
-	url = tail ? dataset_url(api, owner, slug, tail) : NULL;
-	free(tail);
-	return url;
-}
-
-int api_list(struct api *api, const char *owner, const char *slug,
-	     enum item_kind kind, api_page_fn fn, void *ctx)
-{
-	char *what, *ord = NULL;
 	struct seen_cursor *seen = NULL;
 	/* two in turn: a thread fetches and parses the next page into the
-	 * one it was started for while @fn stores the other */
-	struct fetch pages[2] = { { .api = api, .kind = kind },
-				  { .api = api, .kind = kind } };
-	struct fetch *cur = &pages[0], *next = &pages[1], *done;
-	int64_t deadline = util_now_ms() + api->list_timeout_ms;
-	size_t n_bad = 0, n_dup = 0;
+	 * one it was started for while l->take has the other */
+	struct list_page pages[2] = { { .l = l }, { .l = l } };
+	struct list_page *cur = &pages[0], *next = &pages[1], *done;
+	int64_t deadline = util_now_ms() + l->timeout_ms;
 	int err = 0;
 
-	what = strprintf("%s/%s %s", owner, slug, kind_path(kind));
-	if (api->ordering)
-		ord = escape(api->ordering);
-	cur->what = next->what = what;
-	cur->url = what ? page_url(api, owner, slug, kind, ord, NULL) : NULL;
-	if (!cur->url || (api->ordering && !ord))
+	cur->url = strdup(url);
+	if (!cur->url)
 		err = -ENOMEM;
 	while (!err) {
 		const char *cursor;
 		int fresh;
 
-		err = fetch_wait(cur);
-		n_bad += cur->n_bad;
+		err = list_page_wait(cur);
+		l->n_bad += cur->n_bad;
 		if (err)
 			break;
 		cursor = cur->cursor;
 		if (cursor && !cursor_first_time(&seen, cursor)) {
-			log_err("%s: the server repeats a cursor", what);
+			log_err("%s: the server repeats a cursor", l->what);
 			err = -EIO;
-		} else if (cursor && api->list_timeout_ms > 0 &&
+		} else if (cursor && l->timeout_ms > 0 &&
 			   util_now_ms() > deadline) {
 			log_err("%s: still listing after %" PRId64
 				" s (list_timeout), at %s: listing refused",
-				what, api->list_timeout_ms / 1000, cur->url);
+				l->what, l->timeout_ms / 1000, cur->url);
 			err = -EIO;
 		} else if (cursor) {
-			next->url =
-				page_url(api, owner, slug, kind, ord, cursor);
-			/* a large page is stored before the next one is asked
+			next->url = strprintf("%s&cursor=%s", url, cursor);
+			/* a large page is taken before the next one is asked
 			 * for: two at once would double what a listing holds
 			 * in memory, for no gain in time */
-			if (next->url && cur->bytes <= API_AHEAD_MAX)
-				fetch_start(next);
+			if (next->url && l->ahead &&
+			    cur->bytes <= API_AHEAD_MAX)
+				list_page_start(next);
 			else if (!next->url)
 				err = -ENOMEM;
 		}
 		if (err)
 			break;
-		fresh = fn(ctx, cur->list.v, cur->list.n);
-		if (fresh >= 0)
-			n_dup += cur->list.n - fresh;
-		if (fresh < 0) {
+		fresh = l->take(l->ctx, cur->objs, cur->url, next->url != NULL);
+		if (fresh < 0)
 			err = fresh;
-		} else if (next->url && fresh == 0) {
-			/* a page that brings nothing new and points on is a
-			 * loop, whatever its cursor looks like */
-			log_err("%s: the page from %s adds no new object but "
-				"points to another: listing refused",
-				what, cur->url);
-			err = -EIO;
-		}
-		fetch_clear(cur);
+		list_page_clear(cur);
 		done = cur;
 		cur = next;
 		next = done;
 		if (!cur->url)
 			break;
 	}
-	if (n_bad)
+	list_page_clear(cur);
+	list_page_clear(next);
+	seen_free(&seen);
+	return err;
+}
+
+static const char *kind_path(enum item_kind kind)
+{
+	return kind == ITEM_KIND_ITEM ? "items" : "sequences";
+}
+
+/* What api_list() hands its pages to, and what it counts. */
+struct item_walk {
+	enum item_kind kind;
+	const char *what;
+	api_page_fn fn;
+	void *ctx;
+	size_t n_dup; /* entries listed twice */
+};
+
+static int items_parse(void *ctx, const char *body, size_t len, void **objs,
+		       char **cursor, size_t *n_bad)
+{
+	struct item_walk *iw = ctx;
+	struct item_list *list = calloc(1, sizeof(*list));
+
+	*objs = list;
+	if (!list)
+		return -ENOMEM;
+	return item_json_decode_page(body, len, iw->kind, list, cursor, n_bad);
+}
+
+static int items_take(void *ctx, void *objs, const char *url, bool more)
+{
+	struct item_walk *iw = ctx;
+	struct item_list *list = objs;
+	int fresh = iw->fn(iw->ctx, list->v, list->n);
+
+	if (fresh < 0)
+		return fresh;
+	iw->n_dup += list->n - fresh;
+	if (more && fresh == 0) {
+		/* a page that brings nothing new and points on is a loop,
+		 * whatever its cursor looks like */
+		log_err("%s: the page from %s adds no new object but "
+			"points to another: listing refused",
+			iw->what, url);
+		return -EIO;
+	}
+	return fresh;
+}
+
+static void items_drop(void *objs)
+{
+	if (objs)
+		item_list_clear(objs);
+	free(objs);
+}
+
+int api_list(struct api *api, const char *owner, const char *slug,
+	     enum item_kind kind, api_page_fn fn, void *ctx)
+{
+	struct item_walk iw = { .kind = kind, .fn = fn, .ctx = ctx };
+	struct listing l = {
+		.api = api,
+		.call = API_CALL_LIST,
+		.timeout_ms = api->list_timeout_ms,
+		.ahead = true,
+		.parse = items_parse,
+		.take = items_take,
+		.drop = items_drop,
+		.ctx = &iw,
+	};
+	char *what, *ord = NULL, *tail = NULL, *url = NULL;
+	int err = -ENOMEM;
+
+	what = strprintf("%s/%s %s", owner, slug, kind_path(kind));
+	if (api->ordering)
+		ord = escape(api->ordering);
+	if (what && (!api->ordering || ord))
+		tail = strprintf("%s/?limit=%d%s%s", kind_path(kind),
+				 api->page_size, ord ? "&ordering=" : "",
+				 ord ? ord : "");
+	if (tail)
+		url = dataset_url(api, owner, slug, tail);
+	if (url) {
+		l.what = iw.what = what;
+		err = listing_walk(&l, url);
+	}
+	if (l.n_bad)
 		log_err("%s: %zu entries skipped: not an object, no uid, or "
 			"a NUL in a string",
-			what, n_bad);
-	if (n_dup)
+			what, l.n_bad);
+	if (iw.n_dup)
 		log_warn("%s: %zu entries listed twice, repeats ignored", what,
-			 n_dup);
-	fetch_clear(cur);
-	fetch_clear(next);
-	seen_free(&seen);
+			 iw.n_dup);
+	free(url);
+	free(tail);
 	free(ord);
 	free(what);
 	return err;
@@ -445,21 +539,6 @@ int api_get(struct api *api, const char *owner, const char *slug,
 	free(tail);
 	free(u);
 	return err;
-}
-
-/* What @resp tells of a call that ended with @err, in @ans. */
-static void answer_of(const struct http_resp *resp, int err,
-		      struct api_answer *ans)
-{
-	if (!ans)
-		return;
-	ans->status = resp->status;
-	ans->retry_after = resp->retry_after;
-	ans->err = resp->status ? 0 : resp->err ? resp->err : err;
-	snprintf(ans->why, sizeof(ans->why), "%s",
-		 resp->why[0] ? resp->why
-		 : err	      ? strerror(-err)
-			      : "");
 }
 
 int api_check_dataset(struct api *api, const char *owner, const char *slug,
@@ -510,7 +589,7 @@ void api_free_datasets(struct dataset_ref *v, size_t n)
 	free(v);
 }
 
-/* The datasets listed so far. */
+/* The datasets of a page, or of the whole list. */
 struct dataset_list {
 	struct dataset_ref *v;
 	size_t n, cap;
@@ -529,54 +608,76 @@ static int dataset_add(void *ctx, const char *owner, const char *slug)
 	return ref->owner && ref->slug ? 0 : -ENOMEM;
 }
 
+static int datasets_parse(void *ctx, const char *body, size_t len, void **objs,
+			  char **cursor, size_t *n_bad)
+{
+	struct dataset_list *page = calloc(1, sizeof(*page));
+
+	*objs = page;
+	if (!page)
+		return -ENOMEM;
+	return item_json_decode_datasets(body, len, dataset_add, page, cursor);
+}
+
+static int datasets_take(void *ctx, void *objs, const char *url, bool more)
+{
+	struct dataset_list *all = ctx, *page = objs;
+	size_t n = page->n;
+
+	if (all->n + n > all->cap) {
+		struct dataset_ref *v =
+			realloc(all->v, (all->n + n) * sizeof(*v));
+
+		if (!v)
+			return -ENOMEM;
+		all->v = v;
+		all->cap = all->n + n;
+	}
+	memcpy(all->v + all->n, page->v, n * sizeof(*page->v));
+	all->n += n;
+	page->n = 0;
+	/* a list that never ends loops, whatever its cursors look like */
+	if (more && all->n > MAX_ITEMS) {
+		log_err("dataset list: the server repeats a cursor");
+		return -EIO;
+	}
+	return (int)n;
+}
+
+static void datasets_drop(void *objs)
+{
+	struct dataset_list *page = objs;
+
+	if (page)
+		api_free_datasets(page->v, page->n);
+	free(page);
+}
+
 int api_list_datasets(struct api *api, struct dataset_ref **out, size_t *n,
 		      struct api_answer *ans)
 {
-	struct dataset_list dl = { 0 };
-	struct seen_cursor *seen = NULL;
-	char *cursor = NULL;
-	int err = 0;
+	struct dataset_list all = { 0 };
+	struct listing l = {
+		.api = api,
+		.call = API_CALL_DATASETS,
+		.what = "dataset list",
+		.ans = ans,
+		.parse = datasets_parse,
+		.take = datasets_take,
+		.drop = datasets_drop,
+		.ctx = &all,
+	};
+	char *url =
+		strprintf("%s/datasets/?limit=%d", api->base, api->page_size);
+	int err = url ? listing_walk(&l, url) : -ENOMEM;
 
-	*out = NULL;
-	*n = 0;
-	while (!err) {
-		struct http_resp resp;
-		char *url;
-
-		url = strprintf("%s/datasets/?limit=%d%s%s", api->base,
-				api->page_size, cursor ? "&cursor=" : "",
-				cursor ? cursor : "");
-		if (!url) {
-			err = -ENOMEM;
-			break;
-		}
-		err = get_json(api, API_CALL_DATASETS, url, "dataset list",
-			       true, &resp);
-		free(url);
-		answer_of(&resp, err, ans);
-		if (err)
-			break;
-		free(cursor);
-		err = item_json_decode_datasets(resp.body, resp.len,
-						dataset_add, &dl, &cursor);
-		http_resp_clear(&resp);
-		if (err == -EIO)
-			log_err("dataset list: malformed page");
-		if (err || !cursor)
-			break;
-		if (!cursor_first_time(&seen, cursor) || dl.n > MAX_ITEMS) {
-			log_err("dataset list: the server repeats a cursor");
-			err = -EIO;
-		}
-	}
-	seen_free(&seen);
-	free(cursor);
+	free(url);
 	if (err) {
-		api_free_datasets(dl.v, dl.n);
-		dl.v = NULL;
-		dl.n = 0;
+		api_free_datasets(all.v, all.n);
+		all.v = NULL;
+		all.n = 0;
 	}
-	*out = dl.v;
-	*n = dl.n;
+	*out = all.v;
+	*n = all.n;
 	return err;
 }
