@@ -115,7 +115,7 @@ struct catalog *catalog_new(struct api *api, const struct catalog_config *cfg)
 	pthread_mutex_init(&cat->lock, NULL);
 	cat->api = api;
 	cat->ttl_s = cfg->ttl_s;
-	cat->wait_ms = cfg->wait_ms > 0 ? cfg->wait_ms : 30000;
+	cat->wait_ms = cfg->wait_ms;
 	cat->discover = cfg->discover;
 	cat->replaced = cfg->replaced;
 	cat->replaced_ctx = cfg->replaced_ctx;

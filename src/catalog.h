@@ -19,7 +19,7 @@ struct dataset; /* lives as long as the catalog */
 
 struct catalog_config {
 	int ttl_s;
-	int64_t wait_ms; /* longest a reader waits for a listing */
+	int64_t wait_ms; /* longest a reader waits for a listing; > 0 */
 	bool discover; /* ask the server for its dataset list */
 	const char *origin; /* the API's base URL, which stores are of */
 	const char *store_dir; /* where the stores' databases are made */

@@ -257,7 +257,7 @@ struct http *http_new(const struct http_config *cfg)
 	pthread_cond_init(&h->wake, NULL);
 	for (i = 0; i < CURL_LOCK_DATA_LAST; i++)
 		pthread_mutex_init(&h->share_locks[i], NULL);
-	h->timeout_s = cfg->timeout_s > 0 ? cfg->timeout_s : 30;
+	h->timeout_s = cfg->timeout_s;
 	/* one engine per core (receiving is most of the work), splitting the
 	 * connections allowed per host between them */
 	max_conns = cfg->max_conns > 0 ? cfg->max_conns : 16;

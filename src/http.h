@@ -18,7 +18,7 @@ struct http_config {
 	const char *data_proxy; /* the tiers (tier.h), or NULL: direct */
 	const char *data_proxy_auth; /* file of "user:token", or NULL */
 	int data_proxy_reset_s; /* a failed tier is tried again after */
-	int timeout_s; /* deadline for one request, retries included */
+	int timeout_s; /* deadline for one request, retries included; > 0 */
 	int retry_after_max_s; /* longest Retry-After honoured */
 	int max_conns; /* connections per host */
 };

@@ -705,9 +705,7 @@ int main(int argc, char *argv[])
 	 * the key, as with ssh-agent; -d is for debugging */
 	if (!cmd.debug)
 		prctl(PR_SET_DUMPABLE, 0);
-	api_url = o.api_url ? o.api_url : getenv("AVALA_BASE_URL");
-	if (!api_url || !*api_url)
-		api_url = OPTIONS_DEFAULT_API_URL;
+	api_url = options_api_url(&o);
 	/* a list: the caches first, the API itself last */
 	if (strchr(api_url, ';')) {
 		api_list = strdup(api_url);
@@ -884,11 +882,7 @@ int main(int argc, char *argv[])
 		if (cmd.max_idle_threads != UINT_MAX)
 			fuse_loop_cfg_set_idle_threads(lc,
 						       cmd.max_idle_threads);
-		/* enough threads for every request the kernel may have in
-		 * flight (max_background) and a few more */
-		fuse_loop_cfg_set_max_threads(
-			lc, o.max_threads ? (unsigned)o.max_threads
-					  : (unsigned)o.max_conns + 16);
+		fuse_loop_cfg_set_max_threads(lc, options_max_threads(&o));
 		ret = fuse_session_loop_mt(se, lc);
 		fuse_loop_cfg_destroy(lc);
 #else

@@ -49,6 +49,13 @@ struct option_row {
 #define HOUR 3600
 #define DAY 86400
 #define ID_MAX 4294967294LL /* (uid_t)-1 is no one */
+#define DEFAULT_API_URL "https://api.avala.ai/api/v1"
+#define API_URL_ENV "AVALA_BASE_URL"
+/* max_threads: enough threads for every request the kernel may have in
+ * flight (max_background, which is max_conns) and a few more */
+#define THREADS_OVER_CONNS 16
+#define WORDS(n) #n
+#define NUMBER_WORDS(n) WORDS(n)
 #define FUSE_FLAG(n)                                      \
 	{                                                 \
 		.name = n, .kind = OPT_FLAG, .fuse = true \
@@ -72,7 +79,7 @@ static const struct option_row rows[] = {
 	{ "api_url", OPT_STRING, AT(api_url), .arg = "URL[;...]",
 	  .what = "a URL, or caches' URLs and the API's last, ';' between",
 	  .help = "API base (caches of it first, ';' between)",
-	  .def_words = "$AVALA_BASE_URL, else " OPTIONS_DEFAULT_API_URL },
+	  .def_words = "$" API_URL_ENV ", else " DEFAULT_API_URL },
 	{ "api_key_file", OPT_PATH, AT(api_key_file), .arg = "PATH",
 	  .what = "a file name", .help = "file whose first line is the API key",
 	  .def_words = "$AVALA_API_KEY" },
@@ -133,7 +140,7 @@ static const struct option_row rows[] = {
 	/* FUSE's own, taken here: its default of 10 would starve readers */
 	{ "max_threads", OPT_COUNT, AT(max_threads), NULL, 1, 4096, .arg = "N",
 	  .help = "threads serving FUSE requests",
-	  .def_words = "max_conns + 16" },
+	  .def_words = "max_conns + " NUMBER_WORDS(THREADS_OVER_CONNS) },
 	{ "uid", OPT_ID, AT(uid), NULL, 0, ID_MAX, .arg = "N",
 	  .what = "a user id", .help = "owner of every node",
 	  .def_words = "the mounting user" },
@@ -707,6 +714,19 @@ void options_free(struct options *o)
 	free(o->cache_dir);
 	free(o->metrics);
 	memset(o, 0, sizeof(*o));
+}
+
+const char *options_api_url(const struct options *o)
+{
+	const char *url = o->api_url ? o->api_url : getenv(API_URL_ENV);
+
+	return url && *url ? url : DEFAULT_API_URL;
+}
+
+unsigned options_max_threads(const struct options *o)
+{
+	return o->max_threads ? (unsigned)o->max_threads
+			      : (unsigned)o->max_conns + THREADS_OVER_CONNS;
 }
 
 #define HELP_COLUMN 26 /* where the text of an option starts */

@@ -10,8 +10,6 @@
 #include <stdio.h>
 #include <sys/types.h>
 
-#define OPTIONS_DEFAULT_API_URL "https://api.avala.ai/api/v1"
-
 /* Every value checked against its row of the table; strings are owned. */
 struct options {
 	char *mountpoint; /* as given; first: offset 0 is no option's */
@@ -55,6 +53,13 @@ int options_parse(int argc, char *argv[], struct options *o,
 
 /* Free what @o holds (not @o); accepts one that options_parse() failed. */
 void options_free(struct options *o);
+
+/* The API URL (or list of caches and the API, ';' between) given, else
+ * $AVALA_BASE_URL, else the default: borrowed from @o or the environment. */
+const char *options_api_url(const struct options *o);
+
+/* The threads serving FUSE requests: max_threads, else its default. */
+unsigned options_max_threads(const struct options *o);
 
 /* --help: usage, every option of the table with its range and default. */
 void options_usage(FILE *f);
