@@ -1,9 +1,14 @@
-/* avalafs: the start-up order and its checks, then the FUSE session loop.
- * Every failure of a start reaches the shell that ran it, also without -f. */
+/* avalafs: the start-up order and its checks: every part of a mount built
+ * in order and freed in reverse by one function, the FUSE session loop
+ * between. Every failure of a start reaches the shell that ran it, also
+ * without -f. */
 #include "api.h"
 #include "cachedir.h"
+#include "cache.h"
 #include "catalog.h"
 #include "config.h"
+#include "disk.h"
+#include "fetch.h"
 #include "fs.h"
 #include "http.h"
 #include "key.h"
@@ -22,7 +27,6 @@
 #include <malloc.h>
 #include <pthread.h>
 #include <signal.h>
-#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,6 +36,31 @@
 #include <systemd/sd-daemon.h>
 #include <time.h>
 #include <unistd.h>
+
+/* Every part of one mount, in the order they are built; mount_free()
+ * frees them in reverse, from wherever the build stopped. */
+struct mount {
+	struct options o;
+	struct fuse_args args; /* what FUSE is to see */
+	struct fuse_cmdline_opts cmd; /* what libfuse read of it: -f, -d, ... */
+	struct fuse_session *se;
+	struct metrics *metrics; /* NULL: not asked for */
+	struct key_source *keys;
+	char *key; /* the key read at start, wiped when freed */
+	const char *api_url; /* the API itself, in o, the environment or
+			      * api_via */
+	char *api_via; /* caches of the API before it, or NULL */
+	bool curl; /* libcurl's global state made */
+	struct http *http;
+	struct api *api;
+	struct cachedir cache_dir; /* descriptors -1 until opened */
+	struct disk *disk; /* NULL: no data kept on disk */
+	struct catalog *cat;
+	struct cache *cache;
+	struct fetch *fetch;
+	struct stream *stream;
+	struct fs fs; /* its tree and counters; fs_ops' userdata */
+};
 
 static void version(void)
 {
@@ -229,31 +258,23 @@ static void on_sigusr1(int sig)
  * signal or an unmount), so no FUSE thread sits out a retry before the loop
  * can end. */
 struct session_watch {
-	struct fuse_session *se;
-	struct http *http;
-	struct cache *cache;
-	struct disk *disk; /* may be NULL */
-	struct stream *stream;
-	struct fetch *fetch;
-	struct tree *tree;
-	struct fs *fs;
-	const char *mountpoint;
+	struct mount *m; /* every part built */
 	int done; /* atomic: the loop returned */
 };
 
 /* The counters as one line: "stats: {JSON}". */
-static void log_stats(struct session_watch *w)
+static void log_stats(struct mount *m)
 {
 	struct cache_stats st;
 	struct fetch_stats ft;
 	struct stream_stats ss;
 	struct disk_stats ds = { 0 };
 
-	cache_get_stats(w->cache, &st);
-	fetch_get_stats(w->fetch, &ft);
-	stream_get_stats(w->stream, &ss);
-	if (w->disk)
-		disk_get_stats(w->disk, &ds);
+	cache_get_stats(m->cache, &st);
+	fetch_get_stats(m->fetch, &ft);
+	stream_get_stats(m->stream, &ss);
+	if (m->disk)
+		disk_get_stats(m->disk, &ds);
 	log_info("stats: {\"cache_used\": %zu, \"cache_peak\": %zu, "
 		 "\"cache_budget\": %zu, \"fetches\": %" PRIu64 ", "
 		 "\"fetched_bytes\": %" PRIu64 ", \"block_hits\": %" PRIu64
@@ -268,39 +289,40 @@ static void log_stats(struct session_watch *w)
 		 ", \"disk_write_errors\": %" PRIu64 ", \"disk_writing\": %s"
 		 ", \"listings_bytes\": %" PRId64 "}",
 		 st.used, st.peak, st.budget, ft.requests, st.filled, st.hits,
-		 st.misses, ft.jobs, st.kernel_held, tree_count(w->tree),
-		 ss.prefetched, ss.ordered, w->disk ? "true" : "false", ds.used,
+		 st.misses, ft.jobs, st.kernel_held, tree_count(m->fs.tree),
+		 ss.prefetched, ss.ordered, m->disk ? "true" : "false", ds.used,
 		 ds.limit, st.disk_read, ds.hits, ds.misses, ds.puts,
 		 ds.refused, ds.evicted, ds.damaged, ds.write_errors,
-		 !w->disk || ds.writing ? "true" : "false", ds.listings);
+		 !m->disk || ds.writing ? "true" : "false", ds.listings);
 }
 
 static void *watch_session(void *p)
 {
 	struct session_watch *w = p;
+	struct mount *m = w->m;
 	int ticks = 0;
 
-	while (!fuse_session_exited(w->se) &&
+	while (!fuse_session_exited(m->se) &&
 	       !__atomic_load_n(&w->done, __ATOMIC_ACQUIRE)) {
 		/* the kernel sets its readahead when it reads our answer to
 		 * INIT, which the loop sends first: raise it after that */
 		if (++ticks == 4)
-			raise_kernel_readahead(w->mountpoint, 1024);
+			raise_kernel_readahead(m->cmd.mountpoint, 1024);
 		uint64_t inos[64];
 		size_t i, n;
 
 		if (__atomic_exchange_n(&stats_wanted, 0, __ATOMIC_RELAXED))
-			log_stats(w);
+			log_stats(m);
 		/* pages of objects that changed: drop them from here, never
 		 * from a request on the same inode */
-		n = cache_take_invalidations(w->cache, inos, 64);
+		n = cache_take_invalidations(m->cache, inos, 64);
 		for (i = 0; i < n; i++)
-			fuse_lowlevel_notify_inval_inode(w->se, inos[i], 0, 0);
+			fuse_lowlevel_notify_inval_inode(m->se, inos[i], 0, 0);
 		/* names and inodes a new listing changed */
-		fs_send_forgets(w->fs, w->se);
+		fs_send_forgets(&m->fs, m->se);
 		usleep(50 * 1000);
 	}
-	http_cancel_all(w->http);
+	http_cancel_all(m->http);
 	return NULL;
 }
 
@@ -454,6 +476,133 @@ static int go_background(struct fuse_session *se, struct start_report *r)
 	return 0;
 }
 
+/* The session of @args serving @fs, with @max_read (0: not given) named in
+ * the answer to INIT too. NULL after libfuse's line on stderr. */
+static struct fuse_session *session_new(struct fuse_args *args,
+					int64_t max_read, struct fs *fs)
+{
+	struct fuse_lowlevel_ops ops = fs_ops;
+
+	if (max_read) {
+		init_max_read = (unsigned)max_read;
+		ops.init = init_with_max_read;
+	}
+	return fuse_session_new(args, &ops, sizeof(ops), fs);
+}
+
+/* FUSE's loop over @m's session, on the threads asked for: what it
+ * returned. */
+static int session_loop(struct mount *m)
+{
+	if (m->cmd.singlethread)
+		return fuse_session_loop(m->se);
+#if FUSE_USE_VERSION >= 312
+	struct fuse_loop_config *lc = fuse_loop_cfg_create();
+	int ret;
+
+	fuse_loop_cfg_set_clone_fd(lc, m->cmd.clone_fd);
+	if (m->cmd.max_idle_threads != UINT_MAX)
+		fuse_loop_cfg_set_idle_threads(lc, m->cmd.max_idle_threads);
+	fuse_loop_cfg_set_max_threads(lc, options_max_threads(&m->o));
+	ret = fuse_session_loop_mt(m->se, lc);
+	fuse_loop_cfg_destroy(lc);
+	return ret;
+#else
+	struct fuse_loop_config lc = {
+		.clone_fd = m->cmd.clone_fd,
+		.max_idle_threads = m->cmd.max_idle_threads,
+	};
+
+	return fuse_session_loop_mt(m->se, &lc);
+#endif
+}
+
+/* Serve the mounted session until it ends, watched from a thread: the
+ * exit code. */
+static int serve(struct mount *m, struct start_report *report)
+{
+	struct session_watch watch = { .m = m };
+	pthread_t watcher;
+	bool watching;
+	int ret;
+
+	watching = pthread_create(&watcher, NULL, watch_session, &watch) == 0;
+	ret = session_loop(m);
+	sd_notify(0, "STOPPING=1");
+	/* a session that ended before it served: INIT failed, or a signal */
+	if (tell_start(report, ret < 0 ? -ret : EINTR))
+		ret = 1;
+	else
+		ret = ret < 0 ? 1 : 0;
+	__atomic_store_n(&watch.done, 1, __ATOMIC_RELEASE);
+	if (watching)
+		pthread_join(watcher, NULL);
+	return ret;
+}
+
+/* Mount @m's session, leave for the background unless -f, serve until the
+ * session ends and unmount: the exit code. How the start went is told
+ * once, to the shell that waits on it too. */
+static int session_run(struct mount *m)
+{
+	struct start_report report;
+	struct stat st;
+	pthread_t awaiter;
+	bool awaiting = false;
+	int ret = 1, err;
+
+	if (fuse_set_signal_handlers(m->se) != 0)
+		return 1;
+	signal(SIGUSR1, on_sigusr1);
+	report = (struct start_report){
+		.mountpoint = m->cmd.mountpoint,
+		.api_url = m->api_url,
+		.check = strncmp(m->cmd.mountpoint, "/dev/fd/", 8) != 0,
+		.background = !m->cmd.foreground,
+		.pipe_fd = -1,
+	};
+	if (report.check && stat(m->cmd.mountpoint, &st) == 0)
+		report.dev_before = st.st_dev;
+	if (fuse_session_mount(m->se, m->cmd.mountpoint) != 0) {
+		hint_dev_fuse();
+		goto out_signals;
+	}
+	http_quiesce(m->http); /* no thread may cross the fork */
+	if (!m->cmd.foreground && go_background(m->se, &report))
+		goto out_unmount;
+	if (!m->cmd.foreground)
+		log_use_syslog(true);
+	/* its thread starts after the fork */
+	err = m->metrics ? metrics_start(m->metrics,
+					 &(struct metrics_sources){
+						 .fs = &m->fs,
+						 .api = m->api,
+						 .cache = m->cache,
+						 .disk = m->disk,
+						 .fetch = m->fetch,
+					 })
+			 : 0;
+	if (err) {
+		tell_start(&report, -err);
+		goto out_unmount;
+	}
+	err = pthread_create(&awaiter, NULL, await_serving, &report);
+	if (err) {
+		tell_start(&report, err);
+		goto out_unmount;
+	}
+	awaiting = true;
+	ret = serve(m, &report);
+out_unmount:
+	/* closes the descriptor, which ends a look still waiting on INIT */
+	fuse_session_unmount(m->se);
+	if (awaiting)
+		pthread_join(awaiter, NULL);
+out_signals:
+	fuse_remove_signal_handlers(m->se);
+	return ret;
+}
+
 /* Split OWNER/SLUG, which options.c checked has one '/'; 0 or -ENOMEM. */
 static int split_dataset(const char *spec, char **owner, char **slug)
 {
@@ -511,9 +660,6 @@ static void say_refused(const char *dataset, const struct options *o,
 		say_unreachable(api_url, ans);
 }
 
-/* The start-up check of DESIGN section 4 for one dataset: one small
- * request, with the ordering the listings will ask for. 0, or -1 after one
- * line naming the cause. */
 /* Whether @ans is the API not there (no connection, no answer in time, or
  * a server error), where a listing kept on disk can be served: not a
  * refusal, a URL refused, nor TLS that does not verify. */
@@ -544,6 +690,9 @@ static int check_offline(struct catalog *cat, const char *owner,
 	return 0;
 }
 
+/* The start-up check of DESIGN section 4 for one dataset: one small
+ * request, with the ordering the listings will ask for. 0, or -1 after one
+ * line naming the cause. */
 static int check_dataset(struct api *api, struct catalog *cat,
 			 const char *dataset, const struct options *o,
 			 const char *api_url, bool *offline)
@@ -629,325 +778,257 @@ static int64_t give_back(void *ctx)
 	return disk_give_back(ctx);
 }
 
+/* The session first: a bad mount point or FUSE option is said before
+ * anything is asked of the API. */
+static int build_session(struct mount *m)
+{
+	/* before libfuse resolves the path, which a dead mount fails */
+	if (check_mountpoint(m->o.mountpoint) ||
+	    fuse_parse_cmdline(&m->args, &m->cmd) != 0)
+		return -1;
+	m->se = session_new(&m->args, m->o.max_read, &m->fs);
+	if (!m->se)
+		return -1;
+	log_set_debug(m->cmd.debug);
+	/* bound first: an address in use refuses the mount at once */
+	if (m->o.metrics && !(m->metrics = metrics_open(m->o.metrics)))
+		return -1;
+	return 0;
+}
+
+static int build_key(struct mount *m)
+{
+	m->keys = key_source_new(m->o.api_key_file, getenv("AVALA_API_KEY"));
+	if (!m->keys)
+		return -1;
+	m->key = key_source_get(m->keys);
+	if (!m->key) {
+		/* an unreadable key file has said so already */
+		if (!m->o.api_key_file)
+			fprintf(stderr,
+				"avalafs: no API key: set AVALA_API_KEY "
+				"or -o api_key_file=PATH\n");
+		return -1;
+	}
+	/* no core dump of the mount (nor a debugger of the same user) gets
+	 * the key, as with ssh-agent; -d is for debugging */
+	if (!m->cmd.debug)
+		prctl(PR_SET_DUMPABLE, 0);
+	return 0;
+}
+
+static int build_client(struct mount *m)
+{
+	const struct options *o = &m->o;
+
+	m->api_url = options_api_url(o);
+	/* a list: the caches first, the API itself last */
+	if (strchr(m->api_url, ';')) {
+		m->api_via = strdup(m->api_url);
+		if (!m->api_via)
+			return -1;
+		*strrchr(m->api_via, ';') = '\0';
+		m->api_url = m->api_via + strlen(m->api_via) + 1;
+	}
+	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+		fprintf(stderr, "avalafs: libcurl failed to start\n");
+		return -1;
+	}
+	m->curl = true;
+	m->http = http_new(&(struct http_config){
+		.api_url = m->api_url,
+		.api_via = m->api_via,
+		.ca_file = o->ca_file,
+		.data_proxy = o->data_proxy,
+		.data_proxy_auth = o->data_proxy_auth,
+		.data_proxy_reset_s = o->data_proxy_reset,
+		.timeout_s = o->timeout,
+		.retry_after_max_s = o->retry_after_max,
+		.max_conns = o->max_conns,
+	});
+	if (!m->http)
+		return -1;
+	http_set_key_source(m->http, m->keys);
+	/* NULL is said with the parts built next */
+	m->api = api_new(m->http, &(struct api_config){
+					  .base_url = m->api_url,
+					  .page_size = o->page_size,
+					  .ordering = o->ordering,
+					  .list_timeout_s = o->list_timeout,
+				  });
+	return 0;
+}
+
+/* The cache folder, the catalog of listings kept in it, and the read
+ * path: the data caches in memory and on disk, the fetches and streams. */
+static int build_caches(struct mount *m)
+{
+	const struct options *o = &m->o;
+	struct catalog_config cat_cfg;
+
+	if (cachedir_open(&m->cache_dir, o->cache_dir))
+		return -1;
+	/* a temporary folder (cache_dir=none) keeps no data: it would be
+	 * gone before anyone read it again */
+	if (!m->cache_dir.temporary && o->disk_cache_size > 0)
+		m->disk = disk_open(&(struct disk_config){
+			.root_fd = m->cache_dir.root_fd,
+			.root = m->cache_dir.root,
+			.cap = o->disk_cache_size,
+			.others = listings_bytes,
+			.ctx = &m->cache_dir,
+		});
+	cat_cfg = (struct catalog_config){
+		.ttl_s = o->ttl,
+		.wait_ms = (int64_t)o->timeout * 1000,
+		/* dataset= names what the mount shows, and all it asks for */
+		.discover = o->n_datasets == 0,
+		.origin = m->api_url,
+		.store_dir = m->cache_dir.listings,
+		.store_dir_fd = m->cache_dir.listings_fd,
+		.store_budget = m->cache_dir.temporary ? 0 : o->disk_cache_size,
+		.give_back = m->disk ? give_back : NULL,
+		.give_back_ctx = m->disk,
+		.replaced = fs_listing_replaced,
+		.replaced_ctx = &m->fs,
+	};
+	m->cat = m->api ? catalog_new(m->api, &cat_cfg) : NULL;
+	m->cache = cache_new(o->cache_size, m->disk);
+	m->fetch = m->cache ? fetch_new(m->http, m->cache, o->max_conns) : NULL;
+	m->stream = m->fetch ? stream_new(m->cache, m->fetch,
+					  &(struct stream_config){
+						  .small_file = DISK_WHOLE_MAX,
+						  .readahead_max = o->readahead,
+						  .connections = o->max_conns,
+						  .prefetch = o->prefetch,
+					  },
+					  &view_order_ops, &m->fs)
+			     : NULL;
+	if (!m->api || !m->cat || !m->stream) {
+		fprintf(stderr, "avalafs: out of memory\n");
+		return -1;
+	}
+	return 0;
+}
+
+/* Ask the API what the mount is to show, or mount offline from cache_dir
+ * when it is not there. */
+static int check_api(struct mount *m)
+{
+	char why[HTTP_WHY_MAX];
+	bool offline = false;
+	size_t i;
+
+	/* a server not there is said at once, not after the deadline */
+	http_set_starting(m->http, true);
+	sd_notifyf(0, "STATUS=Asking %s", m->api_url);
+	for (i = 0; i < m->o.n_datasets; i++)
+		if (check_dataset(m->api, m->cat, m->o.datasets[i], &m->o,
+				  m->api_url, &offline))
+			return -1;
+	if (!m->o.n_datasets &&
+	    check_discovery(m->api, m->cat, &m->o, m->api_url))
+		return -1;
+	if (http_tier_check(m->http, why, sizeof(why))) {
+		fprintf(stderr, "avalafs: %s\n", why);
+		return -1;
+	}
+	http_set_starting(m->http, false);
+	if (offline)
+		http_set_offline(m->http);
+	return 0;
+}
+
+static int build_fs(struct mount *m)
+{
+	const struct options *o = &m->o;
+	struct fs *fs = &m->fs;
+
+	view_init();
+	fs->tree = tree_new();
+	if (!fs->tree || fs_init(fs))
+		return -1;
+	fs->cat = m->cat;
+	fs->stream = m->stream;
+	fs->prefetch = o->prefetch > 0;
+	fs->ttl = o->ttl;
+	fs->xattr = o->xattr;
+	fs->wait_ms = (int64_t)o->timeout * 1000;
+	fs->max_background = o->max_conns;
+	fs->uid = o->uid != (uid_t)-1 ? o->uid : getuid();
+	fs->gid = o->gid != (gid_t)-1 ? o->gid : getgid();
+	clock_gettime(CLOCK_REALTIME, &fs->mounted);
+	return 0;
+}
+
+/* Every part of @m after its options, each from those before: 0, or -1
+ * once the cause is said on stderr (a failed allocation may go unsaid).
+ * mount_free() frees what was built either way. */
+static int mount_build(struct mount *m)
+{
+	if (build_session(m) || build_key(m) || build_client(m) ||
+	    build_caches(m) || check_api(m) || build_fs(m))
+		return -1;
+	return 0;
+}
+
+/* Free what mount_build() built of @m, in reverse, however far it got. */
+static void mount_free(struct mount *m)
+{
+	/* no scrape, listing or fetch may call into what is freed next */
+	metrics_stop(m->metrics);
+	if (m->http)
+		http_cancel_all(m->http);
+	if (m->cat)
+		catalog_quiesce(m->cat);
+	if (m->fs.objects)
+		fs_destroy(&m->fs);
+	tree_free(m->fs.tree);
+	fetch_free(m->fetch);
+	stream_free(m->stream);
+	cache_free(m->cache);
+	disk_close(m->disk);
+	catalog_free(m->cat);
+	cachedir_close(&m->cache_dir);
+	api_free(m->api);
+	http_free(m->http);
+	if (m->curl)
+		curl_global_cleanup();
+	if (m->key)
+		memset(m->key, 0, strlen(m->key));
+	free(m->key);
+	free(m->api_via);
+	key_source_free(m->keys);
+	metrics_free(m->metrics);
+	/* last, after the tree and stream are gone: safe because fs_ops has
+	 * no .destroy that could still reach them */
+	if (m->se)
+		fuse_session_destroy(m->se);
+	free(m->cmd.mountpoint);
+	options_free(&m->o);
+	fuse_opt_free_args(&m->args);
+}
+
 int main(int argc, char *argv[])
 {
-	struct fuse_args args = FUSE_ARGS_INIT(0, NULL);
-	struct options o;
-	struct fuse_cmdline_opts cmd = { 0 };
-	struct fuse_lowlevel_ops ops = fs_ops;
-	struct fuse_session *se = NULL;
-	struct metrics *metrics = NULL;
-	struct http *http = NULL;
-	struct api *api = NULL;
-	struct catalog *cat = NULL;
-	struct catalog_config cat_cfg;
-	struct cachedir cache = { 0 };
-	struct disk *disk = NULL;
-	struct cache *data_cache = NULL;
-	struct fetch *fetch = NULL;
-	struct stream *stream = NULL;
-	struct fs fs = { 0 };
-	struct session_watch watch;
-	struct start_report report;
-	struct stat st;
-	pthread_t watcher, awaiter;
-	bool watching, awaiting = false;
-	const char *api_url;
-	struct key_source *keys = NULL;
-	char *key = NULL, *api_list = NULL, *api_via = NULL;
-	size_t i;
-	bool offline = false;
-	int ret = 1, err;
+	/* a cache folder never opened has no descriptor to close */
+	struct mount m = { .cache_dir = { .root_fd = -1, .listings_fd = -1 } };
+	int ret;
 
 	/* cache blocks are 128 KiB: keep them on the heap, where freed ones are
 	 * reused, instead of an mmap and its page faults for each */
 	mallopt(M_MMAP_THRESHOLD, 8 << 20);
-	if (options_parse(argc, argv, &o, &args))
-		goto out_opts;
-	if (o.show_help) {
+	if (options_parse(argc, argv, &m.o, &m.args)) {
+		ret = 1;
+	} else if (m.o.show_help) {
 		options_usage(stdout);
 		ret = 0;
-		goto out_opts;
-	}
-	if (o.show_version) {
+	} else if (m.o.show_version) {
 		version();
 		ret = 0;
-		goto out_opts;
-	}
-	/* before libfuse resolves the path, which a dead mount fails */
-	if (check_mountpoint(o.mountpoint) ||
-	    fuse_parse_cmdline(&args, &cmd) != 0)
-		goto out_cmd;
-	if (o.max_read) {
-		init_max_read = (unsigned)o.max_read;
-		ops.init = init_with_max_read;
-	}
-	se = fuse_session_new(&args, &ops, sizeof(ops), &fs);
-	if (!se)
-		goto out_cmd;
-	log_set_debug(cmd.debug);
-	/* bound first: an address in use refuses the mount at once */
-	if (o.metrics && !(metrics = metrics_open(o.metrics)))
-		goto out_session;
-	keys = key_source_new(o.api_key_file, getenv("AVALA_API_KEY"));
-	if (!keys)
-		goto out_metrics;
-	key = key_source_get(keys);
-	if (!key) {
-		/* an unreadable key file has said so already */
-		if (!o.api_key_file)
-			fprintf(stderr,
-				"avalafs: no API key: set AVALA_API_KEY "
-				"or -o api_key_file=PATH\n");
-		goto out_key;
-	}
-	/* no core dump of the mount (nor a debugger of the same user) gets
-	 * the key, as with ssh-agent; -d is for debugging */
-	if (!cmd.debug)
-		prctl(PR_SET_DUMPABLE, 0);
-	api_url = options_api_url(&o);
-	/* a list: the caches first, the API itself last */
-	if (strchr(api_url, ';')) {
-		api_list = strdup(api_url);
-		if (!api_list)
-			goto out_key;
-		api_via = api_list;
-		*strrchr(api_list, ';') = '\0';
-		api_url = api_via + strlen(api_via) + 1;
-	}
-
-	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
-		fprintf(stderr, "avalafs: libcurl failed to start\n");
-		goto out_key;
-	}
-	http = http_new(&(struct http_config){
-		.api_url = api_url,
-		.api_via = api_via,
-		.ca_file = o.ca_file,
-		.data_proxy = o.data_proxy,
-		.data_proxy_auth = o.data_proxy_auth,
-		.data_proxy_reset_s = o.data_proxy_reset,
-		.timeout_s = o.timeout,
-		.retry_after_max_s = o.retry_after_max,
-		.max_conns = o.max_conns,
-	});
-	if (!http)
-		goto out_curl;
-	http_set_key_source(http, keys);
-	api = api_new(http, &(struct api_config){
-				    .base_url = api_url,
-				    .page_size = o.page_size,
-				    .ordering = o.ordering,
-				    .list_timeout_s = o.list_timeout,
-			    });
-	if (cachedir_open(&cache, o.cache_dir))
-		goto out_objs;
-	/* a temporary folder (cache_dir=none) keeps no data: it would be
-	 * gone before anyone read it again */
-	if (!cache.temporary && o.disk_cache_size > 0)
-		disk = disk_open(&(struct disk_config){
-			.root_fd = cache.root_fd,
-			.root = cache.root,
-			.cap = o.disk_cache_size,
-			.others = listings_bytes,
-			.ctx = &cache,
-		});
-	cat_cfg = (struct catalog_config){
-		.ttl_s = o.ttl,
-		.wait_ms = (int64_t)o.timeout * 1000,
-		/* dataset= names what the mount shows, and all it asks for */
-		.discover = o.n_datasets == 0,
-		.origin = api_url,
-		.store_dir = cache.listings,
-		.store_dir_fd = cache.listings_fd,
-		.store_budget = cache.temporary ? 0 : o.disk_cache_size,
-		.give_back = disk ? give_back : NULL,
-		.give_back_ctx = disk,
-		.replaced = fs_listing_replaced,
-		.replaced_ctx = &fs,
-	};
-	cat = api ? catalog_new(api, &cat_cfg) : NULL;
-	data_cache = cache_new(o.cache_size, disk);
-	fetch = data_cache ? fetch_new(http, data_cache, o.max_conns) : NULL;
-	stream = fetch ? stream_new(data_cache, fetch,
-				    &(struct stream_config){
-					    .small_file = DISK_WHOLE_MAX,
-					    .readahead_max = o.readahead,
-					    .connections = o.max_conns,
-					    .prefetch = o.prefetch,
-				    },
-				    &view_order_ops, &fs)
-		       : NULL;
-	if (!api || !cat || !stream) {
-		fprintf(stderr, "avalafs: out of memory\n");
-		goto out_objs;
-	}
-	/* a server not there is said at once, not after the deadline */
-	http_set_starting(http, true);
-	sd_notifyf(0, "STATUS=Asking %s", api_url);
-	for (i = 0; i < o.n_datasets; i++)
-		if (check_dataset(api, cat, o.datasets[i], &o, api_url,
-				  &offline))
-			goto out_objs;
-	if (!o.n_datasets && check_discovery(api, cat, &o, api_url))
-		goto out_objs;
-	{
-		char why[384];
-
-		if (http_tier_check(http, why, sizeof(why))) {
-			fprintf(stderr, "avalafs: %s\n", why);
-			goto out_objs;
-		}
-	}
-	http_set_starting(http, false);
-	if (offline)
-		http_set_offline(http);
-
-	view_init();
-	fs.tree = tree_new();
-	if (!fs.tree || fs_init(&fs))
-		goto out_tree;
-	fs.cat = cat;
-	fs.stream = stream;
-	fs.prefetch = o.prefetch > 0;
-	fs.ttl = o.ttl;
-	fs.xattr = o.xattr;
-	fs.wait_ms = (int64_t)o.timeout * 1000;
-	fs.max_background = o.max_conns;
-	fs.uid = o.uid != (uid_t)-1 ? o.uid : getuid();
-	fs.gid = o.gid != (gid_t)-1 ? o.gid : getgid();
-	clock_gettime(CLOCK_REALTIME, &fs.mounted);
-
-	if (fuse_set_signal_handlers(se) != 0)
-		goto out_tree;
-	signal(SIGUSR1, on_sigusr1);
-	report = (struct start_report){
-		.mountpoint = cmd.mountpoint,
-		.api_url = api_url,
-		.check = strncmp(cmd.mountpoint, "/dev/fd/", 8) != 0,
-		.background = !cmd.foreground,
-		.pipe_fd = -1,
-	};
-	if (report.check && stat(cmd.mountpoint, &st) == 0)
-		report.dev_before = st.st_dev;
-	if (fuse_session_mount(se, cmd.mountpoint) != 0) {
-		hint_dev_fuse();
-		goto out_signals;
-	}
-	http_quiesce(http); /* no thread may cross the fork */
-	if (!cmd.foreground && go_background(se, &report))
-		goto out_unmount;
-	if (!cmd.foreground)
-		log_use_syslog(true);
-	/* its thread starts after the fork */
-	err = metrics ? metrics_start(metrics,
-				      &(struct metrics_sources){
-					      .fs = &fs,
-					      .api = api,
-					      .cache = data_cache,
-					      .disk = disk,
-					      .fetch = fetch,
-				      })
-		      : 0;
-	if (err) {
-		tell_start(&report, -err);
-		goto out_unmount;
-	}
-	err = pthread_create(&awaiter, NULL, await_serving, &report);
-	if (err) {
-		tell_start(&report, err);
-		goto out_unmount;
-	}
-	awaiting = true;
-
-	watch = (struct session_watch){
-		.se = se,
-		.http = http,
-		.cache = data_cache,
-		.disk = disk,
-		.stream = stream,
-		.fetch = fetch,
-		.tree = fs.tree,
-		.fs = &fs,
-		.mountpoint = cmd.mountpoint,
-	};
-	watching = pthread_create(&watcher, NULL, watch_session, &watch) == 0;
-	if (cmd.singlethread) {
-		ret = fuse_session_loop(se);
 	} else {
-#if FUSE_USE_VERSION >= 312
-		struct fuse_loop_config *lc = fuse_loop_cfg_create();
-
-		fuse_loop_cfg_set_clone_fd(lc, cmd.clone_fd);
-		if (cmd.max_idle_threads != UINT_MAX)
-			fuse_loop_cfg_set_idle_threads(lc,
-						       cmd.max_idle_threads);
-		fuse_loop_cfg_set_max_threads(lc, options_max_threads(&o));
-		ret = fuse_session_loop_mt(se, lc);
-		fuse_loop_cfg_destroy(lc);
-#else
-		struct fuse_loop_config lc = {
-			.clone_fd = cmd.clone_fd,
-			.max_idle_threads = cmd.max_idle_threads,
-		};
-
-		ret = fuse_session_loop_mt(se, &lc);
-#endif
+		ret = mount_build(&m) ? 1 : session_run(&m);
 	}
-	sd_notify(0, "STOPPING=1");
-	/* a session that ended before it served: INIT failed, or a signal */
-	if (tell_start(&report, ret < 0 ? -ret : EINTR))
-		ret = 1;
-	else
-		ret = ret < 0 ? 1 : 0;
-	__atomic_store_n(&watch.done, 1, __ATOMIC_RELEASE);
-	if (watching)
-		pthread_join(watcher, NULL);
-out_unmount:
-	/* closes the descriptor, which ends a look still waiting on INIT */
-	fuse_session_unmount(se);
-	if (awaiting)
-		pthread_join(awaiter, NULL);
-out_signals:
-	fuse_remove_signal_handlers(se);
-out_tree:
-	/* no scrape nor listing may call into what is freed next */
-	metrics_stop(metrics);
-	http_cancel_all(http);
-	catalog_quiesce(cat);
-	if (fs.objects)
-		fs_destroy(&fs);
-	tree_free(fs.tree);
-out_objs:
-	/* no listing or fetch may outlive what it uses */
-	if (http)
-		http_cancel_all(http);
-	fetch_free(fetch);
-	stream_free(stream);
-	cache_free(data_cache);
-	disk_close(disk);
-	catalog_free(cat);
-	cachedir_close(&cache);
-	api_free(api);
-	http_free(http);
-out_curl:
-	curl_global_cleanup();
-out_key:
-	if (key)
-		memset(key, 0, strlen(key));
-	free(key);
-	free(api_list);
-	key_source_free(keys);
-out_metrics:
-	metrics_free(metrics);
-out_session:
-	/* last, after the tree and stream are gone: safe because fs_ops has
-	 * no .destroy that could still reach them */
-	fuse_session_destroy(se);
-out_cmd:
-	free(cmd.mountpoint);
-out_opts:
-	options_free(&o);
-	fuse_opt_free_args(&args);
+	mount_free(&m);
 	return ret;
 }
