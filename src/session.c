@@ -438,7 +438,7 @@ struct fuse_session *session_new(struct fuse_args *args, int64_t max_read,
 }
 
 /* FUSE's loop over @m's session, on the threads asked for: what it
- * returned. */
+ * returned, or -ENOMEM when it could not start. */
 static int session_loop(struct mount *m)
 {
 	if (m->cmd.singlethread)
@@ -447,6 +447,8 @@ static int session_loop(struct mount *m)
 	struct fuse_loop_config *lc = fuse_loop_cfg_create();
 	int ret;
 
+	if (!lc)
+		return -ENOMEM;
 	fuse_loop_cfg_set_clone_fd(lc, m->cmd.clone_fd);
 	if (m->cmd.max_idle_threads != UINT_MAX)
 		fuse_loop_cfg_set_idle_threads(lc, m->cmd.max_idle_threads);
