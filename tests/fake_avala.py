@@ -182,6 +182,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl, urlsplit
 
 from fake.api import FakeAvala
+from fake.control import Control
 from fake.messages import Request, Response
 from fake.model import Dataset, DatasetSpec, parse_dataset_name, parse_dataset_spec, write_data_files
 from fake.state import Fault
@@ -196,7 +197,7 @@ RATE_CHUNK = 64 * 1024
 
 
 class Handler(BaseHTTPRequestHandler):
-    """Moves requests into FakeAvala and answers back, keep-alive."""
+    """Moves requests into FakeAvala (or Control) and answers back, keep-alive."""
 
     protocol_version = "HTTP/1.1"
     server_version = "fake-avala"
@@ -221,11 +222,10 @@ class Handler(BaseHTTPRequestHandler):
             query=dict(parse_qsl(target.query, keep_blank_values=True)),
             headers=self.headers, body=body,
         )
-        app = self.server.app
         if target.path.startswith("/_fake/"):
-            self.deliver(app.control(request), None)
+            self.deliver(self.server.control.answer(request), None)
         else:
-            self.deliver(*app.public(request))
+            self.deliver(*self.server.app.public(request))
 
     do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = do_GET
 
@@ -273,9 +273,10 @@ class FakeServer(ThreadingHTTPServer):
     block_on_close = False
     request_queue_size = 256
 
-    def __init__(self, address: tuple[str, int], app: FakeAvala, quiet: bool,
+    def __init__(self, address: tuple[str, int], app: FakeAvala, control: Control, quiet: bool,
                  tls: ssl.SSLContext | None = None):
         self.app = app
+        self.control = control
         self.quiet = quiet
         self.tls = tls
         if ":" in address[0]:
@@ -370,7 +371,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.tls_cert:
         tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         tls.load_cert_chain(args.tls_cert, args.tls_key)
-    server = FakeServer((args.host, args.port), app, quiet=args.quiet, tls=tls)
+    server = FakeServer((args.host, args.port), app, Control(app), quiet=args.quiet, tls=tls)
     if args.name:
         app.address = f"{args.name}:{server.server_address[1]}"
     announce(server.server_address[1], args.port_file)

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import argparse
 import base64
 import dataclasses
 import hashlib
@@ -14,15 +13,13 @@ import re
 import threading
 import time
 import uuid
-from datetime import datetime, timezone
 from typing import Callable
 from urllib.parse import unquote, urlencode
 
 from .messages import (JSON_HEADERS, ApiError, Request, Response, encode_json, json_response,
                        method_not_allowed, not_found)
-from .model import (ORDERINGS, Blob, BlobStore, Dataset, Entry, FileSpec, Item, Sequence,
-                    parse_dataset_name)
-from .state import Fault, State, fault_body, parse_fault
+from .model import ORDERINGS, Blob, BlobStore, Dataset, Entry, FileSpec, Item, Sequence
+from .state import Fault, State, fault_body
 
 PAGE_SIZE = 100
 PAGE_SIZE_MAX = 1000
@@ -194,7 +191,7 @@ def file_response(blob: Blob, content_type: str, range_header: str | None,
 
 
 class FakeAvala:
-    """Answers every request; the HTTP handler only moves bytes."""
+    """Answers the API and file requests; the HTTP handler only moves bytes."""
 
     def __init__(self, datasets: list[Dataset], key: str, url_ttl: int, discovery: bool):
         self.datasets = {(ds.spec.owner, ds.spec.slug): ds for ds in datasets}
@@ -214,19 +211,6 @@ class FakeAvala:
             ("sequences_list", re.compile(dataset + "sequences/"), self.sequences_list),
             ("sequence_get", re.compile(dataset + rf"sequences/{segment}/"), self.sequence_get),
             ("file", re.compile(rf"/files/{segment}/{segment}/{segment}/{segment}/{segment}"), self.file),
-        ]
-        self.control_routes = [
-            ("GET", re.compile(r"/_fake/stats/?"), self.control_stats),
-            ("POST", re.compile(r"/_fake/reset/?"), self.control_reset),
-            ("POST", re.compile(r"/_fake/fault/?"), self.control_add_fault),
-            ("DELETE", re.compile(r"/_fake/fault/?"), self.control_clear_faults),
-            ("POST", re.compile(r"/_fake/key/?"), self.control_key),
-            ("POST", re.compile(r"/_fake/delete/?"), self.control_delete),
-            ("POST", re.compile(r"/_fake/data_url/?"), self.control_data_url),
-            ("POST", re.compile(r"/_fake/reupload/?"), self.control_reupload),
-            ("POST", re.compile(r"/_fake/expire/?"), self.control_expire),
-            ("GET", re.compile(rf"/_fake/truth/{segment}/{segment}/?"), self.control_truth),
-            ("GET", re.compile(rf"/_fake/file/{segment}/{segment}/{segment}/{segment}/?"), self.control_file),
         ]
 
     # -- dispatch
@@ -290,25 +274,6 @@ class FakeAvala:
             return handler(request)
         except ApiError as error:
             return error.response()
-
-    def control(self, request: Request) -> Response:
-        """Answer a /_fake/ request."""
-        allowed = []
-        for method, pattern, handler in self.control_routes:
-            match = pattern.fullmatch(request.path)
-            if not match:
-                continue
-            if method != request.method:
-                allowed.append(method)
-                continue
-            request.params = tuple(unquote(group) for group in match.groups())
-            try:
-                return handler(request)
-            except ApiError as error:
-                return error.response()
-        if allowed:
-            return method_not_allowed(request.method, allowed)
-        return not_found().response()
 
     # -- helpers
 
@@ -420,97 +385,3 @@ class FakeAvala:
         if entry is None or not dataset.is_live(entry) or kind not in entry.files:
             raise not_found()
         return entry.files[kind]
-
-    # -- control routes
-
-    def control_dataset(self, name: str) -> Dataset:
-        try:
-            dataset = self.datasets.get(parse_dataset_name(name))
-        except argparse.ArgumentTypeError:
-            dataset = None
-        if dataset is None:
-            raise not_found()
-        return dataset
-
-    def control_stats(self, request: Request) -> Response:
-        return json_response(200, self.state.snapshot())
-
-    def control_reset(self, request: Request) -> Response:
-        self.state.reset()
-        return json_response(200, {"ok": True})
-
-    def control_add_fault(self, request: Request) -> Response:
-        fault = parse_fault(request.json_body())
-        self.state.add_fault(fault)
-        return json_response(200, {"fault": dataclasses.asdict(fault)})
-
-    def control_clear_faults(self, request: Request) -> Response:
-        self.state.clear_faults()
-        return json_response(200, {"ok": True})
-
-    def control_key(self, request: Request) -> Response:
-        key = request.json_body().get("key")
-        if not isinstance(key, str) or not key:
-            raise ApiError(400, "key must be a non-empty string")
-        self.state.key = key
-        return json_response(200, {"ok": True})
-
-    def control_delete(self, request: Request) -> Response:
-        body = request.json_body()
-        dataset = self.control_dataset(str(body.get("dataset")))
-        uid = body.get("uid")
-        if dataset.entry(uid) is None:
-            raise not_found()
-        dataset.deleted.add(uid)
-        return json_response(200, {"deleted": uid})
-
-    def control_data_url(self, request: Request) -> Response:
-        body = request.json_body()
-        dataset = self.control_dataset(str(body.get("dataset")))
-        uid, url = body.get("uid"), body.get("url")
-        if dataset.entry(uid) is None or not isinstance(url, str):
-            raise ApiError(400, "need the uid of an item and a url string")
-        dataset.data_urls[uid] = url
-        dataset.forget_objects()
-        return json_response(200, {"uid": uid, "url": url})
-
-    def control_reupload(self, request: Request) -> Response:
-        body = request.json_body()
-        dataset = self.control_dataset(str(body.get("dataset")))
-        item = dataset.live_entry(body.get("uid"), Item)
-        if item is None:
-            raise not_found()
-        updated_at = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-        dataset.items.reupload(item.uid, updated_at)
-        dataset.forget_objects()
-        return json_response(200, {"uid": item.uid, "updated_at": updated_at})
-
-    def control_expire(self, request: Request) -> Response:
-        return json_response(200, {"expires": self.signer.new_epoch()})
-
-    def control_truth(self, request: Request) -> Response:
-        dataset = self.control_dataset("/".join(request.params))
-        expires = self.signer.expires()
-
-        def truth(entry: Entry) -> dict:
-            record = {"uid": entry.uid, "key": entry.key, "key_hex": entry.key_hex,
-                      "object": self.object_of(dataset, entry, expires)}
-            if isinstance(entry, Sequence):
-                record["views"] = entry.views
-            record["files"] = {kind: file_truth(entry, file) for kind, file in entry.files.items()}
-            return record
-
-        def file_truth(entry: Entry, file: FileSpec) -> dict:
-            digest = self.blobs.sha256(file.seed_text, file.size)
-            return {"sha256": digest, "size": file.size, "etag": f'"{digest[:16]}"',
-                    "url": self.link(dataset, entry, file, expires)}
-
-        return json_response(200, {
-            "items": [truth(item) for item in dataset.item_orders[""] if dataset.is_live(item)],
-            "sequences": [truth(sequence) for sequence in dataset.sequence_orders[""] if dataset.is_live(sequence)],
-        })
-
-    def control_file(self, request: Request) -> Response:
-        file = self.live_file(*request.params)
-        blob = self.blobs.blob(file.seed_text, file.size)
-        return Response(200, blob.data, [("Content-Type", file.content_type), ("ETag", blob.etag)])
