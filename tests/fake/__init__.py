@@ -1,2 +1,2 @@
-# The fake Avala API that tests/fake_avala.py serves, in parts: its model, its
-# pictures, the API and its control routes, the HTTP server that carries them.
+# The parts of the fake Avala API that tests/fake_avala.py runs and whose contract
+# its docstring is: model, images, messages, state, api, control and server.
