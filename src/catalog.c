@@ -5,12 +5,15 @@
  * wait for a fetch at most wait_ms. Lock order: catalog->lock, then a
  * listing's lock; neither is held across a request or a store call. */
 #include "catalog.h"
+#include "cachedir.h"
 #include "fresh.h"
 #include "log.h"
 #include "names.h"
 #include "util.h"
 
+#include <cJSON.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <malloc.h>
 #include <pthread.h>
@@ -18,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 #include <uthash.h>
 #include <xxhash.h>
 
@@ -104,6 +108,7 @@ struct catalog {
 	void *replaced_ctx;
 	int loaders; /* protected by lock: load threads running */
 	pthread_cond_t loaders_done; /* protected by lock */
+	uint64_t noted; /* protected by lock: digest of the list last noted */
 };
 
 struct catalog *catalog_new(struct api *api, const struct catalog_config *cfg)
@@ -335,6 +340,7 @@ void catalog_discover(struct catalog *cat, bool force)
 		for (i = 0; i < n; i++)
 			catalog_add(cat, refs[i].owner, refs[i].slug);
 		api_free_datasets(refs, n);
+		catalog_note_datasets(cat);
 	} else if (err != -ENOENT) {
 		log_warn("dataset discovery failed: %s", strerror(-err));
 	}
@@ -345,6 +351,145 @@ void catalog_discover(struct catalog *cat, bool force)
 		cat->discover = false; /* the server has no dataset list */
 	cat->discovered_until = trusted_until(cat, start);
 	pthread_mutex_unlock(&cat->lock);
+}
+
+/* The file that names the datasets last listed at this origin, in the
+ * listings' folder: what a start without the API and without dataset=
+ * mounts. */
+static void datasets_file(const struct catalog *cat, char name[48])
+{
+	snprintf(name, 48, "datasets-%016" PRIx64 ".json",
+		 (uint64_t)XXH3_64bits(cat->origin, strlen(cat->origin)));
+}
+
+/* The catalog's datasets as a JSON array of [owner, slug]: a new string,
+ * or NULL on ENOMEM. */
+static char *datasets_json(struct catalog *cat)
+{
+	cJSON *all = cJSON_CreateArray(), *one;
+	char *text = NULL;
+	size_t i;
+	bool ok = all != NULL;
+
+	pthread_mutex_lock(&cat->lock);
+	for (i = 0; ok && i < cat->n; i++) {
+		const char *pair[2] = { cat->v[i]->owner, cat->v[i]->slug };
+
+		one = cJSON_CreateStringArray(pair, 2);
+		ok = one && cJSON_AddItemToArray(all, one);
+	}
+	pthread_mutex_unlock(&cat->lock);
+	if (ok)
+		text = cJSON_PrintUnformatted(all);
+	cJSON_Delete(all);
+	return text;
+}
+
+void catalog_note_datasets(struct catalog *cat)
+{
+	char name[48], tmp[80];
+	char *text = datasets_json(cat);
+	uint64_t sum;
+	size_t len;
+	int fd;
+
+	if (!text || cat->store_dir_fd < 0) {
+		free(text);
+		return;
+	}
+	len = strlen(text);
+	sum = XXH3_64bits(text, len);
+	pthread_mutex_lock(&cat->lock);
+	if (cat->noted == sum) {
+		pthread_mutex_unlock(&cat->lock);
+		free(text);
+		return; /* as it is on disk */
+	}
+	cat->noted = sum;
+	pthread_mutex_unlock(&cat->lock);
+	datasets_file(cat, name);
+	/* a file of its own, renamed over the last: a reader sees one
+	 * list or the other, never half of one */
+	snprintf(tmp, sizeof(tmp), ".%s.%ld", name, (long)getpid());
+	unlinkat(cat->store_dir_fd, tmp, 0);
+	fd = cachedir_open_file(cat->store_dir_fd, tmp,
+				O_RDWR | O_CREAT | O_EXCL);
+	if (fd >= 0 && write(fd, text, len) == (ssize_t)len &&
+	    renameat(cat->store_dir_fd, tmp, cat->store_dir_fd, name) == 0) {
+		close(fd);
+	} else {
+		log_debug("cannot note the datasets listed: %s",
+			  strerror(errno));
+		if (fd >= 0) {
+			close(fd);
+			unlinkat(cat->store_dir_fd, tmp, 0);
+		}
+		pthread_mutex_lock(&cat->lock);
+		cat->noted = 0;
+		pthread_mutex_unlock(&cat->lock);
+	}
+	free(text);
+}
+
+#define DATASETS_FILE_MAX (4 << 20) /* a list longer than this is not ours */
+
+/* The text of the datasets file, NUL-terminated: a new string, or NULL. */
+static char *read_datasets(struct catalog *cat)
+{
+	char name[48];
+	struct stat st;
+	char *text = NULL;
+	ssize_t got = -1;
+	int fd;
+
+	if (cat->store_dir_fd < 0)
+		return NULL;
+	datasets_file(cat, name);
+	fd = cachedir_open_file(cat->store_dir_fd, name, O_RDONLY);
+	if (fd < 0)
+		return NULL;
+	if (fstat(fd, &st) == 0 && st.st_size < DATASETS_FILE_MAX &&
+	    (text = malloc((size_t)st.st_size + 1)))
+		got = pread(fd, text, (size_t)st.st_size, 0);
+	close(fd);
+	if (!text || got != st.st_size) {
+		free(text);
+		return NULL;
+	}
+	text[got] = '\0';
+	return text;
+}
+
+long catalog_add_kept(struct catalog *cat)
+{
+	char *text = read_datasets(cat);
+	cJSON *all = text ? cJSON_Parse(text) : NULL;
+	const cJSON *pair;
+	int64_t listed_at;
+	long added = 0;
+
+	free(text);
+	if (!cJSON_IsArray(all)) {
+		cJSON_Delete(all);
+		return -ENOENT;
+	}
+	cJSON_ArrayForEach(pair, all) {
+		const cJSON *owner = cJSON_GetArrayItem(pair, 0);
+		const cJSON *slug = cJSON_GetArrayItem(pair, 1);
+
+		/* names as the API gave them; each only with a complete
+		 * listing kept */
+		if (cJSON_GetArraySize(pair) != 2 || !cJSON_IsString(owner) ||
+		    !cJSON_IsString(slug) ||
+		    catalog_kept(cat, owner->valuestring, slug->valuestring,
+				 &listed_at))
+			continue;
+		if (catalog_add(cat, owner->valuestring, slug->valuestring))
+			break;
+		added++;
+	}
+	cJSON_Delete(all);
+	return added ? added : -ENOENT;
 }
 
 static int cmp_str(const void *a, const void *b)

@@ -61,6 +61,15 @@ int catalog_add(struct catalog *cat, const char *owner, const char *slug);
  * (or @force). Errors are logged and leave the known datasets as they are. */
 void catalog_discover(struct catalog *cat, bool force);
 
+/* Note the datasets the catalog holds in the listings' folder, as the
+ * list a start without the API mounts (catalog_add_kept()); written only
+ * when it changed. */
+void catalog_note_datasets(struct catalog *cat);
+
+/* Add the datasets last noted at this origin that keep a complete listing
+ * of their items: how many, or -ENOENT when none. */
+long catalog_add_kept(struct catalog *cat);
+
 /* The distinct owner directory names, sorted: a new array of new strings in
  * @out. Returns the count, or -ENOMEM. */
 long catalog_owners(struct catalog *cat, char ***out);

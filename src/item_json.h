@@ -1,6 +1,6 @@
 /* The JSON of the Avala API (DESIGN section 1): items and sequences of both
  * field dialects into struct item, metadata.json back out of it, list pages,
- * the dataset list and error bodies. cJSON is used only in item_json.c. */
+ * the dataset list and error bodies. */
 #ifndef AVALAFS_ITEM_JSON_H
 #define AVALAFS_ITEM_JSON_H
 

@@ -159,10 +159,29 @@ static int check_dataset(struct api *api, struct catalog *cat,
 	return err ? -1 : 0;
 }
 
+/* With no dataset= given and the API not there, mount the datasets last
+ * listed that keep a complete listing in cache_dir: 0 (said in the log),
+ * else -1. */
+static int check_offline_discovery(struct catalog *cat,
+				   const struct api_answer *ans)
+{
+	long kept;
+
+	if (!unreachable(ans) || (kept = catalog_add_kept(cat)) <= 0)
+		return -1;
+	log_warn("%s; offline: serving the %ld dataset%s last listed from "
+		 "the listings kept in cache_dir, and asking again",
+		 ans->why[0] ? ans->why : "the API is not there", kept,
+		 kept == 1 ? "" : "s");
+	return 0;
+}
+
 /* With no dataset= given, the dataset list must answer: it checks the key
- * and says what to show. An ordering is checked on the first dataset. */
+ * and says what to show (noted in cache_dir, for a start without the API).
+ * An ordering is checked on the first dataset. */
 static int check_discovery(struct api *api, struct catalog *cat,
-			   const struct options *o, const char *api_url)
+			   const struct options *o, const char *api_url,
+			   bool *offline)
 {
 	struct dataset_ref *refs;
 	struct api_answer ans = { .retry_after = -1 };
@@ -183,12 +202,17 @@ static int check_discovery(struct api *api, struct catalog *cat,
 			api_url);
 		return -1;
 	}
+	if (err && check_offline_discovery(cat, &ans) == 0) {
+		*offline = true;
+		return 0;
+	}
 	if (err) {
 		say_unreachable(api_url, &ans);
 		return -1;
 	}
 	for (i = 0; i < n; i++)
 		catalog_add(cat, refs[i].owner, refs[i].slug);
+	catalog_note_datasets(cat);
 	/* the ordering's check: a 400 for the first dataset, nothing else */
 	if (n && o->ordering &&
 	    api_check_dataset(api, refs[0].owner, refs[0].slug, &ans) &&
@@ -365,7 +389,7 @@ static int check_api(struct mount *m)
 				  m->api_url, &offline))
 			return -1;
 	if (!m->o.n_datasets &&
-	    check_discovery(m->api, m->cat, &m->o, m->api_url))
+	    check_discovery(m->api, m->cat, &m->o, m->api_url, &offline))
 		return -1;
 	if (http_tier_check(m->http, why, sizeof(why))) {
 		fprintf(stderr, "avalafs: %s\n", why);

@@ -120,3 +120,37 @@ def test_a_refusal_or_bad_tls_still_refuses_with_a_listing_kept(
         mount_factory(fake, "dataset=" + DS, "cache_dir=" + cache,
                       "ca_file=" + pki.ca)
     assert "offline" not in str(e.value)
+
+
+def test_without_dataset_the_datasets_last_listed(fake_factory, mount_factory,
+                                                  tmpdir_short):
+    # three datasets listed; two read (listings kept), one never opened
+    fake = fake_factory("--dataset", SPEC, "--dataset", "acme/bikes:items=6",
+                        "--dataset", "zed/boats:items=5")
+    cache = tempfile.mkdtemp(prefix="cache-", dir=tmpdir_short)
+    m = mount_factory(fake, "cache_dir=" + cache)
+    cars = sorted(os.listdir(m.p("acme", "cars", "items")))
+    boats = sorted(os.listdir(m.p("zed", "boats", "items")))
+    assert sorted(os.listdir(m.p("acme"))) == ["bikes", "cars"]
+    m.stop()
+    api_url = fake.api_url
+    fake.stop()
+
+    m = mount_factory(fake, "cache_dir=" + cache, "api_url=" + api_url)
+    said = [l for l in m.log().splitlines() if "offline" in l]
+    assert len(said) == 1 and "2 datasets" in said[0], m.log()
+    # the datasets with a listing kept, and only those
+    assert sorted(os.listdir(m.path)) == ["acme", "zed"]
+    assert os.listdir(m.p("acme")) == ["cars"]
+    assert sorted(os.listdir(m.p("acme", "cars", "items"))) == cars
+    assert sorted(os.listdir(m.p("zed", "boats", "items"))) == boats
+    m.stop()
+
+    # a list planted by someone else is not believed
+    lists = [f for f in os.listdir(os.path.join(cache, "listings"))
+             if f.startswith("datasets-")]
+    assert len(lists) == 1
+    path = os.path.join(cache, "listings", lists[0])
+    os.chmod(path, 0o666)
+    with pytest.raises(RuntimeError):
+        mount_factory(fake, "cache_dir=" + cache, "api_url=" + api_url)
