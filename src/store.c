@@ -4,10 +4,8 @@
  * until collected. Names are given as objects arrive: a name is taken from
  * the previous generation when the object's key is the same, else made by
  * the rules of names.c, and a collision renames the newcomer (and the
- * holder, unless the holder's name is an older one).
- * Lock order: st->write_lock, then st->lock (the connection pool and the
- * status table); neither is held across a callback. */
-#include "store.h"
+ * holder, unless the holder's name is an older one). */
+#include "store_int.h"
 #include "api.h"
 #include "cachedir.h"
 #include "log.h"
@@ -30,211 +28,9 @@
 #include <unistd.h>
 #include <uthash.h>
 
-#define SCHEMA_VERSION 4
-
-/* A mount that reads a generation holds a read lock on byte LOCK_BASE +
- * gen of the database file (an open file description lock: its own, not
- * SQLite's, and far from the bytes SQLite locks); one that removes a
- * generation first takes the write lock on it. So serving a stored
- * listing writes nothing, and a mount that dies lets go by itself. */
-#define LOCK_BASE ((off_t)1 << 48)
-#define MAX_READERS 16 /* connections open for readers at most */
-
 /* Entry flags: how an entry's name came about. */
 #define NAME_KEPT 1 /* from the previous generation */
 #define NAME_DECORATED 2 /* carries ~uid: a collision was resolved */
-
-static const char schema[] =
-	"CREATE TABLE IF NOT EXISTS meta(k TEXT PRIMARY KEY, v) WITHOUT ROWID;"
-	"CREATE TABLE IF NOT EXISTS objects(oid INTEGER PRIMARY KEY,"
-	" kind INTEGER NOT NULL, uid TEXT NOT NULL);"
-	"CREATE UNIQUE INDEX IF NOT EXISTS objects_uid ON objects(kind, uid);"
-	/* generations: who builds one (a process), and when it was complete;
-	 * which mounts read one is in the file's locks (LOCK_BASE) */
-	"CREATE TABLE IF NOT EXISTS gens(gen INTEGER PRIMARY KEY,"
-	" kind INTEGER NOT NULL, pid INTEGER NOT NULL,"
-	" complete INTEGER NOT NULL DEFAULT 0, listed_at INTEGER);"
-	/* one row per object and generation: what getattr needs, and the
-	 * JSON for everything else */
-	"CREATE TABLE IF NOT EXISTS listed(gen INTEGER NOT NULL,"
-	" oid INTEGER NOT NULL, key BLOB, iname BLOB NOT NULL,"
-	" pdir INTEGER NOT NULL DEFAULT 0, pname BLOB,"
-	" has INTEGER NOT NULL, status INTEGER NOT NULL, size INTEGER,"
-	" mtime INTEGER, json BLOB NOT NULL,"
-	" PRIMARY KEY(gen, oid)) WITHOUT ROWID;"
-	/* folders of the key-path tree, for ever */
-	"CREATE TABLE IF NOT EXISTS dirs(id INTEGER PRIMARY KEY,"
-	" parent INTEGER NOT NULL, name BLOB NOT NULL);"
-	"CREATE UNIQUE INDEX IF NOT EXISTS dirs_name ON dirs(parent, name);"
-	/* the ids of the fixed directories are taken */
-	"INSERT OR IGNORE INTO dirs(id, parent, name) VALUES"
-	" (1, 0, 'items'), (2, 0, 'sequences'), (3, 0, 'paths');"
-	/* directory entries: an object (oid), a folder (child), or a name
-	 * held back after a collision (neither), listed in the order they
-	 * first came (seq) */
-	"CREATE TABLE IF NOT EXISTS entries(gen INTEGER NOT NULL,"
-	" dir INTEGER NOT NULL, name BLOB NOT NULL, oid INTEGER NOT NULL,"
-	" child INTEGER NOT NULL, has INTEGER NOT NULL,"
-	" flags INTEGER NOT NULL, seq INTEGER NOT NULL,"
-	" PRIMARY KEY(gen, dir, name)) WITHOUT ROWID;"
-	"CREATE INDEX IF NOT EXISTS entries_seq ON entries(gen, dir, seq);"
-	"CREATE TABLE IF NOT EXISTS folder_status(gen INTEGER NOT NULL,"
-	" dir INTEGER NOT NULL, status INTEGER NOT NULL,"
-	" PRIMARY KEY(gen, dir, status)) WITHOUT ROWID;"
-	"CREATE TABLE IF NOT EXISTS gen_status(gen INTEGER NOT NULL,"
-	" status INTEGER NOT NULL, PRIMARY KEY(gen, status)) WITHOUT ROWID;"
-	"CREATE TABLE IF NOT EXISTS statuses(id INTEGER PRIMARY KEY,"
-	" name TEXT NOT NULL UNIQUE);"
-	/* sizes the API does not give, for the version (time) they were
-	 * learned of */
-	"CREATE TABLE IF NOT EXISTS learned(oid INTEGER NOT NULL,"
-	" which INTEGER NOT NULL, size INTEGER NOT NULL, etag TEXT,"
-	" mtime INTEGER, PRIMARY KEY(oid, which)) WITHOUT ROWID;";
-
-/* The statements of one connection, prepared on first use. */
-enum stmt {
-	S_META_GET,
-	S_META_SET,
-	S_OBJECT_ID,
-	S_OBJECT_ADD,
-	S_GEN_NEW,
-	S_GEN_DONE,
-	S_PREV,
-	S_LISTED_ADD,
-	S_LISTED_INAME,
-	S_LISTED_PNAME,
-	S_ENTRY_ADD,
-	S_ENTRY_GET,
-	S_ENTRY_DROP,
-	S_ENTRY_CLAIM,
-	S_ENTRY_HAS,
-	S_DIR_ID,
-	S_FOLDER_STATUS,
-	S_GEN_STATUS,
-	S_STATUS_ADD,
-	S_UID,
-	S_READDIR,
-	S_READDIR_LIST,
-	S_LOOKUP,
-	S_OBJECT,
-	S_OBJECT_ENTRY,
-	S_DIR_PARENT,
-	S_PLACE_NAMES,
-	S_PLACE,
-	S_STATUSES,
-	S_LEARN,
-	S_LATEST,
-	S_GENS,
-	S_OBJECTS,
-	S_COUNT
-};
-
-/* The attribute columns that follow the name in S_READDIR and S_LOOKUP. */
-#define ENTRY_COLUMNS                                                 \
-	"e.oid, e.child, e.has, l.status, COALESCE(l.size, ld.size)," \
-	" lt.size, l.mtime, e.seq "
-#define ENTRY_FROM                                                             \
-	"FROM entries e LEFT JOIN listed l ON l.gen = e.gen AND l.oid = e.oid" \
-	" LEFT JOIN learned ld ON ld.oid = e.oid AND ld.which = 0"             \
-	" AND ld.mtime IS l.mtime"                                             \
-	" LEFT JOIN learned lt ON lt.oid = e.oid AND lt.which = 1"             \
-	" AND lt.mtime IS l.mtime "
-#define ENTRY_FILTER                                                          \
-	" AND (e.oid != 0 OR e.child != 0) AND (e.has & ?4) = ?4"             \
-	" AND (?5 = 0 OR (e.oid != 0 AND l.status = ?5) OR (e.child != 0 AND" \
-	" EXISTS (SELECT 1 FROM folder_status f WHERE f.gen = e.gen"          \
-	" AND f.dir = e.child AND f.status = ?5)))"
-
-static const char *const stmt_sql[S_COUNT] = {
-	[S_META_GET] = "SELECT v FROM meta WHERE k = ?1",
-	[S_META_SET] = "INSERT OR REPLACE INTO meta(k, v) VALUES(?1, ?2)",
-	[S_OBJECT_ID] = "SELECT oid FROM objects WHERE kind = ?1 AND uid = ?2",
-	[S_OBJECT_ADD] = "INSERT INTO objects(kind, uid) VALUES(?1, ?2)",
-	[S_GEN_NEW] = "INSERT INTO gens(kind, pid) VALUES(?1, ?2)"
-		      " RETURNING gen",
-	[S_GEN_DONE] = "UPDATE gens SET complete = 1, listed_at = ?2"
-		       " WHERE gen = ?1",
-	[S_PREV] = "SELECT key, iname, pdir, pname FROM listed"
-		   " WHERE gen = ?1 AND oid = ?2",
-	[S_LISTED_ADD] =
-		"INSERT INTO listed(gen, oid, key, iname, pdir, pname,"
-		" has, status, size, mtime, json)"
-		" VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-	[S_LISTED_INAME] = "UPDATE listed SET iname = ?3"
-			   " WHERE gen = ?1 AND oid = ?2",
-	[S_LISTED_PNAME] = "UPDATE listed SET pname = ?3"
-			   " WHERE gen = ?1 AND oid = ?2",
-	[S_ENTRY_ADD] = "INSERT INTO entries(gen, dir, name, oid, child, has,"
-			" flags, seq) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
-			" ON CONFLICT DO NOTHING",
-	[S_ENTRY_GET] = "SELECT oid, child, flags, has, seq FROM entries"
-			" WHERE gen = ?1 AND dir = ?2 AND name = ?3",
-	[S_ENTRY_DROP] = "UPDATE entries SET oid = 0, child = 0, has = 0,"
-			 " seq = 0 WHERE gen = ?1 AND dir = ?2 AND name = ?3",
-	[S_ENTRY_CLAIM] = "UPDATE entries SET oid = ?4, has = ?5, flags = ?6,"
-			  " seq = ?7 WHERE gen = ?1 AND dir = ?2 AND name = ?3"
-			  " AND oid = 0 AND child = 0",
-	/* a folder: made of a name held back, or gaining has bits */
-	[S_ENTRY_HAS] = "UPDATE entries SET has = has | ?4, child = ?5,"
-			" oid = 0, seq = CASE WHEN seq = 0 THEN ?6 ELSE seq END"
-			" WHERE gen = ?1 AND dir = ?2 AND name = ?3",
-	[S_DIR_ID] = "INSERT INTO dirs(parent, name) VALUES(?1, ?2)"
-		     " ON CONFLICT(parent, name) DO UPDATE SET parent = parent"
-		     " RETURNING id",
-	[S_FOLDER_STATUS] = "INSERT OR IGNORE INTO folder_status(gen, dir,"
-			    " status) VALUES(?1, ?2, ?3)",
-	[S_GEN_STATUS] = "INSERT OR IGNORE INTO gen_status(gen, status)"
-			 " VALUES(?1, ?2)",
-	[S_STATUS_ADD] = "INSERT INTO statuses(name) VALUES(?1)"
-			 " ON CONFLICT(name) DO UPDATE SET name = name"
-			 " RETURNING id",
-	[S_UID] = "SELECT uid FROM objects WHERE oid = ?1",
-	[S_READDIR] =
-		"SELECT e.name, " ENTRY_COLUMNS ENTRY_FROM
-		"WHERE e.gen = ?1 AND e.dir = ?2 AND e.seq > ?3" ENTRY_FILTER
-		" ORDER BY e.seq LIMIT ?6",
-	/* items/ and sequences/: objects, no filter, no file sizes */
-	[S_READDIR_LIST] =
-		"SELECT e.name, e.oid, e.child, e.has, l.status, l.size, NULL,"
-		" l.mtime, e.seq FROM entries e"
-		" JOIN listed l ON l.gen = e.gen AND l.oid = e.oid"
-		" WHERE e.gen = ?1 AND e.dir = ?2 AND e.seq > ?3 AND e.oid != 0"
-		" ORDER BY e.seq LIMIT ?6",
-	[S_LOOKUP] =
-		"SELECT e.name, " ENTRY_COLUMNS ENTRY_FROM
-		"WHERE e.gen = ?1 AND e.dir = ?2 AND e.name = ?3" ENTRY_FILTER,
-	[S_OBJECT] = "SELECT json FROM listed WHERE gen = ?1 AND oid = ?2",
-	[S_OBJECT_ENTRY] = "SELECT l.iname, l.oid, 0, l.has, l.status,"
-			   " COALESCE(l.size, ld.size), lt.size, l.mtime, 0"
-			   " FROM listed l"
-			   " LEFT JOIN learned ld ON ld.oid = l.oid"
-			   " AND ld.which = 0 AND ld.mtime IS l.mtime"
-			   " LEFT JOIN learned lt ON lt.oid = l.oid"
-			   " AND lt.which = 1 AND lt.mtime IS l.mtime"
-			   " WHERE l.gen = ?1 AND l.oid = ?2",
-	[S_DIR_PARENT] = "SELECT parent FROM dirs WHERE id = ?1",
-	[S_PLACE_NAMES] = "SELECT iname, pdir, pname FROM listed"
-			  " WHERE gen = ?1 AND oid = ?2",
-	[S_PLACE] = "SELECT e.seq, (SELECT n.seq FROM entries n"
-		    " WHERE n.gen = e.gen AND n.dir = e.dir AND n.seq > e.seq"
-		    " AND n.oid != 0 ORDER BY n.seq LIMIT 1)"
-		    " FROM entries e WHERE e.gen = ?1 AND e.dir = ?2"
-		    " AND e.name = ?3",
-	[S_STATUSES] = "SELECT status FROM gen_status WHERE gen = ?1"
-		       " ORDER BY status",
-	[S_LEARN] = "INSERT OR REPLACE INTO learned(oid, which, size, etag,"
-		    " mtime) VALUES(?1, ?2, ?3, ?4, ?5)",
-	[S_LATEST] = "SELECT gen, listed_at FROM gens WHERE kind = ?1"
-		     " AND complete = 1 ORDER BY gen DESC LIMIT 1",
-	[S_GENS] = "SELECT gen FROM gens WHERE kind = ?1",
-	[S_OBJECTS] = "SELECT count(*) FROM listed WHERE gen = ?1",
-};
-
-struct conn {
-	struct sql_conn sql;
-	unsigned epoch; /* the database it is of (store->epoch) */
-	struct conn *next; /* protected by store->lock: the idle list */
-};
 
 struct status_name {
 	int id;
@@ -256,318 +52,6 @@ struct old_fd {
 	struct old_fd *next;
 };
 
-struct store {
-	char *name; /* the database's file name in the listings folder */
-	char *file; /* its path */
-	int dir_fd; /* the listings folder: borrowed */
-	struct store_config cfg; /* its strings borrowed */
-	pthread_mutex_t lock;
-	pthread_cond_t conn_free; /* a connection went back to the idle list */
-	char *path; /* protected by lock: where connections go, the file or
-		     * a database in memory */
-	unsigned epoch; /* protected by lock and write_lock (both to change):
-			 * bumped when path changes */
-	bool memory; /* protected by lock and write_lock */
-	struct conn *idle; /* protected by lock */
-	int n_conns; /* protected by lock: reader connections open */
-	struct status_name *statuses; /* protected by lock: by name */
-	struct status_name **status_by_id; /* protected by lock */
-	size_t n_status_ids; /* protected by lock */
-	pthread_mutex_t write_lock; /* one writer at a time */
-	struct conn *writer; /* protected by write_lock */
-	int lock_fd; /* protected by write_lock: the database file, whose
-		      * bytes past LOCK_BASE readers lock; -1 in memory */
-	struct held *held; /* protected by write_lock */
-	size_t n_held, cap_held; /* protected by write_lock */
-	uint64_t building[4]; /* protected by write_lock: generations this
-			       * process writes (one per kind, and spares) */
-	struct old_fd *old_fds; /* protected by write_lock */
-	int64_t room_at; /* protected by write_lock: the file's size when
-			  * the data cache last gave room back */
-	bool full_said; /* protected by write_lock */
-	uint64_t max_oid, max_dir, max_gen; /* atomic: the highest numbers
-					     * shown */
-	uint64_t resets; /* atomic: databases set aside at run time */
-};
-
-static void conn_close(struct conn *c)
-{
-	if (!c)
-		return;
-	sql_close(&c->sql);
-	free(c);
-}
-
-/* The statement @s of @c, reset and unbound. */
-static sqlite3_stmt *stmt(struct conn *c, enum stmt s)
-{
-	return sql_stmt(&c->sql, s);
-}
-
-/* A connection to @path, opened with @flags (sql_open()), or NULL with the
- * reason in @err. */
-static struct conn *conn_open(const char *path, int flags, int *err)
-{
-	struct conn *c = calloc(1, sizeof(*c));
-
-	*err = -ENOMEM;
-	if (!c)
-		return NULL;
-	/* the first read of the file: a bad one is said once, by the caller */
-	*err = sql_open(&c->sql, path, flags, stmt_sql, S_COUNT,
-			"PRAGMA journal_mode = WAL;"
-			"PRAGMA synchronous = NORMAL;"
-			/* the log is cut back after each checkpoint: what a
-			 * listing takes on disk is the database, counted in
-			 * disk_cache_size, not a log that only grows */
-			"PRAGMA journal_size_limit = 4194304;"
-			"PRAGMA temp_store = MEMORY;"
-			"PRAGMA cache_size = -2048;"
-			"PRAGMA mmap_size = 0");
-	if (*err) {
-		free(c);
-		return NULL;
-	}
-	return c;
-}
-
-static void reset(struct store *st, unsigned epoch, bool damaged);
-
-static struct conn *conn_get(struct store *st)
-{
-	struct conn *c, *stale = NULL;
-	char *path;
-	unsigned epoch;
-	bool memory;
-	int err = -ENOMEM;
-
-	pthread_mutex_lock(&st->lock);
-	for (;;) {
-		while (!st->idle && st->n_conns >= MAX_READERS)
-			pthread_cond_wait(&st->conn_free, &st->lock);
-		c = st->idle;
-		if (!c || c->epoch == st->epoch)
-			break;
-		/* of a database left behind */
-		st->idle = c->next;
-		st->n_conns--;
-		c->next = stale;
-		stale = c;
-	}
-	if (c) {
-		st->idle = c->next;
-		pthread_mutex_unlock(&st->lock);
-		goto out;
-	}
-	st->n_conns++;
-	path = strdup(st->path);
-	epoch = st->epoch;
-	memory = st->memory;
-	pthread_mutex_unlock(&st->lock);
-	c = path ? conn_open(path,
-			     SQLITE_OPEN_READWRITE |
-				     (memory ? SQLITE_OPEN_CREATE : 0),
-			     &err)
-		 : NULL;
-	if (c)
-		c->epoch = epoch;
-	else
-		log_err("store: cannot open %s: %s", path ? path : st->name,
-			strerror(path ? -err : ENOMEM));
-	free(path);
-	if (!c) {
-		pthread_mutex_lock(&st->lock);
-		st->n_conns--;
-		pthread_cond_signal(&st->conn_free);
-		pthread_mutex_unlock(&st->lock);
-		/* damaged, or set aside or removed by another mount */
-		if (err == -EBADMSG || err == -EACCES)
-			reset(st, epoch, err == -EBADMSG);
-	}
-out:
-	while (stale) {
-		struct conn *next = stale->next;
-
-		conn_close(stale);
-		stale = next;
-	}
-	return c;
-}
-
-static void conn_put(struct store *st, struct conn *c)
-{
-	pthread_mutex_lock(&st->lock);
-	if (c->epoch != st->epoch) {
-		st->n_conns--;
-		pthread_cond_signal(&st->conn_free);
-		pthread_mutex_unlock(&st->lock);
-		conn_close(c);
-		return;
-	}
-	c->next = st->idle;
-	st->idle = c;
-	pthread_cond_signal(&st->conn_free);
-	pthread_mutex_unlock(&st->lock);
-}
-
-/* A reader connection, in *@c, and its statement @which; NULL (and no
- * connection) when either cannot be had. */
-static sqlite3_stmt *reader_stmt(struct store *st, enum stmt which,
-				 struct conn **c)
-{
-	sqlite3_stmt *q;
-	unsigned epoch;
-	int err;
-
-	*c = conn_get(st);
-	q = *c ? stmt(*c, which) : NULL;
-	if (!q && *c) {
-		/* a statement that cannot be prepared: a damaged schema */
-		err = sql_errno(sqlite3_errcode((*c)->sql.db));
-		epoch = (*c)->epoch;
-		conn_put(st, *c);
-		*c = NULL;
-		if (err == -EBADMSG)
-			reset(st, epoch, true);
-	}
-	return q;
-}
-
-static int meta_text(struct conn *c, const char *k, char *buf, size_t cap)
-{
-	sqlite3_stmt *q = stmt(c, S_META_GET);
-	int rc;
-
-	if (!q)
-		return -EIO;
-	sqlite3_bind_text(q, 1, k, -1, SQLITE_STATIC);
-	rc = sqlite3_step(q);
-	if (rc == SQLITE_ROW) {
-		const unsigned char *v = sqlite3_column_text(q, 0);
-
-		snprintf(buf, cap, "%s", v ? (const char *)v : "");
-		sqlite3_reset(q);
-		return 0;
-	}
-	sqlite3_reset(q);
-	return rc == SQLITE_DONE ? -ENOENT : sql_errno(rc);
-}
-
-static int meta_set(struct conn *c, const char *k, const char *text,
-		    int64_t num)
-{
-	sqlite3_stmt *q = stmt(c, S_META_SET);
-
-	if (!q)
-		return -EIO;
-	sqlite3_bind_text(q, 1, k, -1, SQLITE_STATIC);
-	if (text)
-		sqlite3_bind_text(q, 2, text, -1, SQLITE_STATIC);
-	else
-		sqlite3_bind_int64(q, 2, num);
-	return sql_step_done(q);
-}
-
-/* Numbers a new database must give above: those of the database it
- * replaces, which the kernel and open folders may still hold. */
-struct floors {
-	uint64_t oid, dir, gen;
-};
-
-/* Fill a new database in the open transaction of @c: the statuses every
- * dataset shows (so that looking one up never writes), and a row at each
- * floor, never shown, that later numbers go above. */
-static int seed(struct conn *c, const struct floors *f)
-{
-	char sql[512];
-	size_t i, o = 0;
-	int err = 0;
-
-	for (i = 0; i < ITEM_N_STATUSES && !err; i++) {
-		sqlite3_stmt *q = stmt(c, S_STATUS_ADD);
-
-		err = q ? 0 : -EIO;
-		if (!err) {
-			sqlite3_bind_text(q, 1, item_statuses[i], -1,
-					  SQLITE_STATIC);
-			err = sql_step_done(q);
-		}
-	}
-	if (f->oid)
-		o += snprintf(sql + o, sizeof(sql) - o,
-			      "INSERT INTO objects(oid, kind, uid)"
-			      " VALUES(%" PRIu64 ", -1, '');",
-			      f->oid);
-	if (f->dir > STORE_DIR_PATHS)
-		o += snprintf(sql + o, sizeof(sql) - o,
-			      "INSERT INTO dirs(id, parent, name)"
-			      " VALUES(%" PRIu64 ", -1, '');",
-			      f->dir);
-	if (f->gen)
-		o += snprintf(sql + o, sizeof(sql) - o,
-			      "INSERT INTO gens(gen, kind, pid)"
-			      " VALUES(%" PRIu64 ", -1, 0);",
-			      f->gen);
-	if (!err && o)
-		err = sql_exec(&c->sql, sql);
-	return err;
-}
-
-/* Whether the database at the writer's connection is ours: schema, API
- * origin and dataset. A new (empty) database is made ours, seeded above
- * @f; one that is there already is only read. */
-static int claim(struct conn *c, const struct store_config *cfg,
-		 const struct floors *f)
-{
-	const char *want[3][2] = { { "origin", cfg->origin },
-				   { "owner", cfg->owner },
-				   { "slug", cfg->slug } };
-	char buf[1024];
-	sqlite3_stmt *q;
-	int64_t tables = 0, metas = 0;
-	int i, rc, err;
-
-	rc = sqlite3_prepare_v2(c->sql.db,
-				"SELECT count(*), count(*) FILTER (WHERE"
-				" name = 'meta') FROM sqlite_master",
-				-1, &q, NULL);
-	if (rc != SQLITE_OK)
-		return sql_errno(rc);
-	rc = sqlite3_step(q);
-	if (rc == SQLITE_ROW) {
-		tables = sqlite3_column_int64(q, 0);
-		metas = sqlite3_column_int64(q, 1);
-	}
-	err = sql_errno(rc);
-	sqlite3_finalize(q);
-	if (!err && tables && !metas)
-		return -EPROTO; /* a database of something else */
-	if (!err && !tables) {
-		err = sql_begin(&c->sql);
-		if (!err)
-			err = sql_exec(&c->sql, schema);
-		if (!err)
-			err = meta_set(c, "schema", NULL, SCHEMA_VERSION);
-		for (i = 0; i < 3 && !err; i++)
-			err = meta_set(c, want[i][0], want[i][1], 0);
-		if (!err)
-			err = seed(c, f);
-		if (err)
-			sql_rollback(&c->sql);
-		else
-			err = sql_commit(&c->sql);
-	}
-	if (!err && (meta_text(c, "schema", buf, sizeof(buf)) ||
-		     strtol(buf, NULL, 10) != SCHEMA_VERSION))
-		err = -EPROTO;
-	for (i = 0; i < 3 && !err; i++) {
-		if (meta_text(c, want[i][0], buf, sizeof(buf)) ||
-		    strcmp(buf, want[i][1]) != 0)
-			err = -EPROTO;
-	}
-	return err;
-}
-
 /* The floors of a database that replaces the one this store served. */
 static struct floors floors_now(struct store *st)
 {
@@ -580,7 +64,7 @@ static struct floors floors_now(struct store *st)
 	return f;
 }
 
-static void statuses_clear(struct store *st)
+static void store_statuses_clear(struct store *st)
 {
 	struct status_name *s, *tmp;
 
@@ -596,7 +80,7 @@ static void statuses_clear(struct store *st)
 
 /* Read the status names of the writer's database. Called with write_lock
  * held. */
-static int load_statuses(struct store *st)
+static int store_statuses_load(struct store *st)
 {
 	struct conn *c = st->writer;
 	sqlite3_stmt *q;
@@ -607,7 +91,7 @@ static int load_statuses(struct store *st)
 	if (rc != SQLITE_OK)
 		return sql_errno(rc);
 	pthread_mutex_lock(&st->lock);
-	statuses_clear(st);
+	store_statuses_clear(st);
 	while ((rc = sqlite3_step(q)) == SQLITE_ROW && !err) {
 		struct status_name *s = calloc(1, sizeof(*s));
 		int id = sqlite3_column_int(q, 0);
@@ -799,23 +283,24 @@ static int open_file(struct store *st, const struct floors *f)
 			st->lock_fd = -1;
 			break;
 		}
-		st->writer = conn_open(st->file, SQLITE_OPEN_READWRITE, &err);
+		st->writer =
+			store_conn_open(st->file, SQLITE_OPEN_READWRITE, &err);
 		/* the writer walks the indexes of a whole listing: its pages
 		 * stay in memory rather than being read back from the file */
 		if (st->writer)
 			err = sql_exec(&st->writer->sql,
 				       "PRAGMA cache_size = -32768");
 		if (!err)
-			err = claim(st->writer, &st->cfg, f);
+			err = store_claim(st->writer, &st->cfg, f);
 		if (!err)
 			err = check_whole(st);
 		if (!err)
-			err = load_statuses(st);
+			err = store_statuses_load(st);
 		if (!err) {
 			st->writer->epoch = st->epoch;
 			return 0;
 		}
-		conn_close(st->writer);
+		store_conn_close(st->writer);
 		st->writer = NULL;
 		/* only a file that is not what it must be is set aside; an
 		 * error of the system (no memory, no room, a lock) is not
@@ -907,10 +392,10 @@ void store_free(struct store *st)
 		return;
 	while ((c = st->idle)) {
 		st->idle = c->next;
-		conn_close(c);
+		store_conn_close(c);
 	}
-	conn_close(st->writer);
-	statuses_clear(st);
+	store_conn_close(st->writer);
+	store_statuses_clear(st);
 	if (st->lock_fd >= 0)
 		close(st->lock_fd);
 	while ((o = st->old_fds)) {
@@ -932,7 +417,7 @@ void store_free(struct store *st)
 
 /* Raise *@max to @v: the numbers of objects and folders the kernel may
  * hold, which a database made anew must not give to others. */
-static void note_max(uint64_t *max, uint64_t v)
+static void store_note_max(uint64_t *max, uint64_t v)
 {
 	uint64_t cur = __atomic_load_n(max, __ATOMIC_RELAXED);
 
@@ -961,7 +446,7 @@ static void switch_to(struct store *st, char *path, bool memory)
 	pthread_mutex_unlock(&st->lock);
 	while (idle) {
 		c = idle->next;
-		conn_close(idle);
+		store_conn_close(idle);
 		idle = c;
 	}
 }
@@ -1002,7 +487,8 @@ static int to_memory(struct store *st, const char *why, bool copy, bool drop)
 	if (asprintf(&uri, "file:/avalafs-%ld-%u?vfs=memdb", (long)getpid(),
 		     __atomic_add_fetch(&seq, 1, __ATOMIC_RELAXED)) < 0)
 		return -ENOMEM;
-	mem = conn_open(uri, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, &err);
+	mem = store_conn_open(uri, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE,
+			      &err);
 	if (!mem) {
 		free(uri);
 		return err;
@@ -1013,30 +499,30 @@ static int to_memory(struct store *st, const char *why, bool copy, bool drop)
 		if (asprintf(&ro, "file:%s?immutable=1", esc) < 0)
 			ro = NULL;
 		free(esc);
-		src = ro ? conn_open(ro, SQLITE_OPEN_READONLY, &copy_err)
+		src = ro ? store_conn_open(ro, SQLITE_OPEN_READONLY, &copy_err)
 			 : NULL;
 	}
 	if (src) {
 		snprintf(sql, sizeof(sql), "VACUUM INTO '%s'", uri);
 		copy_err = sql_exec(&src->sql, sql);
 		if (src != st->writer)
-			conn_close(src);
+			store_conn_close(src);
 	}
-	err = claim(mem, &st->cfg, &f);
+	err = store_claim(mem, &st->cfg, &f);
 	if (err) {
-		conn_close(mem);
+		store_conn_close(mem);
 		free(uri);
 		free(ro);
 		return err;
 	}
 	if (drop)
 		remove_files(st);
-	conn_close(st->writer);
+	store_conn_close(st->writer);
 	st->writer = mem;
 	leave_file(st);
 	switch_to(st, uri, true);
 	mem->epoch = st->epoch;
-	err = load_statuses(st);
+	err = store_statuses_load(st);
 	log_warn("%s/%s: %s: listings kept in memory for this mount%s",
 		 st->cfg.owner, st->cfg.slug, why,
 		 copy && copy_err ? " (the stored one could not be read)" : "");
@@ -1049,7 +535,7 @@ static int to_memory(struct store *st, const char *why, bool copy, bool drop)
  * name is set aside, and a new one made, numbered above what this mount
  * showed; the catalog is told, and lists the dataset again. Only the first
  * caller of an epoch does it. Called with no lock of the store held. */
-static void reset(struct store *st, unsigned epoch, bool damaged)
+void store_reset(struct store *st, unsigned epoch, bool damaged)
 {
 	struct floors f = floors_now(st);
 	char *path = NULL;
@@ -1060,7 +546,7 @@ static void reset(struct store *st, unsigned epoch, bool damaged)
 		pthread_mutex_unlock(&st->write_lock);
 		return;
 	}
-	conn_close(st->writer);
+	store_conn_close(st->writer);
 	st->writer = NULL;
 	if (damaged && !st->memory)
 		set_aside(st, "is damaged");
@@ -1096,11 +582,11 @@ static void reset(struct store *st, unsigned epoch, bool damaged)
 /* @err of an operation on the database of @epoch: a damaged one is reset
  * (the caller gets -EIO, the next one a new listing). Called with no lock
  * of the store held. */
-static int damaged(struct store *st, unsigned epoch, int err)
+static int store_damaged(struct store *st, unsigned epoch, int err)
 {
 	if (err != -EBADMSG)
 		return err;
-	reset(st, epoch, true);
+	store_reset(st, epoch, true);
 	return -EIO;
 }
 
@@ -1115,7 +601,7 @@ uint64_t store_resets(struct store *st)
  * memory; below it, the data cache gives back what the listings took
  * (asked again once the file grew by ROOM_EVERY). Called with write_lock
  * held. */
-static void room_check(struct store *st)
+static void store_room_check(struct store *st)
 {
 	char wal[NAME_MAX + 1];
 	struct stat fs, ws;
@@ -1158,8 +644,8 @@ static void say_full(struct store *st)
  * write_lock held; on a full disk the data cache gives room back and it
  * runs again, then the listings move to memory and it runs once more.
  * Returns what @op returned. */
-static int writing(struct store *st, int (*op)(struct store *st, void *arg),
-		   void *arg)
+static int store_writing(struct store *st,
+			 int (*op)(struct store *st, void *arg), void *arg)
 {
 	int err, tries;
 
@@ -1215,12 +701,12 @@ static struct held *held_find(struct store *st, uint64_t gen)
  * transaction; a stopped one (Ctrl-Z) is not waited for past HOLD_WAIT_MS.
  * Called with write_lock held. */
 #define HOLD_WAIT_MS 2000
-static int hold(struct store *st, uint64_t gen)
+static int store_hold(struct store *st, uint64_t gen)
 {
 	struct held *h = held_find(st, gen);
 	int err = -EAGAIN, waited;
 
-	note_max(&st->max_gen, gen);
+	store_note_max(&st->max_gen, gen);
 	if (h) {
 		h->n++;
 		return 0;
@@ -1241,7 +727,7 @@ static int hold(struct store *st, uint64_t gen)
 
 /* Let go of @gen once: unlocked with the last. Called with write_lock
  * held. */
-static void release(struct store *st, uint64_t gen)
+static void store_release(struct store *st, uint64_t gen)
 {
 	struct held *h = held_find(st, gen);
 
@@ -1263,7 +749,7 @@ static bool building(struct store *st, uint64_t gen)
 	return false;
 }
 
-static void building_set(struct store *st, uint64_t gen, bool on)
+static void store_building_set(struct store *st, uint64_t gen, bool on)
 {
 	size_t i;
 
@@ -1282,7 +768,7 @@ static int latest(struct store *st, enum item_kind kind, uint64_t *gen,
 		  int64_t *at, unsigned *epoch)
 {
 	struct conn *c;
-	sqlite3_stmt *q = reader_stmt(st, S_LATEST, &c);
+	sqlite3_stmt *q = store_reader_stmt(st, S_LATEST, &c);
 	int rc, err;
 
 	*gen = 0;
@@ -1299,7 +785,7 @@ static int latest(struct store *st, enum item_kind kind, uint64_t *gen,
 				  : sql_errno(rc);
 	sqlite3_reset(q);
 	*epoch = c->epoch;
-	conn_put(st, c);
+	store_conn_put(st, c);
 	return err;
 }
 
@@ -1319,7 +805,8 @@ int store_latest(struct store *st, enum item_kind kind, uint64_t *gen,
 		 * generation only while it holds the write lock on it */
 		if (!err) {
 			pthread_mutex_lock(&st->write_lock);
-			err = st->epoch == epoch ? hold(st, found) : -EAGAIN;
+			err = st->epoch == epoch ? store_hold(st, found)
+						 : -EAGAIN;
 			pthread_mutex_unlock(&st->write_lock);
 		}
 		if (!err) {
@@ -1328,14 +815,14 @@ int store_latest(struct store *st, enum item_kind kind, uint64_t *gen,
 				err = -EAGAIN;
 			if (err) {
 				pthread_mutex_lock(&st->write_lock);
-				release(st, found);
+				store_release(st, found);
 				pthread_mutex_unlock(&st->write_lock);
 			}
 		}
 		if (err != -EAGAIN)
 			break;
 	}
-	err = damaged(st, epoch, err);
+	err = store_damaged(st, epoch, err);
 	if (!err) {
 		*gen = found;
 		*listed_at = at;
@@ -1470,7 +957,7 @@ static int begin_op(struct store *st, void *arg)
 	int64_t gen = 0;
 	int err = sql_begin(&st->writer->sql);
 
-	q = err ? NULL : stmt(st->writer, S_GEN_NEW);
+	q = err ? NULL : store_stmt(st->writer, S_GEN_NEW);
 	if (!err && !q)
 		err = -EIO;
 	if (!err) {
@@ -1479,17 +966,17 @@ static int begin_op(struct store *st, void *arg)
 		err = sql_step_int(q, &gen);
 	}
 	if (!err)
-		err = hold(st, gen);
+		err = store_hold(st, gen);
 	if (!err) {
 		err = sql_commit(&st->writer->sql);
 		if (err)
-			release(st, gen);
+			store_release(st, gen);
 	} else {
 		sql_rollback(&st->writer->sql);
 	}
 	if (!err) {
 		l->gen = gen;
-		building_set(st, gen, true);
+		store_building_set(st, gen, true);
 	}
 	return err;
 }
@@ -1510,9 +997,9 @@ int store_listing_begin(struct store *st, enum item_kind kind, uint64_t prev,
 	pthread_mutex_lock(&st->write_lock);
 	l->resets = store_resets(st);
 	epoch = st->epoch;
-	err = writing(st, begin_op, l);
+	err = store_writing(st, begin_op, l);
 	pthread_mutex_unlock(&st->write_lock);
-	err = damaged(st, epoch, err);
+	err = store_damaged(st, epoch, err);
 	if (err) {
 		free(l);
 		return err;
@@ -1524,7 +1011,7 @@ int store_listing_begin(struct store *st, enum item_kind kind, uint64_t prev,
 /* The uid of @oid, as a new string; NULL when unknown or on ENOMEM. */
 static char *uid_of(struct conn *c, uint64_t oid)
 {
-	sqlite3_stmt *q = stmt(c, S_UID);
+	sqlite3_stmt *q = store_stmt(c, S_UID);
 	char *uid = NULL;
 
 	if (!q)
@@ -1556,7 +1043,7 @@ struct holder {
 static int entry_get(struct store_listing *l, uint64_t dir, const char *name,
 		     struct holder *h)
 {
-	sqlite3_stmt *q = stmt(l->st->writer, S_ENTRY_GET);
+	sqlite3_stmt *q = store_stmt(l->st->writer, S_ENTRY_GET);
 	int rc;
 
 	if (!q)
@@ -1583,7 +1070,7 @@ static int entry_add(struct store_listing *l, uint64_t dir, const char *name,
 		     uint64_t oid, uint64_t child, unsigned has, unsigned flags,
 		     uint64_t seq)
 {
-	sqlite3_stmt *q = stmt(l->st->writer, S_ENTRY_ADD);
+	sqlite3_stmt *q = store_stmt(l->st->writer, S_ENTRY_ADD);
 	int err;
 
 	if (!q)
@@ -1605,7 +1092,7 @@ static int entry_add(struct store_listing *l, uint64_t dir, const char *name,
 /* Turn the entry @name of @dir into a name held back (no object). */
 static int entry_drop(struct store_listing *l, uint64_t dir, const char *name)
 {
-	sqlite3_stmt *q = stmt(l->st->writer, S_ENTRY_DROP);
+	sqlite3_stmt *q = store_stmt(l->st->writer, S_ENTRY_DROP);
 
 	if (!q)
 		return -EIO;
@@ -1618,8 +1105,8 @@ static int entry_drop(struct store_listing *l, uint64_t dir, const char *name)
 static int listed_rename(struct store_listing *l, uint64_t oid, bool path,
 			 const char *name)
 {
-	sqlite3_stmt *q =
-		stmt(l->st->writer, path ? S_LISTED_PNAME : S_LISTED_INAME);
+	sqlite3_stmt *q = store_stmt(l->st->writer,
+				     path ? S_LISTED_PNAME : S_LISTED_INAME);
 
 	if (!q)
 		return -EIO;
@@ -1633,7 +1120,7 @@ static int listed_rename(struct store_listing *l, uint64_t oid, bool path,
 static int entry_claim(struct store_listing *l, uint64_t dir, const char *name,
 		       uint64_t oid, unsigned has, unsigned flags, uint64_t seq)
 {
-	sqlite3_stmt *q = stmt(l->st->writer, S_ENTRY_CLAIM);
+	sqlite3_stmt *q = store_stmt(l->st->writer, S_ENTRY_CLAIM);
 	int err;
 
 	if (!q)
@@ -1778,14 +1265,14 @@ static int folder(struct store_listing *l, uint64_t parent, const char *name,
 		if (!f)
 			return -ENOMEM;
 		f->key = key.key;
-		q = stmt(w, S_DIR_ID);
+		q = store_stmt(w, S_DIR_ID);
 		err = q ? 0 : -EIO;
 		if (!err) {
 			sqlite3_bind_int64(q, 1, parent);
 			bind_name(q, 2, name);
 			err = sql_step_int(q, &v);
 			f->id = v;
-			note_max(&l->st->max_dir, f->id);
+			store_note_max(&l->st->max_dir, f->id);
 		}
 		if (!err) {
 			uint64_t seq = next_seq(l, parent);
@@ -1807,7 +1294,7 @@ static int folder(struct store_listing *l, uint64_t parent, const char *name,
 		HASH_ADD(hh, l->folders, key, sizeof(f->key), f);
 	}
 	if ((f->has & has) != has) {
-		q = stmt(w, S_ENTRY_HAS);
+		q = store_stmt(w, S_ENTRY_HAS);
 		err = q ? 0 : -EIO;
 		if (!err) {
 			sqlite3_bind_int64(q, 1, l->gen);
@@ -1825,7 +1312,7 @@ static int folder(struct store_listing *l, uint64_t parent, const char *name,
 	}
 	if (!err && status != STORE_NO_STATUS &&
 	    (status >= 64 || !(f->statuses & (1ull << status)))) {
-		q = stmt(w, S_FOLDER_STATUS);
+		q = store_stmt(w, S_FOLDER_STATUS);
 		err = q ? 0 : -EIO;
 		if (!err) {
 			sqlite3_bind_int64(q, 1, l->gen);
@@ -1841,8 +1328,8 @@ static int folder(struct store_listing *l, uint64_t parent, const char *name,
 }
 
 /* The id of status @name, made on first use; STORE_NO_STATUS for NULL. */
-static int status_id_make(struct store *st, struct conn *w, const char *name,
-			  int *id)
+static int store_status_make(struct store *st, struct conn *w, const char *name,
+			     int *id)
 {
 	struct status_name *s;
 	sqlite3_stmt *q;
@@ -1855,7 +1342,7 @@ static int status_id_make(struct store *st, struct conn *w, const char *name,
 	*id = store_status_id(st, name);
 	if (*id != STORE_NO_STATUS)
 		return 0;
-	q = stmt(w, S_STATUS_ADD);
+	q = store_stmt(w, S_STATUS_ADD);
 	if (!q)
 		return -EIO;
 	sqlite3_bind_text(q, 1, name, -1, SQLITE_STATIC);
@@ -1909,7 +1396,7 @@ static int prev_row(struct store_listing *l, uint64_t oid,
 	memset(p, 0, sizeof(*p));
 	if (!l->prev)
 		return 0;
-	q = stmt(l->st->writer, S_PREV);
+	q = store_stmt(l->st->writer, S_PREV);
 	if (!q)
 		return -EIO;
 	sqlite3_bind_int64(q, 1, l->prev);
@@ -1971,7 +1458,7 @@ static int key_path(struct store_listing *l, const struct item *it,
 	return err;
 }
 
-static int64_t time_ns(const struct item *it)
+static int64_t store_time_ns(const struct item *it)
 {
 	return (int64_t)it->mtime.tv_sec * 1000000000 + it->mtime.tv_nsec;
 }
@@ -1992,14 +1479,14 @@ static int add_object(struct store_listing *l, const struct item *it)
 
 	/* its number: found, else made (an upsert that returns it costs
 	 * several times more) */
-	q = stmt(w, S_OBJECT_ID);
+	q = store_stmt(w, S_OBJECT_ID);
 	if (!q)
 		return -EIO;
 	sqlite3_bind_int(q, 1, it->kind);
 	sqlite3_bind_text(q, 2, it->uid, -1, SQLITE_STATIC);
 	err = sql_step_int(q, &v);
 	if (err == -ENOENT) {
-		q = stmt(w, S_OBJECT_ADD);
+		q = store_stmt(w, S_OBJECT_ADD);
 		if (!q)
 			return -EIO;
 		sqlite3_bind_int(q, 1, it->kind);
@@ -2010,7 +1497,7 @@ static int add_object(struct store_listing *l, const struct item *it)
 	oid = v;
 	if (err)
 		return err;
-	note_max(&l->st->max_oid, oid);
+	store_note_max(&l->st->max_oid, oid);
 	err = seen_before(l, oid);
 	if (err)
 		return err > 0 ? 0
@@ -2044,7 +1531,7 @@ static int add_object(struct store_listing *l, const struct item *it)
 	}
 	if (err)
 		goto out;
-	q = stmt(w, S_LISTED_ADD);
+	q = store_stmt(w, S_LISTED_ADD);
 	if (!q) {
 		err = -EIO;
 		goto out;
@@ -2062,12 +1549,12 @@ static int add_object(struct store_listing *l, const struct item *it)
 	if (it->size >= 0)
 		sqlite3_bind_int64(q, 9, it->size);
 	if (it->has_mtime)
-		sqlite3_bind_int64(q, 10, time_ns(it));
+		sqlite3_bind_int64(q, 10, store_time_ns(it));
 	sqlite3_bind_blob(q, 11, it->json, it->json_len, SQLITE_STATIC);
 	err = sql_step_done(q);
 	if (!err && status != STORE_NO_STATUS &&
 	    (status >= 64 || !(l->statuses & (1ull << status)))) {
-		q = stmt(w, S_GEN_STATUS);
+		q = store_stmt(w, S_GEN_STATUS);
 		err = q ? 0 : -EIO;
 		if (!err) {
 			sqlite3_bind_int64(q, 1, l->gen);
@@ -2110,7 +1597,7 @@ static int add_op(struct store *st, void *arg)
 	for (i = 0; i < pa->n && !err; i++) {
 		int id;
 
-		err = status_id_make(st, st->writer, pa->v[i]->status, &id);
+		err = store_status_make(st, st->writer, pa->v[i]->status, &id);
 	}
 	l->n_page_oids = 0;
 	pa->added = 0;
@@ -2142,13 +1629,13 @@ int store_listing_add(struct store_listing *l, struct item *const *v, size_t n)
 		return -EIO;
 	pthread_mutex_lock(&st->write_lock);
 	epoch = st->epoch;
-	err = writing(st, add_op, &pa);
+	err = store_writing(st, add_op, &pa);
 	if (!err)
-		room_check(st);
+		store_room_check(st);
 	pthread_mutex_unlock(&st->write_lock);
 	if (err) {
 		l->failed = true;
-		return damaged(st, epoch, err);
+		return store_damaged(st, epoch, err);
 	}
 	return pa.added;
 }
@@ -2181,7 +1668,7 @@ static int commit_op(struct store *st, void *arg)
 
 	if (store_resets(st) != l->resets)
 		return -ESTALE;
-	q = stmt(st->writer, S_GEN_DONE);
+	q = store_stmt(st->writer, S_GEN_DONE);
 	if (!q)
 		return -EIO;
 	sqlite3_bind_int64(q, 1, l->gen);
@@ -2205,7 +1692,7 @@ uint64_t store_listing_commit(struct store_listing *l)
 	pthread_mutex_lock(&st->write_lock);
 	epoch = st->epoch;
 	if (!err)
-		err = writing(st, commit_op, l);
+		err = store_writing(st, commit_op, l);
 	if (!err) {
 		gen = l->gen;
 		/* a good listing replaces the one set aside, which holds
@@ -2214,7 +1701,7 @@ uint64_t store_listing_commit(struct store_listing *l)
 		unlinkat(st->dir_fd, bad, 0);
 	}
 	pthread_mutex_unlock(&st->write_lock);
-	damaged(st, epoch, err);
+	store_damaged(st, epoch, err);
 	return gen;
 }
 
@@ -2228,10 +1715,10 @@ void store_listing_free(struct store_listing *l)
 	memo_free(l);
 	pthread_mutex_lock(&st->write_lock);
 	if (l->gen && store_resets(st) == l->resets) {
-		building_set(st, l->gen, false);
+		store_building_set(st, l->gen, false);
 		/* a listing that failed is nobody's to read */
 		if (l->failed)
-			release(st, l->gen);
+			store_release(st, l->gen);
 	}
 	/* the pages the writer kept for the listing are not needed until
 	 * the next one */
@@ -2268,11 +1755,11 @@ int store_drop(struct store *st, uint64_t gen)
 
 	pthread_mutex_lock(&st->write_lock);
 	epoch = st->epoch;
-	err = writing(st, drop_op, &gen);
+	err = store_writing(st, drop_op, &gen);
 	if (!err)
-		release(st, gen);
+		store_release(st, gen);
 	pthread_mutex_unlock(&st->write_lock);
-	return damaged(st, epoch, err);
+	return store_damaged(st, epoch, err);
 }
 
 static bool kept(const uint64_t *keep, size_t n_keep, uint64_t gen)
@@ -2307,7 +1794,7 @@ static int collect_op(struct store *st, void *arg)
 	int err = sql_begin(&st->writer->sql);
 
 	c->n = 0;
-	q = err ? NULL : stmt(st->writer, S_GENS);
+	q = err ? NULL : store_stmt(st->writer, S_GENS);
 	if (q) {
 		sqlite3_bind_int(q, 1, c->kind);
 		while (sqlite3_step(q) == SQLITE_ROW) {
@@ -2348,10 +1835,10 @@ void store_collect(struct store *st, enum item_kind kind, const uint64_t *keep,
 
 	pthread_mutex_lock(&st->write_lock);
 	epoch = st->epoch;
-	err = writing(st, collect_op, &c);
+	err = store_writing(st, collect_op, &c);
 	pthread_mutex_unlock(&st->write_lock);
 	free(c.old);
-	damaged(st, epoch, err);
+	store_damaged(st, epoch, err);
 }
 
 /* ---- reading ---- */
@@ -2365,8 +1852,8 @@ static void entry_from_row(struct store *st, sqlite3_stmt *q,
 	e->name_len = sqlite3_column_bytes(q, 0);
 	e->oid = sqlite3_column_int64(q, 1);
 	e->child = sqlite3_column_int64(q, 2);
-	note_max(&st->max_oid, e->oid);
-	note_max(&st->max_dir, e->child);
+	store_note_max(&st->max_oid, e->oid);
+	store_note_max(&st->max_dir, e->child);
 	e->has = sqlite3_column_int(q, 3);
 	e->status = sqlite3_column_int(q, 4);
 	e->size = sqlite3_column_type(q, 5) == SQLITE_NULL
@@ -2397,7 +1884,7 @@ int store_lookup(struct store *st, uint64_t gen, uint64_t dir, const char *name,
 {
 	unsigned epoch;
 	struct conn *c;
-	sqlite3_stmt *q = reader_stmt(st, S_LOOKUP, &c);
+	sqlite3_stmt *q = store_reader_stmt(st, S_LOOKUP, &c);
 	int rc, err;
 
 	if (!q)
@@ -2416,8 +1903,8 @@ int store_lookup(struct store *st, uint64_t gen, uint64_t dir, const char *name,
 	}
 	sqlite3_reset(q);
 	epoch = c->epoch;
-	conn_put(st, c);
-	return damaged(st, epoch, err);
+	store_conn_put(st, c);
+	return store_damaged(st, epoch, err);
 }
 
 int store_readdir(struct store *st, uint64_t gen, uint64_t dir, uint64_t after,
@@ -2429,7 +1916,7 @@ int store_readdir(struct store *st, uint64_t gen, uint64_t dir, uint64_t after,
 	unsigned epoch;
 	struct conn *c;
 	sqlite3_stmt *q =
-		reader_stmt(st, list ? S_READDIR_LIST : S_READDIR, &c);
+		store_reader_stmt(st, list ? S_READDIR_LIST : S_READDIR, &c);
 	int rc, ret = 0;
 
 	if (!q)
@@ -2452,8 +1939,8 @@ int store_readdir(struct store *st, uint64_t gen, uint64_t dir, uint64_t after,
 		ret = sql_errno(rc);
 	sqlite3_reset(q);
 	epoch = c->epoch;
-	conn_put(st, c);
-	return damaged(st, epoch, ret);
+	store_conn_put(st, c);
+	return store_damaged(st, epoch, ret);
 }
 
 int store_object(struct store *st, uint64_t gen, enum item_kind kind,
@@ -2461,7 +1948,7 @@ int store_object(struct store *st, uint64_t gen, enum item_kind kind,
 {
 	unsigned epoch;
 	struct conn *c;
-	sqlite3_stmt *q = reader_stmt(st, S_OBJECT, &c);
+	sqlite3_stmt *q = store_reader_stmt(st, S_OBJECT, &c);
 	int rc, err = 0;
 
 	*out = NULL;
@@ -2482,8 +1969,8 @@ int store_object(struct store *st, uint64_t gen, enum item_kind kind,
 	}
 	sqlite3_reset(q);
 	epoch = c->epoch;
-	conn_put(st, c);
-	return damaged(st, epoch, err);
+	store_conn_put(st, c);
+	return store_damaged(st, epoch, err);
 }
 
 int store_object_entry(struct store *st, uint64_t gen, uint64_t oid,
@@ -2491,7 +1978,7 @@ int store_object_entry(struct store *st, uint64_t gen, uint64_t oid,
 {
 	unsigned epoch;
 	struct conn *c;
-	sqlite3_stmt *q = reader_stmt(st, S_OBJECT_ENTRY, &c);
+	sqlite3_stmt *q = store_reader_stmt(st, S_OBJECT_ENTRY, &c);
 	int rc, err = 0;
 
 	if (!q)
@@ -2508,8 +1995,8 @@ int store_object_entry(struct store *st, uint64_t gen, uint64_t oid,
 	}
 	sqlite3_reset(q);
 	epoch = c->epoch;
-	conn_put(st, c);
-	return damaged(st, epoch, err);
+	store_conn_put(st, c);
+	return store_damaged(st, epoch, err);
 }
 
 /* The position of entry @name (@len bytes) of @dir in @gen, and of the
@@ -2517,7 +2004,7 @@ int store_object_entry(struct store *st, uint64_t gen, uint64_t oid,
 static void place_in(struct conn *c, uint64_t gen, uint64_t dir,
 		     const void *name, int len, uint64_t *pos, uint64_t *next)
 {
-	sqlite3_stmt *q = stmt(c, S_PLACE);
+	sqlite3_stmt *q = store_stmt(c, S_PLACE);
 
 	*pos = *next = 0;
 	if (!q)
@@ -2537,7 +2024,7 @@ int store_object_place(struct store *st, uint64_t gen, enum item_kind kind,
 {
 	unsigned epoch;
 	struct conn *c;
-	sqlite3_stmt *q = reader_stmt(st, S_PLACE_NAMES, &c);
+	sqlite3_stmt *q = store_reader_stmt(st, S_PLACE_NAMES, &c);
 	int rc, err = 0;
 
 	memset(p, 0, sizeof(*p));
@@ -2565,14 +2052,14 @@ int store_object_place(struct store *st, uint64_t gen, enum item_kind kind,
 	}
 	sqlite3_reset(q);
 	epoch = c->epoch;
-	conn_put(st, c);
-	return damaged(st, epoch, err);
+	store_conn_put(st, c);
+	return store_damaged(st, epoch, err);
 }
 
 uint64_t store_dir_parent(struct store *st, uint64_t dir)
 {
-	struct conn *c = conn_get(st);
-	sqlite3_stmt *q = c ? stmt(c, S_DIR_PARENT) : NULL;
+	struct conn *c = store_conn_get(st);
+	sqlite3_stmt *q = c ? store_stmt(c, S_DIR_PARENT) : NULL;
 	int64_t parent = 0;
 
 	if (q) {
@@ -2581,14 +2068,14 @@ uint64_t store_dir_parent(struct store *st, uint64_t dir)
 			parent = 0;
 	}
 	if (c)
-		conn_put(st, c);
+		store_conn_put(st, c);
 	return parent;
 }
 
 int64_t store_objects(struct store *st, uint64_t gen)
 {
-	struct conn *c = conn_get(st);
-	sqlite3_stmt *q = c ? stmt(c, S_OBJECTS) : NULL;
+	struct conn *c = store_conn_get(st);
+	sqlite3_stmt *q = c ? store_stmt(c, S_OBJECTS) : NULL;
 	int64_t n = -1;
 
 	if (q) {
@@ -2597,7 +2084,7 @@ int64_t store_objects(struct store *st, uint64_t gen)
 			n = -1;
 	}
 	if (c)
-		conn_put(st, c);
+		store_conn_put(st, c);
 	return n;
 }
 
@@ -2631,7 +2118,7 @@ int store_status_ensure(struct store *st, const char *name)
 
 	pthread_mutex_lock(&st->write_lock);
 	if (st->writer)
-		err = status_id_make(st, st->writer, name, &id);
+		err = store_status_make(st, st->writer, name, &id);
 	pthread_mutex_unlock(&st->write_lock);
 	return err ? err : id;
 }
@@ -2640,7 +2127,7 @@ long store_statuses(struct store *st, uint64_t gen, int **out)
 {
 	unsigned epoch;
 	struct conn *c;
-	sqlite3_stmt *q = reader_stmt(st, S_STATUSES, &c);
+	sqlite3_stmt *q = store_reader_stmt(st, S_STATUSES, &c);
 	size_t n = 0, cap = 0;
 	int *v = NULL, rc;
 
@@ -2657,10 +2144,10 @@ long store_statuses(struct store *st, uint64_t gen, int **out)
 	}
 	sqlite3_reset(q);
 	epoch = c->epoch;
-	conn_put(st, c);
+	store_conn_put(st, c);
 	if (rc != SQLITE_DONE) {
 		free(v);
-		return damaged(st, epoch, sql_errno(rc));
+		return store_damaged(st, epoch, sql_errno(rc));
 	}
 	*out = v;
 	return (long)n;
@@ -2691,7 +2178,7 @@ int store_changes(struct store *st, uint64_t old, uint64_t new,
 		" WHERE o.gen = ?1 AND (o.status != n.status"
 		" OR o.mtime IS NOT n.mtime OR o.size IS NOT n.size)",
 	};
-	struct conn *c = conn_get(st);
+	struct conn *c = store_conn_get(st);
 	unsigned epoch;
 	size_t i;
 	int rc = SQLITE_DONE;
@@ -2722,8 +2209,8 @@ int store_changes(struct store *st, uint64_t old, uint64_t new,
 		sqlite3_finalize(q);
 	}
 	epoch = c->epoch;
-	conn_put(st, c);
-	return damaged(st, epoch, rc == SQLITE_DONE ? 0 : sql_errno(rc));
+	store_conn_put(st, c);
+	return store_damaged(st, epoch, rc == SQLITE_DONE ? 0 : sql_errno(rc));
 }
 
 void store_learn_size(struct store *st, const struct item *it, int which,
@@ -2737,14 +2224,14 @@ void store_learn_size(struct store *st, const struct item *it, int which,
 	if (pthread_mutex_trylock(&st->write_lock))
 		return;
 	c = st->writer;
-	q = c ? stmt(c, S_LEARN) : NULL;
+	q = c ? store_stmt(c, S_LEARN) : NULL;
 	if (q) {
 		sqlite3_bind_int64(q, 1, it->oid);
 		sqlite3_bind_int(q, 2, which);
 		sqlite3_bind_int64(q, 3, size);
 		sqlite3_bind_text(q, 4, etag ? etag : "", -1, SQLITE_STATIC);
 		if (it->has_mtime)
-			sqlite3_bind_int64(q, 5, time_ns(it));
+			sqlite3_bind_int64(q, 5, store_time_ns(it));
 		sql_step_done(q);
 	}
 	pthread_mutex_unlock(&st->write_lock);
