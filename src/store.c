@@ -32,12 +32,6 @@
 #define NAME_KEPT 1 /* from the previous generation */
 #define NAME_DECORATED 2 /* carries ~uid: a collision was resolved */
 
-struct status_name {
-	int id;
-	char *name;
-	UT_hash_handle hh;
-};
-
 /* A generation this process has locked for reading, and how many times:
  * the lock goes with the last. */
 struct held {
@@ -62,70 +56,6 @@ static struct floors floors_now(struct store *st)
 	};
 
 	return f;
-}
-
-static void store_statuses_clear(struct store *st)
-{
-	struct status_name *s, *tmp;
-
-	HASH_ITER(hh, st->statuses, s, tmp) {
-		HASH_DEL(st->statuses, s);
-		free(s->name);
-		free(s);
-	}
-	free(st->status_by_id);
-	st->status_by_id = NULL;
-	st->n_status_ids = 0;
-}
-
-/* Read the status names of the writer's database. Called with write_lock
- * held. */
-static int store_statuses_load(struct store *st)
-{
-	struct conn *c = st->writer;
-	sqlite3_stmt *q;
-	int rc, err = 0;
-
-	rc = sqlite3_prepare_v2(c->sql.db, "SELECT id, name FROM statuses", -1,
-				&q, NULL);
-	if (rc != SQLITE_OK)
-		return sql_errno(rc);
-	pthread_mutex_lock(&st->lock);
-	store_statuses_clear(st);
-	while ((rc = sqlite3_step(q)) == SQLITE_ROW && !err) {
-		struct status_name *s = calloc(1, sizeof(*s));
-		int id = sqlite3_column_int(q, 0);
-
-		if (!s || id <= 0 ||
-		    !(s->name = strdup(
-			      (const char *)sqlite3_column_text(q, 1)))) {
-			free(s);
-			err = id <= 0 ? -EBADMSG : -ENOMEM;
-			break;
-		}
-		s->id = id;
-		HASH_ADD_KEYPTR(hh, st->statuses, s->name, strlen(s->name), s);
-		if ((size_t)id >= st->n_status_ids) {
-			size_t n = id + 16;
-			struct status_name **v =
-				realloc(st->status_by_id, n * sizeof(*v));
-
-			if (!v) {
-				err = -ENOMEM;
-				break;
-			}
-			memset(v + st->n_status_ids, 0,
-			       (n - st->n_status_ids) * sizeof(*v));
-			st->status_by_id = v;
-			st->n_status_ids = n;
-		}
-		st->status_by_id[id] = s;
-	}
-	pthread_mutex_unlock(&st->lock);
-	sqlite3_finalize(q);
-	if (!err && rc != SQLITE_DONE)
-		err = sql_errno(rc);
-	return err;
 }
 
 /* Whether the file is as long as the database says: a truncated one would
@@ -1327,58 +1257,6 @@ static int folder(struct store_listing *l, uint64_t parent, const char *name,
 	return err;
 }
 
-/* The id of status @name, made on first use; STORE_NO_STATUS for NULL. */
-static int store_status_make(struct store *st, struct conn *w, const char *name,
-			     int *id)
-{
-	struct status_name *s;
-	sqlite3_stmt *q;
-	int64_t v;
-	int err;
-
-	*id = STORE_NO_STATUS;
-	if (!name)
-		return 0;
-	*id = store_status_id(st, name);
-	if (*id != STORE_NO_STATUS)
-		return 0;
-	q = store_stmt(w, S_STATUS_ADD);
-	if (!q)
-		return -EIO;
-	sqlite3_bind_text(q, 1, name, -1, SQLITE_STATIC);
-	err = sql_step_int(q, &v);
-	if (err)
-		return err;
-	s = calloc(1, sizeof(*s));
-	if (!s || !(s->name = strdup(name))) {
-		free(s);
-		return -ENOMEM;
-	}
-	s->id = (int)v;
-	pthread_mutex_lock(&st->lock);
-	if ((size_t)s->id >= st->n_status_ids) {
-		size_t n = s->id + 16;
-		struct status_name **vv =
-			realloc(st->status_by_id, n * sizeof(*vv));
-
-		if (!vv) {
-			pthread_mutex_unlock(&st->lock);
-			free(s->name);
-			free(s);
-			return -ENOMEM;
-		}
-		memset(vv + st->n_status_ids, 0,
-		       (n - st->n_status_ids) * sizeof(*vv));
-		st->status_by_id = vv;
-		st->n_status_ids = n;
-	}
-	st->status_by_id[s->id] = s;
-	HASH_ADD_KEYPTR(hh, st->statuses, s->name, strlen(s->name), s);
-	pthread_mutex_unlock(&st->lock);
-	*id = s->id;
-	return 0;
-}
-
 /* What the previous generation had for @oid. */
 struct prev_row {
 	bool found;
@@ -2086,41 +1964,6 @@ int64_t store_objects(struct store *st, uint64_t gen)
 	if (c)
 		store_conn_put(st, c);
 	return n;
-}
-
-char *store_status_name(struct store *st, int status)
-{
-	char *name = NULL;
-
-	pthread_mutex_lock(&st->lock);
-	if (status > 0 && (size_t)status < st->n_status_ids &&
-	    st->status_by_id[status])
-		name = strdup(st->status_by_id[status]->name);
-	pthread_mutex_unlock(&st->lock);
-	return name;
-}
-
-int store_status_id(struct store *st, const char *name)
-{
-	struct status_name *s;
-	int id;
-
-	pthread_mutex_lock(&st->lock);
-	HASH_FIND_STR(st->statuses, name, s);
-	id = s ? s->id : STORE_NO_STATUS;
-	pthread_mutex_unlock(&st->lock);
-	return id;
-}
-
-int store_status_ensure(struct store *st, const char *name)
-{
-	int id, err = -EIO;
-
-	pthread_mutex_lock(&st->write_lock);
-	if (st->writer)
-		err = store_status_make(st, st->writer, name, &id);
-	pthread_mutex_unlock(&st->write_lock);
-	return err ? err : id;
 }
 
 long store_statuses(struct store *st, uint64_t gen, int **out)

@@ -130,6 +130,19 @@ sqlite3_stmt *store_reader_stmt(struct store *st, enum stmt which,
 int store_claim(struct conn *c, const struct store_config *cfg,
 		const struct floors *f);
 
+/* ---- store_status.c ---- */
+
+/* Read the status names of the writer's database into memory, or forget
+ * them. Called with write_lock held, or before the store is shared. */
+int store_statuses_load(struct store *st);
+void store_statuses_clear(struct store *st);
+
+/* The id of status @name in *@id, made (with @w, the writer) on first
+ * use; STORE_NO_STATUS for NULL. 0 or a negative errno. Called with
+ * write_lock held. */
+int store_status_make(struct store *st, struct conn *w, const char *name,
+		      int *id);
+
 /* ---- store.c ---- */
 
 /* The database of @epoch failed at run time: damaged (@damaged), or set
