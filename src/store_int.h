@@ -143,11 +143,39 @@ void store_statuses_clear(struct store *st);
 int store_status_make(struct store *st, struct conn *w, const char *name,
 		      int *id);
 
+/* ---- store_gens.c ---- */
+
+/* Hold generation @gen for reading once more (locked against removal by
+ * another mount the first time), or let go of it once (unlocked with the
+ * last). 0, -EBUSY, or another negative errno. Called with write_lock
+ * held. */
+int store_hold(struct store *st, uint64_t gen);
+void store_release(struct store *st, uint64_t gen);
+
+/* Note that this process writes @gen (@on), or no longer does: no
+ * collection removes it meanwhile. Called with write_lock held. */
+void store_building_set(struct store *st, uint64_t gen, bool on);
+
 /* ---- store.c ---- */
 
 /* The database of @epoch failed at run time: damaged (@damaged), or set
  * aside or removed by another mount. Called with no lock of the store
  * held. */
 void store_reset(struct store *st, unsigned epoch, bool damaged);
+
+/* @err of an operation on the database of @epoch: a damaged one is reset
+ * (the caller gets -EIO, the next one a new listing). Called with no lock
+ * of the store held. */
+int store_damaged(struct store *st, unsigned epoch, int err);
+
+/* Raise *@max (a number shown: st->max_oid, max_dir, max_gen) to @v. */
+void store_note_max(uint64_t *max, uint64_t v);
+
+/* Run @op (a write of the writer's, rolled back whole when it fails) with
+ * write_lock held; on a full disk the data cache gives room back and it
+ * runs again, then the listings move to memory and it runs once more.
+ * Returns what @op returned. */
+int store_writing(struct store *st, int (*op)(struct store *st, void *arg),
+		  void *arg);
 
 #endif
