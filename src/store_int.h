@@ -130,6 +130,10 @@ sqlite3_stmt *store_reader_stmt(struct store *st, enum stmt which,
 int store_claim(struct conn *c, const struct store_config *cfg,
 		const struct floors *f);
 
+/* The time of @it as listed.mtime and learned.mtime hold it: nanoseconds
+ * since the epoch. */
+int64_t store_time_ns(const struct item *it);
+
 /* ---- store_status.c ---- */
 
 /* Read the status names of the writer's database into memory, or forget

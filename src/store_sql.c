@@ -430,3 +430,8 @@ int store_claim(struct conn *c, const struct store_config *cfg,
 	}
 	return err;
 }
+
+int64_t store_time_ns(const struct item *it)
+{
+	return (int64_t)it->mtime.tv_sec * 1000000000 + it->mtime.tv_nsec;
+}
