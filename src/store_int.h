@@ -1,5 +1,8 @@
 /* What the files of the listing store share: the store itself, its
  * connections and statements, and the steps one file takes for another.
+ * Every listing is written, page by page, under a generation of its own;
+ * readers name the generation they read, so a listing in the making is
+ * never seen and the one it replaces stays whole until collected.
  * Lock order: st->write_lock, then st->lock (the connection pool and the
  * status table); neither is held across a callback. */
 #ifndef AVALAFS_STORE_INT_H
@@ -181,5 +184,10 @@ void store_note_max(uint64_t *max, uint64_t v);
  * Returns what @op returned. */
 int store_writing(struct store *st, int (*op)(struct store *st, void *arg),
 		  void *arg);
+
+/* After a page of a listing: one grown past the cache's budget goes to
+ * memory, else the data cache gives back room. Called with write_lock
+ * held. */
+void store_room_check(struct store *st);
 
 #endif
