@@ -280,9 +280,21 @@ static char *candidate(const char *base, const char *uid, unsigned attempt)
 			      attempt > 2 ? attempt - 2 : 0);
 }
 
-static int place(struct store_listing *l, uint64_t dir, const char *base,
-		 const char *kept, const char *uid, uint64_t oid, unsigned has,
-		 bool path, unsigned first, uint64_t seq, char **placed);
+/* An object to give a name in one directory, for place(). */
+struct naming {
+	uint64_t dir;
+	const char *base; /* its name before collisions (names_base()) */
+	const char *kept; /* the name the last listing gave it, or NULL */
+	const char *uid;
+	uint64_t oid;
+	unsigned has; /* STORE_HAS_* of the object */
+	bool path; /* in the key-path tree, else in items/ or sequences/ */
+	unsigned first; /* the first candidate() to try */
+	uint64_t seq; /* its place in the directory's order; 0: the next */
+};
+
+static int place(struct store_listing *l, const struct naming *n,
+		 char **placed);
 
 /* Move the object entry @name of @dir (held by @h, under its plain name)
  * to a decorated name, and leave @name held back, so that no later object
@@ -297,9 +309,20 @@ static int rename_holder(struct store_listing *l, uint64_t dir,
 		return -ENOMEM;
 	/* it keeps its place in the folder's order */
 	err = entry_drop(l, dir, name);
-	if (!err)
-		err = place(l, dir, name, NULL, uid, h->oid, h->has, path, 1,
-			    h->seq, &moved);
+	if (!err) {
+		struct naming n = {
+			.dir = dir,
+			.base = name,
+			.uid = uid,
+			.oid = h->oid,
+			.has = h->has,
+			.path = path,
+			.first = 1,
+			.seq = h->seq,
+		};
+
+		err = place(l, &n, &moved);
+	}
 	if (!err)
 		err = listed_rename(l, h->oid, path, moved);
 	free(moved);
@@ -313,23 +336,21 @@ static bool plain(const struct holder *h)
 	return h->oid && !(h->flags & (NAME_KEPT | NAME_DECORATED));
 }
 
-/* Give object @oid a free name in @dir and write its entry: @kept, the name
- * the last listing gave it, when there is one; else candidate @first on of
- * @base. A plain name of this listing it collides with is renamed too (both
+/* Give the object of @n a free name in its directory and write its entry:
+ * the name the last listing gave it, when there is one; else candidate
+ * @n->first on of its base. A plain name of this listing it collides with is renamed too (both
  * get ~uid, and the name is held back for later ones); a kept name, a
  * folder or a name held back is left to its holder, except that a kept
  * name takes back its own. The name goes to @placed (a new string). */
-static int place(struct store_listing *l, uint64_t dir, const char *base,
-		 const char *kept, const char *uid, uint64_t oid, unsigned has,
-		 bool path, unsigned first, uint64_t seq, char **placed)
+static int place(struct store_listing *l, const struct naming *n, char **placed)
 {
+	uint64_t dir = n->dir, seq = n->seq ? n->seq : next_seq(l, dir);
+	const char *base = n->base, *kept = n->kept;
 	struct holder h;
 	unsigned attempt;
 	int err;
 
 	*placed = NULL;
-	if (!seq)
-		seq = next_seq(l, dir);
 	if (!seq)
 		return -ENOMEM;
 	if (kept && strcmp(kept, base) != 0) {
@@ -339,18 +360,19 @@ static int place(struct store_listing *l, uint64_t dir, const char *base,
 		err = entry_add(l, dir, base, 0, 0, 0, 0, 0);
 		if (err == 0 && !(err = entry_get(l, dir, base, &h)) &&
 		    plain(&h))
-			err = rename_holder(l, dir, base, &h, path);
+			err = rename_holder(l, dir, base, &h, n->path);
 		if (err < 0)
 			return err;
 	}
 	if (kept) {
-		err = entry_add(l, dir, kept, oid, 0, has, NAME_KEPT, seq);
+		err = entry_add(l, dir, kept, n->oid, 0, n->has, NAME_KEPT,
+				seq);
 		if (err == 0 && !(err = entry_get(l, dir, kept, &h)) &&
 		    plain(&h))
-			err = rename_holder(l, dir, kept, &h, path);
+			err = rename_holder(l, dir, kept, &h, n->path);
 		if (err == 0)
-			err = entry_claim(l, dir, kept, oid, has, NAME_KEPT,
-					  seq);
+			err = entry_claim(l, dir, kept, n->oid, n->has,
+					  NAME_KEPT, seq);
 		if (err == 1) {
 			*placed = strdup(kept);
 			return *placed ? 0 : -ENOMEM;
@@ -359,12 +381,12 @@ static int place(struct store_listing *l, uint64_t dir, const char *base,
 			return err;
 		/* a folder or another kept name has it now */
 	}
-	for (attempt = first; attempt < 1000; attempt++) {
-		char *name = candidate(base, uid, attempt);
+	for (attempt = n->first; attempt < 1000; attempt++) {
+		char *name = candidate(base, n->uid, attempt);
 
 		if (!name)
 			return -ENOMEM;
-		err = entry_add(l, dir, name, oid, 0, has,
+		err = entry_add(l, dir, name, n->oid, 0, n->has,
 				attempt ? NAME_DECORATED : 0, seq);
 		if (err == 1) {
 			*placed = name;
@@ -372,7 +394,7 @@ static int place(struct store_listing *l, uint64_t dir, const char *base,
 		}
 		if (err == 0 && attempt == 0 &&
 		    !(err = entry_get(l, dir, name, &h)) && plain(&h))
-			err = rename_holder(l, dir, name, &h, path);
+			err = rename_holder(l, dir, name, &h, n->path);
 		free(name);
 		if (err < 0)
 			return err;
@@ -380,86 +402,111 @@ static int place(struct store_listing *l, uint64_t dir, const char *base,
 	return -EEXIST;
 }
 
+/* Folder @name under @parent, seen first in this listing: its id in @f
+ * (made on first use ever), and its entry, to which a file of that name
+ * yields. */
+static int folder_new(struct store_listing *l, uint64_t parent,
+		      const char *name, unsigned has, struct folder_memo *f)
+{
+	sqlite3_stmt *q = store_stmt(l->st->writer, S_DIR_ID);
+	struct holder h;
+	uint64_t seq;
+	int64_t v;
+	int err;
+
+	if (!q)
+		return -EIO;
+	sqlite3_bind_int64(q, 1, parent);
+	bind_name(q, 2, name);
+	err = sql_step_int(q, &v);
+	if (err)
+		return err;
+	f->id = v;
+	store_note_max(&l->st->max_dir, f->id);
+	seq = next_seq(l, parent);
+	err = seq ? entry_add(l, parent, name, 0, f->id, has, 0, seq) : -ENOMEM;
+	if (err == 0 && !entry_get(l, parent, name, &h) && h.oid) {
+		/* a file of that name, kept or not: it yields to the
+		 * folder */
+		err = rename_holder(l, parent, name, &h, true);
+	}
+	return err < 0 ? err : 0;
+}
+
+/* The entry of folder @f, @name under @parent, with @has bits too. */
+static int folder_has(struct store_listing *l, struct folder_memo *f,
+		      uint64_t parent, const char *name, unsigned has)
+{
+	sqlite3_stmt *q;
+	int err;
+
+	if ((f->has & has) == has)
+		return 0;
+	q = store_stmt(l->st->writer, S_ENTRY_HAS);
+	if (!q)
+		return -EIO;
+	sqlite3_bind_int64(q, 1, l->gen);
+	sqlite3_bind_int64(q, 2, parent);
+	bind_name(q, 3, name);
+	sqlite3_bind_int(q, 4, has);
+	sqlite3_bind_int64(q, 5, f->id);
+	/* a name held back becomes the folder: its place is new */
+	sqlite3_bind_int64(q, 6, next_seq(l, parent));
+	err = sql_step_done(q);
+	if (!err)
+		f->has |= has;
+	return err;
+}
+
+/* Status @status beneath folder @f (STORE_NO_STATUS: none). */
+static int folder_status(struct store_listing *l, struct folder_memo *f,
+			 int status)
+{
+	sqlite3_stmt *q;
+	int err;
+
+	if (status == STORE_NO_STATUS ||
+	    (status < 64 && (f->statuses & (1ull << status))))
+		return 0;
+	q = store_stmt(l->st->writer, S_FOLDER_STATUS);
+	if (!q)
+		return -EIO;
+	sqlite3_bind_int64(q, 1, l->gen);
+	sqlite3_bind_int64(q, 2, f->id);
+	sqlite3_bind_int(q, 3, status);
+	err = sql_step_done(q);
+	if (!err && status < 64)
+		f->statuses |= 1ull << status;
+	return err;
+}
+
 /* The id of folder @name under @parent (made on first use), and its entry
  * in this generation with @has bits and @status beneath it. */
 static int folder(struct store_listing *l, uint64_t parent, const char *name,
 		  unsigned has, int status, uint64_t *id)
 {
-	struct conn *w = l->st->writer;
 	struct folder_memo key, *f;
-	sqlite3_stmt *q;
-	int err = 0;
+	int err;
 
 	memset(&key.key, 0, sizeof(key.key));
 	key.key.parent = parent;
 	snprintf(key.key.name, sizeof(key.key.name), "%s", name);
 	HASH_FIND(hh, l->folders, &key.key, sizeof(key.key), f);
 	if (!f) {
-		struct holder h;
-		int64_t v;
-
 		f = calloc(1, sizeof(*f));
 		if (!f)
 			return -ENOMEM;
 		f->key = key.key;
-		q = store_stmt(w, S_DIR_ID);
-		err = q ? 0 : -EIO;
-		if (!err) {
-			sqlite3_bind_int64(q, 1, parent);
-			bind_name(q, 2, name);
-			err = sql_step_int(q, &v);
-			f->id = v;
-			store_note_max(&l->st->max_dir, f->id);
-		}
-		if (!err) {
-			uint64_t seq = next_seq(l, parent);
-
-			err = seq ? entry_add(l, parent, name, 0, f->id, has, 0,
-					      seq)
-				  : -ENOMEM;
-		}
-		if (err == 0 && !entry_get(l, parent, name, &h) && h.oid) {
-			/* a file of that name, kept or not: it yields to the
-			 * folder */
-			err = rename_holder(l, parent, name, &h, true);
-		}
-		if (err < 0) {
+		err = folder_new(l, parent, name, has, f);
+		if (err) {
 			free(f);
 			return err;
 		}
-		err = 0;
 		HASH_ADD(hh, l->folders, key, sizeof(f->key), f);
 	}
-	if ((f->has & has) != has) {
-		q = store_stmt(w, S_ENTRY_HAS);
-		err = q ? 0 : -EIO;
-		if (!err) {
-			sqlite3_bind_int64(q, 1, l->gen);
-			sqlite3_bind_int64(q, 2, parent);
-			bind_name(q, 3, name);
-			sqlite3_bind_int(q, 4, has);
-			sqlite3_bind_int64(q, 5, f->id);
-			/* a name held back becomes the folder: its place is
-			 * new */
-			sqlite3_bind_int64(q, 6, next_seq(l, parent));
-			err = sql_step_done(q);
-		}
-		if (!err)
-			f->has |= has;
-	}
-	if (!err && status != STORE_NO_STATUS &&
-	    (status >= 64 || !(f->statuses & (1ull << status)))) {
-		q = store_stmt(w, S_FOLDER_STATUS);
-		err = q ? 0 : -EIO;
-		if (!err) {
-			sqlite3_bind_int64(q, 1, l->gen);
-			sqlite3_bind_int64(q, 2, f->id);
-			sqlite3_bind_int(q, 3, status);
-			err = sql_step_done(q);
-		}
-		if (!err && status < 64)
-			f->statuses |= 1ull << status;
-	}
+	err = folder_has(l, f, parent, name, has);
+	if (!err)
+		err = folder_status(l, f, status);
 	*id = f->id;
 	return err;
 }
@@ -545,23 +592,16 @@ static void prev_clear(struct prev_row *p)
 	free(p->pname);
 }
 
-/* Add one object to the listing: 1, 0 when its uid came earlier in this
- * listing, or a negative errno. */
-static int add_object(struct store_listing *l, const struct item *it)
+/* The number of @it: found, else made (an upsert that returns it costs
+ * several times more). */
+static int object_id(struct store_listing *l, const struct item *it,
+		     uint64_t *oid)
 {
 	struct conn *w = l->st->writer;
-	struct prev_row prev = { 0 };
-	char *base = NULL, *iname = NULL, *pname = NULL, *pbase = NULL;
-	unsigned has = (it->data_url ? STORE_HAS_DATA : 0) |
-		       (it->thumb_url ? STORE_HAS_THUMB : 0);
-	uint64_t oid, pdir = 0;
-	sqlite3_stmt *q;
+	sqlite3_stmt *q = store_stmt(w, S_OBJECT_ID);
 	int64_t v;
-	int status, err;
+	int err;
 
-	/* its number: found, else made (an upsert that returns it costs
-	 * several times more) */
-	q = store_stmt(w, S_OBJECT_ID);
 	if (!q)
 		return -EIO;
 	sqlite3_bind_int(q, 1, it->kind);
@@ -576,56 +616,78 @@ static int add_object(struct store_listing *l, const struct item *it)
 		err = sql_step_done(q);
 		v = sqlite3_last_insert_rowid(w->sql.db);
 	}
-	oid = v;
-	if (err)
-		return err;
-	store_note_max(&l->st->max_oid, oid);
-	err = seen_before(l, oid);
-	if (err)
-		return err > 0 ? 0
-			       : err; /* listed twice: the first one stays */
-	status = it->status ? store_status_id(l->st, it->status)
-			    : STORE_NO_STATUS;
+	*oid = v;
+	if (!err)
+		store_note_max(&l->st->max_oid, *oid);
+	return err;
+}
+
+/* The names an object has in a generation. */
+struct object_names {
+	char *iname; /* in items/ or sequences/ */
+	uint64_t pdir; /* its folder in the key-path tree, 0: none */
+	char *pname; /* its name there, or NULL */
+};
+
+/* Name object @oid in every view of @l: new strings in @on. */
+static int name_object(struct store_listing *l, const struct item *it,
+		       uint64_t oid, unsigned has, int status,
+		       struct object_names *on)
+{
+	struct naming n = { .uid = it->uid, .oid = oid, .has = has };
+	char *base = NULL, *pbase = NULL;
+	struct prev_row prev;
+	int err;
+
 	err = prev_row(l, oid, it, &prev);
-	if (err)
-		goto out;
-	base = names_base(it->key, it->key ? it->key_len : 0, it->uid);
-	if (!base) {
-		err = -ENOMEM;
-		goto out;
+	if (!err) {
+		base = names_base(it->key, it->key ? it->key_len : 0, it->uid);
+		err = base ? 0 : -ENOMEM;
 	}
 	/* items/ or sequences/ */
-	err = place(l,
-		    l->kind == ITEM_KIND_ITEM ? STORE_DIR_ITEMS
-					      : STORE_DIR_SEQUENCES,
-		    base, prev.found && prev.same_key ? prev.iname : NULL,
-		    it->uid, oid, has, false, 0, 0, &iname);
+	if (!err) {
+		n.dir = l->kind == ITEM_KIND_ITEM ? STORE_DIR_ITEMS
+						  : STORE_DIR_SEQUENCES;
+		n.base = base;
+		n.kept = prev.found && prev.same_key ? prev.iname : NULL;
+		err = place(l, &n, &on->iname);
+	}
 	/* the key-path tree: items with a file to show */
 	if (!err && l->kind == ITEM_KIND_ITEM && has) {
-		err = key_path(l, it, has, status, &pdir, &pbase);
+		err = key_path(l, it, has, status, &on->pdir, &pbase);
+		n.dir = on->pdir;
+		n.base = pbase;
+		n.kept = prev.found && prev.same_key && prev.pdir == on->pdir
+				 ? prev.pname
+				 : NULL;
+		n.path = true;
 		if (!err)
-			err = place(l, pdir, pbase,
-				    prev.found && prev.same_key &&
-						    prev.pdir == pdir
-					    ? prev.pname
-					    : NULL,
-				    it->uid, oid, has, true, 0, 0, &pname);
+			err = place(l, &n, &on->pname);
 	}
-	if (err)
-		goto out;
-	q = store_stmt(w, S_LISTED_ADD);
-	if (!q) {
-		err = -EIO;
-		goto out;
-	}
+	prev_clear(&prev);
+	free(base);
+	free(pbase);
+	return err;
+}
+
+/* The row of object @oid in @l's generation: what getattr needs, and its
+ * JSON. */
+static int listed_add(struct store_listing *l, const struct item *it,
+		      uint64_t oid, unsigned has, int status,
+		      const struct object_names *on)
+{
+	sqlite3_stmt *q = store_stmt(l->st->writer, S_LISTED_ADD);
+
+	if (!q)
+		return -EIO;
 	sqlite3_bind_int64(q, 1, l->gen);
 	sqlite3_bind_int64(q, 2, oid);
 	if (it->key)
 		sqlite3_bind_blob(q, 3, it->key, it->key_len, SQLITE_STATIC);
-	bind_name(q, 4, iname);
-	sqlite3_bind_int64(q, 5, pdir);
-	if (pname)
-		bind_name(q, 6, pname);
+	bind_name(q, 4, on->iname);
+	sqlite3_bind_int64(q, 5, on->pdir);
+	if (on->pname)
+		bind_name(q, 6, on->pname);
 	sqlite3_bind_int(q, 7, has);
 	sqlite3_bind_int(q, 8, status);
 	if (it->size >= 0)
@@ -633,25 +695,55 @@ static int add_object(struct store_listing *l, const struct item *it)
 	if (it->has_mtime)
 		sqlite3_bind_int64(q, 10, store_time_ns(it));
 	sqlite3_bind_blob(q, 11, it->json, it->json_len, SQLITE_STATIC);
+	return sql_step_done(q);
+}
+
+/* Status @status in @l's generation (STORE_NO_STATUS: none). */
+static int gen_status(struct store_listing *l, int status)
+{
+	sqlite3_stmt *q;
+	int err;
+
+	if (status == STORE_NO_STATUS ||
+	    (status < 64 && (l->statuses & (1ull << status))))
+		return 0;
+	q = store_stmt(l->st->writer, S_GEN_STATUS);
+	if (!q)
+		return -EIO;
+	sqlite3_bind_int64(q, 1, l->gen);
+	sqlite3_bind_int(q, 2, status);
 	err = sql_step_done(q);
-	if (!err && status != STORE_NO_STATUS &&
-	    (status >= 64 || !(l->statuses & (1ull << status)))) {
-		q = store_stmt(w, S_GEN_STATUS);
-		err = q ? 0 : -EIO;
-		if (!err) {
-			sqlite3_bind_int64(q, 1, l->gen);
-			sqlite3_bind_int(q, 2, status);
-			err = sql_step_done(q);
-		}
-		if (!err && status < 64)
-			l->statuses |= 1ull << status;
-	}
-out:
-	prev_clear(&prev);
-	free(base);
-	free(pbase);
-	free(iname);
-	free(pname);
+	if (!err && status < 64)
+		l->statuses |= 1ull << status;
+	return err;
+}
+
+/* Add one object to the listing: 1, 0 when its uid came earlier in this
+ * listing, or a negative errno. */
+static int add_object(struct store_listing *l, const struct item *it)
+{
+	struct object_names on = { NULL, 0, NULL };
+	unsigned has = (it->data_url ? STORE_HAS_DATA : 0) |
+		       (it->thumb_url ? STORE_HAS_THUMB : 0);
+	uint64_t oid;
+	int status, err;
+
+	err = object_id(l, it, &oid);
+	if (err)
+		return err;
+	err = seen_before(l, oid);
+	if (err)
+		return err > 0 ? 0
+			       : err; /* listed twice: the first one stays */
+	status = it->status ? store_status_id(l->st, it->status)
+			    : STORE_NO_STATUS;
+	err = name_object(l, it, oid, has, status, &on);
+	if (!err)
+		err = listed_add(l, it, oid, has, status, &on);
+	if (!err)
+		err = gen_status(l, status);
+	free(on.iname);
+	free(on.pname);
 	return err ? err : 1;
 }
 
