@@ -1,153 +1,11 @@
-/* Unit tests of src/store.c: generations, the names of every view (DESIGN
- * section 3: collisions, a file that is also a folder, names kept across
- * listings), filters, and databases that must be set aside. */
-#include "store.h"
-#include "names.h"
-
+/* Unit tests of the listing store: the views a listing makes, filters,
+ * generations across mounts, and databases that must be set aside or kept
+ * in memory. The names a listing gives are tested in test_store_listing.c. */
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <unistd.h>
 #include <sys/stat.h>
 
-#include "check.h"
-
-static char dir[] = "/tmp/avalafs-test-store-XXXXXX";
-static int dir_fd = -1;
-
-static struct item *make(const char *uid, const char *key, const char *status,
-			 bool data, bool thumb)
-{
-	struct item *it = item_new(ITEM_KIND_ITEM);
-	char json[256];
-
-	it->uid = strdup(uid);
-	if (key) {
-		it->key = strdup(key);
-		it->key_len = strlen(key);
-		names_ext(key, strlen(key), it->data_ext);
-	}
-	if (!it->data_ext[0])
-		strcpy(it->data_ext, ".jpg");
-	strcpy(it->thumb_ext, ".jpg");
-	it->status = status ? strdup(status) : NULL;
-	it->data_url = data ? strdup("http://h/d") : NULL;
-	it->thumb_url = thumb ? strdup("http://h/t") : NULL;
-	snprintf(json, sizeof(json), "{\"uid\":\"%s\"}", uid);
-	it->json = strdup(json);
-	it->json_len = strlen(json);
-	return it;
-}
-
-/* The newest complete generation of items, 0 when none. */
-static uint64_t current(struct store *st)
-{
-	int64_t at;
-	uint64_t gen;
-
-	return store_latest(st, ITEM_KIND_ITEM, &gen, &at) ? 0 : gen;
-}
-
-/* Write one listing of @n objects in pages of @page, keeping the names of
- * the current one; returns its gen. */
-static uint64_t list(struct store *st, struct item **v, size_t n, size_t page)
-{
-	struct store_listing *l;
-	uint64_t gen = 0;
-	size_t i;
-
-	if (store_listing_begin(st, ITEM_KIND_ITEM, current(st), &l))
-		return 0;
-	for (i = 0; i < n; i += page) {
-		if (store_listing_add(l, v + i, n - i < page ? n - i : page) <
-		    0)
-			break;
-	}
-	if (i >= n)
-		gen = store_listing_commit(l);
-	store_listing_free(l);
-	return gen;
-}
-
-static void free_items(struct item **v, size_t n)
-{
-	while (n > 0)
-		item_unref(v[--n]);
-}
-
-struct names {
-	char v[64][NAMES_MAX + 1];
-	uint64_t oid[64], child[64];
-	size_t n;
-};
-
-static int collect(void *ctx, const struct store_entry *e)
-{
-	struct names *ns = ctx;
-
-	if (ns->n == 64)
-		return 1;
-	memcpy(ns->v[ns->n], e->name, e->name_len);
-	ns->v[ns->n][e->name_len] = '\0';
-	ns->oid[ns->n] = e->oid;
-	ns->child[ns->n] = e->child;
-	ns->n++;
-	return 0;
-}
-
-static void ls(struct store *st, uint64_t gen, uint64_t d,
-	       const struct store_filter *f, struct names *ns)
-{
-	ns->n = 0;
-	CHECK(store_readdir(st, gen, d, 0, f, 1000, collect, ns) == 0);
-}
-
-/* The dir id of the folder @name in @d of @gen, 0 when none. */
-static uint64_t folder_id(struct store *st, uint64_t gen, uint64_t d,
-			  const char *name)
-{
-	struct store_entry e;
-
-	if (store_lookup(st, gen, d, name, NULL, &e))
-		return 0;
-	return e.child;
-}
-
-static bool has_name(const struct names *ns, const char *name)
-{
-	size_t i;
-
-	for (i = 0; i < ns->n; i++) {
-		if (strcmp(ns->v[i], name) == 0)
-			return true;
-	}
-	return false;
-}
-
-/* The store of dataset acme/@slug of @origin in folder @fd (@path). */
-static struct store *open_in(int fd, const char *path, const char *origin,
-			     const char *slug)
-{
-	struct store_config cfg = {
-		.dir_fd = fd,
-		.dir = path,
-		.origin = origin,
-		.owner = "acme",
-		.slug = slug,
-	};
-	struct store *st = NULL;
-
-	CHECK(store_open(&cfg, &st) == 0);
-	return st;
-}
-
-static struct store *open_store(const char *slug)
-{
-	return open_in(dir_fd, dir, "http://api", slug);
-}
+#include "store_fixture.h"
 
 static void test_views(void)
 {
@@ -229,120 +87,6 @@ static void test_views(void)
 	      0);
 	CHECK(e.size == 1234 && e.thumb_size == -1);
 	free_items(v, 6);
-	store_free(st);
-}
-
-static void test_collisions(void)
-{
-	struct store *st = open_store("collide");
-	struct item *v[] = {
-		make("aaaaaaaa-1", "dup.jpg", NULL, true, true),
-		make("bbbbbbbb-2", "dup.jpg", NULL, true, true),
-		make("cccccccc-3", "dup.jpg", NULL, true, true),
-		/* a file that is also a folder: the folder keeps the name,
-		 * whichever comes first */
-		make("dddddddd-4", "x.jpg", NULL, true, true),
-		make("eeeeeeee-5", "x.jpg/y.jpg", NULL, true, true),
-		make("ffffffff-6", "z.jpg/w.jpg", NULL, true, true),
-		make("99999999-7", "z.jpg", NULL, true, true),
-	};
-	struct names ns;
-	uint64_t gen;
-
-	if (!st)
-		return;
-	/* one page each: collisions across pages are resolved alike */
-	gen = list(st, v, 7, 1);
-	ls(st, gen, STORE_DIR_ITEMS, NULL, &ns);
-	CHECK(ns.n == 7);
-	CHECK(!has_name(&ns, "dup.jpg"));
-	CHECK(has_name(&ns, "dup~aaaaaaaa.jpg"));
-	CHECK(has_name(&ns, "dup~bbbbbbbb.jpg"));
-	CHECK(has_name(&ns, "dup~cccccccc.jpg"));
-	ls(st, gen, STORE_DIR_PATHS, NULL, &ns);
-	CHECK(ns.n == 7);
-	CHECK(has_name(&ns, "dup~aaaaaaaa.jpg") &&
-	      has_name(&ns, "dup~cccccccc.jpg"));
-	CHECK(has_name(&ns, "x.jpg") && has_name(&ns, "x~dddddddd.jpg"));
-	CHECK(has_name(&ns, "z.jpg") && has_name(&ns, "z~99999999.jpg"));
-	CHECK(folder_id(st, gen, STORE_DIR_PATHS, "x.jpg") != 0);
-	CHECK(folder_id(st, gen, STORE_DIR_PATHS, "z.jpg") != 0);
-	free_items(v, 7);
-	store_free(st);
-}
-
-static void test_names_kept(void)
-{
-	struct store *st = open_store("kept");
-	struct item *first[] = { make("aaaaaaaa-1", "dup.jpg", "pending", true,
-				      true) };
-	struct item *second[] = {
-		make("bbbbbbbb-2", "dup.jpg", "pending", true, true),
-		make("aaaaaaaa-1", "dup.jpg", "completed", true, true),
-		make("aaaaaaaa-1", "dup.jpg", "completed", true, true),
-	};
-	struct store_listing *l;
-	struct names ns;
-	uint64_t g1, g2, g3;
-
-	if (!st)
-		return;
-	g1 = list(st, first, 1, 1);
-	ls(st, g1, STORE_DIR_ITEMS, NULL, &ns);
-	CHECK(ns.n == 1 && strcmp(ns.v[0], "dup.jpg") == 0);
-	/* the next listing: the old object keeps its name even when the new
-	 * one comes first; a uid listed twice counts once */
-	CHECK(store_listing_begin(st, ITEM_KIND_ITEM, g1, &l) == 0);
-	CHECK(store_listing_add(l, second, 3) == 2);
-	CHECK(current(st) == g1);
-	/* a listing in the making is read as it grows, in listing order */
-	ls(st, store_listing_gen(l), STORE_DIR_ITEMS, NULL, &ns);
-	CHECK(ns.n == 2 && strcmp(ns.v[0], "dup~bbbbbbbb.jpg") == 0);
-	g2 = store_listing_commit(l);
-	store_listing_free(l);
-	CHECK(g2 > g1 && current(st) == g2);
-	ls(st, g2, STORE_DIR_ITEMS, NULL, &ns);
-	CHECK(ns.n == 2 && has_name(&ns, "dup.jpg") &&
-	      has_name(&ns, "dup~bbbbbbbb.jpg"));
-	ls(st, g2, STORE_DIR_PATHS, NULL, &ns);
-	CHECK(ns.n == 2 && has_name(&ns, "dup.jpg"));
-	/* the old generation is there until collected */
-	ls(st, g1, STORE_DIR_ITEMS, NULL, &ns);
-	CHECK(ns.n == 1);
-	store_collect(st, ITEM_KIND_ITEM, &g2, 1);
-	ls(st, g1, STORE_DIR_ITEMS, NULL, &ns);
-	CHECK(ns.n == 0);
-	ls(st, g2, STORE_DIR_ITEMS, NULL, &ns);
-	CHECK(ns.n == 2);
-	/* the decorated names stay decorated, and their plain name held
-	 * back: a third "dup.jpg" is decorated too */
-	{
-		struct item *third[] = {
-			make("cccccccc-3", "dup.jpg", NULL, true, true),
-			make("aaaaaaaa-1", "dup.jpg", NULL, true, true),
-			make("bbbbbbbb-2", "dup.jpg", NULL, true, true),
-		};
-
-		g3 = list(st, third, 3, 3);
-		ls(st, g3, STORE_DIR_ITEMS, NULL, &ns);
-		CHECK(ns.n == 3 && has_name(&ns, "dup.jpg") &&
-		      has_name(&ns, "dup~bbbbbbbb.jpg") &&
-		      has_name(&ns, "dup~cccccccc.jpg"));
-		free_items(third, 3);
-	}
-	/* a listing left unfinished is not current, and goes when collected */
-	CHECK(store_listing_begin(st, ITEM_KIND_ITEM, g3, &l) == 0);
-	CHECK(store_listing_add(l, first, 1) == 1);
-	ls(st, store_listing_gen(l), STORE_DIR_ITEMS, NULL, &ns);
-	CHECK(ns.n == 1);
-	g2 = store_listing_gen(l);
-	store_listing_free(l);
-	CHECK(current(st) == g3);
-	store_collect(st, ITEM_KIND_ITEM, &g3, 1);
-	ls(st, g2, STORE_DIR_ITEMS, NULL, &ns);
-	CHECK(ns.n == 0);
-	free_items(first, 1);
-	free_items(second, 3);
 	store_free(st);
 }
 
@@ -572,23 +316,14 @@ static void test_full_disk(void)
 
 int main(void)
 {
-	char cmd[128];
-
-	if (!mkdtemp(dir)) {
-		perror("mkdtemp");
+	if (fixture_begin())
 		return 1;
-	}
-	dir_fd = open(dir, O_RDONLY | O_DIRECTORY);
 	test_views();
-	test_collisions();
-	test_names_kept();
 	test_set_aside();
 	test_shared();
 	test_budget();
 	test_two_kinds_move_together();
 	test_full_disk();
-	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
-	if (system(cmd) != 0)
-		fprintf(stderr, "cannot remove %s\n", dir);
+	fixture_end();
 	return check_report();
 }
