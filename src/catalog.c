@@ -6,12 +6,11 @@
  * listing's lock; neither is held across a request or a store call. */
 #include "catalog.h"
 #include "cachedir.h"
+#include "item_json.h"
 #include "fresh.h"
 #include "log.h"
-#include "names.h"
 #include "util.h"
 
-#include <cJSON.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -362,36 +361,38 @@ static void datasets_file(const struct catalog *cat, char name[48])
 		 (uint64_t)XXH3_64bits(cat->origin, strlen(cat->origin)));
 }
 
-/* The catalog's datasets as a JSON array of [owner, slug]: a new string,
- * or NULL on ENOMEM. */
-static char *datasets_json(struct catalog *cat)
+/* The catalog's datasets as a page of the dataset list: a new string, or
+ * NULL on ENOMEM. */
+static char *datasets_page(struct catalog *cat)
 {
-	cJSON *all = cJSON_CreateArray(), *one;
+	const char **owners, **slugs;
 	char *text = NULL;
-	size_t i;
-	bool ok = all != NULL;
+	size_t i, n;
 
 	pthread_mutex_lock(&cat->lock);
-	for (i = 0; ok && i < cat->n; i++) {
-		const char *pair[2] = { cat->v[i]->owner, cat->v[i]->slug };
-
-		one = cJSON_CreateStringArray(pair, 2);
-		ok = one && cJSON_AddItemToArray(all, one);
+	n = cat->n;
+	owners = calloc(n ? n : 1, sizeof(*owners));
+	slugs = calloc(n ? n : 1, sizeof(*slugs));
+	/* the datasets stay while the catalog does: only the array grows */
+	for (i = 0; owners && slugs && i < n; i++) {
+		owners[i] = cat->v[i]->owner;
+		slugs[i] = cat->v[i]->slug;
 	}
 	pthread_mutex_unlock(&cat->lock);
-	if (ok)
-		text = cJSON_PrintUnformatted(all);
-	cJSON_Delete(all);
+	if (owners && slugs)
+		text = item_json_encode_datasets(owners, slugs, n);
+	free(owners);
+	free(slugs);
 	return text;
 }
 
 void catalog_note_datasets(struct catalog *cat)
 {
-	char name[48], tmp[80];
-	char *text = datasets_json(cat);
+	char name[48], tmp[96];
+	char *text = datasets_page(cat);
 	uint64_t sum;
 	size_t len;
-	int fd;
+	int fd, err = 0;
 
 	if (!text || cat->store_dir_fd < 0) {
 		free(text);
@@ -410,20 +411,23 @@ void catalog_note_datasets(struct catalog *cat)
 	datasets_file(cat, name);
 	/* a file of its own, renamed over the last: a reader sees one
 	 * list or the other, never half of one */
-	snprintf(tmp, sizeof(tmp), ".%s.%ld", name, (long)getpid());
-	unlinkat(cat->store_dir_fd, tmp, 0);
+	snprintf(tmp, sizeof(tmp), ".%s.%ld.%" PRIx64, name, (long)getpid(),
+		 (uint64_t)now_ms());
 	fd = cachedir_open_file(cat->store_dir_fd, tmp,
 				O_RDWR | O_CREAT | O_EXCL);
-	if (fd >= 0 && write(fd, text, len) == (ssize_t)len &&
-	    renameat(cat->store_dir_fd, tmp, cat->store_dir_fd, name) == 0) {
+	if (fd < 0)
+		err = fd;
+	else if (write(fd, text, len) != (ssize_t)len)
+		err = -EIO;
+	else if (renameat(cat->store_dir_fd, tmp, cat->store_dir_fd, name))
+		err = -errno;
+	if (fd >= 0)
 		close(fd);
-	} else {
+	if (err) {
 		log_debug("cannot note the datasets listed: %s",
-			  strerror(errno));
-		if (fd >= 0) {
-			close(fd);
+			  strerror(-err));
+		if (fd >= 0)
 			unlinkat(cat->store_dir_fd, tmp, 0);
-		}
 		pthread_mutex_lock(&cat->lock);
 		cat->noted = 0;
 		pthread_mutex_unlock(&cat->lock);
@@ -460,36 +464,39 @@ static char *read_datasets(struct catalog *cat)
 	return text;
 }
 
+struct kept {
+	struct catalog *cat;
+	long added;
+};
+
+/* One dataset of the list noted: added when its listing is kept. */
+static int add_kept(void *p, const char *owner, const char *slug)
+{
+	struct kept *k = p;
+	int64_t listed_at;
+	int err;
+
+	if (catalog_kept(k->cat, owner, slug, &listed_at))
+		return 0;
+	err = catalog_add(k->cat, owner, slug);
+	if (!err)
+		k->added++;
+	return err;
+}
+
 long catalog_add_kept(struct catalog *cat)
 {
-	char *text = read_datasets(cat);
-	cJSON *all = text ? cJSON_Parse(text) : NULL;
-	const cJSON *pair;
-	int64_t listed_at;
-	long added = 0;
+	char *text = read_datasets(cat), *next = NULL;
+	struct kept k = { cat, 0 };
+	int err = text ? item_json_decode_datasets(text, strlen(text), add_kept,
+						   &k, &next)
+		       : -ENOENT;
 
 	free(text);
-	if (!cJSON_IsArray(all)) {
-		cJSON_Delete(all);
-		return -ENOENT;
-	}
-	cJSON_ArrayForEach(pair, all) {
-		const cJSON *owner = cJSON_GetArrayItem(pair, 0);
-		const cJSON *slug = cJSON_GetArrayItem(pair, 1);
-
-		/* names as the API gave them; each only with a complete
-		 * listing kept */
-		if (cJSON_GetArraySize(pair) != 2 || !cJSON_IsString(owner) ||
-		    !cJSON_IsString(slug) ||
-		    catalog_kept(cat, owner->valuestring, slug->valuestring,
-				 &listed_at))
-			continue;
-		if (catalog_add(cat, owner->valuestring, slug->valuestring))
-			break;
-		added++;
-	}
-	cJSON_Delete(all);
-	return added ? added : -ENOENT;
+	free(next);
+	if (err && !k.added)
+		return err;
+	return k.added ? k.added : -ENOENT;
 }
 
 static int cmp_str(const void *a, const void *b)
@@ -978,7 +985,9 @@ void catalog_unpin(struct catalog *cat, struct dataset *ds, enum item_kind kind,
 	pthread_mutex_lock(&l->lock);
 	for (i = 0; i < l->n_pins; i++) {
 		if (l->pins[i].gen == pin->gen && l->pins[i].n > 0) {
-			if (!--l->pins[i].n &&
+			/* the last reader of an older generation lets the
+			 * marks it held go */
+			if (!--l->pins[i].n && l->pins[i].gen < l->gen &&
 			    __atomic_load_n(&l->n_gone, __ATOMIC_RELAXED))
 				gone_settle(l);
 			break;
@@ -1068,29 +1077,20 @@ const char *catalog_origin(const struct catalog *cat)
 /* The running sum of the digests of a listing's objects. */
 struct digest {
 	uint64_t lo, hi;
-	uint64_t after; /* the position of the last entry summed */
-	size_t n; /* entries of this round */
 };
 
-#define DIGEST_ROUND 4096 /* entries read at once */
-
-static int digest_entry(void *p, const struct store_entry *e)
+static int digest_object(void *p, const char *uid, size_t len, int64_t mtime)
 {
 	struct digest *d = p;
-	char buf[NAMES_MAX + 48];
+	char buf[256];
 	XXH128_hash_t h;
-	int len;
+	int n;
 
-	d->after = e->pos;
-	d->n++;
-	if (!e->oid || e->name_len > NAMES_MAX)
+	if (!uid)
 		return 0;
-	memcpy(buf, e->name, e->name_len);
-	len = (int)e->name_len;
-	len += snprintf(buf + len, sizeof(buf) - len, "%c%lld.%09ld", '\0',
-			e->has_mtime ? (long long)e->mtime.tv_sec : 0LL,
-			e->has_mtime ? e->mtime.tv_nsec : 0L);
-	h = XXH3_128bits(buf, len);
+	n = snprintf(buf, sizeof(buf), "%.*s%c%" PRId64,
+		     (int)(len < 200 ? len : 200), uid, '\0', mtime);
+	h = XXH3_128bits(buf, (size_t)n);
 	d->lo += h.low64;
 	d->hi += h.high64 + (d->lo < h.low64); /* the carry */
 	return 0;
@@ -1100,9 +1100,7 @@ int catalog_listing_digest(struct catalog *cat, struct dataset *ds,
 			   enum item_kind kind, uint64_t *gen, char hex[33])
 {
 	struct listing *l = &ds->lists[kind];
-	uint64_t dir = kind == ITEM_KIND_ITEM ? STORE_DIR_ITEMS
-					      : STORE_DIR_SEQUENCES;
-	struct digest d = { 0, 0, 0, 0 };
+	struct digest d = { 0, 0 };
 	struct catalog_pin pin;
 	bool known;
 	int err = catalog_pin(cat, ds, kind, &pin);
@@ -1118,20 +1116,18 @@ int catalog_listing_digest(struct catalog *cat, struct dataset *ds,
 	if (known)
 		memcpy(hex, l->digest, 33);
 	pthread_mutex_unlock(&l->lock);
-	/* once per generation, in rounds: a read of a million names holds
-	 * no read of the store for long */
-	while (!known && !err) {
-		d.n = 0;
-		err = store_readdir(dataset_store(ds), pin.gen, dir, d.after,
-				    NULL, DIGEST_ROUND, digest_entry, &d);
-		if (!err && d.n < DIGEST_ROUND)
-			break;
-	}
+	/* once per generation: a sum, so the order the store gives them in
+	 * does not matter */
+	if (!known)
+		err = store_versions(dataset_store(ds), pin.gen, digest_object,
+				     &d);
 	if (!known && !err) {
 		snprintf(hex, 33, "%016" PRIx64 "%016" PRIx64, d.hi, d.lo);
 		pthread_mutex_lock(&l->lock);
-		l->digest_gen = pin.gen;
-		memcpy(l->digest, hex, 33);
+		if (pin.gen > l->digest_gen) {
+			l->digest_gen = pin.gen;
+			memcpy(l->digest, hex, 33);
+		}
 		pthread_mutex_unlock(&l->lock);
 	}
 	*gen = pin.gen;

@@ -156,11 +156,11 @@ void catalog_listing_info(struct catalog *cat, struct dataset *ds,
 			  struct catalog_listing_info *out);
 
 /* A digest of the listing of @kind in @ds served now, in @hex (32 hex
- * digits): the sum of the XXH3-128 of every object's name and version
+ * digits): the sum of the XXH3-128 of every object's uid and version
  * (updated_at, else created_at), so the same objects at the same versions
- * give the same digest on any machine, in any order. Reckoned once per
- * generation; @gen says which. 0, or a negative errno (-ENOENT: no
- * listing yet). */
+ * give the same digest on any machine, whatever their names there and the
+ * order they came in. Reckoned once per generation; @gen says which. 0, or
+ * a negative errno (-ENOENT: a first listing still coming). */
 int catalog_listing_digest(struct catalog *cat, struct dataset *ds,
 			   enum item_kind kind, uint64_t *gen, char hex[33]);
 

@@ -7,6 +7,7 @@
 
 #include <cjson/cJSON.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <math.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -883,4 +884,67 @@ char *item_json_error_detail(const char *body, size_t len)
 		copy = strdup(detail);
 	cJSON_Delete(root);
 	return copy;
+}
+
+char *item_json_encode_datasets(const char *const *owners,
+				const char *const *slugs, size_t n)
+{
+	cJSON *page = cJSON_CreateObject(), *results = NULL, *one;
+	char *text = NULL;
+	bool ok;
+	size_t i;
+
+	ok = page && cJSON_AddNullToObject(page, "next") &&
+	     (results = cJSON_AddArrayToObject(page, "results"));
+	for (i = 0; ok && i < n; i++) {
+		ok = (one = cJSON_CreateObject()) &&
+		     cJSON_AddItemToArray(results, one) &&
+		     cJSON_AddStringToObject(one, "owner_name", owners[i]) &&
+		     cJSON_AddStringToObject(one, "slug", slugs[i]);
+	}
+	if (ok)
+		text = cJSON_PrintUnformatted(page);
+	cJSON_Delete(page);
+	return text;
+}
+
+/* @v as text: a string as it is, a number in decimal; NULL for any other
+ * type (or on ENOMEM). A new string. */
+static char *field_text(const cJSON *v)
+{
+	char *out = NULL;
+
+	if (cJSON_IsString(v))
+		return strdup(v->valuestring);
+	if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble))
+		return NULL;
+	if (fabs(v->valuedouble) < 9.0e15 &&
+	    v->valuedouble == (double)(int64_t)v->valuedouble) {
+		if (asprintf(&out, "%" PRId64, (int64_t)v->valuedouble) < 0)
+			out = NULL;
+	} else if (asprintf(&out, "%.17g", v->valuedouble) < 0) {
+		out = NULL;
+	}
+	return out;
+}
+
+int item_json_fields(const struct item *it, const char *const *names, size_t n,
+		     item_json_field_fn fn, void *ctx)
+{
+	cJSON *root = cJSON_ParseWithLength(it->json, it->json_len);
+	char *text;
+	size_t i;
+	int err = cJSON_IsObject(root) ? 0 : -EIO;
+
+	for (i = 0; !err && i < n; i++) {
+		const cJSON *v =
+			cJSON_GetObjectItemCaseSensitive(root, names[i]);
+
+		if (!cJSON_IsString(v) && !cJSON_IsNumber(v))
+			continue;
+		text = field_text(v);
+		err = text ? fn(ctx, names[i], text) : -ENOMEM;
+	}
+	cJSON_Delete(root);
+	return err;
 }

@@ -68,4 +68,20 @@ int item_json_decode_datasets(const char *body, size_t len,
  * or NULL for any other body (or on ENOMEM). */
 char *item_json_error_detail(const char *body, size_t len);
 
+/* The datasets @owners[i]/@slugs[i] as one page of the dataset list, which
+ * item_json_decode_datasets() reads back: a new string, or NULL on
+ * ENOMEM. */
+char *item_json_encode_datasets(const char *const *owners,
+				const char *const *slugs, size_t n);
+
+/* Takes one field of an object: its name and its text (a new string that
+ * @fn owns). 0, or a negative errno that ends the walk. */
+typedef int (*item_json_field_fn)(void *ctx, const char *name, char *text);
+
+/* Hand each of the fields @names of @it's JSON that is a string or a
+ * number to @fn, as text (a number in decimal). 0, -EIO when the JSON is
+ * not an object, -ENOMEM, or @fn's error. */
+int item_json_fields(const struct item *it, const char *const *names, size_t n,
+		     item_json_field_fn fn, void *ctx);
+
 #endif

@@ -163,6 +163,15 @@ int store_object_place(struct store *st, uint64_t gen, enum item_kind kind,
 /* The parent of folder @dir (STORE_DIR_PATHS for a top folder), or 0. */
 uint64_t store_dir_parent(struct store *st, uint64_t dir);
 
+/* Call @fn for every object generation @gen lists, in no order: its uid
+ * and its version (updated_at, else created_at, in ns since the epoch; 0
+ * when it has neither), until @fn returns non-zero. Returns 0, @fn's
+ * value, or a negative errno. */
+int store_versions(struct store *st, uint64_t gen,
+		   int (*fn)(void *ctx, const char *uid, size_t len,
+			     int64_t mtime),
+		   void *ctx);
+
 /* How many objects generation @gen lists, or -1 when that cannot be
  * read. */
 int64_t store_objects(struct store *st, uint64_t gen);

@@ -56,6 +56,7 @@ enum stmt {
 	S_LATEST,
 	S_GENS,
 	S_OBJECTS,
+	S_VERSIONS,
 	S_COUNT
 };
 

@@ -285,6 +285,33 @@ long store_statuses(struct store *st, uint64_t gen, int **out)
 	return (long)n;
 }
 
+int store_versions(struct store *st, uint64_t gen,
+		   int (*fn)(void *ctx, const char *uid, size_t len,
+			     int64_t mtime),
+		   void *ctx)
+{
+	unsigned epoch;
+	struct conn *c;
+	sqlite3_stmt *q = store_reader_stmt(st, S_VERSIONS, &c);
+	int rc, err = 0;
+
+	if (!q)
+		return -EIO;
+	sqlite3_bind_int64(q, 1, gen);
+	while (!err && (rc = sqlite3_step(q)) == SQLITE_ROW)
+		err = fn(ctx, (const char *)sqlite3_column_text(q, 0),
+			 (size_t)sqlite3_column_bytes(q, 0),
+			 sqlite3_column_int64(q, 1));
+	sqlite3_reset(q);
+	epoch = c->epoch;
+	store_conn_put(st, c);
+	if (err)
+		return err;
+	if (rc != SQLITE_DONE)
+		return store_damaged(st, epoch, sql_errno(rc));
+	return 0;
+}
+
 int store_changes(struct store *st, uint64_t old, uint64_t new,
 		  void (*fn)(void *ctx, const struct store_change *c),
 		  void *ctx)

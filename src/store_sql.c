@@ -159,6 +159,8 @@ static const char *const stmt_sql[S_COUNT] = {
 		     " AND complete = 1 ORDER BY gen DESC LIMIT 1",
 	[S_GENS] = "SELECT gen FROM gens WHERE kind = ?1",
 	[S_OBJECTS] = "SELECT count(*) FROM listed WHERE gen = ?1",
+	[S_VERSIONS] = "SELECT o.uid, l.mtime FROM listed l"
+		       " JOIN objects o ON o.oid = l.oid WHERE l.gen = ?1",
 };
 
 void store_conn_close(struct conn *c)

@@ -11,12 +11,11 @@
 #include "fetch.h"
 #include "fs.h"
 #include "item.h"
+#include "item_json.h"
 #include "stream.h"
 
-#include <cJSON.h>
 #include <errno.h>
 #include <inttypes.h>
-#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,26 +27,6 @@
 static const char *const fields[] = {
 	"uid", "key", "status", "created_at", "updated_at", "annotations_count",
 };
-
-/* @v as the attribute's text: a string as it is, a number in decimal; NULL
- * for any other type. A new string, or NULL. */
-static char *field_text(const cJSON *v)
-{
-	char *out = NULL;
-
-	if (cJSON_IsString(v))
-		return strdup(v->valuestring);
-	if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble))
-		return NULL;
-	if (fabs(v->valuedouble) < 9.0e15 &&
-	    v->valuedouble == (double)(int64_t)v->valuedouble) {
-		if (asprintf(&out, "%" PRId64, (int64_t)v->valuedouble) < 0)
-			out = NULL;
-	} else if (asprintf(&out, "%.17g", v->valuedouble) < 0) {
-		out = NULL;
-	}
-	return out;
-}
 
 static int add(struct view_xattrs *x, const char *name, char *value)
 {
@@ -132,17 +111,21 @@ static int dataset_xattrs(struct fs *fs, struct dataset *ds,
 	time_t t;
 	int err;
 
+	/* a first listing on its way: how far it came, with no wait */
 	catalog_listing_info(fs->cat, ds, ITEM_KIND_ITEM, &li);
-	if (!li.gen)
+	err = li.gen || !li.building
+		      ? catalog_listing_digest(fs->cat, ds, ITEM_KIND_ITEM,
+					       &gen, digest)
+		      : -ENOENT;
+	if (!err && gen != li.gen) /* adopted, or replaced, meanwhile */
+		catalog_listing_info(fs->cat, ds, ITEM_KIND_ITEM, &li);
+	if (err == -ENOMEM)
+		return err;
+	if (err || gen != li.gen)
 		return addf(x, "user.avalafs.listing",
 			    "{\"state\":\"%s\",\"items_so_far\":%" PRId64
 			    ",\"pages\":%" PRIu64 "}",
 			    fresh_state_name(li.state), li.building, li.pages);
-	err = catalog_listing_digest(fs->cat, ds, ITEM_KIND_ITEM, &gen, digest);
-	if (err)
-		return err == -ENOENT ? 0 : err;
-	if (gen != li.gen) /* replaced meanwhile: say what was digested */
-		catalog_listing_info(fs->cat, ds, ITEM_KIND_ITEM, &li);
 	t = (time_t)li.listed_at;
 	if (gmtime_r(&t, &tm))
 		strftime(listed, sizeof(listed), "%Y-%m-%dT%H:%M:%SZ", &tm);
@@ -154,14 +137,20 @@ static int dataset_xattrs(struct fs *fs, struct dataset *ds,
 		    digest);
 }
 
+/* Takes a field of the object as user.avala.<name>. */
+static int add_field(void *p, const char *name, char *text)
+{
+	char full[VIEW_XATTR_NAME];
+
+	snprintf(full, sizeof(full), "user.avala.%s", name);
+	return add(p, full, text);
+}
+
 /* An object's folder or file: its fields, as listed. */
 static int object_xattrs(struct fs *fs, const struct node *n,
 			 struct view_xattrs *x)
 {
 	struct item *it = NULL;
-	cJSON *root;
-	char name[VIEW_XATTR_NAME];
-	size_t i;
 	int err = view_object(fs, n->ds, view_id_kind(n->id),
 			      view_id_oid(n->id), &it);
 
@@ -169,21 +158,11 @@ static int object_xattrs(struct fs *fs, const struct node *n,
 		return 0; /* gone since: nothing to say of it */
 	if (err)
 		return err;
-	root = cJSON_ParseWithLength(it->json, it->json_len);
-	err = root ? 0 : -EIO;
-	for (i = 0; !err && i < sizeof(fields) / sizeof(*fields); i++) {
-		const cJSON *v =
-			cJSON_GetObjectItemCaseSensitive(root, fields[i]);
-
-		if (!cJSON_IsString(v) && !cJSON_IsNumber(v))
-			continue;
-		snprintf(name, sizeof(name), "user.avala.%s", fields[i]);
-		err = add(x, name, field_text(v));
-	}
+	err = item_json_fields(it, fields, sizeof(fields) / sizeof(*fields),
+			       add_field, x);
 	if (!err)
 		err = addf(x, "user.avala.dataset", "%s/%s",
 			   dataset_owner(n->ds), dataset_slug(n->ds));
-	cJSON_Delete(root);
 	item_unref(it);
 	return err;
 }

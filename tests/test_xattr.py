@@ -10,6 +10,7 @@ import json
 import os
 import re
 import subprocess
+import tempfile
 import threading
 import time
 
@@ -241,3 +242,21 @@ def test_the_root_tells_the_mounts_counters(cars, mount_factory):
     assert int(attr("bytes_disk")) + int(attr("bytes_memory")) >= \
         t["files"]["data"]["size"]
     assert float(attr("hitrate")) > 50.0
+
+
+def test_a_remount_tells_the_listing_it_kept(cars, mount_factory,
+                                              tmpdir_short):
+    cache = tempfile.mkdtemp(prefix="cache-", dir=tmpdir_short)
+    m = mount_factory(cars, "dataset=" + DS, "xattr", "cache_dir=" + cache)
+    os.listdir(m.p("acme", "cars", "items"))
+    first = listing_of(m)
+    m.stop()
+    m = mount_factory(cars, "dataset=" + DS, "xattr", "cache_dir=" + cache)
+    cars.reset()
+    # asked before anything else: the listing kept, no list request
+    again = listing_of(m)
+    assert again["generation"] == first["generation"]
+    assert again["digest"] == first["digest"]
+    assert again["items"] == first["items"] == len(cars.truth(DS)["items"])
+    assert again["listed_at"] == first["listed_at"]
+    assert cars.counts()["items_list"] == 0
