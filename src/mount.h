@@ -1,5 +1,5 @@
-/* Every part of one mount, in the order main.c builds them; one function
- * there frees them in reverse, from wherever the build stopped. */
+/* Every part of one mount, in the order they are built; one function
+ * frees them in reverse, from wherever the build stopped. */
 #ifndef AVALAFS_MOUNT_H
 #define AVALAFS_MOUNT_H
 
@@ -31,5 +31,19 @@ struct mount {
 	struct stream *stream;
 	struct fs fs; /* its tree and counters; fs_ops' userdata */
 };
+
+/* The parts of @m that come before the API is asked, after its options:
+ * the session (a bad mount point or FUSE option is said before anything
+ * is asked), the key, the HTTP and API client, the cache folder, the
+ * catalog and the read path. 0, or -1 once the cause is said on stderr (a
+ * failed allocation may go unsaid). mount_free() frees what was built
+ * either way. */
+int mount_build(struct mount *m);
+
+/* The file system's part, once the API said what to show: 0 or -1. */
+int mount_build_fs(struct mount *m);
+
+/* Free what was built of @m, in reverse, however far it got. */
+void mount_free(struct mount *m);
 
 #endif
