@@ -55,6 +55,7 @@ WIDE_READERS = 32
 MAX_CONNS = 64
 START_TIMEOUT = 120
 STEP_TIMEOUT = 180
+PASSTHROUGH_LL = "/usr/share/doc/libfuse3-dev/examples/passthrough_ll.c"
 TIER_CONF = os.path.join(ROOT, "packaging", "nginx", "avalafs-tier.conf")
 TIER_JS = os.path.join(ROOT, "packaging", "nginx", "avalafs-tier.js")
 TIER_JS_MODULE = "/usr/lib/nginx/modules/ngx_http_js_module.so"
@@ -462,6 +463,19 @@ class Bench:
         env = dict(os.environ, AVALA_API_KEY=KEY)
         return Mount(self.children, self.workdir, f"avalafs-{self.mounts}",
                      [self.binary, "-f", "-o", opts], env=env, where=where)
+
+    def passthrough(self, source, where="mnt-passthrough"):
+        """libfuse's passthrough_ll example over @source, built on first use
+        from the copy libfuse3-dev ships: the least any FUSE file system
+        costs on this kernel."""
+        binary = os.path.join(self.workdir, "passthrough_ll")
+        if not os.path.exists(binary):
+            flags = subprocess.run(["pkg-config", "--cflags", "--libs", "fuse3"], capture_output=True,
+                                   text=True, check=True).stdout.split()
+            subprocess.run(["cc", "-O2", "-o", binary, PASSTHROUGH_LL] + flags, check=True)
+        self.mounts += 1
+        return Mount(self.children, self.workdir, f"passthrough-{self.mounts}",
+                     [binary, "-f", "-o", f"source={source}"], where=where)
 
     def store_bytes(self):
         """Bytes of the listing stores of the last mount (databases and their
@@ -882,8 +896,9 @@ def local_copy(items, fake, target):
 
 def rows_far_epoch2(bench, fake, items):
     """L3: a second epoch after a remount and drop_caches, against a local
-    copy on disk read after drop_caches."""
-    ours, theirs, requests = [], [], []
+    copy on disk read after drop_caches, and against libfuse's passthrough_ll
+    over that copy (the FUSE floor)."""
+    ours, theirs, floor, requests = [], [], [], []
     copy = os.path.join(bench.workdir, "far-local")
     local = local_copy(items, fake, copy)
     for run in range(RUNS):
@@ -908,15 +923,24 @@ def rows_far_epoch2(bench, fake, items):
                             raise BenchError(f"wrong size of {path}")
         drop_caches("3")
         theirs.append(len(local) / parallel_cat(local))
+        with bench.passthrough(copy) as mount:
+            through = [os.path.join(mount.path, os.path.basename(path)) for path in local]
+            for path in through:
+                os.stat(path)
+            drop_caches("3")
+            floor.append(len(through) / parallel_cat(through))
         log(f"(L3) run {run + 1}: avalafs {ours[-1]:.0f} files/s, {requests[-1]} data requests; "
-            f"local copy {theirs[-1]:.0f} files/s")
+            f"local copy {theirs[-1]:.0f} files/s; passthrough_ll over it {floor[-1]:.0f} files/s")
         shutil.rmtree(cache, ignore_errors=True)
     shutil.rmtree(copy)
-    ours, theirs = median(ours), median(theirs)
+    ours, theirs, floor = median(ours), median(theirs), median(floor)
     return [(f"L3. epoch 2 of L1 after a remount and `drop_caches`",
              f"{ours:.0f} files/s, {max(requests)} data requests",
              f"local copy on disk {theirs:.0f} files/s", f"{ours / theirs:.2f}", "0 requests, ≥ 0.8",
-             verdict(max(requests) == 0 and ours / theirs >= 0.8))]
+             verdict(max(requests) == 0 and ours / theirs >= 0.8)),
+            (f"L3b. same, against the FUSE floor", f"{ours:.0f} files/s",
+             f"libfuse's `passthrough_ll` over the local copy {floor:.0f} files/s", f"{ours / floor:.2f}",
+             "≥ 0.95", verdict(ours / floor >= 0.95))]
 
 
 LOADER = """
@@ -976,6 +1000,123 @@ def rows_far_loader(bench, fake):
              verdict(ours / theirs <= 1.25))]
 
 
+def pool_read(paths, threads=READERS):
+    """Seconds for @threads threads of this process, each taking the next
+    file of one shared list and reading it whole: how loaders read."""
+    queue = collections.deque(paths)
+    lock = threading.Lock()
+    failed = []
+
+    def work():
+        while True:
+            with lock:
+                if not queue:
+                    return
+                path = queue.popleft()
+            try:
+                with open(path, "rb") as f:
+                    while f.read(MiB):
+                        pass
+            except OSError as error:
+                failed.append(f"{path}: {error}")
+                return
+
+    start = time.perf_counter()
+    workers = [threading.Thread(target=work) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    if failed:
+        raise BenchError(failed[0])
+    return time.perf_counter() - start
+
+
+POOL_COUNT = 500
+
+
+def rows_far_pool(bench, fake, items):
+    """L6: a pool of threads in listing order from one shared list, against
+    as many curls over the same URLs."""
+    ours, theirs, prefetched = [], [], []
+    items = items[:POOL_COUNT]
+    for run in range(RUNS):
+        layout = DatasetLayout(FAR)
+        with bench.avalafs(fake, FAR) as mount:
+            os.listdir(layout.directory(mount))
+            ours.append(len(items) / pool_read([layout.path(mount, item) for item in items]))
+            prefetched.append(mount.avalafs_stats().get("prefetched", 0))
+        theirs.append(far_curl(items, READERS, False, run))
+        log(f"(L6) run {run + 1}: avalafs {ours[-1]:.0f} files/s ({prefetched[-1]} fetched ahead); "
+            f"{READERS} curls {theirs[-1]:.0f} files/s")
+    ours, theirs = median(ours), median(theirs)
+    return [(f"L6. {READERS} threads of one process, each taking the next of {POOL_COUNT} files from one "
+             f"shared list in listing order, cold", f"{ours:.0f} files/s, {min(prefetched)} fetched ahead",
+             f"{READERS} curls {theirs:.0f} files/s", f"{ours / theirs:.2f}", "≥ 2",
+             verdict(ours / theirs >= 2))]
+
+
+ORDERED_LOADER = """
+import json, sys, time
+import torch
+from torchvision import datasets, transforms
+torch.set_num_threads(1)
+data = datasets.ImageFolder(sys.argv[1], transform=transforms.Compose(
+    [transforms.Resize((64, 64)), transforms.ToTensor()]))
+loader = torch.utils.data.DataLoader(data, batch_size=32, shuffle=sys.argv[2] == "1", num_workers=4)
+start, seen = time.perf_counter(), 0
+for x, y in loader:
+    seen += len(y)
+print(json.dumps({"seconds": time.perf_counter() - start, "images": seen}))
+"""
+
+
+def loader_epoch1(bench, fake, options, shuffle):
+    """Seconds of a first epoch of a DataLoader (4 workers) over files/ of a
+    fresh mount, and the data requests it made."""
+    with bench.avalafs(fake, FAR_IMAGES, options) as mount:
+        files = os.path.join(mount.path, FAR_IMAGES, "files")
+        for entry in os.scandir(files):
+            if entry.is_dir():
+                os.listdir(entry.path)
+        before = fake.counts()
+        _, out, _ = timed(["/usr/bin/python3", "-c", ORDERED_LOADER, files, "1" if shuffle else "0"],
+                          timeout=600)
+        mount.alive()
+        result = json.loads(out)
+        if result["images"] == 0:
+            raise BenchError(f"no image under {files}")
+        return result["seconds"], result["images"], data_requests(fake, before)
+
+
+def rows_far_loader_ordered(bench, fake):
+    """L7: a DataLoader without shuffle, epoch 1, against the same with
+    prefetch=0; L8: a shuffled one, what it fetched and never read."""
+    try:
+        import torchvision  # noqa: F401
+    except ImportError:
+        raise BenchError("python3-torchvision is not installed")
+    # the fake draws each picture on first request: not in any run
+    curl_parallel([item["data_url"] for item in fake.items(FAR_IMAGES, 1000)], readers=WIDE_READERS)
+    ours, off, waste = [], [], []
+    for run in range(RUNS):
+        seconds, images, _ = loader_epoch1(bench, fake, "", False)
+        ours.append(seconds)
+        seconds, _, _ = loader_epoch1(bench, fake, "prefetch=0", False)
+        off.append(seconds)
+        _, _, requests = loader_epoch1(bench, fake, "", True)
+        waste.append((requests - images) / images)
+        log(f"(L7) run {run + 1}: in order {ours[-1]:.2f} s, prefetch=0 {off[-1]:.2f} s; "
+            f"(L8) shuffled: {requests} data requests for {images} images")
+    ours, off, waste = median(ours), median(off), max(waste)
+    return [(f"L7. torchvision `DataLoader` (4 workers, no shuffle) over ImageFolder of "
+             f"{images:,} images in `files/`, epoch 1", f"{ours:.2f} s",
+             f"the same with `prefetch=0` {off:.2f} s", f"{off / ours:.2f}", "≥ 3",
+             verdict(off / ours >= 3)),
+            (f"L8. same, shuffled: files fetched and never read", f"{waste * 100:.1f}% of the files read",
+             "", "", "≤ 5%", verdict(waste <= 0.05))]
+
+
 def rows_far_unsized(bench, fake):
     """L5: ls -l of a folder of files no listing gives a size for."""
     times = []
@@ -1001,6 +1142,8 @@ def rows_far(bench):
     for label, step in (("L1.", lambda: rows_far_reads(bench, fake, items)),
                         ("L3.", lambda: rows_far_epoch2(bench, fake, items)),
                         ("L4.", lambda: rows_far_loader(bench, fake)),
+                        ("L6.", lambda: rows_far_pool(bench, fake, items)),
+                        ("L7.", lambda: rows_far_loader_ordered(bench, fake)),
                         ("L5.", lambda: rows_far_unsized(bench, fake))):
         measure(rows, label, step)
     return rows

@@ -10,7 +10,7 @@ AVALAFS_DEPS="$AVALAFS_DEPS curl nginx openssl"
 workdir=
 bench_pid=
 
-# Stop bench.py, then whatever it left behind: its mount and the processes
+# Stop bench.py, then whatever it left behind: its mounts and the processes
 # whose pid files are in the workdir.
 cleanup() {
 	local pid_file
@@ -19,9 +19,11 @@ cleanup() {
 		wait "$bench_pid" 2>/dev/null || true
 	fi
 	[ -n "$workdir" ] || return 0
-	if mountpoint -q "$workdir/mnt"; then
-		fusermount3 -u -z "$workdir/mnt" || true
-	fi
+	for mnt in "$workdir"/mnt* "$workdir"/node-*; do
+		if mountpoint -q "$mnt"; then
+			fusermount3 -u -z "$mnt" || true
+		fi
+	done
 	for pid_file in "$workdir"/*.pid; do
 		[ -f "$pid_file" ] && kill -TERM "$(cat "$pid_file")" 2>/dev/null || true
 	done
