@@ -37,7 +37,7 @@
  * and a window grown to tens of MiB would otherwise be one request. */
 #define PART_BLOCKS ((int64_t)(4 << 20) >> CACHE_BLOCK_SHIFT)
 #define MAX_TRIES 8 /* claims a read makes while eviction takes its blocks */
-#define ORDER_SLOTS 16 /* orders followed at once */
+#define ORDER_SLOTS 64 /* orders followed at once */
 #define CURSORS 8 /* readers of one order followed at once */
 #define AHEAD_MAX 64
 /* an open this close to a walk's front (in positions) is the walk's: the
@@ -79,11 +79,13 @@ struct order {
 	uint64_t order; /* 0: a free slot */
 	struct cursor cursors[CURSORS];
 	uint64_t tick;
+	uint64_t last; /* the stream's tick of its last open */
 };
 
 struct stream {
 	pthread_mutex_t lock;
 	struct order orders[ORDER_SLOTS]; /* protected by lock */
+	uint64_t ticks; /* protected by lock: opens that told their place */
 	struct stream_stats stats; /* protected by lock */
 	struct cache *cache;
 	struct fetch *fetch;
@@ -276,16 +278,34 @@ static bool order_busy(const struct order *o)
 	return false;
 }
 
+#define ORDER_PROBES 4 /* slots an order may take */
+
+/* The slot of @order: its own, else a free one or the one used last
+ * longest ago among its ORDER_PROBES, taken over; NULL when all are busy.
+ * The ids of one folder's orders differ in a few high bits: mixed, so
+ * that they do not share a slot and wipe each other at every open. */
 static struct order *order_slot(struct stream *s, uint64_t order)
 {
-	uint64_t h = order * 0x9e3779b97f4a7c15ULL;
-	struct order *o = &s->orders[h >> 60 & (ORDER_SLOTS - 1)];
+	uint64_t h = order;
+	struct order *o, *take = NULL;
+	int i;
 
-	if (o->order != order && !order_busy(o)) {
-		memset(o, 0, sizeof(*o));
-		o->order = order;
+	h = (h ^ h >> 30) * 0xbf58476d1ce4e5b9ULL;
+	h = (h ^ h >> 27) * 0x94d049bb133111ebULL;
+	h ^= h >> 31;
+	for (i = 0; i < ORDER_PROBES; i++) {
+		o = &s->orders[(h + i) & (ORDER_SLOTS - 1)];
+		if (o->order == order)
+			return o;
+		if (!order_busy(o) && (!take || !o->order ||
+				       (take->order && o->last < take->last)))
+			take = o;
 	}
-	return o->order == order ? o : NULL;
+	if (take) {
+		memset(take, 0, sizeof(*take));
+		take->order = order;
+	}
+	return take;
 }
 
 /* The walk of @o that an open at @pos belongs to: the one whose front is
@@ -396,6 +416,7 @@ static void follow_orders(struct stream *s, const struct stream_place *place)
 		o = order_slot(s, place->in[k].order);
 		if (!o)
 			continue;
+		o->last = ++s->ticks;
 		w = order_open(s, o, place->in[k].pos, place->in[k].next, &a,
 			       &c);
 		if (w && !want) {
