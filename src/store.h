@@ -153,12 +153,24 @@ int store_object_entry(struct store *st, uint64_t gen, uint64_t oid,
 struct store_place {
 	uint64_t list, list_pos, list_next;
 	uint64_t folder, folder_pos, folder_next;
+	uint64_t folder_rank; /* its place among the folder's names in byte
+			       * order, from 1; 0: past STORE_RANK_MAX */
 };
+
+#define STORE_RANK_MAX 65536 /* names counted for a rank at most */
 
 /* The place of object @oid of @kind in @gen. 0, -ENOENT, or another
  * negative errno. */
 int store_object_place(struct store *st, uint64_t gen, enum item_kind kind,
 		       uint64_t oid, struct store_place *p);
+
+/* Call @fn for the entries of @dir in @gen in byte order of their names,
+ * after the first @after of them: each entry's object (0 for a folder or a
+ * held-back name) and its rank (from 1), until @fn returns non-zero or @n
+ * were given. Returns 0, @fn's value, or a negative errno. */
+int store_by_name(struct store *st, uint64_t gen, uint64_t dir, uint64_t after,
+		  size_t n, int (*fn)(void *ctx, uint64_t oid, uint64_t rank),
+		  void *ctx);
 
 /* The parent of folder @dir (STORE_DIR_PATHS for a top folder), or 0. */
 uint64_t store_dir_parent(struct store *st, uint64_t dir);

@@ -57,6 +57,8 @@ enum stmt {
 	S_GENS,
 	S_OBJECTS,
 	S_VERSIONS,
+	S_NAME_RANK,
+	S_BY_NAME,
 	S_COUNT
 };
 

@@ -186,6 +186,25 @@ static void place_in(struct conn *c, uint64_t gen, uint64_t dir,
 	sqlite3_reset(q);
 }
 
+/* The rank of @name among the names of @dir (from 1), or 0 when more than
+ * STORE_RANK_MAX come before it: a count that long is not worth an open. */
+static uint64_t name_rank(struct conn *c, uint64_t gen, uint64_t dir,
+			  const void *name, int len)
+{
+	sqlite3_stmt *q = store_stmt(c, S_NAME_RANK);
+	int64_t n = -1;
+
+	if (!q)
+		return 0;
+	sqlite3_bind_int64(q, 1, gen);
+	sqlite3_bind_int64(q, 2, dir);
+	sqlite3_bind_blob(q, 3, name, len, SQLITE_STATIC);
+	sqlite3_bind_int64(q, 4, STORE_RANK_MAX);
+	if (sql_step_int(q, &n) || n < 0 || n >= STORE_RANK_MAX)
+		return 0;
+	return (uint64_t)n + 1;
+}
+
 int store_object_place(struct store *st, uint64_t gen, enum item_kind kind,
 		       uint64_t oid, struct store_place *p)
 {
@@ -208,12 +227,16 @@ int store_object_place(struct store *st, uint64_t gen, enum item_kind kind,
 		place_in(c, gen, p->list, sqlite3_column_blob(q, 0),
 			 sqlite3_column_bytes(q, 0), &p->list_pos,
 			 &p->list_next);
-		if (p->folder && sqlite3_column_type(q, 2) != SQLITE_NULL)
+		if (p->folder && sqlite3_column_type(q, 2) != SQLITE_NULL) {
 			place_in(c, gen, p->folder, sqlite3_column_blob(q, 2),
 				 sqlite3_column_bytes(q, 2), &p->folder_pos,
 				 &p->folder_next);
-		else
+			p->folder_rank = name_rank(c, gen, p->folder,
+						   sqlite3_column_blob(q, 2),
+						   sqlite3_column_bytes(q, 2));
+		} else {
 			p->folder = 0;
+		}
 	} else {
 		err = rc == SQLITE_DONE ? -ENOENT : sql_errno(rc);
 	}
@@ -221,6 +244,34 @@ int store_object_place(struct store *st, uint64_t gen, enum item_kind kind,
 	epoch = c->epoch;
 	store_conn_put(st, c);
 	return store_damaged(st, epoch, err);
+}
+
+int store_by_name(struct store *st, uint64_t gen, uint64_t dir, uint64_t after,
+		  size_t n, int (*fn)(void *ctx, uint64_t oid, uint64_t rank),
+		  void *ctx)
+{
+	unsigned epoch;
+	struct conn *c;
+	sqlite3_stmt *q = store_reader_stmt(st, S_BY_NAME, &c);
+	uint64_t rank = after;
+	int rc, err = 0;
+
+	if (!q)
+		return -EIO;
+	sqlite3_bind_int64(q, 1, gen);
+	sqlite3_bind_int64(q, 2, dir);
+	sqlite3_bind_int64(q, 3, (int64_t)n);
+	sqlite3_bind_int64(q, 4, (int64_t)after);
+	while (!err && (rc = sqlite3_step(q)) == SQLITE_ROW)
+		err = fn(ctx, (uint64_t)sqlite3_column_int64(q, 0), ++rank);
+	sqlite3_reset(q);
+	epoch = c->epoch;
+	store_conn_put(st, c);
+	if (err)
+		return err;
+	if (rc != SQLITE_DONE)
+		return store_damaged(st, epoch, sql_errno(rc));
+	return 0;
 }
 
 uint64_t store_dir_parent(struct store *st, uint64_t dir)

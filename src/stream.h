@@ -26,7 +26,7 @@ struct stream_config {
  * @order names it (0: none), @pos is the file's place and @next that of
  * the file after it (0: the last). Positions grow along an order; who
  * opens does not matter (many readers may walk one order together). */
-#define STREAM_ORDERS 2
+#define STREAM_ORDERS 3
 struct stream_place {
 	struct {
 		uint64_t order, pos, next;

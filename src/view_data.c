@@ -19,7 +19,8 @@
 #define ORDER_DS_SHIFT 40
 #define ORDER_THUMB_BIT (UINT64_C(1) << 39)
 #define ORDER_SEQUENCE_BIT (UINT64_C(1) << 38)
-#define ORDER_DIR_MASK ((UINT64_C(1) << 38) - 1)
+#define ORDER_NAME_BIT (UINT64_C(1) << 37) /* a folder's names, sorted */
+#define ORDER_DIR_MASK ((UINT64_C(1) << 37) - 1)
 
 static enum view_which node_which(const struct node *n)
 {
@@ -228,6 +229,14 @@ static void node_place(struct fs *fs, const struct node *n,
 		place->in[1].pos = sp.folder_pos;
 		place->in[1].next = sp.folder_next;
 	}
+	/* and among the folder's names, sorted: how ImageFolder, rsync and
+	 * sorted(glob()) walk it, whatever order the listing gave */
+	if (sp.folder && sp.folder_rank) {
+		place->in[2].order = order_of(n->ds, kind, which, sp.folder) |
+				     ORDER_NAME_BIT;
+		place->in[2].pos = sp.folder_rank;
+		place->in[2].next = sp.folder_rank + 1;
+	}
 }
 
 /* The objects after a position of an order. */
@@ -244,6 +253,17 @@ static int ahead_add(void *p, const struct store_entry *e)
 		return 0; /* a folder */
 	a->oids[a->n] = e->oid;
 	a->pos[a->n++] = e->pos;
+	return a->n == a->max;
+}
+
+static int ahead_add_ranked(void *p, uint64_t oid, uint64_t rank)
+{
+	struct ahead *a = p;
+
+	if (!oid)
+		return 0; /* a folder */
+	a->oids[a->n] = oid;
+	a->pos[a->n++] = rank;
 	return a->n == a->max;
 }
 
@@ -264,9 +284,15 @@ static size_t order_ahead(void *ctx, uint64_t order, uint64_t after, size_t n,
 	if (!ds || !(a.oids = calloc(n, sizeof(*a.oids))))
 		return 0;
 	if (catalog_pin(fs->cat, ds, kind, &pin) == 0) {
-		store_readdir(dataset_store(ds), pin.gen,
-			      order & ORDER_DIR_MASK, after, NULL, n, ahead_add,
-			      &a);
+		/* a few more names than files: folders come among them */
+		if (order & ORDER_NAME_BIT)
+			store_by_name(dataset_store(ds), pin.gen,
+				      order & ORDER_DIR_MASK, after, 2 * n,
+				      ahead_add_ranked, &a);
+		else
+			store_readdir(dataset_store(ds), pin.gen,
+				      order & ORDER_DIR_MASK, after, NULL, n,
+				      ahead_add, &a);
 		catalog_unpin(fs->cat, ds, kind, &pin);
 	}
 	/* no pin is held while fetching */

@@ -2,6 +2,9 @@
 # folder's order), and never for readers in random order.
 import os
 import random
+import subprocess
+
+import pytest
 
 from conftest import read_all, sha256_file
 
@@ -148,3 +151,102 @@ def test_a_shuffled_pool_causes_no_request_ahead(fake_factory,
     # what was fetched ahead and never read: at most 5% of what was read
     assert fake.counts()["file"] <= 150 * 1.05, fake.counts()
     assert m.cache_stats()["prefetched"] <= 150 * 0.05
+
+
+def test_xargs_in_order_is_fetched_ahead(fake_factory, mount_factory):
+    # xargs -P8 -n1 cat: eight processes, each the next file of one list
+    fake = fake_factory("--dataset", DS + ":items=200,size_known=1,"
+                        "min_size=2000,max_size=20000")
+    truth = fake.truth(DS)["items"]
+    m = mount_factory(fake, "dataset=" + DS, "prefetch=16")
+    files = item_files(m, truth)
+    os.listdir(os.path.dirname(files[0][1]))
+    fake.reset()
+    fake.fault(route="file", latency=0.03, count=-1)
+    names = b"".join(os.fsencode(p) + b"\0" for _, p in files)
+    out = subprocess.run(["xargs", "-0", "-P8", "-n1", "sha256sum"],
+                         input=names, capture_output=True, check=True).stdout
+    got = {os.fsdecode(line.split(b"  ", 1)[1]): line.split()[0].decode()
+           for line in out.splitlines()}
+    assert got == {p: t["files"]["data"]["sha256"] for t, p in files}
+    m.wait_idle()
+    st = m.cache_stats()
+    assert st["prefetched"] >= len(files) // 2, st
+    assert fake.counts()["file"] == len(files)
+
+
+LOADER = """
+import sys, torch
+from torchvision import datasets
+data = datasets.ImageFolder(sys.argv[1], loader=lambda p: open(p, "rb").read())
+loader = torch.utils.data.DataLoader(data, batch_size=8, num_workers=4,
+                                     shuffle=sys.argv[2] == "1",
+                                     collate_fn=lambda batch: batch)
+seen = 0
+for batch in loader:
+    seen += len(batch)
+    if seen >= int(sys.argv[3]):
+        break
+print(seen)
+"""
+
+
+def loader_run(m, fake, shuffle, most=1 << 30):
+    root = m.p("acme", "cars", "files")
+    for e in os.scandir(root):
+        if e.is_dir():
+            os.listdir(e.path)
+    fake.reset()
+    fake.fault(route="file", latency=0.03, count=-1)
+    out = subprocess.run(["/usr/bin/python3", "-c", LOADER, root,
+                          "1" if shuffle else "0", str(most)],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    m.wait_idle()
+    return int(out.stdout)
+
+
+def test_a_dataloader_in_order_is_fetched_ahead(fake_factory, mount_factory):
+    pytest.importorskip("torchvision")
+    fake = fake_factory("--dataset", DS + ":items=240,classes=3,"
+                        "size_known=1,min_size=2000,max_size=20000")
+    m = mount_factory(fake, "dataset=" + DS, "prefetch=16")
+    # DataLoader workers without shuffle: each takes whole batches of the
+    # folders' files in name order
+    images = loader_run(m, fake, False)
+    assert images >= 200
+    st = m.cache_stats()
+    # four workers a batch apart, each folder a walk of its own: a good
+    # part is on its way before its worker opens it
+    assert st["prefetched"] >= images // 4, st
+    assert fake.counts()["file"] <= images * 1.05, fake.counts()
+    # shuffled, another mount, half an epoch: what was fetched and never
+    # read is at most 5% of what was read
+    m = mount_factory(fake, "dataset=" + DS, "prefetch=16")
+    half = loader_run(m, fake, True, images // 2)
+    assert half >= images // 2
+    # (its workers load a few batches more than it takes: those are reads)
+    st = m.cache_stats()
+    assert st["prefetched"] <= half * 0.05, st
+
+
+def test_name_order_is_fetched_ahead(fake_factory, mount_factory):
+    # listed in reverse key order, walked in name order (sorted(), rsync,
+    # ImageFolder): neither the listing's order nor the folder's
+    fake = fake_factory("--dataset", DS + ":items=120,classes=2,"
+                        "size_known=1,min_size=2000,max_size=20000")
+    truth = fake.truth(DS)["items"]
+    m = mount_factory(fake, "dataset=" + DS, "prefetch=8", "ordering=-key")
+    by_key = {t["key"]: t for t in truth}
+    files = m.p("acme", "cars", "files")
+    folder = sorted(e.name for e in os.scandir(files) if e.is_dir())[0]
+    listed = [e.name for e in os.scandir(os.path.join(files, folder))
+              if e.is_file()]
+    names = sorted(listed)
+    assert len(names) >= 20 and listed != names
+    fake.reset()
+    for name in names:
+        read(by_key[folder + "/" + name], os.path.join(files, folder, name))
+    m.wait_idle()
+    assert fake.counts()["file"] == len(names)
+    assert m.cache_stats()["prefetched"] >= len(names) - 8
