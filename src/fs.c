@@ -4,6 +4,7 @@
  * kind by name; it counts every request and every error it answers. */
 #include "fs.h"
 #include "log.h"
+#include "objects.h"
 #include "util.h"
 #include "view_xattr.h"
 
@@ -111,7 +112,7 @@ int fs_init(struct fs *fs)
 	pthread_mutex_init(&fs->handles_lock, NULL);
 	pthread_mutex_init(&fs->forgets_lock, NULL);
 	fs->handles.prev = fs->handles.next = &fs->handles;
-	fs->objects = view_object_cache_new();
+	fs->objects = objects_new(fs->cat);
 	fs->size_windows = view_size_windows_new();
 	fs->stats = calloc(1, sizeof(*fs->stats));
 	return fs->objects && fs->size_windows && fs->stats ? 0 : -ENOMEM;
@@ -150,7 +151,7 @@ void fs_destroy(struct fs *fs)
 		h->release(fs, h); /* removes it from the list */
 	}
 	pthread_mutex_destroy(&fs->handles_lock);
-	view_object_cache_free(fs->objects);
+	objects_free(fs->objects);
 	fs->objects = NULL;
 	view_size_windows_free(fs->size_windows);
 	fs->size_windows = NULL;

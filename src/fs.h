@@ -19,7 +19,7 @@ struct fs_handle {
 	void (*release)(struct fs *fs, struct fs_handle *h);
 };
 
-struct object_cache;
+struct objects;
 struct size_windows;
 
 /* The FUSE operations, as the counters name them. */
@@ -76,7 +76,7 @@ struct fs {
 	struct tree *tree;
 	struct catalog *cat;
 	struct stream *stream;
-	struct object_cache *objects; /* recently used objects, parsed */
+	struct objects *objects; /* recently used objects, parsed */
 	struct size_windows *size_windows; /* sizes asked for ahead */
 	struct fs_stats *stats; /* atomic counters */
 	double ttl; /* seconds the kernel may trust entries and attributes */

@@ -184,10 +184,10 @@ int mount_build_fs(struct mount *m)
 	struct fs *fs = &m->fs;
 
 	view_init();
+	fs->cat = m->cat;
 	fs->tree = tree_new();
 	if (!fs->tree || fs_init(fs))
 		return -1;
-	fs->cat = m->cat;
 	fs->stream = m->stream;
 	fs->prefetch = o->prefetch > 0;
 	fs->ttl = o->ttl;

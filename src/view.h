@@ -220,21 +220,7 @@ void view_path_shows(struct fs *fs, struct dataset *ds, enum item_kind kind,
 struct size_windows *view_size_windows_new(void);
 void view_size_windows_free(struct size_windows *w);
 
-/* Objects (view_object.c). */
-
-/* A cache of parsed objects for view_object(); NULL on ENOMEM. */
-struct object_cache *view_object_cache_new(void);
-void view_object_cache_free(struct object_cache *c);
-
-/* The object of @kind @oid in @ds as the current listing has it: a new
- * reference in @out (cached). 0, -ENOENT, or another negative errno. */
-int view_object(struct fs *fs, struct dataset *ds, enum item_kind kind,
-		uint64_t oid, struct item **out);
-
-/* Where object @oid of @kind stands in the current listing of @ds (kept
- * with the parsed object). 0 or a negative errno. */
-int view_object_place(struct fs *fs, struct dataset *ds, enum item_kind kind,
-		      uint64_t oid, struct store_place *place);
+/* Object identities. */
 
 /* The kind and store number of an object identity. */
 static inline enum item_kind view_id_kind(uint64_t id)

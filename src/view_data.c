@@ -6,6 +6,7 @@
  * next when a reader follows either order. */
 #include "fs.h"
 #include "log.h"
+#include "objects.h"
 #include "util.h"
 #include "view.h"
 
@@ -138,7 +139,7 @@ int view_object_file_stat(struct fs *fs, const struct node *n,
 	if (e)
 		size = which == VIEW_DATA ? e->size : e->thumb_size;
 	if ((size < 0 && fetch) || !e) {
-		err = view_object(fs, n->ds, view_id_kind(n->id),
+		err = objects_get(fs->objects, n->ds, view_id_kind(n->id),
 				  view_id_oid(n->id), &it);
 		if (err)
 			return err;
@@ -218,7 +219,7 @@ static void node_place(struct fs *fs, const struct node *n,
 	struct store_place sp;
 
 	memset(place, 0, sizeof(*place));
-	if (view_object_place(fs, n->ds, kind, view_id_oid(n->id), &sp))
+	if (objects_place(fs->objects, n->ds, kind, view_id_oid(n->id), &sp))
 		return;
 	place->in[0].order = order_of(n->ds, kind, which, sp.list);
 	place->in[0].pos = sp.list_pos;
@@ -274,7 +275,7 @@ static size_t order_ahead(void *ctx, uint64_t order, uint64_t after, size_t n,
 		struct fetch_src *src;
 		struct item *it;
 
-		if (view_object(fs, ds, kind, a.oids[i], &it))
+		if (objects_get(fs->objects, ds, kind, a.oids[i], &it))
 			continue;
 		if (view_data_src(fs, ds, it, which, &src) == 0) {
 			stream_prefetch(fs->stream, src);
@@ -345,8 +346,8 @@ static int data_open(struct fs *fs, const struct node *n, int flags,
 
 	if (!df)
 		return -ENOMEM;
-	err = view_object(fs, n->ds, view_id_kind(n->id), view_id_oid(n->id),
-			  &it);
+	err = objects_get(fs->objects, n->ds, view_id_kind(n->id),
+			  view_id_oid(n->id), &it);
 	if (!err)
 		err = view_data_src(fs, n->ds, it, node_which(n), &src);
 	if (!err) {

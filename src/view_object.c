@@ -1,205 +1,23 @@
 /* An item's or sequence's folder and its files: metadata.json, status,
  * the data file (a sequence's featured image) and the thumbnail (both in
- * view_data.c), and a sequence's views/. Objects are parsed from the store on use and kept in a
- * small cache while the listing they came from is current. */
+ * view_data.c), and a sequence's views/. */
 #include "api.h"
 #include "fs.h"
 #include "log.h"
+#include "objects.h"
 #include "render.h"
 #include "view.h"
 
 #include <errno.h>
 #include <fcntl.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <uthash.h>
 
-#define OBJECT_CACHE_MAX 1024 /* parsed objects kept */
-#define OBJECT_CACHE_BYTES (64 << 20) /* their JSON, and its pretty form */
 #define VIEW_INDEX_BITS 8 /* a view file's id: its sequence << 8 | index */
 
 extern struct node_ops view_metadata_ops, view_status_ops, view_views_ops;
 extern struct node_ops view_view_ops;
-
-/* ---- the cache of parsed objects ---- */
-
-struct cached_key {
-	size_t ds;
-	uint64_t id; /* kind bit and oid */
-};
-
-struct cached {
-	struct cached_key key;
-	uint64_t gen;
-	struct item *it;
-	struct store_place place;
-	bool placed; /* place is known */
-	struct cached *prev, *next; /* LRU, head newest */
-	UT_hash_handle hh;
-};
-
-struct object_cache {
-	pthread_mutex_t lock;
-	struct cached *by_key; /* protected by lock */
-	struct cached *head, *tail; /* protected by lock */
-	size_t n; /* protected by lock */
-	size_t bytes; /* protected by lock: cost() of those kept */
-};
-
-/* What an object kept costs: its JSON, and the pretty form metadata.json
- * makes of it (about as long), so that a few objects with huge metadata
- * do not hold hundreds of MB. */
-static size_t cost(const struct item *it)
-{
-	return 2 * it->json_len + 1024;
-}
-
-struct object_cache *view_object_cache_new(void)
-{
-	struct object_cache *c = calloc(1, sizeof(*c));
-
-	if (c)
-		pthread_mutex_init(&c->lock, NULL);
-	return c;
-}
-
-static void lru_unlink(struct object_cache *c, struct cached *e)
-{
-	if (e->prev)
-		e->prev->next = e->next;
-	else
-		c->head = e->next;
-	if (e->next)
-		e->next->prev = e->prev;
-	else
-		c->tail = e->prev;
-	e->prev = e->next = NULL;
-}
-
-static void lru_push(struct object_cache *c, struct cached *e)
-{
-	e->next = c->head;
-	e->prev = NULL;
-	if (c->head)
-		c->head->prev = e;
-	c->head = e;
-	if (!c->tail)
-		c->tail = e;
-}
-
-static void cached_drop(struct object_cache *c, struct cached *e)
-{
-	HASH_DEL(c->by_key, e);
-	lru_unlink(c, e);
-	c->bytes -= cost(e->it);
-	item_unref(e->it);
-	free(e);
-	c->n--;
-}
-
-void view_object_cache_free(struct object_cache *c)
-{
-	if (!c)
-		return;
-	while (c->head)
-		cached_drop(c, c->head);
-	pthread_mutex_destroy(&c->lock);
-	free(c);
-}
-
-int view_object(struct fs *fs, struct dataset *ds, enum item_kind kind,
-		uint64_t oid, struct item **out)
-{
-	struct object_cache *c = fs->objects;
-	struct cached_key key = { dataset_index(ds),
-				  view_object_id(kind, oid) };
-	struct cached *e;
-	struct item *it = NULL;
-	struct catalog_pin pin;
-	uint64_t gen;
-	int err;
-
-	*out = NULL;
-	if (catalog_gone(fs->cat, ds, kind, oid))
-		return -ENOENT;
-	err = catalog_pin(fs->cat, ds, kind, &pin);
-	if (err)
-		return err;
-	gen = pin.gen;
-	pthread_mutex_lock(&c->lock);
-	HASH_FIND(hh, c->by_key, &key, sizeof(key), e);
-	if (e && e->gen == gen) {
-		lru_unlink(c, e);
-		lru_push(c, e);
-		it = item_ref(e->it);
-	}
-	pthread_mutex_unlock(&c->lock);
-	if (!it) {
-		err = store_object(dataset_store(ds), gen, kind, oid, &it);
-		if (!err) {
-			pthread_mutex_lock(&c->lock);
-			HASH_FIND(hh, c->by_key, &key, sizeof(key), e);
-			if (e)
-				cached_drop(c, e);
-			e = calloc(1, sizeof(*e));
-			if (e) {
-				e->key = key;
-				e->gen = gen;
-				e->it = item_ref(it);
-				HASH_ADD(hh, c->by_key, key, sizeof(e->key), e);
-				lru_push(c, e);
-				c->n++;
-				c->bytes += cost(it);
-				while (c->n > 1 &&
-				       (c->n > OBJECT_CACHE_MAX ||
-					c->bytes > OBJECT_CACHE_BYTES))
-					cached_drop(c, c->tail);
-			}
-			pthread_mutex_unlock(&c->lock);
-		}
-	}
-	catalog_unpin(fs->cat, ds, kind, &pin);
-	*out = it;
-	return err;
-}
-
-int view_object_place(struct fs *fs, struct dataset *ds, enum item_kind kind,
-		      uint64_t oid, struct store_place *place)
-{
-	struct object_cache *c = fs->objects;
-	struct cached_key key = { dataset_index(ds),
-				  view_object_id(kind, oid) };
-	struct cached *e;
-	struct catalog_pin pin;
-	bool found = false;
-	int err;
-
-	err = catalog_pin(fs->cat, ds, kind, &pin);
-	if (err)
-		return err;
-	pthread_mutex_lock(&c->lock);
-	HASH_FIND(hh, c->by_key, &key, sizeof(key), e);
-	if (e && e->gen == pin.gen && e->placed) {
-		*place = e->place;
-		found = true;
-	}
-	pthread_mutex_unlock(&c->lock);
-	if (!found) {
-		err = store_object_place(dataset_store(ds), pin.gen, kind, oid,
-					 place);
-		pthread_mutex_lock(&c->lock);
-		HASH_FIND(hh, c->by_key, &key, sizeof(key), e);
-		if (!err && e && e->gen == pin.gen) {
-			e->place = *place;
-			e->placed = true;
-		}
-		pthread_mutex_unlock(&c->lock);
-	}
-	catalog_unpin(fs->cat, ds, kind, &pin);
-	return err;
-}
 
 /* ---- the folder ---- */
 
@@ -251,8 +69,8 @@ static size_t object_files(const struct item *it, struct object_file *v)
 
 static int object_item(struct fs *fs, const struct node *n, struct item **it)
 {
-	return view_object(fs, n->ds, view_id_kind(n->id), view_id_oid(n->id),
-			   it);
+	return objects_get(fs->objects, n->ds, view_id_kind(n->id),
+			   view_id_oid(n->id), it);
 }
 
 static int object_child(struct fs *fs, const struct node *dir, const char *name,
@@ -386,7 +204,8 @@ static int text_target(struct fs *fs, const struct node *n, struct item **it,
 	*view_name = NULL;
 	if (n->ops == &view_view_ops)
 		id = (n->id >> VIEW_INDEX_BITS) | VIEW_SEQUENCE_BIT;
-	err = view_object(fs, n->ds, view_id_kind(id), view_id_oid(id), it);
+	err = objects_get(fs->objects, n->ds, view_id_kind(id), view_id_oid(id),
+			  it);
 	if (err)
 		return err;
 	if (n->ops == &view_metadata_ops) {

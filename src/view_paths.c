@@ -5,6 +5,7 @@
  * items/x.jpg/data.jpg are one inode. This file holds what the views share,
  * and files/. */
 #include "fs.h"
+#include "objects.h"
 #include "view.h"
 
 #include <errno.h>
@@ -238,7 +239,8 @@ static void window_prefetch(struct fs *fs, const struct node *dir,
 		struct fetch_src *src;
 		struct item *it;
 
-		if (view_object(fs, dir->ds, ITEM_KIND_ITEM, w->oids[i], &it))
+		if (objects_get(fs->objects, dir->ds, ITEM_KIND_ITEM,
+				w->oids[i], &it))
 			continue;
 		if (view_data_src(fs, dir->ds, it, w->which, &src) == 0) {
 			stream_size_prefetch(fs->stream, src);

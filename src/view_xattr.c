@@ -12,6 +12,7 @@
 #include "fs.h"
 #include "item.h"
 #include "item_json.h"
+#include "objects.h"
 #include "stream.h"
 
 #include <errno.h>
@@ -151,7 +152,7 @@ static int object_xattrs(struct fs *fs, const struct node *n,
 			 struct view_xattrs *x)
 {
 	struct item *it = NULL;
-	int err = view_object(fs, n->ds, view_id_kind(n->id),
+	int err = objects_get(fs->objects, n->ds, view_id_kind(n->id),
 			      view_id_oid(n->id), &it);
 
 	if (err == -ENOENT)
