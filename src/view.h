@@ -96,6 +96,9 @@ struct node_ops {
 		       uint64_t after, bool plus, view_fill_fn fill, void *ctx);
 	void (*dir_release)(struct fs *fs, const struct node *dir, void *state);
 	int (*getattr)(struct fs *fs, const struct node *n, struct stat *st);
+	/* files whose size may take a request: their attributes without
+	 * one, else -EAGAIN; NULL when getattr() never makes one */
+	int (*peek)(struct fs *fs, const struct node *n, struct stat *st);
 	/* files: open for reading; @keep_cache says whether the kernel may
 	 * keep the pages it has */
 	int (*open)(struct fs *fs, const struct node *n, int flags,
@@ -249,10 +252,6 @@ enum view_which { VIEW_DATA, VIEW_THUMB };
 int view_object_file_stat(struct fs *fs, const struct node *n,
 			  const struct store_entry *e, struct stat *st,
 			  bool fetch);
-
-/* The same, from the listing's entry of @n's object. */
-int view_data_stat(struct fs *fs, const struct node *n, struct stat *st,
-		   bool fetch);
 
 /* Where file @which of @it (of @ds) comes from: a new source in @out. 0,
  * -ENOENT when it has no such file, or -ENOMEM. */

@@ -170,8 +170,9 @@ int view_object_file_stat(struct fs *fs, const struct node *n,
 	return err;
 }
 
-int view_data_stat(struct fs *fs, const struct node *n, struct stat *st,
-		   bool fetch)
+/* The attributes of @n from the listing's entry of its object. */
+static int data_stat(struct fs *fs, const struct node *n, struct stat *st,
+		     bool fetch)
 {
 	struct store_entry e;
 	enum item_kind kind = view_id_kind(n->id);
@@ -196,7 +197,12 @@ int view_data_stat(struct fs *fs, const struct node *n, struct stat *st,
 
 static int data_getattr(struct fs *fs, const struct node *n, struct stat *st)
 {
-	return view_data_stat(fs, n, st, true);
+	return data_stat(fs, n, st, true);
+}
+
+static int data_peek(struct fs *fs, const struct node *n, struct stat *st)
+{
+	return data_stat(fs, n, st, false);
 }
 
 /* ---- orders ---- */
@@ -372,6 +378,7 @@ struct node_ops view_data_ops = {
 	.object_id = true,
 	.name = "data",
 	.getattr = data_getattr,
+	.peek = data_peek,
 	.open = data_open,
 };
 
@@ -379,5 +386,6 @@ struct node_ops view_thumb_ops = {
 	.object_id = true,
 	.name = "thumbnail",
 	.getattr = data_getattr,
+	.peek = data_peek,
 	.open = data_open,
 };

@@ -90,9 +90,8 @@ static int object_child(struct fs *fs, const struct node *dir, const char *name,
 			view_make(c, files[i].ops, dir->ds, dir->id);
 			if (!st)
 				err = 0;
-			else if (!fetch && (c->ops == &view_data_ops ||
-					    c->ops == &view_thumb_ops))
-				err = view_data_stat(fs, c, st, false);
+			else if (!fetch && c->ops->peek)
+				err = c->ops->peek(fs, c, st);
 			else
 				err = c->ops->getattr(fs, c, st);
 			break;
