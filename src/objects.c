@@ -118,7 +118,7 @@ int objects_get(struct objects *c, struct dataset *ds, enum item_kind kind,
 	int err;
 
 	*out = NULL;
-	if (catalog_gone(c->cat, ds, kind, oid))
+	if (objects_gone(c, ds, kind, oid))
 		return -ENOENT;
 	err = catalog_pin(c->cat, ds, kind, &pin);
 	if (err)
@@ -193,4 +193,26 @@ int objects_place(struct objects *c, struct dataset *ds, enum item_kind kind,
 	}
 	catalog_unpin(c->cat, ds, kind, &pin);
 	return err;
+}
+
+int objects_entry(struct objects *c, struct dataset *ds, enum item_kind kind,
+		  uint64_t oid, struct store_entry *e)
+{
+	struct catalog_pin pin;
+	int err;
+
+	if (objects_gone(c, ds, kind, oid))
+		return -ENOENT;
+	err = catalog_pin(c->cat, ds, kind, &pin);
+	if (err)
+		return err;
+	err = store_object_entry(dataset_store(ds), pin.gen, oid, e);
+	catalog_unpin(c->cat, ds, kind, &pin);
+	return err;
+}
+
+bool objects_gone(struct objects *c, struct dataset *ds, enum item_kind kind,
+		  uint64_t oid)
+{
+	return oid && catalog_gone(c->cat, ds, kind, oid);
 }

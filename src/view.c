@@ -1,6 +1,7 @@
 /* The table of node kinds, inode numbers, and what the kinds share. */
 #include "view.h"
 #include "fs.h"
+#include "objects.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -207,6 +208,9 @@ void view_dir_unpin(struct fs *fs, const struct node *dir, void *state)
 
 /* Counts what store_readdir() hands on, and where it got to. */
 struct counted {
+	struct fs *fs;
+	const struct node *dir;
+	enum item_kind kind;
 	int (*entry)(void *ctx, const struct store_entry *e);
 	void *ctx;
 	size_t rows;
@@ -220,6 +224,8 @@ static int count_entry(void *p, const struct store_entry *e)
 
 	c->rows++;
 	c->last = e->pos;
+	if (objects_gone(c->fs->objects, c->dir->ds, c->kind, e->oid))
+		return 0;
 	if (c->entry(c->ctx, e)) {
 		c->full = true;
 		return 1;
@@ -235,7 +241,7 @@ int view_dir_entries(struct fs *fs, const struct node *dir, void *state,
 {
 	struct view_dir_pin *dp = state;
 	int64_t deadline = util_now_ms() + fs->wait_ms;
-	struct counted c = { entry, ctx, 0, after, false };
+	struct counted c = { fs, dir, dp->kind, entry, ctx, 0, after, false };
 	size_t given = 0;
 	int err;
 
@@ -276,5 +282,7 @@ int view_dir_lookup(struct fs *fs, const struct node *dir, enum item_kind kind,
 		if (err > 0)
 			err = 0;
 	}
+	if (!err && objects_gone(fs->objects, dir->ds, kind, e->oid))
+		err = -ENOENT;
 	return err;
 }

@@ -177,7 +177,8 @@ void view_dir_unpin(struct fs *fs, const struct node *dir, void *state);
 
 /* Read entries of store directory @sdir through the pin in @state with
  * @filter, after @after, handing each to @entry (which returns non-zero
- * when full); waits for the pages of a first listing as they come. */
+ * when full), but for objects gone since the listing (objects_gone());
+ * waits for the pages of a first listing as they come. */
 int view_dir_entries(struct fs *fs, const struct node *dir, void *state,
 		     uint64_t sdir, const struct store_filter *filter,
 		     uint64_t after,
@@ -186,8 +187,9 @@ int view_dir_entries(struct fs *fs, const struct node *dir, void *state,
 
 /* Find @name in store directory @sdir of the listing of @kind: waits for
  * the pages of a first listing until it is there or the listing is
- * complete. 0 with @e, -ENOENT, or another negative errno. The pin is in
- * @pin until catalog_unpin(). */
+ * complete. 0 with @e, -ENOENT (also for an object gone since the
+ * listing), or another negative errno. The pin is in @pin until
+ * catalog_unpin(). */
 int view_dir_lookup(struct fs *fs, const struct node *dir, enum item_kind kind,
 		    uint64_t sdir, const char *name,
 		    const struct store_filter *filter, struct store_entry *e,

@@ -175,18 +175,9 @@ static int data_stat(struct fs *fs, const struct node *n, struct stat *st,
 		     bool fetch)
 {
 	struct store_entry e;
-	enum item_kind kind = view_id_kind(n->id);
-	struct catalog_pin pin;
-	int err;
+	int err = objects_entry(fs->objects, n->ds, view_id_kind(n->id),
+				view_id_oid(n->id), &e);
 
-	if (catalog_gone(fs->cat, n->ds, kind, view_id_oid(n->id)))
-		return -ENOENT;
-	err = catalog_pin(fs->cat, n->ds, kind, &pin);
-	if (err)
-		return err;
-	err = store_object_entry(dataset_store(n->ds), pin.gen,
-				 view_id_oid(n->id), &e);
-	catalog_unpin(fs->cat, n->ds, kind, &pin);
 	if (err)
 		return err;
 	if (!(e.has &

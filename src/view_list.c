@@ -34,8 +34,6 @@ static int list_lookup(struct fs *fs, const struct node *dir, const char *name,
 	int err = view_dir_lookup(fs, dir, kind, list_dir(dir), name, NULL, &e,
 				  &pin);
 
-	if (!err && catalog_gone(fs->cat, dir->ds, kind, e.oid))
-		err = -ENOENT;
 	if (!err)
 		object_node(fs, dir, &e, child, st);
 	catalog_unpin(fs->cat, dir->ds, kind, &pin);
@@ -57,8 +55,7 @@ static int list_entry(void *p, const struct store_entry *e)
 	struct node c;
 	struct stat st;
 
-	if (e->name_len > NAMES_MAX ||
-	    catalog_gone(lf->fs->cat, lf->dir->ds, list_kind(lf->dir), e->oid))
+	if (e->name_len > NAMES_MAX)
 		return 0;
 	memcpy(name, e->name, e->name_len);
 	name[e->name_len] = '\0';

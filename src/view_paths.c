@@ -49,8 +49,6 @@ static int entry_child(struct fs *fs, const struct path_view *pv,
 			view_stat(fs, c, NULL, st);
 		return 0;
 	}
-	if (catalog_gone(fs->cat, dir->ds, ITEM_KIND_ITEM, e->oid))
-		return -ENOENT;
 	view_make(c, pv->file, dir->ds, view_object_id(ITEM_KIND_ITEM, e->oid));
 	return st ? view_object_file_stat(fs, c, e, st, fetch) : 0;
 }
@@ -299,7 +297,7 @@ static int path_entry(void *p, const struct store_entry *e)
 	err = entry_child(pf->fs, pf->pv, pf->dir, e, &c, pf->plus ? &st : NULL,
 			  false);
 	if (err && err != -EAGAIN)
-		return 0; /* gone since the listing */
+		return 0; /* no attributes to show */
 	if (!pf->plus) {
 		memset(&st, 0, sizeof(st));
 		st.st_ino = c.ino;
