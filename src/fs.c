@@ -1,12 +1,12 @@
 /* FUSE low-level operations. Every operation replies exactly once, with no
- * lock held: the node kinds of view.h return 0 or a negative errno and the
+ * lock held: the node kinds of node.h return 0 or a negative errno and the
  * op replies. This file knows handles, offsets and lookup counts, and no
  * kind by name; it counts every request and every error it answers. */
 #include "fs.h"
 #include "log.h"
 #include "objects.h"
 #include "util.h"
-#include "view_xattr.h"
+#include "node_xattr.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -1,5 +1,5 @@
 /* The FUSE adapter of avalafs: one reply per request, file and directory
- * handles, lookup counts; what each node is and does comes from view.h. */
+ * handles, lookup counts; what each node is and does comes from node.h. */
 #ifndef AVALAFS_FS_H
 #define AVALAFS_FS_H
 
@@ -10,7 +10,7 @@
 #include "catalog.h"
 #include "stream.h"
 #include "tree.h"
-#include "view.h"
+#include "node.h"
 
 /* An open file or directory; the list lets an unmount with files still
  * open free them (the kernel sends no release then). */

@@ -13,7 +13,7 @@
 #include "session.h"
 #include "stream.h"
 #include "tree.h"
-#include "view.h"
+#include "node.h"
 
 #include <curl/curl.h>
 #include <stdio.h>

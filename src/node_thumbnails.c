@@ -1,7 +1,7 @@
 /* thumbnails/: each item's thumbnail at its key's path, under the name its
  * data file has in files/, so that the two views map one to one. */
 #include "fs.h"
-#include "view.h"
+#include "node.h"
 
 extern struct node_ops view_thumbnails_ops;
 

@@ -1,7 +1,7 @@
 /* items/ and sequences/: one folder per object, named by its key (DESIGN
  * section 3), in the store's directories of the current listing. */
 #include "fs.h"
-#include "view.h"
+#include "node.h"
 
 #include <errno.h>
 #include <stdio.h>

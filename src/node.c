@@ -1,5 +1,5 @@
 /* The table of node kinds, inode numbers, and what the kinds share. */
-#include "view.h"
+#include "node.h"
 #include "fs.h"
 #include "objects.h"
 

@@ -1,12 +1,12 @@
 /* An item's or sequence's folder and its files: metadata.json, status,
  * the data file (a sequence's featured image) and the thumbnail (both in
- * view_data.c), and a sequence's views/. */
+ * node_data.c), and a sequence's views/. */
 #include "api.h"
 #include "fs.h"
 #include "log.h"
 #include "objects.h"
 #include "render.h"
-#include "view.h"
+#include "node.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -3,7 +3,7 @@
  * always there (empty when no item has them), and any other an item has;
  * by-status/ itself only when some item has a status. */
 #include "fs.h"
-#include "view.h"
+#include "node.h"
 
 #include <errno.h>
 #include <stdlib.h>

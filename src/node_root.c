@@ -1,7 +1,7 @@
 /* The top of the tree: the root lists owners, an owner its datasets, a
  * dataset the views every dataset has (each kind with a dataset_dir). */
 #include "fs.h"
-#include "view.h"
+#include "node.h"
 
 #include <errno.h>
 #include <stdlib.h>

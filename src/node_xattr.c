@@ -3,7 +3,7 @@
  * read from the listing, never from the network. A dataset's folder tells
  * which listing it shows, and the mount's root its counters
  * (user.avalafs.*), as CernVM-FS's user.hitrate and its kin do. */
-#include "view_xattr.h"
+#include "node_xattr.h"
 
 #include "cache.h"
 #include "catalog.h"

@@ -6,7 +6,7 @@
  * and files/. */
 #include "fs.h"
 #include "objects.h"
-#include "view.h"
+#include "node.h"
 
 #include <errno.h>
 #include <pthread.h>

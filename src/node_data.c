@@ -8,7 +8,7 @@
 #include "log.h"
 #include "objects.h"
 #include "util.h"
-#include "view.h"
+#include "node.h"
 
 #include <errno.h>
 #include <fcntl.h>

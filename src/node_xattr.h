@@ -3,10 +3,10 @@
  * .created_at, .updated_at, .annotations_count: those it has); a
  * dataset's folder the listing it shows (user.avalafs.listing), the root
  * the mount's counters (user.avalafs.hitrate, ...). */
-#ifndef AVALAFS_VIEW_XATTR_H
-#define AVALAFS_VIEW_XATTR_H
+#ifndef AVALAFS_NODE_XATTR_H
+#define AVALAFS_NODE_XATTR_H
 
-#include "view.h"
+#include "node.h"
 
 #define VIEW_XATTR_MAX 10
 #define VIEW_XATTR_NAME 48

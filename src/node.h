@@ -3,8 +3,8 @@
  * inode number names a kind, a dataset and an identity within them, the
  * way /proc/<pid>/ entries are rows of a table. The FUSE adapter (fs.c)
  * calls these and knows no kind by name; adding a view adds a table. */
-#ifndef AVALAFS_VIEW_H
-#define AVALAFS_VIEW_H
+#ifndef AVALAFS_NODE_H
+#define AVALAFS_NODE_H
 
 #ifndef FUSE_USE_VERSION
 #define FUSE_USE_VERSION 35
@@ -135,11 +135,11 @@ int view_node(struct fs *fs, fuse_ino_t ino, struct node *n);
 void view_make(struct node *n, const struct node_ops *ops, struct dataset *ds,
 	       uint64_t id);
 
-/* The kinds other kinds make children of; the table of all is in view.c. */
+/* The kinds other kinds make children of; the table of all is in node.c. */
 extern struct node_ops view_root_ops, view_owner_ops, view_dataset_ops;
 extern struct node_ops view_object_ops, view_data_ops, view_thumb_ops;
 
-/* Helpers the kinds share (view.c). */
+/* Helpers the kinds share (node.c). */
 
 /* Attributes every node has: inode, owner, times (the object's @mtime when
  * given, else the mount's), and a directory's or a file's mode. */
@@ -195,7 +195,7 @@ int view_dir_lookup(struct fs *fs, const struct node *dir, enum item_kind kind,
 		    const struct store_filter *filter, struct store_entry *e,
 		    struct catalog_pin *pin);
 
-/* The key-path views (view_paths.c): a folder of the tree under a view
+/* The key-path views (node_paths.c): a folder of the tree under a view
  * root, whose files are @file's nodes of the objects that have @has (and
  * status @status, unless STORE_NO_STATUS). */
 struct path_view {
@@ -243,7 +243,7 @@ static inline uint64_t view_object_id(enum item_kind kind, uint64_t oid)
 	return oid | (kind == ITEM_KIND_SEQUENCE ? VIEW_SEQUENCE_BIT : 0);
 }
 
-/* Streamed files (view_data.c). */
+/* Streamed files (node_data.c). */
 
 /* Which file of an object a streamed file is. */
 enum view_which { VIEW_DATA, VIEW_THUMB };
