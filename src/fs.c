@@ -194,7 +194,7 @@ static void on_change(void *p, const struct store_change *c)
 {
 	struct replaced *r = p;
 
-	view_changes(r->fs, r->ds, r->kind, c, note_forget, r->fs);
+	node_changes(r->fs, r->ds, r->kind, c, note_forget, r->fs);
 }
 
 void fs_listing_replaced(void *fs, struct dataset *ds, enum item_kind kind,
@@ -254,7 +254,7 @@ static void fs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	struct fs *fs = fs_of(req);
 	struct fuse_entry_param e;
 	struct node dir, child;
-	int err = view_node(fs, parent, &dir);
+	int err = node_of(fs, parent, &dir);
 
 	memset(&e, 0, sizeof(e));
 	if (!err && !dir.ops->dir)
@@ -307,7 +307,7 @@ static void fs_getattr(fuse_req_t req, fuse_ino_t ino,
 	struct fs *fs = fs_of(req);
 	struct node n;
 	struct stat st;
-	int err = view_node(fs, ino, &n);
+	int err = node_of(fs, ino, &n);
 
 	if (!err)
 		err = n.ops->getattr(fs, &n, &st);
@@ -359,7 +359,7 @@ static void fs_opendir(fuse_req_t req, fuse_ino_t ino,
 	struct fs *fs = fs_of(req);
 	struct dir_handle *d;
 	struct node n;
-	int err = view_node(fs, ino, &n);
+	int err = node_of(fs, ino, &n);
 
 	if (!err && !n.ops->dir)
 		err = -ENOTDIR;
@@ -585,7 +585,7 @@ static void fs_releasedir(fuse_req_t req, fuse_ino_t ino,
 /* An open file: what its kind opened. */
 struct open_file {
 	struct fs_handle h; /* first: the list sees this */
-	struct view_file *vf;
+	struct node_file *vf;
 };
 
 static void file_free(struct fs *fs, struct open_file *fh)
@@ -605,10 +605,10 @@ static void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	COUNT_OP(req, FS_OP_OPEN);
 	struct fs *fs = fs_of(req);
 	struct open_file *fh;
-	struct view_file *vf = NULL;
+	struct node_file *vf = NULL;
 	struct node n;
 	bool keep = false;
-	int err = view_node(fs, ino, &n);
+	int err = node_of(fs, ino, &n);
 
 	if (!err &&
 	    ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC)))
@@ -640,7 +640,7 @@ static void fs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	COUNT_OP(req, FS_OP_READ);
 	struct fs *fs = fs_of(req);
 	struct open_file *fh = (struct open_file *)(uintptr_t)fi->fh;
-	struct view_read r;
+	struct node_read r;
 	int err;
 
 	memset(&r, 0, sizeof(r));
@@ -783,7 +783,7 @@ static void fs_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 		reply_err(req, FS_OP_GETXATTR, ENODATA);
 		return;
 	}
-	err = view_node(fs, ino, &n);
+	err = node_of(fs, ino, &n);
 	if (!err)
 		err = view_xattrs_of(fs, &n, &x);
 	if (!err && !(a = view_xattr_find(&x, name)))
@@ -807,7 +807,7 @@ static void fs_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 	char buf[VIEW_XATTR_MAX * VIEW_XATTR_NAME];
 	struct node n;
 	size_t need = 0;
-	int err = fs->xattr ? view_node(fs, ino, &n) : -ENOSYS;
+	int err = fs->xattr ? node_of(fs, ino, &n) : -ENOSYS;
 
 	if (!err)
 		err = view_xattrs_of(fs, &n, &x);

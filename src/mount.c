@@ -183,7 +183,7 @@ int mount_build_fs(struct mount *m)
 	const struct options *o = &m->o;
 	struct fs *fs = &m->fs;
 
-	view_init();
+	node_init();
 	fs->cat = m->cat;
 	fs->tree = tree_new();
 	if (!fs->tree || fs_init(fs))

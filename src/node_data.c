@@ -24,7 +24,7 @@
 
 static enum view_which node_which(const struct node *n)
 {
-	return n->ops == &view_thumb_ops ? VIEW_THUMB : VIEW_DATA;
+	return n->ops == &node_thumb_ops ? VIEW_THUMB : VIEW_DATA;
 }
 
 static const char *item_url(const struct item *it, enum view_which which)
@@ -139,8 +139,8 @@ int view_object_file_stat(struct fs *fs, const struct node *n,
 	if (e)
 		size = which == VIEW_DATA ? e->size : e->thumb_size;
 	if ((size < 0 && fetch) || !e) {
-		err = objects_get(fs->objects, n->ds, view_id_kind(n->id),
-				  view_id_oid(n->id), &it);
+		err = objects_get(fs->objects, n->ds, node_id_kind(n->id),
+				  node_id_oid(n->id), &it);
 		if (err)
 			return err;
 		if (!item_url(it, which)) {
@@ -161,10 +161,10 @@ int view_object_file_stat(struct fs *fs, const struct node *n,
 	}
 	if (!err) {
 		if (e)
-			view_stat(fs, n, e->has_mtime ? &e->mtime : NULL, st);
+			node_stat(fs, n, e->has_mtime ? &e->mtime : NULL, st);
 		else
-			view_stat(fs, n, it->has_mtime ? &it->mtime : NULL, st);
-		view_stat_size(st, size);
+			node_stat(fs, n, it->has_mtime ? &it->mtime : NULL, st);
+		node_stat_size(st, size);
 	}
 	item_unref(it);
 	return err;
@@ -175,8 +175,8 @@ static int data_stat(struct fs *fs, const struct node *n, struct stat *st,
 		     bool fetch)
 {
 	struct store_entry e;
-	int err = objects_entry(fs->objects, n->ds, view_id_kind(n->id),
-				view_id_oid(n->id), &e);
+	int err = objects_entry(fs->objects, n->ds, node_id_kind(n->id),
+				node_id_oid(n->id), &e);
 
 	if (err)
 		return err;
@@ -211,12 +211,12 @@ static uint64_t order_of(struct dataset *ds, enum item_kind kind,
 static void node_place(struct fs *fs, const struct node *n,
 		       struct stream_place *place)
 {
-	enum item_kind kind = view_id_kind(n->id);
+	enum item_kind kind = node_id_kind(n->id);
 	enum view_which which = node_which(n);
 	struct store_place sp;
 
 	memset(place, 0, sizeof(*place));
-	if (objects_place(fs->objects, n->ds, kind, view_id_oid(n->id), &sp))
+	if (objects_place(fs->objects, n->ds, kind, node_id_oid(n->id), &sp))
 		return;
 	place->in[0].order = order_of(n->ds, kind, which, sp.list);
 	place->in[0].pos = sp.list_pos;
@@ -292,17 +292,17 @@ const struct stream_order_ops view_order_ops = {
 /* ---- reading ---- */
 
 struct data_file {
-	struct view_file vf;
+	struct node_file vf;
 	struct stream_reader *reader;
 };
 
-static void data_release_read(struct view_read *r, bool sent)
+static void data_release_read(struct node_read *r, bool sent)
 {
 	stream_read_release(r->stream, &r->cv, sent);
 }
 
-static int data_read(struct fs *fs, struct view_file *f, size_t size, off_t off,
-		     struct view_read *r)
+static int data_read(struct fs *fs, struct node_file *f, size_t size, off_t off,
+		     struct node_read *r)
 {
 	struct data_file *df = (struct data_file *)f;
 	int err, count;
@@ -319,7 +319,7 @@ static int data_read(struct fs *fs, struct view_file *f, size_t size, off_t off,
 	return 0;
 }
 
-static void data_release(struct fs *fs, struct view_file *f)
+static void data_release(struct fs *fs, struct node_file *f)
 {
 	struct data_file *df = (struct data_file *)f;
 
@@ -327,13 +327,13 @@ static void data_release(struct fs *fs, struct view_file *f)
 	free(df);
 }
 
-static const struct view_file_ops data_file_ops = {
+static const struct node_file_ops data_file_ops = {
 	.read = data_read,
 	.release = data_release,
 };
 
 static int data_open(struct fs *fs, const struct node *n, int flags,
-		     struct view_file **out, bool *keep_cache)
+		     struct node_file **out, bool *keep_cache)
 {
 	struct data_file *df = calloc(1, sizeof(*df));
 	struct stream_place place;
@@ -343,8 +343,8 @@ static int data_open(struct fs *fs, const struct node *n, int flags,
 
 	if (!df)
 		return -ENOMEM;
-	err = objects_get(fs->objects, n->ds, view_id_kind(n->id),
-			  view_id_oid(n->id), &it);
+	err = objects_get(fs->objects, n->ds, node_id_kind(n->id),
+			  node_id_oid(n->id), &it);
 	if (!err)
 		err = view_data_src(fs, n->ds, it, node_which(n), &src);
 	if (!err) {
@@ -365,7 +365,7 @@ static int data_open(struct fs *fs, const struct node *n, int flags,
 	return 0;
 }
 
-struct node_ops view_data_ops = {
+struct node_ops node_data_ops = {
 	.object_id = true,
 	.name = "data",
 	.getattr = data_getattr,
@@ -373,7 +373,7 @@ struct node_ops view_data_ops = {
 	.open = data_open,
 };
 
-struct node_ops view_thumb_ops = {
+struct node_ops node_thumb_ops = {
 	.object_id = true,
 	.name = "thumbnail",
 	.getattr = data_getattr,

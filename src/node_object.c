@@ -16,8 +16,8 @@
 
 #define VIEW_INDEX_BITS 8 /* a view file's id: its sequence << 8 | index */
 
-extern struct node_ops view_metadata_ops, view_status_ops, view_views_ops;
-extern struct node_ops view_view_ops;
+extern struct node_ops node_metadata_ops, node_status_ops, node_views_ops;
+extern struct node_ops node_view_ops;
 
 /* ---- the folder ---- */
 
@@ -32,25 +32,25 @@ static size_t object_files(const struct item *it, struct object_file *v)
 {
 	size_t n = 0, i, j;
 
-	v[n].ops = &view_metadata_ops;
+	v[n].ops = &node_metadata_ops;
 	snprintf(v[n++].name, sizeof(v->name), "metadata.json");
 	if (it->status) {
-		v[n].ops = &view_status_ops;
+		v[n].ops = &node_status_ops;
 		snprintf(v[n++].name, sizeof(v->name), "status");
 	}
 	if (it->data_url) {
-		v[n].ops = &view_data_ops;
+		v[n].ops = &node_data_ops;
 		snprintf(v[n++].name, sizeof(v->name), "%s%s",
 			 it->kind == ITEM_KIND_ITEM ? "data" : "featured_image",
 			 it->data_ext);
 	}
 	if (it->thumb_url) {
-		v[n].ops = &view_thumb_ops;
+		v[n].ops = &node_thumb_ops;
 		snprintf(v[n++].name, sizeof(v->name), "thumbnail%s",
 			 it->thumb_ext);
 	}
 	if (it->n_views) {
-		v[n].ops = &view_views_ops;
+		v[n].ops = &node_views_ops;
 		snprintf(v[n++].name, sizeof(v->name), "views");
 	}
 	for (i = 1; i < n; i++) {
@@ -69,8 +69,8 @@ static size_t object_files(const struct item *it, struct object_file *v)
 
 static int object_item(struct fs *fs, const struct node *n, struct item **it)
 {
-	return objects_get(fs->objects, n->ds, view_id_kind(n->id),
-			   view_id_oid(n->id), it);
+	return objects_get(fs->objects, n->ds, node_id_kind(n->id),
+			   node_id_oid(n->id), it);
 }
 
 static int object_child(struct fs *fs, const struct node *dir, const char *name,
@@ -87,7 +87,7 @@ static int object_child(struct fs *fs, const struct node *dir, const char *name,
 	err = -ENOENT;
 	for (i = 0; i < n; i++) {
 		if (strcmp(files[i].name, name) == 0) {
-			view_make(c, files[i].ops, dir->ds, dir->id);
+			node_make(c, files[i].ops, dir->ds, dir->id);
 			if (!st)
 				err = 0;
 			else if (!fetch && c->ops->peek)
@@ -102,7 +102,7 @@ static int object_child(struct fs *fs, const struct node *dir, const char *name,
 }
 
 static int object_readdir(struct fs *fs, const struct node *dir, void **state,
-			  uint64_t after, bool plus, view_fill_fn fill,
+			  uint64_t after, bool plus, node_fill_fn fill,
 			  void *ctx)
 {
 	struct object_file files[OBJECT_FILES];
@@ -116,7 +116,7 @@ static int object_readdir(struct fs *fs, const struct node *dir, void **state,
 	n = object_files(it, files);
 	for (i = 0; i < n; i++)
 		names[i] = files[i].name;
-	err = view_fill_sorted(fs, dir, names, n, after, plus, object_child,
+	err = node_fill_sorted(fs, dir, names, n, after, plus, object_child,
 			       fill, ctx);
 	item_unref(it);
 	return err;
@@ -130,12 +130,12 @@ static int object_stat(struct fs *fs, const struct node *n, struct stat *st)
 
 	if (err)
 		return err;
-	view_stat(fs, n, it->has_mtime ? &it->mtime : NULL, st);
+	node_stat(fs, n, it->has_mtime ? &it->mtime : NULL, st);
 	item_unref(it);
 	return 0;
 }
 
-struct node_ops view_object_ops = {
+struct node_ops node_object_ops = {
 	.object_id = true,
 	.name = "object",
 	.dir = true,
@@ -147,19 +147,19 @@ struct node_ops view_object_ops = {
 /* ---- generated files: metadata.json, status, views/<view>.json ---- */
 
 struct text_file {
-	struct view_file vf;
+	struct node_file vf;
 	struct item *it;
 	enum render_file which;
 	const char *view_name; /* in it */
 };
 
-static void text_release_read(struct view_read *r, bool sent)
+static void text_release_read(struct node_read *r, bool sent)
 {
 	free(r->one.iov_base);
 }
 
-static int text_read(struct fs *fs, struct view_file *f, size_t size, off_t off,
-		     struct view_read *r)
+static int text_read(struct fs *fs, struct node_file *f, size_t size, off_t off,
+		     struct node_read *r)
 {
 	struct text_file *tf = (struct text_file *)f;
 	char *buf = malloc(size ? size : 1);
@@ -180,7 +180,7 @@ static int text_read(struct fs *fs, struct view_file *f, size_t size, off_t off,
 	return 0;
 }
 
-static void text_release(struct fs *fs, struct view_file *f)
+static void text_release(struct fs *fs, struct node_file *f)
 {
 	struct text_file *tf = (struct text_file *)f;
 
@@ -188,7 +188,7 @@ static void text_release(struct fs *fs, struct view_file *f)
 	free(tf);
 }
 
-static const struct view_file_ops text_file_ops = {
+static const struct node_file_ops text_file_ops = {
 	.read = text_read,
 	.release = text_release,
 };
@@ -201,15 +201,15 @@ static int text_target(struct fs *fs, const struct node *n, struct item **it,
 	int err;
 
 	*view_name = NULL;
-	if (n->ops == &view_view_ops)
-		id = (n->id >> VIEW_INDEX_BITS) | VIEW_SEQUENCE_BIT;
-	err = objects_get(fs->objects, n->ds, view_id_kind(id), view_id_oid(id),
+	if (n->ops == &node_view_ops)
+		id = (n->id >> VIEW_INDEX_BITS) | NODE_SEQUENCE_BIT;
+	err = objects_get(fs->objects, n->ds, node_id_kind(id), node_id_oid(id),
 			  it);
 	if (err)
 		return err;
-	if (n->ops == &view_metadata_ops) {
+	if (n->ops == &node_metadata_ops) {
 		*which = RENDER_METADATA;
-	} else if (n->ops == &view_status_ops) {
+	} else if (n->ops == &node_status_ops) {
 		*which = RENDER_STATUS;
 	} else {
 		size_t index = n->id & ((1u << VIEW_INDEX_BITS) - 1);
@@ -240,13 +240,13 @@ static int text_getattr(struct fs *fs, const struct node *n, struct stat *st)
 		return (int)size;
 	/* their text changes without updated_at (fresh URLs, a new status):
 	 * the mount's time */
-	view_stat(fs, n, NULL, st);
-	view_stat_size(st, size);
+	node_stat(fs, n, NULL, st);
+	node_stat_size(st, size);
 	return 0;
 }
 
 static int text_open(struct fs *fs, const struct node *n, int flags,
-		     struct view_file **out, bool *keep_cache)
+		     struct node_file **out, bool *keep_cache)
 {
 	struct text_file *tf = calloc(1, sizeof(*tf));
 	int err;
@@ -264,21 +264,21 @@ static int text_open(struct fs *fs, const struct node *n, int flags,
 	return 0;
 }
 
-struct node_ops view_metadata_ops = {
+struct node_ops node_metadata_ops = {
 	.object_id = true,
 	.name = "metadata.json",
 	.getattr = text_getattr,
 	.open = text_open,
 };
 
-struct node_ops view_status_ops = {
+struct node_ops node_status_ops = {
 	.object_id = true,
 	.name = "status",
 	.getattr = text_getattr,
 	.open = text_open,
 };
 
-struct node_ops view_view_ops = {
+struct node_ops node_view_ops = {
 	.name = "view",
 	.getattr = text_getattr,
 	.open = text_open,
@@ -298,8 +298,8 @@ static int views_child(struct fs *fs, const struct node *dir, const char *name,
 	err = -ENOENT;
 	for (i = 0; i < it->n_views && i < (1u << VIEW_INDEX_BITS); i++) {
 		if (strcmp(it->views[i].name, name) == 0) {
-			view_make(c, &view_view_ops, dir->ds,
-				  view_id_oid(dir->id) << VIEW_INDEX_BITS | i);
+			node_make(c, &node_view_ops, dir->ds,
+				  node_id_oid(dir->id) << VIEW_INDEX_BITS | i);
 			err = st ? text_getattr(fs, c, st) : 0;
 			break;
 		}
@@ -314,7 +314,7 @@ static int cmp_str(const void *a, const void *b)
 }
 
 static int views_readdir(struct fs *fs, const struct node *dir, void **state,
-			 uint64_t after, bool plus, view_fill_fn fill,
+			 uint64_t after, bool plus, node_fill_fn fill,
 			 void *ctx)
 {
 	const char **names;
@@ -334,14 +334,14 @@ static int views_readdir(struct fs *fs, const struct node *dir, void **state,
 	for (i = 0; i < n; i++)
 		names[i] = it->views[i].name;
 	qsort(names, n, sizeof(*names), cmp_str);
-	err = view_fill_sorted(fs, dir, names, n, after, plus, views_child,
+	err = node_fill_sorted(fs, dir, names, n, after, plus, views_child,
 			       fill, ctx);
 	free(names);
 	item_unref(it);
 	return err;
 }
 
-struct node_ops view_views_ops = {
+struct node_ops node_views_ops = {
 	.object_id = true,
 	.name = "views",
 	.dir = true,

@@ -41,15 +41,15 @@ static int entry_child(struct fs *fs, const struct path_view *pv,
 		       struct node *c, struct stat *st, bool fetch)
 {
 	if (e->child) {
-		view_make(c, pv->dir, dir->ds,
+		node_make(c, pv->dir, dir->ds,
 			  (uint64_t)folder_status(dir)
 					  << VIEW_PATH_STATUS_SHIFT |
 				  e->child);
 		if (st)
-			view_stat(fs, c, NULL, st);
+			node_stat(fs, c, NULL, st);
 		return 0;
 	}
-	view_make(c, pv->file, dir->ds, view_object_id(ITEM_KIND_ITEM, e->oid));
+	node_make(c, pv->file, dir->ds, node_object_id(ITEM_KIND_ITEM, e->oid));
 	return st ? view_object_file_stat(fs, c, e, st, fetch) : 0;
 }
 
@@ -214,7 +214,7 @@ static void size_window(struct fs *fs, const struct path_view *pv,
 
 	uint64_t from;
 
-	w->which = pv->file == &view_thumb_ops ? VIEW_THUMB : VIEW_DATA;
+	w->which = pv->file == &node_thumb_ops ? VIEW_THUMB : VIEW_DATA;
 	from = window_from(fs->size_windows, dir, pos, want / 2);
 	if (from == NO_WINDOW)
 		return;
@@ -257,12 +257,12 @@ int view_path_lookup(struct fs *fs, const struct path_view *pv,
 	struct window w = { 0 };
 	struct catalog_pin pin;
 	struct store_entry e;
-	int err = view_dir_lookup(fs, dir, ITEM_KIND_ITEM, folder_dir(dir),
+	int err = node_dir_lookup(fs, dir, ITEM_KIND_ITEM, folder_dir(dir),
 				  name, &filter, &e, &pin);
 
 	/* sizes ahead only for a walk, and never with prefetch=0 */
 	if (!err && fetch && st && !e.child &&
-	    (pv->file == &view_thumb_ops ? e.thumb_size : e.size) < 0 &&
+	    (pv->file == &node_thumb_ops ? e.thumb_size : e.size) < 0 &&
 	    walk_seen(fs->size_windows, dir, e.pos) && fs->prefetch)
 		size_window(fs, pv, dir, pin.gen, e.pos, &w);
 	catalog_unpin(fs->cat, dir->ds, ITEM_KIND_ITEM, &pin);
@@ -277,7 +277,7 @@ struct path_fill {
 	const struct path_view *pv;
 	const struct node *dir;
 	bool plus;
-	view_fill_fn fill;
+	node_fill_fn fill;
 	void *ctx;
 };
 
@@ -308,14 +308,14 @@ static int path_entry(void *p, const struct store_entry *e)
 
 int view_path_readdir(struct fs *fs, const struct path_view *pv,
 		      const struct node *dir, void **state, uint64_t after,
-		      bool plus, view_fill_fn fill, void *ctx)
+		      bool plus, node_fill_fn fill, void *ctx)
 {
 	struct store_filter filter = filter_of(pv, dir);
 	struct path_fill pf = { fs, pv, dir, plus, fill, ctx };
-	int err = view_dir_pin(fs, dir, ITEM_KIND_ITEM, state);
+	int err = node_dir_pin(fs, dir, ITEM_KIND_ITEM, state);
 
 	if (!err)
-		err = view_dir_entries(fs, dir, *state, folder_dir(dir),
+		err = node_dir_entries(fs, dir, *state, folder_dir(dir),
 				       &filter, after, path_entry, &pf);
 	return err;
 }
@@ -330,17 +330,17 @@ void view_path_shows(struct fs *fs, struct dataset *ds, enum item_kind kind,
 
 int view_path_getattr(struct fs *fs, const struct node *n, struct stat *st)
 {
-	view_stat(fs, n, NULL, st);
+	node_stat(fs, n, NULL, st);
 	return 0;
 }
 
 /* ---- files/: each item's data file ---- */
 
-extern struct node_ops view_files_ops;
+extern struct node_ops node_files_ops;
 
 static const struct path_view files_view = {
-	.dir = &view_files_ops,
-	.file = &view_data_ops,
+	.dir = &node_files_ops,
+	.file = &node_data_ops,
 	.has = STORE_HAS_DATA,
 };
 
@@ -351,20 +351,20 @@ static int files_lookup(struct fs *fs, const struct node *dir, const char *name,
 }
 
 static int files_readdir(struct fs *fs, const struct node *dir, void **state,
-			 uint64_t after, bool plus, view_fill_fn fill,
+			 uint64_t after, bool plus, node_fill_fn fill,
 			 void *ctx)
 {
 	return view_path_readdir(fs, &files_view, dir, state, after, plus, fill,
 				 ctx);
 }
 
-struct node_ops view_files_ops = {
+struct node_ops node_files_ops = {
 	.name = "files",
 	.dataset_dir = "files",
 	.dir = true,
 	.lookup = files_lookup,
 	.readdir = files_readdir,
-	.dir_release = view_dir_unpin,
+	.dir_release = node_dir_unpin,
 	.getattr = view_path_getattr,
 	.shows = view_path_shows,
 };

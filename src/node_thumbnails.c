@@ -3,11 +3,11 @@
 #include "fs.h"
 #include "node.h"
 
-extern struct node_ops view_thumbnails_ops;
+extern struct node_ops node_thumbnails_ops;
 
 static const struct path_view thumbnails_view = {
-	.dir = &view_thumbnails_ops,
-	.file = &view_thumb_ops,
+	.dir = &node_thumbnails_ops,
+	.file = &node_thumb_ops,
 	.has = STORE_HAS_THUMB,
 };
 
@@ -21,19 +21,19 @@ static int thumbnails_lookup(struct fs *fs, const struct node *dir,
 
 static int thumbnails_readdir(struct fs *fs, const struct node *dir,
 			      void **state, uint64_t after, bool plus,
-			      view_fill_fn fill, void *ctx)
+			      node_fill_fn fill, void *ctx)
 {
 	return view_path_readdir(fs, &thumbnails_view, dir, state, after, plus,
 				 fill, ctx);
 }
 
-struct node_ops view_thumbnails_ops = {
+struct node_ops node_thumbnails_ops = {
 	.name = "thumbnails",
 	.dataset_dir = "thumbnails",
 	.dir = true,
 	.lookup = thumbnails_lookup,
 	.readdir = thumbnails_readdir,
-	.dir_release = view_dir_unpin,
+	.dir_release = node_dir_unpin,
 	.getattr = view_path_getattr,
 	.shows = view_path_shows,
 };

@@ -152,8 +152,8 @@ static int object_xattrs(struct fs *fs, const struct node *n,
 			 struct view_xattrs *x)
 {
 	struct item *it = NULL;
-	int err = objects_get(fs->objects, n->ds, view_id_kind(n->id),
-			      view_id_oid(n->id), &it);
+	int err = objects_get(fs->objects, n->ds, node_id_kind(n->id),
+			      node_id_oid(n->id), &it);
 
 	if (err == -ENOENT)
 		return 0; /* gone since: nothing to say of it */
@@ -173,9 +173,9 @@ int view_xattrs_of(struct fs *fs, const struct node *n, struct view_xattrs *x)
 	int err = 0;
 
 	memset(x, 0, sizeof(*x));
-	if (n->ops == &view_root_ops)
+	if (n->ops == &node_root_ops)
 		err = root_xattrs(fs, x);
-	else if (n->ops == &view_dataset_ops && n->ds)
+	else if (n->ops == &node_dataset_ops && n->ds)
 		err = dataset_xattrs(fs, n->ds, x);
 	else if (n->ops->object_id && n->ds)
 		err = object_xattrs(fs, n, x);
