@@ -246,22 +246,22 @@ static inline uint64_t node_object_id(enum item_kind kind, uint64_t oid)
 /* Streamed files (node_data.c). */
 
 /* Which file of an object a streamed file is. */
-enum view_which { VIEW_DATA, VIEW_THUMB };
+enum node_which { NODE_DATA, NODE_THUMB };
 
 /* Attributes of the data or thumbnail file node @n, with what the store
  * entry @e (may be NULL) knows of its size and time; a size no one knows
  * yet is asked for when @fetch, else -EAGAIN. */
-int view_object_file_stat(struct fs *fs, const struct node *n,
+int node_object_file_stat(struct fs *fs, const struct node *n,
 			  const struct store_entry *e, struct stat *st,
 			  bool fetch);
 
 /* Where file @which of @it (of @ds) comes from: a new source in @out. 0,
  * -ENOENT when it has no such file, or -ENOMEM. */
-int view_data_src(struct fs *fs, struct dataset *ds, struct item *it,
-		  enum view_which which, struct fetch_src **out);
+int node_data_src(struct fs *fs, struct dataset *ds, struct item *it,
+		  enum node_which which, struct fetch_src **out);
 
 /* The orders of the listing and its folders, for stream.c (ctx: the
  * struct fs). */
-extern const struct stream_order_ops view_order_ops;
+extern const struct stream_order_ops node_order_ops;
 
 #endif

@@ -22,14 +22,14 @@
 #define ORDER_SEQUENCE_BIT (UINT64_C(1) << 38)
 #define ORDER_DIR_MASK ((UINT64_C(1) << 38) - 1)
 
-static enum view_which node_which(const struct node *n)
+static enum node_which which_of(const struct node *n)
 {
-	return n->ops == &node_thumb_ops ? VIEW_THUMB : VIEW_DATA;
+	return n->ops == &node_thumb_ops ? NODE_THUMB : NODE_DATA;
 }
 
-static const char *item_url(const struct item *it, enum view_which which)
+static const char *item_url(const struct item *it, enum node_which which)
 {
-	return which == VIEW_DATA ? it->data_url : it->thumb_url;
+	return which == NODE_DATA ? it->data_url : it->thumb_url;
 }
 
 /* ---- sources ---- */
@@ -39,7 +39,7 @@ struct object_src {
 	struct catalog *cat;
 	struct dataset *ds;
 	struct item *it; /* a reference */
-	enum view_which which;
+	enum node_which which;
 };
 
 static int src_resolve(struct fetch_src *src, char **url)
@@ -81,8 +81,8 @@ static const struct fetch_src_ops object_src_ops = {
 	.free = src_free,
 };
 
-int view_data_src(struct fs *fs, struct dataset *ds, struct item *it,
-		  enum view_which which, struct fetch_src **out)
+int node_data_src(struct fs *fs, struct dataset *ds, struct item *it,
+		  enum node_which which, struct fetch_src **out)
 {
 	const char *url = item_url(it, which);
 	struct object_src *os;
@@ -101,11 +101,11 @@ int view_data_src(struct fs *fs, struct dataset *ds, struct item *it,
 		     catalog_origin(fs->cat), dataset_owner(ds),
 		     dataset_slug(ds),
 		     it->kind == ITEM_KIND_ITEM ? "item" : "sequence", it->uid,
-		     which == VIEW_DATA ? "data" : "thumbnail", (int)path_len,
+		     which == NODE_DATA ? "data" : "thumbnail", (int)path_len,
 		     url) < 0 ||
 	    asprintf(&os->src.what, "%s/%s/%s %s", dataset_owner(ds),
 		     dataset_slug(ds), it->uid,
-		     which == VIEW_DATA ? "data" : "thumbnail") < 0) {
+		     which == NODE_DATA ? "data" : "thumbnail") < 0) {
 		free(os->src.id);
 		free(os);
 		return -ENOMEM;
@@ -113,8 +113,8 @@ int view_data_src(struct fs *fs, struct dataset *ds, struct item *it,
 	os->src.refs = 1;
 	os->src.url = (char *)url; /* lives as long as the item */
 	os->src.listed = it->version;
-	os->src.size = which == VIEW_DATA ? it->size : -1;
-	os->src.kind = which == VIEW_DATA ? FETCH_DATA : FETCH_THUMBNAIL;
+	os->src.size = which == NODE_DATA ? it->size : -1;
+	os->src.kind = which == NODE_DATA ? FETCH_DATA : FETCH_THUMBNAIL;
 	os->src.ops = &object_src_ops;
 	os->cat = fs->cat;
 	os->ds = ds;
@@ -126,18 +126,18 @@ int view_data_src(struct fs *fs, struct dataset *ds, struct item *it,
 
 /* ---- attributes ---- */
 
-int view_object_file_stat(struct fs *fs, const struct node *n,
+int node_object_file_stat(struct fs *fs, const struct node *n,
 			  const struct store_entry *e, struct stat *st,
 			  bool fetch)
 {
-	enum view_which which = node_which(n);
+	enum node_which which = which_of(n);
 	struct fetch_src *src = NULL;
 	struct item *it = NULL;
 	int64_t size = -1;
 	int err = 0;
 
 	if (e)
-		size = which == VIEW_DATA ? e->size : e->thumb_size;
+		size = which == NODE_DATA ? e->size : e->thumb_size;
 	if ((size < 0 && fetch) || !e) {
 		err = objects_get(fs->objects, n->ds, node_id_kind(n->id),
 				  node_id_oid(n->id), &it);
@@ -151,7 +151,7 @@ int view_object_file_stat(struct fs *fs, const struct node *n,
 	if (size < 0 && !fetch) {
 		err = -EAGAIN;
 	} else if (size < 0) {
-		err = view_data_src(fs, n->ds, it, which, &src);
+		err = node_data_src(fs, n->ds, it, which, &src);
 		if (!err)
 			err = stream_size(fs->stream, src, &size);
 		fetch_src_unref(src);
@@ -181,9 +181,9 @@ static int data_stat(struct fs *fs, const struct node *n, struct stat *st,
 	if (err)
 		return err;
 	if (!(e.has &
-	      (node_which(n) == VIEW_DATA ? STORE_HAS_DATA : STORE_HAS_THUMB)))
+	      (which_of(n) == NODE_DATA ? STORE_HAS_DATA : STORE_HAS_THUMB)))
 		return -ENOENT;
-	return view_object_file_stat(fs, n, &e, st, fetch);
+	return node_object_file_stat(fs, n, &e, st, fetch);
 }
 
 static int data_getattr(struct fs *fs, const struct node *n, struct stat *st)
@@ -199,10 +199,10 @@ static int data_peek(struct fs *fs, const struct node *n, struct stat *st)
 /* ---- orders ---- */
 
 static uint64_t order_of(struct dataset *ds, enum item_kind kind,
-			 enum view_which which, uint64_t dir)
+			 enum node_which which, uint64_t dir)
 {
 	return (uint64_t)dataset_index(ds) << ORDER_DS_SHIFT |
-	       (which == VIEW_THUMB ? ORDER_THUMB_BIT : 0) |
+	       (which == NODE_THUMB ? ORDER_THUMB_BIT : 0) |
 	       (kind == ITEM_KIND_SEQUENCE ? ORDER_SEQUENCE_BIT : 0) |
 	       (dir & ORDER_DIR_MASK);
 }
@@ -212,7 +212,7 @@ static void node_place(struct fs *fs, const struct node *n,
 		       struct stream_place *place)
 {
 	enum item_kind kind = node_id_kind(n->id);
-	enum view_which which = node_which(n);
+	enum node_which which = which_of(n);
 	struct store_place sp;
 
 	memset(place, 0, sizeof(*place));
@@ -253,8 +253,8 @@ static size_t order_ahead(void *ctx, uint64_t order, uint64_t after, size_t n,
 		catalog_dataset_at(fs->cat, order >> ORDER_DS_SHIFT);
 	enum item_kind kind = order & ORDER_SEQUENCE_BIT ? ITEM_KIND_SEQUENCE
 							 : ITEM_KIND_ITEM;
-	enum view_which which = order & ORDER_THUMB_BIT ? VIEW_THUMB
-							: VIEW_DATA;
+	enum node_which which = order & ORDER_THUMB_BIT ? NODE_THUMB
+							: NODE_DATA;
 	struct ahead a = { .pos = pos, .max = n };
 	struct catalog_pin pin;
 	size_t i, given = 0;
@@ -274,7 +274,7 @@ static size_t order_ahead(void *ctx, uint64_t order, uint64_t after, size_t n,
 
 		if (objects_get(fs->objects, ds, kind, a.oids[i], &it))
 			continue;
-		if (view_data_src(fs, ds, it, which, &src) == 0) {
+		if (node_data_src(fs, ds, it, which, &src) == 0) {
 			stream_prefetch(fs->stream, src);
 			fetch_src_unref(src);
 		}
@@ -285,7 +285,7 @@ static size_t order_ahead(void *ctx, uint64_t order, uint64_t after, size_t n,
 	return given;
 }
 
-const struct stream_order_ops view_order_ops = {
+const struct stream_order_ops node_order_ops = {
 	.ahead = order_ahead,
 };
 
@@ -346,7 +346,7 @@ static int data_open(struct fs *fs, const struct node *n, int flags,
 	err = objects_get(fs->objects, n->ds, node_id_kind(n->id),
 			  node_id_oid(n->id), &it);
 	if (!err)
-		err = view_data_src(fs, n->ds, it, node_which(n), &src);
+		err = node_data_src(fs, n->ds, it, which_of(n), &src);
 	if (!err) {
 		if (fs->prefetch)
 			node_place(fs, n, &place);

@@ -50,7 +50,7 @@ static int entry_child(struct fs *fs, const struct path_view *pv,
 		return 0;
 	}
 	node_make(c, pv->file, dir->ds, node_object_id(ITEM_KIND_ITEM, e->oid));
-	return st ? view_object_file_stat(fs, c, e, st, fetch) : 0;
+	return st ? node_object_file_stat(fs, c, e, st, fetch) : 0;
 }
 
 /* Where the sizes of a folder's files were last asked for ahead: a
@@ -184,7 +184,7 @@ static void window_note(struct size_windows *w, const struct node *dir,
 
 /* The objects of a window whose sizes no one knows. */
 struct window {
-	enum view_which which;
+	enum node_which which;
 	uint64_t *oids;
 	size_t n, max;
 	uint64_t last;
@@ -196,7 +196,7 @@ static int window_add(void *p, const struct store_entry *e)
 
 	w->last = e->pos;
 	if (!e->child &&
-	    (w->which == VIEW_DATA ? e->size : e->thumb_size) < 0 &&
+	    (w->which == NODE_DATA ? e->size : e->thumb_size) < 0 &&
 	    w->n < w->max)
 		w->oids[w->n++] = e->oid;
 	return 0;
@@ -214,7 +214,7 @@ static void size_window(struct fs *fs, const struct path_view *pv,
 
 	uint64_t from;
 
-	w->which = pv->file == &node_thumb_ops ? VIEW_THUMB : VIEW_DATA;
+	w->which = pv->file == &node_thumb_ops ? NODE_THUMB : NODE_DATA;
 	from = window_from(fs->size_windows, dir, pos, want / 2);
 	if (from == NO_WINDOW)
 		return;
@@ -240,7 +240,7 @@ static void window_prefetch(struct fs *fs, const struct node *dir,
 		if (objects_get(fs->objects, dir->ds, ITEM_KIND_ITEM,
 				w->oids[i], &it))
 			continue;
-		if (view_data_src(fs, dir->ds, it, w->which, &src) == 0) {
+		if (node_data_src(fs, dir->ds, it, w->which, &src) == 0) {
 			stream_size_prefetch(fs->stream, src);
 			fetch_src_unref(src);
 		}
