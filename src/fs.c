@@ -113,7 +113,7 @@ int fs_init(struct fs *fs)
 	pthread_mutex_init(&fs->forgets_lock, NULL);
 	fs->handles.prev = fs->handles.next = &fs->handles;
 	fs->objects = objects_new(fs->cat);
-	fs->size_windows = view_size_windows_new();
+	fs->size_windows = path_view_size_windows_new();
 	fs->stats = calloc(1, sizeof(*fs->stats));
 	return fs->objects && fs->size_windows && fs->stats ? 0 : -ENOMEM;
 }
@@ -153,7 +153,7 @@ void fs_destroy(struct fs *fs)
 	pthread_mutex_destroy(&fs->handles_lock);
 	objects_free(fs->objects);
 	fs->objects = NULL;
-	view_size_windows_free(fs->size_windows);
+	path_view_size_windows_free(fs->size_windows);
 	fs->size_windows = NULL;
 	free(fs->stats);
 	fs->stats = NULL;

@@ -205,25 +205,25 @@ struct path_view {
 };
 
 /* A folder's id: its status (by-status) and the store's dir id. */
-#define VIEW_PATH_STATUS_SHIFT 32
-#define VIEW_PATH_DIR_MASK ((UINT64_C(1) << VIEW_PATH_STATUS_SHIFT) - 1)
+#define PATH_VIEW_STATUS_SHIFT 32
+#define PATH_VIEW_DIR_MASK ((UINT64_C(1) << PATH_VIEW_STATUS_SHIFT) - 1)
 
-int view_path_lookup(struct fs *fs, const struct path_view *pv,
+int path_view_lookup(struct fs *fs, const struct path_view *pv,
 		     const struct node *dir, const char *name,
 		     struct node *child, struct stat *st, bool fetch);
-int view_path_readdir(struct fs *fs, const struct path_view *pv,
+int path_view_readdir(struct fs *fs, const struct path_view *pv,
 		      const struct node *dir, void **state, uint64_t after,
 		      bool plus, node_fill_fn fill, void *ctx);
-int view_path_getattr(struct fs *fs, const struct node *n, struct stat *st);
+int path_view_getattr(struct fs *fs, const struct node *n, struct stat *st);
 
 /* The folder of a key-path view that shows store directory @sdir. */
-void view_path_shows(struct fs *fs, struct dataset *ds, enum item_kind kind,
+void path_view_shows(struct fs *fs, struct dataset *ds, enum item_kind kind,
 		     uint64_t sdir, void (*fn)(void *ctx, uint64_t id),
 		     void *ctx);
 
 /* The folders whose files' sizes were last asked for ahead. */
-struct size_windows *view_size_windows_new(void);
-void view_size_windows_free(struct size_windows *w);
+struct size_windows *path_view_size_windows_new(void);
+void path_view_size_windows_free(struct size_windows *w);
 
 /* Object identities. */
 

@@ -16,14 +16,14 @@
 
 static uint64_t folder_dir(const struct node *n)
 {
-	uint64_t dir = n->id & VIEW_PATH_DIR_MASK;
+	uint64_t dir = n->id & PATH_VIEW_DIR_MASK;
 
 	return dir ? dir : STORE_DIR_PATHS;
 }
 
 static int folder_status(const struct node *n)
 {
-	return (int)(n->id >> VIEW_PATH_STATUS_SHIFT);
+	return (int)(n->id >> PATH_VIEW_STATUS_SHIFT);
 }
 
 static struct store_filter filter_of(const struct path_view *pv,
@@ -43,7 +43,7 @@ static int entry_child(struct fs *fs, const struct path_view *pv,
 	if (e->child) {
 		node_make(c, pv->dir, dir->ds,
 			  (uint64_t)folder_status(dir)
-					  << VIEW_PATH_STATUS_SHIFT |
+					  << PATH_VIEW_STATUS_SHIFT |
 				  e->child);
 		if (st)
 			node_stat(fs, c, NULL, st);
@@ -78,7 +78,7 @@ struct size_windows {
 	unsigned next; /* protected by lock: the one to reuse */
 };
 
-struct size_windows *view_size_windows_new(void)
+struct size_windows *path_view_size_windows_new(void)
 {
 	struct size_windows *w = calloc(1, sizeof(*w));
 
@@ -87,7 +87,7 @@ struct size_windows *view_size_windows_new(void)
 	return w;
 }
 
-void view_size_windows_free(struct size_windows *w)
+void path_view_size_windows_free(struct size_windows *w)
 {
 	if (w) {
 		pthread_mutex_destroy(&w->lock);
@@ -249,7 +249,7 @@ static void window_prefetch(struct fs *fs, const struct node *dir,
 	free(w->oids);
 }
 
-int view_path_lookup(struct fs *fs, const struct path_view *pv,
+int path_view_lookup(struct fs *fs, const struct path_view *pv,
 		     const struct node *dir, const char *name,
 		     struct node *child, struct stat *st, bool fetch)
 {
@@ -306,7 +306,7 @@ static int path_entry(void *p, const struct store_entry *e)
 	return pf->fill(pf->ctx, name, &c, err ? NULL : &st, e->pos);
 }
 
-int view_path_readdir(struct fs *fs, const struct path_view *pv,
+int path_view_readdir(struct fs *fs, const struct path_view *pv,
 		      const struct node *dir, void **state, uint64_t after,
 		      bool plus, node_fill_fn fill, void *ctx)
 {
@@ -320,7 +320,7 @@ int view_path_readdir(struct fs *fs, const struct path_view *pv,
 	return err;
 }
 
-void view_path_shows(struct fs *fs, struct dataset *ds, enum item_kind kind,
+void path_view_shows(struct fs *fs, struct dataset *ds, enum item_kind kind,
 		     uint64_t sdir, void (*fn)(void *ctx, uint64_t id),
 		     void *ctx)
 {
@@ -328,7 +328,7 @@ void view_path_shows(struct fs *fs, struct dataset *ds, enum item_kind kind,
 		fn(ctx, sdir == STORE_DIR_PATHS ? 0 : sdir);
 }
 
-int view_path_getattr(struct fs *fs, const struct node *n, struct stat *st)
+int path_view_getattr(struct fs *fs, const struct node *n, struct stat *st)
 {
 	node_stat(fs, n, NULL, st);
 	return 0;
@@ -347,14 +347,14 @@ static const struct path_view files_view = {
 static int files_lookup(struct fs *fs, const struct node *dir, const char *name,
 			struct node *child, struct stat *st, bool fetch)
 {
-	return view_path_lookup(fs, &files_view, dir, name, child, st, fetch);
+	return path_view_lookup(fs, &files_view, dir, name, child, st, fetch);
 }
 
 static int files_readdir(struct fs *fs, const struct node *dir, void **state,
 			 uint64_t after, bool plus, node_fill_fn fill,
 			 void *ctx)
 {
-	return view_path_readdir(fs, &files_view, dir, state, after, plus, fill,
+	return path_view_readdir(fs, &files_view, dir, state, after, plus, fill,
 				 ctx);
 }
 
@@ -365,6 +365,6 @@ struct node_ops node_files_ops = {
 	.lookup = files_lookup,
 	.readdir = files_readdir,
 	.dir_release = node_dir_unpin,
-	.getattr = view_path_getattr,
-	.shows = view_path_shows,
+	.getattr = path_view_getattr,
+	.shows = path_view_shows,
 };

@@ -80,10 +80,10 @@ static int status_child(struct fs *fs, const struct node *dir, const char *name,
 		return -ENOENT;
 	if (id <= 0)
 		return id < 0 ? id : -ENOENT;
-	if (id >= 1 << (NODE_DS_SHIFT - VIEW_PATH_STATUS_SHIFT))
+	if (id >= 1 << (NODE_DS_SHIFT - PATH_VIEW_STATUS_SHIFT))
 		return -ENOENT; /* more statuses than a node id can name */
 	node_make(c, &node_status_dir_ops, dir->ds,
-		  (uint64_t)id << VIEW_PATH_STATUS_SHIFT);
+		  (uint64_t)id << PATH_VIEW_STATUS_SHIFT);
 	if (st)
 		node_stat(fs, c, NULL, st);
 	return 0;
@@ -139,21 +139,21 @@ struct node_ops node_by_status_ops = {
 	.dir = true,
 	.lookup = status_child,
 	.readdir = by_status_readdir,
-	.getattr = view_path_getattr,
+	.getattr = path_view_getattr,
 };
 
 static int status_dir_lookup(struct fs *fs, const struct node *dir,
 			     const char *name, struct node *child,
 			     struct stat *st, bool fetch)
 {
-	return view_path_lookup(fs, &status_view, dir, name, child, st, fetch);
+	return path_view_lookup(fs, &status_view, dir, name, child, st, fetch);
 }
 
 static int status_dir_readdir(struct fs *fs, const struct node *dir,
 			      void **state, uint64_t after, bool plus,
 			      node_fill_fn fill, void *ctx)
 {
-	return view_path_readdir(fs, &status_view, dir, state, after, plus,
+	return path_view_readdir(fs, &status_view, dir, state, after, plus,
 				 fill, ctx);
 }
 
@@ -166,13 +166,13 @@ static void status_dir_shows(struct fs *fs, struct dataset *ds,
 
 	if (kind != ITEM_KIND_ITEM || sdir < STORE_DIR_PATHS)
 		return;
-	for (id = 1; id < 1 << (NODE_DS_SHIFT - VIEW_PATH_STATUS_SHIFT); id++) {
+	for (id = 1; id < 1 << (NODE_DS_SHIFT - PATH_VIEW_STATUS_SHIFT); id++) {
 		char *name = store_status_name(dataset_store(ds), id);
 
 		if (!name)
 			break;
 		free(name);
-		fn(ctx, id << VIEW_PATH_STATUS_SHIFT |
+		fn(ctx, id << PATH_VIEW_STATUS_SHIFT |
 				(sdir == STORE_DIR_PATHS ? 0 : sdir));
 	}
 }
@@ -184,5 +184,5 @@ struct node_ops node_status_dir_ops = {
 	.readdir = status_dir_readdir,
 	.dir_release = node_dir_unpin,
 	.shows = status_dir_shows,
-	.getattr = view_path_getattr,
+	.getattr = path_view_getattr,
 };

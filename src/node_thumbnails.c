@@ -15,7 +15,7 @@ static int thumbnails_lookup(struct fs *fs, const struct node *dir,
 			     const char *name, struct node *child,
 			     struct stat *st, bool fetch)
 {
-	return view_path_lookup(fs, &thumbnails_view, dir, name, child, st,
+	return path_view_lookup(fs, &thumbnails_view, dir, name, child, st,
 				fetch);
 }
 
@@ -23,7 +23,7 @@ static int thumbnails_readdir(struct fs *fs, const struct node *dir,
 			      void **state, uint64_t after, bool plus,
 			      node_fill_fn fill, void *ctx)
 {
-	return view_path_readdir(fs, &thumbnails_view, dir, state, after, plus,
+	return path_view_readdir(fs, &thumbnails_view, dir, state, after, plus,
 				 fill, ctx);
 }
 
@@ -34,6 +34,6 @@ struct node_ops node_thumbnails_ops = {
 	.lookup = thumbnails_lookup,
 	.readdir = thumbnails_readdir,
 	.dir_release = node_dir_unpin,
-	.getattr = view_path_getattr,
-	.shows = view_path_shows,
+	.getattr = path_view_getattr,
+	.shows = path_view_shows,
 };
