@@ -765,8 +765,8 @@ static void fs_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 {
 	COUNT_OP(req, FS_OP_GETXATTR);
 	struct fs *fs = fs_of(req);
-	struct view_xattrs x = { .n = 0 };
-	const struct view_xattr *a = NULL;
+	struct node_xattrs x = { .n = 0 };
+	const struct node_xattr *a = NULL;
 	struct node n;
 	int err = 0;
 
@@ -785,8 +785,8 @@ static void fs_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 	}
 	err = node_of(fs, ino, &n);
 	if (!err)
-		err = view_xattrs_of(fs, &n, &x);
-	if (!err && !(a = view_xattr_find(&x, name)))
+		err = node_xattrs_of(fs, &n, &x);
+	if (!err && !(a = node_xattr_find(&x, name)))
 		err = -ENODATA;
 	if (err)
 		reply_err(req, FS_OP_GETXATTR, -err);
@@ -796,23 +796,23 @@ static void fs_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 		reply_err(req, FS_OP_GETXATTR, ERANGE);
 	else
 		fuse_reply_buf(req, a->value, a->len);
-	view_xattrs_clear(&x);
+	node_xattrs_clear(&x);
 }
 
 static void fs_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 {
 	COUNT_OP(req, FS_OP_LISTXATTR);
 	struct fs *fs = fs_of(req);
-	struct view_xattrs x = { .n = 0 };
-	char buf[VIEW_XATTR_MAX * VIEW_XATTR_NAME];
+	struct node_xattrs x = { .n = 0 };
+	char buf[NODE_XATTR_MAX * NODE_XATTR_NAME];
 	struct node n;
 	size_t need = 0;
 	int err = fs->xattr ? node_of(fs, ino, &n) : -ENOSYS;
 
 	if (!err)
-		err = view_xattrs_of(fs, &n, &x);
+		err = node_xattrs_of(fs, &n, &x);
 	if (!err)
-		need = view_xattr_names(&x, buf, sizeof(buf));
+		need = node_xattr_names(&x, buf, sizeof(buf));
 	if (!err && need > sizeof(buf))
 		err = -EIO; /* names are cut to fit: never */
 	if (err)
@@ -823,7 +823,7 @@ static void fs_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 		reply_err(req, FS_OP_LISTXATTR, ERANGE);
 	else
 		fuse_reply_buf(req, buf, need);
-	view_xattrs_clear(&x);
+	node_xattrs_clear(&x);
 }
 
 static void fs_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset,
