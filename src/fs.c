@@ -1,11 +1,12 @@
 /* FUSE low-level operations. Every operation replies exactly once, with no
- * lock held: the node kinds of view.h return 0 or a negative errno and the
+ * lock held: the node kinds of node.h return 0 or a negative errno and the
  * op replies. This file knows handles, offsets and lookup counts, and no
  * kind by name; it counts every request and every error it answers. */
 #include "fs.h"
 #include "log.h"
+#include "objects.h"
 #include "util.h"
-#include "view_xattr.h"
+#include "node_xattr.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -111,8 +112,8 @@ int fs_init(struct fs *fs)
 	pthread_mutex_init(&fs->handles_lock, NULL);
 	pthread_mutex_init(&fs->forgets_lock, NULL);
 	fs->handles.prev = fs->handles.next = &fs->handles;
-	fs->objects = view_object_cache_new();
-	fs->size_windows = view_size_windows_new();
+	fs->objects = objects_new(fs->cat);
+	fs->size_windows = path_view_size_windows_new();
 	fs->stats = calloc(1, sizeof(*fs->stats));
 	return fs->objects && fs->size_windows && fs->stats ? 0 : -ENOMEM;
 }
@@ -150,9 +151,9 @@ void fs_destroy(struct fs *fs)
 		h->release(fs, h); /* removes it from the list */
 	}
 	pthread_mutex_destroy(&fs->handles_lock);
-	view_object_cache_free(fs->objects);
+	objects_free(fs->objects);
 	fs->objects = NULL;
-	view_size_windows_free(fs->size_windows);
+	path_view_size_windows_free(fs->size_windows);
 	fs->size_windows = NULL;
 	free(fs->stats);
 	fs->stats = NULL;
@@ -193,7 +194,7 @@ static void on_change(void *p, const struct store_change *c)
 {
 	struct replaced *r = p;
 
-	view_changes(r->fs, r->ds, r->kind, c, note_forget, r->fs);
+	node_changes(r->fs, r->ds, r->kind, c, note_forget, r->fs);
 }
 
 void fs_listing_replaced(void *fs, struct dataset *ds, enum item_kind kind,
@@ -253,7 +254,7 @@ static void fs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	struct fs *fs = fs_of(req);
 	struct fuse_entry_param e;
 	struct node dir, child;
-	int err = view_node(fs, parent, &dir);
+	int err = node_of(fs, parent, &dir);
 
 	memset(&e, 0, sizeof(e));
 	if (!err && !dir.ops->dir)
@@ -306,7 +307,7 @@ static void fs_getattr(fuse_req_t req, fuse_ino_t ino,
 	struct fs *fs = fs_of(req);
 	struct node n;
 	struct stat st;
-	int err = view_node(fs, ino, &n);
+	int err = node_of(fs, ino, &n);
 
 	if (!err)
 		err = n.ops->getattr(fs, &n, &st);
@@ -358,7 +359,7 @@ static void fs_opendir(fuse_req_t req, fuse_ino_t ino,
 	struct fs *fs = fs_of(req);
 	struct dir_handle *d;
 	struct node n;
-	int err = view_node(fs, ino, &n);
+	int err = node_of(fs, ino, &n);
 
 	if (!err && !n.ops->dir)
 		err = -ENOTDIR;
@@ -584,7 +585,7 @@ static void fs_releasedir(fuse_req_t req, fuse_ino_t ino,
 /* An open file: what its kind opened. */
 struct open_file {
 	struct fs_handle h; /* first: the list sees this */
-	struct view_file *vf;
+	struct node_file *vf;
 };
 
 static void file_free(struct fs *fs, struct open_file *fh)
@@ -604,10 +605,10 @@ static void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	COUNT_OP(req, FS_OP_OPEN);
 	struct fs *fs = fs_of(req);
 	struct open_file *fh;
-	struct view_file *vf = NULL;
+	struct node_file *vf = NULL;
 	struct node n;
 	bool keep = false;
-	int err = view_node(fs, ino, &n);
+	int err = node_of(fs, ino, &n);
 
 	if (!err &&
 	    ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC)))
@@ -639,7 +640,7 @@ static void fs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	COUNT_OP(req, FS_OP_READ);
 	struct fs *fs = fs_of(req);
 	struct open_file *fh = (struct open_file *)(uintptr_t)fi->fh;
-	struct view_read r;
+	struct node_read r;
 	int err;
 
 	memset(&r, 0, sizeof(r));
@@ -764,8 +765,8 @@ static void fs_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 {
 	COUNT_OP(req, FS_OP_GETXATTR);
 	struct fs *fs = fs_of(req);
-	struct view_xattrs x = { .n = 0 };
-	const struct view_xattr *a = NULL;
+	struct node_xattrs x = { .n = 0 };
+	const struct node_xattr *a = NULL;
 	struct node n;
 	int err = 0;
 
@@ -782,10 +783,10 @@ static void fs_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 		reply_err(req, FS_OP_GETXATTR, ENODATA);
 		return;
 	}
-	err = view_node(fs, ino, &n);
+	err = node_of(fs, ino, &n);
 	if (!err)
-		err = view_xattrs_of(fs, &n, &x);
-	if (!err && !(a = view_xattr_find(&x, name)))
+		err = node_xattrs_of(fs, &n, &x);
+	if (!err && !(a = node_xattr_find(&x, name)))
 		err = -ENODATA;
 	if (err)
 		reply_err(req, FS_OP_GETXATTR, -err);
@@ -795,23 +796,23 @@ static void fs_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 		reply_err(req, FS_OP_GETXATTR, ERANGE);
 	else
 		fuse_reply_buf(req, a->value, a->len);
-	view_xattrs_clear(&x);
+	node_xattrs_clear(&x);
 }
 
 static void fs_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 {
 	COUNT_OP(req, FS_OP_LISTXATTR);
 	struct fs *fs = fs_of(req);
-	struct view_xattrs x = { .n = 0 };
-	char buf[VIEW_XATTR_MAX * VIEW_XATTR_NAME];
+	struct node_xattrs x = { .n = 0 };
+	char buf[NODE_XATTR_MAX * NODE_XATTR_NAME];
 	struct node n;
 	size_t need = 0;
-	int err = fs->xattr ? view_node(fs, ino, &n) : -ENOSYS;
+	int err = fs->xattr ? node_of(fs, ino, &n) : -ENOSYS;
 
 	if (!err)
-		err = view_xattrs_of(fs, &n, &x);
+		err = node_xattrs_of(fs, &n, &x);
 	if (!err)
-		need = view_xattr_names(&x, buf, sizeof(buf));
+		need = node_xattr_names(&x, buf, sizeof(buf));
 	if (!err && need > sizeof(buf))
 		err = -EIO; /* names are cut to fit: never */
 	if (err)
@@ -822,7 +823,7 @@ static void fs_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 		reply_err(req, FS_OP_LISTXATTR, ERANGE);
 	else
 		fuse_reply_buf(req, buf, need);
-	view_xattrs_clear(&x);
+	node_xattrs_clear(&x);
 }
 
 static void fs_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset,

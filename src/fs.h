@@ -1,5 +1,5 @@
 /* The FUSE adapter of avalafs: one reply per request, file and directory
- * handles, lookup counts; what each node is and does comes from view.h. */
+ * handles, lookup counts; what each node is and does comes from node.h. */
 #ifndef AVALAFS_FS_H
 #define AVALAFS_FS_H
 
@@ -10,7 +10,7 @@
 #include "catalog.h"
 #include "stream.h"
 #include "tree.h"
-#include "view.h"
+#include "node.h"
 
 /* An open file or directory; the list lets an unmount with files still
  * open free them (the kernel sends no release then). */
@@ -19,7 +19,7 @@ struct fs_handle {
 	void (*release)(struct fs *fs, struct fs_handle *h);
 };
 
-struct object_cache;
+struct objects;
 struct size_windows;
 
 /* The FUSE operations, as the counters name them. */
@@ -76,7 +76,7 @@ struct fs {
 	struct tree *tree;
 	struct catalog *cat;
 	struct stream *stream;
-	struct object_cache *objects; /* recently used objects, parsed */
+	struct objects *objects; /* recently used objects, parsed */
 	struct size_windows *size_windows; /* sizes asked for ahead */
 	struct fs_stats *stats; /* atomic counters */
 	double ttl; /* seconds the kernel may trust entries and attributes */

@@ -13,7 +13,7 @@
 #include "session.h"
 #include "stream.h"
 #include "tree.h"
-#include "view.h"
+#include "node.h"
 
 #include <curl/curl.h>
 #include <stdio.h>
@@ -161,7 +161,7 @@ static int build_caches(struct mount *m)
 						  .connections = o->max_conns,
 						  .prefetch = o->prefetch,
 					  },
-					  &view_order_ops, &m->fs)
+					  &node_order_ops, &m->fs)
 			     : NULL;
 	if (!m->api || !m->cat || !m->stream) {
 		fprintf(stderr, "avalafs: out of memory\n");
@@ -183,11 +183,11 @@ int mount_build_fs(struct mount *m)
 	const struct options *o = &m->o;
 	struct fs *fs = &m->fs;
 
-	view_init();
+	node_init();
+	fs->cat = m->cat;
 	fs->tree = tree_new();
 	if (!fs->tree || fs_init(fs))
 		return -1;
-	fs->cat = m->cat;
 	fs->stream = m->stream;
 	fs->prefetch = o->prefetch > 0;
 	fs->ttl = o->ttl;

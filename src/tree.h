@@ -1,6 +1,6 @@
 /* The kernel's lookup counts: how many times the kernel was told of each
  * inode it has not forgotten. An inode number names its node by itself
- * (view.h), so an entry lives only while its count is above zero. */
+ * (node.h), so an entry lives only while its count is above zero. */
 #ifndef AVALAFS_TREE_H
 #define AVALAFS_TREE_H
 

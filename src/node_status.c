@@ -3,19 +3,19 @@
  * always there (empty when no item has them), and any other an item has;
  * by-status/ itself only when some item has a status. */
 #include "fs.h"
-#include "view.h"
+#include "node.h"
 
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
-extern struct node_ops view_by_status_ops, view_status_dir_ops;
+extern struct node_ops node_by_status_ops, node_status_dir_ops;
 
 #define N_ITEM_STATUSES ITEM_N_STATUSES
 
 static const struct path_view status_view = {
-	.dir = &view_status_dir_ops,
-	.file = &view_data_ops,
+	.dir = &node_status_dir_ops,
+	.file = &node_data_ops,
 	.has = STORE_HAS_DATA,
 };
 
@@ -80,12 +80,12 @@ static int status_child(struct fs *fs, const struct node *dir, const char *name,
 		return -ENOENT;
 	if (id <= 0)
 		return id < 0 ? id : -ENOENT;
-	if (id >= 1 << (VIEW_DS_SHIFT - VIEW_PATH_STATUS_SHIFT))
+	if (id >= 1 << (NODE_DS_SHIFT - PATH_VIEW_STATUS_SHIFT))
 		return -ENOENT; /* more statuses than a node id can name */
-	view_make(c, &view_status_dir_ops, dir->ds,
-		  (uint64_t)id << VIEW_PATH_STATUS_SHIFT);
+	node_make(c, &node_status_dir_ops, dir->ds,
+		  (uint64_t)id << PATH_VIEW_STATUS_SHIFT);
 	if (st)
-		view_stat(fs, c, NULL, st);
+		node_stat(fs, c, NULL, st);
 	return 0;
 }
 
@@ -96,7 +96,7 @@ static int cmp_str(const void *a, const void *b)
 
 static int by_status_readdir(struct fs *fs, const struct node *dir,
 			     void **state, uint64_t after, bool plus,
-			     view_fill_fn fill, void *ctx)
+			     node_fill_fn fill, void *ctx)
 {
 	size_t n = 0, i, j;
 	char **names;
@@ -123,7 +123,7 @@ static int by_status_readdir(struct fs *fs, const struct node *dir,
 	}
 	if (names && !err) {
 		qsort(names, n, sizeof(*names), cmp_str);
-		err = view_fill_sorted(fs, dir, (const char *const *)names, n,
+		err = node_fill_sorted(fs, dir, (const char *const *)names, n,
 				       after, plus, status_child, fill, ctx);
 	}
 	for (j = 0; names && j < n; j++)
@@ -132,28 +132,28 @@ static int by_status_readdir(struct fs *fs, const struct node *dir,
 	return names ? err : -ENOMEM;
 }
 
-struct node_ops view_by_status_ops = {
+struct node_ops node_by_status_ops = {
 	.name = "by-status",
 	.dataset_dir = "by-status",
 	.present = by_status_present,
 	.dir = true,
 	.lookup = status_child,
 	.readdir = by_status_readdir,
-	.getattr = view_path_getattr,
+	.getattr = path_view_getattr,
 };
 
 static int status_dir_lookup(struct fs *fs, const struct node *dir,
 			     const char *name, struct node *child,
 			     struct stat *st, bool fetch)
 {
-	return view_path_lookup(fs, &status_view, dir, name, child, st, fetch);
+	return path_view_lookup(fs, &status_view, dir, name, child, st, fetch);
 }
 
 static int status_dir_readdir(struct fs *fs, const struct node *dir,
 			      void **state, uint64_t after, bool plus,
-			      view_fill_fn fill, void *ctx)
+			      node_fill_fn fill, void *ctx)
 {
-	return view_path_readdir(fs, &status_view, dir, state, after, plus,
+	return path_view_readdir(fs, &status_view, dir, state, after, plus,
 				 fill, ctx);
 }
 
@@ -166,23 +166,23 @@ static void status_dir_shows(struct fs *fs, struct dataset *ds,
 
 	if (kind != ITEM_KIND_ITEM || sdir < STORE_DIR_PATHS)
 		return;
-	for (id = 1; id < 1 << (VIEW_DS_SHIFT - VIEW_PATH_STATUS_SHIFT); id++) {
+	for (id = 1; id < 1 << (NODE_DS_SHIFT - PATH_VIEW_STATUS_SHIFT); id++) {
 		char *name = store_status_name(dataset_store(ds), id);
 
 		if (!name)
 			break;
 		free(name);
-		fn(ctx, id << VIEW_PATH_STATUS_SHIFT |
+		fn(ctx, id << PATH_VIEW_STATUS_SHIFT |
 				(sdir == STORE_DIR_PATHS ? 0 : sdir));
 	}
 }
 
-struct node_ops view_status_dir_ops = {
+struct node_ops node_status_dir_ops = {
 	.name = "by-status folder",
 	.dir = true,
 	.lookup = status_dir_lookup,
 	.readdir = status_dir_readdir,
-	.dir_release = view_dir_unpin,
+	.dir_release = node_dir_unpin,
 	.shows = status_dir_shows,
-	.getattr = view_path_getattr,
+	.getattr = path_view_getattr,
 };

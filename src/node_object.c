@@ -1,205 +1,23 @@
 /* An item's or sequence's folder and its files: metadata.json, status,
  * the data file (a sequence's featured image) and the thumbnail (both in
- * view_data.c), and a sequence's views/. Objects are parsed from the store on use and kept in a
- * small cache while the listing they came from is current. */
+ * node_data.c), and a sequence's views/. */
 #include "api.h"
 #include "fs.h"
 #include "log.h"
+#include "objects.h"
 #include "render.h"
-#include "view.h"
+#include "node.h"
 
 #include <errno.h>
 #include <fcntl.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <uthash.h>
 
-#define OBJECT_CACHE_MAX 1024 /* parsed objects kept */
-#define OBJECT_CACHE_BYTES (64 << 20) /* their JSON, and its pretty form */
 #define VIEW_INDEX_BITS 8 /* a view file's id: its sequence << 8 | index */
 
-extern struct node_ops view_metadata_ops, view_status_ops, view_views_ops;
-extern struct node_ops view_view_ops;
-
-/* ---- the cache of parsed objects ---- */
-
-struct cached_key {
-	size_t ds;
-	uint64_t id; /* kind bit and oid */
-};
-
-struct cached {
-	struct cached_key key;
-	uint64_t gen;
-	struct item *it;
-	struct store_place place;
-	bool placed; /* place is known */
-	struct cached *prev, *next; /* LRU, head newest */
-	UT_hash_handle hh;
-};
-
-struct object_cache {
-	pthread_mutex_t lock;
-	struct cached *by_key; /* protected by lock */
-	struct cached *head, *tail; /* protected by lock */
-	size_t n; /* protected by lock */
-	size_t bytes; /* protected by lock: cost() of those kept */
-};
-
-/* What an object kept costs: its JSON, and the pretty form metadata.json
- * makes of it (about as long), so that a few objects with huge metadata
- * do not hold hundreds of MB. */
-static size_t cost(const struct item *it)
-{
-	return 2 * it->json_len + 1024;
-}
-
-struct object_cache *view_object_cache_new(void)
-{
-	struct object_cache *c = calloc(1, sizeof(*c));
-
-	if (c)
-		pthread_mutex_init(&c->lock, NULL);
-	return c;
-}
-
-static void lru_unlink(struct object_cache *c, struct cached *e)
-{
-	if (e->prev)
-		e->prev->next = e->next;
-	else
-		c->head = e->next;
-	if (e->next)
-		e->next->prev = e->prev;
-	else
-		c->tail = e->prev;
-	e->prev = e->next = NULL;
-}
-
-static void lru_push(struct object_cache *c, struct cached *e)
-{
-	e->next = c->head;
-	e->prev = NULL;
-	if (c->head)
-		c->head->prev = e;
-	c->head = e;
-	if (!c->tail)
-		c->tail = e;
-}
-
-static void cached_drop(struct object_cache *c, struct cached *e)
-{
-	HASH_DEL(c->by_key, e);
-	lru_unlink(c, e);
-	c->bytes -= cost(e->it);
-	item_unref(e->it);
-	free(e);
-	c->n--;
-}
-
-void view_object_cache_free(struct object_cache *c)
-{
-	if (!c)
-		return;
-	while (c->head)
-		cached_drop(c, c->head);
-	pthread_mutex_destroy(&c->lock);
-	free(c);
-}
-
-int view_object(struct fs *fs, struct dataset *ds, enum item_kind kind,
-		uint64_t oid, struct item **out)
-{
-	struct object_cache *c = fs->objects;
-	struct cached_key key = { dataset_index(ds),
-				  view_object_id(kind, oid) };
-	struct cached *e;
-	struct item *it = NULL;
-	struct catalog_pin pin;
-	uint64_t gen;
-	int err;
-
-	*out = NULL;
-	if (catalog_gone(fs->cat, ds, kind, oid))
-		return -ENOENT;
-	err = catalog_pin(fs->cat, ds, kind, &pin);
-	if (err)
-		return err;
-	gen = pin.gen;
-	pthread_mutex_lock(&c->lock);
-	HASH_FIND(hh, c->by_key, &key, sizeof(key), e);
-	if (e && e->gen == gen) {
-		lru_unlink(c, e);
-		lru_push(c, e);
-		it = item_ref(e->it);
-	}
-	pthread_mutex_unlock(&c->lock);
-	if (!it) {
-		err = store_object(dataset_store(ds), gen, kind, oid, &it);
-		if (!err) {
-			pthread_mutex_lock(&c->lock);
-			HASH_FIND(hh, c->by_key, &key, sizeof(key), e);
-			if (e)
-				cached_drop(c, e);
-			e = calloc(1, sizeof(*e));
-			if (e) {
-				e->key = key;
-				e->gen = gen;
-				e->it = item_ref(it);
-				HASH_ADD(hh, c->by_key, key, sizeof(e->key), e);
-				lru_push(c, e);
-				c->n++;
-				c->bytes += cost(it);
-				while (c->n > 1 &&
-				       (c->n > OBJECT_CACHE_MAX ||
-					c->bytes > OBJECT_CACHE_BYTES))
-					cached_drop(c, c->tail);
-			}
-			pthread_mutex_unlock(&c->lock);
-		}
-	}
-	catalog_unpin(fs->cat, ds, kind, &pin);
-	*out = it;
-	return err;
-}
-
-int view_object_place(struct fs *fs, struct dataset *ds, enum item_kind kind,
-		      uint64_t oid, struct store_place *place)
-{
-	struct object_cache *c = fs->objects;
-	struct cached_key key = { dataset_index(ds),
-				  view_object_id(kind, oid) };
-	struct cached *e;
-	struct catalog_pin pin;
-	bool found = false;
-	int err;
-
-	err = catalog_pin(fs->cat, ds, kind, &pin);
-	if (err)
-		return err;
-	pthread_mutex_lock(&c->lock);
-	HASH_FIND(hh, c->by_key, &key, sizeof(key), e);
-	if (e && e->gen == pin.gen && e->placed) {
-		*place = e->place;
-		found = true;
-	}
-	pthread_mutex_unlock(&c->lock);
-	if (!found) {
-		err = store_object_place(dataset_store(ds), pin.gen, kind, oid,
-					 place);
-		pthread_mutex_lock(&c->lock);
-		HASH_FIND(hh, c->by_key, &key, sizeof(key), e);
-		if (!err && e && e->gen == pin.gen) {
-			e->place = *place;
-			e->placed = true;
-		}
-		pthread_mutex_unlock(&c->lock);
-	}
-	catalog_unpin(fs->cat, ds, kind, &pin);
-	return err;
-}
+extern struct node_ops node_metadata_ops, node_status_ops, node_views_ops;
+extern struct node_ops node_view_ops;
 
 /* ---- the folder ---- */
 
@@ -214,25 +32,25 @@ static size_t object_files(const struct item *it, struct object_file *v)
 {
 	size_t n = 0, i, j;
 
-	v[n].ops = &view_metadata_ops;
+	v[n].ops = &node_metadata_ops;
 	snprintf(v[n++].name, sizeof(v->name), "metadata.json");
 	if (it->status) {
-		v[n].ops = &view_status_ops;
+		v[n].ops = &node_status_ops;
 		snprintf(v[n++].name, sizeof(v->name), "status");
 	}
 	if (it->data_url) {
-		v[n].ops = &view_data_ops;
+		v[n].ops = &node_data_ops;
 		snprintf(v[n++].name, sizeof(v->name), "%s%s",
 			 it->kind == ITEM_KIND_ITEM ? "data" : "featured_image",
 			 it->data_ext);
 	}
 	if (it->thumb_url) {
-		v[n].ops = &view_thumb_ops;
+		v[n].ops = &node_thumb_ops;
 		snprintf(v[n++].name, sizeof(v->name), "thumbnail%s",
 			 it->thumb_ext);
 	}
 	if (it->n_views) {
-		v[n].ops = &view_views_ops;
+		v[n].ops = &node_views_ops;
 		snprintf(v[n++].name, sizeof(v->name), "views");
 	}
 	for (i = 1; i < n; i++) {
@@ -251,8 +69,8 @@ static size_t object_files(const struct item *it, struct object_file *v)
 
 static int object_item(struct fs *fs, const struct node *n, struct item **it)
 {
-	return view_object(fs, n->ds, view_id_kind(n->id), view_id_oid(n->id),
-			   it);
+	return objects_get(fs->objects, n->ds, node_id_kind(n->id),
+			   node_id_oid(n->id), it);
 }
 
 static int object_child(struct fs *fs, const struct node *dir, const char *name,
@@ -269,12 +87,11 @@ static int object_child(struct fs *fs, const struct node *dir, const char *name,
 	err = -ENOENT;
 	for (i = 0; i < n; i++) {
 		if (strcmp(files[i].name, name) == 0) {
-			view_make(c, files[i].ops, dir->ds, dir->id);
+			node_make(c, files[i].ops, dir->ds, dir->id);
 			if (!st)
 				err = 0;
-			else if (!fetch && (c->ops == &view_data_ops ||
-					    c->ops == &view_thumb_ops))
-				err = view_data_stat(fs, c, st, false);
+			else if (!fetch && c->ops->peek)
+				err = c->ops->peek(fs, c, st);
 			else
 				err = c->ops->getattr(fs, c, st);
 			break;
@@ -285,7 +102,7 @@ static int object_child(struct fs *fs, const struct node *dir, const char *name,
 }
 
 static int object_readdir(struct fs *fs, const struct node *dir, void **state,
-			  uint64_t after, bool plus, view_fill_fn fill,
+			  uint64_t after, bool plus, node_fill_fn fill,
 			  void *ctx)
 {
 	struct object_file files[OBJECT_FILES];
@@ -299,7 +116,7 @@ static int object_readdir(struct fs *fs, const struct node *dir, void **state,
 	n = object_files(it, files);
 	for (i = 0; i < n; i++)
 		names[i] = files[i].name;
-	err = view_fill_sorted(fs, dir, names, n, after, plus, object_child,
+	err = node_fill_sorted(fs, dir, names, n, after, plus, object_child,
 			       fill, ctx);
 	item_unref(it);
 	return err;
@@ -313,12 +130,12 @@ static int object_stat(struct fs *fs, const struct node *n, struct stat *st)
 
 	if (err)
 		return err;
-	view_stat(fs, n, it->has_mtime ? &it->mtime : NULL, st);
+	node_stat(fs, n, it->has_mtime ? &it->mtime : NULL, st);
 	item_unref(it);
 	return 0;
 }
 
-struct node_ops view_object_ops = {
+struct node_ops node_object_ops = {
 	.object_id = true,
 	.name = "object",
 	.dir = true,
@@ -330,19 +147,19 @@ struct node_ops view_object_ops = {
 /* ---- generated files: metadata.json, status, views/<view>.json ---- */
 
 struct text_file {
-	struct view_file vf;
+	struct node_file vf;
 	struct item *it;
 	enum render_file which;
 	const char *view_name; /* in it */
 };
 
-static void text_release_read(struct view_read *r, bool sent)
+static void text_release_read(struct node_read *r, bool sent)
 {
 	free(r->one.iov_base);
 }
 
-static int text_read(struct fs *fs, struct view_file *f, size_t size, off_t off,
-		     struct view_read *r)
+static int text_read(struct fs *fs, struct node_file *f, size_t size, off_t off,
+		     struct node_read *r)
 {
 	struct text_file *tf = (struct text_file *)f;
 	char *buf = malloc(size ? size : 1);
@@ -363,7 +180,7 @@ static int text_read(struct fs *fs, struct view_file *f, size_t size, off_t off,
 	return 0;
 }
 
-static void text_release(struct fs *fs, struct view_file *f)
+static void text_release(struct fs *fs, struct node_file *f)
 {
 	struct text_file *tf = (struct text_file *)f;
 
@@ -371,7 +188,7 @@ static void text_release(struct fs *fs, struct view_file *f)
 	free(tf);
 }
 
-static const struct view_file_ops text_file_ops = {
+static const struct node_file_ops text_file_ops = {
 	.read = text_read,
 	.release = text_release,
 };
@@ -384,14 +201,15 @@ static int text_target(struct fs *fs, const struct node *n, struct item **it,
 	int err;
 
 	*view_name = NULL;
-	if (n->ops == &view_view_ops)
-		id = (n->id >> VIEW_INDEX_BITS) | VIEW_SEQUENCE_BIT;
-	err = view_object(fs, n->ds, view_id_kind(id), view_id_oid(id), it);
+	if (n->ops == &node_view_ops)
+		id = (n->id >> VIEW_INDEX_BITS) | NODE_SEQUENCE_BIT;
+	err = objects_get(fs->objects, n->ds, node_id_kind(id), node_id_oid(id),
+			  it);
 	if (err)
 		return err;
-	if (n->ops == &view_metadata_ops) {
+	if (n->ops == &node_metadata_ops) {
 		*which = RENDER_METADATA;
-	} else if (n->ops == &view_status_ops) {
+	} else if (n->ops == &node_status_ops) {
 		*which = RENDER_STATUS;
 	} else {
 		size_t index = n->id & ((1u << VIEW_INDEX_BITS) - 1);
@@ -422,13 +240,13 @@ static int text_getattr(struct fs *fs, const struct node *n, struct stat *st)
 		return (int)size;
 	/* their text changes without updated_at (fresh URLs, a new status):
 	 * the mount's time */
-	view_stat(fs, n, NULL, st);
-	view_stat_size(st, size);
+	node_stat(fs, n, NULL, st);
+	node_stat_size(st, size);
 	return 0;
 }
 
 static int text_open(struct fs *fs, const struct node *n, int flags,
-		     struct view_file **out, bool *keep_cache)
+		     struct node_file **out, bool *keep_cache)
 {
 	struct text_file *tf = calloc(1, sizeof(*tf));
 	int err;
@@ -446,21 +264,21 @@ static int text_open(struct fs *fs, const struct node *n, int flags,
 	return 0;
 }
 
-struct node_ops view_metadata_ops = {
+struct node_ops node_metadata_ops = {
 	.object_id = true,
 	.name = "metadata.json",
 	.getattr = text_getattr,
 	.open = text_open,
 };
 
-struct node_ops view_status_ops = {
+struct node_ops node_status_ops = {
 	.object_id = true,
 	.name = "status",
 	.getattr = text_getattr,
 	.open = text_open,
 };
 
-struct node_ops view_view_ops = {
+struct node_ops node_view_ops = {
 	.name = "view",
 	.getattr = text_getattr,
 	.open = text_open,
@@ -480,8 +298,8 @@ static int views_child(struct fs *fs, const struct node *dir, const char *name,
 	err = -ENOENT;
 	for (i = 0; i < it->n_views && i < (1u << VIEW_INDEX_BITS); i++) {
 		if (strcmp(it->views[i].name, name) == 0) {
-			view_make(c, &view_view_ops, dir->ds,
-				  view_id_oid(dir->id) << VIEW_INDEX_BITS | i);
+			node_make(c, &node_view_ops, dir->ds,
+				  node_id_oid(dir->id) << VIEW_INDEX_BITS | i);
 			err = st ? text_getattr(fs, c, st) : 0;
 			break;
 		}
@@ -496,7 +314,7 @@ static int cmp_str(const void *a, const void *b)
 }
 
 static int views_readdir(struct fs *fs, const struct node *dir, void **state,
-			 uint64_t after, bool plus, view_fill_fn fill,
+			 uint64_t after, bool plus, node_fill_fn fill,
 			 void *ctx)
 {
 	const char **names;
@@ -516,14 +334,14 @@ static int views_readdir(struct fs *fs, const struct node *dir, void **state,
 	for (i = 0; i < n; i++)
 		names[i] = it->views[i].name;
 	qsort(names, n, sizeof(*names), cmp_str);
-	err = view_fill_sorted(fs, dir, names, n, after, plus, views_child,
+	err = node_fill_sorted(fs, dir, names, n, after, plus, views_child,
 			       fill, ctx);
 	free(names);
 	item_unref(it);
 	return err;
 }
 
-struct node_ops view_views_ops = {
+struct node_ops node_views_ops = {
 	.object_id = true,
 	.name = "views",
 	.dir = true,

@@ -1,7 +1,7 @@
 /* items/ and sequences/: one folder per object, named by its key (DESIGN
  * section 3), in the store's directories of the current listing. */
 #include "fs.h"
-#include "view.h"
+#include "node.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -19,10 +19,10 @@ static void object_node(struct fs *fs, const struct node *dir,
 			const struct store_entry *e, struct node *c,
 			struct stat *st)
 {
-	view_make(c, &view_object_ops, dir->ds,
-		  view_object_id(list_kind(dir), e->oid));
+	node_make(c, &node_object_ops, dir->ds,
+		  node_object_id(list_kind(dir), e->oid));
 	if (st)
-		view_stat(fs, c, e->has_mtime ? &e->mtime : NULL, st);
+		node_stat(fs, c, e->has_mtime ? &e->mtime : NULL, st);
 }
 
 static int list_lookup(struct fs *fs, const struct node *dir, const char *name,
@@ -31,11 +31,9 @@ static int list_lookup(struct fs *fs, const struct node *dir, const char *name,
 	enum item_kind kind = list_kind(dir);
 	struct catalog_pin pin;
 	struct store_entry e;
-	int err = view_dir_lookup(fs, dir, kind, list_dir(dir), name, NULL, &e,
+	int err = node_dir_lookup(fs, dir, kind, list_dir(dir), name, NULL, &e,
 				  &pin);
 
-	if (!err && catalog_gone(fs->cat, dir->ds, kind, e.oid))
-		err = -ENOENT;
 	if (!err)
 		object_node(fs, dir, &e, child, st);
 	catalog_unpin(fs->cat, dir->ds, kind, &pin);
@@ -46,7 +44,7 @@ struct list_fill {
 	struct fs *fs;
 	const struct node *dir;
 	bool plus;
-	view_fill_fn fill;
+	node_fill_fn fill;
 	void *ctx;
 };
 
@@ -57,8 +55,7 @@ static int list_entry(void *p, const struct store_entry *e)
 	struct node c;
 	struct stat st;
 
-	if (e->name_len > NAMES_MAX ||
-	    catalog_gone(lf->fs->cat, lf->dir->ds, list_kind(lf->dir), e->oid))
+	if (e->name_len > NAMES_MAX)
 		return 0;
 	memcpy(name, e->name, e->name_len);
 	name[e->name_len] = '\0';
@@ -67,7 +64,7 @@ static int list_entry(void *p, const struct store_entry *e)
 }
 
 static int list_readdir(struct fs *fs, const struct node *dir, void **state,
-			uint64_t after, bool plus, view_fill_fn fill, void *ctx)
+			uint64_t after, bool plus, node_fill_fn fill, void *ctx)
 {
 	struct list_fill lf = {
 		.fs = fs,
@@ -76,10 +73,10 @@ static int list_readdir(struct fs *fs, const struct node *dir, void **state,
 		.fill = fill,
 		.ctx = ctx,
 	};
-	int err = view_dir_pin(fs, dir, list_kind(dir), state);
+	int err = node_dir_pin(fs, dir, list_kind(dir), state);
 
 	if (!err)
-		err = view_dir_entries(fs, dir, *state, list_dir(dir), NULL,
+		err = node_dir_entries(fs, dir, *state, list_dir(dir), NULL,
 				       after, list_entry, &lf);
 	return err;
 }
@@ -102,34 +99,34 @@ static void sequences_shows(struct fs *fs, struct dataset *ds,
 
 static int list_getattr(struct fs *fs, const struct node *n, struct stat *st)
 {
-	view_stat(fs, n, NULL, st);
+	node_stat(fs, n, NULL, st);
 	return 0;
 }
 
-struct node_ops view_items_ops = {
+struct node_ops node_items_ops = {
 	.name = "items",
 	.dataset_dir = "items",
 	.dir = true,
 	.lookup = list_lookup,
 	.readdir = list_readdir,
-	.dir_release = view_dir_unpin,
+	.dir_release = node_dir_unpin,
 	.getattr = list_getattr,
 	.shows = items_shows,
 };
 
-struct node_ops view_sequences_ops = {
+struct node_ops node_sequences_ops = {
 	.name = "sequences",
 	.dataset_dir = "sequences",
 	.dir = true,
 	.lookup = list_lookup,
 	.readdir = list_readdir,
-	.dir_release = view_dir_unpin,
+	.dir_release = node_dir_unpin,
 	.getattr = list_getattr,
 	.shows = sequences_shows,
 };
 
 static enum item_kind list_kind(const struct node *dir)
 {
-	return dir->ops == &view_sequences_ops ? ITEM_KIND_SEQUENCE
+	return dir->ops == &node_sequences_ops ? ITEM_KIND_SEQUENCE
 					       : ITEM_KIND_ITEM;
 }

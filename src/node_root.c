@@ -1,7 +1,7 @@
 /* The top of the tree: the root lists owners, an owner its datasets, a
- * dataset the views every dataset has (each kind with a dataset_dir). */
+ * dataset the folders every dataset has (each kind with a dataset_dir). */
 #include "fs.h"
-#include "view.h"
+#include "node.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -9,7 +9,7 @@
 
 static int plain_getattr(struct fs *fs, const struct node *n, struct stat *st)
 {
-	view_stat(fs, n, NULL, st);
+	node_stat(fs, n, NULL, st);
 	return 0;
 }
 
@@ -22,14 +22,14 @@ static int owner_child(struct fs *fs, const struct node *dir, const char *name,
 
 	if (index < 0)
 		return -ENOENT;
-	view_make(c, &view_owner_ops, NULL, index);
+	node_make(c, &node_owner_ops, NULL, index);
 	if (st)
-		view_stat(fs, c, NULL, st);
+		node_stat(fs, c, NULL, st);
 	return 0;
 }
 
 static int root_readdir(struct fs *fs, const struct node *dir, void **state,
-			uint64_t after, bool plus, view_fill_fn fill, void *ctx)
+			uint64_t after, bool plus, node_fill_fn fill, void *ctx)
 {
 	char **owners;
 	long n, i;
@@ -39,7 +39,7 @@ static int root_readdir(struct fs *fs, const struct node *dir, void **state,
 	n = catalog_owners(fs->cat, &owners);
 	if (n < 0)
 		return (int)n;
-	err = view_fill_sorted(fs, dir, (const char *const *)owners, n, after,
+	err = node_fill_sorted(fs, dir, (const char *const *)owners, n, after,
 			       plus, owner_child, fill, ctx);
 	for (i = 0; i < n; i++)
 		free(owners[i]);
@@ -47,7 +47,7 @@ static int root_readdir(struct fs *fs, const struct node *dir, void **state,
 	return err;
 }
 
-struct node_ops view_root_ops = {
+struct node_ops node_root_ops = {
 	.name = "root",
 	.dir = true,
 	.lookup = owner_child,
@@ -67,9 +67,9 @@ static int dataset_child(struct fs *fs, const struct node *dir,
 	free(owner);
 	if (!ds)
 		return -ENOENT;
-	view_make(c, &view_dataset_ops, ds, 0);
+	node_make(c, &node_dataset_ops, ds, 0);
 	if (st)
-		view_stat(fs, c, NULL, st);
+		node_stat(fs, c, NULL, st);
 	return 0;
 }
 
@@ -79,7 +79,7 @@ static int cmp_str(const void *a, const void *b)
 }
 
 static int owner_readdir(struct fs *fs, const struct node *dir, void **state,
-			 uint64_t after, bool plus, view_fill_fn fill,
+			 uint64_t after, bool plus, node_fill_fn fill,
 			 void *ctx)
 {
 	char *owner = catalog_owner_name(fs->cat, dir->id);
@@ -103,7 +103,7 @@ static int owner_readdir(struct fs *fs, const struct node *dir, void **state,
 	for (i = 0; i < n; i++)
 		names[i] = dataset_slug_name(sets[i]);
 	qsort(names, n, sizeof(*names), cmp_str);
-	err = view_fill_sorted(fs, dir, names, n, after, plus, dataset_child,
+	err = node_fill_sorted(fs, dir, names, n, after, plus, dataset_child,
 			       fill, ctx);
 	free(names);
 	free(sets);
@@ -117,11 +117,11 @@ static int owner_getattr(struct fs *fs, const struct node *n, struct stat *st)
 	if (!owner)
 		return -ENOENT;
 	free(owner);
-	view_stat(fs, n, NULL, st);
+	node_stat(fs, n, NULL, st);
 	return 0;
 }
 
-struct node_ops view_owner_ops = {
+struct node_ops node_owner_ops = {
 	.name = "owner",
 	.dir = true,
 	.lookup = dataset_child,
@@ -132,13 +132,13 @@ struct node_ops view_owner_ops = {
 /* ---- a dataset: items/, sequences/ and the views ---- */
 
 /* The kind every dataset shows as @name now, or NULL. */
-static const struct node_ops *view_named(struct fs *fs, struct dataset *ds,
-					 const char *name)
+static const struct node_ops *
+dataset_dir_kind(struct fs *fs, struct dataset *ds, const char *name)
 {
 	const struct node_ops *ops;
 	unsigned k;
 
-	for (k = 0; (ops = view_kind(k)); k++) {
+	for (k = 0; (ops = node_kind(k)); k++) {
 		if (ops->dataset_dir && strcmp(ops->dataset_dir, name) == 0 &&
 		    (!ops->present || ops->present(fs, ds)))
 			return ops;
@@ -146,21 +146,22 @@ static const struct node_ops *view_named(struct fs *fs, struct dataset *ds,
 	return NULL;
 }
 
-static int view_child(struct fs *fs, const struct node *dir, const char *name,
-		      struct node *c, struct stat *st, bool fetch)
+static int dataset_dir_child(struct fs *fs, const struct node *dir,
+			     const char *name, struct node *c, struct stat *st,
+			     bool fetch)
 {
-	const struct node_ops *ops = view_named(fs, dir->ds, name);
+	const struct node_ops *ops = dataset_dir_kind(fs, dir->ds, name);
 
 	if (!ops)
 		return -ENOENT;
-	view_make(c, ops, dir->ds, 0);
+	node_make(c, ops, dir->ds, 0);
 	if (st)
-		view_stat(fs, c, NULL, st);
+		node_stat(fs, c, NULL, st);
 	return 0;
 }
 
 static int dataset_readdir(struct fs *fs, const struct node *dir, void **state,
-			   uint64_t after, bool plus, view_fill_fn fill,
+			   uint64_t after, bool plus, node_fill_fn fill,
 			   void *ctx)
 {
 	const struct node_ops *ops;
@@ -168,19 +169,19 @@ static int dataset_readdir(struct fs *fs, const struct node *dir, void **state,
 	size_t n = 0;
 	unsigned k;
 
-	for (k = 0; (ops = view_kind(k)) && n < 64; k++) {
+	for (k = 0; (ops = node_kind(k)) && n < 64; k++) {
 		if (ops->dataset_dir)
 			names[n++] = ops->dataset_dir;
 	}
 	qsort(names, n, sizeof(*names), cmp_str);
-	return view_fill_sorted(fs, dir, names, n, after, plus, view_child,
-				fill, ctx);
+	return node_fill_sorted(fs, dir, names, n, after, plus,
+				dataset_dir_child, fill, ctx);
 }
 
-struct node_ops view_dataset_ops = {
+struct node_ops node_dataset_ops = {
 	.name = "dataset",
 	.dir = true,
-	.lookup = view_child,
+	.lookup = dataset_dir_child,
 	.readdir = dataset_readdir,
 	.getattr = plain_getattr,
 };

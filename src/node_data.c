@@ -6,8 +6,9 @@
  * next when a reader follows either order. */
 #include "fs.h"
 #include "log.h"
+#include "objects.h"
 #include "util.h"
-#include "view.h"
+#include "node.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -22,14 +23,14 @@
 #define ORDER_NAME_BIT (UINT64_C(1) << 37) /* a folder's names, sorted */
 #define ORDER_DIR_MASK ((UINT64_C(1) << 37) - 1)
 
-static enum view_which node_which(const struct node *n)
+static enum node_which which_of(const struct node *n)
 {
-	return n->ops == &view_thumb_ops ? VIEW_THUMB : VIEW_DATA;
+	return n->ops == &node_thumb_ops ? NODE_THUMB : NODE_DATA;
 }
 
-static const char *item_url(const struct item *it, enum view_which which)
+static const char *item_url(const struct item *it, enum node_which which)
 {
-	return which == VIEW_DATA ? it->data_url : it->thumb_url;
+	return which == NODE_DATA ? it->data_url : it->thumb_url;
 }
 
 /* ---- sources ---- */
@@ -39,7 +40,7 @@ struct object_src {
 	struct catalog *cat;
 	struct dataset *ds;
 	struct item *it; /* a reference */
-	enum view_which which;
+	enum node_which which;
 };
 
 static int src_resolve(struct fetch_src *src, char **url)
@@ -81,8 +82,8 @@ static const struct fetch_src_ops object_src_ops = {
 	.free = src_free,
 };
 
-int view_data_src(struct fs *fs, struct dataset *ds, struct item *it,
-		  enum view_which which, struct fetch_src **out)
+int node_data_src(struct fs *fs, struct dataset *ds, struct item *it,
+		  enum node_which which, struct fetch_src **out)
 {
 	const char *url = item_url(it, which);
 	struct object_src *os;
@@ -101,11 +102,11 @@ int view_data_src(struct fs *fs, struct dataset *ds, struct item *it,
 		     catalog_origin(fs->cat), dataset_owner(ds),
 		     dataset_slug(ds),
 		     it->kind == ITEM_KIND_ITEM ? "item" : "sequence", it->uid,
-		     which == VIEW_DATA ? "data" : "thumbnail", (int)path_len,
+		     which == NODE_DATA ? "data" : "thumbnail", (int)path_len,
 		     url) < 0 ||
 	    asprintf(&os->src.what, "%s/%s/%s %s", dataset_owner(ds),
 		     dataset_slug(ds), it->uid,
-		     which == VIEW_DATA ? "data" : "thumbnail") < 0) {
+		     which == NODE_DATA ? "data" : "thumbnail") < 0) {
 		free(os->src.id);
 		free(os);
 		return -ENOMEM;
@@ -113,8 +114,8 @@ int view_data_src(struct fs *fs, struct dataset *ds, struct item *it,
 	os->src.refs = 1;
 	os->src.url = (char *)url; /* lives as long as the item */
 	os->src.listed = it->version;
-	os->src.size = which == VIEW_DATA ? it->size : -1;
-	os->src.kind = which == VIEW_DATA ? FETCH_DATA : FETCH_THUMBNAIL;
+	os->src.size = which == NODE_DATA ? it->size : -1;
+	os->src.kind = which == NODE_DATA ? FETCH_DATA : FETCH_THUMBNAIL;
 	os->src.ops = &object_src_ops;
 	os->cat = fs->cat;
 	os->ds = ds;
@@ -126,21 +127,21 @@ int view_data_src(struct fs *fs, struct dataset *ds, struct item *it,
 
 /* ---- attributes ---- */
 
-int view_object_file_stat(struct fs *fs, const struct node *n,
+int node_object_file_stat(struct fs *fs, const struct node *n,
 			  const struct store_entry *e, struct stat *st,
 			  bool fetch)
 {
-	enum view_which which = node_which(n);
+	enum node_which which = which_of(n);
 	struct fetch_src *src = NULL;
 	struct item *it = NULL;
 	int64_t size = -1;
 	int err = 0;
 
 	if (e)
-		size = which == VIEW_DATA ? e->size : e->thumb_size;
+		size = which == NODE_DATA ? e->size : e->thumb_size;
 	if ((size < 0 && fetch) || !e) {
-		err = view_object(fs, n->ds, view_id_kind(n->id),
-				  view_id_oid(n->id), &it);
+		err = objects_get(fs->objects, n->ds, node_id_kind(n->id),
+				  node_id_oid(n->id), &it);
 		if (err)
 			return err;
 		if (!item_url(it, which)) {
@@ -151,7 +152,7 @@ int view_object_file_stat(struct fs *fs, const struct node *n,
 	if (size < 0 && !fetch) {
 		err = -EAGAIN;
 	} else if (size < 0) {
-		err = view_data_src(fs, n->ds, it, which, &src);
+		err = node_data_src(fs, n->ds, it, which, &src);
 		if (!err)
 			err = stream_size(fs->stream, src, &size);
 		fetch_src_unref(src);
@@ -161,51 +162,48 @@ int view_object_file_stat(struct fs *fs, const struct node *n,
 	}
 	if (!err) {
 		if (e)
-			view_stat(fs, n, e->has_mtime ? &e->mtime : NULL, st);
+			node_stat(fs, n, e->has_mtime ? &e->mtime : NULL, st);
 		else
-			view_stat(fs, n, it->has_mtime ? &it->mtime : NULL, st);
-		view_stat_size(st, size);
+			node_stat(fs, n, it->has_mtime ? &it->mtime : NULL, st);
+		node_stat_size(st, size);
 	}
 	item_unref(it);
 	return err;
 }
 
-int view_data_stat(struct fs *fs, const struct node *n, struct stat *st,
-		   bool fetch)
+/* The attributes of @n from the listing's entry of its object. */
+static int data_stat(struct fs *fs, const struct node *n, struct stat *st,
+		     bool fetch)
 {
 	struct store_entry e;
-	enum item_kind kind = view_id_kind(n->id);
-	struct catalog_pin pin;
-	int err;
+	int err = objects_entry(fs->objects, n->ds, node_id_kind(n->id),
+				node_id_oid(n->id), &e);
 
-	if (catalog_gone(fs->cat, n->ds, kind, view_id_oid(n->id)))
-		return -ENOENT;
-	err = catalog_pin(fs->cat, n->ds, kind, &pin);
-	if (err)
-		return err;
-	err = store_object_entry(dataset_store(n->ds), pin.gen,
-				 view_id_oid(n->id), &e);
-	catalog_unpin(fs->cat, n->ds, kind, &pin);
 	if (err)
 		return err;
 	if (!(e.has &
-	      (node_which(n) == VIEW_DATA ? STORE_HAS_DATA : STORE_HAS_THUMB)))
+	      (which_of(n) == NODE_DATA ? STORE_HAS_DATA : STORE_HAS_THUMB)))
 		return -ENOENT;
-	return view_object_file_stat(fs, n, &e, st, fetch);
+	return node_object_file_stat(fs, n, &e, st, fetch);
 }
 
 static int data_getattr(struct fs *fs, const struct node *n, struct stat *st)
 {
-	return view_data_stat(fs, n, st, true);
+	return data_stat(fs, n, st, true);
+}
+
+static int data_peek(struct fs *fs, const struct node *n, struct stat *st)
+{
+	return data_stat(fs, n, st, false);
 }
 
 /* ---- orders ---- */
 
 static uint64_t order_of(struct dataset *ds, enum item_kind kind,
-			 enum view_which which, uint64_t dir)
+			 enum node_which which, uint64_t dir)
 {
 	return (uint64_t)dataset_index(ds) << ORDER_DS_SHIFT |
-	       (which == VIEW_THUMB ? ORDER_THUMB_BIT : 0) |
+	       (which == NODE_THUMB ? ORDER_THUMB_BIT : 0) |
 	       (kind == ITEM_KIND_SEQUENCE ? ORDER_SEQUENCE_BIT : 0) |
 	       (dir & ORDER_DIR_MASK);
 }
@@ -214,12 +212,12 @@ static uint64_t order_of(struct dataset *ds, enum item_kind kind,
 static void node_place(struct fs *fs, const struct node *n,
 		       struct stream_place *place)
 {
-	enum item_kind kind = view_id_kind(n->id);
-	enum view_which which = node_which(n);
+	enum item_kind kind = node_id_kind(n->id);
+	enum node_which which = which_of(n);
 	struct store_place sp;
 
 	memset(place, 0, sizeof(*place));
-	if (view_object_place(fs, n->ds, kind, view_id_oid(n->id), &sp))
+	if (objects_place(fs->objects, n->ds, kind, node_id_oid(n->id), &sp))
 		return;
 	place->in[0].order = order_of(n->ds, kind, which, sp.list);
 	place->in[0].pos = sp.list_pos;
@@ -275,8 +273,8 @@ static size_t order_ahead(void *ctx, uint64_t order, uint64_t after, size_t n,
 		catalog_dataset_at(fs->cat, order >> ORDER_DS_SHIFT);
 	enum item_kind kind = order & ORDER_SEQUENCE_BIT ? ITEM_KIND_SEQUENCE
 							 : ITEM_KIND_ITEM;
-	enum view_which which = order & ORDER_THUMB_BIT ? VIEW_THUMB
-							: VIEW_DATA;
+	enum node_which which = order & ORDER_THUMB_BIT ? NODE_THUMB
+							: NODE_DATA;
 	struct ahead a = { .pos = pos, .max = n };
 	struct catalog_pin pin;
 	size_t i, given = 0;
@@ -300,9 +298,9 @@ static size_t order_ahead(void *ctx, uint64_t order, uint64_t after, size_t n,
 		struct fetch_src *src;
 		struct item *it;
 
-		if (view_object(fs, ds, kind, a.oids[i], &it))
+		if (objects_get(fs->objects, ds, kind, a.oids[i], &it))
 			continue;
-		if (view_data_src(fs, ds, it, which, &src) == 0) {
+		if (node_data_src(fs, ds, it, which, &src) == 0) {
 			stream_prefetch(fs->stream, src);
 			fetch_src_unref(src);
 		}
@@ -313,24 +311,24 @@ static size_t order_ahead(void *ctx, uint64_t order, uint64_t after, size_t n,
 	return given;
 }
 
-const struct stream_order_ops view_order_ops = {
+const struct stream_order_ops node_order_ops = {
 	.ahead = order_ahead,
 };
 
 /* ---- reading ---- */
 
 struct data_file {
-	struct view_file vf;
+	struct node_file vf;
 	struct stream_reader *reader;
 };
 
-static void data_release_read(struct view_read *r, bool sent)
+static void data_release_read(struct node_read *r, bool sent)
 {
 	stream_read_release(r->stream, &r->cv, sent);
 }
 
-static int data_read(struct fs *fs, struct view_file *f, size_t size, off_t off,
-		     struct view_read *r)
+static int data_read(struct fs *fs, struct node_file *f, size_t size, off_t off,
+		     struct node_read *r)
 {
 	struct data_file *df = (struct data_file *)f;
 	int err, count;
@@ -347,7 +345,7 @@ static int data_read(struct fs *fs, struct view_file *f, size_t size, off_t off,
 	return 0;
 }
 
-static void data_release(struct fs *fs, struct view_file *f)
+static void data_release(struct fs *fs, struct node_file *f)
 {
 	struct data_file *df = (struct data_file *)f;
 
@@ -355,13 +353,13 @@ static void data_release(struct fs *fs, struct view_file *f)
 	free(df);
 }
 
-static const struct view_file_ops data_file_ops = {
+static const struct node_file_ops data_file_ops = {
 	.read = data_read,
 	.release = data_release,
 };
 
 static int data_open(struct fs *fs, const struct node *n, int flags,
-		     struct view_file **out, bool *keep_cache)
+		     struct node_file **out, bool *keep_cache)
 {
 	struct data_file *df = calloc(1, sizeof(*df));
 	struct stream_place place;
@@ -371,10 +369,10 @@ static int data_open(struct fs *fs, const struct node *n, int flags,
 
 	if (!df)
 		return -ENOMEM;
-	err = view_object(fs, n->ds, view_id_kind(n->id), view_id_oid(n->id),
-			  &it);
+	err = objects_get(fs->objects, n->ds, node_id_kind(n->id),
+			  node_id_oid(n->id), &it);
 	if (!err)
-		err = view_data_src(fs, n->ds, it, node_which(n), &src);
+		err = node_data_src(fs, n->ds, it, which_of(n), &src);
 	if (!err) {
 		if (fs->prefetch)
 			node_place(fs, n, &place);
@@ -393,16 +391,18 @@ static int data_open(struct fs *fs, const struct node *n, int flags,
 	return 0;
 }
 
-struct node_ops view_data_ops = {
+struct node_ops node_data_ops = {
 	.object_id = true,
 	.name = "data",
 	.getattr = data_getattr,
+	.peek = data_peek,
 	.open = data_open,
 };
 
-struct node_ops view_thumb_ops = {
+struct node_ops node_thumb_ops = {
 	.object_id = true,
 	.name = "thumbnail",
 	.getattr = data_getattr,
+	.peek = data_peek,
 	.open = data_open,
 };

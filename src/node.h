@@ -2,9 +2,9 @@
  * data file, a folder of files/, ...) is a table of operations, and an
  * inode number names a kind, a dataset and an identity within them, the
  * way /proc/<pid>/ entries are rows of a table. The FUSE adapter (fs.c)
- * calls these and knows no kind by name; adding a view adds a table. */
-#ifndef AVALAFS_VIEW_H
-#define AVALAFS_VIEW_H
+ * calls these and knows no kind by name; adding a kind adds a table. */
+#ifndef AVALAFS_NODE_H
+#define AVALAFS_NODE_H
 
 #ifndef FUSE_USE_VERSION
 #define FUSE_USE_VERSION 35
@@ -21,16 +21,16 @@
 /* What every node op sees: the mount. */
 struct fs;
 
-/* An inode number is kind << VIEW_KIND_SHIFT | dataset << VIEW_DS_SHIFT |
+/* An inode number is kind << NODE_KIND_SHIFT | dataset << NODE_DS_SHIFT |
  * id: 6 bits of kind, 18 of dataset, 40 of identity. */
-#define VIEW_KIND_SHIFT 58
-#define VIEW_DS_SHIFT 40
-#define VIEW_ID_MASK ((UINT64_C(1) << VIEW_DS_SHIFT) - 1)
-#define VIEW_DS_MAX ((UINT64_C(1) << (VIEW_KIND_SHIFT - VIEW_DS_SHIFT)) - 1)
+#define NODE_KIND_SHIFT 58
+#define NODE_DS_SHIFT 40
+#define NODE_ID_MASK ((UINT64_C(1) << NODE_DS_SHIFT) - 1)
+#define NODE_DS_MAX ((UINT64_C(1) << (NODE_KIND_SHIFT - NODE_DS_SHIFT)) - 1)
 
 /* An object's identity: its number in the store, with a bit for
  * sequences. */
-#define VIEW_SEQUENCE_BIT (UINT64_C(1) << 39)
+#define NODE_SEQUENCE_BIT (UINT64_C(1) << 39)
 
 struct node_ops;
 
@@ -47,32 +47,32 @@ struct node {
  * is NULL when its attributes would cost a request (a listing never makes
  * one: `find` and os.walk must not fetch). @pos is the entry's position:
  * a listing may go on after it. Returns non-zero when no more fit. */
-typedef int (*view_fill_fn)(void *ctx, const char *name,
+typedef int (*node_fill_fn)(void *ctx, const char *name,
 			    const struct node *child, const struct stat *st,
 			    uint64_t pos);
 
 /* The bytes of one read, in place: pieces to send, then release(). */
-struct view_read {
+struct node_read {
 	struct iovec *iov;
 	int n;
 	/* @sent: the kernel took them (they are in its page cache now) */
-	void (*release)(struct view_read *r, bool sent);
+	void (*release)(struct node_read *r, bool sent);
 	struct stream *stream; /* a streamed file's: its blocks in cv */
 	struct cache_view cv;
 	struct iovec one; /* a generated file's text */
 };
 
 /* An open file. */
-struct view_file {
-	const struct view_file_ops *ops;
+struct node_file {
+	const struct node_file_ops *ops;
 };
 
-struct view_file_ops {
+struct node_file_ops {
 	/* Up to @size bytes at @off into @r: 0 (then release @r after the
 	 * reply) or a negative errno. */
-	int (*read)(struct fs *fs, struct view_file *f, size_t size, off_t off,
-		    struct view_read *r);
-	void (*release)(struct fs *fs, struct view_file *f);
+	int (*read)(struct fs *fs, struct node_file *f, size_t size, off_t off,
+		    struct node_read *r);
+	void (*release)(struct fs *fs, struct node_file *f);
 };
 
 struct node_ops {
@@ -82,9 +82,9 @@ struct node_ops {
 	const char *dataset_dir;
 	bool (*present)(struct fs *fs, struct dataset *ds);
 	bool dir;
-	unsigned kind; /* its row in the table, set by view_init() */
+	unsigned kind; /* its row in the table, set by node_init() */
 	/* directories: the child @name (its node and attributes in @child
-	 * and @st), a view_child_fn; -ENOENT when there is none */
+	 * and @st), a node_child_fn; -ENOENT when there is none */
 	int (*lookup)(struct fs *fs, const struct node *dir, const char *name,
 		      struct node *child, struct stat *st, bool fetch);
 	/* directories: the entries after position @after (0: from the
@@ -93,89 +93,93 @@ struct node_ops {
 	 * for dir_release() to free: a listing pins the generation it reads
 	 * there, so that positions keep their meaning */
 	int (*readdir)(struct fs *fs, const struct node *dir, void **state,
-		       uint64_t after, bool plus, view_fill_fn fill, void *ctx);
+		       uint64_t after, bool plus, node_fill_fn fill, void *ctx);
 	void (*dir_release)(struct fs *fs, const struct node *dir, void *state);
 	int (*getattr)(struct fs *fs, const struct node *n, struct stat *st);
+	/* files whose size may take a request: their attributes without
+	 * one, else -EAGAIN; NULL when getattr() never makes one */
+	int (*peek)(struct fs *fs, const struct node *n, struct stat *st);
 	/* files: open for reading; @keep_cache says whether the kernel may
 	 * keep the pages it has */
 	int (*open)(struct fs *fs, const struct node *n, int flags,
-		    struct view_file **out, bool *keep_cache);
+		    struct node_file **out, bool *keep_cache);
 	/* the ids of this kind's nodes (in @ds) that show directory @sdir
 	 * of the store's listing of @kind, each to @fn: for telling the
 	 * kernel what a new listing changed; NULL when none does */
 	void (*shows)(struct fs *fs, struct dataset *ds, enum item_kind kind,
 		      uint64_t sdir, void (*fn)(void *ctx, uint64_t id),
 		      void *ctx);
-	bool object_id; /* its node ids are object ids (view_object_id()) */
+	bool object_id; /* its node ids are object ids (node_object_id()) */
 };
 
 /* Number the kinds. Call once before the mount. */
-void view_init(void);
+void node_init(void);
 
 /* Where the kernel must forget something: a name in a directory, or (with
  * @name NULL) what it holds of an inode's attributes and pages. */
-typedef void (*view_forget_fn)(void *ctx, fuse_ino_t ino, const char *name,
+typedef void (*node_forget_fn)(void *ctx, fuse_ino_t ino, const char *name,
 			       size_t len);
 
 /* What change @c of a listing of @kind in @ds means for the nodes the
  * kernel may hold: each name and inode to forget, to @fn. */
-void view_changes(struct fs *fs, struct dataset *ds, enum item_kind kind,
-		  const struct store_change *c, view_forget_fn fn, void *ctx);
+void node_changes(struct fs *fs, struct dataset *ds, enum item_kind kind,
+		  const struct store_change *c, node_forget_fn fn, void *ctx);
 
 /* The kind numbered @kind, or NULL past the last. */
-const struct node_ops *view_kind(unsigned kind);
+const struct node_ops *node_kind(unsigned kind);
 
 /* The node @ino names, in @n: 0, or -ENOENT for a number no kind has. */
-int view_node(struct fs *fs, fuse_ino_t ino, struct node *n);
+int node_of(struct fs *fs, fuse_ino_t ino, struct node *n);
 
 /* Make @n the node of kind @ops in @ds with identity @id. */
-void view_make(struct node *n, const struct node_ops *ops, struct dataset *ds,
+void node_make(struct node *n, const struct node_ops *ops, struct dataset *ds,
 	       uint64_t id);
 
-/* The kinds other kinds make children of; the table of all is in view.c. */
-extern struct node_ops view_root_ops, view_owner_ops, view_dataset_ops;
-extern struct node_ops view_object_ops, view_data_ops, view_thumb_ops;
+/* The kinds other kinds make children of; the table of all is in node.c. */
+extern struct node_ops node_root_ops, node_owner_ops, node_dataset_ops;
+extern struct node_ops node_object_ops, node_data_ops, node_thumb_ops;
 
-/* Helpers the kinds share (view.c). */
+/* Helpers the kinds share (node.c). */
 
 /* Attributes every node has: inode, owner, times (the object's @mtime when
  * given, else the mount's), and a directory's or a file's mode. */
-void view_stat(struct fs *fs, const struct node *n,
+void node_stat(struct fs *fs, const struct node *n,
 	       const struct timespec *mtime, struct stat *st);
 
 /* A file of @size bytes. */
-void view_stat_size(struct stat *st, int64_t size);
+void node_stat_size(struct stat *st, int64_t size);
 
 /* Finds the child @name of @dir: its node, and its attributes when @st is
  * not NULL. 0 or a negative errno (-ENOENT: none; -EAGAIN: the attributes
  * would need a request, and @fetch is false). */
-typedef int (*view_child_fn)(struct fs *fs, const struct node *dir,
+typedef int (*node_child_fn)(struct fs *fs, const struct node *dir,
 			     const char *name, struct node *c, struct stat *st,
 			     bool fetch);
 
 /* Give @fill the entries of @names (made into children by @child) after
  * position @after; the position of names[i] is i + 1. */
-int view_fill_sorted(struct fs *fs, const struct node *dir,
+int node_fill_sorted(struct fs *fs, const struct node *dir,
 		     const char *const *names, size_t n, uint64_t after,
-		     bool plus, view_child_fn child, view_fill_fn fill,
+		     bool plus, node_child_fn child, node_fill_fn fill,
 		     void *ctx);
 
 /* The key-path views and the lists keep a pinned generation as their open
  * directory's state. */
-struct view_dir_pin {
+struct node_dir_pin {
 	enum item_kind kind;
 	struct catalog_pin pin;
 };
 
 /* Pin the listing of @kind for an open directory (once: *@state). */
-int view_dir_pin(struct fs *fs, const struct node *dir, enum item_kind kind,
+int node_dir_pin(struct fs *fs, const struct node *dir, enum item_kind kind,
 		 void **state);
-void view_dir_unpin(struct fs *fs, const struct node *dir, void *state);
+void node_dir_unpin(struct fs *fs, const struct node *dir, void *state);
 
 /* Read entries of store directory @sdir through the pin in @state with
  * @filter, after @after, handing each to @entry (which returns non-zero
- * when full); waits for the pages of a first listing as they come. */
-int view_dir_entries(struct fs *fs, const struct node *dir, void *state,
+ * when full), but for objects gone since the listing (objects_gone());
+ * waits for the pages of a first listing as they come. */
+int node_dir_entries(struct fs *fs, const struct node *dir, void *state,
 		     uint64_t sdir, const struct store_filter *filter,
 		     uint64_t after,
 		     int (*entry)(void *ctx, const struct store_entry *e),
@@ -183,14 +187,15 @@ int view_dir_entries(struct fs *fs, const struct node *dir, void *state,
 
 /* Find @name in store directory @sdir of the listing of @kind: waits for
  * the pages of a first listing until it is there or the listing is
- * complete. 0 with @e, -ENOENT, or another negative errno. The pin is in
- * @pin until catalog_unpin(). */
-int view_dir_lookup(struct fs *fs, const struct node *dir, enum item_kind kind,
+ * complete. 0 with @e, -ENOENT (also for an object gone since the
+ * listing), or another negative errno. The pin is in @pin until
+ * catalog_unpin(). */
+int node_dir_lookup(struct fs *fs, const struct node *dir, enum item_kind kind,
 		    uint64_t sdir, const char *name,
 		    const struct store_filter *filter, struct store_entry *e,
 		    struct catalog_pin *pin);
 
-/* The key-path views (view_paths.c): a folder of the tree under a view
+/* The key-path views (node_paths.c): a folder of the tree under a view
  * root, whose files are @file's nodes of the objects that have @has (and
  * status @status, unless STORE_NO_STATUS). */
 struct path_view {
@@ -200,81 +205,63 @@ struct path_view {
 };
 
 /* A folder's id: its status (by-status) and the store's dir id. */
-#define VIEW_PATH_STATUS_SHIFT 32
-#define VIEW_PATH_DIR_MASK ((UINT64_C(1) << VIEW_PATH_STATUS_SHIFT) - 1)
+#define PATH_VIEW_STATUS_SHIFT 32
+#define PATH_VIEW_DIR_MASK ((UINT64_C(1) << PATH_VIEW_STATUS_SHIFT) - 1)
 
-int view_path_lookup(struct fs *fs, const struct path_view *pv,
+int path_view_lookup(struct fs *fs, const struct path_view *pv,
 		     const struct node *dir, const char *name,
 		     struct node *child, struct stat *st, bool fetch);
-int view_path_readdir(struct fs *fs, const struct path_view *pv,
+int path_view_readdir(struct fs *fs, const struct path_view *pv,
 		      const struct node *dir, void **state, uint64_t after,
-		      bool plus, view_fill_fn fill, void *ctx);
-int view_path_getattr(struct fs *fs, const struct node *n, struct stat *st);
+		      bool plus, node_fill_fn fill, void *ctx);
+int path_view_getattr(struct fs *fs, const struct node *n, struct stat *st);
 
 /* The folder of a key-path view that shows store directory @sdir. */
-void view_path_shows(struct fs *fs, struct dataset *ds, enum item_kind kind,
+void path_view_shows(struct fs *fs, struct dataset *ds, enum item_kind kind,
 		     uint64_t sdir, void (*fn)(void *ctx, uint64_t id),
 		     void *ctx);
 
 /* The folders whose files' sizes were last asked for ahead. */
-struct size_windows *view_size_windows_new(void);
-void view_size_windows_free(struct size_windows *w);
+struct size_windows *path_view_size_windows_new(void);
+void path_view_size_windows_free(struct size_windows *w);
 
-/* Objects (view_object.c). */
-
-/* A cache of parsed objects for view_object(); NULL on ENOMEM. */
-struct object_cache *view_object_cache_new(void);
-void view_object_cache_free(struct object_cache *c);
-
-/* The object of @kind @oid in @ds as the current listing has it: a new
- * reference in @out (cached). 0, -ENOENT, or another negative errno. */
-int view_object(struct fs *fs, struct dataset *ds, enum item_kind kind,
-		uint64_t oid, struct item **out);
-
-/* Where object @oid of @kind stands in the current listing of @ds (kept
- * with the parsed object). 0 or a negative errno. */
-int view_object_place(struct fs *fs, struct dataset *ds, enum item_kind kind,
-		      uint64_t oid, struct store_place *place);
+/* Object identities. */
 
 /* The kind and store number of an object identity. */
-static inline enum item_kind view_id_kind(uint64_t id)
+static inline enum item_kind node_id_kind(uint64_t id)
 {
-	return id & VIEW_SEQUENCE_BIT ? ITEM_KIND_SEQUENCE : ITEM_KIND_ITEM;
+	return id & NODE_SEQUENCE_BIT ? ITEM_KIND_SEQUENCE : ITEM_KIND_ITEM;
 }
 
-static inline uint64_t view_id_oid(uint64_t id)
+static inline uint64_t node_id_oid(uint64_t id)
 {
-	return id & ~VIEW_SEQUENCE_BIT;
+	return id & ~NODE_SEQUENCE_BIT;
 }
 
-static inline uint64_t view_object_id(enum item_kind kind, uint64_t oid)
+static inline uint64_t node_object_id(enum item_kind kind, uint64_t oid)
 {
-	return oid | (kind == ITEM_KIND_SEQUENCE ? VIEW_SEQUENCE_BIT : 0);
+	return oid | (kind == ITEM_KIND_SEQUENCE ? NODE_SEQUENCE_BIT : 0);
 }
 
-/* Streamed files (view_data.c). */
+/* Streamed files (node_data.c). */
 
 /* Which file of an object a streamed file is. */
-enum view_which { VIEW_DATA, VIEW_THUMB };
+enum node_which { NODE_DATA, NODE_THUMB };
 
 /* Attributes of the data or thumbnail file node @n, with what the store
  * entry @e (may be NULL) knows of its size and time; a size no one knows
  * yet is asked for when @fetch, else -EAGAIN. */
-int view_object_file_stat(struct fs *fs, const struct node *n,
+int node_object_file_stat(struct fs *fs, const struct node *n,
 			  const struct store_entry *e, struct stat *st,
 			  bool fetch);
 
-/* The same, from the listing's entry of @n's object. */
-int view_data_stat(struct fs *fs, const struct node *n, struct stat *st,
-		   bool fetch);
-
 /* Where file @which of @it (of @ds) comes from: a new source in @out. 0,
  * -ENOENT when it has no such file, or -ENOMEM. */
-int view_data_src(struct fs *fs, struct dataset *ds, struct item *it,
-		  enum view_which which, struct fetch_src **out);
+int node_data_src(struct fs *fs, struct dataset *ds, struct item *it,
+		  enum node_which which, struct fetch_src **out);
 
 /* The orders of the listing and its folders, for stream.c (ctx: the
  * struct fs). */
-extern const struct stream_order_ops view_order_ops;
+extern const struct stream_order_ops node_order_ops;
 
 #endif

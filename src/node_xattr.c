@@ -3,7 +3,7 @@
  * read from the listing, never from the network. A dataset's folder tells
  * which listing it shows, and the mount's root its counters
  * (user.avalafs.*), as CernVM-FS's user.hitrate and its kin do. */
-#include "view_xattr.h"
+#include "node_xattr.h"
 
 #include "cache.h"
 #include "catalog.h"
@@ -12,6 +12,7 @@
 #include "fs.h"
 #include "item.h"
 #include "item_json.h"
+#include "objects.h"
 #include "stream.h"
 
 #include <errno.h>
@@ -28,11 +29,11 @@ static const char *const fields[] = {
 	"uid", "key", "status", "created_at", "updated_at", "annotations_count",
 };
 
-static int add(struct view_xattrs *x, const char *name, char *value)
+static int add(struct node_xattrs *x, const char *name, char *value)
 {
 	if (!value)
 		return -ENOMEM;
-	if (x->n == VIEW_XATTR_MAX) {
+	if (x->n == NODE_XATTR_MAX) {
 		free(value);
 		return 0;
 	}
@@ -43,10 +44,10 @@ static int add(struct view_xattrs *x, const char *name, char *value)
 	return 0;
 }
 
-static int addf(struct view_xattrs *x, const char *name, const char *fmt, ...)
+static int addf(struct node_xattrs *x, const char *name, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 
-static int addf(struct view_xattrs *x, const char *name, const char *fmt, ...)
+static int addf(struct node_xattrs *x, const char *name, const char *fmt, ...)
 {
 	char *value = NULL;
 	va_list ap;
@@ -59,7 +60,7 @@ static int addf(struct view_xattrs *x, const char *name, const char *fmt, ...)
 }
 
 /* The root: what a user asks of a mount first. */
-static int root_xattrs(struct fs *fs, struct view_xattrs *x)
+static int root_xattrs(struct fs *fs, struct node_xattrs *x)
 {
 	struct cache_stats cs;
 	struct fetch_stats fst;
@@ -102,7 +103,7 @@ static int root_xattrs(struct fs *fs, struct view_xattrs *x)
  * training run records to know what it read), or how far the first one
  * came. One line of JSON. */
 static int dataset_xattrs(struct fs *fs, struct dataset *ds,
-			  struct view_xattrs *x)
+			  struct node_xattrs *x)
 {
 	struct catalog_listing_info li;
 	char listed[32] = "", digest[33];
@@ -140,7 +141,7 @@ static int dataset_xattrs(struct fs *fs, struct dataset *ds,
 /* Takes a field of the object as user.avala.<name>. */
 static int add_field(void *p, const char *name, char *text)
 {
-	char full[VIEW_XATTR_NAME];
+	char full[NODE_XATTR_NAME];
 
 	snprintf(full, sizeof(full), "user.avala.%s", name);
 	return add(p, full, text);
@@ -148,11 +149,11 @@ static int add_field(void *p, const char *name, char *text)
 
 /* An object's folder or file: its fields, as listed. */
 static int object_xattrs(struct fs *fs, const struct node *n,
-			 struct view_xattrs *x)
+			 struct node_xattrs *x)
 {
 	struct item *it = NULL;
-	int err = view_object(fs, n->ds, view_id_kind(n->id),
-			      view_id_oid(n->id), &it);
+	int err = objects_get(fs->objects, n->ds, node_id_kind(n->id),
+			      node_id_oid(n->id), &it);
 
 	if (err == -ENOENT)
 		return 0; /* gone since: nothing to say of it */
@@ -167,23 +168,23 @@ static int object_xattrs(struct fs *fs, const struct node *n,
 	return err;
 }
 
-int view_xattrs_of(struct fs *fs, const struct node *n, struct view_xattrs *x)
+int node_xattrs_of(struct fs *fs, const struct node *n, struct node_xattrs *x)
 {
 	int err = 0;
 
 	memset(x, 0, sizeof(*x));
-	if (n->ops == &view_root_ops)
+	if (n->ops == &node_root_ops)
 		err = root_xattrs(fs, x);
-	else if (n->ops == &view_dataset_ops && n->ds)
+	else if (n->ops == &node_dataset_ops && n->ds)
 		err = dataset_xattrs(fs, n->ds, x);
 	else if (n->ops->object_id && n->ds)
 		err = object_xattrs(fs, n, x);
 	if (err)
-		view_xattrs_clear(x);
+		node_xattrs_clear(x);
 	return err;
 }
 
-const struct view_xattr *view_xattr_find(const struct view_xattrs *x,
+const struct node_xattr *node_xattr_find(const struct node_xattrs *x,
 					 const char *name)
 {
 	int i;
@@ -195,7 +196,7 @@ const struct view_xattr *view_xattr_find(const struct view_xattrs *x,
 	return NULL;
 }
 
-size_t view_xattr_names(const struct view_xattrs *x, char *buf, size_t cap)
+size_t node_xattr_names(const struct node_xattrs *x, char *buf, size_t cap)
 {
 	size_t need = 0, len;
 	int i;
@@ -209,7 +210,7 @@ size_t view_xattr_names(const struct view_xattrs *x, char *buf, size_t cap)
 	return need;
 }
 
-void view_xattrs_clear(struct view_xattrs *x)
+void node_xattrs_clear(struct node_xattrs *x)
 {
 	int i;
 

@@ -1,13 +1,13 @@
 /* thumbnails/: each item's thumbnail at its key's path, under the name its
  * data file has in files/, so that the two views map one to one. */
 #include "fs.h"
-#include "view.h"
+#include "node.h"
 
-extern struct node_ops view_thumbnails_ops;
+extern struct node_ops node_thumbnails_ops;
 
 static const struct path_view thumbnails_view = {
-	.dir = &view_thumbnails_ops,
-	.file = &view_thumb_ops,
+	.dir = &node_thumbnails_ops,
+	.file = &node_thumb_ops,
 	.has = STORE_HAS_THUMB,
 };
 
@@ -15,25 +15,25 @@ static int thumbnails_lookup(struct fs *fs, const struct node *dir,
 			     const char *name, struct node *child,
 			     struct stat *st, bool fetch)
 {
-	return view_path_lookup(fs, &thumbnails_view, dir, name, child, st,
+	return path_view_lookup(fs, &thumbnails_view, dir, name, child, st,
 				fetch);
 }
 
 static int thumbnails_readdir(struct fs *fs, const struct node *dir,
 			      void **state, uint64_t after, bool plus,
-			      view_fill_fn fill, void *ctx)
+			      node_fill_fn fill, void *ctx)
 {
-	return view_path_readdir(fs, &thumbnails_view, dir, state, after, plus,
+	return path_view_readdir(fs, &thumbnails_view, dir, state, after, plus,
 				 fill, ctx);
 }
 
-struct node_ops view_thumbnails_ops = {
+struct node_ops node_thumbnails_ops = {
 	.name = "thumbnails",
 	.dataset_dir = "thumbnails",
 	.dir = true,
 	.lookup = thumbnails_lookup,
 	.readdir = thumbnails_readdir,
-	.dir_release = view_dir_unpin,
-	.getattr = view_path_getattr,
-	.shows = view_path_shows,
+	.dir_release = node_dir_unpin,
+	.getattr = path_view_getattr,
+	.shows = path_view_shows,
 };

@@ -5,7 +5,8 @@
  * items/x.jpg/data.jpg are one inode. This file holds what the views share,
  * and files/. */
 #include "fs.h"
-#include "view.h"
+#include "objects.h"
+#include "node.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -15,14 +16,14 @@
 
 static uint64_t folder_dir(const struct node *n)
 {
-	uint64_t dir = n->id & VIEW_PATH_DIR_MASK;
+	uint64_t dir = n->id & PATH_VIEW_DIR_MASK;
 
 	return dir ? dir : STORE_DIR_PATHS;
 }
 
 static int folder_status(const struct node *n)
 {
-	return (int)(n->id >> VIEW_PATH_STATUS_SHIFT);
+	return (int)(n->id >> PATH_VIEW_STATUS_SHIFT);
 }
 
 static struct store_filter filter_of(const struct path_view *pv,
@@ -40,18 +41,16 @@ static int entry_child(struct fs *fs, const struct path_view *pv,
 		       struct node *c, struct stat *st, bool fetch)
 {
 	if (e->child) {
-		view_make(c, pv->dir, dir->ds,
+		node_make(c, pv->dir, dir->ds,
 			  (uint64_t)folder_status(dir)
-					  << VIEW_PATH_STATUS_SHIFT |
+					  << PATH_VIEW_STATUS_SHIFT |
 				  e->child);
 		if (st)
-			view_stat(fs, c, NULL, st);
+			node_stat(fs, c, NULL, st);
 		return 0;
 	}
-	if (catalog_gone(fs->cat, dir->ds, ITEM_KIND_ITEM, e->oid))
-		return -ENOENT;
-	view_make(c, pv->file, dir->ds, view_object_id(ITEM_KIND_ITEM, e->oid));
-	return st ? view_object_file_stat(fs, c, e, st, fetch) : 0;
+	node_make(c, pv->file, dir->ds, node_object_id(ITEM_KIND_ITEM, e->oid));
+	return st ? node_object_file_stat(fs, c, e, st, fetch) : 0;
 }
 
 /* Where the sizes of a folder's files were last asked for ahead: a
@@ -79,7 +78,7 @@ struct size_windows {
 	unsigned next; /* protected by lock: the one to reuse */
 };
 
-struct size_windows *view_size_windows_new(void)
+struct size_windows *path_view_size_windows_new(void)
 {
 	struct size_windows *w = calloc(1, sizeof(*w));
 
@@ -88,7 +87,7 @@ struct size_windows *view_size_windows_new(void)
 	return w;
 }
 
-void view_size_windows_free(struct size_windows *w)
+void path_view_size_windows_free(struct size_windows *w)
 {
 	if (w) {
 		pthread_mutex_destroy(&w->lock);
@@ -185,7 +184,7 @@ static void window_note(struct size_windows *w, const struct node *dir,
 
 /* The objects of a window whose sizes no one knows. */
 struct window {
-	enum view_which which;
+	enum node_which which;
 	uint64_t *oids;
 	size_t n, max;
 	uint64_t last;
@@ -197,7 +196,7 @@ static int window_add(void *p, const struct store_entry *e)
 
 	w->last = e->pos;
 	if (!e->child &&
-	    (w->which == VIEW_DATA ? e->size : e->thumb_size) < 0 &&
+	    (w->which == NODE_DATA ? e->size : e->thumb_size) < 0 &&
 	    w->n < w->max)
 		w->oids[w->n++] = e->oid;
 	return 0;
@@ -215,7 +214,7 @@ static void size_window(struct fs *fs, const struct path_view *pv,
 
 	uint64_t from;
 
-	w->which = pv->file == &view_thumb_ops ? VIEW_THUMB : VIEW_DATA;
+	w->which = pv->file == &node_thumb_ops ? NODE_THUMB : NODE_DATA;
 	from = window_from(fs->size_windows, dir, pos, want / 2);
 	if (from == NO_WINDOW)
 		return;
@@ -238,9 +237,10 @@ static void window_prefetch(struct fs *fs, const struct node *dir,
 		struct fetch_src *src;
 		struct item *it;
 
-		if (view_object(fs, dir->ds, ITEM_KIND_ITEM, w->oids[i], &it))
+		if (objects_get(fs->objects, dir->ds, ITEM_KIND_ITEM,
+				w->oids[i], &it))
 			continue;
-		if (view_data_src(fs, dir->ds, it, w->which, &src) == 0) {
+		if (node_data_src(fs, dir->ds, it, w->which, &src) == 0) {
 			stream_size_prefetch(fs->stream, src);
 			fetch_src_unref(src);
 		}
@@ -249,7 +249,7 @@ static void window_prefetch(struct fs *fs, const struct node *dir,
 	free(w->oids);
 }
 
-int view_path_lookup(struct fs *fs, const struct path_view *pv,
+int path_view_lookup(struct fs *fs, const struct path_view *pv,
 		     const struct node *dir, const char *name,
 		     struct node *child, struct stat *st, bool fetch)
 {
@@ -257,12 +257,12 @@ int view_path_lookup(struct fs *fs, const struct path_view *pv,
 	struct window w = { 0 };
 	struct catalog_pin pin;
 	struct store_entry e;
-	int err = view_dir_lookup(fs, dir, ITEM_KIND_ITEM, folder_dir(dir),
+	int err = node_dir_lookup(fs, dir, ITEM_KIND_ITEM, folder_dir(dir),
 				  name, &filter, &e, &pin);
 
 	/* sizes ahead only for a walk, and never with prefetch=0 */
 	if (!err && fetch && st && !e.child &&
-	    (pv->file == &view_thumb_ops ? e.thumb_size : e.size) < 0 &&
+	    (pv->file == &node_thumb_ops ? e.thumb_size : e.size) < 0 &&
 	    walk_seen(fs->size_windows, dir, e.pos) && fs->prefetch)
 		size_window(fs, pv, dir, pin.gen, e.pos, &w);
 	catalog_unpin(fs->cat, dir->ds, ITEM_KIND_ITEM, &pin);
@@ -277,7 +277,7 @@ struct path_fill {
 	const struct path_view *pv;
 	const struct node *dir;
 	bool plus;
-	view_fill_fn fill;
+	node_fill_fn fill;
 	void *ctx;
 };
 
@@ -297,7 +297,7 @@ static int path_entry(void *p, const struct store_entry *e)
 	err = entry_child(pf->fs, pf->pv, pf->dir, e, &c, pf->plus ? &st : NULL,
 			  false);
 	if (err && err != -EAGAIN)
-		return 0; /* gone since the listing */
+		return 0; /* no attributes to show */
 	if (!pf->plus) {
 		memset(&st, 0, sizeof(st));
 		st.st_ino = c.ino;
@@ -306,21 +306,21 @@ static int path_entry(void *p, const struct store_entry *e)
 	return pf->fill(pf->ctx, name, &c, err ? NULL : &st, e->pos);
 }
 
-int view_path_readdir(struct fs *fs, const struct path_view *pv,
+int path_view_readdir(struct fs *fs, const struct path_view *pv,
 		      const struct node *dir, void **state, uint64_t after,
-		      bool plus, view_fill_fn fill, void *ctx)
+		      bool plus, node_fill_fn fill, void *ctx)
 {
 	struct store_filter filter = filter_of(pv, dir);
 	struct path_fill pf = { fs, pv, dir, plus, fill, ctx };
-	int err = view_dir_pin(fs, dir, ITEM_KIND_ITEM, state);
+	int err = node_dir_pin(fs, dir, ITEM_KIND_ITEM, state);
 
 	if (!err)
-		err = view_dir_entries(fs, dir, *state, folder_dir(dir),
+		err = node_dir_entries(fs, dir, *state, folder_dir(dir),
 				       &filter, after, path_entry, &pf);
 	return err;
 }
 
-void view_path_shows(struct fs *fs, struct dataset *ds, enum item_kind kind,
+void path_view_shows(struct fs *fs, struct dataset *ds, enum item_kind kind,
 		     uint64_t sdir, void (*fn)(void *ctx, uint64_t id),
 		     void *ctx)
 {
@@ -328,43 +328,43 @@ void view_path_shows(struct fs *fs, struct dataset *ds, enum item_kind kind,
 		fn(ctx, sdir == STORE_DIR_PATHS ? 0 : sdir);
 }
 
-int view_path_getattr(struct fs *fs, const struct node *n, struct stat *st)
+int path_view_getattr(struct fs *fs, const struct node *n, struct stat *st)
 {
-	view_stat(fs, n, NULL, st);
+	node_stat(fs, n, NULL, st);
 	return 0;
 }
 
 /* ---- files/: each item's data file ---- */
 
-extern struct node_ops view_files_ops;
+extern struct node_ops node_files_ops;
 
 static const struct path_view files_view = {
-	.dir = &view_files_ops,
-	.file = &view_data_ops,
+	.dir = &node_files_ops,
+	.file = &node_data_ops,
 	.has = STORE_HAS_DATA,
 };
 
 static int files_lookup(struct fs *fs, const struct node *dir, const char *name,
 			struct node *child, struct stat *st, bool fetch)
 {
-	return view_path_lookup(fs, &files_view, dir, name, child, st, fetch);
+	return path_view_lookup(fs, &files_view, dir, name, child, st, fetch);
 }
 
 static int files_readdir(struct fs *fs, const struct node *dir, void **state,
-			 uint64_t after, bool plus, view_fill_fn fill,
+			 uint64_t after, bool plus, node_fill_fn fill,
 			 void *ctx)
 {
-	return view_path_readdir(fs, &files_view, dir, state, after, plus, fill,
+	return path_view_readdir(fs, &files_view, dir, state, after, plus, fill,
 				 ctx);
 }
 
-struct node_ops view_files_ops = {
+struct node_ops node_files_ops = {
 	.name = "files",
 	.dataset_dir = "files",
 	.dir = true,
 	.lookup = files_lookup,
 	.readdir = files_readdir,
-	.dir_release = view_dir_unpin,
-	.getattr = view_path_getattr,
-	.shows = view_path_shows,
+	.dir_release = node_dir_unpin,
+	.getattr = path_view_getattr,
+	.shows = path_view_shows,
 };

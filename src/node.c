@@ -1,6 +1,7 @@
 /* The table of node kinds, inode numbers, and what the kinds share. */
-#include "view.h"
+#include "node.h"
 #include "fs.h"
+#include "objects.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -9,26 +10,26 @@
 #include "util.h"
 
 /* Kinds that only this table names. */
-extern struct node_ops view_items_ops, view_sequences_ops;
-extern struct node_ops view_metadata_ops, view_status_ops, view_views_ops;
-extern struct node_ops view_view_ops;
-extern struct node_ops view_files_ops, view_thumbnails_ops;
-extern struct node_ops view_by_status_ops, view_status_dir_ops;
+extern struct node_ops node_items_ops, node_sequences_ops;
+extern struct node_ops node_metadata_ops, node_status_ops, node_views_ops;
+extern struct node_ops node_view_ops;
+extern struct node_ops node_files_ops, node_thumbnails_ops;
+extern struct node_ops node_by_status_ops, node_status_dir_ops;
 
 /* Every kind; the root first, so that inode 1 is the root. */
 static struct node_ops *const kinds[] = {
-	&view_root_ops,	      &view_owner_ops,	    &view_dataset_ops,
-	&view_items_ops,      &view_sequences_ops,  &view_object_ops,
-	&view_metadata_ops,   &view_status_ops,	    &view_data_ops,
-	&view_thumb_ops,      &view_views_ops,	    &view_view_ops,
-	&view_files_ops,      &view_thumbnails_ops, &view_by_status_ops,
-	&view_status_dir_ops,
+	&node_root_ops,	      &node_owner_ops,	    &node_dataset_ops,
+	&node_items_ops,      &node_sequences_ops,  &node_object_ops,
+	&node_metadata_ops,   &node_status_ops,	    &node_data_ops,
+	&node_thumb_ops,      &node_views_ops,	    &node_view_ops,
+	&node_files_ops,      &node_thumbnails_ops, &node_by_status_ops,
+	&node_status_dir_ops,
 };
 
 #define N_KINDS (sizeof(kinds) / sizeof(kinds[0]))
 _Static_assert(N_KINDS <= 64, "a kind is 6 bits of an inode number");
 
-void view_init(void)
+void node_init(void)
 {
 	size_t i;
 
@@ -36,7 +37,7 @@ void view_init(void)
 		kinds[i]->kind = i;
 }
 
-const struct node_ops *view_kind(unsigned kind)
+const struct node_ops *node_kind(unsigned kind)
 {
 	return kind < N_KINDS ? kinds[kind] : NULL;
 }
@@ -46,7 +47,7 @@ struct forget_dir {
 	struct dataset *ds;
 	const struct node_ops *ops;
 	const struct store_change *c;
-	view_forget_fn fn;
+	node_forget_fn fn;
 	void *ctx;
 };
 
@@ -55,12 +56,12 @@ static void forget_in(void *p, uint64_t id)
 	struct forget_dir *f = p;
 	struct node n;
 
-	view_make(&n, f->ops, f->ds, id);
+	node_make(&n, f->ops, f->ds, id);
 	f->fn(f->ctx, n.ino, f->c->name, f->c->name_len);
 }
 
-void view_changes(struct fs *fs, struct dataset *ds, enum item_kind kind,
-		  const struct store_change *c, view_forget_fn fn, void *ctx)
+void node_changes(struct fs *fs, struct dataset *ds, enum item_kind kind,
+		  const struct store_change *c, node_forget_fn fn, void *ctx)
 {
 	struct forget_dir f = { fs, ds, NULL, c, fn, ctx };
 	size_t k;
@@ -77,50 +78,50 @@ void view_changes(struct fs *fs, struct dataset *ds, enum item_kind kind,
 		if (c->object && ops->object_id) {
 			struct node n;
 
-			view_make(&n, ops, ds, view_object_id(kind, c->oid));
+			node_make(&n, ops, ds, node_object_id(kind, c->oid));
 			fn(ctx, n.ino, NULL, 0);
 		}
 	}
 }
 
-void view_make(struct node *n, const struct node_ops *ops, struct dataset *ds,
+void node_make(struct node *n, const struct node_ops *ops, struct dataset *ds,
 	       uint64_t id)
 {
 	uint64_t dsi = ds ? dataset_index(ds) : 0;
 
 	n->ops = ops;
 	n->ds = ds;
-	n->id = id & VIEW_ID_MASK;
-	n->ino = (uint64_t)ops->kind << VIEW_KIND_SHIFT | dsi << VIEW_DS_SHIFT |
+	n->id = id & NODE_ID_MASK;
+	n->ino = (uint64_t)ops->kind << NODE_KIND_SHIFT | dsi << NODE_DS_SHIFT |
 		 n->id;
-	if (ops == &view_root_ops)
+	if (ops == &node_root_ops)
 		n->ino = FUSE_ROOT_ID;
 }
 
-int view_node(struct fs *fs, fuse_ino_t ino, struct node *n)
+int node_of(struct fs *fs, fuse_ino_t ino, struct node *n)
 {
-	uint64_t kind = ino >> VIEW_KIND_SHIFT;
-	uint64_t dsi = (ino >> VIEW_DS_SHIFT) & VIEW_DS_MAX;
+	uint64_t kind = ino >> NODE_KIND_SHIFT;
+	uint64_t dsi = (ino >> NODE_DS_SHIFT) & NODE_DS_MAX;
 
 	if (ino == FUSE_ROOT_ID) {
-		view_make(n, &view_root_ops, NULL, 0);
+		node_make(n, &node_root_ops, NULL, 0);
 		return 0;
 	}
 	if (kind == 0 || kind >= N_KINDS)
 		return -ENOENT;
 	n->ops = kinds[kind];
 	n->ds = NULL;
-	if (n->ops != &view_owner_ops) {
+	if (n->ops != &node_owner_ops) {
 		n->ds = catalog_dataset_at(fs->cat, dsi);
 		if (!n->ds)
 			return -ENOENT;
 	}
-	n->id = ino & VIEW_ID_MASK;
+	n->id = ino & NODE_ID_MASK;
 	n->ino = ino;
 	return 0;
 }
 
-void view_stat(struct fs *fs, const struct node *n,
+void node_stat(struct fs *fs, const struct node *n,
 	       const struct timespec *mtime, struct stat *st)
 {
 	memset(st, 0, sizeof(*st));
@@ -138,15 +139,15 @@ void view_stat(struct fs *fs, const struct node *n,
 	}
 }
 
-void view_stat_size(struct stat *st, int64_t size)
+void node_stat_size(struct stat *st, int64_t size)
 {
 	st->st_size = size;
 	st->st_blocks = (size + 511) / 512;
 }
 
-int view_fill_sorted(struct fs *fs, const struct node *dir,
+int node_fill_sorted(struct fs *fs, const struct node *dir,
 		     const char *const *names, size_t n, uint64_t after,
-		     bool plus, view_child_fn child, view_fill_fn fill,
+		     bool plus, node_child_fn child, node_fill_fn fill,
 		     void *ctx)
 {
 	size_t i;
@@ -172,10 +173,10 @@ int view_fill_sorted(struct fs *fs, const struct node *dir,
 	return 0;
 }
 
-int view_dir_pin(struct fs *fs, const struct node *dir, enum item_kind kind,
+int node_dir_pin(struct fs *fs, const struct node *dir, enum item_kind kind,
 		 void **state)
 {
-	struct view_dir_pin *dp;
+	struct node_dir_pin *dp;
 	int err;
 
 	if (*state)
@@ -193,9 +194,9 @@ int view_dir_pin(struct fs *fs, const struct node *dir, enum item_kind kind,
 	return 0;
 }
 
-void view_dir_unpin(struct fs *fs, const struct node *dir, void *state)
+void node_dir_unpin(struct fs *fs, const struct node *dir, void *state)
 {
-	struct view_dir_pin *dp = state;
+	struct node_dir_pin *dp = state;
 
 	if (!dp)
 		return;
@@ -207,6 +208,9 @@ void view_dir_unpin(struct fs *fs, const struct node *dir, void *state)
 
 /* Counts what store_readdir() hands on, and where it got to. */
 struct counted {
+	struct fs *fs;
+	const struct node *dir;
+	enum item_kind kind;
 	int (*entry)(void *ctx, const struct store_entry *e);
 	void *ctx;
 	size_t rows;
@@ -220,6 +224,8 @@ static int count_entry(void *p, const struct store_entry *e)
 
 	c->rows++;
 	c->last = e->pos;
+	if (objects_gone(c->fs->objects, c->dir->ds, c->kind, e->oid))
+		return 0;
 	if (c->entry(c->ctx, e)) {
 		c->full = true;
 		return 1;
@@ -227,15 +233,15 @@ static int count_entry(void *p, const struct store_entry *e)
 	return 0;
 }
 
-int view_dir_entries(struct fs *fs, const struct node *dir, void *state,
+int node_dir_entries(struct fs *fs, const struct node *dir, void *state,
 		     uint64_t sdir, const struct store_filter *filter,
 		     uint64_t after,
 		     int (*entry)(void *ctx, const struct store_entry *e),
 		     void *ctx)
 {
-	struct view_dir_pin *dp = state;
+	struct node_dir_pin *dp = state;
 	int64_t deadline = util_now_ms() + fs->wait_ms;
-	struct counted c = { entry, ctx, 0, after, false };
+	struct counted c = { fs, dir, dp->kind, entry, ctx, 0, after, false };
 	size_t given = 0;
 	int err;
 
@@ -258,7 +264,7 @@ int view_dir_entries(struct fs *fs, const struct node *dir, void *state,
 	}
 }
 
-int view_dir_lookup(struct fs *fs, const struct node *dir, enum item_kind kind,
+int node_dir_lookup(struct fs *fs, const struct node *dir, enum item_kind kind,
 		    uint64_t sdir, const char *name,
 		    const struct store_filter *filter, struct store_entry *e,
 		    struct catalog_pin *pin)
@@ -276,5 +282,7 @@ int view_dir_lookup(struct fs *fs, const struct node *dir, enum item_kind kind,
 		if (err > 0)
 			err = 0;
 	}
+	if (!err && objects_gone(fs->objects, dir->ds, kind, e->oid))
+		err = -ENOENT;
 	return err;
 }
