@@ -53,6 +53,7 @@ struct disk {
 	int tmp_fd; /* DIR/tmp */
 	char *dir; /* its path, for messages and the index */
 	int64_t cap;
+	int64_t block; /* the file system's allocation unit */
 	int64_t (*others)(void *ctx);
 	void *others_ctx;
 	struct disk_index *index;
@@ -121,14 +122,48 @@ static void entry_remove(void *ctx, const char *name)
 			  strerror(errno));
 }
 
-/* The room the cache has now: its cap less what the listings beside it
- * take, and what leaves 1/20 of the file system free. */
+#define INDEX_LOG_MAX (512 << 10) /* its journal_size_limit */
+
+/* What the index takes on disk: its file, its shared memory and its
+ * write-ahead log, counted at the size it grows to between checkpoints. */
+static int64_t index_bytes(struct disk *d)
+{
+	static const char *const names[] = { "index.db", "index.db-shm",
+					     "index.db-wal" };
+	int64_t n = 0, b;
+	struct stat st;
+	size_t i;
+
+	for (i = 0; i < sizeof(names) / sizeof(*names); i++) {
+		b = fstatat(d->dir_fd, names[i], &st, AT_SYMLINK_NOFOLLOW)
+			    ? 0
+			    : (int64_t)st.st_blocks * 512;
+		n += i == 2 && b < INDEX_LOG_MAX ? INDEX_LOG_MAX : b;
+	}
+	return n;
+}
+
+/* What an entry of @len bytes for @put takes on disk: its header, and the
+ * file system's blocks it fills, so that the cap bounds the folder, not
+ * only the bytes in it. */
+static int64_t footprint(const struct disk *d, const struct disk_put *put,
+			 int64_t len)
+{
+	int64_t n = len + (int64_t)sizeof(struct head) + strlen(put->id) +
+		    strlen(put->v->etag) + strlen(put->v->listed);
+
+	return (n + d->block - 1) / d->block * d->block;
+}
+
+/* The room the cache has now: its cap less what the listings and the
+ * index beside it take, and what leaves 1/20 of the file system free. */
 static void room_now(struct disk *d, struct disk_room *room)
 {
 	struct statvfs sv;
 
 	room->cap = d->cap;
-	room->others = d->others ? d->others(d->others_ctx) : 0;
+	room->others =
+		(d->others ? d->others(d->others_ctx) : 0) + index_bytes(d);
 	room->fs_free = room->fs_reserve = -1;
 	if (fstatvfs(d->dir_fd, &sv) == 0) {
 		room->fs_free = (int64_t)sv.f_bavail * (int64_t)sv.f_frsize;
@@ -392,6 +427,7 @@ static void put_batch(struct disk *d, struct disk_put *puts, int n)
 		offers[i].size = 0;
 		for (k = 0; k < puts[i].n; k++)
 			offers[i].size += puts[i].iov[k].iov_len;
+		offers[i].size = footprint(d, &puts[i], offers[i].size);
 		entry_name(puts[i].id, puts[i].unit, names[i],
 			   sizeof(names[i]));
 		offers[i].name = names[i];
@@ -574,6 +610,17 @@ static int index_open(struct disk *d)
 	return err;
 }
 
+/* The allocation unit of the file system of @fd (4 KiB when unsaid). */
+static int64_t fs_block(int fd)
+{
+	struct statvfs sv;
+
+	if (fstatvfs(fd, &sv) == 0 && sv.f_frsize > 0 &&
+	    sv.f_frsize <= (1 << 20))
+		return (int64_t)sv.f_frsize;
+	return 4096;
+}
+
 struct disk *disk_open(const struct disk_config *cfg)
 {
 	struct disk *d = calloc(1, sizeof(*d));
@@ -604,6 +651,7 @@ struct disk *disk_open(const struct disk_config *cfg)
 	err = index_open(d);
 	if (err)
 		goto fail;
+	d->block = fs_block(d->dir_fd);
 	return d;
 fail:
 	log_err("data cache in %s/data cannot be used (%s): reading without "

@@ -321,6 +321,26 @@ static bool admit(struct disk_index *ix, const struct disk_offer *o,
 	return in;
 }
 
+/* Give back what is kept past the room there is now (the listings and
+ * the index beside the entries grew since they came in): the cap bounds
+ * the folder, not only what came in under it. */
+static void shrink(struct disk_index *ix, const struct disk_room *room,
+		   disk_evict_fn evict, void *ctx)
+{
+	int64_t used = meta_get(ix, "used");
+	struct row a, b;
+
+	while (used > 0 && used > disk_room_limit(room, used)) {
+		if (!row_random(ix, true, &a) || !row_random(ix, true, &b))
+			break;
+		if (b.used < a.used)
+			a = b;
+		row_evict(ix, &a, evict, ctx);
+		ix->evicted++;
+		used -= a.size;
+	}
+}
+
 int disk_index_admit(struct disk_index *ix, struct disk_offer *v, int n,
 		     const struct disk_room *room, int64_t now,
 		     disk_evict_fn evict, void *ctx)
@@ -334,6 +354,7 @@ int disk_index_admit(struct disk_index *ix, struct disk_offer *v, int n,
 	err = sql_begin(&ix->c);
 	if (!err) {
 		flush_touches(ix, now);
+		shrink(ix, room, evict, ctx);
 		for (i = 0; i < n; i++) {
 			v[i].in = admit(ix, &v[i], room, now, &pending, evict,
 					ctx);
@@ -508,9 +529,10 @@ int disk_index_open(const char *path, struct disk_index **out)
 	err = sql_open(&ix->c, path, SQLITE_OPEN_READWRITE, stmt_sql, S_COUNT,
 		       "PRAGMA journal_mode = WAL;"
 		       "PRAGMA synchronous = OFF;"
-		       /* the log cut back after each checkpoint: a row is
-			* ~100 bytes an entry, the log would only grow */
-		       "PRAGMA journal_size_limit = 1048576;"
+		       /* the log checkpointed every 512 KiB and cut back
+			* after: it counts in the cap, and would only grow */
+		       "PRAGMA wal_autocheckpoint = 128;"
+		       "PRAGMA journal_size_limit = 524288;" /* INDEX_LOG_MAX */
 		       "PRAGMA cache_size = -1024;"
 		       "PRAGMA mmap_size = 0");
 	if (!err)

@@ -189,6 +189,50 @@ def test_cap_holds_under_parallel_random_readers(fake_factory, mount_factory,
     assert st["disk_puts"] > 0
 
 
+def folder_bytes(path):
+    """What a folder takes on disk, as du counts it."""
+    return sum(os.lstat(os.path.join(d, n)).st_blocks * 512
+               for d, _, names in os.walk(path) for n in names)
+
+
+def test_the_cap_bounds_the_folder_and_keeps_hitting(fake_factory,
+                                                     mount_factory,
+                                                     tmpdir_short):
+    # 300 files of 60-160 KB (about 32 MiB) under a cap of half of them:
+    # the folder, headers, blocks, index and listings included, stays
+    # within it, and every shuffled epoch after the first finds a steady
+    # share of them there (a little less than half: the listings and the
+    # index take their part of the cap)
+    fake = fake_factory("--dataset", DS + ":items=300,size_known=1,"
+                        "min_size=60000,max_size=160000")
+    truth = fake.truth(DS)["items"]
+    total = sum(t["files"]["data"]["size"] for t in truth)
+    cap = total // 2
+    cache = os.path.join(tmpdir_short, "cache")
+    m = mount_factory(fake, "dataset=" + DS, "cache_dir=" + cache,
+                      "disk_cache_size=%d" % cap, "cache_size=1M",
+                      "prefetch=0")
+    paths = data_paths(m, truth)
+    want = {t["uid"]: t["files"]["data"]["sha256"] for t in truth}
+    hits = []
+    for epoch in range(4):
+        order = list(paths)
+        random.Random(epoch).shuffle(order)
+        fake.reset()
+        for uid in order:
+            # past the kernel's page cache: every read reaches avalafs
+            fd = os.open(paths[uid], os.O_RDONLY)
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            os.close(fd)
+            assert sha256_file(paths[uid]) == want[uid]
+        m.wait_idle()
+        hits.append(1 - fake.counts()["file"] / len(order))
+        assert folder_bytes(cache) <= cap, (epoch, folder_bytes(cache), cap)
+    assert hits[0] == 0
+    assert all(0.35 <= h <= 0.55 for h in hits[1:]), hits
+    assert max(hits[1:]) - min(hits[1:]) <= 0.1, hits
+
+
 def test_full_disk_still_reads(cars, mount_factory, tmpdir_short):
     cache = os.path.join(tmpdir_short, "small")
     os.mkdir(cache)
