@@ -112,10 +112,11 @@ int fs_init(struct fs *fs)
 	pthread_mutex_init(&fs->handles_lock, NULL);
 	pthread_mutex_init(&fs->forgets_lock, NULL);
 	fs->handles.prev = fs->handles.next = &fs->handles;
-	fs->objects = objects_new(fs->cat);
-	fs->size_windows = path_view_size_windows_new();
+	fs->env.objects = objects_new(fs->env.cat);
+	fs->env.size_windows = path_view_size_windows_new();
 	fs->stats = calloc(1, sizeof(*fs->stats));
-	return fs->objects && fs->size_windows && fs->stats ? 0 : -ENOMEM;
+	return fs->env.objects && fs->env.size_windows && fs->stats ? 0
+								    : -ENOMEM;
 }
 
 static void handle_add(struct fs *fs, struct fs_handle *h,
@@ -151,10 +152,10 @@ void fs_destroy(struct fs *fs)
 		h->release(fs, h); /* removes it from the list */
 	}
 	pthread_mutex_destroy(&fs->handles_lock);
-	objects_free(fs->objects);
-	fs->objects = NULL;
-	path_view_size_windows_free(fs->size_windows);
-	fs->size_windows = NULL;
+	objects_free(fs->env.objects);
+	fs->env.objects = NULL;
+	path_view_size_windows_free(fs->env.size_windows);
+	fs->env.size_windows = NULL;
 	free(fs->stats);
 	fs->stats = NULL;
 	while (fs->n_forgets > 0)
@@ -237,8 +238,8 @@ static void fs_conn_init(void *userdata, struct fuse_conn_info *conn)
 {
 	struct fs *fs = userdata;
 
-	if (fs->max_background > conn->max_background)
-		conn->max_background = fs->max_background;
+	if (fs->env.max_background > conn->max_background)
+		conn->max_background = fs->env.max_background;
 	conn->congestion_threshold = conn->max_background * 3 / 4;
 	/* every listing with attributes: otherwise the kernel falls back to
 	 * plain listings after the first reply and `find` then looks every

@@ -19,9 +19,6 @@ struct fs_handle {
 	void (*release)(struct fs *fs, struct fs_handle *h);
 };
 
-struct objects;
-struct size_windows;
-
 /* The FUSE operations, as the counters name them. */
 enum fs_op {
 	FS_OP_LOOKUP,
@@ -73,20 +70,11 @@ struct fs_forget {
 };
 
 struct fs {
+	struct node_env env; /* what the node kinds reach of the mount */
 	struct tree *tree;
-	struct catalog *cat;
-	struct stream *stream;
-	struct objects *objects; /* recently used objects, parsed */
-	struct size_windows *size_windows; /* sizes asked for ahead */
 	struct fs_stats *stats; /* atomic counters */
 	double ttl; /* seconds the kernel may trust entries and attributes */
 	bool xattr; /* objects' fields as extended attributes (-o xattr) */
-	int64_t wait_ms; /* longest a request waits for a listing's pages */
-	unsigned max_background; /* requests the kernel may have in flight */
-	bool prefetch; /* opens tell the stream where their files stand */
-	uid_t uid;
-	gid_t gid;
-	struct timespec mounted; /* times of nodes without an object's */
 	pthread_mutex_t handles_lock;
 	struct fs_handle handles; /* list head */
 	pthread_mutex_t forgets_lock;

@@ -491,7 +491,7 @@ static void snapshot_free(struct snapshot *s)
 
 static int snapshot_take(const struct metrics_sources *src, struct snapshot *s)
 {
-	struct catalog *cat = src->fs->cat;
+	struct catalog *cat = src->fs->env.cat;
 	struct dataset *ds;
 	size_t cap = 0;
 	int k;
@@ -505,7 +505,7 @@ static int snapshot_take(const struct metrics_sources *src, struct snapshot *s)
 	cache_get_stats(src->cache, &s->cache);
 	if (src->disk)
 		disk_get_stats(src->disk, &s->disk);
-	stream_get_stats(src->fs->stream, &s->stream);
+	stream_get_stats(src->fs->env.stream, &s->stream);
 	fs_get_stats(src->fs, s->fs);
 	s->nodes = tree_count(src->fs->tree);
 	while ((ds = catalog_dataset_at(cat, s->n_ds))) {

@@ -184,19 +184,19 @@ int mount_build_fs(struct mount *m)
 	struct fs *fs = &m->fs;
 
 	node_init();
-	fs->cat = m->cat;
+	fs->env.cat = m->cat;
 	fs->tree = tree_new();
 	if (!fs->tree || fs_init(fs))
 		return -1;
-	fs->stream = m->stream;
-	fs->prefetch = o->prefetch > 0;
+	fs->env.stream = m->stream;
+	fs->env.prefetch = o->prefetch > 0;
 	fs->ttl = o->ttl;
 	fs->xattr = o->xattr;
-	fs->wait_ms = (int64_t)o->timeout * 1000;
-	fs->max_background = o->max_conns;
-	fs->uid = o->uid != (uid_t)-1 ? o->uid : getuid();
-	fs->gid = o->gid != (gid_t)-1 ? o->gid : getgid();
-	clock_gettime(CLOCK_REALTIME, &fs->mounted);
+	fs->env.wait_ms = (int64_t)o->timeout * 1000;
+	fs->env.max_background = o->max_conns;
+	fs->env.uid = o->uid != (uid_t)-1 ? o->uid : getuid();
+	fs->env.gid = o->gid != (gid_t)-1 ? o->gid : getgid();
+	clock_gettime(CLOCK_REALTIME, &fs->env.mounted);
 	return 0;
 }
 
@@ -208,7 +208,7 @@ void mount_free(struct mount *m)
 		http_cancel_all(m->http);
 	if (m->cat)
 		catalog_quiesce(m->cat);
-	if (m->fs.objects)
+	if (m->fs.env.objects)
 		fs_destroy(&m->fs);
 	tree_free(m->fs.tree);
 	fetch_free(m->fetch);

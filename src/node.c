@@ -112,7 +112,7 @@ int node_of(struct fs *fs, fuse_ino_t ino, struct node *n)
 	n->ops = kinds[kind];
 	n->ds = NULL;
 	if (n->ops != &node_owner_ops) {
-		n->ds = catalog_dataset_at(fs->cat, dsi);
+		n->ds = catalog_dataset_at(fs->env.cat, dsi);
 		if (!n->ds)
 			return -ENOENT;
 	}
@@ -126,9 +126,10 @@ void node_stat(struct fs *fs, const struct node *n,
 {
 	memset(st, 0, sizeof(*st));
 	st->st_ino = n->ino;
-	st->st_uid = fs->uid;
-	st->st_gid = fs->gid;
-	st->st_atim = st->st_mtim = st->st_ctim = mtime ? *mtime : fs->mounted;
+	st->st_uid = fs->env.uid;
+	st->st_gid = fs->env.gid;
+	st->st_atim = st->st_mtim = st->st_ctim = mtime ? *mtime
+							: fs->env.mounted;
 	st->st_blksize = 65536;
 	if (n->ops->dir) {
 		st->st_mode = S_IFDIR | 0555;
@@ -185,7 +186,7 @@ int node_dir_pin(struct fs *fs, const struct node *dir, enum item_kind kind,
 	if (!dp)
 		return -ENOMEM;
 	dp->kind = kind;
-	err = catalog_pin(fs->cat, dir->ds, kind, &dp->pin);
+	err = catalog_pin(fs->env.cat, dir->ds, kind, &dp->pin);
 	if (err) {
 		free(dp);
 		return err;
@@ -200,7 +201,7 @@ void node_dir_unpin(struct fs *fs, const struct node *dir, void *state)
 
 	if (!dp)
 		return;
-	catalog_unpin(fs->cat, dir->ds, dp->kind, &dp->pin);
+	catalog_unpin(fs->env.cat, dir->ds, dp->kind, &dp->pin);
 	free(dp);
 }
 
@@ -224,7 +225,7 @@ static int count_entry(void *p, const struct store_entry *e)
 
 	c->rows++;
 	c->last = e->pos;
-	if (objects_gone(c->fs->objects, c->dir->ds, c->kind, e->oid))
+	if (objects_gone(c->fs->env.objects, c->dir->ds, c->kind, e->oid))
 		return 0;
 	if (c->entry(c->ctx, e)) {
 		c->full = true;
@@ -240,7 +241,7 @@ int node_dir_entries(struct fs *fs, const struct node *dir, void *state,
 		     void *ctx)
 {
 	struct node_dir_pin *dp = state;
-	int64_t deadline = util_now_ms() + fs->wait_ms;
+	int64_t deadline = util_now_ms() + fs->env.wait_ms;
 	struct counted c = { fs, dir, dp->kind, entry, ctx, 0, after, false };
 	size_t given = 0;
 	int err;
@@ -257,7 +258,7 @@ int node_dir_entries(struct fs *fs, const struct node *dir, void *state,
 		/* the end of what is there: a first listing brings more */
 		if (!dp->pin.partial)
 			return 0;
-		err = catalog_wait(fs->cat, dir->ds, dp->kind, &dp->pin,
+		err = catalog_wait(fs->env.cat, dir->ds, dp->kind, &dp->pin,
 				   deadline);
 		if (err < 0)
 			return given ? 0 : -EIO;
@@ -269,8 +270,8 @@ int node_dir_lookup(struct fs *fs, const struct node *dir, enum item_kind kind,
 		    const struct store_filter *filter, struct store_entry *e,
 		    struct catalog_pin *pin)
 {
-	int64_t deadline = util_now_ms() + fs->wait_ms;
-	int err = catalog_pin(fs->cat, dir->ds, kind, pin);
+	int64_t deadline = util_now_ms() + fs->env.wait_ms;
+	int err = catalog_pin(fs->env.cat, dir->ds, kind, pin);
 
 	while (!err) {
 		err = store_lookup(dataset_store(dir->ds), pin->gen, sdir, name,
@@ -278,11 +279,11 @@ int node_dir_lookup(struct fs *fs, const struct node *dir, enum item_kind kind,
 		if (err != -ENOENT || !pin->partial)
 			break;
 		/* not there yet: it may be on a page still to come */
-		err = catalog_wait(fs->cat, dir->ds, kind, pin, deadline);
+		err = catalog_wait(fs->env.cat, dir->ds, kind, pin, deadline);
 		if (err > 0)
 			err = 0;
 	}
-	if (!err && objects_gone(fs->objects, dir->ds, kind, e->oid))
+	if (!err && objects_gone(fs->env.objects, dir->ds, kind, e->oid))
 		err = -ENOENT;
 	return err;
 }

@@ -13,13 +13,32 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/stat.h>
+#include <sys/types.h>
 #include <sys/uio.h>
+#include <time.h>
 
 #include "catalog.h"
 #include "stream.h"
 
 /* What every node op sees: the mount. */
 struct fs;
+
+struct objects;
+struct size_windows;
+
+/* What the kinds reach of the mount; set before it and read-only after. */
+struct node_env {
+	struct catalog *cat; /* the listings of the datasets */
+	struct objects *objects; /* recently used objects, parsed */
+	struct stream *stream; /* the bytes of streamed files */
+	struct size_windows *size_windows; /* sizes asked for ahead */
+	int64_t wait_ms; /* longest a request waits for a listing's pages */
+	unsigned max_background; /* requests the kernel may have in flight */
+	bool prefetch; /* opens tell the stream where their files stand */
+	uid_t uid; /* the owner of every node */
+	gid_t gid; /* the group of every node */
+	struct timespec mounted; /* times of nodes without an object's */
+};
 
 /* An inode number is kind << NODE_KIND_SHIFT | dataset << NODE_DS_SHIFT |
  * id: 6 bits of kind, 18 of dataset, 40 of identity. */

@@ -99,7 +99,7 @@ int node_data_src(struct fs *fs, struct dataset *ds, struct item *it,
 	 * at every listing while the object does not */
 	path_len = strcspn(url, "?#");
 	if (asprintf(&os->src.id, "%s\n%s/%s\n%s\n%s\n%s\n%.*s",
-		     catalog_origin(fs->cat), dataset_owner(ds),
+		     catalog_origin(fs->env.cat), dataset_owner(ds),
 		     dataset_slug(ds),
 		     it->kind == ITEM_KIND_ITEM ? "item" : "sequence", it->uid,
 		     which == NODE_DATA ? "data" : "thumbnail", (int)path_len,
@@ -117,7 +117,7 @@ int node_data_src(struct fs *fs, struct dataset *ds, struct item *it,
 	os->src.size = which == NODE_DATA ? it->size : -1;
 	os->src.kind = which == NODE_DATA ? FETCH_DATA : FETCH_THUMBNAIL;
 	os->src.ops = &object_src_ops;
-	os->cat = fs->cat;
+	os->cat = fs->env.cat;
 	os->ds = ds;
 	os->it = item_ref(it);
 	os->which = which;
@@ -140,7 +140,7 @@ int node_object_file_stat(struct fs *fs, const struct node *n,
 	if (e)
 		size = which == NODE_DATA ? e->size : e->thumb_size;
 	if ((size < 0 && fetch) || !e) {
-		err = objects_get(fs->objects, n->ds, node_id_kind(n->id),
+		err = objects_get(fs->env.objects, n->ds, node_id_kind(n->id),
 				  node_id_oid(n->id), &it);
 		if (err)
 			return err;
@@ -154,7 +154,7 @@ int node_object_file_stat(struct fs *fs, const struct node *n,
 	} else if (size < 0) {
 		err = node_data_src(fs, n->ds, it, which, &src);
 		if (!err)
-			err = stream_size(fs->stream, src, &size);
+			err = stream_size(fs->env.stream, src, &size);
 		fetch_src_unref(src);
 		if (!err && it->oid)
 			store_learn_size(dataset_store(n->ds), it, which, size,
@@ -176,7 +176,7 @@ static int data_stat(struct fs *fs, const struct node *n, struct stat *st,
 		     bool fetch)
 {
 	struct store_entry e;
-	int err = objects_entry(fs->objects, n->ds, node_id_kind(n->id),
+	int err = objects_entry(fs->env.objects, n->ds, node_id_kind(n->id),
 				node_id_oid(n->id), &e);
 
 	if (err)
@@ -217,7 +217,8 @@ static void node_place(struct fs *fs, const struct node *n,
 	struct store_place sp;
 
 	memset(place, 0, sizeof(*place));
-	if (objects_place(fs->objects, n->ds, kind, node_id_oid(n->id), &sp))
+	if (objects_place(fs->env.objects, n->ds, kind, node_id_oid(n->id),
+			  &sp))
 		return;
 	place->in[0].order = order_of(n->ds, kind, which, sp.list);
 	place->in[0].pos = sp.list_pos;
@@ -270,7 +271,7 @@ static size_t order_ahead(void *ctx, uint64_t order, uint64_t after, size_t n,
 {
 	struct fs *fs = ctx;
 	struct dataset *ds =
-		catalog_dataset_at(fs->cat, order >> ORDER_DS_SHIFT);
+		catalog_dataset_at(fs->env.cat, order >> ORDER_DS_SHIFT);
 	enum item_kind kind = order & ORDER_SEQUENCE_BIT ? ITEM_KIND_SEQUENCE
 							 : ITEM_KIND_ITEM;
 	enum node_which which = order & ORDER_THUMB_BIT ? NODE_THUMB
@@ -281,7 +282,7 @@ static size_t order_ahead(void *ctx, uint64_t order, uint64_t after, size_t n,
 
 	if (!ds || !(a.oids = calloc(n, sizeof(*a.oids))))
 		return 0;
-	if (catalog_pin(fs->cat, ds, kind, &pin) == 0) {
+	if (catalog_pin(fs->env.cat, ds, kind, &pin) == 0) {
 		/* a few more names than files: folders come among them */
 		if (order & ORDER_NAME_BIT)
 			store_by_name(dataset_store(ds), pin.gen,
@@ -291,17 +292,17 @@ static size_t order_ahead(void *ctx, uint64_t order, uint64_t after, size_t n,
 			store_readdir(dataset_store(ds), pin.gen,
 				      order & ORDER_DIR_MASK, after, NULL, n,
 				      ahead_add, &a);
-		catalog_unpin(fs->cat, ds, kind, &pin);
+		catalog_unpin(fs->env.cat, ds, kind, &pin);
 	}
 	/* no pin is held while fetching */
 	for (i = 0; i < a.n; i++) {
 		struct fetch_src *src;
 		struct item *it;
 
-		if (objects_get(fs->objects, ds, kind, a.oids[i], &it))
+		if (objects_get(fs->env.objects, ds, kind, a.oids[i], &it))
 			continue;
 		if (node_data_src(fs, ds, it, which, &src) == 0) {
-			stream_prefetch(fs->stream, src);
+			stream_prefetch(fs->env.stream, src);
 			fetch_src_unref(src);
 		}
 		item_unref(it);
@@ -333,14 +334,14 @@ static int data_read(struct fs *fs, struct node_file *f, size_t size, off_t off,
 	struct data_file *df = (struct data_file *)f;
 	int err, count;
 
-	err = stream_read(fs->stream, df->reader, size, off, &r->cv);
+	err = stream_read(fs->env.stream, df->reader, size, off, &r->cv);
 	if (err)
 		return err;
 	for (count = 0; count < r->cv.n && r->cv.iov[count].iov_len; count++)
 		;
 	r->iov = r->cv.iov;
 	r->n = count;
-	r->stream = fs->stream;
+	r->stream = fs->env.stream;
 	r->release = data_release_read;
 	return 0;
 }
@@ -349,7 +350,7 @@ static void data_release(struct fs *fs, struct node_file *f)
 {
 	struct data_file *df = (struct data_file *)f;
 
-	stream_reader_free(fs->stream, df->reader);
+	stream_reader_free(fs->env.stream, df->reader);
 	free(df);
 }
 
@@ -369,15 +370,15 @@ static int data_open(struct fs *fs, const struct node *n, int flags,
 
 	if (!df)
 		return -ENOMEM;
-	err = objects_get(fs->objects, n->ds, node_id_kind(n->id),
+	err = objects_get(fs->env.objects, n->ds, node_id_kind(n->id),
 			  node_id_oid(n->id), &it);
 	if (!err)
 		err = node_data_src(fs, n->ds, it, which_of(n), &src);
 	if (!err) {
-		if (fs->prefetch)
+		if (fs->env.prefetch)
 			node_place(fs, n, &place);
-		err = stream_open(fs->stream, src, n->ino, flags & O_DIRECT,
-				  fs->prefetch ? &place : NULL, keep_cache,
+		err = stream_open(fs->env.stream, src, n->ino, flags & O_DIRECT,
+				  fs->env.prefetch ? &place : NULL, keep_cache,
 				  &df->reader);
 	}
 	fetch_src_unref(src);

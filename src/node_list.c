@@ -36,7 +36,7 @@ static int list_lookup(struct fs *fs, const struct node *dir, const char *name,
 
 	if (!err)
 		object_node(fs, dir, &e, child, st);
-	catalog_unpin(fs->cat, dir->ds, kind, &pin);
+	catalog_unpin(fs->env.cat, dir->ds, kind, &pin);
 	return err;
 }
 

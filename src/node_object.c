@@ -69,7 +69,7 @@ static size_t object_files(const struct item *it, struct object_file *v)
 
 static int object_item(struct fs *fs, const struct node *n, struct item **it)
 {
-	return objects_get(fs->objects, n->ds, node_id_kind(n->id),
+	return objects_get(fs->env.objects, n->ds, node_id_kind(n->id),
 			   node_id_oid(n->id), it);
 }
 
@@ -203,8 +203,8 @@ static int text_target(struct fs *fs, const struct node *n, struct item **it,
 	*view_name = NULL;
 	if (n->ops == &node_view_ops)
 		id = (n->id >> VIEW_INDEX_BITS) | NODE_SEQUENCE_BIT;
-	err = objects_get(fs->objects, n->ds, node_id_kind(id), node_id_oid(id),
-			  it);
+	err = objects_get(fs->env.objects, n->ds, node_id_kind(id),
+			  node_id_oid(id), it);
 	if (err)
 		return err;
 	if (n->ops == &node_metadata_ops) {

@@ -210,12 +210,13 @@ static void size_window(struct fs *fs, const struct path_view *pv,
 			struct window *w)
 {
 	struct store_filter filter = filter_of(pv, dir);
-	size_t want = 2 * (fs->max_background ? fs->max_background : 16);
+	size_t want =
+		2 * (fs->env.max_background ? fs->env.max_background : 16);
 
 	uint64_t from;
 
 	w->which = pv->file == &node_thumb_ops ? NODE_THUMB : NODE_DATA;
-	from = window_from(fs->size_windows, dir, pos, want / 2);
+	from = window_from(fs->env.size_windows, dir, pos, want / 2);
 	if (from == NO_WINDOW)
 		return;
 	w->oids = calloc(want, sizeof(*w->oids));
@@ -224,7 +225,7 @@ static void size_window(struct fs *fs, const struct path_view *pv,
 	    store_readdir(dataset_store(dir->ds), gen, folder_dir(dir), from,
 			  &filter, want, window_add, w) == 0 &&
 	    w->last)
-		window_note(fs->size_windows, dir, from + 1, w->last);
+		window_note(fs->env.size_windows, dir, from + 1, w->last);
 }
 
 /* Ask for the sizes of a window's objects, all at once. */
@@ -237,11 +238,11 @@ static void window_prefetch(struct fs *fs, const struct node *dir,
 		struct fetch_src *src;
 		struct item *it;
 
-		if (objects_get(fs->objects, dir->ds, ITEM_KIND_ITEM,
+		if (objects_get(fs->env.objects, dir->ds, ITEM_KIND_ITEM,
 				w->oids[i], &it))
 			continue;
 		if (node_data_src(fs, dir->ds, it, w->which, &src) == 0) {
-			stream_size_prefetch(fs->stream, src);
+			stream_size_prefetch(fs->env.stream, src);
 			fetch_src_unref(src);
 		}
 		item_unref(it);
@@ -263,9 +264,9 @@ int path_view_lookup(struct fs *fs, const struct path_view *pv,
 	/* sizes ahead only for a walk, and never with prefetch=0 */
 	if (!err && fetch && st && !e.child &&
 	    (pv->file == &node_thumb_ops ? e.thumb_size : e.size) < 0 &&
-	    walk_seen(fs->size_windows, dir, e.pos) && fs->prefetch)
+	    walk_seen(fs->env.size_windows, dir, e.pos) && fs->env.prefetch)
 		size_window(fs, pv, dir, pin.gen, e.pos, &w);
-	catalog_unpin(fs->cat, dir->ds, ITEM_KIND_ITEM, &pin);
+	catalog_unpin(fs->env.cat, dir->ds, ITEM_KIND_ITEM, &pin);
 	window_prefetch(fs, dir, &w);
 	if (!err)
 		err = entry_child(fs, pv, dir, &e, child, st, fetch);

@@ -18,7 +18,7 @@ static int plain_getattr(struct fs *fs, const struct node *n, struct stat *st)
 static int owner_child(struct fs *fs, const struct node *dir, const char *name,
 		       struct node *c, struct stat *st, bool fetch)
 {
-	long index = catalog_owner_index(fs->cat, name);
+	long index = catalog_owner_index(fs->env.cat, name);
 
 	if (index < 0)
 		return -ENOENT;
@@ -35,8 +35,8 @@ static int root_readdir(struct fs *fs, const struct node *dir, void **state,
 	long n, i;
 	int err;
 
-	catalog_discover(fs->cat, false);
-	n = catalog_owners(fs->cat, &owners);
+	catalog_discover(fs->env.cat, false);
+	n = catalog_owners(fs->env.cat, &owners);
 	if (n < 0)
 		return (int)n;
 	err = node_fill_sorted(fs, dir, (const char *const *)owners, n, after,
@@ -61,8 +61,9 @@ static int dataset_child(struct fs *fs, const struct node *dir,
 			 const char *name, struct node *c, struct stat *st,
 			 bool fetch)
 {
-	char *owner = catalog_owner_name(fs->cat, dir->id);
-	struct dataset *ds = owner ? catalog_find(fs->cat, owner, name) : NULL;
+	char *owner = catalog_owner_name(fs->env.cat, dir->id);
+	struct dataset *ds = owner ? catalog_find(fs->env.cat, owner, name)
+				   : NULL;
 
 	free(owner);
 	if (!ds)
@@ -82,7 +83,7 @@ static int owner_readdir(struct fs *fs, const struct node *dir, void **state,
 			 uint64_t after, bool plus, node_fill_fn fill,
 			 void *ctx)
 {
-	char *owner = catalog_owner_name(fs->cat, dir->id);
+	char *owner = catalog_owner_name(fs->env.cat, dir->id);
 	struct dataset **sets = NULL;
 	const char **names;
 	long n, i;
@@ -90,8 +91,8 @@ static int owner_readdir(struct fs *fs, const struct node *dir, void **state,
 
 	if (!owner)
 		return -ENOENT;
-	catalog_discover(fs->cat, false);
-	n = catalog_datasets(fs->cat, owner, &sets);
+	catalog_discover(fs->env.cat, false);
+	n = catalog_datasets(fs->env.cat, owner, &sets);
 	free(owner);
 	if (n < 0)
 		return (int)n;
@@ -112,7 +113,7 @@ static int owner_readdir(struct fs *fs, const struct node *dir, void **state,
 
 static int owner_getattr(struct fs *fs, const struct node *n, struct stat *st)
 {
-	char *owner = catalog_owner_name(fs->cat, n->id);
+	char *owner = catalog_owner_name(fs->env.cat, n->id);
 
 	if (!owner)
 		return -ENOENT;

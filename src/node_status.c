@@ -25,12 +25,12 @@ static long listed_statuses(struct fs *fs, struct dataset *ds, int **ids)
 {
 	struct catalog_pin pin;
 	long n;
-	int err = catalog_pin(fs->cat, ds, ITEM_KIND_ITEM, &pin);
+	int err = catalog_pin(fs->env.cat, ds, ITEM_KIND_ITEM, &pin);
 
 	if (err)
 		return err;
 	n = store_statuses(dataset_store(ds), pin.gen, ids);
-	catalog_unpin(fs->cat, ds, ITEM_KIND_ITEM, &pin);
+	catalog_unpin(fs->env.cat, ds, ITEM_KIND_ITEM, &pin);
 	return n;
 }
 

@@ -68,8 +68,8 @@ static int root_xattrs(struct fs *fs, struct node_xattrs *x)
 	uint64_t cached, all;
 	int err;
 
-	cache_get_stats(stream_cache(fs->stream), &cs);
-	fetch_get_stats(stream_fetch(fs->stream), &fst);
+	cache_get_stats(stream_cache(fs->env.stream), &cs);
+	fetch_get_stats(stream_fetch(fs->env.stream), &fst);
 	clock_gettime(CLOCK_REALTIME, &now);
 	cached = cs.disk_read + cs.memory_read;
 	all = cached + cs.filled;
@@ -78,7 +78,7 @@ static int root_xattrs(struct fs *fs, struct node_xattrs *x)
 		err = addf(x, "user.avalafs.pid", "%ld", (long)getpid());
 	if (!err)
 		err = addf(x, "user.avalafs.uptime", "%lld",
-			   (long long)(now.tv_sec - fs->mounted.tv_sec));
+			   (long long)(now.tv_sec - fs->env.mounted.tv_sec));
 	/* of the bytes that came to the mount, the share no request
 	 * fetched: from the disk cache, or found in memory */
 	if (!err)
@@ -113,13 +113,13 @@ static int dataset_xattrs(struct fs *fs, struct dataset *ds,
 	int err;
 
 	/* a first listing on its way: how far it came, with no wait */
-	catalog_listing_info(fs->cat, ds, ITEM_KIND_ITEM, &li);
+	catalog_listing_info(fs->env.cat, ds, ITEM_KIND_ITEM, &li);
 	err = li.gen || !li.building
-		      ? catalog_listing_digest(fs->cat, ds, ITEM_KIND_ITEM,
+		      ? catalog_listing_digest(fs->env.cat, ds, ITEM_KIND_ITEM,
 					       &gen, digest)
 		      : -ENOENT;
 	if (!err && gen != li.gen) /* adopted, or replaced, meanwhile */
-		catalog_listing_info(fs->cat, ds, ITEM_KIND_ITEM, &li);
+		catalog_listing_info(fs->env.cat, ds, ITEM_KIND_ITEM, &li);
 	if (err == -ENOMEM)
 		return err;
 	if (err || gen != li.gen)
@@ -152,7 +152,7 @@ static int object_xattrs(struct fs *fs, const struct node *n,
 			 struct node_xattrs *x)
 {
 	struct item *it = NULL;
-	int err = objects_get(fs->objects, n->ds, node_id_kind(n->id),
+	int err = objects_get(fs->env.objects, n->ds, node_id_kind(n->id),
 			      node_id_oid(n->id), &it);
 
 	if (err == -ENOENT)
