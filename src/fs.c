@@ -195,7 +195,7 @@ static void on_change(void *p, const struct store_change *c)
 {
 	struct replaced *r = p;
 
-	node_changes(r->fs, r->ds, r->kind, c, note_forget, r->fs);
+	node_changes(&r->fs->env, r->ds, r->kind, c, note_forget, r->fs);
 }
 
 void fs_listing_replaced(void *fs, struct dataset *ds, enum item_kind kind,
@@ -255,13 +255,14 @@ static void fs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	struct fs *fs = fs_of(req);
 	struct fuse_entry_param e;
 	struct node dir, child;
-	int err = node_of(fs, parent, &dir);
+	int err = node_of(&fs->env, parent, &dir);
 
 	memset(&e, 0, sizeof(e));
 	if (!err && !dir.ops->dir)
 		err = -ENOTDIR;
 	if (!err)
-		err = dir.ops->lookup(fs, &dir, name, &child, &e.attr, true);
+		err = dir.ops->lookup(&fs->env, &dir, name, &child, &e.attr,
+				      true);
 	if (err == -ENOENT) {
 		/* a negative entry: the kernel need not ask again for ttl */
 		memset(&e, 0, sizeof(e));
@@ -308,10 +309,10 @@ static void fs_getattr(fuse_req_t req, fuse_ino_t ino,
 	struct fs *fs = fs_of(req);
 	struct node n;
 	struct stat st;
-	int err = node_of(fs, ino, &n);
+	int err = node_of(&fs->env, ino, &n);
 
 	if (!err)
-		err = n.ops->getattr(fs, &n, &st);
+		err = n.ops->getattr(&fs->env, &n, &st);
 	if (err)
 		reply_err(req, FS_OP_GETATTR, -err);
 	else
@@ -343,7 +344,7 @@ static void dir_free(struct fs *fs, struct dir_handle *d)
 {
 	handle_remove(fs, &d->h);
 	if (d->state && d->node.ops->dir_release)
-		d->node.ops->dir_release(fs, &d->node, d->state);
+		d->node.ops->dir_release(&fs->env, &d->node, d->state);
 	free(d->sent);
 	free(d);
 }
@@ -360,7 +361,7 @@ static void fs_opendir(fuse_req_t req, fuse_ino_t ino,
 	struct fs *fs = fs_of(req);
 	struct dir_handle *d;
 	struct node n;
-	int err = node_of(fs, ino, &n);
+	int err = node_of(&fs->env, ino, &n);
 
 	if (!err && !n.ops->dir)
 		err = -ENOTDIR;
@@ -517,8 +518,8 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		add_entry(&df, "..", FUSE_ROOT_ID, &st, false, 0);
 	}
 	if (df.next_off == 2 || df.next_off == off)
-		err = d->node.ops->readdir(fs, &d->node, &d->state, after, plus,
-					   fill_entry, &df);
+		err = d->node.ops->readdir(&fs->env, &d->node, &d->state, after,
+					   plus, fill_entry, &df);
 	if (!err)
 		err = df.err;
 	/* an error after some entries: send those, the next call reports it */
@@ -592,7 +593,7 @@ struct open_file {
 static void file_free(struct fs *fs, struct open_file *fh)
 {
 	handle_remove(fs, &fh->h);
-	fh->vf->ops->release(fs, fh->vf);
+	fh->vf->ops->release(&fs->env, fh->vf);
 	free(fh);
 }
 
@@ -609,7 +610,7 @@ static void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	struct node_file *vf = NULL;
 	struct node n;
 	bool keep = false;
-	int err = node_of(fs, ino, &n);
+	int err = node_of(&fs->env, ino, &n);
 
 	if (!err &&
 	    ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC)))
@@ -617,10 +618,10 @@ static void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	if (!err && n.ops->dir)
 		err = -EISDIR;
 	if (!err)
-		err = n.ops->open(fs, &n, fi->flags, &vf, &keep);
+		err = n.ops->open(&fs->env, &n, fi->flags, &vf, &keep);
 	fh = err ? NULL : calloc(1, sizeof(*fh));
 	if (!err && !fh) {
-		vf->ops->release(fs, vf);
+		vf->ops->release(&fs->env, vf);
 		err = -ENOMEM;
 	}
 	if (err) {
@@ -645,7 +646,7 @@ static void fs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	int err;
 
 	memset(&r, 0, sizeof(r));
-	err = fh->vf->ops->read(fs, fh->vf, size, off, &r);
+	err = fh->vf->ops->read(&fs->env, fh->vf, size, off, &r);
 	if (err) {
 		reply_err(req, FS_OP_READ, -err);
 		return;
@@ -784,9 +785,9 @@ static void fs_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 		reply_err(req, FS_OP_GETXATTR, ENODATA);
 		return;
 	}
-	err = node_of(fs, ino, &n);
+	err = node_of(&fs->env, ino, &n);
 	if (!err)
-		err = node_xattrs_of(fs, &n, &x);
+		err = node_xattrs_of(&fs->env, &n, &x);
 	if (!err && !(a = node_xattr_find(&x, name)))
 		err = -ENODATA;
 	if (err)
@@ -808,10 +809,10 @@ static void fs_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 	char buf[NODE_XATTR_MAX * NODE_XATTR_NAME];
 	struct node n;
 	size_t need = 0;
-	int err = fs->xattr ? node_of(fs, ino, &n) : -ENOSYS;
+	int err = fs->xattr ? node_of(&fs->env, ino, &n) : -ENOSYS;
 
 	if (!err)
-		err = node_xattrs_of(fs, &n, &x);
+		err = node_xattrs_of(&fs->env, &n, &x);
 	if (!err)
 		need = node_xattr_names(&x, buf, sizeof(buf));
 	if (!err && need > sizeof(buf))

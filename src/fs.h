@@ -12,6 +12,8 @@
 #include "tree.h"
 #include "node.h"
 
+struct fs;
+
 /* An open file or directory; the list lets an unmount with files still
  * open free them (the kernel sends no release then). */
 struct fs_handle {

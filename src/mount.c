@@ -161,7 +161,7 @@ static int build_caches(struct mount *m)
 						  .connections = o->max_conns,
 						  .prefetch = o->prefetch,
 					  },
-					  &node_order_ops, &m->fs)
+					  &node_order_ops, &m->fs.env)
 			     : NULL;
 	if (!m->api || !m->cat || !m->stream) {
 		fprintf(stderr, "avalafs: out of memory\n");

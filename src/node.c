@@ -1,6 +1,5 @@
 /* The table of node kinds, inode numbers, and what the kinds share. */
 #include "node.h"
-#include "fs.h"
 #include "objects.h"
 
 #include <errno.h>
@@ -43,7 +42,7 @@ const struct node_ops *node_kind(unsigned kind)
 }
 
 struct forget_dir {
-	struct fs *fs;
+	struct node_env *env;
 	struct dataset *ds;
 	const struct node_ops *ops;
 	const struct store_change *c;
@@ -60,10 +59,10 @@ static void forget_in(void *p, uint64_t id)
 	f->fn(f->ctx, n.ino, f->c->name, f->c->name_len);
 }
 
-void node_changes(struct fs *fs, struct dataset *ds, enum item_kind kind,
+void node_changes(struct node_env *env, struct dataset *ds, enum item_kind kind,
 		  const struct store_change *c, node_forget_fn fn, void *ctx)
 {
-	struct forget_dir f = { fs, ds, NULL, c, fn, ctx };
+	struct forget_dir f = { env, ds, NULL, c, fn, ctx };
 	size_t k;
 
 	for (k = 0; k < N_KINDS; k++) {
@@ -72,7 +71,7 @@ void node_changes(struct fs *fs, struct dataset *ds, enum item_kind kind,
 		/* the name, wherever a folder shows the store's directory */
 		if (c->name && ops->shows) {
 			f.ops = ops;
-			ops->shows(fs, ds, kind, c->dir, forget_in, &f);
+			ops->shows(env, ds, kind, c->dir, forget_in, &f);
 		}
 		/* the object's own nodes, whose attributes changed */
 		if (c->object && ops->object_id) {
@@ -98,7 +97,7 @@ void node_make(struct node *n, const struct node_ops *ops, struct dataset *ds,
 		n->ino = FUSE_ROOT_ID;
 }
 
-int node_of(struct fs *fs, fuse_ino_t ino, struct node *n)
+int node_of(struct node_env *env, fuse_ino_t ino, struct node *n)
 {
 	uint64_t kind = ino >> NODE_KIND_SHIFT;
 	uint64_t dsi = (ino >> NODE_DS_SHIFT) & NODE_DS_MAX;
@@ -112,7 +111,7 @@ int node_of(struct fs *fs, fuse_ino_t ino, struct node *n)
 	n->ops = kinds[kind];
 	n->ds = NULL;
 	if (n->ops != &node_owner_ops) {
-		n->ds = catalog_dataset_at(fs->env.cat, dsi);
+		n->ds = catalog_dataset_at(env->cat, dsi);
 		if (!n->ds)
 			return -ENOENT;
 	}
@@ -121,15 +120,14 @@ int node_of(struct fs *fs, fuse_ino_t ino, struct node *n)
 	return 0;
 }
 
-void node_stat(struct fs *fs, const struct node *n,
+void node_stat(struct node_env *env, const struct node *n,
 	       const struct timespec *mtime, struct stat *st)
 {
 	memset(st, 0, sizeof(*st));
 	st->st_ino = n->ino;
-	st->st_uid = fs->env.uid;
-	st->st_gid = fs->env.gid;
-	st->st_atim = st->st_mtim = st->st_ctim = mtime ? *mtime
-							: fs->env.mounted;
+	st->st_uid = env->uid;
+	st->st_gid = env->gid;
+	st->st_atim = st->st_mtim = st->st_ctim = mtime ? *mtime : env->mounted;
 	st->st_blksize = 65536;
 	if (n->ops->dir) {
 		st->st_mode = S_IFDIR | 0555;
@@ -146,7 +144,7 @@ void node_stat_size(struct stat *st, int64_t size)
 	st->st_blocks = (size + 511) / 512;
 }
 
-int node_fill_sorted(struct fs *fs, const struct node *dir,
+int node_fill_sorted(struct node_env *env, const struct node *dir,
 		     const char *const *names, size_t n, uint64_t after,
 		     bool plus, node_child_fn child, node_fill_fn fill,
 		     void *ctx)
@@ -158,7 +156,7 @@ int node_fill_sorted(struct fs *fs, const struct node *dir,
 		struct node c;
 		struct stat st;
 
-		err = child(fs, dir, names[i], &c, plus ? &st : NULL, false);
+		err = child(env, dir, names[i], &c, plus ? &st : NULL, false);
 		if (err == -ENOENT)
 			continue; /* gone meanwhile */
 		if (err && err != -EAGAIN)
@@ -174,8 +172,8 @@ int node_fill_sorted(struct fs *fs, const struct node *dir,
 	return 0;
 }
 
-int node_dir_pin(struct fs *fs, const struct node *dir, enum item_kind kind,
-		 void **state)
+int node_dir_pin(struct node_env *env, const struct node *dir,
+		 enum item_kind kind, void **state)
 {
 	struct node_dir_pin *dp;
 	int err;
@@ -186,7 +184,7 @@ int node_dir_pin(struct fs *fs, const struct node *dir, enum item_kind kind,
 	if (!dp)
 		return -ENOMEM;
 	dp->kind = kind;
-	err = catalog_pin(fs->env.cat, dir->ds, kind, &dp->pin);
+	err = catalog_pin(env->cat, dir->ds, kind, &dp->pin);
 	if (err) {
 		free(dp);
 		return err;
@@ -195,13 +193,13 @@ int node_dir_pin(struct fs *fs, const struct node *dir, enum item_kind kind,
 	return 0;
 }
 
-void node_dir_unpin(struct fs *fs, const struct node *dir, void *state)
+void node_dir_unpin(struct node_env *env, const struct node *dir, void *state)
 {
 	struct node_dir_pin *dp = state;
 
 	if (!dp)
 		return;
-	catalog_unpin(fs->env.cat, dir->ds, dp->kind, &dp->pin);
+	catalog_unpin(env->cat, dir->ds, dp->kind, &dp->pin);
 	free(dp);
 }
 
@@ -209,7 +207,7 @@ void node_dir_unpin(struct fs *fs, const struct node *dir, void *state)
 
 /* Counts what store_readdir() hands on, and where it got to. */
 struct counted {
-	struct fs *fs;
+	struct node_env *env;
 	const struct node *dir;
 	enum item_kind kind;
 	int (*entry)(void *ctx, const struct store_entry *e);
@@ -225,7 +223,7 @@ static int count_entry(void *p, const struct store_entry *e)
 
 	c->rows++;
 	c->last = e->pos;
-	if (objects_gone(c->fs->env.objects, c->dir->ds, c->kind, e->oid))
+	if (objects_gone(c->env->objects, c->dir->ds, c->kind, e->oid))
 		return 0;
 	if (c->entry(c->ctx, e)) {
 		c->full = true;
@@ -234,15 +232,15 @@ static int count_entry(void *p, const struct store_entry *e)
 	return 0;
 }
 
-int node_dir_entries(struct fs *fs, const struct node *dir, void *state,
+int node_dir_entries(struct node_env *env, const struct node *dir, void *state,
 		     uint64_t sdir, const struct store_filter *filter,
 		     uint64_t after,
 		     int (*entry)(void *ctx, const struct store_entry *e),
 		     void *ctx)
 {
 	struct node_dir_pin *dp = state;
-	int64_t deadline = util_now_ms() + fs->env.wait_ms;
-	struct counted c = { fs, dir, dp->kind, entry, ctx, 0, after, false };
+	int64_t deadline = util_now_ms() + env->wait_ms;
+	struct counted c = { env, dir, dp->kind, entry, ctx, 0, after, false };
 	size_t given = 0;
 	int err;
 
@@ -258,20 +256,20 @@ int node_dir_entries(struct fs *fs, const struct node *dir, void *state,
 		/* the end of what is there: a first listing brings more */
 		if (!dp->pin.partial)
 			return 0;
-		err = catalog_wait(fs->env.cat, dir->ds, dp->kind, &dp->pin,
+		err = catalog_wait(env->cat, dir->ds, dp->kind, &dp->pin,
 				   deadline);
 		if (err < 0)
 			return given ? 0 : -EIO;
 	}
 }
 
-int node_dir_lookup(struct fs *fs, const struct node *dir, enum item_kind kind,
-		    uint64_t sdir, const char *name,
+int node_dir_lookup(struct node_env *env, const struct node *dir,
+		    enum item_kind kind, uint64_t sdir, const char *name,
 		    const struct store_filter *filter, struct store_entry *e,
 		    struct catalog_pin *pin)
 {
-	int64_t deadline = util_now_ms() + fs->env.wait_ms;
-	int err = catalog_pin(fs->env.cat, dir->ds, kind, pin);
+	int64_t deadline = util_now_ms() + env->wait_ms;
+	int err = catalog_pin(env->cat, dir->ds, kind, pin);
 
 	while (!err) {
 		err = store_lookup(dataset_store(dir->ds), pin->gen, sdir, name,
@@ -279,11 +277,11 @@ int node_dir_lookup(struct fs *fs, const struct node *dir, enum item_kind kind,
 		if (err != -ENOENT || !pin->partial)
 			break;
 		/* not there yet: it may be on a page still to come */
-		err = catalog_wait(fs->env.cat, dir->ds, kind, pin, deadline);
+		err = catalog_wait(env->cat, dir->ds, kind, pin, deadline);
 		if (err > 0)
 			err = 0;
 	}
-	if (!err && objects_gone(fs->env.objects, dir->ds, kind, e->oid))
+	if (!err && objects_gone(env->objects, dir->ds, kind, e->oid))
 		err = -ENOENT;
 	return err;
 }

@@ -20,13 +20,11 @@
 #include "catalog.h"
 #include "stream.h"
 
-/* What every node op sees: the mount. */
-struct fs;
-
 struct objects;
 struct size_windows;
 
-/* What the kinds reach of the mount; set before it and read-only after. */
+/* What every node op sees: what the kinds reach of the mount, set before
+ * it and read-only after. */
 struct node_env {
 	struct catalog *cat; /* the listings of the datasets */
 	struct objects *objects; /* recently used objects, parsed */
@@ -89,9 +87,9 @@ struct node_file {
 struct node_file_ops {
 	/* Up to @size bytes at @off into @r: 0 (then release @r after the
 	 * reply) or a negative errno. */
-	int (*read)(struct fs *fs, struct node_file *f, size_t size, off_t off,
-		    struct node_read *r);
-	void (*release)(struct fs *fs, struct node_file *f);
+	int (*read)(struct node_env *env, struct node_file *f, size_t size,
+		    off_t off, struct node_read *r);
+	void (*release)(struct node_env *env, struct node_file *f);
 };
 
 struct node_ops {
@@ -99,35 +97,40 @@ struct node_ops {
 	/* every dataset shows this kind under this name, or NULL; then
 	 * present() says whether it does now (NULL: always) */
 	const char *dataset_dir;
-	bool (*present)(struct fs *fs, struct dataset *ds);
+	bool (*present)(struct node_env *env, struct dataset *ds);
 	bool dir;
 	unsigned kind; /* its row in the table, set by node_init() */
 	/* directories: the child @name (its node and attributes in @child
 	 * and @st), a node_child_fn; -ENOENT when there is none */
-	int (*lookup)(struct fs *fs, const struct node *dir, const char *name,
-		      struct node *child, struct stat *st, bool fetch);
+	int (*lookup)(struct node_env *env, const struct node *dir,
+		      const char *name, struct node *child, struct stat *st,
+		      bool fetch);
 	/* directories: the entries after position @after (0: from the
 	 * first), with attributes when @plus, until @fill is full; 0 or a
 	 * negative errno. *@state (NULL at first) is the open directory's,
 	 * for dir_release() to free: a listing pins the generation it reads
 	 * there, so that positions keep their meaning */
-	int (*readdir)(struct fs *fs, const struct node *dir, void **state,
-		       uint64_t after, bool plus, node_fill_fn fill, void *ctx);
-	void (*dir_release)(struct fs *fs, const struct node *dir, void *state);
-	int (*getattr)(struct fs *fs, const struct node *n, struct stat *st);
+	int (*readdir)(struct node_env *env, const struct node *dir,
+		       void **state, uint64_t after, bool plus,
+		       node_fill_fn fill, void *ctx);
+	void (*dir_release)(struct node_env *env, const struct node *dir,
+			    void *state);
+	int (*getattr)(struct node_env *env, const struct node *n,
+		       struct stat *st);
 	/* files whose size may take a request: their attributes without
 	 * one, else -EAGAIN; NULL when getattr() never makes one */
-	int (*peek)(struct fs *fs, const struct node *n, struct stat *st);
+	int (*peek)(struct node_env *env, const struct node *n,
+		    struct stat *st);
 	/* files: open for reading; @keep_cache says whether the kernel may
 	 * keep the pages it has */
-	int (*open)(struct fs *fs, const struct node *n, int flags,
+	int (*open)(struct node_env *env, const struct node *n, int flags,
 		    struct node_file **out, bool *keep_cache);
 	/* the ids of this kind's nodes (in @ds) that show directory @sdir
 	 * of the store's listing of @kind, each to @fn: for telling the
 	 * kernel what a new listing changed; NULL when none does */
-	void (*shows)(struct fs *fs, struct dataset *ds, enum item_kind kind,
-		      uint64_t sdir, void (*fn)(void *ctx, uint64_t id),
-		      void *ctx);
+	void (*shows)(struct node_env *env, struct dataset *ds,
+		      enum item_kind kind, uint64_t sdir,
+		      void (*fn)(void *ctx, uint64_t id), void *ctx);
 	bool object_id; /* its node ids are object ids (node_object_id()) */
 };
 
@@ -141,14 +144,14 @@ typedef void (*node_forget_fn)(void *ctx, fuse_ino_t ino, const char *name,
 
 /* What change @c of a listing of @kind in @ds means for the nodes the
  * kernel may hold: each name and inode to forget, to @fn. */
-void node_changes(struct fs *fs, struct dataset *ds, enum item_kind kind,
+void node_changes(struct node_env *env, struct dataset *ds, enum item_kind kind,
 		  const struct store_change *c, node_forget_fn fn, void *ctx);
 
 /* The kind numbered @kind, or NULL past the last. */
 const struct node_ops *node_kind(unsigned kind);
 
 /* The node @ino names, in @n: 0, or -ENOENT for a number no kind has. */
-int node_of(struct fs *fs, fuse_ino_t ino, struct node *n);
+int node_of(struct node_env *env, fuse_ino_t ino, struct node *n);
 
 /* Make @n the node of kind @ops in @ds with identity @id. */
 void node_make(struct node *n, const struct node_ops *ops, struct dataset *ds,
@@ -162,7 +165,7 @@ extern struct node_ops node_object_ops, node_data_ops, node_thumb_ops;
 
 /* Attributes every node has: inode, owner, times (the object's @mtime when
  * given, else the mount's), and a directory's or a file's mode. */
-void node_stat(struct fs *fs, const struct node *n,
+void node_stat(struct node_env *env, const struct node *n,
 	       const struct timespec *mtime, struct stat *st);
 
 /* A file of @size bytes. */
@@ -171,13 +174,13 @@ void node_stat_size(struct stat *st, int64_t size);
 /* Finds the child @name of @dir: its node, and its attributes when @st is
  * not NULL. 0 or a negative errno (-ENOENT: none; -EAGAIN: the attributes
  * would need a request, and @fetch is false). */
-typedef int (*node_child_fn)(struct fs *fs, const struct node *dir,
+typedef int (*node_child_fn)(struct node_env *env, const struct node *dir,
 			     const char *name, struct node *c, struct stat *st,
 			     bool fetch);
 
 /* Give @fill the entries of @names (made into children by @child) after
  * position @after; the position of names[i] is i + 1. */
-int node_fill_sorted(struct fs *fs, const struct node *dir,
+int node_fill_sorted(struct node_env *env, const struct node *dir,
 		     const char *const *names, size_t n, uint64_t after,
 		     bool plus, node_child_fn child, node_fill_fn fill,
 		     void *ctx);
@@ -190,15 +193,15 @@ struct node_dir_pin {
 };
 
 /* Pin the listing of @kind for an open directory (once: *@state). */
-int node_dir_pin(struct fs *fs, const struct node *dir, enum item_kind kind,
-		 void **state);
-void node_dir_unpin(struct fs *fs, const struct node *dir, void *state);
+int node_dir_pin(struct node_env *env, const struct node *dir,
+		 enum item_kind kind, void **state);
+void node_dir_unpin(struct node_env *env, const struct node *dir, void *state);
 
 /* Read entries of store directory @sdir through the pin in @state with
  * @filter, after @after, handing each to @entry (which returns non-zero
  * when full), but for objects gone since the listing (objects_gone());
  * waits for the pages of a first listing as they come. */
-int node_dir_entries(struct fs *fs, const struct node *dir, void *state,
+int node_dir_entries(struct node_env *env, const struct node *dir, void *state,
 		     uint64_t sdir, const struct store_filter *filter,
 		     uint64_t after,
 		     int (*entry)(void *ctx, const struct store_entry *e),
@@ -209,8 +212,8 @@ int node_dir_entries(struct fs *fs, const struct node *dir, void *state,
  * complete. 0 with @e, -ENOENT (also for an object gone since the
  * listing), or another negative errno. The pin is in @pin until
  * catalog_unpin(). */
-int node_dir_lookup(struct fs *fs, const struct node *dir, enum item_kind kind,
-		    uint64_t sdir, const char *name,
+int node_dir_lookup(struct node_env *env, const struct node *dir,
+		    enum item_kind kind, uint64_t sdir, const char *name,
 		    const struct store_filter *filter, struct store_entry *e,
 		    struct catalog_pin *pin);
 
@@ -227,18 +230,19 @@ struct path_view {
 #define PATH_VIEW_STATUS_SHIFT 32
 #define PATH_VIEW_DIR_MASK ((UINT64_C(1) << PATH_VIEW_STATUS_SHIFT) - 1)
 
-int path_view_lookup(struct fs *fs, const struct path_view *pv,
+int path_view_lookup(struct node_env *env, const struct path_view *pv,
 		     const struct node *dir, const char *name,
 		     struct node *child, struct stat *st, bool fetch);
-int path_view_readdir(struct fs *fs, const struct path_view *pv,
+int path_view_readdir(struct node_env *env, const struct path_view *pv,
 		      const struct node *dir, void **state, uint64_t after,
 		      bool plus, node_fill_fn fill, void *ctx);
-int path_view_getattr(struct fs *fs, const struct node *n, struct stat *st);
+int path_view_getattr(struct node_env *env, const struct node *n,
+		      struct stat *st);
 
 /* The folder of a key-path view that shows store directory @sdir. */
-void path_view_shows(struct fs *fs, struct dataset *ds, enum item_kind kind,
-		     uint64_t sdir, void (*fn)(void *ctx, uint64_t id),
-		     void *ctx);
+void path_view_shows(struct node_env *env, struct dataset *ds,
+		     enum item_kind kind, uint64_t sdir,
+		     void (*fn)(void *ctx, uint64_t id), void *ctx);
 
 /* The folders whose files' sizes were last asked for ahead. */
 struct size_windows *path_view_size_windows_new(void);
@@ -270,17 +274,17 @@ enum node_which { NODE_DATA, NODE_THUMB };
 /* Attributes of the data or thumbnail file node @n, with what the store
  * entry @e (may be NULL) knows of its size and time; a size no one knows
  * yet is asked for when @fetch, else -EAGAIN. */
-int node_object_file_stat(struct fs *fs, const struct node *n,
+int node_object_file_stat(struct node_env *env, const struct node *n,
 			  const struct store_entry *e, struct stat *st,
 			  bool fetch);
 
 /* Where file @which of @it (of @ds) comes from: a new source in @out. 0,
  * -ENOENT when it has no such file, or -ENOMEM. */
-int node_data_src(struct fs *fs, struct dataset *ds, struct item *it,
+int node_data_src(struct node_env *env, struct dataset *ds, struct item *it,
 		  enum node_which which, struct fetch_src **out);
 
 /* The orders of the listing and its folders, for stream.c (ctx: the
- * struct fs). */
+ * struct node_env). */
 extern const struct stream_order_ops node_order_ops;
 
 #endif

@@ -4,7 +4,6 @@
  * the presigned one expired. Opens tell stream.c where the file stands in
  * the listing and in its key-path folder, and give it the files that come
  * next when a reader follows either order. */
-#include "fs.h"
 #include "log.h"
 #include "objects.h"
 #include "util.h"
@@ -82,7 +81,7 @@ static const struct fetch_src_ops object_src_ops = {
 	.free = src_free,
 };
 
-int node_data_src(struct fs *fs, struct dataset *ds, struct item *it,
+int node_data_src(struct node_env *env, struct dataset *ds, struct item *it,
 		  enum node_which which, struct fetch_src **out)
 {
 	const char *url = item_url(it, which);
@@ -99,7 +98,7 @@ int node_data_src(struct fs *fs, struct dataset *ds, struct item *it,
 	 * at every listing while the object does not */
 	path_len = strcspn(url, "?#");
 	if (asprintf(&os->src.id, "%s\n%s/%s\n%s\n%s\n%s\n%.*s",
-		     catalog_origin(fs->env.cat), dataset_owner(ds),
+		     catalog_origin(env->cat), dataset_owner(ds),
 		     dataset_slug(ds),
 		     it->kind == ITEM_KIND_ITEM ? "item" : "sequence", it->uid,
 		     which == NODE_DATA ? "data" : "thumbnail", (int)path_len,
@@ -117,7 +116,7 @@ int node_data_src(struct fs *fs, struct dataset *ds, struct item *it,
 	os->src.size = which == NODE_DATA ? it->size : -1;
 	os->src.kind = which == NODE_DATA ? FETCH_DATA : FETCH_THUMBNAIL;
 	os->src.ops = &object_src_ops;
-	os->cat = fs->env.cat;
+	os->cat = env->cat;
 	os->ds = ds;
 	os->it = item_ref(it);
 	os->which = which;
@@ -127,7 +126,7 @@ int node_data_src(struct fs *fs, struct dataset *ds, struct item *it,
 
 /* ---- attributes ---- */
 
-int node_object_file_stat(struct fs *fs, const struct node *n,
+int node_object_file_stat(struct node_env *env, const struct node *n,
 			  const struct store_entry *e, struct stat *st,
 			  bool fetch)
 {
@@ -140,7 +139,7 @@ int node_object_file_stat(struct fs *fs, const struct node *n,
 	if (e)
 		size = which == NODE_DATA ? e->size : e->thumb_size;
 	if ((size < 0 && fetch) || !e) {
-		err = objects_get(fs->env.objects, n->ds, node_id_kind(n->id),
+		err = objects_get(env->objects, n->ds, node_id_kind(n->id),
 				  node_id_oid(n->id), &it);
 		if (err)
 			return err;
@@ -152,9 +151,9 @@ int node_object_file_stat(struct fs *fs, const struct node *n,
 	if (size < 0 && !fetch) {
 		err = -EAGAIN;
 	} else if (size < 0) {
-		err = node_data_src(fs, n->ds, it, which, &src);
+		err = node_data_src(env, n->ds, it, which, &src);
 		if (!err)
-			err = stream_size(fs->env.stream, src, &size);
+			err = stream_size(env->stream, src, &size);
 		fetch_src_unref(src);
 		if (!err && it->oid)
 			store_learn_size(dataset_store(n->ds), it, which, size,
@@ -162,9 +161,10 @@ int node_object_file_stat(struct fs *fs, const struct node *n,
 	}
 	if (!err) {
 		if (e)
-			node_stat(fs, n, e->has_mtime ? &e->mtime : NULL, st);
+			node_stat(env, n, e->has_mtime ? &e->mtime : NULL, st);
 		else
-			node_stat(fs, n, it->has_mtime ? &it->mtime : NULL, st);
+			node_stat(env, n, it->has_mtime ? &it->mtime : NULL,
+				  st);
 		node_stat_size(st, size);
 	}
 	item_unref(it);
@@ -172,11 +172,11 @@ int node_object_file_stat(struct fs *fs, const struct node *n,
 }
 
 /* The attributes of @n from the listing's entry of its object. */
-static int data_stat(struct fs *fs, const struct node *n, struct stat *st,
-		     bool fetch)
+static int data_stat(struct node_env *env, const struct node *n,
+		     struct stat *st, bool fetch)
 {
 	struct store_entry e;
-	int err = objects_entry(fs->env.objects, n->ds, node_id_kind(n->id),
+	int err = objects_entry(env->objects, n->ds, node_id_kind(n->id),
 				node_id_oid(n->id), &e);
 
 	if (err)
@@ -184,17 +184,19 @@ static int data_stat(struct fs *fs, const struct node *n, struct stat *st,
 	if (!(e.has &
 	      (which_of(n) == NODE_DATA ? STORE_HAS_DATA : STORE_HAS_THUMB)))
 		return -ENOENT;
-	return node_object_file_stat(fs, n, &e, st, fetch);
+	return node_object_file_stat(env, n, &e, st, fetch);
 }
 
-static int data_getattr(struct fs *fs, const struct node *n, struct stat *st)
+static int data_getattr(struct node_env *env, const struct node *n,
+			struct stat *st)
 {
-	return data_stat(fs, n, st, true);
+	return data_stat(env, n, st, true);
 }
 
-static int data_peek(struct fs *fs, const struct node *n, struct stat *st)
+static int data_peek(struct node_env *env, const struct node *n,
+		     struct stat *st)
 {
-	return data_stat(fs, n, st, false);
+	return data_stat(env, n, st, false);
 }
 
 /* ---- orders ---- */
@@ -209,7 +211,7 @@ static uint64_t order_of(struct dataset *ds, enum item_kind kind,
 }
 
 /* Where @n's object stands in the listing and in its folder. */
-static void node_place(struct fs *fs, const struct node *n,
+static void node_place(struct node_env *env, const struct node *n,
 		       struct stream_place *place)
 {
 	enum item_kind kind = node_id_kind(n->id);
@@ -217,8 +219,7 @@ static void node_place(struct fs *fs, const struct node *n,
 	struct store_place sp;
 
 	memset(place, 0, sizeof(*place));
-	if (objects_place(fs->env.objects, n->ds, kind, node_id_oid(n->id),
-			  &sp))
+	if (objects_place(env->objects, n->ds, kind, node_id_oid(n->id), &sp))
 		return;
 	place->in[0].order = order_of(n->ds, kind, which, sp.list);
 	place->in[0].pos = sp.list_pos;
@@ -269,9 +270,9 @@ static int ahead_add_ranked(void *p, uint64_t oid, uint64_t rank)
 static size_t order_ahead(void *ctx, uint64_t order, uint64_t after, size_t n,
 			  uint64_t *pos)
 {
-	struct fs *fs = ctx;
+	struct node_env *env = ctx;
 	struct dataset *ds =
-		catalog_dataset_at(fs->env.cat, order >> ORDER_DS_SHIFT);
+		catalog_dataset_at(env->cat, order >> ORDER_DS_SHIFT);
 	enum item_kind kind = order & ORDER_SEQUENCE_BIT ? ITEM_KIND_SEQUENCE
 							 : ITEM_KIND_ITEM;
 	enum node_which which = order & ORDER_THUMB_BIT ? NODE_THUMB
@@ -282,7 +283,7 @@ static size_t order_ahead(void *ctx, uint64_t order, uint64_t after, size_t n,
 
 	if (!ds || !(a.oids = calloc(n, sizeof(*a.oids))))
 		return 0;
-	if (catalog_pin(fs->env.cat, ds, kind, &pin) == 0) {
+	if (catalog_pin(env->cat, ds, kind, &pin) == 0) {
 		/* a few more names than files: folders come among them */
 		if (order & ORDER_NAME_BIT)
 			store_by_name(dataset_store(ds), pin.gen,
@@ -292,17 +293,17 @@ static size_t order_ahead(void *ctx, uint64_t order, uint64_t after, size_t n,
 			store_readdir(dataset_store(ds), pin.gen,
 				      order & ORDER_DIR_MASK, after, NULL, n,
 				      ahead_add, &a);
-		catalog_unpin(fs->env.cat, ds, kind, &pin);
+		catalog_unpin(env->cat, ds, kind, &pin);
 	}
 	/* no pin is held while fetching */
 	for (i = 0; i < a.n; i++) {
 		struct fetch_src *src;
 		struct item *it;
 
-		if (objects_get(fs->env.objects, ds, kind, a.oids[i], &it))
+		if (objects_get(env->objects, ds, kind, a.oids[i], &it))
 			continue;
-		if (node_data_src(fs, ds, it, which, &src) == 0) {
-			stream_prefetch(fs->env.stream, src);
+		if (node_data_src(env, ds, it, which, &src) == 0) {
+			stream_prefetch(env->stream, src);
 			fetch_src_unref(src);
 		}
 		item_unref(it);
@@ -328,29 +329,29 @@ static void data_release_read(struct node_read *r, bool sent)
 	stream_read_release(r->stream, &r->cv, sent);
 }
 
-static int data_read(struct fs *fs, struct node_file *f, size_t size, off_t off,
-		     struct node_read *r)
+static int data_read(struct node_env *env, struct node_file *f, size_t size,
+		     off_t off, struct node_read *r)
 {
 	struct data_file *df = (struct data_file *)f;
 	int err, count;
 
-	err = stream_read(fs->env.stream, df->reader, size, off, &r->cv);
+	err = stream_read(env->stream, df->reader, size, off, &r->cv);
 	if (err)
 		return err;
 	for (count = 0; count < r->cv.n && r->cv.iov[count].iov_len; count++)
 		;
 	r->iov = r->cv.iov;
 	r->n = count;
-	r->stream = fs->env.stream;
+	r->stream = env->stream;
 	r->release = data_release_read;
 	return 0;
 }
 
-static void data_release(struct fs *fs, struct node_file *f)
+static void data_release(struct node_env *env, struct node_file *f)
 {
 	struct data_file *df = (struct data_file *)f;
 
-	stream_reader_free(fs->env.stream, df->reader);
+	stream_reader_free(env->stream, df->reader);
 	free(df);
 }
 
@@ -359,7 +360,7 @@ static const struct node_file_ops data_file_ops = {
 	.release = data_release,
 };
 
-static int data_open(struct fs *fs, const struct node *n, int flags,
+static int data_open(struct node_env *env, const struct node *n, int flags,
 		     struct node_file **out, bool *keep_cache)
 {
 	struct data_file *df = calloc(1, sizeof(*df));
@@ -370,15 +371,15 @@ static int data_open(struct fs *fs, const struct node *n, int flags,
 
 	if (!df)
 		return -ENOMEM;
-	err = objects_get(fs->env.objects, n->ds, node_id_kind(n->id),
+	err = objects_get(env->objects, n->ds, node_id_kind(n->id),
 			  node_id_oid(n->id), &it);
 	if (!err)
-		err = node_data_src(fs, n->ds, it, which_of(n), &src);
+		err = node_data_src(env, n->ds, it, which_of(n), &src);
 	if (!err) {
-		if (fs->env.prefetch)
-			node_place(fs, n, &place);
-		err = stream_open(fs->env.stream, src, n->ino, flags & O_DIRECT,
-				  fs->env.prefetch ? &place : NULL, keep_cache,
+		if (env->prefetch)
+			node_place(env, n, &place);
+		err = stream_open(env->stream, src, n->ino, flags & O_DIRECT,
+				  env->prefetch ? &place : NULL, keep_cache,
 				  &df->reader);
 	}
 	fetch_src_unref(src);

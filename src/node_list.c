@@ -1,6 +1,5 @@
 /* items/ and sequences/: one folder per object, named by its key (DESIGN
  * section 3), in the store's directories of the current listing. */
-#include "fs.h"
 #include "node.h"
 
 #include <errno.h>
@@ -15,33 +14,34 @@ static uint64_t list_dir(const struct node *dir)
 						: STORE_DIR_SEQUENCES;
 }
 
-static void object_node(struct fs *fs, const struct node *dir,
+static void object_node(struct node_env *env, const struct node *dir,
 			const struct store_entry *e, struct node *c,
 			struct stat *st)
 {
 	node_make(c, &node_object_ops, dir->ds,
 		  node_object_id(list_kind(dir), e->oid));
 	if (st)
-		node_stat(fs, c, e->has_mtime ? &e->mtime : NULL, st);
+		node_stat(env, c, e->has_mtime ? &e->mtime : NULL, st);
 }
 
-static int list_lookup(struct fs *fs, const struct node *dir, const char *name,
-		       struct node *child, struct stat *st, bool fetch)
+static int list_lookup(struct node_env *env, const struct node *dir,
+		       const char *name, struct node *child, struct stat *st,
+		       bool fetch)
 {
 	enum item_kind kind = list_kind(dir);
 	struct catalog_pin pin;
 	struct store_entry e;
-	int err = node_dir_lookup(fs, dir, kind, list_dir(dir), name, NULL, &e,
+	int err = node_dir_lookup(env, dir, kind, list_dir(dir), name, NULL, &e,
 				  &pin);
 
 	if (!err)
-		object_node(fs, dir, &e, child, st);
-	catalog_unpin(fs->env.cat, dir->ds, kind, &pin);
+		object_node(env, dir, &e, child, st);
+	catalog_unpin(env->cat, dir->ds, kind, &pin);
 	return err;
 }
 
 struct list_fill {
-	struct fs *fs;
+	struct node_env *env;
 	const struct node *dir;
 	bool plus;
 	node_fill_fn fill;
@@ -59,37 +59,38 @@ static int list_entry(void *p, const struct store_entry *e)
 		return 0;
 	memcpy(name, e->name, e->name_len);
 	name[e->name_len] = '\0';
-	object_node(lf->fs, lf->dir, e, &c, &st);
+	object_node(lf->env, lf->dir, e, &c, &st);
 	return lf->fill(lf->ctx, name, &c, &st, e->pos);
 }
 
-static int list_readdir(struct fs *fs, const struct node *dir, void **state,
-			uint64_t after, bool plus, node_fill_fn fill, void *ctx)
+static int list_readdir(struct node_env *env, const struct node *dir,
+			void **state, uint64_t after, bool plus,
+			node_fill_fn fill, void *ctx)
 {
 	struct list_fill lf = {
-		.fs = fs,
+		.env = env,
 		.dir = dir,
 		.plus = plus,
 		.fill = fill,
 		.ctx = ctx,
 	};
-	int err = node_dir_pin(fs, dir, list_kind(dir), state);
+	int err = node_dir_pin(env, dir, list_kind(dir), state);
 
 	if (!err)
-		err = node_dir_entries(fs, dir, *state, list_dir(dir), NULL,
+		err = node_dir_entries(env, dir, *state, list_dir(dir), NULL,
 				       after, list_entry, &lf);
 	return err;
 }
 
-static void items_shows(struct fs *fs, struct dataset *ds, enum item_kind kind,
-			uint64_t sdir, void (*fn)(void *ctx, uint64_t id),
-			void *ctx)
+static void items_shows(struct node_env *env, struct dataset *ds,
+			enum item_kind kind, uint64_t sdir,
+			void (*fn)(void *ctx, uint64_t id), void *ctx)
 {
 	if (kind == ITEM_KIND_ITEM && sdir == STORE_DIR_ITEMS)
 		fn(ctx, 0);
 }
 
-static void sequences_shows(struct fs *fs, struct dataset *ds,
+static void sequences_shows(struct node_env *env, struct dataset *ds,
 			    enum item_kind kind, uint64_t sdir,
 			    void (*fn)(void *ctx, uint64_t id), void *ctx)
 {
@@ -97,9 +98,10 @@ static void sequences_shows(struct fs *fs, struct dataset *ds,
 		fn(ctx, 0);
 }
 
-static int list_getattr(struct fs *fs, const struct node *n, struct stat *st)
+static int list_getattr(struct node_env *env, const struct node *n,
+			struct stat *st)
 {
-	node_stat(fs, n, NULL, st);
+	node_stat(env, n, NULL, st);
 	return 0;
 }
 

@@ -2,7 +2,6 @@
  * the data file (a sequence's featured image) and the thumbnail (both in
  * node_data.c), and a sequence's views/. */
 #include "api.h"
-#include "fs.h"
 #include "log.h"
 #include "objects.h"
 #include "render.h"
@@ -67,19 +66,21 @@ static size_t object_files(const struct item *it, struct object_file *v)
 
 #define OBJECT_FILES 5
 
-static int object_item(struct fs *fs, const struct node *n, struct item **it)
+static int object_item(struct node_env *env, const struct node *n,
+		       struct item **it)
 {
-	return objects_get(fs->env.objects, n->ds, node_id_kind(n->id),
+	return objects_get(env->objects, n->ds, node_id_kind(n->id),
 			   node_id_oid(n->id), it);
 }
 
-static int object_child(struct fs *fs, const struct node *dir, const char *name,
-			struct node *c, struct stat *st, bool fetch)
+static int object_child(struct node_env *env, const struct node *dir,
+			const char *name, struct node *c, struct stat *st,
+			bool fetch)
 {
 	struct object_file files[OBJECT_FILES];
 	struct item *it;
 	size_t n, i;
-	int err = object_item(fs, dir, &it);
+	int err = object_item(env, dir, &it);
 
 	if (err)
 		return err;
@@ -91,9 +92,9 @@ static int object_child(struct fs *fs, const struct node *dir, const char *name,
 			if (!st)
 				err = 0;
 			else if (!fetch && c->ops->peek)
-				err = c->ops->peek(fs, c, st);
+				err = c->ops->peek(env, c, st);
 			else
-				err = c->ops->getattr(fs, c, st);
+				err = c->ops->getattr(env, c, st);
 			break;
 		}
 	}
@@ -101,36 +102,37 @@ static int object_child(struct fs *fs, const struct node *dir, const char *name,
 	return err;
 }
 
-static int object_readdir(struct fs *fs, const struct node *dir, void **state,
-			  uint64_t after, bool plus, node_fill_fn fill,
-			  void *ctx)
+static int object_readdir(struct node_env *env, const struct node *dir,
+			  void **state, uint64_t after, bool plus,
+			  node_fill_fn fill, void *ctx)
 {
 	struct object_file files[OBJECT_FILES];
 	const char *names[OBJECT_FILES];
 	struct item *it;
 	size_t n, i;
-	int err = object_item(fs, dir, &it);
+	int err = object_item(env, dir, &it);
 
 	if (err)
 		return err;
 	n = object_files(it, files);
 	for (i = 0; i < n; i++)
 		names[i] = files[i].name;
-	err = node_fill_sorted(fs, dir, names, n, after, plus, object_child,
+	err = node_fill_sorted(env, dir, names, n, after, plus, object_child,
 			       fill, ctx);
 	item_unref(it);
 	return err;
 }
 
 /* The object's time for its folder and streamed files, else the mount's. */
-static int object_stat(struct fs *fs, const struct node *n, struct stat *st)
+static int object_stat(struct node_env *env, const struct node *n,
+		       struct stat *st)
 {
 	struct item *it;
-	int err = object_item(fs, n, &it);
+	int err = object_item(env, n, &it);
 
 	if (err)
 		return err;
-	node_stat(fs, n, it->has_mtime ? &it->mtime : NULL, st);
+	node_stat(env, n, it->has_mtime ? &it->mtime : NULL, st);
 	item_unref(it);
 	return 0;
 }
@@ -158,8 +160,8 @@ static void text_release_read(struct node_read *r, bool sent)
 	free(r->one.iov_base);
 }
 
-static int text_read(struct fs *fs, struct node_file *f, size_t size, off_t off,
-		     struct node_read *r)
+static int text_read(struct node_env *env, struct node_file *f, size_t size,
+		     off_t off, struct node_read *r)
 {
 	struct text_file *tf = (struct text_file *)f;
 	char *buf = malloc(size ? size : 1);
@@ -180,7 +182,7 @@ static int text_read(struct fs *fs, struct node_file *f, size_t size, off_t off,
 	return 0;
 }
 
-static void text_release(struct fs *fs, struct node_file *f)
+static void text_release(struct node_env *env, struct node_file *f)
 {
 	struct text_file *tf = (struct text_file *)f;
 
@@ -194,8 +196,9 @@ static const struct node_file_ops text_file_ops = {
 };
 
 /* The item and, for a view file, its view, of a generated file node. */
-static int text_target(struct fs *fs, const struct node *n, struct item **it,
-		       enum render_file *which, const char **view_name)
+static int text_target(struct node_env *env, const struct node *n,
+		       struct item **it, enum render_file *which,
+		       const char **view_name)
 {
 	uint64_t id = n->id;
 	int err;
@@ -203,7 +206,7 @@ static int text_target(struct fs *fs, const struct node *n, struct item **it,
 	*view_name = NULL;
 	if (n->ops == &node_view_ops)
 		id = (n->id >> VIEW_INDEX_BITS) | NODE_SEQUENCE_BIT;
-	err = objects_get(fs->env.objects, n->ds, node_id_kind(id),
+	err = objects_get(env->objects, n->ds, node_id_kind(id),
 			  node_id_oid(id), it);
 	if (err)
 		return err;
@@ -224,13 +227,14 @@ static int text_target(struct fs *fs, const struct node *n, struct item **it,
 	return 0;
 }
 
-static int text_getattr(struct fs *fs, const struct node *n, struct stat *st)
+static int text_getattr(struct node_env *env, const struct node *n,
+			struct stat *st)
 {
 	enum render_file which;
 	const char *view_name;
 	struct item *it;
 	off_t size;
-	int err = text_target(fs, n, &it, &which, &view_name);
+	int err = text_target(env, n, &it, &which, &view_name);
 
 	if (err)
 		return err;
@@ -240,12 +244,12 @@ static int text_getattr(struct fs *fs, const struct node *n, struct stat *st)
 		return (int)size;
 	/* their text changes without updated_at (fresh URLs, a new status):
 	 * the mount's time */
-	node_stat(fs, n, NULL, st);
+	node_stat(env, n, NULL, st);
 	node_stat_size(st, size);
 	return 0;
 }
 
-static int text_open(struct fs *fs, const struct node *n, int flags,
+static int text_open(struct node_env *env, const struct node *n, int flags,
 		     struct node_file **out, bool *keep_cache)
 {
 	struct text_file *tf = calloc(1, sizeof(*tf));
@@ -253,7 +257,7 @@ static int text_open(struct fs *fs, const struct node *n, int flags,
 
 	if (!tf)
 		return -ENOMEM;
-	err = text_target(fs, n, &tf->it, &tf->which, &tf->view_name);
+	err = text_target(env, n, &tf->it, &tf->which, &tf->view_name);
 	if (err) {
 		free(tf);
 		return err;
@@ -286,12 +290,13 @@ struct node_ops node_view_ops = {
 
 /* ---- views/ ---- */
 
-static int views_child(struct fs *fs, const struct node *dir, const char *name,
-		       struct node *c, struct stat *st, bool fetch)
+static int views_child(struct node_env *env, const struct node *dir,
+		       const char *name, struct node *c, struct stat *st,
+		       bool fetch)
 {
 	struct item *it;
 	size_t i;
-	int err = object_item(fs, dir, &it);
+	int err = object_item(env, dir, &it);
 
 	if (err)
 		return err;
@@ -300,7 +305,7 @@ static int views_child(struct fs *fs, const struct node *dir, const char *name,
 		if (strcmp(it->views[i].name, name) == 0) {
 			node_make(c, &node_view_ops, dir->ds,
 				  node_id_oid(dir->id) << VIEW_INDEX_BITS | i);
-			err = st ? text_getattr(fs, c, st) : 0;
+			err = st ? text_getattr(env, c, st) : 0;
 			break;
 		}
 	}
@@ -313,14 +318,14 @@ static int cmp_str(const void *a, const void *b)
 	return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
 
-static int views_readdir(struct fs *fs, const struct node *dir, void **state,
-			 uint64_t after, bool plus, node_fill_fn fill,
-			 void *ctx)
+static int views_readdir(struct node_env *env, const struct node *dir,
+			 void **state, uint64_t after, bool plus,
+			 node_fill_fn fill, void *ctx)
 {
 	const char **names;
 	struct item *it;
 	size_t i, n;
-	int err = object_item(fs, dir, &it);
+	int err = object_item(env, dir, &it);
 
 	if (err)
 		return err;
@@ -334,7 +339,7 @@ static int views_readdir(struct fs *fs, const struct node *dir, void **state,
 	for (i = 0; i < n; i++)
 		names[i] = it->views[i].name;
 	qsort(names, n, sizeof(*names), cmp_str);
-	err = node_fill_sorted(fs, dir, names, n, after, plus, views_child,
+	err = node_fill_sorted(env, dir, names, n, after, plus, views_child,
 			       fill, ctx);
 	free(names);
 	item_unref(it);

@@ -4,7 +4,6 @@
  * status) and the kind of node its files are, so that files/x.jpg and
  * items/x.jpg/data.jpg are one inode. This file holds what the views share,
  * and files/. */
-#include "fs.h"
 #include "objects.h"
 #include "node.h"
 
@@ -36,7 +35,7 @@ static struct store_filter filter_of(const struct path_view *pv,
 
 /* The child node of @dir for store entry @e, with its attributes when @st
  * is not NULL (asking for a size no one knows when @fetch, else -EAGAIN). */
-static int entry_child(struct fs *fs, const struct path_view *pv,
+static int entry_child(struct node_env *env, const struct path_view *pv,
 		       const struct node *dir, const struct store_entry *e,
 		       struct node *c, struct stat *st, bool fetch)
 {
@@ -46,11 +45,11 @@ static int entry_child(struct fs *fs, const struct path_view *pv,
 					  << PATH_VIEW_STATUS_SHIFT |
 				  e->child);
 		if (st)
-			node_stat(fs, c, NULL, st);
+			node_stat(env, c, NULL, st);
 		return 0;
 	}
 	node_make(c, pv->file, dir->ds, node_object_id(ITEM_KIND_ITEM, e->oid));
-	return st ? node_object_file_stat(fs, c, e, st, fetch) : 0;
+	return st ? node_object_file_stat(env, c, e, st, fetch) : 0;
 }
 
 /* Where the sizes of a folder's files were last asked for ahead: a
@@ -205,18 +204,17 @@ static int window_add(void *p, const struct store_entry *e)
 /* Note the files of @dir from position @pos on (2 x max_conns of them)
  * whose sizes no one knows, unless that was done already, in @w: the
  * caller asks for them once it holds no pin. */
-static void size_window(struct fs *fs, const struct path_view *pv,
+static void size_window(struct node_env *env, const struct path_view *pv,
 			const struct node *dir, uint64_t gen, uint64_t pos,
 			struct window *w)
 {
 	struct store_filter filter = filter_of(pv, dir);
-	size_t want =
-		2 * (fs->env.max_background ? fs->env.max_background : 16);
+	size_t want = 2 * (env->max_background ? env->max_background : 16);
 
 	uint64_t from;
 
 	w->which = pv->file == &node_thumb_ops ? NODE_THUMB : NODE_DATA;
-	from = window_from(fs->env.size_windows, dir, pos, want / 2);
+	from = window_from(env->size_windows, dir, pos, want / 2);
 	if (from == NO_WINDOW)
 		return;
 	w->oids = calloc(want, sizeof(*w->oids));
@@ -225,11 +223,11 @@ static void size_window(struct fs *fs, const struct path_view *pv,
 	    store_readdir(dataset_store(dir->ds), gen, folder_dir(dir), from,
 			  &filter, want, window_add, w) == 0 &&
 	    w->last)
-		window_note(fs->env.size_windows, dir, from + 1, w->last);
+		window_note(env->size_windows, dir, from + 1, w->last);
 }
 
 /* Ask for the sizes of a window's objects, all at once. */
-static void window_prefetch(struct fs *fs, const struct node *dir,
+static void window_prefetch(struct node_env *env, const struct node *dir,
 			    struct window *w)
 {
 	size_t i;
@@ -238,11 +236,11 @@ static void window_prefetch(struct fs *fs, const struct node *dir,
 		struct fetch_src *src;
 		struct item *it;
 
-		if (objects_get(fs->env.objects, dir->ds, ITEM_KIND_ITEM,
+		if (objects_get(env->objects, dir->ds, ITEM_KIND_ITEM,
 				w->oids[i], &it))
 			continue;
-		if (node_data_src(fs, dir->ds, it, w->which, &src) == 0) {
-			stream_size_prefetch(fs->env.stream, src);
+		if (node_data_src(env, dir->ds, it, w->which, &src) == 0) {
+			stream_size_prefetch(env->stream, src);
 			fetch_src_unref(src);
 		}
 		item_unref(it);
@@ -250,7 +248,7 @@ static void window_prefetch(struct fs *fs, const struct node *dir,
 	free(w->oids);
 }
 
-int path_view_lookup(struct fs *fs, const struct path_view *pv,
+int path_view_lookup(struct node_env *env, const struct path_view *pv,
 		     const struct node *dir, const char *name,
 		     struct node *child, struct stat *st, bool fetch)
 {
@@ -258,23 +256,23 @@ int path_view_lookup(struct fs *fs, const struct path_view *pv,
 	struct window w = { 0 };
 	struct catalog_pin pin;
 	struct store_entry e;
-	int err = node_dir_lookup(fs, dir, ITEM_KIND_ITEM, folder_dir(dir),
+	int err = node_dir_lookup(env, dir, ITEM_KIND_ITEM, folder_dir(dir),
 				  name, &filter, &e, &pin);
 
 	/* sizes ahead only for a walk, and never with prefetch=0 */
 	if (!err && fetch && st && !e.child &&
 	    (pv->file == &node_thumb_ops ? e.thumb_size : e.size) < 0 &&
-	    walk_seen(fs->env.size_windows, dir, e.pos) && fs->env.prefetch)
-		size_window(fs, pv, dir, pin.gen, e.pos, &w);
-	catalog_unpin(fs->env.cat, dir->ds, ITEM_KIND_ITEM, &pin);
-	window_prefetch(fs, dir, &w);
+	    walk_seen(env->size_windows, dir, e.pos) && env->prefetch)
+		size_window(env, pv, dir, pin.gen, e.pos, &w);
+	catalog_unpin(env->cat, dir->ds, ITEM_KIND_ITEM, &pin);
+	window_prefetch(env, dir, &w);
 	if (!err)
-		err = entry_child(fs, pv, dir, &e, child, st, fetch);
+		err = entry_child(env, pv, dir, &e, child, st, fetch);
 	return err;
 }
 
 struct path_fill {
-	struct fs *fs;
+	struct node_env *env;
 	const struct path_view *pv;
 	const struct node *dir;
 	bool plus;
@@ -295,8 +293,8 @@ static int path_entry(void *p, const struct store_entry *e)
 	memcpy(name, e->name, e->name_len);
 	name[e->name_len] = '\0';
 	/* no request: a size no one knows goes without attributes */
-	err = entry_child(pf->fs, pf->pv, pf->dir, e, &c, pf->plus ? &st : NULL,
-			  false);
+	err = entry_child(pf->env, pf->pv, pf->dir, e, &c,
+			  pf->plus ? &st : NULL, false);
 	if (err && err != -EAGAIN)
 		return 0; /* no attributes to show */
 	if (!pf->plus) {
@@ -307,31 +305,32 @@ static int path_entry(void *p, const struct store_entry *e)
 	return pf->fill(pf->ctx, name, &c, err ? NULL : &st, e->pos);
 }
 
-int path_view_readdir(struct fs *fs, const struct path_view *pv,
+int path_view_readdir(struct node_env *env, const struct path_view *pv,
 		      const struct node *dir, void **state, uint64_t after,
 		      bool plus, node_fill_fn fill, void *ctx)
 {
 	struct store_filter filter = filter_of(pv, dir);
-	struct path_fill pf = { fs, pv, dir, plus, fill, ctx };
-	int err = node_dir_pin(fs, dir, ITEM_KIND_ITEM, state);
+	struct path_fill pf = { env, pv, dir, plus, fill, ctx };
+	int err = node_dir_pin(env, dir, ITEM_KIND_ITEM, state);
 
 	if (!err)
-		err = node_dir_entries(fs, dir, *state, folder_dir(dir),
+		err = node_dir_entries(env, dir, *state, folder_dir(dir),
 				       &filter, after, path_entry, &pf);
 	return err;
 }
 
-void path_view_shows(struct fs *fs, struct dataset *ds, enum item_kind kind,
-		     uint64_t sdir, void (*fn)(void *ctx, uint64_t id),
-		     void *ctx)
+void path_view_shows(struct node_env *env, struct dataset *ds,
+		     enum item_kind kind, uint64_t sdir,
+		     void (*fn)(void *ctx, uint64_t id), void *ctx)
 {
 	if (kind == ITEM_KIND_ITEM && sdir >= STORE_DIR_PATHS)
 		fn(ctx, sdir == STORE_DIR_PATHS ? 0 : sdir);
 }
 
-int path_view_getattr(struct fs *fs, const struct node *n, struct stat *st)
+int path_view_getattr(struct node_env *env, const struct node *n,
+		      struct stat *st)
 {
-	node_stat(fs, n, NULL, st);
+	node_stat(env, n, NULL, st);
 	return 0;
 }
 
@@ -345,18 +344,19 @@ static const struct path_view files_view = {
 	.has = STORE_HAS_DATA,
 };
 
-static int files_lookup(struct fs *fs, const struct node *dir, const char *name,
-			struct node *child, struct stat *st, bool fetch)
+static int files_lookup(struct node_env *env, const struct node *dir,
+			const char *name, struct node *child, struct stat *st,
+			bool fetch)
 {
-	return path_view_lookup(fs, &files_view, dir, name, child, st, fetch);
+	return path_view_lookup(env, &files_view, dir, name, child, st, fetch);
 }
 
-static int files_readdir(struct fs *fs, const struct node *dir, void **state,
-			 uint64_t after, bool plus, node_fill_fn fill,
-			 void *ctx)
+static int files_readdir(struct node_env *env, const struct node *dir,
+			 void **state, uint64_t after, bool plus,
+			 node_fill_fn fill, void *ctx)
 {
-	return path_view_readdir(fs, &files_view, dir, state, after, plus, fill,
-				 ctx);
+	return path_view_readdir(env, &files_view, dir, state, after, plus,
+				 fill, ctx);
 }
 
 struct node_ops node_files_ops = {

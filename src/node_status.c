@@ -2,7 +2,6 @@
  * their key's paths. The seven item statuses of DESIGN section 1 are
  * always there (empty when no item has them), and any other an item has;
  * by-status/ itself only when some item has a status. */
-#include "fs.h"
 #include "node.h"
 
 #include <errno.h>
@@ -21,26 +20,26 @@ static const struct path_view status_view = {
 
 /* The status ids of the current listing, in a new array; the count or a
  * negative errno. */
-static long listed_statuses(struct fs *fs, struct dataset *ds, int **ids)
+static long listed_statuses(struct node_env *env, struct dataset *ds, int **ids)
 {
 	struct catalog_pin pin;
 	long n;
-	int err = catalog_pin(fs->env.cat, ds, ITEM_KIND_ITEM, &pin);
+	int err = catalog_pin(env->cat, ds, ITEM_KIND_ITEM, &pin);
 
 	if (err)
 		return err;
 	n = store_statuses(dataset_store(ds), pin.gen, ids);
-	catalog_unpin(fs->env.cat, ds, ITEM_KIND_ITEM, &pin);
+	catalog_unpin(env->cat, ds, ITEM_KIND_ITEM, &pin);
 	return n;
 }
 
 /* by-status/ is there when an item has a status; when the listing cannot
  * tell now, it is there (its lookups then say why), never hidden for the
  * kernel's negative-entry time. */
-static bool by_status_present(struct fs *fs, struct dataset *ds)
+static bool by_status_present(struct node_env *env, struct dataset *ds)
 {
 	int *ids;
-	long n = listed_statuses(fs, ds, &ids);
+	long n = listed_statuses(env, ds, &ids);
 
 	if (n > 0)
 		free(ids);
@@ -58,15 +57,16 @@ static bool is_item_status(const char *name)
 	return false;
 }
 
-static int status_child(struct fs *fs, const struct node *dir, const char *name,
-			struct node *c, struct stat *st, bool fetch)
+static int status_child(struct node_env *env, const struct node *dir,
+			const char *name, struct node *c, struct stat *st,
+			bool fetch)
 {
 	struct store *store;
 	int id, *ids;
 	long n, i;
 	bool listed = false;
 
-	n = listed_statuses(fs, dir->ds, &ids);
+	n = listed_statuses(env, dir->ds, &ids);
 	if (n < 0)
 		return (int)n;
 	store = dataset_store(dir->ds);
@@ -85,7 +85,7 @@ static int status_child(struct fs *fs, const struct node *dir, const char *name,
 	node_make(c, &node_status_dir_ops, dir->ds,
 		  (uint64_t)id << PATH_VIEW_STATUS_SHIFT);
 	if (st)
-		node_stat(fs, c, NULL, st);
+		node_stat(env, c, NULL, st);
 	return 0;
 }
 
@@ -94,14 +94,14 @@ static int cmp_str(const void *a, const void *b)
 	return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-static int by_status_readdir(struct fs *fs, const struct node *dir,
+static int by_status_readdir(struct node_env *env, const struct node *dir,
 			     void **state, uint64_t after, bool plus,
 			     node_fill_fn fill, void *ctx)
 {
 	size_t n = 0, i, j;
 	char **names;
 	int *ids, err = 0;
-	long listed = listed_statuses(fs, dir->ds, &ids);
+	long listed = listed_statuses(env, dir->ds, &ids);
 
 	if (listed < 0)
 		return (int)listed;
@@ -123,7 +123,7 @@ static int by_status_readdir(struct fs *fs, const struct node *dir,
 	}
 	if (names && !err) {
 		qsort(names, n, sizeof(*names), cmp_str);
-		err = node_fill_sorted(fs, dir, (const char *const *)names, n,
+		err = node_fill_sorted(env, dir, (const char *const *)names, n,
 				       after, plus, status_child, fill, ctx);
 	}
 	for (j = 0; names && j < n; j++)
@@ -142,23 +142,23 @@ struct node_ops node_by_status_ops = {
 	.getattr = path_view_getattr,
 };
 
-static int status_dir_lookup(struct fs *fs, const struct node *dir,
+static int status_dir_lookup(struct node_env *env, const struct node *dir,
 			     const char *name, struct node *child,
 			     struct stat *st, bool fetch)
 {
-	return path_view_lookup(fs, &status_view, dir, name, child, st, fetch);
+	return path_view_lookup(env, &status_view, dir, name, child, st, fetch);
 }
 
-static int status_dir_readdir(struct fs *fs, const struct node *dir,
+static int status_dir_readdir(struct node_env *env, const struct node *dir,
 			      void **state, uint64_t after, bool plus,
 			      node_fill_fn fill, void *ctx)
 {
-	return path_view_readdir(fs, &status_view, dir, state, after, plus,
+	return path_view_readdir(env, &status_view, dir, state, after, plus,
 				 fill, ctx);
 }
 
 /* A store directory shows in the folder of every status. */
-static void status_dir_shows(struct fs *fs, struct dataset *ds,
+static void status_dir_shows(struct node_env *env, struct dataset *ds,
 			     enum item_kind kind, uint64_t sdir,
 			     void (*fn)(void *ctx, uint64_t id), void *ctx)
 {

@@ -1,6 +1,5 @@
 /* thumbnails/: each item's thumbnail at its key's path, under the name its
  * data file has in files/, so that the two views map one to one. */
-#include "fs.h"
 #include "node.h"
 
 extern struct node_ops node_thumbnails_ops;
@@ -11,19 +10,19 @@ static const struct path_view thumbnails_view = {
 	.has = STORE_HAS_THUMB,
 };
 
-static int thumbnails_lookup(struct fs *fs, const struct node *dir,
+static int thumbnails_lookup(struct node_env *env, const struct node *dir,
 			     const char *name, struct node *child,
 			     struct stat *st, bool fetch)
 {
-	return path_view_lookup(fs, &thumbnails_view, dir, name, child, st,
+	return path_view_lookup(env, &thumbnails_view, dir, name, child, st,
 				fetch);
 }
 
-static int thumbnails_readdir(struct fs *fs, const struct node *dir,
+static int thumbnails_readdir(struct node_env *env, const struct node *dir,
 			      void **state, uint64_t after, bool plus,
 			      node_fill_fn fill, void *ctx)
 {
-	return path_view_readdir(fs, &thumbnails_view, dir, state, after, plus,
+	return path_view_readdir(env, &thumbnails_view, dir, state, after, plus,
 				 fill, ctx);
 }
 

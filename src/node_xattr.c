@@ -9,7 +9,6 @@
 #include "catalog.h"
 #include "config.h"
 #include "fetch.h"
-#include "fs.h"
 #include "item.h"
 #include "item_json.h"
 #include "objects.h"
@@ -60,7 +59,7 @@ static int addf(struct node_xattrs *x, const char *name, const char *fmt, ...)
 }
 
 /* The root: what a user asks of a mount first. */
-static int root_xattrs(struct fs *fs, struct node_xattrs *x)
+static int root_xattrs(struct node_env *env, struct node_xattrs *x)
 {
 	struct cache_stats cs;
 	struct fetch_stats fst;
@@ -68,8 +67,8 @@ static int root_xattrs(struct fs *fs, struct node_xattrs *x)
 	uint64_t cached, all;
 	int err;
 
-	cache_get_stats(stream_cache(fs->env.stream), &cs);
-	fetch_get_stats(stream_fetch(fs->env.stream), &fst);
+	cache_get_stats(stream_cache(env->stream), &cs);
+	fetch_get_stats(stream_fetch(env->stream), &fst);
 	clock_gettime(CLOCK_REALTIME, &now);
 	cached = cs.disk_read + cs.memory_read;
 	all = cached + cs.filled;
@@ -78,7 +77,7 @@ static int root_xattrs(struct fs *fs, struct node_xattrs *x)
 		err = addf(x, "user.avalafs.pid", "%ld", (long)getpid());
 	if (!err)
 		err = addf(x, "user.avalafs.uptime", "%lld",
-			   (long long)(now.tv_sec - fs->env.mounted.tv_sec));
+			   (long long)(now.tv_sec - env->mounted.tv_sec));
 	/* of the bytes that came to the mount, the share no request
 	 * fetched: from the disk cache, or found in memory */
 	if (!err)
@@ -102,7 +101,7 @@ static int root_xattrs(struct fs *fs, struct node_xattrs *x)
 /* A dataset's folder: which listing of its items it shows (what a
  * training run records to know what it read), or how far the first one
  * came. One line of JSON. */
-static int dataset_xattrs(struct fs *fs, struct dataset *ds,
+static int dataset_xattrs(struct node_env *env, struct dataset *ds,
 			  struct node_xattrs *x)
 {
 	struct catalog_listing_info li;
@@ -113,13 +112,13 @@ static int dataset_xattrs(struct fs *fs, struct dataset *ds,
 	int err;
 
 	/* a first listing on its way: how far it came, with no wait */
-	catalog_listing_info(fs->env.cat, ds, ITEM_KIND_ITEM, &li);
+	catalog_listing_info(env->cat, ds, ITEM_KIND_ITEM, &li);
 	err = li.gen || !li.building
-		      ? catalog_listing_digest(fs->env.cat, ds, ITEM_KIND_ITEM,
+		      ? catalog_listing_digest(env->cat, ds, ITEM_KIND_ITEM,
 					       &gen, digest)
 		      : -ENOENT;
 	if (!err && gen != li.gen) /* adopted, or replaced, meanwhile */
-		catalog_listing_info(fs->env.cat, ds, ITEM_KIND_ITEM, &li);
+		catalog_listing_info(env->cat, ds, ITEM_KIND_ITEM, &li);
 	if (err == -ENOMEM)
 		return err;
 	if (err || gen != li.gen)
@@ -148,11 +147,11 @@ static int add_field(void *p, const char *name, char *text)
 }
 
 /* An object's folder or file: its fields, as listed. */
-static int object_xattrs(struct fs *fs, const struct node *n,
+static int object_xattrs(struct node_env *env, const struct node *n,
 			 struct node_xattrs *x)
 {
 	struct item *it = NULL;
-	int err = objects_get(fs->env.objects, n->ds, node_id_kind(n->id),
+	int err = objects_get(env->objects, n->ds, node_id_kind(n->id),
 			      node_id_oid(n->id), &it);
 
 	if (err == -ENOENT)
@@ -168,17 +167,18 @@ static int object_xattrs(struct fs *fs, const struct node *n,
 	return err;
 }
 
-int node_xattrs_of(struct fs *fs, const struct node *n, struct node_xattrs *x)
+int node_xattrs_of(struct node_env *env, const struct node *n,
+		   struct node_xattrs *x)
 {
 	int err = 0;
 
 	memset(x, 0, sizeof(*x));
 	if (n->ops == &node_root_ops)
-		err = root_xattrs(fs, x);
+		err = root_xattrs(env, x);
 	else if (n->ops == &node_dataset_ops && n->ds)
-		err = dataset_xattrs(fs, n->ds, x);
+		err = dataset_xattrs(env, n->ds, x);
 	else if (n->ops->object_id && n->ds)
-		err = object_xattrs(fs, n, x);
+		err = object_xattrs(env, n, x);
 	if (err)
 		node_xattrs_clear(x);
 	return err;

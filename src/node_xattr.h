@@ -24,7 +24,8 @@ struct node_xattrs {
 
 /* The attributes of @n in @x (none for most folders): 0 or
  * a negative errno. Clear @x after. */
-int node_xattrs_of(struct fs *fs, const struct node *n, struct node_xattrs *x);
+int node_xattrs_of(struct node_env *env, const struct node *n,
+		   struct node_xattrs *x);
 
 /* The attribute @name of @x, or NULL. */
 const struct node_xattr *node_xattr_find(const struct node_xattrs *x,
