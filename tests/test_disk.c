@@ -157,8 +157,8 @@ static void test_cap_and_admission(const char *root)
 {
 	char dir[512];
 	/* room for about ten beside the index, which counts in the cap */
-	struct disk *d = open_disk(root, 10 * ENTRY + (1 << 20), dir,
-				   sizeof(dir));
+	struct disk *d =
+		open_disk(root, 10 * ENTRY + (1 << 20), dir, sizeof(dir));
 	struct disk_stats st;
 	char id[32];
 	int i, n, pass, hits[6] = { 0 };
