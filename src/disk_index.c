@@ -321,24 +321,28 @@ static bool admit(struct disk_index *ix, const struct disk_offer *o,
 	return in;
 }
 
-/* Give back what is kept past the room there is now (the listings and
- * the index beside the entries grew since they came in): the cap bounds
- * the folder, not only what came in under it. */
-static void shrink(struct disk_index *ix, const struct disk_room *room,
-		   disk_evict_fn evict, void *ctx)
+/* Evict the older of random pairs, whatever their counts, until what is
+ * kept fits the room there is now: the bytes given back. Under the lock, in
+ * a transaction. The file system's free space grows by what is evicted:
+ * the limit stays what it is now. Bounded: one call gives back what it can
+ * in one transaction, the next goes on. */
+static int64_t give_back(struct disk_index *ix, const struct disk_room *room,
+			 disk_evict_fn evict, void *ctx)
 {
-	int64_t used = meta_get(ix, "used");
+	int64_t used = meta_get(ix, "used"), given = 0,
+		limit = disk_room_limit(room, used);
 	struct row a, b;
+	int rounds = 0;
 
-	while (used > 0 && used > disk_room_limit(room, used)) {
-		if (!row_random(ix, true, &a) || !row_random(ix, true, &b))
-			break;
-		if (b.used < a.used)
+	while (used - given > limit && rounds++ < 4096 &&
+	       row_random(ix, true, &a)) {
+		if (row_random(ix, true, &b) && b.used < a.used)
 			a = b;
 		row_evict(ix, &a, evict, ctx);
 		ix->evicted++;
-		used -= a.size;
+		given += a.size;
 	}
+	return given;
 }
 
 int disk_index_admit(struct disk_index *ix, struct disk_offer *v, int n,
@@ -354,7 +358,9 @@ int disk_index_admit(struct disk_index *ix, struct disk_offer *v, int n,
 	err = sql_begin(&ix->c);
 	if (!err) {
 		flush_touches(ix, now);
-		shrink(ix, room, evict, ctx);
+		/* the listings and the index beside the entries may have grown
+		 * since they came in: the cap bounds the folder */
+		give_back(ix, room, evict, ctx);
 		for (i = 0; i < n; i++) {
 			v[i].in = admit(ix, &v[i], room, now, &pending, evict,
 					ctx);
@@ -466,27 +472,11 @@ void disk_index_drop(struct disk_index *ix, const char *prefix,
 int64_t disk_index_shrink(struct disk_index *ix, const struct disk_room *room,
 			  disk_evict_fn evict, void *ctx)
 {
-	int64_t used, limit, given = 0;
-	struct row a, b;
-	int rounds = 0;
+	int64_t given = 0;
 
 	pthread_mutex_lock(&ix->lock);
 	if (sql_begin(&ix->c) == 0) {
-		/* the file system's free space grows by what is evicted: the
-		 * limit stays what it is now */
-		used = meta_get(ix, "used");
-		limit = disk_room_limit(room, used);
-		/* the older of random pairs, whatever their counts: room is
-		 * needed now. Bounded: one call gives back what it can in one
-		 * transaction, the next goes on. */
-		while (used - given > limit && rounds++ < 4096 &&
-		       row_random(ix, true, &a)) {
-			if (row_random(ix, true, &b) && b.used < a.used)
-				a = b;
-			row_evict(ix, &a, evict, ctx);
-			ix->evicted++;
-			given += a.size;
-		}
+		given = give_back(ix, room, evict, ctx);
 		sql_commit(&ix->c);
 	}
 	pthread_mutex_unlock(&ix->lock);
