@@ -269,6 +269,7 @@ int store_open(const struct store_config *cfg, struct store **out)
 	pthread_mutex_init(&st->lock, NULL);
 	pthread_cond_init(&st->conn_free, NULL);
 	pthread_mutex_init(&st->write_lock, NULL);
+	pthread_mutex_init(&st->ranks_lock, NULL);
 	st->cfg = *cfg;
 	st->dir_fd = cfg->dir_fd;
 	st->lock_fd = -1;
@@ -313,6 +314,8 @@ void store_free(struct store *st)
 	}
 	free(st->held);
 	pthread_mutex_destroy(&st->write_lock);
+	pthread_mutex_destroy(&st->ranks_lock);
+	free(st->ranks);
 	pthread_cond_destroy(&st->conn_free);
 	pthread_mutex_destroy(&st->lock);
 	free(st->path);

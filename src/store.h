@@ -154,10 +154,10 @@ struct store_place {
 	uint64_t list, list_pos, list_next;
 	uint64_t folder, folder_pos, folder_next;
 	uint64_t folder_rank; /* its place among the folder's names in byte
-			       * order, from 1; 0: past STORE_RANK_MAX */
+			       * order, from 1; 0: not known (far from
+			       * the folder's start and from the last
+			       * name given one) */
 };
-
-#define STORE_RANK_MAX 65536 /* names counted for a rank at most */
 
 /* The place of object @oid of @kind in @gen. 0, -ENOENT, or another
  * negative errno. */

@@ -100,6 +100,17 @@ struct store {
 	uint64_t max_oid, max_dir, max_gen; /* atomic: the highest numbers
 					     * shown */
 	uint64_t resets; /* atomic: databases set aside at run time */
+	pthread_mutex_t ranks_lock;
+	struct rank_memo *ranks; /* protected by ranks_lock: RANK_MEMOS */
+};
+
+#define RANK_MEMOS 64 /* folders whose last rank is remembered */
+
+/* The last name of a folder given a rank, to count the next from. */
+struct rank_memo {
+	uint64_t gen, dir, rank;
+	size_t len;
+	unsigned char name[256];
 };
 
 /* Numbers a new database must give above: those of the database it

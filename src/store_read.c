@@ -186,23 +186,73 @@ static void place_in(struct conn *c, uint64_t gen, uint64_t dir,
 	sqlite3_reset(q);
 }
 
-/* The rank of @name among the names of @dir (from 1), or 0 when more than
- * STORE_RANK_MAX come before it: a count that long is not worth an open. */
-static uint64_t name_rank(struct conn *c, uint64_t gen, uint64_t dir,
-			  const void *name, int len)
+#define RANK_STEP 64 /* names counted for a rank at most */
+
+/* How many names of @dir in @gen are at or after @lo and before @name
+ * (blobs compare as SQLite compares them), when fewer than RANK_STEP;
+ * else -1. */
+static int64_t names_between(struct conn *c, uint64_t gen, uint64_t dir,
+			     const void *lo, size_t lo_len, const void *name,
+			     int len)
 {
 	sqlite3_stmt *q = store_stmt(c, S_NAME_RANK);
 	int64_t n = -1;
 
 	if (!q)
-		return 0;
+		return -1;
 	sqlite3_bind_int64(q, 1, gen);
 	sqlite3_bind_int64(q, 2, dir);
-	sqlite3_bind_blob(q, 3, name, len, SQLITE_STATIC);
-	sqlite3_bind_int64(q, 4, STORE_RANK_MAX);
-	if (sql_step_int(q, &n) || n < 0 || n >= STORE_RANK_MAX)
+	sqlite3_bind_blob(q, 3, lo, (int)lo_len, SQLITE_STATIC);
+	sqlite3_bind_blob(q, 4, name, len, SQLITE_STATIC);
+	sqlite3_bind_int64(q, 5, RANK_STEP);
+	if (sql_step_int(q, &n) || n < 0 || n >= RANK_STEP)
+		return -1;
+	return n;
+}
+
+static int blob_cmp(const void *a, size_t alen, const void *b, size_t blen)
+{
+	int d = memcmp(a, b, alen < blen ? alen : blen);
+
+	return d ? d : (alen > blen) - (alen < blen);
+}
+
+/* The rank of @name among the names of @dir (from 1), or 0 when it is not
+ * worth its cost: counted from the last name of the folder given a rank
+ * (a walk in name order asks for the next few) or from the folder's
+ * first name, never over more than RANK_STEP names. */
+static uint64_t name_rank(struct store *st, struct conn *c, uint64_t gen,
+			  uint64_t dir, const void *name, int len)
+{
+	struct rank_memo last = { .gen = 0 }, *m;
+	uint64_t rank = 0;
+	int64_t n;
+
+	if (len < 0 || (size_t)len >= sizeof(last.name))
 		return 0;
-	return (uint64_t)n + 1;
+	pthread_mutex_lock(&st->ranks_lock);
+	if (!st->ranks)
+		st->ranks = calloc(RANK_MEMOS, sizeof(*st->ranks));
+	m = st->ranks ? &st->ranks[dir % RANK_MEMOS] : NULL;
+	if (m && m->gen == gen && m->dir == dir)
+		last = *m;
+	pthread_mutex_unlock(&st->ranks_lock);
+	if (last.gen && blob_cmp(last.name, last.len, name, (size_t)len) <= 0 &&
+	    (n = names_between(c, gen, dir, last.name, last.len, name, len)) >=
+		    0)
+		rank = last.rank + (uint64_t)n;
+	if (!rank && (n = names_between(c, gen, dir, "", 0, name, len)) >= 0)
+		rank = (uint64_t)n + 1;
+	if (!rank || !m)
+		return rank;
+	pthread_mutex_lock(&st->ranks_lock);
+	m->gen = gen;
+	m->dir = dir;
+	m->rank = rank;
+	m->len = (size_t)len;
+	memcpy(m->name, name, (size_t)len);
+	pthread_mutex_unlock(&st->ranks_lock);
+	return rank;
 }
 
 int store_object_place(struct store *st, uint64_t gen, enum item_kind kind,
@@ -231,7 +281,7 @@ int store_object_place(struct store *st, uint64_t gen, enum item_kind kind,
 			place_in(c, gen, p->folder, sqlite3_column_blob(q, 2),
 				 sqlite3_column_bytes(q, 2), &p->folder_pos,
 				 &p->folder_next);
-			p->folder_rank = name_rank(c, gen, p->folder,
+			p->folder_rank = name_rank(st, c, gen, p->folder,
 						   sqlite3_column_blob(q, 2),
 						   sqlite3_column_bytes(q, 2));
 		} else {

@@ -162,7 +162,8 @@ static const char *const stmt_sql[S_COUNT] = {
 	[S_VERSIONS] = "SELECT o.uid, l.mtime FROM listed l"
 		       " JOIN objects o ON o.oid = l.oid WHERE l.gen = ?1",
 	[S_NAME_RANK] = "SELECT count(*) FROM (SELECT 1 FROM entries"
-			" WHERE gen = ?1 AND dir = ?2 AND name < ?3 LIMIT ?4)",
+			" WHERE gen = ?1 AND dir = ?2 AND name >= ?3"
+			" AND name < ?4 LIMIT ?5)",
 	[S_BY_NAME] = "SELECT oid FROM entries WHERE gen = ?1 AND dir = ?2"
 		      " ORDER BY name LIMIT ?3 OFFSET ?4",
 };
