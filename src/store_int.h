@@ -141,6 +141,12 @@ void store_conn_put(struct store *st, struct conn *c);
 sqlite3_stmt *store_reader_stmt(struct store *st, enum stmt which,
 				struct conn **c);
 
+/* Reset @q of store_reader_stmt(), give its connection back, and return
+ * @err as the store's repair passes it on (a damaged database is set
+ * aside: -EIO). */
+int store_reader_end(struct store *st, struct conn *c, sqlite3_stmt *q,
+		     int err);
+
 /* Whether the database at @c is ours: schema, API origin and dataset. A
  * new (empty) one is made ours, seeded above @f. 0, -EPROTO, or another
  * negative errno. */

@@ -49,7 +49,6 @@ static void bind_filter(sqlite3_stmt *q, const struct store_filter *filter)
 int store_lookup(struct store *st, uint64_t gen, uint64_t dir, const char *name,
 		 const struct store_filter *filter, struct store_entry *e)
 {
-	unsigned epoch;
 	struct conn *c;
 	sqlite3_stmt *q = store_reader_stmt(st, S_LOOKUP, &c);
 	int rc, err;
@@ -68,10 +67,7 @@ int store_lookup(struct store *st, uint64_t gen, uint64_t dir, const char *name,
 	} else {
 		err = rc == SQLITE_DONE ? -ENOENT : sql_errno(rc);
 	}
-	sqlite3_reset(q);
-	epoch = c->epoch;
-	store_conn_put(st, c);
-	return store_damaged(st, epoch, err);
+	return store_reader_end(st, c, q, err);
 }
 
 int store_readdir(struct store *st, uint64_t gen, uint64_t dir, uint64_t after,
@@ -80,7 +76,6 @@ int store_readdir(struct store *st, uint64_t gen, uint64_t dir, uint64_t after,
 {
 	bool list = (dir == STORE_DIR_ITEMS || dir == STORE_DIR_SEQUENCES) &&
 		    (!filter || (!filter->has && !filter->status));
-	unsigned epoch;
 	struct conn *c;
 	sqlite3_stmt *q =
 		store_reader_stmt(st, list ? S_READDIR_LIST : S_READDIR, &c);
@@ -104,16 +99,12 @@ int store_readdir(struct store *st, uint64_t gen, uint64_t dir, uint64_t after,
 	}
 	if (!ret && rc != SQLITE_DONE)
 		ret = sql_errno(rc);
-	sqlite3_reset(q);
-	epoch = c->epoch;
-	store_conn_put(st, c);
-	return store_damaged(st, epoch, ret);
+	return store_reader_end(st, c, q, ret);
 }
 
 int store_object(struct store *st, uint64_t gen, enum item_kind kind,
 		 uint64_t oid, struct item **out)
 {
-	unsigned epoch;
 	struct conn *c;
 	sqlite3_stmt *q = store_reader_stmt(st, S_OBJECT, &c);
 	int rc, err = 0;
@@ -134,16 +125,12 @@ int store_object(struct store *st, uint64_t gen, enum item_kind kind,
 	} else {
 		err = rc == SQLITE_DONE ? -ENOENT : sql_errno(rc);
 	}
-	sqlite3_reset(q);
-	epoch = c->epoch;
-	store_conn_put(st, c);
-	return store_damaged(st, epoch, err);
+	return store_reader_end(st, c, q, err);
 }
 
 int store_object_entry(struct store *st, uint64_t gen, uint64_t oid,
 		       struct store_entry *e)
 {
-	unsigned epoch;
 	struct conn *c;
 	sqlite3_stmt *q = store_reader_stmt(st, S_OBJECT_ENTRY, &c);
 	int rc, err = 0;
@@ -160,10 +147,7 @@ int store_object_entry(struct store *st, uint64_t gen, uint64_t oid,
 	} else {
 		err = rc == SQLITE_DONE ? -ENOENT : sql_errno(rc);
 	}
-	sqlite3_reset(q);
-	epoch = c->epoch;
-	store_conn_put(st, c);
-	return store_damaged(st, epoch, err);
+	return store_reader_end(st, c, q, err);
 }
 
 /* The position of entry @name (@len bytes) of @dir in @gen, and of the
@@ -258,7 +242,6 @@ static uint64_t name_rank(struct store *st, struct conn *c, uint64_t gen,
 int store_object_place(struct store *st, uint64_t gen, enum item_kind kind,
 		       uint64_t oid, struct store_place *p)
 {
-	unsigned epoch;
 	struct conn *c;
 	sqlite3_stmt *q = store_reader_stmt(st, S_PLACE_NAMES, &c);
 	int rc, err = 0;
@@ -290,17 +273,13 @@ int store_object_place(struct store *st, uint64_t gen, enum item_kind kind,
 	} else {
 		err = rc == SQLITE_DONE ? -ENOENT : sql_errno(rc);
 	}
-	sqlite3_reset(q);
-	epoch = c->epoch;
-	store_conn_put(st, c);
-	return store_damaged(st, epoch, err);
+	return store_reader_end(st, c, q, err);
 }
 
 int store_by_name(struct store *st, uint64_t gen, uint64_t dir, uint64_t after,
 		  size_t n, int (*fn)(void *ctx, uint64_t oid, uint64_t rank),
 		  void *ctx)
 {
-	unsigned epoch;
 	struct conn *c;
 	sqlite3_stmt *q = store_reader_stmt(st, S_BY_NAME, &c);
 	uint64_t rank = after;
@@ -314,14 +293,9 @@ int store_by_name(struct store *st, uint64_t gen, uint64_t dir, uint64_t after,
 	sqlite3_bind_int64(q, 4, (int64_t)after);
 	while (!err && (rc = sqlite3_step(q)) == SQLITE_ROW)
 		err = fn(ctx, (uint64_t)sqlite3_column_int64(q, 0), ++rank);
-	sqlite3_reset(q);
-	epoch = c->epoch;
-	store_conn_put(st, c);
-	if (err)
-		return err;
-	if (rc != SQLITE_DONE)
-		return store_damaged(st, epoch, sql_errno(rc));
-	return 0;
+	if (!err && rc != SQLITE_DONE)
+		err = sql_errno(rc);
+	return store_reader_end(st, c, q, err);
 }
 
 uint64_t store_dir_parent(struct store *st, uint64_t dir)
@@ -391,7 +365,6 @@ int store_versions(struct store *st, uint64_t gen,
 			     int64_t mtime),
 		   void *ctx)
 {
-	unsigned epoch;
 	struct conn *c;
 	sqlite3_stmt *q = store_reader_stmt(st, S_VERSIONS, &c);
 	int rc, err = 0;
@@ -403,14 +376,9 @@ int store_versions(struct store *st, uint64_t gen,
 		err = fn(ctx, (const char *)sqlite3_column_text(q, 0),
 			 (size_t)sqlite3_column_bytes(q, 0),
 			 sqlite3_column_int64(q, 1));
-	sqlite3_reset(q);
-	epoch = c->epoch;
-	store_conn_put(st, c);
-	if (err)
-		return err;
-	if (rc != SQLITE_DONE)
-		return store_damaged(st, epoch, sql_errno(rc));
-	return 0;
+	if (!err && rc != SQLITE_DONE)
+		err = sql_errno(rc);
+	return store_reader_end(st, c, q, err);
 }
 
 int store_changes(struct store *st, uint64_t old, uint64_t new,

@@ -288,6 +288,15 @@ void store_conn_put(struct store *st, struct conn *c)
 
 /* A reader connection, in *@c, and its statement @which; NULL (and no
  * connection) when either cannot be had. */
+int store_reader_end(struct store *st, struct conn *c, sqlite3_stmt *q, int err)
+{
+	unsigned epoch = c->epoch;
+
+	sqlite3_reset(q);
+	store_conn_put(st, c);
+	return store_damaged(st, epoch, err);
+}
+
 sqlite3_stmt *store_reader_stmt(struct store *st, enum stmt which,
 				struct conn **c)
 {
