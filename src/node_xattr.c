@@ -78,8 +78,9 @@ static int root_xattrs(struct node_env *env, struct node_xattrs *x)
 	if (!err)
 		err = addf(x, "user.avalafs.uptime", "%lld",
 			   (long long)(now.tv_sec - env->mounted.tv_sec));
-	/* of the bytes that came to the mount, the share no request
-	 * fetched: from the disk cache, or found in memory */
+	/* bytes found in the disk cache or ready in memory (what
+	 * readahead and prefetch brought included) against those and the
+	 * bytes fetched: CernVM-FS's user.hitrate, by bytes */
 	if (!err)
 		err = addf(x, "user.avalafs.hitrate", "%.1f",
 			   all ? 100.0 * (double)cached / (double)all : 0.0);
