@@ -113,18 +113,27 @@ def test_prefetch_off(fake_factory, mount_factory):
     assert m.cache_stats()["prefetched"] == 0
 
 
-def test_a_pool_of_readers_in_order_is_fetched_ahead(fake_factory,
-                                                     mount_factory):
-    # 8 threads, each taking the next file of one shared list: their opens
-    # walk the listing together, a little out of order
-    fake = fake_factory("--dataset", DS + ":items=300,size_known=1,"
-                        "min_size=2000,max_size=20000")
+def small_files(fake_factory, mount_factory, items):
+    """A mount of @items small files with a size in the listing, their
+    folder listed, counters zeroed and 30 ms on every data request: the
+    fake, the mount and (truth, path) of each in listing order."""
+    fake = fake_factory("--dataset", DS + ":items=%d,size_known=1,"
+                        "min_size=2000,max_size=20000" % items)
     truth = fake.truth(DS)["items"]
     m = mount_factory(fake, "dataset=" + DS, "prefetch=16")
     files = item_files(m, truth)
     os.listdir(os.path.dirname(files[0][1]))
     fake.reset()
     fake.fault(route="file", latency=0.03, count=-1)
+    return fake, m, files
+
+
+def test_a_pool_of_readers_in_order_is_fetched_ahead(fake_factory,
+                                                     mount_factory):
+    # 8 threads, each taking the next file of one shared list: their opens
+    # walk the listing together, a little out of order
+    fake, m, files = small_files(fake_factory, mount_factory, 300)
+    truth = [t for t, _ in files]
     bad = read_all({t["uid"]: p for t, p in files}, truth, in_order=True)
     m.wait_idle()
     assert bad == []
@@ -155,14 +164,7 @@ def test_a_shuffled_pool_causes_no_request_ahead(fake_factory,
 
 def test_xargs_in_order_is_fetched_ahead(fake_factory, mount_factory):
     # xargs -P8 -n1 cat: eight processes, each the next file of one list
-    fake = fake_factory("--dataset", DS + ":items=200,size_known=1,"
-                        "min_size=2000,max_size=20000")
-    truth = fake.truth(DS)["items"]
-    m = mount_factory(fake, "dataset=" + DS, "prefetch=16")
-    files = item_files(m, truth)
-    os.listdir(os.path.dirname(files[0][1]))
-    fake.reset()
-    fake.fault(route="file", latency=0.03, count=-1)
+    fake, m, files = small_files(fake_factory, mount_factory, 200)
     names = b"".join(os.fsencode(p) + b"\0" for _, p in files)
     out = subprocess.run(["xargs", "-0", "-P8", "-n1", "sha256sum"],
                          input=names, capture_output=True, check=True).stdout
