@@ -245,26 +245,20 @@ struct ahead {
 	size_t n, max;
 };
 
-static int ahead_add(void *p, const struct store_entry *e)
-{
-	struct ahead *a = p;
-
-	if (!e->oid)
-		return 0; /* a folder */
-	a->oids[a->n] = e->oid;
-	a->pos[a->n++] = e->pos;
-	return a->n == a->max;
-}
-
-static int ahead_add_ranked(void *p, uint64_t oid, uint64_t rank)
+static int ahead_add_ranked(void *p, uint64_t oid, uint64_t pos)
 {
 	struct ahead *a = p;
 
 	if (!oid)
 		return 0; /* a folder */
 	a->oids[a->n] = oid;
-	a->pos[a->n++] = rank;
+	a->pos[a->n++] = pos;
 	return a->n == a->max;
+}
+
+static int ahead_add(void *p, const struct store_entry *e)
+{
+	return ahead_add_ranked(p, e->oid, e->pos);
 }
 
 static size_t order_ahead(void *ctx, uint64_t order, uint64_t after, size_t n,
