@@ -950,9 +950,9 @@ from torchvision import datasets, transforms
 torch.set_num_threads(1)
 data = datasets.ImageFolder(sys.argv[1], transform=transforms.Compose(
     [transforms.Resize((64, 64)), transforms.ToTensor()]))
-loader = torch.utils.data.DataLoader(data, batch_size=32, shuffle=True, num_workers=4)
+loader = torch.utils.data.DataLoader(data, batch_size=32, shuffle=sys.argv[3] == "1", num_workers=4)
 epochs = []
-for _ in range(2):
+for _ in range(int(sys.argv[2])):
     start, seen = time.perf_counter(), 0
     for x, y in loader:
         seen += len(y)
@@ -962,7 +962,7 @@ print(json.dumps({"epochs": epochs, "images": seen}))
 
 
 def loader_epochs(root):
-    _, out, _ = timed(["/usr/bin/python3", "-c", LOADER, root], timeout=600)
+    _, out, _ = timed(["/usr/bin/python3", "-c", LOADER, root, "2", "1"], timeout=600)
     result = json.loads(out)
     if result["images"] == 0:
         raise BenchError(f"no image under {root}")
@@ -1056,21 +1056,6 @@ def rows_far_pool(bench, fake, items):
              verdict(ours / theirs >= 2))]
 
 
-ORDERED_LOADER = """
-import json, sys, time
-import torch
-from torchvision import datasets, transforms
-torch.set_num_threads(1)
-data = datasets.ImageFolder(sys.argv[1], transform=transforms.Compose(
-    [transforms.Resize((64, 64)), transforms.ToTensor()]))
-loader = torch.utils.data.DataLoader(data, batch_size=32, shuffle=sys.argv[2] == "1", num_workers=4)
-start, seen = time.perf_counter(), 0
-for x, y in loader:
-    seen += len(y)
-print(json.dumps({"seconds": time.perf_counter() - start, "images": seen}))
-"""
-
-
 def loader_epoch1(bench, fake, options, shuffle):
     """Seconds of a first epoch of a DataLoader (4 workers) over files/ of a
     fresh mount, the images it read, and the files avalafs fetched ahead."""
@@ -1080,13 +1065,13 @@ def loader_epoch1(bench, fake, options, shuffle):
             if entry.is_dir():
                 os.listdir(entry.path)
         before = fake.counts()
-        _, out, _ = timed(["/usr/bin/python3", "-c", ORDERED_LOADER, files, "1" if shuffle else "0"],
+        _, out, _ = timed(["/usr/bin/python3", "-c", LOADER, files, "1", "1" if shuffle else "0"],
                           timeout=600)
         mount.alive()
         result = json.loads(out)
         if result["images"] == 0:
             raise BenchError(f"no image under {files}")
-        return result["seconds"], result["images"], mount.avalafs_stats().get("prefetched", 0)
+        return result["epochs"][0], result["images"], mount.avalafs_stats().get("prefetched", 0)
 
 
 def rows_far_loader_ordered(bench, fake):
