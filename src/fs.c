@@ -111,6 +111,7 @@ int fs_init(struct fs *fs)
 {
 	pthread_mutex_init(&fs->handles_lock, NULL);
 	pthread_mutex_init(&fs->forgets_lock, NULL);
+	pthread_mutex_init(&fs->walks_lock, NULL);
 	fs->handles.prev = fs->handles.next = &fs->handles;
 	fs->env.objects = objects_new(fs->env.cat);
 	fs->env.size_windows = path_view_size_windows_new();
@@ -152,6 +153,7 @@ void fs_destroy(struct fs *fs)
 		h->release(fs, h); /* removes it from the list */
 	}
 	pthread_mutex_destroy(&fs->handles_lock);
+	pthread_mutex_destroy(&fs->walks_lock);
 	objects_free(fs->env.objects);
 	fs->env.objects = NULL;
 	path_view_size_windows_free(fs->env.size_windows);
@@ -241,10 +243,74 @@ static void fs_conn_init(void *userdata, struct fuse_conn_info *conn)
 	if (fs->env.max_background > conn->max_background)
 		conn->max_background = fs->env.max_background;
 	conn->congestion_threshold = conn->max_background * 3 / 4;
-	/* every listing with attributes: otherwise the kernel falls back to
-	 * plain listings after the first reply and `find` then looks every
-	 * folder up, one round trip each */
+	/* every listing may carry attributes: which do is ours to say
+	 * (walk_attrs()) */
 	conn->want &= ~FUSE_CAP_READDIRPLUS_AUTO;
+}
+
+/* ---- which listings carry attributes ---- */
+
+/* A listing with attributes (READDIRPLUS) costs the kernel an inode and a
+ * dentry for every entry: `ls | wc -l` of a million names takes five times as
+ * long as without. So the kernel always asks with attributes, and a reply
+ * carries them when its reader wants them: the first ATTRS_FIRST entries
+ * of every walk (a folder that size is listed as it always was), then the
+ * rest of a walk whose names were looked up while it went on (a reader
+ * that stats as it lists), and every walk of a folder once WANTS_LOOKUPS
+ * of the names a walk gave bare were looked up after it (`ls -l` and
+ * `find` list all, then stat each: the first such walk of a big folder
+ * costs a look-up per name, the next ones none). The kernel's own rule
+ * (FUSE_CAP_READDIRPLUS_AUTO) never learns the second case. */
+#define ATTRS_FIRST 4096
+#define WANTS_LOOKUPS 64
+
+static struct fs_walk *walk_slot(struct fs *fs, fuse_ino_t ino)
+{
+	/* Fibonacci hashing: inodes of one folder's children are near */
+	return &fs->walks[(ino * 0x9e3779b97f4a7c15ULL) >>
+			  (64 - FS_WALKS_SHIFT)];
+}
+
+/* A look-up of a name in folder @parent. */
+static void walk_lookup(struct fs *fs, fuse_ino_t parent)
+{
+	struct fs_walk *w = walk_slot(fs, parent);
+
+	pthread_mutex_lock(&fs->walks_lock);
+	if (w->ino == parent && ++w->lookups >= WANTS_LOOKUPS)
+		w->wants = true;
+	pthread_mutex_unlock(&fs->walks_lock);
+}
+
+/* Whether the next reply of a walk of folder @ino that gave @given entries
+ * with attributes, and that looked its names up already when *@wants,
+ * carries attributes. */
+static bool walk_attrs(struct fs *fs, fuse_ino_t ino, uint64_t given,
+		       bool *wants)
+{
+	struct fs_walk *w = walk_slot(fs, ino);
+
+	if (given < ATTRS_FIRST || *wants)
+		return true;
+	pthread_mutex_lock(&fs->walks_lock);
+	if (w->ino == ino) {
+		*wants = w->wants || w->lookups;
+		w->lookups = 0;
+	}
+	pthread_mutex_unlock(&fs->walks_lock);
+	return *wants;
+}
+
+/* A reply of a walk of folder @ino gave @n entries without attributes. */
+static void walk_bare(struct fs *fs, fuse_ino_t ino, uint64_t n)
+{
+	struct fs_walk *w = walk_slot(fs, ino);
+
+	pthread_mutex_lock(&fs->walks_lock);
+	if (w->ino != ino)
+		*w = (struct fs_walk){ .ino = ino };
+	w->bare += n;
+	pthread_mutex_unlock(&fs->walks_lock);
 }
 
 /* ---- names ---- */
@@ -260,6 +326,8 @@ static void fs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	memset(&e, 0, sizeof(e));
 	if (!err && !dir.ops->dir)
 		err = -ENOTDIR;
+	if (!err)
+		walk_lookup(fs, parent);
 	if (!err)
 		err = dir.ops->lookup(&fs->env, &dir, name, &child, &e.attr,
 				      true);
@@ -338,6 +406,8 @@ struct dir_handle {
 	void *state; /* the kind's; NULL until the first listing */
 	struct sent *sent; /* the last reply's entries */
 	size_t n_sent, cap_sent;
+	uint64_t attrs_given; /* entries given with attributes */
+	bool wants; /* its names were looked up as it went on */
 };
 
 static void dir_free(struct fs *fs, struct dir_handle *d)
@@ -386,6 +456,7 @@ struct dir_fill {
 	fuse_req_t req;
 	struct fs *fs;
 	bool plus;
+	bool attrs; /* entries go with their attributes */
 	char *buf;
 	size_t size, used;
 	off_t next_off; /* the offset the next entry gets */
@@ -447,12 +518,11 @@ static int fill_entry(void *ctx, const char *name, const struct node *child,
 		df->next_off++;
 		return 0;
 	}
-	if (!st) {
-		/* no attributes without a request: the entry goes without
-		 * them, and the kernel asks by lookup when someone wants */
-		memset(&bare, 0, sizeof(bare));
-		bare.st_ino = child->ino;
-		bare.st_mode = child->ops->dir ? S_IFDIR : S_IFREG;
+	if (!st || !df->attrs) {
+		/* no attributes wanted, or none without a request: the
+		 * entry goes without them, and the kernel asks by lookup
+		 * when someone wants */
+		node_stat_bare(child, &bare);
 		return add_entry(df, name, child->ino, &bare, false, pos);
 	}
 	return add_entry(df, name, child->ino, st, true, pos);
@@ -517,9 +587,10 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 
 		add_entry(&df, "..", FUSE_ROOT_ID, &st, false, 0);
 	}
+	df.attrs = plus && walk_attrs(fs, ino, d->attrs_given, &d->wants);
 	if (df.next_off == 2 || df.next_off == off)
 		err = d->node.ops->readdir(&fs->env, &d->node, &d->state, after,
-					   plus, fill_entry, &df);
+					   df.attrs, fill_entry, &df);
 	if (!err)
 		err = df.err;
 	/* an error after some entries: send those, the next call reports it */
@@ -547,6 +618,9 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		if (df.sent[i].counted)
 			counted[n_counted++] = df.sent[i].counted;
 	}
+	d->attrs_given += n_counted;
+	if (plus && !df.attrs && df.n_sent)
+		walk_bare(fs, ino, df.n_sent);
 	free(d->sent);
 	d->sent = df.sent;
 	d->n_sent = df.n_sent;

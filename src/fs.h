@@ -71,6 +71,19 @@ struct fs_forget {
 	size_t len;
 };
 
+/* A folder listed without attributes past its first entries, and whether
+ * its names were looked up since (fs.c, "which listings carry
+ * attributes"). */
+struct fs_walk {
+	fuse_ino_t ino; /* 0: a free slot */
+	uint64_t bare; /* entries given without attributes */
+	uint64_t lookups; /* of names in it since its last reply */
+	bool wants; /* its readers stat what they list */
+};
+
+#define FS_WALKS_SHIFT 6
+#define FS_WALKS (1 << FS_WALKS_SHIFT)
+
 struct fs {
 	struct node_env env; /* what the node kinds reach of the mount */
 	struct tree *tree;
@@ -82,6 +95,8 @@ struct fs {
 	pthread_mutex_t forgets_lock;
 	struct fs_forget *forgets; /* protected by forgets_lock */
 	size_t n_forgets, cap_forgets; /* protected by forgets_lock */
+	pthread_mutex_t walks_lock;
+	struct fs_walk walks[FS_WALKS]; /* protected by walks_lock */
 };
 
 /* Ready @fs's handle list, object cache and counters: 0 or -ENOMEM. */

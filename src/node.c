@@ -138,6 +138,13 @@ void node_stat(struct node_env *env, const struct node *n,
 	}
 }
 
+void node_stat_bare(const struct node *n, struct stat *st)
+{
+	memset(st, 0, sizeof(*st));
+	st->st_ino = n->ino;
+	st->st_mode = n->ops->dir ? S_IFDIR : S_IFREG;
+}
+
 void node_stat_size(struct stat *st, int64_t size)
 {
 	st->st_size = size;
@@ -161,11 +168,8 @@ int node_fill_sorted(struct node_env *env, const struct node *dir,
 			continue; /* gone meanwhile */
 		if (err && err != -EAGAIN)
 			return err;
-		if (!plus) {
-			memset(&st, 0, sizeof(st));
-			st.st_ino = c.ino;
-			st.st_mode = c.ops->dir ? S_IFDIR : S_IFREG;
-		}
+		if (!plus)
+			node_stat_bare(&c, &st);
 		if (fill(ctx, names[i], &c, err ? NULL : &st, i + 1))
 			return 0;
 	}

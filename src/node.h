@@ -168,6 +168,10 @@ extern struct node_ops node_object_ops, node_data_ops, node_thumb_ops;
 void node_stat(struct node_env *env, const struct node *n,
 	       const struct timespec *mtime, struct stat *st);
 
+/* Only what a listing without attributes tells of @n: its inode and
+ * whether it is a folder. */
+void node_stat_bare(const struct node *n, struct stat *st);
+
 /* A file of @size bytes. */
 void node_stat_size(struct stat *st, int64_t size);
 

@@ -272,6 +272,7 @@ static size_t order_ahead(void *ctx, uint64_t order, uint64_t after, size_t n,
 	enum node_which which = order & ORDER_THUMB_BIT ? NODE_THUMB
 							: NODE_DATA;
 	struct ahead a = { .pos = pos, .max = n };
+	struct store_filter names = { .names = true };
 	struct catalog_pin pin;
 	size_t i, given = 0;
 
@@ -285,7 +286,7 @@ static size_t order_ahead(void *ctx, uint64_t order, uint64_t after, size_t n,
 				      ahead_add_ranked, &a);
 		else
 			store_readdir(dataset_store(ds), pin.gen,
-				      order & ORDER_DIR_MASK, after, NULL, n,
+				      order & ORDER_DIR_MASK, after, &names, n,
 				      ahead_add, &a);
 		catalog_unpin(env->cat, ds, kind, &pin);
 	}

@@ -59,7 +59,9 @@ static int list_entry(void *p, const struct store_entry *e)
 		return 0;
 	memcpy(name, e->name, e->name_len);
 	name[e->name_len] = '\0';
-	object_node(lf->env, lf->dir, e, &c, &st);
+	object_node(lf->env, lf->dir, e, &c, lf->plus ? &st : NULL);
+	if (!lf->plus)
+		node_stat_bare(&c, &st);
 	return lf->fill(lf->ctx, name, &c, &st, e->pos);
 }
 
@@ -74,11 +76,13 @@ static int list_readdir(struct node_env *env, const struct node *dir,
 		.fill = fill,
 		.ctx = ctx,
 	};
+	struct store_filter names = { .names = true };
 	int err = node_dir_pin(env, dir, list_kind(dir), state);
 
 	if (!err)
-		err = node_dir_entries(env, dir, *state, list_dir(dir), NULL,
-				       after, list_entry, &lf);
+		err = node_dir_entries(env, dir, *state, list_dir(dir),
+				       plus ? NULL : &names, after, list_entry,
+				       &lf);
 	return err;
 }
 

@@ -28,7 +28,8 @@ static int folder_status(const struct node *n)
 static struct store_filter filter_of(const struct path_view *pv,
 				     const struct node *dir)
 {
-	struct store_filter f = { pv->has, folder_status(dir) };
+	struct store_filter f = { .has = pv->has,
+				  .status = folder_status(dir) };
 
 	return f;
 }
@@ -297,11 +298,8 @@ static int path_entry(void *p, const struct store_entry *e)
 			  pf->plus ? &st : NULL, false);
 	if (err && err != -EAGAIN)
 		return 0; /* no attributes to show */
-	if (!pf->plus) {
-		memset(&st, 0, sizeof(st));
-		st.st_ino = c.ino;
-		st.st_mode = c.ops->dir ? S_IFDIR : S_IFREG;
-	}
+	if (!pf->plus)
+		node_stat_bare(&c, &st);
 	return pf->fill(pf->ctx, name, &c, err ? NULL : &st, e->pos);
 }
 
@@ -312,6 +310,8 @@ int path_view_readdir(struct node_env *env, const struct path_view *pv,
 	struct store_filter filter = filter_of(pv, dir);
 	struct path_fill pf = { env, pv, dir, plus, fill, ctx };
 	int err = node_dir_pin(env, dir, ITEM_KIND_ITEM, state);
+
+	filter.names = !plus;
 
 	if (!err)
 		err = node_dir_entries(env, dir, *state, folder_dir(dir),

@@ -46,6 +46,9 @@ struct store_filter {
 	unsigned has; /* entries (and folders) with all of these; 0: all */
 	int status; /* only objects of this status id (and folders holding
 		     * one); STORE_NO_STATUS: any */
+	bool names; /* only what names an entry: its status, sizes and time
+		     * are left unknown (a walk that gives no attributes
+		     * reads less) */
 };
 
 struct store;

@@ -74,11 +74,15 @@ int store_readdir(struct store *st, uint64_t gen, uint64_t dir, uint64_t after,
 		  const struct store_filter *filter, size_t max,
 		  int (*fn)(void *ctx, const struct store_entry *e), void *ctx)
 {
-	bool list = (dir == STORE_DIR_ITEMS || dir == STORE_DIR_SEQUENCES) &&
+	bool names = filter && filter->names && !filter->status;
+	bool list = !names &&
+		    (dir == STORE_DIR_ITEMS || dir == STORE_DIR_SEQUENCES) &&
 		    (!filter || (!filter->has && !filter->status));
+	enum stmt s = names  ? S_READDIR_NAMES
+		      : list ? S_READDIR_LIST
+			     : S_READDIR;
 	struct conn *c;
-	sqlite3_stmt *q =
-		store_reader_stmt(st, list ? S_READDIR_LIST : S_READDIR, &c);
+	sqlite3_stmt *q = store_reader_stmt(st, s, &c);
 	int rc, ret = 0;
 
 	if (!q)
@@ -86,7 +90,9 @@ int store_readdir(struct store *st, uint64_t gen, uint64_t dir, uint64_t after,
 	sqlite3_bind_int64(q, 1, gen);
 	sqlite3_bind_int64(q, 2, dir);
 	sqlite3_bind_int64(q, 3, after);
-	if (!list)
+	if (names)
+		sqlite3_bind_int(q, 4, filter->has);
+	else if (!list)
 		bind_filter(q, filter);
 	sqlite3_bind_int64(q, 6, max);
 	while ((rc = sqlite3_step(q)) == SQLITE_ROW) {

@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define SCHEMA_VERSION 4
+#define SCHEMA_VERSION 5
 #define MAX_READERS 16 /* connections open for readers at most */
 
 static const char schema[] =
@@ -46,7 +46,10 @@ static const char schema[] =
 	" child INTEGER NOT NULL, has INTEGER NOT NULL,"
 	" flags INTEGER NOT NULL, seq INTEGER NOT NULL,"
 	" PRIMARY KEY(gen, dir, name)) WITHOUT ROWID;"
-	"CREATE INDEX IF NOT EXISTS entries_seq ON entries(gen, dir, seq);"
+	/* a folder in listing order; it holds what a walk that only names
+	 * needs, so that such a walk reads it alone */
+	"CREATE INDEX IF NOT EXISTS entries_seq ON entries(gen, dir, seq,"
+	" oid, child, has);"
 	"CREATE TABLE IF NOT EXISTS folder_status(gen INTEGER NOT NULL,"
 	" dir INTEGER NOT NULL, status INTEGER NOT NULL,"
 	" PRIMARY KEY(gen, dir, status)) WITHOUT ROWID;"
@@ -130,6 +133,13 @@ static const char *const stmt_sql[S_COUNT] = {
 		" l.mtime, e.seq FROM entries e"
 		" JOIN listed l ON l.gen = e.gen AND l.oid = e.oid"
 		" WHERE e.gen = ?1 AND e.dir = ?2 AND e.seq > ?3 AND e.oid != 0"
+		" ORDER BY e.seq LIMIT ?6",
+	/* names, objects and folders, without their attributes */
+	[S_READDIR_NAMES] =
+		"SELECT e.name, e.oid, e.child, e.has, 0, NULL, NULL, NULL,"
+		" e.seq FROM entries e"
+		" WHERE e.gen = ?1 AND e.dir = ?2 AND e.seq > ?3"
+		" AND (e.oid != 0 OR e.child != 0) AND (e.has & ?4) = ?4"
 		" ORDER BY e.seq LIMIT ?6",
 	[S_LOOKUP] =
 		"SELECT e.name, " ENTRY_COLUMNS ENTRY_FROM

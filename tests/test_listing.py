@@ -173,6 +173,30 @@ def test_nodes_are_freed_when_the_kernel_forgets_them(fake_factory,
     wait_for(lambda: m.cache_stats()["nodes"] < 100, what="forgets")
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="drop_caches needs root")
+@pytest.mark.drops_caches
+def test_a_listing_carries_attributes_when_its_reader_wants_them(
+        fake_factory, mount_factory):
+    # an entry with attributes costs the kernel an inode: a reader that
+    # only names (ls | wc -l) gets them for the first 4,096 entries alone
+    fake = fake_factory("--dataset", "acme/many:items=6000")
+    m = mount_factory(fake, "dataset=acme/many", "page_size=1000")
+    items = m.p("acme", "many", "items")
+    listed = os.listdir(items)
+    assert len(set(listed)) == 6000
+    assert 4096 <= m.cache_stats()["nodes"] < 4500
+    # one that lists all, then stats each (find, du) looks the rest up
+    for name in listed:
+        assert stat.S_ISDIR(os.lstat(os.path.join(items, name)).st_mode)
+    assert m.cache_stats()["nodes"] >= 6000
+    # and from then on the folder's walks carry them all through
+    with open("/proc/sys/vm/drop_caches", "w") as f:
+        f.write("2\n")
+    wait_for(lambda: m.cache_stats()["nodes"] < 100, what="forgets")
+    assert sorted(os.listdir(items)) == sorted(listed)
+    assert m.cache_stats()["nodes"] >= 6000
+
+
 @pytest.mark.slow
 def test_kill_9_mid_refresh_leaves_the_last_listing(fake_factory,
                                                    mount_factory,

@@ -7,6 +7,54 @@
 
 #include "store_fixture.h"
 
+static int collect_entry(void *ctx, const struct store_entry *e)
+{
+	struct store_entry *v = ctx;
+	size_t i;
+
+	for (i = 0; i < 16 && v[i].pos; i++)
+		;
+	if (i == 16)
+		return 1;
+	v[i] = *e;
+	v[i].name = NULL;
+	return 0;
+}
+
+/* store_readdir() of @d with @f as it is and asking for names only: the
+ * same names, objects, folders and positions, and no attributes in the
+ * second (but with a status to match, which takes them). */
+static void names_only_agrees(struct store *st, uint64_t gen, uint64_t d,
+			      const struct store_filter *f)
+{
+	struct store_filter names = { .names = true };
+	struct store_entry full[16] = { 0 }, bare[16] = { 0 };
+	struct names a, b;
+	size_t i;
+
+	if (f) {
+		names = *f;
+		names.names = true;
+	}
+	ls(st, gen, d, f, &a);
+	ls(st, gen, d, &names, &b);
+	CHECK(a.n > 0 && a.n == b.n);
+	for (i = 0; i < a.n && i < b.n; i++) {
+		CHECK_STR(a.v[i], b.v[i]);
+		CHECK(a.oid[i] == b.oid[i] && a.child[i] == b.child[i]);
+	}
+	CHECK(store_readdir(st, gen, d, 0, f, 16, collect_entry, full) == 0);
+	CHECK(store_readdir(st, gen, d, 0, &names, 16, collect_entry, bare) ==
+	      0);
+	for (i = 0; i < 16 && full[i].pos; i++) {
+		CHECK(bare[i].pos == full[i].pos && bare[i].has == full[i].has);
+		CHECK(f && f->status
+			      ? bare[i].has_mtime == full[i].has_mtime
+			      : !bare[i].has_mtime && bare[i].size == -1);
+	}
+	CHECK(i == a.n);
+}
+
 static void test_views(void)
 {
 	struct store *st = open_store("views");
@@ -18,9 +66,9 @@ static void test_views(void)
 		make("u-nokey", NULL, NULL, true, true),
 		make("u-slash", "//a//b//", "pending", true, true),
 	};
-	struct store_filter data = { STORE_HAS_DATA, STORE_NO_STATUS };
-	struct store_filter thumbs = { STORE_HAS_THUMB, STORE_NO_STATUS };
-	struct store_filter done = { STORE_HAS_DATA, 0 };
+	struct store_filter data = { .has = STORE_HAS_DATA };
+	struct store_filter thumbs = { .has = STORE_HAS_THUMB };
+	struct store_filter done = { .has = STORE_HAS_DATA };
 	struct store_entry e;
 	struct names ns;
 	uint64_t gen, cars, sedan;
@@ -76,6 +124,12 @@ static void test_views(void)
 	CHECK(n == 3);
 	if (n > 0)
 		free(ids);
+
+	/* a walk that only names gives the same entries, in the same order */
+	names_only_agrees(st, gen, STORE_DIR_ITEMS, NULL);
+	names_only_agrees(st, gen, STORE_DIR_PATHS, &data);
+	names_only_agrees(st, gen, STORE_DIR_PATHS, &thumbs);
+	names_only_agrees(st, gen, cars, &done);
 
 	/* attributes come with the entry */
 	CHECK(store_lookup(st, gen, STORE_DIR_PATHS, "flat.png", NULL, &e) ==
