@@ -248,6 +248,30 @@ static void fs_conn_init(void *userdata, struct fuse_conn_info *conn)
 	conn->want &= ~FUSE_CAP_READDIRPLUS_AUTO;
 }
 
+/* ---- one operation ---- */
+
+/* What the node kinds see of the mount for one operation: the mount's
+ * services, and the listings the operation pinned on first use, held to
+ * its end (objects.h), so that it reads every object from one generation
+ * and pins a listing once. */
+struct op_env {
+	struct node_env env;
+	struct objects_op pins;
+};
+
+static struct node_env *env_begin(struct fs *fs, struct op_env *oe)
+{
+	oe->env = fs->env;
+	oe->pins.n = 0;
+	oe->env.op = &oe->pins;
+	return &oe->env;
+}
+
+static void env_end(struct op_env *oe)
+{
+	objects_op_end(oe->env.objects, &oe->pins);
+}
+
 /* ---- which listings carry attributes ---- */
 
 /* A listing with attributes (READDIRPLUS) costs the kernel an inode and a
@@ -328,9 +352,13 @@ static void fs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		err = -ENOTDIR;
 	if (!err)
 		walk_lookup(fs, parent);
-	if (!err)
-		err = dir.ops->lookup(&fs->env, &dir, name, &child, &e.attr,
-				      true);
+	if (!err) {
+		struct op_env oe;
+
+		err = dir.ops->lookup(env_begin(fs, &oe), &dir, name, &child,
+				      &e.attr, true);
+		env_end(&oe);
+	}
 	if (err == -ENOENT) {
 		/* a negative entry: the kernel need not ask again for ttl */
 		memset(&e, 0, sizeof(e));
@@ -379,8 +407,12 @@ static void fs_getattr(fuse_req_t req, fuse_ino_t ino,
 	struct stat st;
 	int err = node_of(&fs->env, ino, &n);
 
-	if (!err)
-		err = n.ops->getattr(&fs->env, &n, &st);
+	if (!err) {
+		struct op_env oe;
+
+		err = n.ops->getattr(env_begin(fs, &oe), &n, &st);
+		env_end(&oe);
+	}
 	if (err)
 		reply_err(req, FS_OP_GETATTR, -err);
 	else
@@ -588,9 +620,14 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		add_entry(&df, "..", FUSE_ROOT_ID, &st, false, 0);
 	}
 	df.attrs = plus && walk_attrs(fs, ino, d->attrs_given, &d->wants);
-	if (df.next_off == 2 || df.next_off == off)
-		err = d->node.ops->readdir(&fs->env, &d->node, &d->state, after,
-					   df.attrs, fill_entry, &df);
+	if (df.next_off == 2 || df.next_off == off) {
+		struct op_env oe;
+
+		err = d->node.ops->readdir(env_begin(fs, &oe), &d->node,
+					   &d->state, after, df.attrs,
+					   fill_entry, &df);
+		env_end(&oe);
+	}
 	if (!err)
 		err = df.err;
 	/* an error after some entries: send those, the next call reports it */
@@ -691,8 +728,13 @@ static void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		err = -EROFS;
 	if (!err && n.ops->dir)
 		err = -EISDIR;
-	if (!err)
-		err = n.ops->open(&fs->env, &n, fi->flags, &vf, &keep);
+	if (!err) {
+		struct op_env oe;
+
+		err = n.ops->open(env_begin(fs, &oe), &n, fi->flags, &vf,
+				  &keep);
+		env_end(&oe);
+	}
 	fh = err ? NULL : calloc(1, sizeof(*fh));
 	if (!err && !fh) {
 		vf->ops->release(&fs->env, vf);
@@ -836,6 +878,15 @@ static void fs_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
 
 /* ---- extended attributes: an object's fields, read only ---- */
 
+static int xattrs_of(struct fs *fs, const struct node *n, struct node_xattrs *x)
+{
+	struct op_env oe;
+	int err = node_xattrs_of(env_begin(fs, &oe), n, x);
+
+	env_end(&oe);
+	return err;
+}
+
 static void fs_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 			size_t size)
 {
@@ -861,7 +912,7 @@ static void fs_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 	}
 	err = node_of(&fs->env, ino, &n);
 	if (!err)
-		err = node_xattrs_of(&fs->env, &n, &x);
+		err = xattrs_of(fs, &n, &x);
 	if (!err && !(a = node_xattr_find(&x, name)))
 		err = -ENODATA;
 	if (err)
@@ -886,7 +937,7 @@ static void fs_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 	int err = fs->xattr ? node_of(&fs->env, ino, &n) : -ENOSYS;
 
 	if (!err)
-		err = node_xattrs_of(&fs->env, &n, &x);
+		err = xattrs_of(fs, &n, &x);
 	if (!err)
 		need = node_xattr_names(&x, buf, sizeof(buf));
 	if (!err && need > sizeof(buf))

@@ -28,6 +28,7 @@ struct size_windows;
 struct node_env {
 	struct catalog *cat; /* the listings of the datasets */
 	struct objects *objects; /* recently used objects, parsed */
+	struct objects_op *op; /* the listings the operation holds, or NULL */
 	struct stream *stream; /* the bytes of streamed files */
 	struct size_windows *size_windows; /* sizes asked for ahead */
 	int64_t wait_ms; /* longest a request waits for a listing's pages */

@@ -139,8 +139,8 @@ int node_object_file_stat(struct node_env *env, const struct node *n,
 	if (e)
 		size = which == NODE_DATA ? e->size : e->thumb_size;
 	if ((size < 0 && fetch) || !e) {
-		err = objects_get(env->objects, n->ds, node_id_kind(n->id),
-				  node_id_oid(n->id), &it);
+		err = objects_get(env->objects, env->op, n->ds,
+				  node_id_kind(n->id), node_id_oid(n->id), &it);
 		if (err)
 			return err;
 		if (!item_url(it, which)) {
@@ -176,8 +176,8 @@ static int data_stat(struct node_env *env, const struct node *n,
 		     struct stat *st, bool fetch)
 {
 	struct store_entry e;
-	int err = objects_entry(env->objects, n->ds, node_id_kind(n->id),
-				node_id_oid(n->id), &e);
+	int err = objects_entry(env->objects, env->op, n->ds,
+				node_id_kind(n->id), node_id_oid(n->id), &e);
 
 	if (err)
 		return err;
@@ -219,7 +219,8 @@ static void node_place(struct node_env *env, const struct node *n,
 	struct store_place sp;
 
 	memset(place, 0, sizeof(*place));
-	if (objects_place(env->objects, n->ds, kind, node_id_oid(n->id), &sp))
+	if (objects_place(env->objects, env->op, n->ds, kind,
+			  node_id_oid(n->id), &sp))
 		return;
 	place->in[0].order = order_of(n->ds, kind, which, sp.list);
 	place->in[0].pos = sp.list_pos;
@@ -295,7 +296,8 @@ static size_t order_ahead(void *ctx, uint64_t order, uint64_t after, size_t n,
 		struct fetch_src *src;
 		struct item *it;
 
-		if (objects_get(env->objects, ds, kind, a.oids[i], &it))
+		if (objects_get(env->objects, env->op, ds, kind, a.oids[i],
+				&it))
 			continue;
 		if (node_data_src(env, ds, it, which, &src) == 0) {
 			stream_prefetch(env->stream, src);
@@ -366,7 +368,7 @@ static int data_open(struct node_env *env, const struct node *n, int flags,
 
 	if (!df)
 		return -ENOMEM;
-	err = objects_get(env->objects, n->ds, node_id_kind(n->id),
+	err = objects_get(env->objects, env->op, n->ds, node_id_kind(n->id),
 			  node_id_oid(n->id), &it);
 	if (!err)
 		err = node_data_src(env, n->ds, it, which_of(n), &src);

@@ -69,7 +69,7 @@ static size_t object_files(const struct item *it, struct object_file *v)
 static int object_item(struct node_env *env, const struct node *n,
 		       struct item **it)
 {
-	return objects_get(env->objects, n->ds, node_id_kind(n->id),
+	return objects_get(env->objects, env->op, n->ds, node_id_kind(n->id),
 			   node_id_oid(n->id), it);
 }
 
@@ -206,7 +206,7 @@ static int text_target(struct node_env *env, const struct node *n,
 	*view_name = NULL;
 	if (n->ops == &node_view_ops)
 		id = (n->id >> VIEW_INDEX_BITS) | NODE_SEQUENCE_BIT;
-	err = objects_get(env->objects, n->ds, node_id_kind(id),
+	err = objects_get(env->objects, env->op, n->ds, node_id_kind(id),
 			  node_id_oid(id), it);
 	if (err)
 		return err;

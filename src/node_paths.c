@@ -237,7 +237,7 @@ static void window_prefetch(struct node_env *env, const struct node *dir,
 		struct fetch_src *src;
 		struct item *it;
 
-		if (objects_get(env->objects, dir->ds, ITEM_KIND_ITEM,
+		if (objects_get(env->objects, env->op, dir->ds, ITEM_KIND_ITEM,
 				w->oids[i], &it))
 			continue;
 		if (node_data_src(env, dir->ds, it, w->which, &src) == 0) {

@@ -152,7 +152,7 @@ static int object_xattrs(struct node_env *env, const struct node *n,
 			 struct node_xattrs *x)
 {
 	struct item *it = NULL;
-	int err = objects_get(env->objects, n->ds, node_id_kind(n->id),
+	int err = objects_get(env->objects, env->op, n->ds, node_id_kind(n->id),
 			      node_id_oid(n->id), &it);
 
 	if (err == -ENOENT)

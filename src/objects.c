@@ -107,33 +107,73 @@ static struct cached_key key_of(struct dataset *ds, enum item_kind kind,
 	return key;
 }
 
-int objects_get(struct objects *c, struct dataset *ds, enum item_kind kind,
-		uint64_t oid, struct item **out)
+/* Pin @ds's @kind listing for a read by @op, in *@p: *@own tells whether
+ * the caller gives it back (unless @op holds it already or takes it). */
+static int pin(struct objects *c, struct objects_op *op, struct dataset *ds,
+	       enum item_kind kind, struct catalog_pin *p, bool *own)
+{
+	struct objects_pin *h;
+	int i, err;
+
+	*own = false;
+	for (i = 0; op && i < op->n; i++) {
+		if (op->held[i].ds == ds && op->held[i].kind == kind) {
+			*p = op->held[i].pin;
+			return 0;
+		}
+	}
+	err = catalog_pin(c->cat, ds, kind, p);
+	if (err)
+		return err;
+	if (op && op->n < OBJECTS_OP_PINS) {
+		h = &op->held[op->n++];
+		h->ds = ds;
+		h->kind = kind;
+		h->pin = *p;
+	} else {
+		*own = true;
+	}
+	return 0;
+}
+
+void objects_op_end(struct objects *c, struct objects_op *op)
+{
+	int i;
+
+	if (!op)
+		return;
+	for (i = 0; i < op->n; i++)
+		catalog_unpin(c->cat, op->held[i].ds, op->held[i].kind,
+			      &op->held[i].pin);
+	op->n = 0;
+}
+
+int objects_get(struct objects *c, struct objects_op *op, struct dataset *ds,
+		enum item_kind kind, uint64_t oid, struct item **out)
 {
 	struct cached_key key = key_of(ds, kind, oid);
 	struct cached *e;
 	struct item *it = NULL;
-	struct catalog_pin pin;
-	uint64_t gen;
+	struct catalog_pin p;
+	bool own;
 	int err;
 
 	*out = NULL;
 	if (objects_gone(c, ds, kind, oid))
 		return -ENOENT;
-	err = catalog_pin(c->cat, ds, kind, &pin);
+	err = pin(c, op, ds, kind, &p, &own);
 	if (err)
 		return err;
-	gen = pin.gen;
 	pthread_mutex_lock(&c->lock);
 	HASH_FIND(hh, c->by_key, &key, sizeof(key), e);
-	if (e && e->gen == gen) {
+	if (e && e->gen == p.gen) {
 		lru_unlink(c, e);
 		lru_push(c, e);
 		it = item_ref(e->it);
 	}
 	pthread_mutex_unlock(&c->lock);
 	if (!it) {
-		err = store_object(dataset_store(ds), gen, kind, oid, &it);
+		err = store_object(dataset_store(ds), p.gen, kind, oid, &it);
 		if (!err) {
 			pthread_mutex_lock(&c->lock);
 			HASH_FIND(hh, c->by_key, &key, sizeof(key), e);
@@ -142,7 +182,7 @@ int objects_get(struct objects *c, struct dataset *ds, enum item_kind kind,
 			e = calloc(1, sizeof(*e));
 			if (e) {
 				e->key = key;
-				e->gen = gen;
+				e->gen = p.gen;
 				e->it = item_ref(it);
 				HASH_ADD(hh, c->by_key, key, sizeof(e->key), e);
 				lru_push(c, e);
@@ -156,58 +196,62 @@ int objects_get(struct objects *c, struct dataset *ds, enum item_kind kind,
 			pthread_mutex_unlock(&c->lock);
 		}
 	}
-	catalog_unpin(c->cat, ds, kind, &pin);
+	if (own)
+		catalog_unpin(c->cat, ds, kind, &p);
 	*out = it;
 	return err;
 }
 
-int objects_place(struct objects *c, struct dataset *ds, enum item_kind kind,
-		  uint64_t oid, struct store_place *place)
+int objects_place(struct objects *c, struct objects_op *op, struct dataset *ds,
+		  enum item_kind kind, uint64_t oid, struct store_place *place)
 {
 	struct cached_key key = key_of(ds, kind, oid);
 	struct cached *e;
-	struct catalog_pin pin;
-	bool found = false;
+	struct catalog_pin p;
+	bool found = false, own;
 	int err;
 
-	err = catalog_pin(c->cat, ds, kind, &pin);
+	err = pin(c, op, ds, kind, &p, &own);
 	if (err)
 		return err;
 	pthread_mutex_lock(&c->lock);
 	HASH_FIND(hh, c->by_key, &key, sizeof(key), e);
-	if (e && e->gen == pin.gen && e->placed) {
+	if (e && e->gen == p.gen && e->placed) {
 		*place = e->place;
 		found = true;
 	}
 	pthread_mutex_unlock(&c->lock);
 	if (!found) {
-		err = store_object_place(dataset_store(ds), pin.gen, kind, oid,
+		err = store_object_place(dataset_store(ds), p.gen, kind, oid,
 					 place);
 		pthread_mutex_lock(&c->lock);
 		HASH_FIND(hh, c->by_key, &key, sizeof(key), e);
-		if (!err && e && e->gen == pin.gen) {
+		if (!err && e && e->gen == p.gen) {
 			e->place = *place;
 			e->placed = true;
 		}
 		pthread_mutex_unlock(&c->lock);
 	}
-	catalog_unpin(c->cat, ds, kind, &pin);
+	if (own)
+		catalog_unpin(c->cat, ds, kind, &p);
 	return err;
 }
 
-int objects_entry(struct objects *c, struct dataset *ds, enum item_kind kind,
-		  uint64_t oid, struct store_entry *e)
+int objects_entry(struct objects *c, struct objects_op *op, struct dataset *ds,
+		  enum item_kind kind, uint64_t oid, struct store_entry *e)
 {
-	struct catalog_pin pin;
+	struct catalog_pin p;
+	bool own;
 	int err;
 
 	if (objects_gone(c, ds, kind, oid))
 		return -ENOENT;
-	err = catalog_pin(c->cat, ds, kind, &pin);
+	err = pin(c, op, ds, kind, &p, &own);
 	if (err)
 		return err;
-	err = store_object_entry(dataset_store(ds), pin.gen, oid, e);
-	catalog_unpin(c->cat, ds, kind, &pin);
+	err = store_object_entry(dataset_store(ds), p.gen, oid, e);
+	if (own)
+		catalog_unpin(c->cat, ds, kind, &p);
 	return err;
 }
 
