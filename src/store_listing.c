@@ -684,7 +684,10 @@ static int listed_add(struct store_listing *l, const struct item *it,
 	sqlite3_bind_int64(q, 2, oid);
 	if (it->key)
 		sqlite3_bind_blob(q, 3, it->key, it->key_len, SQLITE_STATIC);
-	bind_name(q, 4, on->iname);
+	/* NULL: the same as its key */
+	if (!it->key || strlen(on->iname) != it->key_len ||
+	    memcmp(on->iname, it->key, it->key_len) != 0)
+		bind_name(q, 4, on->iname);
 	sqlite3_bind_int64(q, 5, on->pdir);
 	if (on->pname)
 		bind_name(q, 6, on->pname);

@@ -24,9 +24,10 @@ static const char schema[] =
 	" kind INTEGER NOT NULL, pid INTEGER NOT NULL,"
 	" complete INTEGER NOT NULL DEFAULT 0, listed_at INTEGER);"
 	/* one row per object and generation: what getattr needs, and the
-	 * JSON for everything else */
+	 * JSON for everything else; its name in items/ (iname) is NULL when
+	 * it is its key, as most are */
 	"CREATE TABLE IF NOT EXISTS listed(gen INTEGER NOT NULL,"
-	" oid INTEGER NOT NULL, key BLOB, iname BLOB NOT NULL,"
+	" oid INTEGER NOT NULL, key BLOB, iname BLOB,"
 	" pdir INTEGER NOT NULL DEFAULT 0, pname BLOB,"
 	" has INTEGER NOT NULL, status INTEGER NOT NULL, size INTEGER,"
 	" mtime INTEGER, json BLOB NOT NULL,"
@@ -88,7 +89,7 @@ static const char *const stmt_sql[S_COUNT] = {
 		      " RETURNING gen",
 	[S_GEN_DONE] = "UPDATE gens SET complete = 1, listed_at = ?2"
 		       " WHERE gen = ?1",
-	[S_PREV] = "SELECT key, iname, pdir, pname FROM listed"
+	[S_PREV] = "SELECT key, COALESCE(iname, key), pdir, pname FROM listed"
 		   " WHERE gen = ?1 AND oid = ?2",
 	[S_LISTED_ADD] =
 		"INSERT INTO listed(gen, oid, key, iname, pdir, pname,"
@@ -145,7 +146,8 @@ static const char *const stmt_sql[S_COUNT] = {
 		"SELECT e.name, " ENTRY_COLUMNS ENTRY_FROM
 		"WHERE e.gen = ?1 AND e.dir = ?2 AND e.name = ?3" ENTRY_FILTER,
 	[S_OBJECT] = "SELECT json FROM listed WHERE gen = ?1 AND oid = ?2",
-	[S_OBJECT_ENTRY] = "SELECT l.iname, l.oid, 0, l.has, l.status,"
+	[S_OBJECT_ENTRY] = "SELECT COALESCE(l.iname, l.key), l.oid, 0,"
+			   " l.has, l.status,"
 			   " COALESCE(l.size, ld.size), lt.size, l.mtime, 0"
 			   " FROM listed l"
 			   " LEFT JOIN learned ld ON ld.oid = l.oid"
@@ -154,7 +156,8 @@ static const char *const stmt_sql[S_COUNT] = {
 			   " AND lt.which = 1 AND lt.mtime IS l.mtime"
 			   " WHERE l.gen = ?1 AND l.oid = ?2",
 	[S_DIR_PARENT] = "SELECT parent FROM dirs WHERE id = ?1",
-	[S_PLACE_NAMES] = "SELECT iname, pdir, pname FROM listed"
+	[S_PLACE_NAMES] = "SELECT COALESCE(iname, key), pdir, pname"
+			  " FROM listed"
 			  " WHERE gen = ?1 AND oid = ?2",
 	[S_PLACE] = "SELECT e.seq, (SELECT n.seq FROM entries n"
 		    " WHERE n.gen = e.gen AND n.dir = e.dir AND n.seq > e.seq"
