@@ -1206,7 +1206,9 @@ def rows_million(bench):
         if lines != MILLION_COUNT + 1:
             raise BenchError(f"find listed {lines - 1} items")
         rss = mount.memory()["VmRSS"]
-        log(f"(8) first mount: find {seconds:.1f} s, {lists} list requests, RSS {rss / MiB:.0f} MiB")
+        cpu_us = mount.cpu() / MILLION_COUNT * 1e6
+        log(f"(8) first mount: find {seconds:.1f} s, {lists} list requests, RSS {rss / MiB:.0f} MiB, "
+            f"{cpu_us:.1f} µs of CPU per item")
         dropped = None
         if os.geteuid() == 0:
             drop_caches()
@@ -1225,8 +1227,11 @@ def rows_million(bench):
         log(f"(8) first entry through os.scandir: {first:.3f} s")
     rows += [
         (f"8a. `find items -maxdepth 1`, {MILLION_COUNT:,} items, page_size={MILLION_PAGE}, first mount",
-         f"{seconds:.1f} s, {lists} list requests", f"the fake's serial floor, {pages} pages: {floor:.1f} s",
-         f"{seconds / floor:.2f}", "≤ 1.1", verdict(seconds <= 1.1 * floor)),
+         f"{seconds:.1f} s, {lists} list requests",
+         f"one keep-alive client paging the fake, {pages} pages: {floor:.1f} s",
+         f"{seconds / floor:.2f}", "≤ 1.2", verdict(seconds <= 1.2 * floor)),
+        ("8a'. avalafs's CPU (user + system, `/proc/PID/stat`) per item, mount to the end of 8a",
+         f"{cpu_us:.1f} µs", "", "", "≤ 15 µs", verdict(cpu_us <= 15)),
         ("8b. same, first entry through `os.scandir`", f"{first:.3f} s", f"one page: {page_time:.3f} s",
          f"{first / page_time:.1f} pages",
          "≤ 2 pages", verdict(first <= 2 * page_time)),
@@ -1237,17 +1242,31 @@ def rows_million(bench):
                      verdict(dropped <= 100 * MiB)))
     rows.append(("8e. listing store on disk", f"{stored / MiB:.0f} MiB, {stored / MILLION_COUNT:.0f} B/item",
                  "", "", "—", ""))
-    # a remount: the listing on disk answers, before any request
+    # a remount: the listing on disk answers, before any request; beside
+    # it, as many names in a tmpfs folder
+    names = os.path.join("/dev/shm", f"avalafs-bench-names.{os.getpid()}")
+    os.mkdir(names)
+    try:
+        for i in range(MILLION_COUNT):
+            os.close(os.open(os.path.join(names, f"frame_{i:06d}.jpg"), os.O_CREAT | os.O_WRONLY, 0o600))
+        local = median([timed(["sh", "-c", f"ls '{names}' | wc -l"])[0] for _ in range(RUNS)])
+    finally:
+        shutil.rmtree(names)
     with bench.avalafs(fake, MILLION, opts) as mount:
         items = os.path.join(mount.path, MILLION, "items")
         before = fake.counts()
-        seconds, out, _ = timed(["sh", "-c", f"ls '{items}' | wc -l"])
+        runs = []
+        for _ in range(RUNS):
+            seconds, out, _ = timed(["sh", "-c", f"ls '{items}' | wc -l"])
+            if int(out) != MILLION_COUNT:
+                raise BenchError(f"ls listed {int(out)} items on the remount")
+            runs.append(seconds)
         lists = count_delta(before, fake.counts()).get("items_list", 0)
-        if int(out) != MILLION_COUNT:
-            raise BenchError(f"ls listed {int(out)} items on the remount")
-        log(f"(8) remount: ls | wc -l {seconds:.2f} s, {lists} list requests")
-    rows.append(("8f. remount, `ls items | wc -l`", f"{seconds:.2f} s, {lists} list requests", "", "",
-                 "≤ 3 s, 0 requests", verdict(seconds <= 3 and lists == 0)))
+        seconds = median(runs)
+        log(f"(8) remount: ls | wc -l {seconds:.2f} s, {lists} list requests; tmpfs {local:.2f} s")
+    rows.append(("8f. remount, `ls items | wc -l`", f"{seconds:.2f} s, {lists} list requests",
+                 f"`ls | wc -l` of {MILLION_COUNT:,} names in a tmpfs folder: {local:.2f} s",
+                 f"{seconds / local:.2f}", "≤ 3, 0 requests", verdict(seconds <= 3 * local and lists == 0)))
     return rows
 
 TLS_NOTES = ("T rows: the fake API serves https (Python's ssl) and its data URLs point at a second nginx, "
