@@ -785,6 +785,71 @@ static void fill_from(struct cache_run *r, int64_t start, const char *bytes,
 	pthread_mutex_unlock(&c->lock);
 }
 
+/* Read entry @unit of @r's object, @len bytes from object offset @start,
+ * straight into the run's blocks: when the run holds them all already (it
+ * never grows for it: the entry may not be there) and none is filled yet,
+ * and the entry is that long. Nothing is made readable (see
+ * blocks_ready()). Returns disk_get_iov()'s result, or -EMSGSIZE when the
+ * run cannot take it so. */
+static ssize_t disk_into_run(struct cache_run *r, int64_t unit, int64_t start,
+			     int64_t len, const struct disk_version *want,
+			     struct disk_version *got)
+{
+	struct cache *c = r->c;
+	struct iovec iov[PUT_BLOCKS > UNIT_BLOCKS ? PUT_BLOCKS : UNIT_BLOCKS];
+	int64_t first = start >> BLOCK_SHIFT, last, i;
+	bool ok;
+
+	if (len <= 0 || r->from != first)
+		return -EMSGSIZE;
+	last = (start + len - 1) >> BLOCK_SHIFT;
+	if (last - first + 1 > (int64_t)(sizeof(iov) / sizeof(*iov)))
+		return -EMSGSIZE;
+	pthread_mutex_lock(&c->lock);
+	ok = r->b >= last && r->o->gen == r->gen;
+	for (i = first; ok && i <= last; i++) {
+		struct cache_block *b = r->blocks[i - r->a];
+		int64_t end = start + len, at = i << BLOCK_SHIFT;
+
+		ok = !b->ready && b->len == 0;
+		iov[i - first].iov_base = b->data;
+		iov[i - first].iov_len = end - at < BLOCK_SIZE ? end - at
+							       : BLOCK_SIZE;
+	}
+	pthread_mutex_unlock(&c->lock);
+	if (!ok)
+		return -EMSGSIZE;
+	return disk_get_iov(c->disk, r->o->id, unit, want, got, iov,
+			    (int)(last - first + 1));
+}
+
+/* Make the blocks disk_into_run() filled with @len bytes from object
+ * offset @start readable. */
+static void blocks_ready(struct cache_run *r, int64_t start, int64_t len)
+{
+	struct cache *c = r->c;
+	int64_t i, last = (start + len - 1) >> BLOCK_SHIFT;
+
+	pthread_mutex_lock(&c->lock);
+	if (r->o->gen != r->gen) {
+		/* the object changed since the entry was read */
+		pthread_mutex_unlock(&c->lock);
+		return;
+	}
+	for (i = start >> BLOCK_SHIFT; i <= last; i++) {
+		struct cache_block *b = r->blocks[i - r->a];
+		int64_t at = i << BLOCK_SHIFT;
+
+		b->cap = start + len - at < BLOCK_SIZE ? start + len - at
+						       : BLOCK_SIZE;
+		b->len = b->cap;
+		c->stats.disk_read += b->len;
+		block_done(r, i);
+	}
+	r->from = last + 1;
+	pthread_mutex_unlock(&c->lock);
+}
+
 /* The version a reader of @o expects, as the disk knows versions. Called
  * with c->lock held. */
 static void want_of(const struct cache_obj *o, struct disk_version *v)
@@ -815,7 +880,7 @@ void cache_run_from_disk(struct cache_run *r)
 	if (!c->disk)
 		return;
 	while (r->from <= r->b) {
-		int64_t size, unit;
+		int64_t size, unit, start, len;
 		void *bytes = NULL;
 		ssize_t n;
 		bool fits;
@@ -830,7 +895,17 @@ void cache_run_from_disk(struct cache_run *r)
 		 * large one's first block */
 		unit = size <= DISK_WHOLE_MAX ? DISK_WHOLE
 					      : r->from / UNIT_BLOCKS;
-		n = disk_get(c->disk, r->o->id, unit, &want, &got, &bytes);
+		start = unit == DISK_WHOLE ? 0 : unit * DISK_BLOCK;
+		/* a size known: the entry's bytes go to the blocks as they
+		 * are read, else to a buffer, then copied */
+		len = unit == DISK_WHOLE || size - start < DISK_BLOCK
+			      ? size - start
+			      : DISK_BLOCK;
+		n = size < 0 ? -EMSGSIZE
+			     : disk_into_run(r, unit, start, len, &want, &got);
+		if (n == -EMSGSIZE)
+			n = disk_get(c->disk, r->o->id, unit, &want, &got,
+				     &bytes);
 		if (n == -ENOENT && size < 0 && r->from == 0) {
 			unit = 0;
 			n = disk_get(c->disk, r->o->id, unit, &want, &got,
@@ -861,9 +936,11 @@ void cache_run_from_disk(struct cache_run *r)
 					 got.etag);
 		}
 		pthread_mutex_unlock(&c->lock);
-		if (fits && n > 0)
+		if (fits && n > 0 && bytes)
 			fill_from(r, unit == DISK_WHOLE ? 0 : unit * DISK_BLOCK,
 				  bytes, n);
+		else if (fits && n > 0)
+			blocks_ready(r, start, n);
 		free(bytes);
 		if (!fits) {
 			disk_drop(c->disk, r->o->id);

@@ -202,22 +202,79 @@ static bool version_fits(const struct disk_version *want,
 	return !want->etag[0] || strcmp(want->etag, got->etag) == 0;
 }
 
-/* Read and check the entry open at @fd into a new buffer (*@bytes).
- * Returns its length, -ESTALE for another version, -EBADMSG for a damaged
- * entry. */
+/* Where an entry's bytes go: @iov (@n pieces) when the entry is exactly
+ * as long as they are together, else a new buffer in *@bytes (with @iov
+ * NULL). */
+struct sink {
+	const struct iovec *iov;
+	int n;
+	void **bytes;
+};
+
+static size_t sink_len(const struct sink *k)
+{
+	size_t len = 0;
+	int i;
+
+	for (i = 0; i < k->n; i++)
+		len += k->iov[i].iov_len;
+	return len;
+}
+
+/* Read the bytes of the entry open at @fd, whose header @h says where they
+ * are, into @k, and check them. Returns their length, -EMSGSIZE when @k's
+ * pieces do not hold exactly them (nothing read), -EBADMSG when they fail
+ * their checksum, or -ENOMEM or -EIO. */
+static ssize_t body_read(int fd, const struct head *h, const struct sink *k)
+{
+	XXH3_state_t *st;
+	uint64_t sum;
+	ssize_t n;
+	int i;
+
+	if (!k->iov) {
+		void *buf = malloc(h->len ? h->len : 1);
+
+		if (!buf)
+			return -ENOMEM;
+		n = pread(fd, buf, h->len, h->head_len);
+		if (n != h->len || XXH3_64bits(buf, h->len) != h->sum) {
+			free(buf);
+			return n < 0 ? -EIO : -EBADMSG;
+		}
+		*k->bytes = buf;
+		return n;
+	}
+	if (sink_len(k) != (size_t)h->len)
+		return -EMSGSIZE;
+	n = preadv(fd, k->iov, k->n, h->head_len);
+	if (n != h->len)
+		return n < 0 ? -EIO : -EBADMSG;
+	st = XXH3_createState();
+	if (!st)
+		return -ENOMEM;
+	XXH3_64bits_reset(st);
+	for (i = 0; i < k->n; i++)
+		XXH3_64bits_update(st, k->iov[i].iov_base, k->iov[i].iov_len);
+	sum = XXH3_64bits_digest(st);
+	XXH3_freeState(st);
+	return sum == h->sum ? n : -EBADMSG;
+}
+
+/* Read and check the entry open at @fd into @k. Returns its length,
+ * -ESTALE for another version, -EBADMSG for a damaged entry, or
+ * body_read()'s errors. */
 static ssize_t entry_read(int fd, const char *id, int64_t unit,
 			  const struct disk_version *want,
-			  struct disk_version *got, void **bytes)
+			  struct disk_version *got, const struct sink *k)
 {
 	char raw[HEAD_MAX];
 	struct head h;
 	struct stat st;
 	const char *s;
-	void *buf;
 	ssize_t n;
 	size_t id_len = strlen(id);
 
-	*bytes = NULL;
 	if (fstat(fd, &st))
 		return -errno;
 	n = pread(fd, raw, sizeof(raw), 0);
@@ -246,23 +303,12 @@ static ssize_t entry_read(int fd, const char *id, int64_t unit,
 	got->listed[h.listed_len] = '\0';
 	if (!version_fits(want, got))
 		return -ESTALE;
-	if (h.len > (unit == DISK_WHOLE ? DISK_WHOLE_MAX : DISK_BLOCK))
-		return -EBADMSG;
-	buf = malloc(h.len ? h.len : 1);
-	if (!buf)
-		return -ENOMEM;
-	n = pread(fd, buf, h.len, h.head_len);
-	if (n != h.len || XXH3_64bits(buf, h.len) != h.sum) {
-		free(buf);
-		return n < 0 ? -EIO : -EBADMSG;
-	}
-	*bytes = buf;
-	return n;
+	return body_read(fd, &h, k);
 }
 
-ssize_t disk_get(struct disk *d, const char *id, int64_t unit,
-		 const struct disk_version *want, struct disk_version *got,
-		 void **bytes)
+static ssize_t entry_get(struct disk *d, const char *id, int64_t unit,
+			 const struct disk_version *want,
+			 struct disk_version *got, const struct sink *k)
 {
 	char name[DISK_NAME_MAX], rel[DISK_NAME_MAX + 4];
 	ssize_t n;
@@ -279,10 +325,11 @@ ssize_t disk_get(struct disk *d, const char *id, int64_t unit,
 		pthread_mutex_unlock(&d->lock);
 		return -ENOENT;
 	}
-	n = entry_read(fd, id, unit, want, got, bytes);
+	n = entry_read(fd, id, unit, want, got, k);
 	close(fd);
-	if (n == -ENOMEM || n == -EIO)
-		return n; /* the machine's trouble, not the entry's */
+	if (n == -ENOMEM || n == -EIO || n == -EMSGSIZE)
+		return n; /* the machine's trouble or the caller's: the entry
+			   * stays */
 	if (n < 0) {
 		if (n == -EBADMSG)
 			log_err("data cache: %s/%s is damaged, removed", d->dir,
@@ -304,6 +351,25 @@ ssize_t disk_get(struct disk *d, const char *id, int64_t unit,
 	pthread_mutex_unlock(&d->lock);
 	disk_index_hit(d->index, name);
 	return n;
+}
+
+ssize_t disk_get(struct disk *d, const char *id, int64_t unit,
+		 const struct disk_version *want, struct disk_version *got,
+		 void **bytes)
+{
+	struct sink k = { .bytes = bytes };
+
+	*bytes = NULL;
+	return entry_get(d, id, unit, want, got, &k);
+}
+
+ssize_t disk_get_iov(struct disk *d, const char *id, int64_t unit,
+		     const struct disk_version *want, struct disk_version *got,
+		     const struct iovec *iov, int n)
+{
+	struct sink k = { .iov = iov, .n = n };
+
+	return entry_get(d, id, unit, want, got, &k);
 }
 
 /* Write an entry to a new file in DIR/tmp; its name in @tmp. */

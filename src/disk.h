@@ -69,6 +69,14 @@ ssize_t disk_get(struct disk *d, const char *id, int64_t unit,
 		 const struct disk_version *want, struct disk_version *got,
 		 void **bytes);
 
+/* disk_get() into @iov (@n pieces): the bytes of an entry exactly as long
+ * as they are together, without a copy. Returns that length, -EMSGSIZE
+ * for an entry of another length (nothing read, it stays), or what
+ * disk_get() returns; on an error the pieces may hold anything. */
+ssize_t disk_get_iov(struct disk *d, const char *id, int64_t unit,
+		     const struct disk_version *want, struct disk_version *got,
+		     const struct iovec *iov, int n);
+
 /* Keep the bytes of @iov (@n pieces) as entry @unit of @id, at version @v,
  * when the admission rule lets it in and the disk has room; a block of a
  * large object comes in the second time it is offered (a file streamed

@@ -153,6 +153,41 @@ static void test_round_trip(const char *root)
 	disk_close(d);
 }
 
+/* disk_get_iov(): an entry read straight into pieces of the caller's,
+ * checked as disk_get() checks it; one of another length is left as it
+ * is, a damaged one removed. */
+static void test_into_pieces(const char *root)
+{
+	char dir[512], path[1024];
+	struct disk *d = open_disk(root, 1 << 30, dir, sizeof(dir));
+	struct disk_version want = { .total = ENTRY }, got;
+	static char a[64 * 1024], b[ENTRY - sizeof(a)], small[ENTRY - 1];
+	struct iovec two[2] = { { a, sizeof(a) }, { b, sizeof(b) } };
+	struct iovec short_by_one = { small, sizeof(small) };
+	int fd;
+
+	CHECK(d != NULL);
+	snprintf(want.listed, sizeof(want.listed), "t1");
+	CHECK(put(d, "x\n7") == 0);
+	CHECK(disk_get_iov(d, "x\n7", DISK_WHOLE, &want, &got, two, 2) ==
+	      ENTRY);
+	CHECK(a[0] == '7' && a[sizeof(a) - 1] == '7' && b[0] == '7' &&
+	      b[sizeof(b) - 1] == '7' && got.total == ENTRY);
+	CHECK(disk_get_iov(d, "x\n7", DISK_WHOLE, &want, &got, &short_by_one,
+			   1) == -EMSGSIZE);
+	CHECK(get(d, "x\n7"));
+	/* a byte flipped in the second piece's part */
+	CHECK(entry_file(dir, path, sizeof(path)));
+	fd = open(path, O_RDWR);
+	CHECK(fd >= 0 && pwrite(fd, "!", 1, 90000) == 1);
+	close(fd);
+	CHECK(disk_get_iov(d, "x\n7", DISK_WHOLE, &want, &got, two, 2) ==
+	      -ENOENT);
+	CHECK(access(path, F_OK) != 0);
+	CHECK(!get(d, "x\n7"));
+	disk_close(d);
+}
+
 static void test_cap_and_admission(const char *root)
 {
 	char dir[512];
@@ -345,6 +380,8 @@ int main(void)
 	test_round_trip(dir);
 	snprintf(dir, sizeof(dir), "%s/b", tmpl);
 	test_cap_and_admission(dir);
+	snprintf(dir, sizeof(dir), "%s/e", tmpl);
+	test_into_pieces(dir);
 	snprintf(dir, sizeof(dir), "%s/c", tmpl);
 	test_tmp_cleanup(dir);
 	snprintf(dir, sizeof(dir), "%s/d", tmpl);
