@@ -55,7 +55,12 @@ struct fetch {
 	int max_threads;
 	struct http *http;
 	struct cache *cache;
+	unsigned disk_streak; /* atomic: see fetch_disk_keeps_up() */
 };
+
+/* Runs fetched ahead that found all their bytes on disk, in a row, after
+ * which the disk is taken to keep up. */
+#define DISK_STREAK 32
 
 struct fetch *fetch_new(struct http *http, struct cache *cache, int threads)
 {
@@ -278,13 +283,28 @@ static int job_fetch(struct job *j, struct http_resp *r)
 /* Fill the job's run, from the disk first, and settle it. */
 static void job_run(struct job *j)
 {
+	struct fetch *f = j->f;
 	struct http_resp r;
+	bool on_disk;
 	int err = 0;
 
 	cache_run_from_disk(j->run);
-	if (j->run->from <= j->run->b)
+	on_disk = j->run->from > j->run->b;
+	/* a run ahead that the disk served lengthens the streak; one that
+	 * needs the network, ahead or for a reader, ends it */
+	if (j->run->ahead && on_disk)
+		__atomic_add_fetch(&f->disk_streak, 1, __ATOMIC_RELAXED);
+	else if (!on_disk)
+		__atomic_store_n(&f->disk_streak, 0, __ATOMIC_RELAXED);
+	if (!on_disk)
 		err = job_fetch(j, &r);
 	cache_run_settle(j->run, err);
+}
+
+bool fetch_disk_keeps_up(struct fetch *f)
+{
+	return __atomic_load_n(&f->disk_streak, __ATOMIC_RELAXED) >=
+	       DISK_STREAK;
 }
 
 static void *worker_main(void *p)

@@ -65,6 +65,12 @@ const char *fetch_kind_name(enum fetch_kind kind);
 
 struct fetch;
 
+/* Whether the last runs fetched ahead all found their bytes on disk, and
+ * no run since needed the network: a walk over files the disk holds is
+ * served as fast by its readers' own reads, and fetching ahead then costs
+ * only look-ups and threads. */
+bool fetch_disk_keeps_up(struct fetch *f);
+
 /* Fetch over @http into @cache (both borrowed) with up to @threads
  * threads for what is fetched ahead. NULL on ENOMEM. */
 struct fetch *fetch_new(struct http *http, struct cache *cache, int threads);

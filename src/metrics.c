@@ -577,6 +577,10 @@ static void write_data(struct text *t, const struct snapshot *s)
 	       "Opens that followed an order (the listing, a folder) the "
 	       "prefetch follows.",
 	       u64(s->stream.ordered));
+	single(t, "avalafs_prefetch_disk_opens_total", "counter",
+	       "Opens that fetched nothing ahead, as the files fetched ahead "
+	       "lately were all in the disk cache.",
+	       u64(s->stream.disk_opens));
 }
 
 static void write_memory_cache(struct text *t, const struct snapshot *s)

@@ -373,10 +373,12 @@ static int data_open(struct node_env *env, const struct node *n, int flags,
 	if (!err)
 		err = node_data_src(env, n->ds, it, which_of(n), &src);
 	if (!err) {
-		if (env->prefetch)
+		bool placed = env->prefetch && stream_wants_place(env->stream);
+
+		if (placed)
 			node_place(env, n, &place);
 		err = stream_open(env->stream, src, n->ino, flags & O_DIRECT,
-				  env->prefetch ? &place : NULL, keep_cache,
+				  placed ? &place : NULL, keep_cache,
 				  &df->reader);
 	}
 	fetch_src_unref(src);

@@ -230,6 +230,7 @@ static void log_stats(struct mount *m)
 		 ", \"block_misses\": %" PRIu64 ", \"jobs\": %zu, "
 		 "\"kernel_held\": %zu, \"nodes\": %zu, "
 		 "\"prefetched\": %" PRIu64 ", \"ordered_opens\": %" PRIu64
+		 ", \"disk_opens\": %" PRIu64
 		 ", \"disk\": %s, \"disk_used\": %" PRId64
 		 ", \"disk_limit\": %" PRId64 ", \"disk_read_bytes\": %" PRIu64
 		 ", \"disk_hits\": %" PRIu64 ", \"disk_misses\": %" PRIu64
@@ -239,9 +240,10 @@ static void log_stats(struct mount *m)
 		 ", \"listings_bytes\": %" PRId64 "}",
 		 st.used, st.peak, st.budget, ft.requests, st.filled, st.hits,
 		 st.misses, ft.jobs, st.kernel_held, tree_count(m->fs.tree),
-		 ss.prefetched, ss.ordered, m->disk ? "true" : "false", ds.used,
-		 ds.limit, st.disk_read, ds.hits, ds.misses, ds.puts,
-		 ds.refused, ds.evicted, ds.damaged, ds.write_errors,
+		 ss.prefetched, ss.ordered, ss.disk_opens,
+		 m->disk ? "true" : "false", ds.used, ds.limit, st.disk_read,
+		 ds.hits, ds.misses, ds.puts, ds.refused, ds.evicted,
+		 ds.damaged, ds.write_errors,
 		 !m->disk || ds.writing ? "true" : "false", ds.listings);
 }
 

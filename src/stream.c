@@ -428,6 +428,11 @@ static void follow_orders(struct stream *s, const struct stream_place *place)
 			c->busy = false; /* one order fetches ahead */
 		}
 	}
+	if (want && fetch_disk_keeps_up(s->fetch)) {
+		/* its files are on disk: its readers read them there */
+		cur->busy = false;
+		want = 0;
+	}
 	pthread_mutex_unlock(&s->lock);
 	if (!want)
 		return;
@@ -438,6 +443,16 @@ static void follow_orders(struct stream *s, const struct stream_place *place)
 			pos[i];
 	cur->busy = false;
 	pthread_mutex_unlock(&s->lock);
+}
+
+bool stream_wants_place(struct stream *s)
+{
+	if (!fetch_disk_keeps_up(s->fetch))
+		return true;
+	pthread_mutex_lock(&s->lock);
+	s->stats.disk_opens++;
+	pthread_mutex_unlock(&s->lock);
+	return false;
 }
 
 /* ---- readers ---- */

@@ -45,6 +45,7 @@ struct stream_order_ops {
 struct stream_stats {
 	uint64_t prefetched; /* files fetched ahead of a reader */
 	uint64_t ordered; /* opens that followed an order */
+	uint64_t disk_opens; /* opens that told no place: the disk kept up */
 };
 
 struct stream;
@@ -97,6 +98,12 @@ void stream_size_prefetch(struct stream *s, struct fetch_src *src);
 void stream_prefetch(struct stream *s, struct fetch_src *src);
 
 void stream_get_stats(struct stream *s, struct stream_stats *st);
+
+/* Whether an open should tell where its file stands (stream_open()'s
+ * @place): not while the files fetched ahead lately were all on disk, as
+ * their readers then read them there as fast (fetch_disk_keeps_up()); a
+ * read that needs the network brings it back. */
+bool stream_wants_place(struct stream *s);
 
 /* The cache and the fetcher @s reads over (borrowed), for their counters. */
 struct cache *stream_cache(struct stream *s);

@@ -66,6 +66,39 @@ def test_second_pass_fetches_nothing_ahead(fake_factory, mount_factory):
     assert fake.counts()["file"] < len(files) // 2
 
 
+def test_a_walk_the_disk_cache_holds_fetches_nothing_ahead(
+        fake_factory, mount_factory, tmpdir_short):
+    # read once, kept on disk: on a remount a walk in order over those files
+    # is served by its reader's own reads, and what is not on disk is
+    # fetched ahead again
+    fake = fake_factory("--dataset", DS + ":items=300,size_known=1,"
+                        "min_size=20000,max_size=40000")
+    truth = fake.truth(DS)["items"]
+    cache = os.path.join(tmpdir_short, "cache")
+    m = mount_factory(fake, "dataset=" + DS, "cache_dir=" + cache)
+    for t, p in item_files(m, truth)[:150]:
+        read(t, p)
+    m.wait_idle()
+    assert m.stop() == 0
+    m = mount_factory(fake, "dataset=" + DS, "cache_dir=" + cache)
+    files = item_files(m, truth)
+    fake.reset()
+    for t, p in files[:150]:
+        read(t, p)
+    m.wait_idle()
+    st = m.cache_stats()
+    assert fake.counts()["file"] == 0
+    # the first files fetched ahead came from the disk: then no more
+    assert st["prefetched"] <= 64 and st["disk_opens"] >= 80, st
+    # past what the first mount read (and fetched ahead), the network
+    for t, p in files[150:]:
+        read(t, p)
+    m.wait_idle()
+    after = m.cache_stats()
+    assert after["prefetched"] - st["prefetched"] >= 60, after
+    assert 150 - 32 <= fake.counts()["file"] <= 150
+
+
 def test_shuffled_reader_causes_no_request_ahead(fake_factory, mount_factory):
     fake = fake_factory("--dataset", DS + ":items=300,size_known=0.5")
     truth = fake.truth(DS)["items"]
