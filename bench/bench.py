@@ -886,9 +886,13 @@ def rows_far_reads(bench, fake, items):
 
 
 def local_copy(items, fake, target):
-    """The files of @items fetched (latency and all) into @target, on disk."""
-    os.makedirs(target)
-    paths = [os.path.join(target, str(at)) for at in range(len(items))]
+    """The files of @items fetched (latency and all) into @target, on disk, in
+    the tree a mount shows them in: a folder per item, its data file in it."""
+    paths = []
+    for item in items:
+        extension = os.path.splitext(item["key"])[1]
+        paths.append(os.path.join(target, item["key"], f"data{extension}"))
+        os.makedirs(os.path.dirname(paths[-1]))
     curl_parallel([item["data_url"] for item in items], paths, readers=WIDE_READERS)
     subprocess.run(["sync"], check=True)
     return paths
@@ -924,7 +928,7 @@ def rows_far_epoch2(bench, fake, items):
         drop_caches("3")
         theirs.append(len(local) / parallel_cat(local))
         with bench.passthrough(copy) as mount:
-            through = [os.path.join(mount.path, os.path.basename(path)) for path in local]
+            through = [os.path.join(mount.path, os.path.relpath(path, copy)) for path in local]
             for path in through:
                 os.stat(path)
             drop_caches("3")
