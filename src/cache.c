@@ -67,6 +67,7 @@ struct cache_block {
 	bool cached; /* in the hash and LRU list; false once dropped */
 	int pins; /* readers waiting on or copying out of it, its run */
 	bool in_kernel; /* on the list of blocks the kernel holds whole */
+	bool on_disk; /* its bytes came from an entry on disk */
 	struct cache_block *lru_prev, *lru_next;
 	UT_hash_handle hh;
 };
@@ -778,6 +779,7 @@ static void fill_from(struct cache_run *r, int64_t start, const char *bytes,
 		b->cap = n;
 		memcpy(b->data, bytes + at, n);
 		b->len = n;
+		b->on_disk = true;
 		c->stats.disk_read += n;
 		block_done(r, i);
 	}
@@ -843,6 +845,7 @@ static void blocks_ready(struct cache_run *r, int64_t start, int64_t len)
 		b->cap = start + len - at < BLOCK_SIZE ? start + len - at
 						       : BLOCK_SIZE;
 		b->len = b->cap;
+		b->on_disk = true;
 		c->stats.disk_read += b->len;
 		block_done(r, i);
 	}
@@ -1316,8 +1319,34 @@ static bool block_sent(struct cache_block *b, size_t from, size_t len)
 	return pages > 0 && b->sent == (uint32_t)(((uint64_t)1 << pages) - 1);
 }
 
+/* Drop the blocks of @o, a whole entry on disk, once the kernel holds
+ * every one of them: they are in its page cache and on disk, and their
+ * buffers serve the next reads (a walk over the disk cache then touches no
+ * new memory). Called with c->lock held. */
+static void drop_sent(struct cache *c, struct cache_obj *o)
+{
+	int64_t i, last;
+
+	if (o->size <= 0 || o->size > DISK_WHOLE_MAX)
+		return;
+	last = (o->size - 1) >> BLOCK_SHIFT;
+	for (i = 0; i <= last; i++) {
+		struct cache_block *b = block_find(c, o, i);
+
+		if (b && !(b->ready && b->in_kernel && b->on_disk))
+			return;
+	}
+	for (i = 0; i <= last; i++) {
+		struct cache_block *b = block_find(c, o, i);
+
+		if (b)
+			block_drop(c, b);
+	}
+}
+
 void cache_view_release(struct cache *c, struct cache_view *v, bool sent)
 {
+	struct cache_obj *sent_whole = NULL;
 	int i;
 
 	if (v->n) {
@@ -1336,9 +1365,13 @@ void cache_view_release(struct cache *c, struct cache_view *v, bool sent)
 				       v->iov[i].iov_len)) {
 				lru_unlink(c, b);
 				lru_push(c, b, true);
+				if (b->on_disk)
+					sent_whole = b->key.o;
 			}
 			block_unpin(c, b);
 		}
+		if (sent_whole)
+			drop_sent(c, sent_whole);
 		trim(c);
 		pthread_cond_broadcast(&c->changed);
 		pthread_mutex_unlock(&c->lock);
