@@ -187,9 +187,11 @@ void store_building_set(struct store *st, uint64_t gen, bool on);
 /* ---- store_uids.c ---- */
 
 /* The object numbers of one kind by a hash of their uid: open addressing,
- * an oid of 0 marking a free slot. */
+ * an oid of 0 marking a free slot. Eight bytes a slot, as a listing of
+ * millions holds one each: the numbers a database gives stay below 2^32
+ * (store_uids_add() refuses one that does not). */
 struct uid_slot {
-	uint64_t hash, oid;
+	uint32_t hash, oid;
 };
 
 struct store_uids {
@@ -200,14 +202,15 @@ struct store_uids {
 };
 
 /* The hash of @uid that store_uids_add() and store_uids_next() take. */
-uint64_t store_uids_hash(const char *uid);
+uint32_t store_uids_hash(const char *uid);
 
-/* Hold object @oid (not 0) under @hash. 0 or -ENOMEM. */
-int store_uids_add(struct store_uids *m, uint64_t hash, uint64_t oid);
+/* Hold object @oid under @hash. 0, -ENOMEM, or -EOVERFLOW for an oid of 0
+ * or past 2^32 - 2. */
+int store_uids_add(struct store_uids *m, uint32_t hash, uint64_t oid);
 
 /* The objects held under @hash, one a call: *@pos starts at 0; 0 after the
  * last. Another uid may share the hash: the caller compares. */
-uint64_t store_uids_next(const struct store_uids *m, uint64_t hash,
+uint64_t store_uids_next(const struct store_uids *m, uint32_t hash,
 			 size_t *pos);
 
 /* Forget the objects numbered @from and above (a page rolled back). */

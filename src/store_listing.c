@@ -637,7 +637,7 @@ static int has_uid(struct store_listing *l, uint64_t oid, const char *uid)
  * each have given it one: the one the previous generation lists wins, so
  * that a mount's inode numbers stay; else the lowest. */
 static int object_find(struct store_listing *l, const struct item *it,
-		       uint64_t hash, uint64_t *oid)
+		       uint32_t hash, uint64_t *oid)
 {
 	bool listed = false, checked = false, yes;
 	uint64_t other;
@@ -685,7 +685,7 @@ static int object_id(struct store_listing *l, const struct item *it,
 		     uint64_t *oid)
 {
 	struct conn *w = l->st->writer;
-	uint64_t hash = store_uids_hash(it->uid);
+	uint32_t hash = store_uids_hash(it->uid);
 	sqlite3_stmt *q;
 	int err = object_find(l, it, hash, oid);
 

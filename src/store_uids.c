@@ -7,9 +7,9 @@
 #include <string.h>
 
 /* A slot whose object was dropped: passed over by lookups. */
-#define DROPPED UINT64_MAX
+#define DROPPED UINT32_MAX
 
-uint64_t store_uids_hash(const char *uid)
+uint32_t store_uids_hash(const char *uid)
 {
 	uint64_t h = 0xcbf29ce484222325ull;
 	const unsigned char *p = (const unsigned char *)uid;
@@ -26,7 +26,7 @@ uint64_t store_uids_hash(const char *uid)
 	return h;
 }
 
-static void put(struct uid_slot *slots, size_t cap, uint64_t hash, uint64_t oid)
+static void put(struct uid_slot *slots, size_t cap, uint32_t hash, uint32_t oid)
 {
 	size_t i = hash & (cap - 1);
 
@@ -58,10 +58,10 @@ static int room(struct store_uids *m)
 	return 0;
 }
 
-int store_uids_add(struct store_uids *m, uint64_t hash, uint64_t oid)
+int store_uids_add(struct store_uids *m, uint32_t hash, uint64_t oid)
 {
-	if (!oid || oid == DROPPED)
-		return -EINVAL;
+	if (!oid || oid >= DROPPED)
+		return -EOVERFLOW;
 	if (room(m))
 		return -ENOMEM;
 	put(m->slots, m->cap, hash, oid);
@@ -70,7 +70,7 @@ int store_uids_add(struct store_uids *m, uint64_t hash, uint64_t oid)
 	return 0;
 }
 
-uint64_t store_uids_next(const struct store_uids *m, uint64_t hash, size_t *pos)
+uint64_t store_uids_next(const struct store_uids *m, uint32_t hash, size_t *pos)
 {
 	size_t i;
 
