@@ -9,10 +9,82 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
+#include <stdalign.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* ---- where the tree of a list page lives ---- */
+
+/* A list page of a thousand objects is some 60,000 nodes and strings:
+ * malloc'd and freed one by one they cost more than the parse. The tree of
+ * a page is taken from one arena instead, and given back whole. cJSON's
+ * allocator is the process's: it takes from the arena of the calling
+ * thread while page_parse() runs, and from malloc otherwise, so that what
+ * cJSON allocates elsewhere (a print, a single object) is freed as ever. */
+struct arena_block {
+	struct arena_block *next;
+	size_t used, cap;
+	alignas(max_align_t) unsigned char data[];
+};
+
+static _Thread_local struct arena_block **parsing_into;
+
+static void *arena_alloc(size_t n)
+{
+	struct arena_block *b = *parsing_into;
+	size_t at = b ? (b->used + alignof(max_align_t) - 1) &
+				    ~(alignof(max_align_t) - 1)
+		      : 0;
+
+	if (!b || n > b->cap || at > b->cap - n) {
+		size_t cap = b ? b->cap * 2 : 256 * 1024;
+
+		if (cap < n)
+			cap = n;
+		b = malloc(sizeof(*b) + cap);
+		if (!b)
+			return NULL;
+		b->next = *parsing_into;
+		b->cap = cap;
+		at = 0;
+		*parsing_into = b;
+	}
+	b->used = at + n;
+	return b->data + at;
+}
+
+static void *json_malloc(size_t n)
+{
+	return parsing_into ? arena_alloc(n) : malloc(n);
+}
+
+/* What cJSON frees while parsing into the arena (a failed parse) goes with
+ * the arena. */
+static void json_free(void *p)
+{
+	if (!parsing_into)
+		free(p);
+}
+
+__attribute__((constructor)) static void json_hooks(void)
+{
+	cJSON_Hooks hooks = { json_malloc, json_free };
+
+	cJSON_InitHooks(&hooks);
+}
+
+static void arena_free(struct arena_block *b)
+{
+	while (b) {
+		struct arena_block *next = b->next;
+
+		free(b);
+		b = next;
+	}
+}
 
 void item_list_clear(struct item_list *list)
 {
@@ -709,7 +781,8 @@ static char *cursor_of(const char *url)
  * refused. */
 struct page {
 	char *text; /* the body with its escapes repaired, or NULL: as sent */
-	cJSON *root;
+	cJSON *root; /* in arena */
+	struct arena_block *arena;
 	const cJSON *results;
 	struct span *spans; /* NULL: they did not line up with cJSON's view */
 	bool escaped_nul;
@@ -717,7 +790,7 @@ struct page {
 
 static void page_close(struct page *pg)
 {
-	cJSON_Delete(pg->root);
+	arena_free(pg->arena);
 	free(pg->spans);
 	free(pg->text);
 	memset(pg, 0, sizeof(*pg));
@@ -752,7 +825,9 @@ static int page_open(const char *body, size_t len, struct page *pg,
 	if (pg->text)
 		body = pg->text;
 	end = body + len;
+	parsing_into = &pg->arena;
 	pg->root = parse_body(body, len, false);
+	parsing_into = NULL;
 	pg->results = cJSON_GetObjectItemCaseSensitive(pg->root, "results");
 	next = cJSON_GetObjectItemCaseSensitive(pg->root, "next");
 	if (!cJSON_IsObject(pg->root) || !cJSON_IsArray(pg->results) ||

@@ -25,7 +25,7 @@
 enum stmt {
 	S_META_GET,
 	S_META_SET,
-	S_OBJECT_ID,
+	S_OBJECTS_OF,
 	S_OBJECT_ADD,
 	S_GEN_NEW,
 	S_GEN_DONE,
@@ -183,6 +183,41 @@ void store_release(struct store *st, uint64_t gen);
 /* Note that this process writes @gen (@on), or no longer does: no
  * collection removes it meanwhile. Called with write_lock held. */
 void store_building_set(struct store *st, uint64_t gen, bool on);
+
+/* ---- store_uids.c ---- */
+
+/* The object numbers of one kind by a hash of their uid: open addressing,
+ * an oid of 0 marking a free slot. Eight bytes a slot, as a listing of
+ * millions holds one each: the numbers a database gives stay below 2^32
+ * (store_uids_add() refuses one that does not). */
+struct uid_slot {
+	uint32_t hash, oid;
+};
+
+struct store_uids {
+	struct uid_slot *slots;
+	size_t cap; /* a power of two, or 0 */
+	size_t n; /* objects held */
+	size_t used; /* slots taken: objects held and dropped */
+};
+
+/* The hash of @uid that store_uids_add() and store_uids_next() take. */
+uint32_t store_uids_hash(const char *uid);
+
+/* Hold object @oid under @hash. 0, -ENOMEM, or -EOVERFLOW for an oid of 0
+ * or past 2^32 - 2. */
+int store_uids_add(struct store_uids *m, uint32_t hash, uint64_t oid);
+
+/* The objects held under @hash, one a call: *@pos starts at 0; 0 after the
+ * last. Another uid may share the hash: the caller compares. */
+uint64_t store_uids_next(const struct store_uids *m, uint32_t hash,
+			 size_t *pos);
+
+/* Forget the objects numbered @from and above (a page rolled back). */
+void store_uids_drop_from(struct store_uids *m, uint64_t from);
+
+/* Forget everything; @m is empty after, and may be used again. */
+void store_uids_clear(struct store_uids *m);
 
 /* ---- store.c ---- */
 

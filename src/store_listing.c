@@ -51,7 +51,9 @@ struct store_listing {
 	struct dir_seq *seqs;
 	uint8_t *seen; /* a bit per object number listed already */
 	size_t seen_bytes;
+	struct store_uids uids; /* the numbers of its kind, by uid */
 	uint64_t *page_oids; /* the objects the page being added marked */
+	uint64_t page_made; /* the first object it numbered, 0: none */
 	size_t n_page_oids, cap_page_oids;
 	uint64_t statuses; /* ids < 64 written to gen_status */
 	uint64_t resets; /* store->resets when it began: the database it is
@@ -98,6 +100,10 @@ static void page_undo(struct store_listing *l)
 	for (i = 0; i < l->n_page_oids; i++)
 		l->seen[l->page_oids[i] / 8] &= ~(1u << (l->page_oids[i] % 8));
 	l->n_page_oids = 0;
+	/* the numbers it made go back, to be given again */
+	if (l->page_made)
+		store_uids_drop_from(&l->uids, l->page_made);
+	l->page_made = 0;
 	HASH_ITER(hh, l->folders, f, tmp) {
 		HASH_DEL(l->folders, f);
 		free(f);
@@ -122,6 +128,7 @@ static void memo_free(struct store_listing *l)
 	l->seen = NULL;
 	free(l->page_oids);
 	l->page_oids = NULL;
+	store_uids_clear(&l->uids);
 }
 
 /* The next place in @dir's order (from 1), or 0 on ENOMEM. */
@@ -592,34 +599,136 @@ static void prev_clear(struct prev_row *p)
 	free(p->pname);
 }
 
-/* The number of @it: found, else made (an upsert that returns it costs
- * several times more). */
+/* Whether object @oid is listed in generation @gen. */
+static int listed_in(struct store_listing *l, uint64_t gen, uint64_t oid,
+		     bool *yes)
+{
+	sqlite3_stmt *q = store_stmt(l->st->writer, S_PREV);
+	int rc;
+
+	if (!q)
+		return -EIO;
+	sqlite3_bind_int64(q, 1, gen);
+	sqlite3_bind_int64(q, 2, oid);
+	rc = sqlite3_step(q);
+	sqlite3_reset(q);
+	*yes = rc == SQLITE_ROW;
+	return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : sql_errno(rc);
+}
+
+/* Whether object @oid has uid @uid: 1, 0, or a negative errno. */
+static int has_uid(struct store_listing *l, uint64_t oid, const char *uid)
+{
+	sqlite3_stmt *q = store_stmt(l->st->writer, S_UID);
+	int rc, same = 0;
+
+	if (!q)
+		return -EIO;
+	sqlite3_bind_int64(q, 1, oid);
+	rc = sqlite3_step(q);
+	if (rc == SQLITE_ROW)
+		same = strcmp((const char *)sqlite3_column_text(q, 0), uid) ==
+		       0;
+	sqlite3_reset(q);
+	return rc == SQLITE_ROW || rc == SQLITE_DONE ? same : sql_errno(rc);
+}
+
+/* The number @l knows @it by, 0 when none. Two mounts listing at once may
+ * each have given it one: the one the previous generation lists wins, so
+ * that a mount's inode numbers stay; else the lowest. */
+static int object_find(struct store_listing *l, const struct item *it,
+		       uint32_t hash, uint64_t *oid)
+{
+	bool listed = false, checked = false, yes;
+	uint64_t other;
+	size_t pos = 0;
+	int err;
+
+	*oid = 0;
+	while ((other = store_uids_next(&l->uids, hash, &pos))) {
+		err = has_uid(l, other, it->uid);
+		if (err <= 0) {
+			if (err < 0)
+				return err;
+			continue;
+		}
+		if (!*oid) {
+			*oid = other;
+			continue;
+		}
+		if (l->prev && !checked) {
+			err = listed_in(l, l->prev, *oid, &listed);
+			if (err)
+				return err;
+			checked = true;
+		}
+		if (listed)
+			continue;
+		if (l->prev) {
+			err = listed_in(l, l->prev, other, &yes);
+			if (err)
+				return err;
+			if (yes) {
+				*oid = other;
+				listed = true;
+				continue;
+			}
+		}
+		if (other < *oid)
+			*oid = other;
+	}
+	return 0;
+}
+
+/* The number of @it: found, else made. */
 static int object_id(struct store_listing *l, const struct item *it,
 		     uint64_t *oid)
 {
 	struct conn *w = l->st->writer;
-	sqlite3_stmt *q = store_stmt(w, S_OBJECT_ID);
-	int64_t v;
-	int err;
+	uint32_t hash = store_uids_hash(it->uid);
+	sqlite3_stmt *q;
+	int err = object_find(l, it, hash, oid);
 
+	if (err || *oid)
+		return err;
+	q = store_stmt(w, S_OBJECT_ADD);
 	if (!q)
 		return -EIO;
 	sqlite3_bind_int(q, 1, it->kind);
 	sqlite3_bind_text(q, 2, it->uid, -1, SQLITE_STATIC);
-	err = sql_step_int(q, &v);
-	if (err == -ENOENT) {
-		q = store_stmt(w, S_OBJECT_ADD);
-		if (!q)
-			return -EIO;
-		sqlite3_bind_int(q, 1, it->kind);
-		sqlite3_bind_text(q, 2, it->uid, -1, SQLITE_STATIC);
-		err = sql_step_done(q);
-		v = sqlite3_last_insert_rowid(w->sql.db);
-	}
-	*oid = v;
+	err = sql_step_done(q);
+	if (err)
+		return err;
+	*oid = sqlite3_last_insert_rowid(w->sql.db);
+	if (!l->page_made)
+		l->page_made = *oid;
+	err = store_uids_add(&l->uids, hash, *oid);
 	if (!err)
 		store_note_max(&l->st->max_oid, *oid);
 	return err;
+}
+
+/* The objects of @l's kind the store has numbered, into @l->uids. Read
+ * apart from the writer: it holds no lock meanwhile. */
+static int uids_load(struct store_listing *l)
+{
+	struct conn *c;
+	sqlite3_stmt *q = store_reader_stmt(l->st, S_OBJECTS_OF, &c);
+	int rc = SQLITE_DONE, err = 0;
+
+	if (!q)
+		return -EIO;
+	sqlite3_bind_int(q, 1, l->kind);
+	while (!err && (rc = sqlite3_step(q)) == SQLITE_ROW) {
+		const char *uid = (const char *)sqlite3_column_text(q, 1);
+
+		err = uid ? store_uids_add(&l->uids, store_uids_hash(uid),
+					   sqlite3_column_int64(q, 0))
+			  : -ENOMEM;
+	}
+	if (!err && rc != SQLITE_DONE)
+		err = sql_errno(rc);
+	return store_reader_end(l->st, c, q, err);
 }
 
 /* The names an object has in a generation. */
@@ -798,13 +907,17 @@ int store_listing_begin(struct store *st, enum item_kind kind, uint64_t prev,
 	l->st = st;
 	l->kind = kind;
 	l->prev = prev;
-	pthread_mutex_lock(&st->write_lock);
-	l->resets = store_resets(st);
-	epoch = st->epoch;
-	err = store_writing(st, begin_op, l);
-	pthread_mutex_unlock(&st->write_lock);
-	err = store_damaged(st, epoch, err);
+	err = uids_load(l);
+	if (!err) {
+		pthread_mutex_lock(&st->write_lock);
+		l->resets = store_resets(st);
+		epoch = st->epoch;
+		err = store_writing(st, begin_op, l);
+		pthread_mutex_unlock(&st->write_lock);
+		err = store_damaged(st, epoch, err);
+	}
 	if (err) {
+		store_uids_clear(&l->uids);
 		free(l);
 		return err;
 	}
@@ -844,6 +957,7 @@ static int add_op(struct store *st, void *arg)
 		err = store_status_make(st, st->writer, pa->v[i]->status, &id);
 	}
 	l->n_page_oids = 0;
+	l->page_made = 0;
 	pa->added = 0;
 	if (!err)
 		err = sql_begin(&st->writer->sql);

@@ -10,14 +10,16 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define SCHEMA_VERSION 5
+#define SCHEMA_VERSION 6
 #define MAX_READERS 16 /* connections open for readers at most */
 
 static const char schema[] =
 	"CREATE TABLE IF NOT EXISTS meta(k TEXT PRIMARY KEY, v) WITHOUT ROWID;"
+	/* numbers for ever; a listing finds them by uid in memory
+	 * (store_uids.c), as an index on uids, random, would be written
+	 * all over at every page */
 	"CREATE TABLE IF NOT EXISTS objects(oid INTEGER PRIMARY KEY,"
 	" kind INTEGER NOT NULL, uid TEXT NOT NULL);"
-	"CREATE UNIQUE INDEX IF NOT EXISTS objects_uid ON objects(kind, uid);"
 	/* generations: who builds one (a process), and when it was complete;
 	 * which mounts read one is in the file's locks (LOCK_BASE) */
 	"CREATE TABLE IF NOT EXISTS gens(gen INTEGER PRIMARY KEY,"
@@ -83,7 +85,7 @@ static const char schema[] =
 static const char *const stmt_sql[S_COUNT] = {
 	[S_META_GET] = "SELECT v FROM meta WHERE k = ?1",
 	[S_META_SET] = "INSERT OR REPLACE INTO meta(k, v) VALUES(?1, ?2)",
-	[S_OBJECT_ID] = "SELECT oid FROM objects WHERE kind = ?1 AND uid = ?2",
+	[S_OBJECTS_OF] = "SELECT oid, uid FROM objects WHERE kind = ?1",
 	[S_OBJECT_ADD] = "INSERT INTO objects(kind, uid) VALUES(?1, ?2)",
 	[S_GEN_NEW] = "INSERT INTO gens(kind, pid) VALUES(?1, ?2)"
 		      " RETURNING gen",
@@ -206,6 +208,11 @@ struct conn *store_conn_open(const char *path, int flags, int *err)
 		return NULL;
 	/* the first read of the file: a bad one is said once, by the caller */
 	*err = sql_open(&c->sql, path, flags, stmt_sql, S_COUNT,
+			/* for a new database: rows of most of a KiB (an
+			 * object's JSON) split a page of 4 KiB every few
+			 * inserts, and the splits are most of what writing a
+			 * listing costs */
+			"PRAGMA page_size = 16384;"
 			"PRAGMA journal_mode = WAL;"
 			"PRAGMA synchronous = NORMAL;"
 			/* the log is cut back after each checkpoint: what a

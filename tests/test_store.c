@@ -339,7 +339,7 @@ static void test_full_disk(void)
 		return;
 	snprintf(sub, sizeof(sub), "%s/full", dir);
 	CHECK(mkdir(sub, 0700) == 0);
-	snprintf(cmd, sizeof(cmd), "mount -t tmpfs -o size=256k,mode=0700 t %s",
+	snprintf(cmd, sizeof(cmd), "mount -t tmpfs -o size=1m,mode=0700 t %s",
 		 sub);
 	if (system(cmd) != 0)
 		return;

@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 
 #include "store_fixture.h"
+#include "store_int.h"
 
 static void test_collisions(void)
 {
@@ -418,6 +419,118 @@ static void test_page_again(void)
 	free_items(v, 400);
 }
 
+/* The numbers by uid in memory: every object under a shared hash is
+ * offered, the table grows, and a page rolled back takes its own away. */
+static void test_uids_table(void)
+{
+	struct store_uids m = { 0 };
+	uint64_t oid, seen = 0;
+	size_t pos = 0, i, missing = 0;
+
+	CHECK(store_uids_hash("a") != store_uids_hash("b"));
+	CHECK(store_uids_add(&m, 1, (uint64_t)1 << 32) == -EOVERFLOW);
+	for (i = 1; i <= 5000; i++)
+		CHECK(store_uids_add(&m, i % 7 ? i * 0x9e3779b1u : 42, i) == 0);
+	CHECK(m.n == 5000 && m.cap >= 5000 * 4 / 3);
+	while ((oid = store_uids_next(&m, 42, &pos)))
+		seen++;
+	CHECK(seen == 5000 / 7);
+	store_uids_drop_from(&m, 4001);
+	CHECK(m.n == 4000);
+	for (i = 1; i <= 5000; i++) {
+		pos = 0;
+		if (i % 7 == 0)
+			continue;
+		oid = store_uids_next(&m, i * 0x9e3779b1u, &pos);
+		if (i <= 4000 ? oid != i : oid != 0)
+			missing++;
+	}
+	CHECK(missing == 0);
+	/* a number given again after the drop */
+	CHECK(store_uids_add(&m, 7, 4001) == 0);
+	pos = 0;
+	CHECK(store_uids_next(&m, 7, &pos) == 4001);
+	CHECK(store_uids_next(&m, 7, &pos) == 0);
+	store_uids_clear(&m);
+	pos = 0;
+	CHECK(m.n == 0 && store_uids_next(&m, 7, &pos) == 0);
+}
+
+/* The number of the entry @name in items/ of @gen, 0 when none. */
+static uint64_t oid_of(struct store *st, uint64_t gen, const char *name)
+{
+	struct store_entry e;
+
+	if (store_lookup(st, gen, STORE_DIR_ITEMS, name, NULL, &e))
+		return 0;
+	return e.oid;
+}
+
+/* An object keeps its number from one listing to the next, and after the
+ * store is opened again; one listed twice in a listing is written once. */
+static void test_numbers_kept(void)
+{
+	struct store *st = open_store("numbers");
+	struct item *v[] = { make("n-1", "one.jpg", NULL, true, true),
+			     make("n-2", "two.jpg", NULL, true, true),
+			     make("n-1", "one.jpg", NULL, true, true),
+			     make("n-3", "three.jpg", NULL, true, true) };
+	uint64_t g1, g2, g3, one, two;
+
+	g1 = list(st, v, 2, 1);
+	one = oid_of(st, g1, "one.jpg");
+	two = oid_of(st, g1, "two.jpg");
+	CHECK(one && two && one != two);
+	g2 = list(st, v, 3, 2);
+	CHECK(store_objects(st, g2) == 2);
+	CHECK(oid_of(st, g2, "one.jpg") == one);
+	CHECK(oid_of(st, g2, "two.jpg") == two);
+	store_free(st);
+	st = open_store("numbers");
+	g3 = list(st, v, 4, 4);
+	CHECK(store_objects(st, g3) == 3);
+	CHECK(oid_of(st, g3, "one.jpg") == one);
+	CHECK(oid_of(st, g3, "two.jpg") == two);
+	CHECK(oid_of(st, g3, "three.jpg") > two);
+	free_items(v, 4);
+	store_free(st);
+}
+
+/* Two mounts list a new object at once, each numbering it: each keeps its
+ * own number in its next listing, so its inodes stay. */
+static void test_numbered_twice(void)
+{
+	struct store *a = open_store("twice"), *b = open_store("twice");
+	struct item *v[] = { make("t-1", "one.jpg", NULL, true, true) };
+	struct store_listing *la, *lb;
+	uint64_t ga, gb, ga2, gb2, in_a, in_b;
+
+	CHECK(store_listing_begin(a, ITEM_KIND_ITEM, 0, &la) == 0);
+	CHECK(store_listing_begin(b, ITEM_KIND_ITEM, 0, &lb) == 0);
+	CHECK(store_listing_add(la, v, 1) == 1);
+	CHECK(store_listing_add(lb, v, 1) == 1);
+	ga = store_listing_commit(la);
+	gb = store_listing_commit(lb);
+	store_listing_free(la);
+	store_listing_free(lb);
+	in_a = oid_of(a, ga, "one.jpg");
+	in_b = oid_of(b, gb, "one.jpg");
+	CHECK(in_a && in_b && in_a != in_b);
+	CHECK(store_listing_begin(b, ITEM_KIND_ITEM, gb, &lb) == 0);
+	CHECK(store_listing_add(lb, v, 1) == 1);
+	gb2 = store_listing_commit(lb);
+	store_listing_free(lb);
+	CHECK(store_listing_begin(a, ITEM_KIND_ITEM, ga, &la) == 0);
+	CHECK(store_listing_add(la, v, 1) == 1);
+	ga2 = store_listing_commit(la);
+	store_listing_free(la);
+	CHECK(oid_of(a, ga2, "one.jpg") == in_a);
+	CHECK(oid_of(b, gb2, "one.jpg") == in_b);
+	free_items(v, 1);
+	store_free(a);
+	store_free(b);
+}
+
 int main(void)
 {
 	if (fixture_begin())
@@ -431,6 +544,9 @@ int main(void)
 	test_key_rules();
 	test_attributes();
 	test_page_again();
+	test_uids_table();
+	test_numbers_kept();
+	test_numbered_twice();
 	fixture_end();
 	return check_report();
 }
