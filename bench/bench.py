@@ -703,7 +703,8 @@ def big_local(bench, run):
 
 def small_local(bench, run):
     """Files/s of READERS curls writing the small files to tmpfs then READERS cats
-    reading them, and of the cats alone reading them again."""
+    reading them, of the cats alone reading them again, and of the same curls
+    and cats with libfuse's passthrough_ll over the copy (the FUSE floor)."""
     target = local_dir()
     try:
         paths = [os.path.join(target, str(at)) for at in range(len(bench.small))]
@@ -711,10 +712,15 @@ def small_local(bench, run):
         seconds += parallel_cat(paths)
         expect_bytes("local copy", size, bench.small_bytes)
         again = parallel_cat(paths)
+        with bench.passthrough(target) as mount:
+            through = [os.path.join(mount.path, str(at)) for at in range(len(paths))]
+            floor, _ = curl_parallel([item["data_url"] for item in bench.small], through)
+            floor += parallel_cat(through)
     finally:
         shutil.rmtree(target)
-    log(f"(2,3) local copy run {run + 1}: {len(paths) / seconds:.0f} files/s, again {len(paths) / again:.0f}")
-    return len(paths) / seconds, len(paths) / again
+    log(f"(2,3) local copy run {run + 1}: {len(paths) / seconds:.0f} files/s, again {len(paths) / again:.0f}; "
+        f"through passthrough_ll {len(paths) / floor:.0f} files/s")
+    return len(paths) / seconds, len(paths) / again, len(paths) / floor
 
 
 def summarize_small(runs):
@@ -2028,7 +2034,7 @@ def rows_small(bench):
             rclone.append(small_reads(bench, bench.rclone, ServedLayout(), "rclone", run))
     cold, warm, requests = summarize_small(avalafs)
     curl = median(curl)
-    local_cold, local_warm = (median(values) for values in zip(*local))
+    local_cold, local_warm, floor = (median(values) for values in zip(*local))
     rows = [
         (f"2. {SMALL_COUNT:,} files of 60–160 KB, `xargs -P{READERS} cat`, cold", f"{cold:.0f} files/s",
          f"local copy ({READERS} curls to tmpfs, then `cat`) {local_cold:.0f} files/s",
@@ -2036,6 +2042,9 @@ def rows_small(bench):
         ("3. same files again, same mount", f"{warm:.0f} files/s, {requests} HTTP requests",
          f"the local copy again {local_warm:.0f} files/s", f"{warm / local_warm:.2f}", "0 requests",
          verdict(requests == 0)),
+        ("2b. row 2 against the FUSE floor", f"{cold:.0f} files/s",
+         f"the local copy written and read through libfuse's `passthrough_ll` {floor:.0f} files/s",
+         f"{cold / floor:.2f}", "—", ""),
         ("2c. row 2 against curl alone", f"{cold:.0f} files/s", f"{READERS} curls {curl:.0f} files/s",
          f"{cold / curl:.2f}", "—", ""),
     ]
