@@ -171,9 +171,15 @@ static void hint_dev_fuse(void)
 			strerror(errno));
 }
 
-/* Let the kernel read ahead @kb KiB on the mount at @mountpoint, instead of
- * FUSE's 128 KiB, so sequential readers send large reads. Needs root; best
- * effort. */
+/* The kernel's readahead on the mount, instead of FUSE's 128 KiB: sequential
+ * readers send large reads, and a read(2) at a random offset is asked for as
+ * it is. The kernel takes a read larger than its window for the start of a
+ * stream and reads ahead of it: at 1 MiB, a random read of 1 MiB (257 pages
+ * when unaligned) brought three. */
+#define KERNEL_READAHEAD_KB 4096
+
+/* Let the kernel read ahead @kb KiB on the mount at @mountpoint. Needs root;
+ * best effort. */
 static void raise_kernel_readahead(const char *mountpoint, unsigned kb)
 {
 	char dev[64], type[64], path[128];
@@ -256,9 +262,14 @@ static void *watch_session(void *p)
 	while (!fuse_session_exited(m->se) &&
 	       !__atomic_load_n(&w->done, __ATOMIC_ACQUIRE)) {
 		/* the kernel sets its readahead when it reads our answer to
-		 * INIT, which the loop sends first: raise it after that */
-		if (++ticks == 4)
-			raise_kernel_readahead(m->cmd.mountpoint, 1024);
+		 * INIT: raise it a tick after that answer went out */
+		if (ticks >= 0 &&
+		    __atomic_load_n(&m->fs.conn_ready, __ATOMIC_ACQUIRE) &&
+		    ++ticks == 2) {
+			raise_kernel_readahead(m->cmd.mountpoint,
+					       KERNEL_READAHEAD_KB);
+			ticks = -1;
+		}
 		uint64_t inos[64];
 		size_t i, n;
 

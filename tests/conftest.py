@@ -241,6 +241,20 @@ class Mount:
     def p(self, *parts):
         return os.path.join(self.path, *parts)
 
+    def kernel_readahead_kb(self, want, timeout=5):
+        """The kernel's readahead on the mount (KiB), once it is @want or
+        @timeout seconds passed: avalafs raises it after INIT."""
+        dev = os.stat(self.path).st_dev
+        path = "/sys/class/bdi/%d:%d/read_ahead_kb" % (os.major(dev),
+                                                       os.minor(dev))
+        deadline = time.time() + timeout
+        while True:
+            with open(path) as f:
+                kb = int(f.read())
+            if kb == want or time.time() > deadline:
+                return kb
+            time.sleep(0.02)
+
     def stop(self):
         """Unmount; returns the exit code (0 for a clean unmount)."""
         unmount(self.path)
