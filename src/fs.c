@@ -246,7 +246,6 @@ static void fs_conn_init(void *userdata, struct fuse_conn_info *conn)
 	/* every listing may carry attributes: which do is ours to say
 	 * (walk_attrs()) */
 	conn->want &= ~FUSE_CAP_READDIRPLUS_AUTO;
-	__atomic_store_n(&fs->conn_ready, 1, __ATOMIC_RELEASE);
 }
 
 /* ---- one operation ---- */

@@ -90,7 +90,6 @@ struct fs {
 	struct fs_stats *stats; /* atomic counters */
 	double ttl; /* seconds the kernel may trust entries and attributes */
 	bool xattr; /* objects' fields as extended attributes (-o xattr) */
-	int conn_ready; /* atomic: we answered the kernel's INIT */
 	pthread_mutex_t handles_lock;
 	struct fs_handle handles; /* list head */
 	pthread_mutex_t forgets_lock;

@@ -171,13 +171,6 @@ static void hint_dev_fuse(void)
 			strerror(errno));
 }
 
-/* The kernel's readahead on the mount, instead of FUSE's 128 KiB: sequential
- * readers send large reads, and a read(2) at a random offset is asked for as
- * it is. The kernel takes a read larger than its window for the start of a
- * stream and reads ahead of it: at 1 MiB, a random read of 1 MiB (257 pages
- * when unaligned) brought three. */
-#define KERNEL_READAHEAD_KB 4096
-
 /* Let the kernel read ahead @kb KiB on the mount at @mountpoint. Needs root;
  * best effort. */
 static void raise_kernel_readahead(const char *mountpoint, unsigned kb)
@@ -257,19 +250,9 @@ static void *watch_session(void *p)
 {
 	struct session_watch *w = p;
 	struct mount *m = w->m;
-	int ticks = 0;
 
 	while (!fuse_session_exited(m->se) &&
 	       !__atomic_load_n(&w->done, __ATOMIC_ACQUIRE)) {
-		/* the kernel sets its readahead when it reads our answer to
-		 * INIT: raise it a tick after that answer went out */
-		if (ticks >= 0 &&
-		    __atomic_load_n(&m->fs.conn_ready, __ATOMIC_ACQUIRE) &&
-		    ++ticks == 2) {
-			raise_kernel_readahead(m->cmd.mountpoint,
-					       KERNEL_READAHEAD_KB);
-			ticks = -1;
-		}
 		uint64_t inos[64];
 		size_t i, n;
 
@@ -370,6 +353,11 @@ static void *await_serving(void *p)
 		err = errno;
 	else if (r->check && st.st_dev == r->dev_before)
 		err = ENOTCONN; /* unmounted already */
+	/* the kernel set its readahead as it read our answer to INIT: raise
+	 * it before anyone is told the mount serves */
+	else if (r->check)
+		raise_kernel_readahead(r->mountpoint,
+				       STREAM_KERNEL_READAHEAD >> 10);
 	tell_start(r, err);
 	return NULL;
 }

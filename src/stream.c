@@ -25,7 +25,9 @@
 #define BLOCK_SHIFT CACHE_BLOCK_SHIFT
 #define BLOCK_SIZE CACHE_BLOCK
 #define RA_MIN (2 * BLOCK_SIZE) /* first readahead window */
-#define SEQ_SLACK (1 << 20) /* reads this close to the last are sequential */
+/* reads this close to the last are sequential: the kernel's reads ahead of
+ * one reader overtake one another */
+#define SEQ_SLACK (2 * STREAM_KERNEL_READAHEAD)
 /* After a seek, a reader reads ahead only once it has read this much in a
  * row: a random read fetches what it reads (the kernel splits a 1 MiB read
  * into sequential pieces and reads another 1 MiB ahead of it, which alone

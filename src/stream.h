@@ -14,6 +14,14 @@
 #include "cache.h"
 #include "fetch.h"
 
+/* The kernel's readahead on a mount (session.c raises it from FUSE's 128
+ * KiB): sequential readers send large reads, and a read(2) at a random
+ * offset is asked for as it is (the kernel takes a read larger than its
+ * window for the start of a stream and reads ahead of it: at 1 MiB, a random
+ * read of 1 MiB, 257 pages when unaligned, brought three). The reads of one
+ * sequential reader arrive this far apart, and in any order. */
+#define STREAM_KERNEL_READAHEAD ((int64_t)4 << 20)
+
 struct stream_config {
 	size_t small_file; /* files up to this size are fetched whole */
 	size_t readahead_max; /* largest readahead window of one reader */
