@@ -22,6 +22,7 @@
 #define BLOCK_SHIFT CACHE_BLOCK_SHIFT
 #define BLOCK_SIZE CACHE_BLOCK
 #define UNIT_BLOCKS (DISK_BLOCK >> BLOCK_SHIFT) /* memory blocks a disk block */
+#define PIECE_BLOCKS (DISK_PIECE >> BLOCK_SHIFT) /* memory blocks a piece */
 #define ERR_HOLD_MS 1000
 #define PUT_BLOCKS (DISK_WHOLE_MAX >> CACHE_BLOCK_SHIFT) /* of an entry */
 #define PUT_BATCH 32 /* entries written in one go */
@@ -68,6 +69,7 @@ struct cache_block {
 	int pins; /* readers waiting on or copying out of it, its run */
 	bool in_kernel; /* on the list of blocks the kernel holds whole */
 	bool on_disk; /* its bytes came from an entry on disk */
+	bool offered; /* its bytes went to the disk in an entry */
 	struct cache_block *lru_prev, *lru_next;
 	UT_hash_handle hh;
 };
@@ -867,18 +869,16 @@ static void want_of(const struct cache_obj *o, struct disk_version *v)
  * its object has. */
 static bool entry_whole(int64_t unit, ssize_t n, int64_t total)
 {
-	int64_t start = unit == DISK_WHOLE ? 0 : unit * DISK_BLOCK;
+	int64_t len = disk_unit_len(unit, total);
 
-	if (unit == DISK_WHOLE)
-		return n == total;
-	return start < total &&
-	       n == (total - start < DISK_BLOCK ? total - start : DISK_BLOCK);
+	return (unit == DISK_WHOLE || len > 0) && n == len;
 }
 
 void cache_run_from_disk(struct cache_run *r)
 {
 	struct cache *c = r->c;
 	struct disk_version want, got;
+	int64_t missed = DISK_WHOLE; /* a block the disk lacks whole */
 
 	if (!c->disk)
 		return;
@@ -895,15 +895,17 @@ void cache_run_from_disk(struct cache_run *r)
 		if (size >= 0 && r->from << BLOCK_SHIFT >= size)
 			return;
 		/* a size not known yet: a small object's whole entry, else a
-		 * large one's first block */
+		 * large one's first block; a block the disk lacks whole may
+		 * have pieces */
 		unit = size <= DISK_WHOLE_MAX ? DISK_WHOLE
 					      : r->from / UNIT_BLOCKS;
-		start = unit == DISK_WHOLE ? 0 : unit * DISK_BLOCK;
+		if (unit != DISK_WHOLE && unit == missed)
+			unit = DISK_PIECES +
+			       ((r->from << BLOCK_SHIFT) >> DISK_PIECE_SHIFT);
+		start = disk_unit_start(unit);
 		/* a size known: the entry's bytes go to the blocks as they
 		 * are read, else to a buffer, then copied */
-		len = unit == DISK_WHOLE || size - start < DISK_BLOCK
-			      ? size - start
-			      : DISK_BLOCK;
+		len = disk_unit_len(unit, size);
 		n = size < 0 ? -EMSGSIZE
 			     : disk_into_run(r, unit, start, len, &want, &got);
 		if (n == -EMSGSIZE)
@@ -913,6 +915,11 @@ void cache_run_from_disk(struct cache_run *r)
 			unit = 0;
 			n = disk_get(c->disk, r->o->id, unit, &want, &got,
 				     &bytes);
+		}
+		if (n == -ENOENT && size > DISK_WHOLE_MAX &&
+		    unit < DISK_PIECES) {
+			missed = unit;
+			continue;
 		}
 		if (n < 0)
 			return;
@@ -940,8 +947,7 @@ void cache_run_from_disk(struct cache_run *r)
 		}
 		pthread_mutex_unlock(&c->lock);
 		if (fits && n > 0 && bytes)
-			fill_from(r, unit == DISK_WHOLE ? 0 : unit * DISK_BLOCK,
-				  bytes, n);
+			fill_from(r, disk_unit_start(unit), bytes, n);
 		else if (fits && n > 0)
 			blocks_ready(r, start, n);
 		free(bytes);
@@ -1101,56 +1107,100 @@ static bool put_queue(struct cache *c, struct put *p)
 	return true;
 }
 
+/* Keep blocks [i, j] of @o, generation @gen, on disk as entry @unit, when
+ * every one is whole in memory (and, with @fetched, none came from the
+ * disk or went to it already): they are pinned until written. False when
+ * one is not. */
+static bool keep_entry(struct cache *c, struct cache_obj *o, unsigned gen,
+		       int64_t unit, int64_t i, int64_t j, bool fetched)
+{
+	struct put *p = calloc(1, sizeof(*p));
+	bool whole = i <= j, queued = false;
+	int64_t k;
+
+	if (!p)
+		return false;
+	pthread_mutex_lock(&c->lock);
+	for (k = i; whole && k <= j; k++) {
+		struct cache_block *blk = block_find(c, o, k);
+
+		whole = o->gen == gen && blk && blk->ready &&
+			blk->len == blk->cap &&
+			!(fetched && (blk->on_disk || blk->offered));
+		if (!whole)
+			break;
+		blk->pins++;
+		p->blocks[p->n++] = blk;
+		p->bytes += blk->len;
+	}
+	if (!whole) {
+		while (p->n > 0)
+			block_unpin(c, p->blocks[--p->n]);
+	} else {
+		for (k = 0; k < p->n; k++)
+			p->blocks[k]->offered = true;
+		p->o = o;
+		o->refs++;
+		p->unit = unit;
+		want_of(o, &p->v);
+		c->put_bytes += p->bytes;
+		queued = put_queue(c, p);
+	}
+	pthread_mutex_unlock(&c->lock);
+	/* once queued, @p is the writer's */
+	if (!whole)
+		free(p);
+	else if (!queued)
+		puts_write(c, p);
+	return whole;
+}
+
+/* Whether a block of [a, b] of @o is being filled. */
+static bool blocks_coming(struct cache *c, struct cache_obj *o, int64_t a,
+			  int64_t b)
+{
+	bool coming = false;
+
+	pthread_mutex_lock(&c->lock);
+	for (; !coming && a <= b; a++) {
+		struct cache_block *blk = block_find(c, o, a);
+
+		coming = blk && !blk->ready;
+	}
+	pthread_mutex_unlock(&c->lock);
+	return coming;
+}
+
 /* Keep on disk every unit of @o that [a, b] touched and that is now whole
- * in memory: its blocks are pinned until written. */
+ * in memory; of a block of a large object that is not, and that no run
+ * still fills, the pieces whole in memory (a random read keeps what it
+ * fetched, and only that). */
 static void keep_on_disk(struct cache *c, struct cache_obj *o, unsigned gen,
 			 int64_t a, int64_t b)
 {
-	int64_t first, last, i, size;
+	int64_t first, last, size, i;
 
-	for (;;) {
-		struct put *p = calloc(1, sizeof(*p));
-		bool queued = false, empty;
-
-		if (!p)
-			return;
+	for (; a <= b; a = last + 1) {
 		pthread_mutex_lock(&c->lock);
-		size = o->size;
-		if (o->gen != gen || size <= 0 || a > b) {
-			pthread_mutex_unlock(&c->lock);
-			free(p);
-			return;
-		}
-		unit_of(size, a, &first, &last);
-		for (i = first; i <= last; i++) {
-			struct cache_block *blk = block_find(c, o, i);
-
-			if (!blk || !blk->ready || blk->len != blk->cap)
-				break;
-			blk->pins++;
-			p->blocks[p->n++] = blk;
-			p->bytes += blk->len;
-		}
-		if (i <= last) {
-			while (p->n > 0)
-				block_unpin(c, p->blocks[--p->n]);
-		} else {
-			p->o = o;
-			o->refs++;
-			p->unit = size <= DISK_WHOLE_MAX ? DISK_WHOLE
-							 : first / UNIT_BLOCKS;
-			want_of(o, &p->v);
-			c->put_bytes += p->bytes;
-			queued = put_queue(c, p);
-		}
-		empty = p->n == 0;
+		size = o->gen == gen ? o->size : -1;
 		pthread_mutex_unlock(&c->lock);
-		/* once queued, @p is the writer's */
-		if (empty)
-			free(p);
-		else if (!queued)
-			puts_write(c, p);
-		a = last + 1;
+		if (size <= 0)
+			return;
+		unit_of(size, a, &first, &last);
+		if (size <= DISK_WHOLE_MAX) {
+			keep_entry(c, o, gen, DISK_WHOLE, first, last, false);
+			continue;
+		}
+		if (keep_entry(c, o, gen, first / UNIT_BLOCKS, first, last,
+			       false) ||
+		    blocks_coming(c, o, first, last))
+			continue; /* kept, or the run that ends it keeps it */
+		for (i = first; i <= last; i += PIECE_BLOCKS)
+			keep_entry(c, o, gen, DISK_PIECES + i / PIECE_BLOCKS, i,
+				   i + PIECE_BLOCKS - 1 < last
+					   ? i + PIECE_BLOCKS - 1
+					   : last,
+				   true);
 	}
 }
 

@@ -73,6 +73,9 @@ static void entry_name(const char *id, int64_t unit, char *name, size_t cap)
 	if (unit == DISK_WHOLE)
 		snprintf(name, cap, "%016" PRIx64 "%016" PRIx64, h.high64,
 			 h.low64);
+	else if (unit >= DISK_PIECES)
+		snprintf(name, cap, "%016" PRIx64 "%016" PRIx64 ".p%" PRId64,
+			 h.high64, h.low64, unit - DISK_PIECES);
 	else
 		snprintf(name, cap, "%016" PRIx64 "%016" PRIx64 ".%" PRId64,
 			 h.high64, h.low64, unit);
@@ -287,7 +290,9 @@ static ssize_t entry_read(int fd, const char *id, int64_t unit,
 	    h.head_len !=
 		    sizeof(h) + (size_t)h.id_len + h.etag_len + h.listed_len ||
 	    h.head_sum != head_sum(&h, s) || h.len < 0 ||
-	    h.len > (unit == DISK_WHOLE ? DISK_WHOLE_MAX : DISK_BLOCK) ||
+	    h.len > (unit == DISK_WHOLE	   ? DISK_WHOLE_MAX
+		     : unit >= DISK_PIECES ? DISK_PIECE
+					   : DISK_BLOCK) ||
 	    st.st_size != (off_t)h.head_len + h.len)
 		return -EBADMSG;
 	/* another identity with the same hash, or another block */

@@ -1,7 +1,9 @@
 /* The data half of the cache on disk (DESIGN section 6): whole objects up to
- * DISK_WHOLE_MAX bytes and DISK_BLOCK-sized blocks of larger ones, each a
- * file named by a hash of the object's identity, holding the version it was
- * fetched under and a checksum of its bytes. An index (SQLite, beside the
+ * DISK_WHOLE_MAX bytes, DISK_BLOCK-sized blocks of larger ones, and the
+ * DISK_PIECE-sized pieces of a block that readers fetched without the rest
+ * of it (a random read), each a file named by a hash of the object's
+ * identity, holding the version it was fetched under and a checksum of its
+ * bytes. An index (SQLite, beside the
  * entries) counts what is kept and chooses what goes: the older of random
  * pairs by last use. When the cache is full, an entry is admitted only if
  * it was asked for more often than the one it would evict, so a pass over
@@ -21,6 +23,33 @@
 #define DISK_BLOCK_SHIFT 22
 #define DISK_BLOCK ((int64_t)1 << DISK_BLOCK_SHIFT) /* 4 MiB */
 #define DISK_WHOLE (-1) /* the unit of an entry holding a whole object */
+#define DISK_PIECE_SHIFT 18
+#define DISK_PIECE ((int64_t)1 << DISK_PIECE_SHIFT) /* 256 KiB */
+/* The unit of piece k of a large object is DISK_PIECES + k; units below it
+ * are its blocks. */
+#define DISK_PIECES ((int64_t)1 << 40)
+
+/* The object offset where entry @unit starts. */
+static inline int64_t disk_unit_start(int64_t unit)
+{
+	if (unit == DISK_WHOLE)
+		return 0;
+	if (unit >= DISK_PIECES)
+		return (unit - DISK_PIECES) << DISK_PIECE_SHIFT;
+	return unit << DISK_BLOCK_SHIFT;
+}
+
+/* The length of entry @unit of an object of @total bytes (<= 0: it lies
+ * past the end). */
+static inline int64_t disk_unit_len(int64_t unit, int64_t total)
+{
+	int64_t most = unit == DISK_WHOLE    ? total
+		       : unit >= DISK_PIECES ? DISK_PIECE
+					     : DISK_BLOCK;
+	int64_t rest = total - disk_unit_start(unit);
+
+	return rest < most ? rest : most;
+}
 
 /* The version of an object as an entry records it, or as a reader expects
  * it: empty strings and -1 stand for "not known". */

@@ -33,7 +33,9 @@
  * into sequential pieces and reads another 1 MiB ahead of it, which alone
  * prove nothing). */
 #define SEQ_PROOF ((int64_t)4 << 20)
-#define READ_UNIT ((int64_t)256 << 10) /* a read's fetch ends on one */
+/* a read's fetch starts and ends on one: what the disk keeps of a block
+ * fetched in part */
+#define READ_UNIT DISK_PIECE
 /* Readahead goes out in parts of this many blocks, fetched at once on as
  * many connections: one connection to a far store carries a capped rate,
  * and a window grown to tens of MiB would otherwise be one request. */
@@ -596,7 +598,7 @@ int stream_read(struct stream *s, struct stream_reader *r, size_t size,
 		size = fsize - off;
 	small = fsize <= (int64_t)s->small_file;
 	/* small files come whole in one request */
-	fa = small ? 0 : off >> BLOCK_SHIFT;
+	fa = small ? 0 : (off & ~(READ_UNIT - 1)) >> BLOCK_SHIFT;
 	fb = small ? (fsize - 1) >> BLOCK_SHIFT
 		   : (off + (int64_t)size - 1) >> BLOCK_SHIFT;
 	if (!small) {

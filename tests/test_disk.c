@@ -188,6 +188,48 @@ static void test_into_pieces(const char *root)
 	disk_close(d);
 }
 
+/* Pieces of a block: where they start, how long they are, kept the second
+ * time offered, and never longer than a piece. */
+static void test_block_pieces(const char *root)
+{
+	char dir[512], path[1024];
+	struct disk *d = open_disk(root, 1 << 30, dir, sizeof(dir));
+	int64_t total = (10 << 20) + 100, last = total >> DISK_PIECE_SHIFT;
+	struct disk_version v = { .total = total }, got;
+	static char piece[DISK_PIECE + 1];
+	struct iovec iov = { piece, DISK_PIECE };
+	void *bytes = NULL;
+
+	CHECK(disk_unit_start(DISK_PIECES + 3) == 3 * DISK_PIECE);
+	CHECK(disk_unit_len(DISK_PIECES + 3, total) == DISK_PIECE);
+	CHECK(disk_unit_start(2) == 2 * DISK_BLOCK);
+	CHECK(disk_unit_len(2, total) == total - 2 * DISK_BLOCK);
+	CHECK(disk_unit_len(DISK_PIECES + last, total) == 100);
+	CHECK(disk_unit_len(DISK_PIECES + last + 1, total) <= 0);
+	CHECK(disk_unit_len(DISK_WHOLE, 5) == 5);
+
+	CHECK(d != NULL);
+	memset(piece, 'p', sizeof(piece));
+	/* a piece of a large object comes in the second time */
+	CHECK(disk_put(d, "big", DISK_PIECES + 3, &v, &iov, 1) == -ENOSPC);
+	CHECK(disk_put(d, "big", DISK_PIECES + 3, &v, &iov, 1) == 0);
+	CHECK(entry_file(dir, path, sizeof(path)));
+	CHECK(strstr(path, ".p3") != NULL);
+	CHECK(disk_get(d, "big", DISK_PIECES + 3, &v, &got, &bytes) ==
+	      DISK_PIECE);
+	CHECK(bytes && ((char *)bytes)[DISK_PIECE - 1] == 'p');
+	free(bytes);
+	/* neither the block it is part of, nor its neighbour */
+	CHECK(disk_get(d, "big", 0, &v, &got, &bytes) == -ENOENT);
+	CHECK(disk_get(d, "big", DISK_PIECES + 4, &v, &got, &bytes) == -ENOENT);
+	/* an entry of a piece longer than a piece is damaged */
+	iov.iov_len = DISK_PIECE + 1;
+	CHECK(disk_put(d, "big", DISK_PIECES + 5, &v, &iov, 1) == -ENOSPC);
+	CHECK(disk_put(d, "big", DISK_PIECES + 5, &v, &iov, 1) == 0);
+	CHECK(disk_get(d, "big", DISK_PIECES + 5, &v, &got, &bytes) == -ENOENT);
+	disk_close(d);
+}
+
 static void test_cap_and_admission(const char *root)
 {
 	char dir[512];
@@ -384,6 +426,8 @@ int main(void)
 	test_into_pieces(dir);
 	snprintf(dir, sizeof(dir), "%s/c", tmpl);
 	test_tmp_cleanup(dir);
+	snprintf(dir, sizeof(dir), "%s/e", tmpl);
+	test_block_pieces(dir);
 	snprintf(dir, sizeof(dir), "%s/d", tmpl);
 	test_planted(dir);
 	snprintf(cmd, sizeof(cmd), "rm -rf %s", tmpl);

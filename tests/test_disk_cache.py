@@ -287,6 +287,52 @@ def test_two_mounts_share_the_cache_while_reading(cars, mount_factory,
 
 
 @pytest.mark.drops_caches
+def test_random_reads_keep_what_they_fetched(fake_factory, mount_factory,
+                                             tmpdir_short):
+    size = 24 << 20
+    fake = fake_factory("--dataset", DS + ":items=1,size_known=1,"
+                        "min_size=%d,max_size=%d" % (size, size))
+    cache = os.path.join(tmpdir_short, "cache")
+    truth = fake.truth(DS)["items"]
+    whole = fake.file_bytes(DS, truth[0]["uid"])
+    rnd = random.Random(3)
+    offsets = [rnd.randrange(size - (1 << 20)) for _ in range(6)]
+
+    def read_them(m):
+        p = list(data_paths(m, truth).values())[0]
+        for off in offsets:
+            with open(p, "rb", buffering=0) as f:
+                assert os.pread(f.fileno(), 1 << 20, off) == \
+                    whole[off:off + (1 << 20)]
+        m.wait_idle()
+
+    # a block of a large object is kept the second time it is fetched
+    for _ in range(2):
+        fake.reset()
+        m = mount_factory(fake, "dataset=" + DS, "cache_dir=" + cache,
+                          "readahead=0")
+        read_them(m)
+        fetched = sum(int(b) - int(a) + 1 for a, b in (
+            r["range"][len("bytes="):].split("-")
+            for r in fake.stats()["requests"] if r["route"] == "file"))
+        # what was read, not the rest of its 4 MiB blocks
+        assert fetched <= 1.5 * len(offsets) * (1 << 20), fetched
+        assert m.stop() == 0
+        drop_caches()
+    kept = entries(cache)
+    assert kept and all(".p" in os.path.basename(e) for e in kept), kept
+    assert sum(os.path.getsize(e) for e in kept) <= \
+        1.5 * len(offsets) * (1 << 20)
+    # the third time, from the disk alone
+    fake.reset()
+    m = mount_factory(fake, "dataset=" + DS, "cache_dir=" + cache,
+                      "readahead=0")
+    read_them(m)
+    assert fake.counts().get("file", 0) == 0
+    assert m.cache_stats()["disk_hits"] >= len(offsets)
+
+
+@pytest.mark.drops_caches
 def test_new_etag_replaces_the_entry_and_never_mixes(fake_factory,
                                                      mount_factory,
                                                      tmpdir_short):
@@ -309,7 +355,10 @@ def test_new_etag_replaces_the_entry_and_never_mixes(fake_factory,
         m.wait_idle()
         assert m.stop() == 0
         drop_caches()
-    assert len(entries(cache)) == 1
+    # the first block, and pieces of the second that readahead brought
+    kept = sorted(os.path.basename(e).split(".")[1] for e in entries(cache))
+    assert kept[0] == "0", kept
+    assert all(k[0] == "p" and 16 <= int(k[1:]) < 32 for k in kept[1:]), kept
 
     drop_caches()
     fake.fault(route="file", etag_change=True, count=-1)
