@@ -1,10 +1,14 @@
 # Data reads (issue 3): one fetch for concurrent readers, a cache budget that
 # holds, readahead that grows and resets, goes out in parts at once and
 # keeps every byte right, and connections reused.
+import errno
 import hashlib
 import os
 import random
 import threading
+import time
+
+import pytest
 
 from conftest import sha256_file
 
@@ -333,3 +337,32 @@ def test_a_seek_in_the_middle_of_a_fan_out(fake_factory, mount_factory):
     assert hashlib.sha256(whole).hexdigest() == t["files"]["data"]["sha256"]
     assert head == whole[:6 * MIB]
     assert tail == whole[31 * MIB + 12345:35 * MIB + 12345]
+
+
+def test_a_file_shorter_than_its_listing_fails_and_never_mixes(
+        fake_factory, mount_factory):
+    size = 40 * MIB
+    fake = big_dataset(fake_factory, items=1, size=size)
+    m = mount_factory(fake, "dataset=acme/big", "cache_dir=none",
+                      "timeout=2")
+    t = fake.truth("acme/big")["items"][0]
+    path = data_path(m, "acme/big", t)
+    whole = fake.file_bytes("acme/big", t["uid"])
+    # every answer says the object ends 3 MiB before the listing's size:
+    # parts on their way at once, each a bad answer, retried, then EIO
+    fake.fault(route="file", wrong_total=size - 3 * MIB, count=-1)
+    got = bytearray()
+    with open(path, "rb", buffering=0) as f:
+        with pytest.raises(OSError) as e:
+            while True:
+                piece = f.read(MIB)
+                if not piece:
+                    break
+                got += piece
+    assert e.value.errno == errno.EIO
+    assert bytes(got) == whole[:len(got)]  # what came before, right
+    assert os.stat(path).st_size == size  # the size is not learned from it
+    fake.call("/_fake/fault", method="DELETE")
+    time.sleep(1.1)  # a file that just failed fails at once for a second
+    assert sha256_file(path) == t["files"]["data"]["sha256"]
+    assert m.alive()
