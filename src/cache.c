@@ -1041,6 +1041,10 @@ static void puts_write(struct cache *c, struct put *p)
 					     iov[n],   k->n,	0 };
 	}
 	disk_put_many(c->disk, many, n);
+	/* a block kept whole replaces the pieces of it kept before */
+	for (k = p, i = 0; i < n; k = k->next, i++)
+		if (many[i].err == 0 && k->unit >= 0 && k->unit < DISK_PIECES)
+			disk_drop_pieces(c->disk, k->o->id, k->unit);
 	pthread_mutex_lock(&c->lock);
 	for (k = p; k; k = next) {
 		next = k->next;

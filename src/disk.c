@@ -575,6 +575,21 @@ void disk_drop(struct disk *d, const char *id)
 	entry_remove(d, name);
 }
 
+void disk_drop_pieces(struct disk *d, const char *id, int64_t unit)
+{
+	int64_t first = unit << (DISK_BLOCK_SHIFT - DISK_PIECE_SHIFT), k;
+	char name[DISK_NAME_MAX], rel[DISK_NAME_MAX + 4];
+
+	for (k = first; k < first + (DISK_BLOCK >> DISK_PIECE_SHIFT); k++) {
+		entry_name(id, DISK_PIECES + k, name, sizeof(name));
+		if (sub_ready(d, name, false))
+			return;
+		entry_rel(name, rel, sizeof(rel));
+		if (unlinkat(d->dir_fd, rel, 0) == 0)
+			disk_index_forget(d->index, name);
+	}
+}
+
 int64_t disk_give_back(struct disk *d)
 {
 	struct disk_room room;

@@ -131,6 +131,9 @@ void disk_put_many(struct disk *d, struct disk_put *puts, int n);
 /* Remove every entry of @id: the object changed. */
 void disk_drop(struct disk *d, const char *id);
 
+/* Remove the pieces of block @unit of @id: the block is kept whole. */
+void disk_drop_pieces(struct disk *d, const char *id, int64_t unit);
+
 /* Evict entries until the data and the listings fit in the cap and the
  * file system keeps its free share: a listing needs the room. Returns the
  * bytes given back. */

@@ -227,6 +227,15 @@ static void test_block_pieces(const char *root)
 	CHECK(disk_put(d, "big", DISK_PIECES + 5, &v, &iov, 1) == -ENOSPC);
 	CHECK(disk_put(d, "big", DISK_PIECES + 5, &v, &iov, 1) == 0);
 	CHECK(disk_get(d, "big", DISK_PIECES + 5, &v, &got, &bytes) == -ENOENT);
+	/* block 0 kept whole: its pieces go, those of block 1 stay */
+	iov.iov_len = DISK_PIECE;
+	CHECK(disk_put(d, "big", DISK_PIECES + 16, &v, &iov, 1) == -ENOSPC);
+	CHECK(disk_put(d, "big", DISK_PIECES + 16, &v, &iov, 1) == 0);
+	disk_drop_pieces(d, "big", 0);
+	CHECK(disk_get(d, "big", DISK_PIECES + 3, &v, &got, &bytes) == -ENOENT);
+	CHECK(disk_get(d, "big", DISK_PIECES + 16, &v, &got, &bytes) ==
+	      DISK_PIECE);
+	free(bytes);
 	disk_close(d);
 }
 

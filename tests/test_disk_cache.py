@@ -330,6 +330,18 @@ def test_random_reads_keep_what_they_fetched(fake_factory, mount_factory,
     read_them(m)
     assert fake.counts().get("file", 0) == 0
     assert m.cache_stats()["disk_hits"] >= len(offsets)
+    assert m.stop() == 0
+    # read whole, twice: each block is kept whole, and its pieces go
+    for _ in range(2):
+        drop_caches()
+        m = mount_factory(fake, "dataset=" + DS, "cache_dir=" + cache)
+        p = list(data_paths(m, truth).values())[0]
+        with open(p, "rb") as f:
+            assert f.read() == whole
+        m.wait_idle()
+        assert m.stop() == 0
+    kept = sorted(os.path.basename(e).split(".")[1] for e in entries(cache))
+    assert kept == [str(i) for i in range(6)], " ".join(kept)
 
 
 @pytest.mark.drops_caches
