@@ -91,6 +91,7 @@ struct stream {
 	struct order orders[ORDER_SLOTS]; /* protected by lock */
 	uint64_t ticks; /* protected by lock: opens that told their place */
 	struct stream_stats stats; /* protected by lock */
+	uint64_t disk_opens; /* atomic: stats.disk_opens */
 	struct cache *cache;
 	struct fetch *fetch;
 	size_t small_file;
@@ -135,6 +136,7 @@ void stream_get_stats(struct stream *s, struct stream_stats *st)
 	pthread_mutex_lock(&s->lock);
 	*st = s->stats;
 	pthread_mutex_unlock(&s->lock);
+	st->disk_opens = __atomic_load_n(&s->disk_opens, __ATOMIC_RELAXED);
 }
 
 struct cache *stream_cache(struct stream *s)
@@ -453,9 +455,7 @@ bool stream_wants_place(struct stream *s)
 {
 	if (!fetch_disk_keeps_up(s->fetch))
 		return true;
-	pthread_mutex_lock(&s->lock);
-	s->stats.disk_opens++;
-	pthread_mutex_unlock(&s->lock);
+	__atomic_add_fetch(&s->disk_opens, 1, __ATOMIC_RELAXED);
 	return false;
 }
 
