@@ -3,13 +3,13 @@
  * DISK_PIECE-sized pieces of a block that readers fetched without the rest
  * of it (a random read), each a file named by a hash of the object's
  * identity, holding the version it was fetched under and a checksum of its
- * bytes. An index (SQLite, beside the
- * entries) counts what is kept and chooses what goes: the older of random
- * pairs by last use. When the cache is full, an entry is admitted only if
- * it was asked for more often than the one it would evict, so a pass over
- * more data than fits keeps what it has instead of churning; a block of a
- * large object is admitted the second time it is asked for. Several mounts
- * may share one folder. Nothing is scanned at start. */
+ * bytes. An index (SQLite, beside the entries) counts what is kept and
+ * chooses what goes: the older of random pairs by last use. When the cache
+ * is full, an entry is admitted only if it was asked for more often than the
+ * one it would evict, so a pass over more data than fits keeps what it has
+ * instead of churning; a block or a piece of a large object is admitted the
+ * second time it is asked for. Several mounts may share one folder. Nothing
+ * is scanned at start. */
 #ifndef AVALAFS_DISK_H
 #define AVALAFS_DISK_H
 

@@ -29,9 +29,8 @@
  * one reader overtake one another */
 #define SEQ_SLACK (2 * STREAM_KERNEL_READAHEAD)
 /* After a seek, a reader reads ahead only once it has read this much in a
- * row: a random read fetches what it reads (the kernel splits a 1 MiB read
- * into sequential pieces and reads another 1 MiB ahead of it, which alone
- * prove nothing). */
+ * row: a random read fetches what it reads (the kernel sends a large read
+ * in pieces of at most 1 MiB, which alone prove nothing). */
 #define SEQ_PROOF ((int64_t)4 << 20)
 /* a read's fetch starts and ends on one: what the disk keeps of a block
  * fetched in part */
