@@ -946,6 +946,7 @@ void cache_run_from_disk(struct cache_run *r)
 					 got.etag);
 		}
 		pthread_mutex_unlock(&c->lock);
+		r->pieces |= fits && unit >= DISK_PIECES;
 		if (fits && n > 0 && bytes)
 			fill_from(r, disk_unit_start(unit), bytes, n);
 		else if (fits && n > 0)
@@ -1244,7 +1245,9 @@ void cache_run_settle(struct cache_run *r, int err)
 	}
 	pthread_cond_broadcast(&c->changed);
 	pthread_mutex_unlock(&c->lock);
-	if (c->disk && filled && r->net)
+	/* what came from the network, and a block that pieces and the
+	 * network made whole, whichever run ended last */
+	if (c->disk && filled && (r->net || r->pieces))
 		keep_on_disk(c, o, r->gen, r->a, r->b);
 	pthread_mutex_lock(&c->lock);
 	for (i = r->a; i <= r->b; i++)

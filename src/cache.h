@@ -87,6 +87,7 @@ struct cache_run {
 	int64_t from; /* the first block not filled yet */
 	unsigned gen; /* the object's generation when claimed */
 	bool net; /* bytes came from the network */
+	bool pieces; /* bytes came from pieces of a block the disk lacks */
 	bool probe; /* for a size (a stat): FETCH_PROBE_MAX bytes at most */
 	bool ahead; /* for no reader yet: a failure is not the object's */
 	struct cache_block **blocks; /* b - a + 1; NULL once settled */
