@@ -5,25 +5,14 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <xxhash.h>
 
 /* A slot whose object was dropped: passed over by lookups. */
 #define DROPPED UINT32_MAX
 
 uint32_t store_uids_hash(const char *uid)
 {
-	uint64_t h = 0xcbf29ce484222325ull;
-	const unsigned char *p = (const unsigned char *)uid;
-
-	while (*p) {
-		h ^= *p++;
-		h *= 0x100000001b3ull;
-	}
-	/* FNV-1a mixes its last bytes into the low bits poorly, and the
-	 * low bits pick the slot */
-	h ^= h >> 33;
-	h *= 0xff51afd7ed558ccdull;
-	h ^= h >> 33;
-	return h;
+	return (uint32_t)XXH3_64bits(uid, strlen(uid));
 }
 
 static void put(struct uid_slot *slots, size_t cap, uint32_t hash, uint32_t oid)
